@@ -1,0 +1,141 @@
+"""Subcommands that bring data in: validate, import (real data sets) and generate (synthetic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from propensity.cli._common import console, fail, progress
+from propensity.problems import ProblemReport
+
+import_app = typer.Typer(help="Map a known data set into the CRM data contract.",
+                         no_args_is_help=True)
+
+
+def print_report(report: ProblemReport, limit: int, out: Path | None) -> None:
+    """Every problem, one line each (up to `limit`), then counts per rule."""
+    frame = report.frame().sort_values(["severity", "table", "row"], kind="stable")
+    if out is not None:
+        frame.to_csv(out, index=False)
+    shown = frame.head(limit) if limit > 0 else frame
+    for p in shown.to_dict("records"):
+        where = f"{p['file']} row {p['row']}" if p["row"] else p["file"]
+        col = f" column {p['column']}" if p["column"] else ""
+        val = f" value {p['value']!r}" if p["value"] else ""
+        sev = str(p["severity"])
+        style = "red" if sev == "error" else "yellow"
+        console.print(
+            f"[{style}]{sev.upper()}[/] {where}{col}{val}: [bold]{p['rule']}[/] ({p['message']})",
+            highlight=False,
+        )
+    if len(frame) > len(shown):
+        rest = len(frame) - len(shown)
+        hint = f"all are in {out}" if out else "use --out FILE to write them all, or --limit 0"
+        console.print(f"... {rest} more problem(s) not printed; {hint}")
+    summary = report.summary()
+    if len(summary):
+        table = Table(title="problems by rule")
+        for c in ("severity", "table", "rule", "count"):
+            table.add_column(c)
+        for r in summary.to_dict("records"):
+            table.add_row(str(r["severity"]), str(r["table"]), str(r["rule"]),
+                          f"{r['count']:,}")
+        console.print(table)
+
+
+def validate(
+    path: Annotated[Path | None, typer.Argument(help="Export folder (leads, events, ...)")] = None,
+    table: Annotated[Path | None, typer.Option(help="A single table file instead")] = None,
+    target: Annotated[str | None, typer.Option(help="Target column of --table")] = None,
+    id_col: Annotated[str | None, typer.Option(help="Id column of --table")] = None,
+    limit: Annotated[int, typer.Option(help="Print at most this many problems (0: all)")] = 1000,
+    out: Annotated[Path | None, typer.Option(help="Write every problem to this CSV")] = None,
+) -> None:
+    """Check an export against the data contract; exit 1 when anything breaks it."""
+    from propensity.contract import Manifest
+    from propensity.export import read_export
+    from propensity.single_table import read_single_table, read_single_table_dir
+
+    with progress() as bar:
+        bar.add_task("reading and validating", total=None)
+        if table is not None:
+            if not target:
+                raise fail("--table needs --target COLUMN (the 0/1 outcome)")
+            report = read_single_table(table, target, id_column=id_col).report
+            what = f"{table}"
+        elif path is None:
+            raise fail("give an export folder, or --table FILE --target COLUMN")
+        elif path.is_dir() and Manifest.read(path).shape == "single_table":
+            single = read_single_table_dir(path)
+            report, what = single.report, f"{path} (single table)"
+        else:
+            export = read_export(path)
+            report, what = export.report, str(path)
+            counts = {n: len(f) for n in ("leads", "events", "stage_history", "opportunities",
+                                          "accounts") if (f := export.table(n)) is not None}
+            console.print("read " + ", ".join(f"{v:,} {k}" for k, v in counts.items()),
+                          highlight=False)
+    print_report(report, limit, out)
+    if report.ok:
+        console.print(f"[green]ok[/]: {what} follows the data contract"
+                      + (f" ({report.warning_count} warning(s))" if report.warning_count else ""),
+                      highlight=False)
+        return
+    console.print(f"[red]{report.error_count:,} error(s)[/] in {what}", highlight=False)
+    raise typer.Exit(1)
+
+
+def generate(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the export into")],
+    leads: Annotated[int, typer.Option(min=1, help="Number of leads")] = 5000,
+    seed: Annotated[int, typer.Option(help="Same seed, same export")] = 7,
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "parquet",
+) -> None:
+    """Write a synthetic CRM export with known ground truth (truth.parquet, read by no pipeline)."""
+    from propensity.synthetic import SyntheticConfig, generate_export, write_export
+
+    if fmt not in ("csv", "parquet"):
+        raise fail("--format is csv or parquet")
+    with progress() as bar:
+        task = bar.add_task(f"generating {leads:,} leads", total=None)
+        tables, truth = generate_export(SyntheticConfig(n_leads=leads, seed=seed))
+        bar.update(task, description=f"writing {out_dir}")
+        write_export(tables, truth, out_dir, fmt=fmt)
+    console.print(
+        f"wrote {out_dir}: " + ", ".join(f"{len(t):,} {n}" for n, t in tables.items()),
+        highlight=False,
+    )
+
+
+@import_app.command("x-education")
+def import_x_education(
+    file: Annotated[Path, typer.Argument(help="X Education Leads.csv")],
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the single table into")],
+) -> None:
+    """X Education leads -> a single table with its post-outcome columns declared."""
+    from propensity.adapters.x_education import import_x_education as run
+
+    result = run(file, out_dir)
+    console.print(result.summary(), highlight=False)
+
+
+@import_app.command("olist")
+def import_olist(
+    mql_file: Annotated[Path, typer.Argument(help="olist_marketing_qualified_leads_dataset.csv")],
+    deals_file: Annotated[Path, typer.Argument(help="olist_closed_deals_dataset.csv")],
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the export into")],
+) -> None:
+    """Olist MQLs and closed deals -> a CRM export (leads, stage_history, opportunities)."""
+    from propensity.adapters.olist import import_olist as run
+
+    result = run(mql_file, deals_file, out_dir)
+    console.print(result.summary(), highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(validate)
+    app.command()(generate)
+    app.add_typer(import_app, name="import")

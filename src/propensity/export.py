@@ -1,0 +1,303 @@
+"""Reading a CRM export (a directory of CSV or Parquet tables) into typed, UTC frames.
+
+Parsing and validation are one step on purpose: the loader is the only place that still knows
+which spreadsheet row a value came from, so it is where a bad value gets named. A frame's index
+is the 0-based position of its row in the file; `SourceFile.row_of` turns it into the row a
+person looks up.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from propensity.contract import (
+    TABLES,
+    TIMESTAMP_DTYPE,
+    Kind,
+    Manifest,
+    TableSpec,
+)
+from propensity.problems import ContractError, ProblemReport, PropensityError
+
+SUFFIXES = (".parquet", ".csv")
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: Path
+    header_rows: int
+    """1 for CSV (the header is spreadsheet row 1), 0 for Parquet."""
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def row_of(self, index: np.ndarray | pd.Index) -> np.ndarray:
+        return np.asarray(index, dtype="int64") + 1 + self.header_rows
+
+
+@dataclass
+class CrmExport:
+    """The validated tables of one export; absent tables are None."""
+
+    leads: pd.DataFrame
+    events: pd.DataFrame | None = None
+    stage_history: pd.DataFrame | None = None
+    opportunities: pd.DataFrame | None = None
+    accounts: pd.DataFrame | None = None
+    manifest: Manifest = field(default_factory=Manifest)
+    report: ProblemReport = field(default_factory=ProblemReport)
+    files: dict[str, SourceFile] = field(default_factory=dict)
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return tuple(self.manifest.stages)
+
+    def table(self, name: str) -> pd.DataFrame | None:
+        if name not in TABLES:
+            raise KeyError(name)
+        frame: pd.DataFrame | None = getattr(self, name)
+        return frame
+
+    def attribute_columns(self, name: str) -> list[str]:
+        """Extra columns of `leads` / `accounts` usable as features (post-outcome excluded)."""
+        frame = self.table(name)
+        if frame is None:
+            return []
+        spec = TABLES[name]
+        banned = set(spec.names) | set(self.manifest.post_outcome_columns(name))
+        return [c for c in frame.columns if c not in banned]
+
+
+def find_table_file(directory: Path, table: str) -> Path | None:
+    found = [directory / f"{table}{s}" for s in SUFFIXES if (directory / f"{table}{s}").exists()]
+    if len(found) > 1:
+        raise PropensityError(
+            f"{directory}: both {found[0].name} and {found[1].name} exist; keep one"
+        )
+    return found[0] if found else None
+
+
+def read_raw(path: Path) -> tuple[pd.DataFrame, SourceFile]:
+    """Read a file without interpreting it: CSV cells stay strings, empty cells are missing."""
+    if not path.exists():
+        raise PropensityError(f"{path}: no such file")
+    if path.suffix == ".parquet":
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise PropensityError(f"{path}: not a readable Parquet file ({exc})") from exc
+        return frame.reset_index(drop=True), SourceFile(path, header_rows=0)
+    if path.suffix != ".csv":
+        raise PropensityError(f"{path}: expected a .csv or .parquet file")
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        header = next(csv.reader(fh), None)
+    if not header:
+        raise PropensityError(f"{path}: empty file (no header row)")
+    if len(set(header)) != len(header):
+        dupes = sorted({h for h in header if header.count(h) > 1})
+        raise PropensityError(f"{path}: duplicate column names {dupes}")
+    try:
+        table = pacsv.read_csv(
+            path,
+            convert_options=pacsv.ConvertOptions(
+                column_types={h: pa.string() for h in header},
+                strings_can_be_null=True,
+                null_values=[""],
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        raise PropensityError(f"{path}: not a readable CSV file ({exc})") from exc
+    frame = table.to_pandas()
+    return frame, SourceFile(path, header_rows=1)
+
+
+def parse_column(
+    raw: pd.Series,
+    kind: Kind,
+    *,
+    table: str,
+    source: SourceFile,
+    report: ProblemReport,
+) -> pd.Series:
+    """Type one column; every non-missing value that does not parse is reported, never coerced."""
+    if kind is Kind.STRING:
+        if pd.api.types.is_float_dtype(raw) or pd.api.types.is_integer_dtype(raw):
+            # Parquet ids written as numbers: keep their text, not "1.0"
+            out = raw.astype("Int64").astype("string") if _is_integral(raw) else raw.astype(str)
+            return out.astype("str").where(raw.notna())
+        return _empty_is_missing(raw)
+    if kind is Kind.TIMESTAMP:
+        parsed = to_utc(raw)
+        rule, message = "unparseable_timestamp", "not an ISO 8601 timestamp"
+    else:
+        parsed = pd.to_numeric(raw, errors="coerce")
+        if not pd.api.types.is_float_dtype(parsed):
+            parsed = parsed.astype("float64")
+        rule, message = "not_a_number", "not a number"
+    bad = raw.notna() & parsed.isna()
+    if bad.any():
+        idx = raw.index[bad.to_numpy()]
+        report.add(
+            table=table, file=source.name, rows=idx, file_rows=source.row_of(idx),
+            column=str(raw.name), values=raw[bad], rule=rule, message=message,
+        )
+    return parsed
+
+
+def _empty_is_missing(raw: pd.Series) -> pd.Series:
+    """Strings (plain or categorical) with "" as missing, in every file format alike."""
+    if isinstance(raw.dtype, pd.CategoricalDtype):
+        cats = raw.cat.categories
+        if not pd.api.types.is_string_dtype(cats.dtype) or pd.api.types.is_object_dtype(cats):
+            raw = raw.cat.rename_categories(list(cats.astype("str")))
+        return raw.cat.remove_categories([""]) if "" in raw.cat.categories else raw
+    text = raw if raw.dtype == "str" else raw.astype("str").where(raw.notna())
+    return text.mask(text == "")
+
+
+def to_utc(values: pd.Series) -> pd.Series:
+    """Timestamps to UTC at microsecond resolution; naive means UTC (the contract)."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC").astype(TIMESTAMP_DTYPE)
+    if pd.api.types.is_datetime64_dtype(values):
+        return values.dt.tz_localize("UTC").astype(TIMESTAMP_DTYPE)
+    parsed = pd.to_datetime(values, format="ISO8601", utc=True, errors="coerce")
+    return parsed.astype(TIMESTAMP_DTYPE)
+
+
+def _is_integral(values: pd.Series) -> bool:
+    v = values.dropna()
+    return bool((v == np.floor(v)).all()) if len(v) else True
+
+
+def parse_table(
+    raw: pd.DataFrame, spec: TableSpec, source: SourceFile, report: ProblemReport
+) -> pd.DataFrame:
+    """Columns of the contract to their kinds; attribute columns typed from their data."""
+    missing = [c.name for c in spec.columns if c.required and c.name not in raw.columns]
+    for name in missing:
+        report.note(table=spec.name, file=source.name, column=name, rule="missing_column",
+                    message=f"required column {name!r} is absent")
+    if missing:
+        raise ContractError(
+            f"{source.name}: required column(s) {', '.join(missing)} absent", report
+        )
+    out = {}
+    known = set(spec.names)
+    for name in raw.columns:
+        col = raw[name]
+        if name in known:
+            out[name] = parse_column(
+                col, spec.column(name).kind, table=spec.name, source=source, report=report
+            )
+        elif spec.has_attributes:
+            out[name] = type_attribute(col)
+        else:
+            out[name] = col
+    frame = pd.DataFrame(out, index=raw.index)
+    for absent in spec.columns:
+        if absent.name not in frame.columns:
+            dtype = TIMESTAMP_DTYPE if absent.kind is Kind.TIMESTAMP else (
+                "float64" if absent.kind is Kind.NUMBER else "str")
+            frame[absent.name] = pd.Series(None, index=frame.index, dtype=dtype)
+    return frame
+
+
+def type_attribute(values: pd.Series) -> pd.Series:
+    """Numbers stay numeric; anything else is a category label (the contract's typing rule)."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return values.astype("float64")
+    if pd.api.types.is_bool_dtype(values):
+        return values.astype("str").where(values.notna())
+    numeric = pd.to_numeric(values, errors="coerce")
+    if values.notna().any() and (numeric.notna() == values.notna()).all():
+        return numeric.astype("float64")
+    return values.astype("str").where(values.notna())
+
+
+def read_export(directory: Path) -> CrmExport:
+    """Parse and validate every table of an export; the result keeps its bad rows.
+
+    Use `load_export` to get only clean rows. This is what `propensity validate` reports on.
+    """
+    from propensity.validation import validate_export
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise PropensityError(f"{directory}: not a directory (an export is a folder of tables)")
+    manifest = _read_manifest(directory)
+    if manifest.shape == "single_table":
+        raise PropensityError(
+            f"{directory} holds a single table ({manifest.table}); "
+            f"use --table {directory / (manifest.table or '?')} --target {manifest.target}"
+        )
+    report = ProblemReport()
+    frames: dict[str, pd.DataFrame] = {}
+    files: dict[str, SourceFile] = {}
+    for name, spec in TABLES.items():
+        path = find_table_file(directory, name)
+        if path is None:
+            continue
+        raw, source = read_raw(path)
+        frames[name] = parse_table(raw, spec, source, report)
+        files[name] = source
+    if "leads" not in frames:
+        raise PropensityError(
+            f"{directory}: no leads.csv or leads.parquet (the one required table)")
+    for col in ("source", "persona"):  # the contract: missing means unknown
+        frames["leads"][col] = fill_unknown(frames["leads"][col])
+    export = CrmExport(
+        leads=frames["leads"],
+        events=frames.get("events"),
+        stage_history=frames.get("stage_history"),
+        opportunities=frames.get("opportunities"),
+        accounts=frames.get("accounts"),
+        manifest=manifest,
+        report=report,
+        files=files,
+    )
+    validate_export(export)
+    return export
+
+
+def load_export(directory: Path, *, drop_bad_rows: bool = False) -> CrmExport:
+    """A clean export: raises ContractError on any error, or drops and names the bad rows.
+
+    Dropping cascades: a row that points at a rejected lead is rejected too, and named.
+    """
+    export = read_export(directory)
+    if export.report.ok:
+        return export
+    if not drop_bad_rows:
+        n = export.report.error_count
+        raise ContractError(
+            f"{directory}: {n} problem(s) break the data contract; "
+            f"run `propensity validate {directory}` to see them", export.report
+        )
+    from propensity.validation import drop_rejected_rows
+
+    drop_rejected_rows(export)
+    return export
+
+
+def fill_unknown(values: pd.Series) -> pd.Series:
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        if "unknown" not in values.cat.categories:
+            values = values.cat.add_categories(["unknown"])
+        return values.fillna("unknown")
+    return values.fillna("unknown")
+
+
+def _read_manifest(directory: Path) -> Manifest:
+    try:
+        return Manifest.read(directory)
+    except Exception as exc:
+        raise PropensityError(f"{directory / 'manifest.json'}: invalid manifest ({exc})") from exc

@@ -1,0 +1,214 @@
+"""The rules of the data contract, within a table (pandera) and across tables (vectorised joins).
+
+Every rule names what it checks in a short id (`orphan_reference`, `stages_out_of_order`, ...)
+that the docs list; reports and tests speak in those ids.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+from propensity.contract import CLOCK_SKEW, STAGE_HISTORY, TABLES, stage_rank
+from propensity.export import CrmExport, SourceFile
+from propensity.problems import ProblemReport
+
+_PANDERA_RULES = {
+    "not_nullable": ("missing_value", "a value is required"),
+    "field_uniqueness": ("duplicate_id", "the id appears more than once"),
+}
+
+
+def validate_export(export: CrmExport) -> ProblemReport:
+    """Run every rule; problems go to `export.report` (also returned)."""
+    report = export.report
+    for name in TABLES:
+        frame = export.table(name)
+        if frame is None:
+            continue
+        _check_columns(frame, name, export.files[name], export.stages, report)
+        declared = export.manifest.post_outcome_columns(name)
+        for col in declared:
+            if col not in frame.columns:
+                report.note(table=name, file=export.files[name].name, column=col,
+                            rule="post_outcome_column_absent", severity="warning",
+                            message="declared post-outcome in manifest.json but not in the table")
+    _check_references(export, report)
+    _check_time_order(export, report)
+    return report
+
+
+def _check_columns(
+    frame: pd.DataFrame, name: str, source: SourceFile, stages: tuple[str, ...],
+    report: ProblemReport,
+) -> None:
+    schema = pa_schema(name, stages)
+    try:
+        schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as err:
+        cases = err.failure_cases
+        already = report.bad_rows(name)
+        for (column, check), group in cases.groupby(["column", "check"], sort=False):
+            rule, message = _rule_of(str(column), str(check))
+            idx = pd.Index(group["index"].dropna().astype("int64"))
+            if rule == "missing_value":
+                # a value that failed to parse is already reported as such
+                idx = idx.difference(already)
+            if len(idx) == 0:
+                continue
+            report.add(
+                table=name, file=source.name, rows=idx, file_rows=source.row_of(idx),
+                column=str(column), values=frame.loc[idx, column], rule=rule, message=message,
+            )
+
+
+def pa_schema(name: str, stages: tuple[str, ...]) -> pa.DataFrameSchema:
+    from propensity.contract import pandera_schema
+
+    return pandera_schema(TABLES[name], stages)
+
+
+def _rule_of(column: str, check: str) -> tuple[str, str]:
+    if check in _PANDERA_RULES:
+        return _PANDERA_RULES[check]
+    if check.startswith("isin("):
+        if column == "stage":
+            return "unknown_stage", "not a configured stage (see manifest.json stages)"
+        return "value_not_allowed", f"not an allowed {column}"
+    if check.startswith("greater_than_or_equal_to("):  # amount is the one bounded column
+        return "negative_amount", "amounts are zero or more"
+    return check, check
+
+
+def _positions(keys: pd.Series, universe: pd.Series) -> np.ndarray:
+    """Position in `universe` of each key, -1 when absent (duplicates in universe: first wins)."""
+    values = pd.Series(universe.to_numpy())
+    uniq = values.dropna().drop_duplicates()
+    found = pd.Index(uniq.to_numpy()).get_indexer(keys.to_numpy())
+    return np.where(found >= 0, uniq.index.to_numpy()[np.maximum(found, 0)], -1)
+
+
+def _add_rows(report: ProblemReport, export: CrmExport, table: str, mask: np.ndarray,
+              column: str, rule: str, message: str) -> None:
+    frame = export.table(table)
+    assert frame is not None
+    if not mask.any():
+        return
+    idx = frame.index[mask]
+    report.add(table=table, file=export.files[table].name, rows=idx,
+               file_rows=export.files[table].row_of(idx), column=column,
+               values=frame.loc[idx, column], rule=rule, message=message)
+
+
+def _check_references(export: CrmExport, report: ProblemReport) -> None:
+    leads = export.leads
+    for table in ("events", "stage_history", "opportunities"):
+        frame = export.table(table)
+        if frame is None:
+            continue
+        ids = frame["lead_id"]
+        pos = _positions(ids, leads["lead_id"])
+        orphan = ids.notna().to_numpy() & (pos < 0)
+        _add_rows(report, export, table, orphan, "lead_id", "orphan_reference",
+                  "no lead with this id in leads")
+    if export.accounts is not None:
+        for table in ("leads", "opportunities"):
+            frame = export.table(table)
+            if frame is None:
+                continue
+            ids = frame["account_id"]
+            pos = _positions(ids, export.accounts["account_id"])
+            orphan = ids.notna().to_numpy() & (pos < 0)
+            _add_rows(report, export, table, orphan, "account_id", "orphan_reference",
+                      "no account with this id in accounts")
+    opps = export.opportunities
+    if opps is not None:
+        unlinked = (opps["lead_id"].isna() & opps["account_id"].isna()).to_numpy()
+        _add_rows(report, export, "opportunities", unlinked, "lead_id", "opportunity_unlinked",
+                  "an opportunity needs a lead_id or an account_id")
+
+
+def _lead_created(export: CrmExport, ids: pd.Series) -> pd.Series:
+    pos = _positions(ids, export.leads["lead_id"])
+    created = export.leads["created_at"].array.take(pos, allow_fill=True)
+    return pd.Series(created, index=ids.index)
+
+
+def _check_time_order(export: CrmExport, report: ProblemReport) -> None:
+    events = export.events
+    if events is not None:
+        created = _lead_created(export, events["lead_id"])
+        early = (events["occurred_at"] < created - CLOCK_SKEW).fillna(False).to_numpy(bool)
+        _add_rows(report, export, "events", early, "occurred_at", "event_before_lead_created",
+                  "more than one day before the lead was created")
+    stages = export.stage_history
+    if stages is not None:
+        created = _lead_created(export, stages["lead_id"])
+        early = (stages["entered_at"] < created - CLOCK_SKEW).fillna(False).to_numpy(bool)
+        is_customer = (stages["stage"] == export.stages[-1]).fillna(False).to_numpy(bool)
+        _add_rows(report, export, "stage_history", early & is_customer, "entered_at",
+                  "conversion_before_lead_created",
+                  f"entered {export.stages[-1]} before the lead was created")
+        _add_rows(report, export, "stage_history", early & ~is_customer, "entered_at",
+                  "stage_before_lead_created", "entered a stage before the lead was created")
+        _check_stage_order(export, stages, report)
+    opps = export.opportunities
+    if opps is not None:
+        backwards = (opps["closed_at"] < opps["created_at"]).fillna(False).to_numpy(bool)
+        _add_rows(report, export, "opportunities", backwards, "closed_at",
+                  "closed_before_created", "closed before it was created")
+        closed = opps["status"].isin(["won", "lost"]).to_numpy(bool)
+        no_date = closed & opps["closed_at"].isna().to_numpy(bool)
+        _add_rows(report, export, "opportunities", no_date, "closed_at", "closed_without_date",
+                  "a won or lost opportunity needs closed_at")
+        open_dated = (opps["status"] == "open").fillna(False).to_numpy(bool) & opps[
+            "closed_at"].notna().to_numpy(bool)
+        _add_rows(report, export, "opportunities", open_dated, "closed_at", "open_with_close_date",
+                  "an open opportunity has no closed_at")
+        created = _lead_created(export, opps["lead_id"])
+        won_early = ((opps["status"] == "won").fillna(False).to_numpy(bool)
+                     & (opps["closed_at"] < created - CLOCK_SKEW).fillna(False).to_numpy(bool))
+        _add_rows(report, export, "opportunities", won_early, "closed_at",
+                  "conversion_before_lead_created", "won before the lead was created")
+
+
+def _check_stage_order(export: CrmExport, stages: pd.DataFrame, report: ProblemReport) -> None:
+    """Per lead, a higher funnel stage must not be entered before a lower one."""
+    rank = stages["stage"].map(stage_rank(export.stages))
+    ok = rank.notna() & stages["entered_at"].notna() & stages["lead_id"].notna()
+    frame = pd.DataFrame(
+        {"lead_id": stages["lead_id"][ok], "rank": rank[ok], "t": stages["entered_at"][ok]}
+    ).sort_values(["lead_id", "rank", "t"], kind="stable")
+    # latest entry among all lower-ranked stages of the same lead
+    prev_max = frame.groupby("lead_id", sort=False)["t"].cummax().groupby(
+        frame["lead_id"], sort=False).shift(1)
+    same_rank_prev = frame.groupby(["lead_id", "rank"], sort=False).cumcount() > 0
+    bad = (frame["t"] < prev_max) & ~same_rank_prev
+    idx = frame.index[bad.to_numpy(bool)]
+    if len(idx):
+        mask = stages.index.isin(idx)
+        _add_rows(report, export, STAGE_HISTORY.name, mask, "stage", "stages_out_of_order",
+                  "entered before a lower stage of the same lead")
+
+
+def drop_rejected_rows(export: CrmExport) -> None:
+    """Remove every row named by an error, then rows that point at a removed lead."""
+    report = export.report
+    for name in TABLES:
+        frame = export.table(name)
+        if frame is None:
+            continue
+        bad = report.bad_rows(name)
+        if len(bad):
+            setattr(export, name, frame.drop(index=bad.intersection(frame.index)))
+    kept = export.leads["lead_id"]
+    for name in ("events", "stage_history", "opportunities"):
+        frame = export.table(name)
+        if frame is None:
+            continue
+        gone = (frame["lead_id"].notna() & ~frame["lead_id"].isin(kept)).to_numpy(bool)
+        if gone.any():
+            _add_rows(report, export, name, gone, "lead_id", "lead_rejected",
+                      "its lead was rejected")
+            setattr(export, name, frame.loc[~gone])

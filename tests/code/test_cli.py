@@ -1,0 +1,63 @@
+"""The command line as a user meets it: exit codes, one readable line, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+BIN = Path(sys.executable).parent / "propensity"
+
+
+def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN), *map(str, args)], capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+def test_validate_clean_export_exits_0(make_export: Callable[..., Path]) -> None:
+    out = run("validate", make_export())
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "follows the data contract" in out.stdout
+
+
+def test_validate_bad_export_exits_1_and_names_row_and_rule(
+    make_export: Callable[..., Path], tmp_path: Path,
+) -> None:
+    def bad(t: dict) -> None:
+        t["leads"][1]["created_at"] = "31/02/2024"
+
+    report = tmp_path / "problems.csv"
+    out = run("validate", make_export(bad), "--out", report)
+    assert out.returncode == 1
+    assert "leads.csv row 3 column created_at value '31/02/2024': unparseable_timestamp" in (
+        " ".join(out.stdout.split()))
+    assert "Traceback" not in out.stdout + out.stderr
+    assert "unparseable_timestamp" in report.read_text()
+
+
+def test_unreadable_input_is_one_line_and_nonzero(tmp_path: Path) -> None:
+    out = run("validate", tmp_path / "nowhere")
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    (tmp_path / "empty").mkdir()
+    out = run("validate", tmp_path / "empty")
+    assert out.returncode == 2 and "leads" in out.stderr and "Traceback" not in out.stderr
+    out = run("validate", "--table", tmp_path / "x.csv")
+    assert out.returncode == 2 and "--target" in out.stderr
+
+
+def test_missing_target_column_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n1,2\n")
+    out = run("validate", "--table", path, "--target", "won")
+    assert out.returncode == 2
+    assert "target column 'won'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_generate_then_validate(tmp_path: Path) -> None:
+    out = run("generate", tmp_path / "x", "--leads", "500", "--seed", "1", "--format", "csv")
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "x" / "events.csv").exists()
+    assert run("validate", tmp_path / "x").returncode == 0

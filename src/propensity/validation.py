@@ -34,8 +34,11 @@ def validate_export(export: CrmExport) -> ProblemReport:
                 report.note(table=name, file=export.files[name].name, column=col,
                             rule="post_outcome_column_absent", severity="warning",
                             message="declared post-outcome in manifest.json but not in the table")
-    _check_references(export, report)
-    _check_time_order(export, report)
+    lead_pos = {t: _positions(f["lead_id"], export.leads["lead_id"])
+                for t in ("events", "stage_history", "opportunities")
+                if (f := export.table(t)) is not None}
+    _check_references(export, report, lead_pos)
+    _check_time_order(export, report, lead_pos)
     return report
 
 
@@ -85,7 +88,14 @@ def _positions(keys: pd.Series, universe: pd.Series) -> np.ndarray:
     """Position in `universe` of each key, -1 when absent (duplicates in universe: first wins)."""
     values = pd.Series(universe.to_numpy())
     uniq = values.dropna().drop_duplicates()
-    found = pd.Index(uniq.to_numpy()).get_indexer(keys.to_numpy())
+    index = pd.Index(uniq.to_numpy())
+    if isinstance(keys.dtype, pd.CategoricalDtype):
+        # look up each category once, not each of the (millions of) rows
+        per_category = index.get_indexer(keys.cat.categories)
+        codes = keys.cat.codes.to_numpy()
+        found = np.where(codes >= 0, per_category[np.maximum(codes, 0)], -1)
+    else:
+        found = index.get_indexer(keys.to_numpy())
     return np.where(found >= 0, uniq.index.to_numpy()[np.maximum(found, 0)], -1)
 
 
@@ -101,15 +111,14 @@ def _add_rows(report: ProblemReport, export: CrmExport, table: str, mask: np.nda
                values=frame.loc[idx, column], rule=rule, message=message)
 
 
-def _check_references(export: CrmExport, report: ProblemReport) -> None:
-    leads = export.leads
+def _check_references(export: CrmExport, report: ProblemReport,
+                      lead_pos: dict[str, np.ndarray]) -> None:
     for table in ("events", "stage_history", "opportunities"):
         frame = export.table(table)
         if frame is None:
             continue
         ids = frame["lead_id"]
-        pos = _positions(ids, leads["lead_id"])
-        orphan = ids.notna().to_numpy() & (pos < 0)
+        orphan = ids.notna().to_numpy() & (lead_pos[table] < 0)
         _add_rows(report, export, table, orphan, "lead_id", "orphan_reference",
                   "no lead with this id in leads")
     if export.accounts is not None:
@@ -129,22 +138,22 @@ def _check_references(export: CrmExport, report: ProblemReport) -> None:
                   "an opportunity needs a lead_id or an account_id")
 
 
-def _lead_created(export: CrmExport, ids: pd.Series) -> pd.Series:
-    pos = _positions(ids, export.leads["lead_id"])
+def _lead_created(export: CrmExport, frame: pd.DataFrame, pos: np.ndarray) -> pd.Series:
     created = export.leads["created_at"].array.take(pos, allow_fill=True)
-    return pd.Series(created, index=ids.index)
+    return pd.Series(created, index=frame.index)
 
 
-def _check_time_order(export: CrmExport, report: ProblemReport) -> None:
+def _check_time_order(export: CrmExport, report: ProblemReport,
+                      lead_pos: dict[str, np.ndarray]) -> None:
     events = export.events
     if events is not None:
-        created = _lead_created(export, events["lead_id"])
+        created = _lead_created(export, events, lead_pos["events"])
         early = (events["occurred_at"] < created - CLOCK_SKEW).fillna(False).to_numpy(bool)
         _add_rows(report, export, "events", early, "occurred_at", "event_before_lead_created",
                   "more than one day before the lead was created")
     stages = export.stage_history
     if stages is not None:
-        created = _lead_created(export, stages["lead_id"])
+        created = _lead_created(export, stages, lead_pos["stage_history"])
         early = (stages["entered_at"] < created - CLOCK_SKEW).fillna(False).to_numpy(bool)
         is_customer = (stages["stage"] == export.stages[-1]).fillna(False).to_numpy(bool)
         _add_rows(report, export, "stage_history", early & is_customer, "entered_at",
@@ -166,7 +175,7 @@ def _check_time_order(export: CrmExport, report: ProblemReport) -> None:
             "closed_at"].notna().to_numpy(bool)
         _add_rows(report, export, "opportunities", open_dated, "closed_at", "open_with_close_date",
                   "an open opportunity has no closed_at")
-        created = _lead_created(export, opps["lead_id"])
+        created = _lead_created(export, opps, lead_pos["opportunities"])
         won_early = ((opps["status"] == "won").fillna(False).to_numpy(bool)
                      & (opps["closed_at"] < created - CLOCK_SKEW).fillna(False).to_numpy(bool))
         _add_rows(report, export, "opportunities", won_early, "closed_at",

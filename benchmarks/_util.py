@@ -17,5 +17,5 @@ def peak_rss_gb() -> float:
 def timed(label: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
-    print(f"{label}: {time.perf_counter() - start:.1f} s (peak memory so far {peak_rss_gb():.2f} GB)",
-          flush=True)
+    took = time.perf_counter() - start
+    print(f"{label}: {took:.1f} s (peak memory so far {peak_rss_gb():.2f} GB)", flush=True)

@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _util import peak_rss_gb  # noqa: E402
-
-from propensity.export import read_export  # noqa: E402
+from _util import peak_rss_gb
+from propensity.export import read_export
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ import pandera.pandas as pa
 
 from propensity.contract import CLOCK_SKEW, STAGE_HISTORY, TABLES, stage_rank
 from propensity.export import CrmExport, SourceFile
+from propensity.keys import positions
 from propensity.problems import ProblemReport
 
 _PANDERA_RULES = {
@@ -34,7 +35,7 @@ def validate_export(export: CrmExport) -> ProblemReport:
                 report.note(table=name, file=export.files[name].name, column=col,
                             rule="post_outcome_column_absent", severity="warning",
                             message="declared post-outcome in manifest.json but not in the table")
-    lead_pos = {t: _positions(f["lead_id"], export.leads["lead_id"])
+    lead_pos = {t: positions(f["lead_id"], export.leads["lead_id"])
                 for t in ("events", "stage_history", "opportunities")
                 if (f := export.table(t)) is not None}
     _check_references(export, report, lead_pos)
@@ -84,21 +85,6 @@ def _rule_of(column: str, check: str) -> tuple[str, str]:
     return check, check
 
 
-def _positions(keys: pd.Series, universe: pd.Series) -> np.ndarray:
-    """Position in `universe` of each key, -1 when absent (duplicates in universe: first wins)."""
-    values = pd.Series(universe.to_numpy())
-    uniq = values.dropna().drop_duplicates()
-    index = pd.Index(uniq.to_numpy())
-    if isinstance(keys.dtype, pd.CategoricalDtype):
-        # look up each category once, not each of the (millions of) rows
-        per_category = index.get_indexer(keys.cat.categories)
-        codes = keys.cat.codes.to_numpy()
-        found = np.where(codes >= 0, per_category[np.maximum(codes, 0)], -1)
-    else:
-        found = index.get_indexer(keys.to_numpy())
-    return np.where(found >= 0, uniq.index.to_numpy()[np.maximum(found, 0)], -1)
-
-
 def _add_rows(report: ProblemReport, export: CrmExport, table: str, mask: np.ndarray,
               column: str, rule: str, message: str) -> None:
     frame = export.table(table)
@@ -127,7 +113,7 @@ def _check_references(export: CrmExport, report: ProblemReport,
             if frame is None:
                 continue
             ids = frame["account_id"]
-            pos = _positions(ids, export.accounts["account_id"])
+            pos = positions(ids, export.accounts["account_id"])
             orphan = ids.notna().to_numpy() & (pos < 0)
             _add_rows(report, export, table, orphan, "account_id", "orphan_reference",
                       "no account with this id in accounts")

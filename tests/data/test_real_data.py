@@ -101,3 +101,34 @@ def test_raw_single_table_with_a_bad_target_names_the_rows(tmp_path: Path) -> No
     assert set(zip(frame["rule"], frame["row"], strict=True)) == {
         ("target_not_binary", 3), ("missing_value", 5), ("duplicate_id", 4),
         ("duplicate_id", 5)}
+
+
+def test_olist_funnel_matches_an_independent_pandas_computation(olist_dir: Path) -> None:
+    from propensity.funnel import funnel_report
+
+    report = funnel_report(load_export(olist_dir, drop_bad_rows=True), by="source")
+    mql = pd.read_csv(shared_file("olist-mql", "olist_marketing_qualified_leads_dataset.csv"))
+    deals = pd.read_csv(shared_file("olist-mql", "olist_closed_deals_dataset.csv"))
+    mql["first"] = pd.to_datetime(mql["first_contact_date"], format="%d-%m-%Y")
+    deals["won"] = pd.to_datetime(deals["won_date"], format="%d-%m-%Y %H:%M")
+    both = mql.merge(deals[["mql_id", "won"]], on="mql_id", how="left")
+    # the won-before-first-contact row breaks the contract and is left out (and named)
+    valid_win = both["won"].notna() & (both["won"] >= both["first"])
+    both["converted"] = valid_win
+    assert report.overall.lead_to_customer.numerator == int(valid_win.sum()) == 841
+    assert report.overall.lead_to_customer.denominator == 8000
+    assert report.overall.lead_to_customer.percent == pytest.approx(100 * 841 / 8000)
+    both["origin"] = both["origin"].fillna("unknown")
+    by_origin = both.groupby("origin")["converted"].agg(["sum", "count"])
+    for g in report.groups:
+        if g.group == "(no lead)":
+            continue
+        expected = by_origin.loc[g.group]
+        assert (g.lead_to_customer.numerator, g.lead_to_customer.denominator) == (
+            expected["sum"], expected["count"]), g.group
+    days = (both.loc[valid_win, "won"] - both.loc[valid_win, "first"]).dt.total_seconds() / 86400
+    cycle = report.overall.deals.sales_cycle
+    assert cycle.count == 841
+    assert cycle.median_days == pytest.approx(days.median(), abs=1e-4)
+    assert cycle.p75_days == pytest.approx(days.quantile(0.75), abs=1e-4)
+    assert report.overall.deals.win_rate.percent == 100.0  # Olist publishes only won deals

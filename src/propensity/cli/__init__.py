@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from propensity.cli import data, demo
+from propensity.cli import data, demo, funnel
 from propensity.cli._common import fail
 from propensity.problems import PropensityError
 
@@ -18,6 +18,7 @@ app = typer.Typer(
     add_completion=False,
 )
 data.register(app)
+funnel.register(app)
 demo.register(app)
 
 

@@ -18,12 +18,17 @@ def demo(
 ) -> None:
     """Generate a synthetic export, validate it and print its funnel."""
     from propensity.cli.data import generate, validate
+    from propensity.cli.funnel import funnel
 
     export_dir = workdir / "export"
     console.rule("1. generate a synthetic CRM export")
     generate(export_dir, leads=leads, seed=seed, fmt="parquet")
     console.rule("2. validate it against the data contract")
     validate(export_dir, limit=20)
+    console.rule("3. the funnel, by source")
+    funnel(export_dir, by="source")
+    page = workdir / "funnel.html"
+    funnel(export_dir, by="source", fmt="html", out=page)
 
 
 def register(app: typer.Typer) -> None:

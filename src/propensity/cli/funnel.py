@@ -1,0 +1,67 @@
+"""`propensity funnel`: the rule-based funnel metrics of an export."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from propensity.cli._common import console, fail, progress
+
+FORMATS = ("table", "json", "csv", "html")
+
+
+def funnel(
+    path: Annotated[Path, typer.Argument(help="Export folder")],
+    by: Annotated[str | None, typer.Option(
+        help="Lead column to group by (source, campaign, owner_id, product, persona, any "
+             "attribute) or created_week / created_month / created_quarter / created_year")
+    ] = None,
+    start: Annotated[datetime | None, typer.Option(help="Window start (inclusive), UTC")] = None,
+    end: Annotated[datetime | None, typer.Option(help="Window end (exclusive), UTC")] = None,
+    cohort: Annotated[bool, typer.Option(
+        "--cohort/--period",
+        help="Cohort: follow leads created in the window; period: count what happened in it")
+    ] = True,
+    fmt: Annotated[str, typer.Option("--format", help="table, json, csv or html")] = "table",
+    out: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout")] = None,
+    drop_bad_rows: Annotated[bool, typer.Option(
+        help="Leave out rows that break the contract (each is named) instead of refusing")
+    ] = False,
+) -> None:
+    """Stage-to-stage conversion, win rate, cycle times and deal metrics, with 95% intervals."""
+    from propensity.export import load_export
+    from propensity.funnel import funnel_report
+    from propensity.funnel.render import to_frame, to_html, to_rich
+
+    if fmt not in FORMATS:
+        raise fail(f"--format is one of {', '.join(FORMATS)}")
+    if fmt == "html" and out is None:
+        raise fail("--format html needs --out FILE.html")
+    with progress() as bar:
+        task = bar.add_task("loading export", total=None)
+        export = load_export(path, drop_bad_rows=drop_bad_rows)
+        bar.update(task, description="computing funnel")
+        report = funnel_report(export, by=by, start=start, end=end,
+                               mode="cohort" if cohort else "period")
+    if export.report.error_count:
+        console.print(f"[yellow]left out {export.report.error_count} problem row(s)[/]; "
+                      f"`propensity validate {path}` lists them", highlight=False)
+    if fmt == "table":
+        for table in to_rich(report):
+            console.print(table)
+        return
+    text = {"json": lambda: report.model_dump_json(indent=2),
+            "csv": lambda: to_frame(report).to_csv(index=False),
+            "html": lambda: to_html(report)}[fmt]()
+    if out is None:
+        print(text)
+    else:
+        out.write_text(text)
+        console.print(f"wrote {out}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(funnel)

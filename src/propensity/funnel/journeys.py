@@ -1,0 +1,86 @@
+"""One row per lead: when it reached each funnel stage, whether it ended, when it converted.
+
+This is the shape every funnel metric is a group-by over. A lead that skipped a stage is
+counted as having passed it when it reached the next higher one (the contract), so the time it
+"reached" a stage is the earliest entry into that stage or any above it. The first stage is
+reached at creation. Conversion is the earlier of entering the last stage and a won opportunity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from propensity.contract import TERMINAL_STAGES, TIMESTAMP_DTYPE, stage_rank
+from propensity.export import CrmExport
+from propensity.keys import positions
+
+NEVER = np.iinfo("int64").max
+"""Sentinel for 'not reached' in the int64 microsecond arrays (sorts after every real time)."""
+
+
+@dataclass
+class Journeys:
+    stages: tuple[str, ...]
+    reached: np.ndarray
+    """(n_leads, n_stages) int64 microseconds since epoch, NEVER when not reached."""
+    entered: np.ndarray
+    """Like `reached`, but only actual entries (a skipped stage stays NEVER here)."""
+    ended: np.ndarray
+    """(n_leads,) first terminal (disqualified / lost) entry, NEVER when none."""
+    leads: pd.DataFrame
+
+    def reached_at(self, stage: str) -> pd.Series:
+        col = self.reached[:, self.stages.index(stage)]
+        return _to_time(col, self.leads.index)
+
+    @property
+    def converted_at(self) -> pd.Series:
+        return self.reached_at(self.stages[-1])
+
+
+def _to_time(values: np.ndarray, index: pd.Index) -> pd.Series:
+    out = values.astype("int64").view("datetime64[us]")
+    series = pd.Series(out, index=index).where(values != NEVER)
+    return series.dt.tz_localize("UTC").astype(TIMESTAMP_DTYPE)
+
+
+def _micros(values: pd.Series) -> np.ndarray:
+    """UTC timestamps as int64 microseconds, NEVER for missing."""
+    v = values.astype(TIMESTAMP_DTYPE)
+    out = v.dt.tz_localize(None).to_numpy().view("int64").copy()
+    out[v.isna().to_numpy()] = NEVER
+    return out
+
+
+def build_journeys(export: CrmExport) -> Journeys:
+    leads = export.leads.reset_index(drop=True)
+    stages = export.stages
+    n, k = len(leads), len(stages)
+    entered = np.full((n, k), NEVER, dtype="int64")
+    ended = np.full(n, NEVER, dtype="int64")
+    entered[:, 0] = _micros(leads["created_at"])
+    sh = export.stage_history
+    if sh is not None and len(sh):
+        pos = positions(sh["lead_id"], leads["lead_id"])
+        t = _micros(sh["entered_at"])
+        stage_text = sh["stage"].astype("str").to_numpy()
+        rank = pd.Series(stage_text).map(stage_rank(stages)).to_numpy()
+        ok = (pos >= 0) & ~np.isnan(rank)
+        np.minimum.at(entered, (pos[ok], rank[ok].astype("int64")), t[ok])
+        term = (pos >= 0) & np.isin(stage_text, TERMINAL_STAGES)
+        np.minimum.at(ended, pos[term], t[term])
+    opps = export.opportunities
+    if opps is not None and len(opps):
+        status = opps["status"].astype("str").to_numpy()
+        pos = positions(opps["lead_id"], leads["lead_id"])
+        won = (status == "won") & (pos >= 0)
+        np.minimum.at(entered[:, k - 1], pos[won], _micros(opps["closed_at"])[won])
+        # a lost opportunity ends the lead's journey unless it later advanced
+        lost = (status == "lost") & (pos >= 0)
+        np.minimum.at(ended, pos[lost], _micros(opps["closed_at"])[lost])
+    # passing a higher stage means passing every stage below it
+    reached = np.minimum.accumulate(entered[:, ::-1], axis=1)[:, ::-1]
+    return Journeys(stages=stages, reached=reached, entered=entered, ended=ended, leads=leads)

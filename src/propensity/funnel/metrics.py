@@ -1,0 +1,278 @@
+"""Funnel metrics, overall and per group, in one vectorised pass over the journeys.
+
+Cohort mode follows the leads created in the window wherever they went. Period mode counts
+what happened inside the window: stage entries, conversions, closes; its step rate is entries
+into the next stage / entries into the stage in the window (a flow ratio, which can pass 100%
+when many leads entered the lower stage before the window; its interval is then left out).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from propensity.contract import TIMESTAMP_DTYPE
+from propensity.export import CrmExport
+from propensity.funnel.intervals import wilson
+from propensity.funnel.journeys import NEVER, Journeys, _micros, build_journeys
+from propensity.funnel.report import Deals, Duration, FunnelReport, GroupFunnel, Mode, Rate, Step
+from propensity.keys import positions
+from propensity.problems import PropensityError
+
+OVERALL = "(all)"
+NO_LEAD = "(no lead)"
+MISSING = "(missing)"
+PERIODS = {"created_week": "W", "created_month": "M", "created_quarter": "Q",
+           "created_year": "Y"}
+US_PER_DAY = 86_400_000_000
+
+
+def _stamp(value: datetime | str | None) -> int | None:
+    if value is None:
+        return None
+    ts = pd.Timestamp(value)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return int(_micros(pd.Series([ts]))[0])
+
+
+def group_keys(frame: pd.DataFrame, by: str | None, created: str = "created_at") -> pd.Series:
+    """Group label per row: a column's value, or a period of creation ('created_month')."""
+    if by is None:
+        return pd.Series(OVERALL, index=frame.index)
+    if by in PERIODS:
+        stamps = frame[created].dt.tz_localize(None)
+        return stamps.dt.to_period(PERIODS[by]).astype("str").fillna(MISSING)
+    if by not in frame.columns:
+        raise PropensityError(
+            f"cannot group by {by!r}: not a lead column (columns: {', '.join(frame.columns)}; "
+            f"periods: {', '.join(PERIODS)})")
+    return frame[by].astype("str").where(frame[by].notna(), MISSING)
+
+
+def _rates(k: pd.Series, n: pd.Series) -> list[Rate]:
+    _, lo, hi = wilson(k.to_numpy(), n.to_numpy())
+    out = []
+    for i in range(len(k)):
+        ok = n.iloc[i] > 0 and k.iloc[i] <= n.iloc[i]
+        out.append(Rate(
+            numerator=int(k.iloc[i]), denominator=int(n.iloc[i]),
+            percent=None if n.iloc[i] <= 0 else round(100 * k.iloc[i] / n.iloc[i], 4),
+            low=round(100 * lo[i], 4) if ok else None, high=round(100 * hi[i], 4) if ok else None,
+        ))
+    return out
+
+
+def _durations(days: pd.Series, keys: pd.Series, groups: pd.Index) -> dict[str, Duration]:
+    """Median, 75th percentile and mean of day counts per group (NaN days are skipped)."""
+    frame = pd.DataFrame({"g": keys, "d": days}).dropna()
+    agg = frame.groupby("g", observed=True)["d"].agg(["count", "median", "mean"])
+    agg["p75"] = frame.groupby("g", observed=True)["d"].quantile(0.75)
+    out = {}
+    for g in groups:
+        if g in agg.index and agg.loc[g, "count"] > 0:
+            row = agg.loc[g]
+            out[g] = Duration(count=int(row["count"]), median_days=round(float(row["median"]), 4),
+                              p75_days=round(float(row["p75"]), 4),
+                              mean_days=round(float(row["mean"]), 4))
+        else:
+            out[g] = Duration(count=0, median_days=None, p75_days=None, mean_days=None)
+    return out
+
+
+def funnel_report(
+    export: CrmExport,
+    *,
+    by: str | None = None,
+    start: datetime | str | None = None,
+    end: datetime | str | None = None,
+    mode: Mode = "cohort",
+    journeys: Journeys | None = None,
+) -> FunnelReport:
+    """Every funnel metric of the export, overall and per value of `by`."""
+    if mode not in ("cohort", "period"):
+        raise PropensityError(f"mode is cohort or period, not {mode!r}")
+    j = journeys if journeys is not None else build_journeys(export)
+    lo = _stamp(start)
+    hi = _stamp(end)
+    lo_v = lo if lo is not None else np.iinfo("int64").min
+    hi_v = hi if hi is not None else NEVER
+    if lo is not None and hi is not None and lo >= hi:
+        raise PropensityError("--start must be before --end")
+    stages = list(j.stages)
+    r = j.reached
+    reached_any = r != NEVER
+
+    def in_window(t: np.ndarray) -> np.ndarray:
+        return (t != NEVER) & (t >= lo_v) & (t < hi_v)
+
+    keys = group_keys(j.leads, by)
+    cols: dict[str, np.ndarray] = {}
+    scope = in_window(r[:, 0])  # leads created in the window (lead-to-customer's base)
+    cols["leads"] = scope
+    ended = j.ended != NEVER
+    for s in range(len(stages) - 1):
+        if mode == "cohort":
+            reached = scope & reached_any[:, s]
+            advanced = reached & reached_any[:, s + 1]
+            stopped = reached & ~advanced
+            lost = stopped & ended
+            flight = stopped & ~ended
+        else:
+            reached = in_window(r[:, s])
+            advanced = in_window(r[:, s + 1])
+            at_stage = reached_any[:, s] & (r[:, s] < hi_v)
+            not_next = ~(reached_any[:, s + 1] & (r[:, s + 1] < hi_v))
+            lost = at_stage & not_next & in_window(j.ended)
+            flight = at_stage & not_next & ~(ended & (j.ended < hi_v))
+        # time between actual entries: a skipped stage has no time of its own
+        both = advanced & (j.entered[:, s] != NEVER) & (j.entered[:, s + 1] != NEVER)
+        took = np.where(both, (r[:, s + 1] - r[:, s]) / US_PER_DAY, np.nan)
+        cols[f"reached_{s}"] = reached
+        cols[f"advanced_{s}"] = advanced
+        cols[f"lost_{s}"] = lost
+        cols[f"flight_{s}"] = flight
+        cols[f"days_{s}"] = took
+    last = len(stages) - 1
+    cols["converted"] = scope & reached_any[:, last] if mode == "cohort" else in_window(r[:, last])
+    lead_frame = pd.DataFrame(cols, index=j.leads.index)
+    lead_frame["g"] = keys.to_numpy()
+    counts = lead_frame.drop(columns=[c for c in cols if c.startswith("days_")]).groupby(
+        "g", observed=True).sum()
+    overall_counts = counts.sum()
+    groups = counts.index[counts["leads"] > 0] if mode == "cohort" else counts.index
+    if by is None:
+        groups = pd.Index([])
+    all_keys = pd.Series(OVERALL, index=j.leads.index)
+
+    as_of = hi if hi is not None else _latest(export) + 1
+    opp_keys = _opportunity_keys(export, j, by)
+    if by is not None:  # opportunities without a lead are a group of their own
+        extra = pd.Index(opp_keys.unique()).difference(groups)
+        groups = groups.append(extra)
+        counts = counts.reindex(counts.index.union(extra), fill_value=0)
+    deals, deals_all = _deals(export, opp_keys, mode, lo_v, hi_v, as_of, groups)
+    step_days = {s: _durations(lead_frame[f"days_{s}"], keys, groups) for s in range(last)}
+    step_days_all = {s: _durations(lead_frame[f"days_{s}"], all_keys, pd.Index([OVERALL]))
+                     for s in range(last)}
+
+    def build(name: str, c: pd.Series, days: dict[int, Duration], deal: Deals) -> GroupFunnel:
+        steps = []
+        for s in range(last):
+            rate = _rates(pd.Series([c[f"advanced_{s}"]]), pd.Series([c[f"reached_{s}"]]))[0]
+            steps.append(Step(
+                from_stage=stages[s], to_stage=stages[s + 1], reached=int(c[f"reached_{s}"]),
+                advanced=int(c[f"advanced_{s}"]), lost=int(c[f"lost_{s}"]),
+                in_flight=int(c[f"flight_{s}"]), conversion=rate, time=days[s],
+            ))
+        worst = max(steps, key=lambda st: st.lost) if steps else None
+        return GroupFunnel(
+            group=name, leads=int(c["leads"]), steps=steps,
+            lead_to_customer=_rates(pd.Series([c["converted"]]), pd.Series([c["leads"]]))[0],
+            deals=deal,
+            biggest_drop_off=worst.name if worst is not None and worst.lost > 0 else None,
+        )
+
+    overall = build(OVERALL, overall_counts, {s: step_days_all[s][OVERALL] for s in range(last)},
+                    deals_all)
+    per_group = [build(str(g), counts.loc[g], {s: step_days[s][g] for s in range(last)},
+                       deals[g]) for g in groups]
+    per_group.sort(key=lambda gf: (-gf.leads, gf.group))
+    return FunnelReport(
+        mode=mode, by=by, start=pd.Timestamp(start).to_pydatetime() if start else None,
+        end=pd.Timestamp(end).to_pydatetime() if end else None,
+        as_of=pd.Timestamp(as_of, unit="us", tz="UTC").to_pydatetime(),
+        stages=stages, overall=overall, groups=per_group,
+    )
+
+
+def _latest(export: CrmExport) -> int:
+    """The latest timestamp anywhere in the export: 'now' for a historical export."""
+    latest = [export.leads["created_at"].max()]
+    for name, col in (("events", "occurred_at"), ("stage_history", "entered_at"),
+                      ("opportunities", "created_at"), ("opportunities", "closed_at")):
+        frame = export.table(name)
+        if frame is not None and len(frame):
+            latest.append(frame[col].max())
+    valid = [t for t in latest if not pd.isna(t)]
+    return int(_micros(pd.Series(valid))[0:len(valid)].max()) if valid else 0
+
+
+def _opportunity_keys(export: CrmExport, j: Journeys, by: str | None) -> pd.Series:
+    """Group of each opportunity: its own owner/product, else its lead's, else '(no lead)'."""
+    opps = _opportunities(export)
+    if by is None:
+        return pd.Series(OVERALL, index=opps.index)
+    if by in opps.columns and by != "lead_id":
+        return opps[by].astype("str").where(opps[by].notna(), MISSING)
+    pos = positions(opps["lead_id"], j.leads["lead_id"])
+    lead_keys = group_keys(j.leads, by).to_numpy()
+    return pd.Series(np.where(pos >= 0, lead_keys[np.maximum(pos, 0)], NO_LEAD), index=opps.index)
+
+
+def _opportunities(export: CrmExport) -> pd.DataFrame:
+    if export.opportunities is None:
+        return pd.DataFrame({"lead_id": pd.Series(dtype="str"), "status": pd.Series(dtype="str"),
+                             "amount": pd.Series(dtype="float64"),
+                             "created_at": pd.Series(dtype=TIMESTAMP_DTYPE),
+                             "closed_at": pd.Series(dtype=TIMESTAMP_DTYPE)})
+    return export.opportunities.reset_index(drop=True)
+
+
+def _deals(
+    export: CrmExport, keys: pd.Series, mode: Mode, lo: int, hi: int, as_of: int,
+    groups: pd.Index,
+) -> tuple[dict[str, Deals], Deals]:
+    """Opportunity metrics per group; pipeline is what is open at `as_of`."""
+    opps = _opportunities(export)
+    created = _micros(opps["created_at"])
+    closed = _micros(opps["closed_at"])
+    status = opps["status"].astype("str").to_numpy()
+    amount = opps["amount"].astype("float64").to_numpy()
+    if mode == "cohort":
+        scope = (created >= lo) & (created < hi)
+        closed_in = scope & (closed != NEVER)
+    else:
+        closed_in = (closed != NEVER) & (closed >= lo) & (closed < hi)
+    is_open = (created < as_of) & ((closed == NEVER) | (closed >= as_of))
+    won = closed_in & (status == "won")
+    lost = closed_in & (status == "lost")
+    hist = (closed != NEVER) & (closed < as_of)
+    frame = pd.DataFrame({
+        "g": keys.to_numpy(), "won": won, "lost": lost, "open": is_open,
+        "won_amount": np.where(won & ~np.isnan(amount), amount, 0.0),
+        "won_priced": won & ~np.isnan(amount),
+        "open_amount": np.where(is_open & ~np.isnan(amount), amount, 0.0),
+        "hist_won": hist & (status == "won"),
+        "hist_closed": hist & np.isin(status, ["won", "lost"]),
+        "cycle": np.where(won, (closed - created) / US_PER_DAY, np.nan),
+    })
+    n_hist = frame["hist_closed"].sum()
+    overall_rate = frame["hist_won"].sum() / n_hist if n_hist else None
+
+    def make(sub: pd.DataFrame, name: str, cycle: Duration) -> Deals:
+        n_won, n_lost, n_open = int(sub["won"].sum()), int(sub["lost"].sum()), int(
+            sub["open"].sum())
+        rate = _rates(pd.Series([n_won]), pd.Series([n_won + n_lost]))[0]
+        priced = int(sub["won_priced"].sum())
+        avg = float(sub["won_amount"].sum() / priced) if priced else None
+        closed_hist = sub["hist_closed"].sum()
+        pipeline = float(sub["open_amount"].sum())
+        hist_rate = sub["hist_won"].sum() / closed_hist if closed_hist else overall_rate
+        weighted = None if hist_rate is None else round(pipeline * float(hist_rate), 4)
+        velocity = None
+        if rate.percent is not None and avg is not None and cycle.mean_days:
+            velocity = round(n_open * rate.percent / 100 * avg / cycle.mean_days, 4)
+        return Deals(won=n_won, lost=n_lost, open=n_open, win_rate=rate,
+                     average_deal_size=None if avg is None else round(avg, 4),
+                     sales_cycle=cycle, pipeline_value=round(pipeline, 4),
+                     weighted_pipeline_value=weighted,
+                     sales_velocity_per_day=velocity)
+
+    cycles = _durations(frame["cycle"], frame["g"], groups)
+    all_cycle = _durations(frame["cycle"], pd.Series(OVERALL, index=frame.index),
+                           pd.Index([OVERALL]))[OVERALL]
+    by_group = {g: make(frame[frame["g"] == g], str(g), cycles[g]) for g in groups}
+    return by_group, make(frame, OVERALL, all_cycle)
+

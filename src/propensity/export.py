@@ -66,6 +66,19 @@ class CrmExport:
         frame: pd.DataFrame | None = getattr(self, name)
         return frame
 
+    def latest_time(self) -> pd.Timestamp:
+        """The latest timestamp anywhere in the export: its 'now' for a historical export."""
+        latest = [self.leads["created_at"].max()]
+        for name, col in (("events", "occurred_at"), ("stage_history", "entered_at"),
+                          ("opportunities", "created_at"), ("opportunities", "closed_at")):
+            frame = self.table(name)
+            if frame is not None and len(frame):
+                latest.append(frame[col].max())
+        valid = [t for t in latest if not pd.isna(t)]
+        if not valid:
+            raise PropensityError("the export has no timestamps")
+        return pd.Timestamp(max(valid))
+
     def attribute_columns(self, name: str) -> list[str]:
         """Extra columns of `leads` / `accounts` usable as features (post-outcome excluded)."""
         frame = self.table(name)
@@ -74,6 +87,48 @@ class CrmExport:
         spec = TABLES[name]
         banned = set(spec.names) | set(self.manifest.post_outcome_columns(name))
         return [c for c in frame.columns if c not in banned]
+
+
+def truncate_export(export: CrmExport, at: pd.Timestamp) -> CrmExport:
+    """The export as it would have been exported at `at`: nothing dated at or after it.
+
+    Leads created at or after `at` go; so do events, stage rows and opportunities created at or
+    after it; an opportunity closed at or after it is reopened (its close is in the future).
+    """
+    leads = export.leads[export.leads["created_at"] < at]
+
+    def keep(frame: pd.DataFrame | None, col: str) -> pd.DataFrame | None:
+        return None if frame is None else frame[frame[col] < at]
+
+    opps = keep(export.opportunities, "created_at")
+    if opps is not None:
+        future = opps["closed_at"] >= at
+        opps = opps.copy()
+        opps["status"] = opps["status"].astype("str")
+        opps.loc[future, "closed_at"] = pd.NaT
+        opps.loc[future, "status"] = "open"
+    return CrmExport(
+        leads=leads, events=keep(export.events, "occurred_at"),
+        stage_history=keep(export.stage_history, "entered_at"), opportunities=opps,
+        accounts=export.accounts, manifest=export.manifest, report=export.report,
+        files=export.files,
+    )
+
+
+def fingerprint(directory: Path) -> str:
+    """sha256 over the export's table files and manifest: which data a model was trained on."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(directory).iterdir()):
+        if path.suffix in SUFFIXES or path.name == "manifest.json":
+            if path.stem == "truth":
+                continue
+            digest.update(path.name.encode())
+            with path.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+    return digest.hexdigest()
 
 
 def find_table_file(directory: Path, table: str) -> Path | None:

@@ -14,6 +14,8 @@ def positions(keys: pd.Series, universe: pd.Series) -> np.ndarray:
     """
     values = pd.Series(universe.to_numpy())
     uniq = values.dropna().drop_duplicates()
+    if uniq.empty:
+        return np.full(len(keys), -1, dtype="int64")
     index = pd.Index(uniq.to_numpy())
     if isinstance(keys.dtype, pd.CategoricalDtype):
         per_category = index.get_indexer(keys.cat.categories)

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from propensity.cli import data, demo, funnel
+from propensity.cli import data, demo, funnel, models
 from propensity.cli._common import fail
 from propensity.problems import PropensityError
 
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 data.register(app)
 funnel.register(app)
+models.register(app)
 demo.register(app)
 
 

@@ -146,7 +146,7 @@ def funnel_report(
         groups = pd.Index([])
     all_keys = pd.Series(OVERALL, index=j.leads.index)
 
-    as_of = hi if hi is not None else _latest(export) + 1
+    as_of = hi if hi is not None else _micros(pd.Series([export.latest_time()]))[0] + 1
     opp_keys = _opportunity_keys(export, j, by)
     if by is not None:  # opportunities without a lead are a group of their own
         extra = pd.Index(opp_keys.unique()).difference(groups)
@@ -185,18 +185,6 @@ def funnel_report(
         as_of=pd.Timestamp(as_of, unit="us", tz="UTC").to_pydatetime(),
         stages=stages, overall=overall, groups=per_group,
     )
-
-
-def _latest(export: CrmExport) -> int:
-    """The latest timestamp anywhere in the export: 'now' for a historical export."""
-    latest = [export.leads["created_at"].max()]
-    for name, col in (("events", "occurred_at"), ("stage_history", "entered_at"),
-                      ("opportunities", "created_at"), ("opportunities", "closed_at")):
-        frame = export.table(name)
-        if frame is not None and len(frame):
-            latest.append(frame[col].max())
-    valid = [t for t in latest if not pd.isna(t)]
-    return int(_micros(pd.Series(valid))[0:len(valid)].max()) if valid else 0
 
 
 def _opportunity_keys(export: CrmExport, j: Journeys, by: str | None) -> pd.Series:

@@ -1,0 +1,100 @@
+"""A named, versioned feature set: its configuration and the vocabulary fitted on training data.
+
+The spec is fitted once (event types and channels seen often enough, attribute columns and
+their categories) and then travels with the model, so that features built later, on a
+partition of the data or on one lead posted to the scorer, have the same columns and codes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from propensity.export import CrmExport
+
+CORE_CATEGORICALS = ("source", "campaign", "persona", "owner_id", "product")
+
+
+class FeatureConfig(BaseModel):
+    name: str = "lead-engagement"
+    version: str = "1"
+    windows_days: list[int] = Field(default_factory=lambda: [7, 30, 90])
+    half_life_days: float = 14.0
+    trend_recent_days: int = 7
+    trend_before_days: int = 21
+    committee_window_days: int = 90
+    min_event_type_count: int = 20
+    """Event types rarer than this in the training export count as `other`."""
+    max_categories: int = 200
+    """Most frequent values kept per categorical attribute; the rest become missing."""
+
+
+class FeatureSpec(BaseModel):
+    config: FeatureConfig
+    stages: list[str]
+    event_types: list[str]
+    channels: list[str]
+    lead_numeric: list[str]
+    lead_categorical: dict[str, list[str]]
+    account_numeric: list[str]
+    account_categorical: dict[str, list[str]]
+    has_accounts: bool
+    excluded: list[str] = Field(description="post-outcome columns kept out of every feature")
+
+    @property
+    def key(self) -> str:
+        """name@version+hash of the fitted vocabulary: what a model records it was trained on."""
+        digest = hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:10]
+        return f"{self.config.name}@{self.config.version}+{digest}"
+
+    def categories(self) -> dict[str, list[str]]:
+        """Every categorical feature with its fixed category list."""
+        out = {"current_stage": list(self.stages)}
+        out.update(self.lead_categorical)
+        out.update({f"account_{k}": v for k, v in self.account_categorical.items()})
+        return out
+
+
+def _top(values: pd.Series, limit: int) -> list[str]:
+    counts = values.dropna().astype("str").value_counts()
+    return sorted(counts.index[:limit].tolist())
+
+
+def fit_feature_spec(export: CrmExport, config: FeatureConfig | None = None) -> FeatureSpec:
+    config = config or FeatureConfig()
+    excluded = export.manifest.post_outcome_columns("leads")
+    lead_cols = [c for c in CORE_CATEGORICALS if c not in excluded
+                 and c in export.leads and export.leads[c].notna().any()]
+    lead_numeric, lead_cat = [], {}
+    for col in export.attribute_columns("leads"):
+        if pd.api.types.is_numeric_dtype(export.leads[col]):
+            lead_numeric.append(col)
+        else:
+            lead_cols.append(col)
+    for col in lead_cols:
+        lead_cat[col] = _top(export.leads[col], config.max_categories)
+    acc_numeric, acc_cat = [], {}
+    if export.accounts is not None:
+        for col in export.attribute_columns("accounts"):
+            if pd.api.types.is_numeric_dtype(export.accounts[col]):
+                acc_numeric.append(col)
+            else:
+                acc_cat[col] = _top(export.accounts[col], config.max_categories)
+    types: list[str] = []
+    channels: list[str] = []
+    if export.events is not None and len(export.events):
+        counts = export.events["event_type"].astype("str").value_counts()
+        types = sorted(counts.index[counts >= config.min_event_type_count].tolist())
+        ch = export.events["channel"].dropna().astype("str").value_counts()
+        channels = sorted(ch.index[ch >= config.min_event_type_count].tolist())[:20]
+    return FeatureSpec(
+        config=config, stages=list(export.stages), event_types=types, channels=channels,
+        lead_numeric=lead_numeric, lead_categorical=lead_cat, account_numeric=acc_numeric,
+        account_categorical=acc_cat,
+        has_accounts=export.accounts is not None or (
+            "account_id" in export.leads and export.leads["account_id"].notna().any()),
+        excluded=[*excluded, *export.manifest.post_outcome_columns("accounts")],
+    )
+

@@ -1,0 +1,100 @@
+"""Scoring rows that arrive one lead at a time (pyfunc input, API bodies) rather than an export.
+
+Each row carries a lead, its `as_of` (default now) and optionally its events and current
+stage; the rows become a small export so that the very same feature code runs. Events at or
+after `as_of` are dropped before anything is computed.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from propensity.contract import TIMESTAMP_DTYPE
+from propensity.export import CrmExport, to_utc
+from propensity.models.bundle import LeadModel
+
+ROW_EXTRAS = ("as_of", "events", "stage", "stage_entered_at")
+
+
+def _events(value: object) -> list[dict[str, object]]:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return []
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip() else []
+    return list(value)  # type: ignore[call-overload]
+
+
+def rows_to_export(frame: pd.DataFrame) -> tuple[CrmExport, pd.DataFrame]:
+    """A small export and its entity frame from lead rows with nested events."""
+    frame = frame.reset_index(drop=True)
+    now = pd.Timestamp.now(tz="UTC")
+    as_of = to_utc(frame["as_of"]) if "as_of" in frame else pd.Series(now, index=frame.index)
+    as_of = as_of.fillna(now).astype(TIMESTAMP_DTYPE)
+    leads = frame[[c for c in frame.columns if c not in ROW_EXTRAS]].copy()
+    leads["lead_id"] = leads["lead_id"].astype("str")
+    leads["created_at"] = to_utc(leads["created_at"])
+    for col in ("source", "persona"):
+        if col not in leads:
+            leads[col] = "unknown"
+        leads[col] = leads[col].fillna("unknown")
+    for col in ("campaign", "account_id", "owner_id", "product"):
+        if col not in leads:
+            leads[col] = pd.Series(pd.NA, index=leads.index, dtype="str")
+    rows = []
+    for lead_id, events, t in zip(leads["lead_id"], frame.get("events", [None] * len(frame)),
+                                  as_of, strict=True):
+        for ev in _events(events):
+            rows.append({**ev, "lead_id": lead_id, "_as_of": t})
+    ev = pd.DataFrame(rows, columns=["lead_id", "occurred_at", "event_type", "channel", "value",
+                                     "_as_of"])
+    ev["occurred_at"] = to_utc(ev["occurred_at"])
+    ev = ev[ev["occurred_at"] < ev["_as_of"]].drop(columns="_as_of")  # never the future
+    ev["value"] = pd.to_numeric(ev["value"], errors="coerce")
+    stage_history = None
+    if "stage" in frame and frame["stage"].notna().any():
+        sh = pd.DataFrame({"lead_id": leads["lead_id"], "stage": frame["stage"],
+                           "entered_at": to_utc(frame.get("stage_entered_at",
+                                                          frame["as_of"] if "as_of" in frame
+                                                          else pd.Series(now, index=frame.index)))})
+        stage_history = sh.dropna(subset=["stage", "entered_at"])
+    export = CrmExport(leads=leads, events=ev.reset_index(drop=True),
+                       stage_history=stage_history)
+    entities = pd.DataFrame({"lead_id": leads["lead_id"], "as_of": as_of})
+    return export, entities
+
+
+def score_rows(model: LeadModel, frame: pd.DataFrame) -> pd.DataFrame:
+    """Probability per input row, for either kind of model."""
+    if model.kind == "table":
+        p = model.predict_features(model.features_for_table(frame.reset_index(drop=True)))
+        out = pd.DataFrame({"probability": p})
+        if model.id_column and model.id_column in frame:
+            out.insert(0, "lead_id", frame[model.id_column].astype("str").to_numpy())
+        return out
+    export, entities = rows_to_export(frame)
+    p = model.predict_features(model.features_for_export(export, entities))
+    return pd.DataFrame({"lead_id": entities["lead_id"].to_numpy(), "probability": p})
+
+
+def example_rows(export: CrmExport, entities: pd.DataFrame, limit: int = 3) -> pd.DataFrame:
+    """Input-example rows for the pyfunc signature: a few leads with their events as JSON."""
+    picked = entities.head(limit)
+    leads = export.leads.set_index("lead_id").loc[picked["lead_id"].astype("str")].reset_index()
+    leads = leads.astype({c: "str" for c in leads.columns
+                          if not pd.api.types.is_numeric_dtype(leads[c])})
+    leads["as_of"] = picked["as_of"].astype("str").to_numpy()
+    events = export.events
+    blobs = []
+    for lead_id, t in zip(picked["lead_id"].astype("str"), picked["as_of"], strict=True):
+        if events is None:
+            blobs.append("[]")
+            continue
+        mine = events[(events["lead_id"].astype("str") == lead_id) & (events["occurred_at"] < t)]
+        mine = mine.drop(columns="lead_id").astype({"occurred_at": "str"})
+        blobs.append(json.dumps([{k: (None if pd.isna(v) else (str(v) if not isinstance(
+            v, int | float) else v)) for k, v in r.items()} for r in mine.to_dict("records")]))
+    leads["events"] = blobs
+    return leads
+

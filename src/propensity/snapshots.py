@@ -1,0 +1,124 @@
+"""Entity frames: which leads (or accounts) were open at each snapshot time t, and what came next.
+
+A training row is (lead_id, as_of=t) for a lead created before t and neither converted nor
+ended (disqualified / lost) by t, labelled by whether the outcome happened in (t, t + horizon].
+Snapshots whose label window reaches past the end of the data are not used for training:
+their labels are not known yet.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from propensity.export import CrmExport
+from propensity.funnel.journeys import NEVER, Journeys, _micros, build_journeys
+from propensity.problems import PropensityError
+
+Target = Literal["lead-conversion", "stage-advancement", "account-propensity"]
+TARGETS: tuple[Target, ...] = ("lead-conversion", "stage-advancement", "account-propensity")
+DAY_US = 86_400_000_000
+
+
+class SnapshotConfig(BaseModel):
+    every_days: int = 14
+    horizon_days: int = 90
+    first: str | None = None
+    """First snapshot time (default: one step after the first lead)."""
+    max_rows_per_snapshot: int | None = None
+    """Sample at most this many open leads per snapshot (seeded), to bound training time."""
+    seed: int = 0
+
+
+def snapshot_times(export: CrmExport, config: SnapshotConfig) -> list[pd.Timestamp]:
+    """Every `every_days` from the first lead until the last complete label window."""
+    end = export.latest_time()
+    first = (pd.Timestamp(config.first, tz="UTC") if config.first
+             else export.leads["created_at"].min() + pd.Timedelta(days=config.every_days))
+    last = end - pd.Timedelta(days=config.horizon_days)
+    if first > last:
+        raise PropensityError(
+            f"the data spans {export.leads['created_at'].min():%Y-%m-%d}..{end:%Y-%m-%d}: too "
+            f"short for a {config.horizon_days}-day horizon (lower --horizon-days)")
+    return list(pd.date_range(first.floor("D"), last, freq=f"{config.every_days}D"))
+
+
+def current_stage(journeys: Journeys, rows: np.ndarray, t: int) -> np.ndarray:
+    """Index of the highest stage each lead reached strictly before t."""
+    reached = journeys.reached[rows] < t
+    return reached.shape[1] - 1 - np.argmax(reached[:, ::-1], axis=1)
+
+
+def lead_entities(export: CrmExport, times: list[pd.Timestamp], horizon_days: int,
+                  *, journeys: Journeys | None = None, labelled: bool = True,
+                  config: SnapshotConfig | None = None) -> pd.DataFrame:
+    """Open leads at each time with their conversion and advancement labels."""
+    j = journeys if journeys is not None else build_journeys(export)
+    created = j.reached[:, 0]
+    converted = j.reached[:, -1]
+    h = horizon_days * DAY_US
+    rng = np.random.default_rng(config.seed if config else 0)
+    parts = []
+    for ts in times:
+        t = int(_micros(pd.Series([ts]))[0])
+        rows = np.flatnonzero((created < t) & (converted > t) & (j.ended > t))
+        cap = config.max_rows_per_snapshot if config else None
+        if cap is not None and rows.size > cap:
+            rows = np.sort(rng.choice(rows, cap, replace=False))
+        stage = current_stage(j, rows, t)
+        part = pd.DataFrame({"lead_id": j.leads["lead_id"].to_numpy()[rows],
+                             "as_of": ts, "stage_index": stage})
+        if labelled:
+            part["converted"] = (converted[rows] <= t + h).astype("int8")
+            nxt = np.minimum(stage + 1, j.reached.shape[1] - 1)
+            up = j.reached[rows, nxt]
+            part["advanced"] = ((up != NEVER) & (up > t) & (up <= t + h)).astype("int8")
+        parts.append(part)
+    if not parts:
+        return pd.DataFrame(columns=["lead_id", "as_of", "stage_index"])
+    out = pd.concat(parts, ignore_index=True)
+    out["as_of"] = out["as_of"].astype("datetime64[us, UTC]")
+    return out
+
+
+def account_buy_times(export: CrmExport, journeys: Journeys) -> pd.Series:
+    """Earliest purchase per account: a lead of it converts or an opportunity of it is won."""
+    leads = journeys.leads
+    frame = pd.DataFrame({"account_id": leads["account_id"].astype("str").where(
+        leads["account_id"].notna()), "t": journeys.reached[:, -1]}).dropna()
+    buys = frame.groupby("account_id")["t"].min()
+    opps = export.opportunities
+    if opps is not None and len(opps):
+        won = opps[(opps["status"].astype("str") == "won") & opps["account_id"].notna()]
+        direct = pd.Series(_micros(won["closed_at"]), index=won["account_id"].astype("str"))
+        buys = pd.concat([buys, direct]).groupby(level=0).min()
+    return buys
+
+
+def account_entities(export: CrmExport, times: list[pd.Timestamp], horizon_days: int,
+                     *, journeys: Journeys | None = None,
+                     labelled: bool = True) -> pd.DataFrame:
+    """Accounts with a lead before t that had not bought by t, labelled by a buy in the horizon."""
+    j = journeys if journeys is not None else build_journeys(export)
+    if "account_id" not in j.leads or j.leads["account_id"].isna().all():
+        raise PropensityError("account-propensity needs leads with an account_id")
+    acc = j.leads["account_id"].astype("str").where(j.leads["account_id"].notna())
+    first = pd.DataFrame({"a": acc, "t": j.reached[:, 0]}).dropna().groupby("a")["t"].min()
+    buys = account_buy_times(export, j).reindex(first.index).fillna(NEVER).astype("int64")
+    h = horizon_days * DAY_US
+    parts = []
+    for ts in times:
+        t = int(_micros(pd.Series([ts]))[0])
+        open_ = (first.to_numpy() < t) & (buys.to_numpy() > t)
+        part = pd.DataFrame({"account_id": first.index[open_], "as_of": ts})
+        if labelled:
+            part["bought"] = (buys.to_numpy()[open_] <= t + h).astype("int8")
+        parts.append(part)
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["account_id", "as_of"])
+    out["as_of"] = out["as_of"].astype("datetime64[us, UTC]")
+    return out
+

@@ -70,6 +70,7 @@ def test_cohort_steps_count_skips_as_passed_and_flight_apart(overall: FunnelRepo
     assert overall.step("mql_to_sql").conversion.percent == 60.0
     assert overall.overall.lead_to_customer.numerator == 1
     assert overall.overall.lead_to_customer.denominator == 6
+    assert overall.overall.time_to_convert.median_days == 31.0  # A: 01-01 -> 02-01
     # ties go to the earlier step
     assert overall.overall.biggest_drop_off == "mql_to_sql"
 

@@ -49,6 +49,8 @@ def test_olist_won_before_first_contact_is_reported(olist_dir: Path) -> None:
     assert report.error_count > 0
     hit = frame[frame["rule"] == "conversion_before_lead_created"]
     assert set(hit["table"]) == {"stage_history", "opportunities"}
+    # the won date comes before the first contact, and nowhere else
+    assert set(frame["rule"]) == {"conversion_before_lead_created", "stages_out_of_order"}
     # the one bad lead, found independently
     mql = pd.read_csv(shared_file("olist-mql", "olist_marketing_qualified_leads_dataset.csv"))
     deals = pd.read_csv(shared_file("olist-mql", "olist_closed_deals_dataset.csv"))
@@ -127,7 +129,7 @@ def test_olist_funnel_matches_an_independent_pandas_computation(olist_dir: Path)
         assert (g.lead_to_customer.numerator, g.lead_to_customer.denominator) == (
             expected["sum"], expected["count"]), g.group
     days = (both.loc[valid_win, "won"] - both.loc[valid_win, "first"]).dt.total_seconds() / 86400
-    cycle = report.overall.deals.sales_cycle
+    cycle = report.overall.time_to_convert
     assert cycle.count == 841
     assert cycle.median_days == pytest.approx(days.median(), abs=1e-4)
     assert cycle.p75_days == pytest.approx(days.quantile(0.75), abs=1e-4)

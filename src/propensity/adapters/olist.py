@@ -3,7 +3,8 @@
 Mapping: every MQL is a lead (created at first contact) with an `mql` stage row at that time;
 `origin` is the source and `landing_page_id` the campaign. A closed deal adds a `customer`
 stage row and a won opportunity at `won_date` (Olist records no opportunity creation date, so
-the opportunity is dated at first contact: the sales cycle is first contact -> won). `sdr_id`
+the opportunity is dated at the win: dating it at first contact would tell every feature built
+after first contact that this lead is going to buy). `sdr_id`
 owns the lead, `sr_id` the opportunity. Everything else in the deals file is known only for
 won leads, so it is declared post-outcome, owner included.
 
@@ -96,11 +97,10 @@ def import_olist(mql_file: Path, deals_file: Path, out_dir: Path) -> ImportResul
     customer_rows = pd.DataFrame(
         {"lead_id": deals["mql_id"], "stage": "customer", "entered_at": deals["won_at"]})
     stage_history = pd.concat([mql_rows, customer_rows], ignore_index=True)
-    first_contact = leads.set_index("lead_id")["created_at"]
     opportunities = pd.DataFrame({
         "opportunity_id": "opp_" + deals["mql_id"],
         "lead_id": deals["mql_id"],
-        "created_at": deals["mql_id"].map(first_contact),
+        "created_at": deals["won_at"],
         "closed_at": deals["won_at"],
         "amount": None,
         "status": "won",
@@ -118,7 +118,9 @@ def import_olist(mql_file: Path, deals_file: Path, out_dir: Path) -> ImportResul
         repairs.to_csv(out_dir / REPAIRS_FILE, index=False)
     notes = [
         "dates parsed day-first (dd-mm-yyyy); values in another form are left for validation",
-        "opportunities are dated at first contact: Olist records no opportunity creation date",
+        "opportunities are dated at won_date: Olist records no creation date, and an earlier "
+        "date would leak the outcome into features; time from first contact to won is the "
+        "funnel's time to convert",
         "post-outcome (known only for won leads): owner_id, " + ", ".join(DEAL_ATTRIBUTES),
     ]
     Manifest(

@@ -136,6 +136,7 @@ def funnel_report(
         cols[f"days_{s}"] = took
     last = len(stages) - 1
     cols["converted"] = scope & reached_any[:, last] if mode == "cohort" else in_window(r[:, last])
+    convert_days = np.where(cols["converted"], (r[:, last] - r[:, 0]) / US_PER_DAY, np.nan)
     lead_frame = pd.DataFrame(cols, index=j.leads.index)
     lead_frame["g"] = keys.to_numpy()
     counts = lead_frame.drop(columns=[c for c in cols if c.startswith("days_")]).groupby(
@@ -156,8 +157,12 @@ def funnel_report(
     step_days = {s: _durations(lead_frame[f"days_{s}"], keys, groups) for s in range(last)}
     step_days_all = {s: _durations(lead_frame[f"days_{s}"], all_keys, pd.Index([OVERALL]))
                      for s in range(last)}
+    convert = _durations(pd.Series(convert_days, index=keys.index), keys, groups)
+    convert_all = _durations(pd.Series(convert_days, index=keys.index), all_keys,
+                             pd.Index([OVERALL]))[OVERALL]
 
-    def build(name: str, c: pd.Series, days: dict[int, Duration], deal: Deals) -> GroupFunnel:
+    def build(name: str, c: pd.Series, days: dict[int, Duration], deal: Deals,
+              to_convert: Duration) -> GroupFunnel:
         steps = []
         for s in range(last):
             rate = _rates(pd.Series([c[f"advanced_{s}"]]), pd.Series([c[f"reached_{s}"]]))[0]
@@ -170,14 +175,14 @@ def funnel_report(
         return GroupFunnel(
             group=name, leads=int(c["leads"]), steps=steps,
             lead_to_customer=_rates(pd.Series([c["converted"]]), pd.Series([c["leads"]]))[0],
-            deals=deal,
+            time_to_convert=to_convert, deals=deal,
             biggest_drop_off=worst.name if worst is not None and worst.lost > 0 else None,
         )
 
     overall = build(OVERALL, overall_counts, {s: step_days_all[s][OVERALL] for s in range(last)},
-                    deals_all)
+                    deals_all, convert_all)
     per_group = [build(str(g), counts.loc[g], {s: step_days[s][g] for s in range(last)},
-                       deals[g]) for g in groups]
+                       deals[g], convert[g]) for g in groups]
     per_group.sort(key=lambda gf: (-gf.leads, gf.group))
     return FunnelReport(
         mode=mode, by=by, start=pd.Timestamp(start).to_pydatetime() if start else None,

@@ -26,6 +26,8 @@ def _row(g: GroupFunnel) -> dict[str, object]:
         row.update(_rate_cols(s.name, s.conversion))
         row[f"{s.name}_median_days"] = s.time.median_days
         row[f"{s.name}_p75_days"] = s.time.p75_days
+    row["time_to_convert_median_days"] = g.time_to_convert.median_days
+    row["time_to_convert_p75_days"] = g.time_to_convert.p75_days
     d = g.deals
     row.update({"won": d.won, "lost": d.lost, "open": d.open})
     row.update(_rate_cols("win_rate", d.win_rate))
@@ -70,6 +72,9 @@ def to_rich(report: FunnelReport, max_groups: int = 25) -> list[Table]:
     summary.add_column("value", justify="right")
     for name, value in (
         ("lead-to-customer", _pct(report.overall.lead_to_customer)),
+        ("time to convert median / p75 days",
+         f"{_num(report.overall.time_to_convert.median_days)} / "
+         f"{_num(report.overall.time_to_convert.p75_days)}"),
         ("win rate (won / closed)", _pct(d.win_rate)),
         ("average deal size (won)", _money(d.average_deal_size)),
         ("sales cycle median / p75 days", f"{_num(d.sales_cycle.median_days)} / "

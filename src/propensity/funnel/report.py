@@ -64,6 +64,7 @@ class GroupFunnel(BaseModel):
     leads: int
     steps: list[Step]
     lead_to_customer: Rate
+    time_to_convert: Duration = Field(description="lead created -> converted")
     deals: Deals
     biggest_drop_off: str | None = Field(description="the step that lost the most leads")
 

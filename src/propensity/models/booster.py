@@ -13,6 +13,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "objective": "binary",
@@ -34,11 +35,19 @@ DEFAULT_PARAMS: dict[str, Any] = {
 }
 
 
+ISOTONIC_MIN_ROWS = 2000
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(q / (1 - q))
+
+
 class CalibratedBooster:
     """Fit on (X, y); stop early on `valid`; calibrate on `calibration` (both held out)."""
 
     def __init__(self, params: dict[str, Any] | None = None, num_boost_round: int = 2000,
-                 early_stopping_rounds: int = 50, calibration: str = "isotonic") -> None:
+                 early_stopping_rounds: int = 50, calibration: str = "auto") -> None:
         self.params = params
         self.num_boost_round = num_boost_round
         self.early_stopping_rounds = early_stopping_rounds
@@ -55,16 +64,25 @@ class CalibratedBooster:
         )
         self.feature_names_ = list(X.columns)
         raw = self.predict_raw(calibration[0])
-        if self.calibration == "isotonic":
+        method = self.calibration
+        if method == "auto":  # isotonic needs rows; with few, Platt's two parameters are safer
+            method = "isotonic" if len(raw) >= ISOTONIC_MIN_ROWS else "platt"
+        self.calibration_method_ = method
+        if method == "isotonic":
             iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(
                 raw, calibration[1])
             self.calibration_x_ = np.asarray(iso.X_thresholds_, dtype="float64")
             # never exactly 0 or 1: a lead is never certain either way
             self.calibration_y_ = np.clip(np.asarray(iso.y_thresholds_, dtype="float64"),
                                           0.001, 0.999)
+        elif method == "platt":
+            grid = np.linspace(0.0, 1.0, 2001)
+            platt = LogisticRegression(C=1e6).fit(_logit(raw)[:, None], calibration[1])
+            self.calibration_x_ = grid
+            self.calibration_y_ = np.clip(platt.predict_proba(_logit(grid)[:, None])[:, 1],
+                                          0.001, 0.999)
         else:
-            self.calibration_x_ = np.array([0.0, 1.0])
-            self.calibration_y_ = np.array([0.0, 1.0])
+            raise ValueError(f"calibration is auto, isotonic or platt, not {method!r}")
         return self
 
     def predict_raw(self, X: pd.DataFrame) -> np.ndarray:

@@ -32,7 +32,7 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 PREVIOUS_TAG = "previous_champion"
 
 
-class PropensityPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined,misc]
+class PropensityPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
     """The pyfunc face of a `LeadModel`: features, booster and calibrator in one callable.
 
     Input for a single-table model: rows of the table's columns. Input for an export model:

@@ -60,8 +60,9 @@ def configure(settings: Settings | None = None) -> MlflowClient:
     mlflow.set_registry_uri(settings.tracking_uri)
     client = MlflowClient()
     if client.get_experiment_by_name(settings.experiment) is None:
-        location = settings.artifact_location if settings.tracking_uri.startswith(
-            "sqlite:") else None
+        # a database store keeps artifacts in the local model store; a tracking server its own
+        remote = settings.tracking_uri.startswith(("http:", "https:", "databricks"))
+        location = None if remote else settings.artifact_location
         client.create_experiment(settings.experiment, artifact_location=location)
     mlflow.set_experiment(settings.experiment)
     return client

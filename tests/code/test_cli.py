@@ -61,3 +61,15 @@ def test_generate_then_validate(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "x" / "events.csv").exists()
     assert run("validate", tmp_path / "x").returncode == 0
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    """The README's main job, small: generate, validate, funnel, train, register a champion."""
+    out = subprocess.run([str(BIN), "demo", "--workdir", str(tmp_path / "demo"), "--leads",
+                          "4000"], capture_output=True, text=True, timeout=600, check=False,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "follows the data contract" in out.stdout
+    assert "lead-conversion v1 is the champion" in out.stdout
+    assert (tmp_path / "models" / "mlflow.db").exists()
+    assert (tmp_path / "demo" / "funnel.html").exists()

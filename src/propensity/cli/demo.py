@@ -16,9 +16,10 @@ def demo(
     leads: Annotated[int, typer.Option(min=100, help="Synthetic leads to generate")] = 20000,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic export")] = 7,
 ) -> None:
-    """Generate a synthetic export, validate it and print its funnel."""
+    """Generate a synthetic export, validate it, print its funnel, train and register a champion."""
     from propensity.cli.data import generate, validate
     from propensity.cli.funnel import funnel
+    from propensity.cli.models import models, train
 
     export_dir = workdir / "export"
     console.rule("1. generate a synthetic CRM export")
@@ -29,6 +30,11 @@ def demo(
     funnel(export_dir, by="source")
     page = workdir / "funnel.html"
     funnel(export_dir, by="source", fmt="html", out=page)
+    console.rule("4. train lead-conversion, evaluate out of time, register")
+    train(export_dir)
+    models()
+    console.print(f"funnel page: {page}; model store: MLflow at models/ "
+                  "(`propensity models`, `propensity score ...`)", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

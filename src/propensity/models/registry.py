@@ -107,7 +107,7 @@ def log_and_register(result: Any, bundle: LeadModel, *, data: dict[str, Any],
         example_out = score_rows(bundle, input_example)
         signature = mlflow.models.infer_signature(input_example, example_out)
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=PropensityPyfunc(),
+            name="model", python_model=str(Path(__file__).with_name("pyfunc_model.py")),
             artifacts={"bundle": str(tmpdir / "bundle")}, signature=signature,
             input_example=input_example, registered_model_name=name,
         )

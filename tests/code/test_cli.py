@@ -73,3 +73,35 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "lead-conversion v1 is the champion" in out.stdout
     assert (tmp_path / "models" / "mlflow.db").exists()
     assert (tmp_path / "demo" / "funnel.html").exists()
+
+
+def test_train_and_score_a_single_table(tmp_path: Path) -> None:
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    visits = rng.poisson(3, n)
+    origin = rng.choice(["form", "import", "api"], n)
+    logit = -2 + 0.5 * visits + np.where(origin == "form", 1.0, 0.0)
+    frame = pd.DataFrame({"id": [f"x{i}" for i in range(n)], "visits": visits,
+                          "origin": origin, "notes": rng.choice(["hot", "cold"], n),
+                          "won": np.where(rng.random(n) < 1 / (1 + np.exp(-logit)), "yes", "no")})
+    path = tmp_path / "table.csv"
+    frame.to_csv(path, index=False)
+    out = subprocess.run([str(BIN), "train", "--table", str(path), "--target", "won",
+                          "--id-col", "id", "--post-outcome", "notes"], capture_output=True,
+                         text=True, timeout=600, check=False, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "lead-conversion v1 is the champion" in out.stdout
+    scored = tmp_path / "scores.csv"
+    out = subprocess.run([str(BIN), "score", "--table", str(path), "--out", str(scored)],
+                         capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = pd.read_csv(scored)
+    assert list(result.columns[:2]) == ["lead_id", "probability"] and len(result) == n
+    assert result["probability"].between(0, 1).all()
+    high = frame["visits"].to_numpy() >= 6
+    assert result["probability"][high].mean() > result["probability"][~high].mean()
+    out = run("score", "--table", path, "--out", tmp_path / "x.txt")
+    assert out.returncode == 2 and "--out must end in" in out.stderr

@@ -99,3 +99,19 @@ def test_olist_out_of_time_auc_is_reported_beside_baselines(
     assert m["model"]["roc_auc"] < 0.9
     assert not any("open_opportunit" in w for w in result.report["warnings"])
     assert np.isfinite(m["model"]["log_loss"])
+
+
+@pytest.mark.parametrize(("target", "label"), [("stage-advancement", "advanced"),
+                                               ("account-propensity", "bought")])
+def test_other_targets_train_and_rank(small_export: object, target: str, label: str) -> None:
+    from tests.model.conftest import quick_config
+
+    result = train_export(small_export, quick_config(model=target))  # type: ignore[arg-type]
+    m = result.report["metrics"]["model"]
+    assert m["roc_auc"] > 0.65, m
+    assert result.holdout["label"].isin([0, 1]).all() and result.holdout["label"].sum() > 0
+    if target == "account-propensity":
+        assert "account_id" in result.holdout and "account_champion_engaged" in (
+            result.feature_names)
+    else:
+        assert "current_stage" in result.feature_names

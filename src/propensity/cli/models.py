@@ -77,7 +77,7 @@ def train(
     from propensity.contract import Manifest
     from propensity.export import fingerprint, load_export
     from propensity.models.bundle import from_training
-    from propensity.models.online import example_rows
+    from propensity.models.online import account_example_rows, example_rows
     from propensity.models.registry import CHAMPION, load_model, log_and_register, promote
     from propensity.single_table import TABLE, load_single_table, single_table_options
     from propensity.training import train_export, train_table
@@ -123,15 +123,13 @@ def train(
             if key == "lead_id":
                 example = example_rows(export, result.holdout[[key, "as_of"]])
             else:
-                example = result.holdout[[key, "as_of"]].head(3).astype("str")
+                example = account_example_rows(export, result.holdout[[key, "as_of"]])
             data = {"path": str(Path(path).resolve()), "fingerprint": fingerprint(path)}
     _print_metrics(result.report)
     if not register:
         return
     with progress() as bar:
         bar.add_task("logging to MLflow and registering", total=None)
-        if bundle.kind == "export" and bundle.target == "account-propensity":
-            example = None  # accounts are scored from exports only
         reg = log_and_register(result, bundle, data=data, input_example=example,
                                holdout_rows=holdout_rows)
     console.print(f"registered {reg.name} v{reg.version} as challenger "

@@ -43,12 +43,12 @@ def build_account_features(export: CrmExport, spec: FeatureSpec,
         else:
             agg[col] = "max"
     per_lead["_row"] = rows
-    out = per_lead.groupby("_row").agg(agg)
-    out["n_leads"] = per_lead.groupby("_row").size()
-    out = out.rename(columns={"current_stage": "max_stage_index"})
+    grouped = per_lead.groupby("_row")
+    extra = {"n_leads": grouped.size()}
     for col in spec.account_categorical:
-        name = f"account_{col}"
-        out[name] = per_lead.groupby("_row")[name].first()
+        extra[f"account_{col}"] = grouped[f"account_{col}"].first()
+    out = pd.concat([grouped.agg(agg), pd.DataFrame(extra)], axis=1)
+    out = out.rename(columns={"current_stage": "max_stage_index"})
     out = out.reindex(np.arange(len(entities)))
     out.index = entities.index
     return out

@@ -74,8 +74,28 @@ def score_rows(model: LeadModel, frame: pd.DataFrame) -> pd.DataFrame:
             out.insert(0, "lead_id", frame[model.id_column].astype("str").to_numpy())
         return out
     export, entities = rows_to_export(frame)
+    if model.target == "account-propensity":
+        # rows are the account's contacts; one score per (account, as_of)
+        accounts = entities.assign(account_id=export.leads["account_id"].to_numpy()).dropna(
+            subset=["account_id"]).groupby("account_id", as_index=False)["as_of"].max()
+        p = model.predict_features(model.features_for_export(export, accounts))
+        return pd.DataFrame({"account_id": accounts["account_id"].to_numpy(), "probability": p})
     p = model.predict_features(model.features_for_export(export, entities))
     return pd.DataFrame({"lead_id": entities["lead_id"].to_numpy(), "probability": p})
+
+
+def account_example_rows(export: CrmExport, accounts: pd.DataFrame,
+                         limit: int = 2) -> pd.DataFrame:
+    """Contacts of a few accounts, as of the account row's time, as pyfunc input rows."""
+    picked = accounts.head(limit)
+    leads = export.leads
+    parts = []
+    for account_id, t in zip(picked["account_id"].astype("str"), picked["as_of"], strict=True):
+        mine = leads[(leads["account_id"].astype("str") == account_id)
+                     & (leads["created_at"] < t)]
+        parts.append(pd.DataFrame({"lead_id": mine["lead_id"].astype("str"), "as_of": t}))
+    entities = pd.concat(parts, ignore_index=True)
+    return example_rows(export, entities, limit=len(entities))
 
 
 def example_rows(export: CrmExport, entities: pd.DataFrame, limit: int = 3) -> pd.DataFrame:

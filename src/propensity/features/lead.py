@@ -54,7 +54,8 @@ def build_lead_features(export: CrmExport, spec: FeatureSpec,
         out[col] = _categorical(values.iloc[pos].reset_index(drop=True), cats)
     for col in spec.lead_numeric:
         values = leads[col] if col in leads else pd.Series(np.nan, index=leads.index)
-        out[col] = values.to_numpy(dtype="float64", na_value=np.nan)[pos]
+        out[col] = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64",
+                                                                   na_value=np.nan)[pos]
     out.update(_account_attributes(export, spec, leads, pos))
     out.update(_stage_features(export, spec, leads, pos, as_of))
     out.update(_opportunity_features(export, leads, pos, as_of))
@@ -76,8 +77,9 @@ def _account_attributes(export: CrmExport, spec: FeatureSpec, leads: pd.DataFram
     accounts = accounts.reset_index(drop=True)
     acc = positions(leads["account_id"], accounts["account_id"])[pos]
     for col in spec.account_numeric:
-        vals = accounts[col].to_numpy(dtype="float64", na_value=np.nan) if col in accounts else (
-            np.full(len(accounts), np.nan))
+        vals = pd.to_numeric(accounts[col], errors="coerce").to_numpy(
+            dtype="float64", na_value=np.nan) if col in accounts else np.full(len(accounts),
+                                                                               np.nan)
         out[f"account_{col}"] = np.where(acc >= 0, vals[np.maximum(acc, 0)] if len(vals) else
                                          np.nan, np.nan)
     for col, cats in spec.account_categorical.items():

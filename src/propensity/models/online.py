@@ -15,7 +15,7 @@ from propensity.contract import TIMESTAMP_DTYPE
 from propensity.export import CrmExport, to_utc
 from propensity.models.bundle import LeadModel
 
-ROW_EXTRAS = ("as_of", "events", "stage", "stage_entered_at")
+ROW_EXTRAS = ("as_of", "events", "stage", "stage_entered_at", "account")
 
 
 def _events(value: object) -> list[dict[str, object]]:
@@ -24,6 +24,12 @@ def _events(value: object) -> list[dict[str, object]]:
     if isinstance(value, str):
         value = json.loads(value) if value.strip() else []
     return list(value)  # type: ignore[call-overload]
+
+
+def _mapping(value: object) -> dict[str, object]:
+    if isinstance(value, str):
+        return dict(json.loads(value)) if value.strip() else {}
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def rows_to_export(frame: pd.DataFrame) -> tuple[CrmExport, pd.DataFrame]:
@@ -54,13 +60,21 @@ def rows_to_export(frame: pd.DataFrame) -> tuple[CrmExport, pd.DataFrame]:
     ev["value"] = pd.to_numeric(ev["value"], errors="coerce")
     stage_history = None
     if "stage" in frame and frame["stage"].notna().any():
+        # a stage without its entry time counts from the lead's creation
+        entered = to_utc(frame["stage_entered_at"]) if "stage_entered_at" in frame else (
+            pd.Series(pd.NaT, index=frame.index, dtype=TIMESTAMP_DTYPE))
         sh = pd.DataFrame({"lead_id": leads["lead_id"], "stage": frame["stage"],
-                           "entered_at": to_utc(frame.get("stage_entered_at",
-                                                          frame["as_of"] if "as_of" in frame
-                                                          else pd.Series(now, index=frame.index)))})
-        stage_history = sh.dropna(subset=["stage", "entered_at"])
+                           "entered_at": entered.fillna(leads["created_at"])})
+        stage_history = sh.dropna(subset=["stage"])
+    accounts = None
+    if "account" in frame and frame["account"].notna().any():
+        records = [{**_mapping(a), "account_id": acc} for a, acc in
+                   zip(frame["account"], leads["account_id"], strict=True)
+                   if acc is not None and not pd.isna(acc) and a is not None]
+        if records:
+            accounts = pd.DataFrame(records).drop_duplicates("account_id")
     export = CrmExport(leads=leads, events=ev.reset_index(drop=True),
-                       stage_history=stage_history)
+                       stage_history=stage_history, accounts=accounts)
     entities = pd.DataFrame({"lead_id": leads["lead_id"], "as_of": as_of})
     return export, entities
 

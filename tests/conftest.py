@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from propensity.export import CrmExport, load_export
+from propensity.synthetic import SyntheticConfig, generate_export, write_export
+from propensity.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -76,3 +82,50 @@ def shared_file(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent: the real data sets live beside the project, in shared/")
     return path
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database; CI sets PROPENSITY_REQUIRE_POSTGRES=1 (fail, not skip)."""
+    import psycopg
+
+    base = os.environ.get("PROPENSITY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        conn = psycopg.connect(base, connect_timeout=5, autocommit=True)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("PROPENSITY_REQUIRE_POSTGRES"):
+            pytest.fail(f"PostgreSQL at {base} is required here and unreachable: {exc}")
+        pytest.skip(f"no PostgreSQL at {base}: {exc}")
+    name = f"propensity_test_{uuid.uuid4().hex[:10]}"
+    conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield base.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+
+
+def synthetic_export(directory: Path, leads: int, seed: int) -> CrmExport:
+    tables, truth = generate_export(SyntheticConfig(n_leads=leads, seed=seed))
+    write_export(tables, truth, directory)
+    return load_export(directory)
+
+
+@pytest.fixture(scope="session")
+def small_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("small-export")
+    synthetic_export(path, 4000, seed=21)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_export(small_dir: Path) -> CrmExport:
+    return load_export(small_dir)
+
+
+def quick_config(**changes: object) -> TrainConfig:
+    """A fast training run: fewer snapshots, fewer rounds."""
+    base = {"snapshots": {"every_days": 28, "horizon_days": 90},
+            "booster": {"learning_rate": 0.1}}
+    base.update(changes)
+    return TrainConfig.model_validate(base)

@@ -14,7 +14,7 @@ from propensity.models.fast import FastScorer, LeadInput
 from propensity.models.online import example_rows, rows_to_export, score_rows
 from propensity.scoring import score_export_frame
 from propensity.training import train_export
-from tests.model.conftest import quick_config
+from tests.conftest import quick_config
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from propensity.features.spec import FeatureSpec
 from propensity.models.bundle import from_training
 from propensity.scoring import score_export_frame
 from propensity.training import train_export
-from tests.model.conftest import quick_config
+from tests.conftest import quick_config
 
 TIMES = [pd.Timestamp("2024-09-01", tz="UTC"), pd.Timestamp("2025-03-15 12:34:56", tz="UTC"),
          pd.Timestamp("2025-08-01", tz="UTC")]

@@ -22,8 +22,7 @@ from propensity.single_table import load_single_table, single_table_options
 from propensity.snapshots import lead_entities
 from propensity.synthetic import TRUTH_FILE, truth_probability
 from propensity.training import TrainConfig, train_export, train_table
-from tests.conftest import ROOT, shared_file
-from tests.model.conftest import synthetic_export
+from tests.conftest import ROOT, shared_file, synthetic_export
 
 
 def _config(name: str) -> TrainConfig:
@@ -104,7 +103,7 @@ def test_olist_out_of_time_auc_is_reported_beside_baselines(
 @pytest.mark.parametrize(("target", "label"), [("stage-advancement", "advanced"),
                                                ("account-propensity", "bought")])
 def test_other_targets_train_and_rank(small_export: object, target: str, label: str) -> None:
-    from tests.model.conftest import quick_config
+    from tests.conftest import quick_config
 
     result = train_export(small_export, quick_config(model=target))  # type: ignore[arg-type]
     m = result.report["metrics"]["model"]

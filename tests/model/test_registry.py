@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
-import pytest
 
 from propensity.export import CrmExport
 from propensity.models.bundle import from_training
@@ -27,7 +23,7 @@ from propensity.models.registry import (
 )
 from propensity.settings import Settings
 from propensity.training import train_export
-from tests.model.conftest import quick_config
+from tests.conftest import quick_config
 
 
 def _register(export: CrmExport, path: Path, settings: Settings, **config: object) -> str:
@@ -78,32 +74,9 @@ def test_registry_on_sqlite(tmp_path: Path, small_export: CrmExport, small_dir: 
     assert any((tmp_path / "models" / "artifacts").rglob("booster.txt"))
 
 
-@pytest.fixture
-def postgres_uri() -> Iterator[str]:
-    """A fresh database on the machine's PostgreSQL; CI sets PROPENSITY_REQUIRE_POSTGRES=1."""
-    import psycopg
-
-    base = os.environ.get("PROPENSITY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-    try:
-        conn = psycopg.connect(base, connect_timeout=5, autocommit=True)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("PROPENSITY_REQUIRE_POSTGRES"):
-            pytest.fail(f"PostgreSQL at {base} is required here and unreachable: {exc}")
-        pytest.skip(f"no PostgreSQL at {base}: {exc}")
-    name = f"propensity_mlflow_{uuid.uuid4().hex[:10]}"
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield base.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.close()
-
-
 def test_registry_on_postgresql(tmp_path: Path, small_export: CrmExport, small_dir: Path,
-                                postgres_uri: str) -> None:
-    settings = Settings(models_dir=tmp_path / "models", MLFLOW_TRACKING_URI=postgres_uri)
+                                postgres_url: str) -> None:
+    settings = Settings(models_dir=tmp_path / "models", MLFLOW_TRACKING_URI=postgres_url)
     assert settings.tracking_uri.startswith("postgresql://")
     _roundtrip(small_export, small_dir, settings)
     assert configure(settings).search_registered_models()[0].name == "lead-conversion"

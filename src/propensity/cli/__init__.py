@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from propensity.cli import data, demo, funnel, models
+from propensity.cli import data, demo, funnel, models, serve
 from propensity.cli._common import fail
 from propensity.problems import PropensityError
 
@@ -20,6 +20,7 @@ app = typer.Typer(
 data.register(app)
 funnel.register(app)
 models.register(app)
+serve.register(app)
 demo.register(app)
 
 

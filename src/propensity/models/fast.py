@@ -95,7 +95,6 @@ class FastScorer:
 
     def features(self, lead: LeadInput) -> np.ndarray:
         spec = self.spec
-        cfg = spec.config
         row = np.full(len(self.names), np.nan)
         t = micros(lead.as_of)
         created = micros(lead.created_at)

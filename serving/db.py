@@ -1,0 +1,67 @@
+"""The scorer's tables, and the migrations that create them (Alembic, run at start-up)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+
+metadata = sa.MetaData()
+
+api_keys = sa.Table(
+    "api_keys", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("scopes", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+score_log = sa.Table(
+    "score_log", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("lead_id", sa.String(200), nullable=False, index=True),
+    sa.Column("probability", sa.Float, nullable=False),
+    sa.Column("score", sa.Integer, nullable=False),
+    sa.Column("grade", sa.String(1), nullable=False),
+    sa.Column("mql", sa.Boolean, nullable=False),
+    sa.Column("model_name", sa.String(100), nullable=False),
+    sa.Column("model_version", sa.String(20), nullable=False),
+    sa.Column("threshold_version", sa.Integer, nullable=False),
+    sa.Column("input_hash", sa.String(64), nullable=False),
+)
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def engine_for(url: str) -> sa.Engine:
+    if url.startswith("sqlite"):
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _wal(conn: object, _: object) -> None:  # readers do not block the log writer
+            cur = conn.cursor()  # type: ignore[attr-defined]
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=5000")
+            cur.close()
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def migrate(url: str) -> None:
+    """Bring the database to the newest schema (idempotent)."""
+    engine_for(url).dispose()  # creates the SQLite folder
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.upgrade(cfg, "head")

@@ -1,0 +1,63 @@
+"""Dependencies as `Annotated` aliases: the app state a route needs, and who is calling."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from propensity.thresholds import ThresholdSet
+from serving.auth import KeyInfo, KeyRing
+from serving.config import ServingSettings
+from serving.metrics import Metrics
+from serving.model_store import ModelStore
+from serving.scorelog import ScoreLog
+
+bearer = HTTPBearer(auto_error=False)
+
+
+@dataclass
+class AppState:
+    settings: ServingSettings
+    store: ModelStore
+    keys: KeyRing
+    log: ScoreLog
+    metrics: Metrics
+    thresholds: ThresholdSet
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.propensity
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def _caller(state: StateDep,
+            creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> KeyInfo:
+    if creds is None or creds.scheme.lower() != "bearer":
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing API key: send "
+                            "'Authorization: Bearer <key>'",
+                            headers={"WWW-Authenticate": "Bearer"})
+    info = state.keys.lookup(creds.credentials)
+    if info is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown API key",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return info
+
+
+def _require(scope: str) -> Callable[[KeyInfo], KeyInfo]:
+    def check(info: Annotated[KeyInfo, Depends(_caller)]) -> KeyInfo:
+        if not info.allows(scope):
+            raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                f"key {info.name!r} lacks the {scope!r} scope")
+        return info
+    return check
+
+
+ScoreKey = Annotated[KeyInfo, Depends(_require("score"))]
+AdminKey = Annotated[KeyInfo, Depends(_require("admin"))]

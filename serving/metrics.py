@@ -1,0 +1,56 @@
+"""Prometheus metrics, one registry per app (tests start several apps in one process)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("propensity_requests_total", "HTTP requests",
+                                ["path", "status"], registry=self.registry)
+        self.latency = Histogram("propensity_request_seconds", "HTTP request latency",
+                                 ["path"], buckets=BUCKETS, registry=self.registry)
+        self.scores = Counter("propensity_scores_total", "Leads scored, by grade",
+                              ["model", "grade"], registry=self.registry)
+        self.model_version = Gauge("propensity_model_info", "Model version being served",
+                                   ["model", "version"], registry=self.registry)
+        self.log_pending = Gauge("propensity_score_log_pending", "Score log rows not yet "
+                                 "written", registry=self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Pure ASGI (no BaseHTTPMiddleware hop): counts and times every HTTP request."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = {"code": 500}
+
+        async def capture(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            path = scope["path"] if scope["path"].startswith("/v1/") or scope["path"] in (
+                "/healthz", "/readyz", "/metrics") else "other"
+            self.metrics.requests.labels(path, str(status["code"])).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - start)

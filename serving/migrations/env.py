@@ -1,0 +1,16 @@
+"""Alembic environment: the URL comes from the caller (serving.db.migrate), never a file."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from serving.db import engine_for, metadata
+
+config = context.config
+url = config.get_main_option("sqlalchemy.url") or ""
+engine = engine_for(url)
+with engine.connect() as connection:
+    context.configure(connection=connection, target_metadata=metadata)
+    with context.begin_transaction():
+        context.run_migrations()
+engine.dispose()

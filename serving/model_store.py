@@ -1,0 +1,75 @@
+"""The champions in memory, and how they follow the registry without dropping a request.
+
+Loading happens in the app's lifespan, never at import. A refresh compares each champion alias
+with the version in memory; a new version is loaded beside the old one and swapped in with one
+assignment, so requests in flight finish on the model they started with. A version that fails
+to load leaves the old one serving and is reported by /readyz.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from propensity.models.bundle import LeadModel
+from propensity.models.fast import FastScorer
+from propensity.models.registry import CHAMPION, _version_of, configure, load_model
+from propensity.settings import Settings
+
+log = logging.getLogger("propensity.models")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    name: str
+    version: str
+    bundle: LeadModel
+    fast: FastScorer | None
+    loaded_at: datetime
+
+
+@dataclass
+class ModelStore:
+    settings: Settings
+    names: list[str]
+    models: dict[str, Loaded] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, name: str) -> Loaded | None:
+        return self.models.get(name)
+
+    def _load(self, name: str, version: str | None = None) -> Loaded:
+        bundle, got = load_model(name, CHAMPION, settings=self.settings)
+        fast = None
+        if bundle.kind == "export" and bundle.target != "account-propensity":
+            fast = FastScorer(bundle)
+        return Loaded(name, got, bundle, fast, datetime.now(UTC))
+
+    def refresh(self) -> dict[str, str]:
+        """Load every champion whose version changed; returns name -> version serving."""
+        with self._lock:
+            client = configure(self.settings)
+            for name in self.names:
+                try:
+                    wanted = _version_of(client, name, CHAMPION)
+                except Exception as exc:  # registry unreachable: keep serving
+                    self.errors[name] = f"registry: {exc}"
+                    continue
+                current = self.models.get(name)
+                if wanted is None or (current is not None and current.version == wanted):
+                    if wanted is not None:
+                        self.errors.pop(name, None)
+                    continue
+                try:
+                    loaded = self._load(name, wanted)
+                except Exception as exc:
+                    log.exception("loading %s v%s failed; keeping the old one", name, wanted)
+                    self.errors[name] = f"v{wanted} failed to load: {exc}"
+                    continue
+                self.models[name] = loaded
+                self.errors.pop(name, None)
+                log.info("serving %s v%s", name, loaded.version)
+            return {n: m.version for n, m in self.models.items()}

@@ -1,0 +1,114 @@
+"""Wire formats: what CRMs send and what they get back."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Persona = Literal["end_user", "champion", "executive", "unknown"]
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    occurred_at: datetime
+    event_type: str = Field(min_length=1, max_length=100)
+    channel: str | None = Field(None, max_length=100)
+    value: float | None = None
+
+
+class LeadIn(BaseModel):
+    """A `leads` row (any extra field is an attribute), with its events and current stage."""
+
+    model_config = ConfigDict(extra="allow")
+    lead_id: str = Field(min_length=1, max_length=200)
+    created_at: datetime | None = Field(
+        None, description="required for models trained on exports")
+    source: str | None = None
+    campaign: str | None = None
+    account_id: str | None = None
+    persona: Persona | None = None
+    owner_id: str | None = None
+    product: str | None = None
+    events: list[EventIn] = Field(default_factory=list)
+    stage: str | None = None
+    stage_entered_at: datetime | None = None
+    as_of: datetime | None = Field(None, description="score as of this time (default now)")
+    account: dict[str, str | float | int | bool | None] | None = Field(
+        None, description="attributes of the lead's account (industry, employees, ...)")
+
+    def attributes(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in ("source", "campaign", "account_id", "persona",
+                                              "owner_id", "product")}
+        out.update(self.model_extra or {})
+        return out
+
+
+class ScoreRequest(BaseModel):
+    leads: list[LeadIn] = Field(min_length=1)
+
+
+class ReasonOut(BaseModel):
+    feature: str
+    text: str
+    impact: float = Field(description="contribution in log-odds")
+
+
+class Reasons(BaseModel):
+    positive: list[ReasonOut]
+    negative: list[ReasonOut]
+
+
+class LeadScore(BaseModel):
+    lead_id: str
+    probability: float = Field(description="calibrated probability of converting within the "
+                                           "model's horizon")
+    score: int = Field(ge=0, le=100)
+    grade: Literal["A", "B", "C", "D"]
+    mql: bool
+    reasons: Reasons
+    next_stage: float | None = Field(
+        None, description="probability of advancing beyond the current stage")
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+    horizon_days: int | None = None
+
+
+class ScoreResponse(BaseModel):
+    model: ModelRef
+    threshold_version: int
+    next_stage_model: ModelRef | None = None
+    scores: list[LeadScore]
+
+
+class ContactIn(LeadIn):
+    """A contact of the account: a lead row with its persona and events."""
+
+
+class AccountIn(BaseModel):
+    account_id: str = Field(min_length=1, max_length=200)
+    attributes: dict[str, str | float | int | bool | None] = Field(default_factory=dict)
+    contacts: list[ContactIn] = Field(min_length=1)
+    as_of: datetime | None = None
+
+
+class AccountScore(BaseModel):
+    account_id: str
+    probability: float
+    score: int
+    model: ModelRef
+    engaged_personas: list[str] = Field(description="personas with an event in the committee "
+                                                    "window before as_of")
+    missing_personas: list[str]
+    reasons: Reasons
+
+
+class Health(BaseModel):
+    status: str
+    models: dict[str, str] = Field(default_factory=dict)
+    errors: dict[str, str] = Field(default_factory=dict)
+    database: str = "ok"

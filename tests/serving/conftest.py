@@ -1,0 +1,120 @@
+"""A real uvicorn server on a free port, over a registry filled by the real pipeline."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from serving.auth import create_key
+from serving.db import engine_for, migrate
+
+from propensity.export import CrmExport
+from propensity.models.bundle import from_training
+from propensity.models.online import account_example_rows, example_rows
+from propensity.models.registry import log_and_register, promote
+from propensity.settings import Settings
+from propensity.training import train_export
+from tests.conftest import quick_config
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def register(export: CrmExport, data: Path, settings: Settings, model: str = "lead-conversion",
+             **config: object) -> str:
+    result = train_export(export, quick_config(model=model, **config))
+    bundle = from_training(result, "export")
+    if model == "account-propensity":
+        example = account_example_rows(export, result.holdout[["account_id", "as_of"]])
+    else:
+        example = example_rows(export, result.holdout[["lead_id", "as_of"]])
+    return log_and_register(result, bundle, data={"path": str(data), "fingerprint": "t"},
+                            input_example=example, settings=settings).version
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory, small_export: CrmExport,
+             small_dir: Path) -> Path:
+    """A model store with a champion for each of the three models."""
+    models = tmp_path_factory.mktemp("store") / "models"
+    settings = Settings(models_dir=models)
+    for name in ("lead-conversion", "stage-advancement", "account-propensity"):
+        register(small_export, small_dir, settings, model=name)
+        promote(name, settings=settings)
+    return models
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    db_url: str
+    score_key: str
+    admin_key: str
+    models_dir: Path
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+
+def start_server(models_dir: Path, db_url: str, workdir: Path, data: Path | None = None,
+                 reload_seconds: float = 30) -> Server:
+    migrate(db_url)
+    engine = engine_for(db_url)
+    score_key = create_key(engine, "crm", ["score"])
+    admin_key = create_key(engine, "ops", ["admin"])
+    engine.dispose()
+    port = free_port()
+    env = {**os.environ, "PROPENSITY_MODELS_DIR": str(models_dir),
+           "PROPENSITY_DATABASE_URL": db_url, "PROPENSITY_RELOAD_SECONDS": str(reload_seconds),
+           "PROPENSITY_DATA_PATH": str(data or "")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = (workdir / f"server-{port}.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "serving.app:create_app", "--factory", "--host",
+         "127.0.0.1", "--port", str(port), "--http", "httptools", "--loop", "uvloop",
+         "--no-access-log"], env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError((workdir / f"server-{port}.log").read_text()[-3000:])
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return Server(url, process, db_url, score_key, admin_key, models_dir)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    process.kill()
+    raise RuntimeError("the server did not become ready: "
+                       + (workdir / f"server-{port}.log").read_text()[-3000:])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, registry: Path,
+           small_dir: Path) -> Iterator[Server]:
+    work = tmp_path_factory.mktemp("server")
+    srv = start_server(registry, f"sqlite:///{work / 'scores.db'}", work, data=small_dir)
+    yield srv
+    srv.stop()
+
+
+ServerFactory = Callable[..., Server]

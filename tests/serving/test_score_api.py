@@ -1,0 +1,162 @@
+"""The scorer over real HTTP: scores, reasons, auth, bad input, funnel, accounts, ops."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import sqlalchemy as sa
+
+from tests.serving.conftest import Server
+
+LEAD: dict[str, Any] = {
+    "lead_id": "api-1", "created_at": "2025-05-01T10:00:00Z", "source": "referral",
+    "persona": "champion", "account_id": "ACME", "job_function": "it",
+    "account": {"industry": "software", "employees": 300},
+    "events": [
+        {"occurred_at": "2025-05-20T10:00:00Z", "event_type": "pricing_page_view",
+         "channel": "web", "value": 40},
+        {"occurred_at": "2025-05-28T10:00:00Z", "event_type": "pricing_page_view",
+         "channel": "web"},
+        {"occurred_at": "2025-05-29T10:00:00Z", "event_type": "demo_request", "channel": "web"},
+        {"occurred_at": "2025-07-29T10:00:00Z", "event_type": "demo_request", "channel": "web"},
+    ],
+    "stage": "mql", "stage_entered_at": "2025-05-21T00:00:00Z",
+    "as_of": "2025-06-01T00:00:00Z",
+}
+
+
+def _rows(server: Server, lead_id: str) -> list[Any]:
+    engine = sa.create_engine(server.db_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT * FROM score_log WHERE lead_id = :l"),
+                            {"l": lead_id}).all()
+    engine.dispose()
+    return list(rows)
+
+
+def _wait_rows(server: Server, lead_id: str, n: int, timeout: float = 10) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    rows: list[Any] = []
+    while time.monotonic() < deadline:
+        rows = _rows(server, lead_id)
+        if len(rows) >= n:
+            return rows
+        time.sleep(0.1)
+    return rows
+
+
+def test_score_returns_calibrated_score_grade_reasons_and_logs_it(server: Server) -> None:
+    with server.client(server.score_key) as http:
+        r = http.post("/v1/score", json={"leads": [LEAD, {
+            "lead_id": "api-2", "created_at": "2025-05-01T10:00:00Z", "source": "never-seen",
+            "colour": "green", "as_of": "2025-06-01T00:00:00Z"}]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == {"name": "lead-conversion", "version": "1", "horizon_days": 90}
+    assert body["threshold_version"] == 0
+    first, second = body["scores"]
+    assert 0 < first["probability"] < 1 and first["score"] == round(first["probability"] * 100)
+    assert first["grade"] in "ABCD" and isinstance(first["mql"], bool)
+    assert first["next_stage"] is not None and 0 <= first["next_stage"] <= 1
+    texts = [x["text"] for x in first["reasons"]["positive"] + first["reasons"]["negative"]]
+    assert texts and all(isinstance(t, str) and t for t in texts)
+    impacts = [x["impact"] for x in first["reasons"]["positive"]]
+    assert impacts == sorted(impacts, reverse=True) and all(i > 0 for i in impacts)
+    # the event at 07-29 is after as_of and is ignored: the score is the same without it
+    future_free = {**LEAD, "events": LEAD["events"][:3]}
+    with server.client(server.score_key) as http:
+        again = http.post("/v1/score", json={"leads": [future_free]}).json()["scores"][0]
+    assert again["probability"] == first["probability"]
+    assert second["lead_id"] == "api-2" and 0 <= second["probability"] <= 1  # unknown source
+    rows = _wait_rows(server, "api-1", 2)
+    assert len(rows) == 2
+    assert rows[0].model_name == "lead-conversion" and rows[0].model_version == "1"
+    assert rows[0].probability == first["probability"] and rows[0].grade == first["grade"]
+    assert len(rows[0].input_hash) == 64 and rows[0].input_hash != rows[1].input_hash
+
+
+def test_auth_missing_wrong_and_scope(server: Server) -> None:
+    with server.client() as http:
+        assert http.post("/v1/score", json={"leads": [LEAD]}).status_code == 401
+        assert http.get("/healthz").status_code == 200
+        assert http.get("/metrics").status_code == 200
+    with server.client("prop_not-a-key") as http:
+        assert http.post("/v1/score", json={"leads": [LEAD]}).status_code == 401
+    with server.client(server.score_key) as http:
+        r = http.post("/v1/admin/reload")
+        assert r.status_code == 403 and "admin" in r.json()["detail"]
+    with server.client(server.admin_key) as http:
+        assert http.post("/v1/score", json={"leads": [LEAD]}).status_code == 200  # admin > score
+        assert http.post("/v1/admin/reload").status_code == 200
+
+
+def test_bad_input_is_a_4xx_with_the_field(server: Server) -> None:
+    cases = [
+        ({"leads": [{**LEAD, "created_at": "not a time"}]}, ["body", "leads", 0, "created_at"]),
+        ({"leads": [{**LEAD, "stage": "hot"}]}, ["body", "leads", 0, "stage"]),
+        ({"leads": [{**LEAD, "events": [{"occurred_at": "2025-01-01", "event_type": ""}]}]},
+         ["body", "leads", 0, "events", 0, "event_type"]),
+        ({"leads": [{**LEAD, "persona": "ceo"}]}, ["body", "leads", 0, "persona"]),
+        ({"leads": []}, ["body", "leads"]),
+        ({"lead": [LEAD]}, ["body", "leads"]),
+    ]
+    with server.client(server.score_key) as http:
+        for body, loc in cases:
+            r = http.post("/v1/score", json=body)
+            assert r.status_code == 422, (body, r.text)
+            assert loc in [d["loc"] for d in r.json()["detail"]], r.text
+        r = http.post("/v1/score", content=b"{not json", headers={
+            "content-type": "application/json"})
+        assert r.status_code == 422
+        many = http.post("/v1/score", json={"leads": [LEAD] * 1001})
+        assert many.status_code == 413 and "1001 leads" in many.json()["detail"]
+        flood = {**LEAD, "events": [LEAD["events"][0]] * 100_000}
+        r = http.post("/v1/score", json={"leads": [flood]})
+        assert r.status_code == 413 and "100000 events" in r.json()["detail"]
+        assert http.get("/readyz").status_code == 200  # still standing
+
+
+def test_funnel_endpoint_serves_the_library_report(server: Server) -> None:
+    with server.client(server.score_key) as http:
+        r = http.get("/v1/funnel", params={"by": "source", "mode": "cohort"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["by"] == "source" and body["overall"]["leads"] == 4000
+        assert {g["group"] for g in body["groups"]} >= {"referral", "paid_search"}
+        t0 = time.perf_counter()
+        again = http.get("/v1/funnel", params={"by": "source"})
+        assert again.json() == body and time.perf_counter() - t0 < 1.0  # cached
+        bad = http.get("/v1/funnel", params={"by": "colour"})
+        assert bad.status_code == 422 and "colour" in bad.text
+
+
+def test_account_score_with_committee(server: Server) -> None:
+    contacts = [
+        {**LEAD, "lead_id": "c1", "persona": "executive"},
+        {"lead_id": "c2", "created_at": "2025-05-02T00:00:00Z", "persona": "end_user",
+         "events": []},
+    ]
+    body = {"account_id": "ACME", "attributes": {"industry": "software", "employees": 300},
+            "contacts": contacts, "as_of": "2025-06-01T00:00:00Z"}
+    with server.client(server.score_key) as http:
+        r = http.post("/v1/accounts/score", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["model"]["name"] == "account-propensity" and 0 <= out["probability"] <= 1
+    assert out["engaged_personas"] == ["executive"]
+    assert set(out["missing_personas"]) == {"end_user", "champion"}
+    assert out["reasons"]["positive"] or out["reasons"]["negative"]
+
+
+def test_readyz_and_metrics(server: Server) -> None:
+    with server.client() as http:
+        ready = http.get("/readyz").json()
+        assert ready["status"] == "ready" and ready["database"] == "ok"
+        assert set(ready["models"]) == {"lead-conversion", "stage-advancement",
+                                        "account-propensity"}
+        text = http.get("/metrics").text
+    assert 'propensity_requests_total{path="/v1/score",status="200"}' in text
+    assert "propensity_request_seconds_bucket" in text
+    assert 'propensity_model_info{model="lead-conversion",version="1"} 1.0' in text
+    assert "propensity_scores_total" in text

@@ -18,6 +18,12 @@ class EventIn(BaseModel):
     value: float | None = None
 
 
+class StageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    stage: str
+    entered_at: datetime
+
+
 class LeadIn(BaseModel):
     """A `leads` row (any extra field is an attribute), with its events and current stage."""
 
@@ -34,6 +40,8 @@ class LeadIn(BaseModel):
     events: list[EventIn] = Field(default_factory=list)
     stage: str | None = None
     stage_entered_at: datetime | None = None
+    stage_history: list[StageIn] = Field(
+        default_factory=list, description="every stage entry, when the CRM has them")
     as_of: datetime | None = Field(None, description="score as of this time (default now)")
     account: dict[str, str | float | int | bool | None] | None = Field(
         None, description="attributes of the lead's account (industry, employees, ...)")

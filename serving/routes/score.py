@@ -36,15 +36,20 @@ def _invalid(loc: list[Any], msg: str) -> HTTPException:
 def lead_input(lead: LeadIn, i: int, now: datetime, stages: list[str]) -> LeadInput:
     if lead.created_at is None:
         raise _invalid(["leads", i, "created_at"], "Field required")
-    if lead.stage is not None and lead.stage not in stages and lead.stage not in (
-            "disqualified", "lost"):
+    allowed = [*stages, "disqualified", "lost"]
+    if lead.stage is not None and lead.stage not in allowed:
         raise _invalid(["leads", i, "stage"],
                        f"unknown stage {lead.stage!r}; stages are {', '.join(stages)}")
+    for j, row in enumerate(lead.stage_history):
+        if row.stage not in allowed:
+            raise _invalid(["leads", i, "stage_history", j, "stage"],
+                           f"unknown stage {row.stage!r}; stages are {', '.join(stages)}")
     return LeadInput(
         lead_id=lead.lead_id, created_at=lead.created_at, as_of=lead.as_of or now,
         attributes=lead.attributes(),
         events=[(e.occurred_at, e.event_type, e.channel, e.value) for e in lead.events],
-        stage=lead.stage, stage_entered_at=lead.stage_entered_at, account=lead.account)
+        stage=lead.stage, stage_entered_at=lead.stage_entered_at, account=lead.account,
+        stage_history=[(r.stage, r.entered_at) for r in lead.stage_history])
 
 
 def _table_rows(loaded: Loaded, leads: list[LeadIn]) -> np.ndarray:

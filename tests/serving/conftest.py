@@ -69,10 +69,13 @@ class Server:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
-    def stop(self) -> int:
+    def stop(self) -> bool:
+        """SIGTERM; True when the server shut down gracefully (uvicorn re-raises the signal
+        after its shutdown, so the exit status is -SIGTERM)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=60)
+        code = self.process.wait(timeout=60)
+        return code in (0, -signal.SIGTERM)
 
 
 def start_server(models_dir: Path, db_url: str, workdir: Path, data: Path | None = None,

@@ -46,6 +46,14 @@ class LeadInput:
     stage: str | None = None
     stage_entered_at: datetime | None = None
     account: dict[str, Any] | None = None
+    stage_history: list[tuple[str, datetime]] | None = None
+    """Every stage entry, when the CRM has them; `stage` alone is the current one."""
+
+    def stage_rows(self) -> list[tuple[str, datetime]]:
+        rows = list(self.stage_history or [])
+        if self.stage is not None:
+            rows.append((self.stage, self.stage_entered_at or self.created_at))
+        return rows
 
 
 def _text(value: Any) -> str | None:
@@ -117,10 +125,17 @@ class FastScorer:
                       self._category(f"account_{col}", (account or {}).get(col)))
         # stage as of t
         current, since, changes = 0, created, 0.0
-        if lead.stage is not None and lead.stage in self.stage_rank:
-            entered = micros(lead.stage_entered_at or lead.created_at)
-            if entered < t:
-                current, since, changes = self.stage_rank[lead.stage], entered, 1.0
+        first_at_best: dict[int, int] = {}
+        for stage, when in lead.stage_rows():
+            rank = self.stage_rank.get(stage)
+            entered = micros(when)
+            if rank is None or entered >= t:  # terminal stages never set the current one
+                continue
+            changes += 1.0
+            first_at_best[rank] = min(entered, first_at_best.get(rank, entered))
+        if first_at_best:
+            current = max(first_at_best)
+            since = first_at_best[current]
         self._set(row, "current_stage", float(current))
         self._set(row, "days_in_stage", np.float64(t - since) / DAY_US)
         self._set(row, "stage_changes", changes)

@@ -15,7 +15,7 @@ from propensity.contract import TIMESTAMP_DTYPE
 from propensity.export import CrmExport, to_utc
 from propensity.models.bundle import LeadModel
 
-ROW_EXTRAS = ("as_of", "events", "stage", "stage_entered_at", "account")
+ROW_EXTRAS = ("as_of", "events", "stage", "stage_entered_at", "account", "stage_history")
 
 
 def _events(value: object) -> list[dict[str, object]]:
@@ -58,14 +58,21 @@ def rows_to_export(frame: pd.DataFrame) -> tuple[CrmExport, pd.DataFrame]:
     ev["occurred_at"] = to_utc(ev["occurred_at"])
     ev = ev[ev["occurred_at"] < ev["_as_of"]].drop(columns="_as_of")  # never the future
     ev["value"] = pd.to_numeric(ev["value"], errors="coerce")
-    stage_history = None
+    parts = []
+    if "stage_history" in frame:
+        listed = [{**r, "lead_id": lead_id} for lead_id, rows_ in zip(
+            leads["lead_id"], frame["stage_history"], strict=True) for r in _events(rows_)]
+        if listed:
+            sh = pd.DataFrame(listed, columns=["lead_id", "stage", "entered_at"])
+            parts.append(sh.assign(entered_at=to_utc(sh["entered_at"])))
     if "stage" in frame and frame["stage"].notna().any():
         # a stage without its entry time counts from the lead's creation
         entered = to_utc(frame["stage_entered_at"]) if "stage_entered_at" in frame else (
             pd.Series(pd.NaT, index=frame.index, dtype=TIMESTAMP_DTYPE))
         sh = pd.DataFrame({"lead_id": leads["lead_id"], "stage": frame["stage"],
                            "entered_at": entered.fillna(leads["created_at"])})
-        stage_history = sh.dropna(subset=["stage"])
+        parts.append(sh.dropna(subset=["stage"]))
+    stage_history = pd.concat(parts, ignore_index=True) if parts else None
     accounts = None
     if "account" in frame and frame["account"].notna().any():
         records = [{**_mapping(a), "account_id": acc} for a, acc in
@@ -130,5 +137,19 @@ def example_rows(export: CrmExport, entities: pd.DataFrame, limit: int = 3) -> p
         blobs.append(json.dumps([{k: (None if pd.isna(v) else (str(v) if not isinstance(
             v, int | float) else v)) for k, v in r.items()} for r in mine.to_dict("records")]))
     leads["events"] = blobs
+    stages = export.stage_history
+    history = []
+    for lead_id, t in zip(picked["lead_id"].astype("str"), picked["as_of"], strict=True):
+        mine = pd.DataFrame(columns=["stage", "entered_at"]) if stages is None else stages[
+            (stages["lead_id"].astype("str") == lead_id) & (stages["entered_at"] < t)]
+        history.append(json.dumps([{"stage": str(r.stage), "entered_at": str(r.entered_at)}
+                                   for r in mine.itertuples()]))
+    leads["stage_history"] = history
+    accounts = export.accounts
+    if accounts is not None:
+        by_id = accounts.astype({"account_id": "str"}).set_index("account_id")
+        leads["account"] = [json.dumps({k: (None if pd.isna(v) else (
+            v.item() if hasattr(v, "item") else str(v))) for k, v in by_id.loc[a].items()})
+            if a in by_id.index else "{}" for a in leads["account_id"]]
     return leads
 

@@ -10,6 +10,7 @@ always referred to by alias, never by stage or "latest".
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +57,15 @@ def configure(settings: Settings | None = None) -> MlflowClient:
     settings = settings or get_settings()
     if settings.tracking_uri.startswith("sqlite:"):
         settings.models_dir.mkdir(parents=True, exist_ok=True)
+    # MLflow also exports the URI to MLFLOW_TRACKING_URI; put the environment back, or every
+    # Settings() created later in this process would silently follow this store
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
     client = MlflowClient()
     if client.get_experiment_by_name(settings.experiment) is None:
         # a database store keeps artifacts in the local model store; a tracking server its own
@@ -106,6 +114,10 @@ def log_and_register(result: Any, bundle: LeadModel, *, data: dict[str, Any],
 
         example_out = score_rows(bundle, input_example)
         signature = mlflow.models.infer_signature(input_example, example_out)
+        # every input but the lead's id and creation is optional, as in the contract
+        for col in signature.inputs.inputs:
+            if col.name not in ("lead_id", "created_at"):
+                col._required = False
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(Path(__file__).with_name("pyfunc_model.py")),
             artifacts={"bundle": str(tmpdir / "bundle")}, signature=signature,

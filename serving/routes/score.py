@@ -117,7 +117,9 @@ async def score(body: ScoreRequest, state: StateDep, key: ScoreKey) -> ScoreResp
     p_next = None
     if next_model is not None and next_model.fast is not None and inputs:
         next_fast: FastScorer = next_model.fast
-        p_next = next_fast.predict(np.vstack([next_fast.features(x) for x in inputs]))
+        same = fast is not None and next_fast.spec == fast.spec and next_fast.names == fast.names
+        X_next = X if same else np.vstack([next_fast.features(x) for x in inputs])
+        p_next = next_fast.predict(X_next)
     thresholds = state.thresholds
     names = loaded.bundle.feature_names
     cats = loaded.bundle.categories

@@ -63,16 +63,58 @@ def test_generate_then_validate(tmp_path: Path) -> None:
     assert run("validate", tmp_path / "x").returncode == 0
 
 
-def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    """The README's main job, small: generate, validate, funnel, train, register a champion."""
-    out = subprocess.run([str(BIN), "demo", "--workdir", str(tmp_path / "demo"), "--leads",
-                          "4000"], capture_output=True, text=True, timeout=600, check=False,
-                         cwd=tmp_path)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "follows the data contract" in out.stdout
-    assert "lead-conversion v1 is the champion" in out.stdout
-    assert (tmp_path / "models" / "mlflow.db").exists()
-    assert (tmp_path / "demo" / "funnel.html").exists()
+def test_demo_runs_end_to_end_and_serves(tmp_path: Path) -> None:
+    """The README's main job, small: generate, validate, funnel, train, register, serve."""
+    import re
+    import signal
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "demo.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen([str(BIN), "demo", "--workdir", str(tmp_path / "demo"),
+                                 "--leads", "4000", "--port", str(port)], stdout=fh,
+                                stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 600
+        key = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            text = log.read_text()
+            found = re.search(r"API key \(shown once; scopes score, admin\): (\S+)", text)
+            if found:
+                key = found.group(1)
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.5)
+        text = log.read_text()
+        assert key, text[-3000:]
+        assert "follows the data contract" in text
+        assert "lead-conversion v1 is the champion" in text
+        assert "stage-advancement v1 is the champion" in text
+        assert f"http://127.0.0.1:{port}/docs" in text and "curl -s -X POST" in text
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/score", headers={
+            "Authorization": f"Bearer {key}"}, json={"leads": [{
+                "lead_id": "demo-1", "created_at": "2025-12-01T09:00:00Z", "source": "referral",
+                "events": [{"occurred_at": "2025-12-20T10:00:00Z",
+                            "event_type": "pricing_page_view"}],
+                "as_of": "2025-12-31T00:00:00Z"}]}, timeout=30)
+        assert r.status_code == 200 and r.json()["scores"][0]["next_stage"] is not None
+        funnel = httpx.get(f"http://127.0.0.1:{port}/v1/funnel", params={"by": "source"},
+                           headers={"Authorization": f"Bearer {key}"}, timeout=60)
+        assert funnel.status_code == 200 and funnel.json()["overall"]["leads"] == 4000
+        assert (tmp_path / "models" / "mlflow.db").exists()
+        assert (tmp_path / "demo" / "funnel.html").exists()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
 
 
 def test_train_and_score_a_single_table(tmp_path: Path) -> None:

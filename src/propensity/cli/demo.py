@@ -15,8 +15,10 @@ def demo(
         "data/demo"),
     leads: Annotated[int, typer.Option(min=100, help="Synthetic leads to generate")] = 20000,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic export")] = 7,
+    serve: Annotated[bool, typer.Option(help="End by starting the scorer")] = True,
+    port: Annotated[int, typer.Option(help="Port of the scorer")] = 8000,
 ) -> None:
-    """Generate a synthetic export, validate it, print its funnel, train and register a champion."""
+    """Generate, validate, funnel, train and register champions, then start the scorer."""
     from propensity.cli.data import generate, validate
     from propensity.cli.funnel import funnel
     from propensity.cli.models import models, train
@@ -32,9 +34,34 @@ def demo(
     funnel(export_dir, by="source", fmt="html", out=page)
     console.rule("4. train lead-conversion, evaluate out of time, register")
     train(export_dir)
+    console.rule("5. train stage-advancement (the scorer's next_stage)")
+    train(export_dir, model="stage-advancement")
     models()
     console.print(f"funnel page: {page}; model store: MLflow at models/ "
                   "(`propensity models`, `propensity score ...`)", highlight=False)
+    if not serve:
+        return
+    from propensity.cli.serve import serve as run_server
+    from serving.auth import create_key
+    from serving.config import get_serving_settings
+    from serving.db import engine_for, migrate
+
+    settings = get_serving_settings()
+    migrate(settings.db_url)
+    key = create_key(engine_for(settings.db_url), "demo", ["score", "admin"])
+    base = f"http://127.0.0.1:{port}"
+    console.rule("6. the scorer")
+    console.print(f"API docs: {base}/docs\nAPI key (shown once; scopes score, admin): {key}\n"
+                  "try:\n"
+                  f"  curl -s -X POST {base}/v1/score -H 'Authorization: Bearer {key}' "
+                  "-H 'content-type: application/json' -d '{\"leads\": [{\"lead_id\": "
+                  "\"demo-1\", \"created_at\": \"2025-12-01T09:00:00Z\", \"source\": "
+                  "\"referral\", \"persona\": \"champion\", \"events\": [{\"occurred_at\": "
+                  "\"2025-12-20T10:00:00Z\", \"event_type\": \"pricing_page_view\"}], "
+                  "\"as_of\": \"2025-12-31T00:00:00Z\"}]}'\n"
+                  f"  curl -s '{base}/v1/funnel?by=source' -H 'Authorization: Bearer {key}'\n"
+                  "Ctrl+C stops the scorer.", highlight=False, soft_wrap=True)
+    run_server(port=port, data=export_dir)
 
 
 def register(app: typer.Typer) -> None:

@@ -22,8 +22,11 @@ def serve(
     """Run the FastAPI scorer with uvicorn (httptools, uvloop)."""
     import uvicorn
 
+    from serving.config import get_serving_settings
+
     if data is not None:
         os.environ["PROPENSITY_DATA_PATH"] = str(data.resolve())
+        get_serving_settings.cache_clear()  # the in-process worker reads settings anew
     console.print(f"scorer on http://{host}:{port} (docs at /docs)", highlight=False)
     uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers,
                 http="httptools", loop="uvloop", access_log=False, log_level="warning",

@@ -120,7 +120,8 @@ def main() -> None:
                              "--workers", str(args.workers)], env=env, cwd=tmp,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     mport = free_port()
-    mlflow_env = {**env, "MLFLOW_TRACKING_URI": settings.tracking_uri}
+    mlflow_env = {**env, "MLFLOW_TRACKING_URI": settings.tracking_uri,
+                  "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}  # it execs `uvicorn`
     theirs = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m",
                                "models:/lead-conversion@champion", "-p", str(mport),
                                "--env-manager", "local", "--workers", "1"], env=mlflow_env,

@@ -17,7 +17,7 @@ class ServingSettings(Settings):
     data_path: Path | None = None
     """Export folder the funnel endpoint reports on (PROPENSITY_DATA_PATH)."""
     reload_seconds: float = 30.0
-    log_flush_seconds: float = 0.2
+    log_flush_seconds: float = 0.5
     max_leads: int = 1000
     max_events: int = 10_000
     models: list[str] = Field(default_factory=lambda: [

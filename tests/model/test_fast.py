@@ -29,11 +29,13 @@ def _inputs(rows: pd.DataFrame) -> list[LeadInput]:
                    e.get("channel"), e.get("value")) for e in json.loads(r["events"])]
         attrs = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()
                  if k not in ("events", "as_of", "created_at", "lead_id", "stage",
-                              "stage_entered_at", "account")}
+                              "stage_entered_at", "account", "stage_history")}
+        history = [(h["stage"], pd.Timestamp(h["entered_at"]).to_pydatetime())
+                   for h in json.loads(r.get("stage_history") or "[]")]
         out.append(LeadInput(
             lead_id=r["lead_id"], created_at=pd.Timestamp(r["created_at"]).to_pydatetime(),
             as_of=pd.Timestamp(r["as_of"]).to_pydatetime(), attributes=attrs, events=events,
-            stage=r.get("stage"), account=r.get("account"),
+            stage=r.get("stage"), account=r.get("account"), stage_history=history,
             stage_entered_at=None if pd.isna(r.get("stage_entered_at")) else pd.Timestamp(
                 r["stage_entered_at"]).to_pydatetime()))
     return out
@@ -87,14 +89,7 @@ def test_fast_equals_batch_scoring_of_the_export_for_a_lone_lead(
     assert len(lone) >= 10
     entities = pd.DataFrame({"lead_id": lone[:40], "as_of": t})
     rows = example_rows(small_export, entities, limit=40)
-    sh = small_export.stage_history
-    assert sh is not None
-    sh = sh[sh["entered_at"] < t].astype({"lead_id": "str", "stage": "str"})
-    last = sh.sort_values("entered_at").groupby("lead_id").last()
-    funnel = last[last["stage"].isin(["mql", "sql", "opportunity"])]
-    rows["stage"] = rows["lead_id"].map(funnel["stage"])
-    rows["stage_entered_at"] = rows["lead_id"].map(funnel["entered_at"].astype("str"))
-    # first entry of the highest stage = last funnel row for these leads (no re-entries)
+    # example_rows carries each lead's stage history before t, as a CRM would send it
     acc = small_export.accounts.set_index("account_id") if small_export.accounts is not None \
         else None
     rows["account"] = [None if acc is None or a in (None, "nan") or pd.isna(a) else {

@@ -88,6 +88,23 @@ class FastScorer:
                            for k, c in model.categories.items()}
         self.stage_rank = {s: i for i, s in enumerate(spec.stages)}
         self.windows = [*spec.config.windows_days, None]
+        # where each count lands in the row (-1: the model does not use it)
+        self._type_slots = {
+            w: np.array([self.index.get(f"n_{t}_{self._suffix(w)}", -1) for t in self.types])
+            for w in self.windows}
+        self._channel_slots = {
+            w: np.array([self.index.get(f"n_channel_{c}_{self._suffix(w)}", -1)
+                         for c in [*spec.channels, "other"]]) for w in (30, None)}
+        self._since_slots = np.array([self.index.get(f"days_since_{t}", -1) for t in self.types])
+
+    @staticmethod
+    def _suffix(w: int | None) -> str:
+        return "all" if w is None else f"{w}d"
+
+    @staticmethod
+    def _put(row: np.ndarray, slots: np.ndarray, values: np.ndarray) -> None:
+        used = slots >= 0
+        row[slots[used]] = values[used]
 
     def _set(self, row: np.ndarray, name: str, value: float) -> None:
         i = self.index.get(name)
@@ -141,9 +158,10 @@ class FastScorer:
         self._set(row, "stage_changes", changes)
         self._set(row, "open_opportunities", 0.0)
         self._set(row, "lost_opportunities", 0.0)
-        self._engagement(row, lead, t, age_days)
+        arrays = self._event_arrays(lead, t)
+        self._engagement(row, arrays, age_days)
         if spec.has_accounts:
-            self._committee(row, lead, t, created, account_id)
+            self._committee(row, lead, arrays, t, created, account_id)
         return row
 
     def _event_arrays(self, lead: LeadInput, t: int) -> tuple[np.ndarray, ...]:
@@ -164,30 +182,27 @@ class FastScorer:
         return tcode, ccode, np.zeros(len(keep), dtype="int64"), np.column_stack(
             [age, value]) if len(keep) else np.zeros((0, 2))
 
-    def _engagement(self, row: np.ndarray, lead: LeadInput, t: int, age_days: float) -> None:
+    def _engagement(self, row: np.ndarray, arrays: tuple[np.ndarray, ...],
+                    age_days: float) -> None:
         cfg = self.spec.config
-        tcode, ccode, rows, av = self._event_arrays(lead, t)
+        tcode, ccode, rows, av = arrays
         age = av[:, 0] if len(av) else np.zeros(0)
         value = av[:, 1] if len(av) else np.zeros(0)
         n_types = len(self.types)
         for w in self.windows:
             sel = np.ones(age.size, bool) if w is None else age <= w
-            suffix = "all" if w is None else f"{w}d"
-            grid = np.bincount(tcode[sel], minlength=n_types)
-            for i, name in enumerate(self.types):
-                self._set(row, f"n_{name}_{suffix}", float(grid[i]))
-            self._set(row, f"n_events_{suffix}", float(grid.sum()))
-        channels = [*self.spec.channels, "other"]
-        for w in (30, None):
-            sel = (ccode >= 0) & (np.ones(age.size, bool) if w is None else age <= w)
-            grid = np.bincount(ccode[sel], minlength=len(channels))
-            suffix = "all" if w is None else f"{w}d"
-            for i, c in enumerate(channels):
-                self._set(row, f"n_channel_{c}_{suffix}", float(grid[i]))
+            grid = np.bincount(tcode[sel], minlength=n_types).astype("float64")
+            self._put(row, self._type_slots[w], grid)
+            self._set(row, f"n_events_{self._suffix(w)}", float(grid.sum()))
+        n_channels = len(self.spec.channels) + 1
+        for w30 in (30, None):
+            sel = (ccode >= 0) & (np.ones(age.size, bool) if w30 is None else age <= w30)
+            grid = np.bincount(ccode[sel], minlength=n_channels).astype("float64")
+            self._put(row, self._channel_slots[w30], grid)
         self._set(row, "days_since_last_event", float(age.min()) if age.size else math.nan)
-        for i, name in enumerate(self.types):
-            mine = age[tcode == i]
-            self._set(row, f"days_since_{name}", float(mine.min()) if mine.size else math.nan)
+        since = np.full(n_types, np.inf)
+        np.minimum.at(since, tcode, age)
+        self._put(row, self._since_slots, np.where(np.isinf(since), np.nan, since))
         decay = np.exp(-np.log(2) * age / cfg.half_life_days)
         self._set(row, "decayed_engagement", float(np.bincount(rows, weights=decay,
                                                                 minlength=1)[0]))
@@ -203,8 +218,8 @@ class FastScorer:
         self._set(row, "value_sum_30d", float(np.bincount(
             rows[has_value], weights=value[has_value], minlength=1)[0]))
 
-    def _committee(self, row: np.ndarray, lead: LeadInput, t: int, created: int,
-                   account_id: str | None) -> None:
+    def _committee(self, row: np.ndarray, lead: LeadInput, arrays: tuple[np.ndarray, ...],
+                   t: int, created: int, account_id: str | None) -> None:
         window = self.spec.config.committee_window_days
         names = ["account_contacts", "account_engaged_contacts", "account_events_30d",
                  "account_days_since_last_event",
@@ -214,7 +229,7 @@ class FastScorer:
             for name in names:
                 self._set(row, name, math.nan)
             return
-        _, _, _, av = self._event_arrays(lead, t)
+        av = arrays[3]
         age = av[:, 0] if len(av) else np.zeros(0)
         self._set(row, "account_contacts", 1.0 if created < t else 0.0)
         recent = age <= window

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from typing_extensions import TypedDict
 
 Persona = Literal["end_user", "champion", "executive", "unknown"]
 
 
-class EventIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class EventIn(TypedDict):
+    """A row of the events table without lead_id. A TypedDict, not a model: a batch of 1,000
+    leads carries 50,000 of these, and validating dicts is several times cheaper."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
     occurred_at: datetime
-    event_type: str = Field(min_length=1, max_length=100)
-    channel: str | None = Field(None, max_length=100)
-    value: float | None = None
+    event_type: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    channel: NotRequired[Annotated[str, StringConstraints(max_length=100)] | None]
+    value: NotRequired[float | None]
 
 
 class StageIn(BaseModel):

@@ -39,7 +39,7 @@ async def score_account(body: AccountIn, state: StateDep, key: ScoreKey) -> Acco
                 "type": "missing"}])
         rows.append({**c.attributes(), "lead_id": c.lead_id, "created_at": c.created_at,
                      "account_id": body.account_id, "as_of": as_of,
-                     "events": [e.model_dump() for e in c.events],
+                     "events": [dict(e) for e in c.events],
                      "account": body.attributes})
     frame = pd.DataFrame(rows)
 

@@ -47,7 +47,8 @@ def lead_input(lead: LeadIn, i: int, now: datetime, stages: list[str]) -> LeadIn
     return LeadInput(
         lead_id=lead.lead_id, created_at=lead.created_at, as_of=lead.as_of or now,
         attributes=lead.attributes(),
-        events=[(e.occurred_at, e.event_type, e.channel, e.value) for e in lead.events],
+        events=[(e["occurred_at"], e["event_type"], e.get("channel"), e.get("value"))
+                for e in lead.events],
         stage=lead.stage, stage_entered_at=lead.stage_entered_at, account=lead.account,
         stage_history=[(r.stage, r.entered_at) for r in lead.stage_history])
 

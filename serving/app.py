@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from starlette.concurrency import run_in_threadpool
 
 from propensity import __version__
@@ -20,6 +23,7 @@ from serving.deps import AppState
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.model_store import ModelStore
 from serving.routes import accounts, funnel, ops, score
+from serving.schemas import ScoreRequest
 from serving.scorelog import ScoreLog
 
 log = logging.getLogger("propensity.serving")
@@ -50,6 +54,11 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                     log.exception("registry poll failed")
 
         poller = asyncio.create_task(follow_registry())
+        # the models, MLflow and pandas leave millions of long-lived objects; a full garbage
+        # collection walking them all stalls every request in flight for ~100 ms. Freezing
+        # them at start-up keeps collections to what requests allocate.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
@@ -65,4 +74,18 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     for router in (score.router, accounts.router, funnel.router, ops.router):
         app.include_router(router)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema, plus the request models that routes parse themselves."""
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            extra = ScoreRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(extra.pop("$defs", {}))
+            components["ScoreRequest"] = extra
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

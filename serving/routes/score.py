@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Response, status
 from propensity.models.fast import FastScorer, LeadInput
 from propensity.models.reasons import explain
 from propensity.thresholds import to_score
-from serving.deps import ScoreKey, StateDep
+from serving.deps import SCORE_BODY_DOC, ScoreBody, ScoreKey, StateDep
 from serving.model_store import Loaded
 from serving.schemas import (
     LeadIn,
@@ -20,7 +20,6 @@ from serving.schemas import (
     ModelRef,
     ReasonOut,
     Reasons,
-    ScoreRequest,
     ScoreResponse,
 )
 
@@ -93,8 +92,8 @@ def _hash(lead: LeadIn) -> str:
     return hashlib.sha256(lead.model_dump_json().encode()).hexdigest()
 
 
-@router.post("/score", response_model=ScoreResponse)
-async def score(body: ScoreRequest, state: StateDep, key: ScoreKey) -> Response:
+@router.post("/score", response_model=ScoreResponse, openapi_extra=SCORE_BODY_DOC)
+async def score(body: ScoreBody, state: StateDep, key: ScoreKey) -> Response:
     """Score 1 to 1,000 leads: probability, score, grade, MQL flag and the reasons."""
     settings = state.settings
     if len(body.leads) > settings.max_leads:

@@ -160,3 +160,15 @@ def test_readyz_and_metrics(server: Server) -> None:
     assert "propensity_request_seconds_bucket" in text
     assert 'propensity_model_info{model="lead-conversion",version="1"} 1.0' in text
     assert "propensity_scores_total" in text
+
+
+def test_openapi_documents_the_score_body(server: Server) -> None:
+    with server.client() as http:
+        spec = http.get("/openapi.json").json()
+        assert http.get("/docs").status_code == 200
+    body = spec["paths"]["/v1/score"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["$ref"] == "#/components/schemas/ScoreRequest"
+    schemas = spec["components"]["schemas"]
+    assert "leads" in schemas["ScoreRequest"]["properties"]
+    assert "events" in schemas["LeadIn"]["properties"] and "EventIn" in schemas
+    assert "ScoreResponse" in schemas and "/v1/accounts/score" in spec["paths"]

@@ -15,16 +15,16 @@ from fastapi.openapi.utils import get_openapi
 from starlette.concurrency import run_in_threadpool
 
 from propensity import __version__
-from propensity.thresholds import ThresholdSet
 from serving.auth import KeyRing
 from serving.config import ServingSettings, get_serving_settings
 from serving.db import engine_for, migrate
 from serving.deps import AppState
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.model_store import ModelStore
-from serving.routes import accounts, funnel, ops, score
+from serving.routes import accounts, funnel, ops, score, thresholds, ui
 from serving.schemas import ScoreRequest
 from serving.scorelog import ScoreLog
+from serving.threshold_store import ThresholdStore
 
 log = logging.getLogger("propensity.serving")
 
@@ -43,7 +43,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         scorelog.start()
         app.state.propensity = AppState(settings=settings, store=store, keys=KeyRing(engine),
                                         log=scorelog, metrics=metrics,
-                                        thresholds=ThresholdSet())
+                                        thresholds=ThresholdStore(engine))
 
         async def follow_registry() -> None:
             while True:
@@ -71,7 +71,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app = FastAPI(title="propensity scorer", version=__version__, lifespan=lifespan,
                   description="Calibrated lead and account scores with reasons, and the "
                               "funnel metrics beside them.")
-    for router in (score.router, accounts.router, funnel.router, ops.router):
+    for router in (score.router, accounts.router, funnel.router, thresholds.router,
+                   ops.router, ui.router):
         app.include_router(router)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 

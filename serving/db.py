@@ -35,6 +35,19 @@ score_log = sa.Table(
     sa.Column("input_hash", sa.String(64), nullable=False),
 )
 
+thresholds = sa.Table(
+    "thresholds", metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(100), nullable=False),
+    sa.Column("mql", sa.Float, nullable=False),
+    sa.Column("grade_a", sa.Float, nullable=False),
+    sa.Column("grade_b", sa.Float, nullable=False),
+    sa.Column("grade_c", sa.Float, nullable=False),
+    sa.Column("changed_by", sa.String(200), nullable=False),
+    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+)
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 

@@ -11,13 +11,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 
-from propensity.thresholds import ThresholdSet
 from serving.auth import KeyInfo, KeyRing
 from serving.config import ServingSettings
 from serving.metrics import Metrics
 from serving.model_store import ModelStore
 from serving.schemas import ScoreRequest
 from serving.scorelog import ScoreLog
+from serving.threshold_store import ThresholdStore
 
 bearer = HTTPBearer(auto_error=False)
 
@@ -29,7 +29,7 @@ class AppState:
     keys: KeyRing
     log: ScoreLog
     metrics: Metrics
-    thresholds: ThresholdSet
+    thresholds: ThresholdStore
 
 
 def get_state(request: Request) -> AppState:

@@ -13,9 +13,17 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import pandas as pd
+
 from propensity.models.bundle import LeadModel
 from propensity.models.fast import FastScorer
-from propensity.models.registry import CHAMPION, _version_of, configure, load_model
+from propensity.models.registry import (
+    CHAMPION,
+    _version_of,
+    configure,
+    load_holdout,
+    load_model,
+)
 from propensity.settings import Settings
 
 log = logging.getLogger("propensity.models")
@@ -28,6 +36,9 @@ class Loaded:
     bundle: LeadModel
     fast: FastScorer | None
     loaded_at: datetime
+    holdout: pd.DataFrame | None = None
+    """The champion's holdout predictions: what threshold curves are drawn from."""
+    cache: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass
@@ -46,7 +57,12 @@ class ModelStore:
         fast = None
         if bundle.kind == "export" and bundle.target != "account-propensity":
             fast = FastScorer(bundle)
-        return Loaded(name, got, bundle, fast, datetime.now(UTC))
+        try:
+            holdout = load_holdout(name, got, settings=self.settings)
+        except Exception:  # a model without evaluation artifacts still serves
+            log.warning("no holdout for %s v%s: threshold curves unavailable", name, got)
+            holdout = None
+        return Loaded(name, got, bundle, fast, datetime.now(UTC), holdout)
 
     def refresh(self) -> dict[str, str]:
         """Load every champion whose version changed; returns name -> version serving."""

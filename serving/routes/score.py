@@ -126,7 +126,7 @@ async def score(body: ScoreBody, state: StateDep, key: ScoreKey) -> Response:
         same = fast is not None and next_fast.spec == fast.spec and next_fast.names == fast.names
         X_next = X if same else np.vstack([next_fast.features(x) for x in inputs])
         p_next = next_fast.predict(X_next)
-    thresholds = state.thresholds
+    thresholds = state.thresholds.active(MAIN)
     names = loaded.bundle.feature_names
     cats = loaded.bundle.categories
     results, log_rows = [], []

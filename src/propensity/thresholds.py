@@ -7,6 +7,8 @@ Until marketing ops set their own, version 0 holds the defaults below.
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 from pydantic import BaseModel, Field, model_validator
 
 
@@ -41,3 +43,143 @@ class ThresholdSet(BaseModel):
 def to_score(probability: float) -> int:
     """0-100, half away from zero (so 0.125 -> 13, as a person would round it)."""
     return int(min(100, max(0, int(probability * 100 + 0.5))))
+
+
+# --- what a threshold means ---------------------------------------------------------------
+
+class CurvePoint(BaseModel):
+    threshold: int = Field(description="MQL threshold on the 0-100 score")
+    flagged: int = Field(description="distinct leads that reach it")
+    flagged_per_week: float | None
+    converted_flagged: int
+    precision: float | None = Field(description="share of flagged leads that converted")
+    recall: float | None = Field(description="share of converting leads that were flagged")
+    expected_customers: float = Field(description="sum of the flagged leads' probabilities")
+    expected_customers_per_week: float | None
+    rate_above: float | None
+    rate_below: float | None = Field(description="conversion rate of leads never flagged")
+    lift: float | None = Field(description="precision / base rate")
+
+
+class Curve(BaseModel):
+    source: str
+    leads: int
+    converted: int
+    base_rate: float | None
+    weeks: float | None
+    points: list[CurvePoint]
+    distribution: list[int] = Field(description="leads per score 0..100 (highest score seen)")
+
+    def at(self, threshold: int) -> CurvePoint:
+        return self.points[max(0, min(100, threshold))]
+
+
+class Recommendation(BaseModel):
+    threshold: int
+    reason: str
+    point: CurvePoint
+
+
+def threshold_curve(rows: pd.DataFrame, source: str = "holdout") -> Curve:
+    """Every threshold 0..100 over scored rows (`lead_id`, `probability`, `label`, `as_of`?).
+
+    A lead can be scored many times (every snapshot, every CRM call): it becomes an MQL the
+    first time its score reaches the threshold, and counts once, with the outcome that
+    followed that moment. Per-week figures need `as_of`; without it (a single table) they
+    are left out.
+    """
+    frame = rows.copy()
+    if "lead_id" not in frame:
+        frame["lead_id"] = np.arange(len(frame)).astype(str)
+    frame["score"] = [to_score(p) for p in frame["probability"].to_numpy(dtype="float64")]
+    has_time = "as_of" in frame and frame["as_of"].notna().all() and len(frame)
+    if has_time:
+        frame = frame.sort_values(["as_of", "lead_id"], kind="stable")
+        times = pd.to_datetime(frame["as_of"], utc=True)
+        step = times.drop_duplicates().sort_values().diff().median()
+        step_days = step / pd.Timedelta(days=1) if pd.notna(step) else 7.0
+        weeks = ((times.max() - times.min()) / pd.Timedelta(days=1) + step_days) / 7
+    else:
+        weeks = None
+    per_lead = frame.groupby("lead_id", sort=False)
+    best = per_lead["score"].max()
+    ever = per_lead["label"].max()
+    n_leads, n_conv = len(best), int(ever.sum())
+    base = n_conv / n_leads if n_leads else None
+    scores = frame["score"].to_numpy()
+    labels = frame["label"].to_numpy(dtype="int64")
+    probs = frame["probability"].to_numpy(dtype="float64")
+    codes, order = pd.factorize(frame["lead_id"])
+    conv_of_lead = ever.reindex(order).to_numpy()
+    points = []
+    for s in range(101):
+        hit = scores >= s
+        first = np.zeros(len(frame), dtype=bool)
+        seen = np.zeros(n_leads, dtype=bool)
+        idx = np.flatnonzero(hit)
+        _, first_pos = np.unique(codes[idx], return_index=True)
+        first[idx[first_pos]] = True
+        seen[codes[idx[first_pos]]] = True
+        flagged = int(first.sum())
+        conv_flagged = int(labels[first].sum())
+        expected = float(probs[first].sum())
+        never = ~seen
+        below_n = int(never.sum())
+        below_conv = int(conv_of_lead[never].sum())
+        recall_num = int(conv_of_lead[seen].sum())
+        precision = conv_flagged / flagged if flagged else None
+        points.append(CurvePoint(
+            threshold=s, flagged=flagged,
+            flagged_per_week=None if weeks is None else flagged / weeks,
+            converted_flagged=conv_flagged, precision=precision,
+            recall=recall_num / n_conv if n_conv else None,
+            expected_customers=expected,
+            expected_customers_per_week=None if weeks is None else expected / weeks,
+            rate_above=precision, rate_below=below_conv / below_n if below_n else None,
+            lift=None if precision is None or not base else precision / base))
+    distribution = np.bincount(best.to_numpy(dtype="int64"), minlength=101)[:101]
+    return Curve(source=source, leads=n_leads, converted=n_conv, base_rate=base,
+                 weeks=weeks, points=points, distribution=distribution.tolist())
+
+
+def recommend(curve: Curve, *, capacity_per_week: float | None = None,
+              capacity: float | None = None, min_precision: float | None = None,
+              min_recall: float | None = None) -> Recommendation:
+    """The threshold that maximises expected customers within the constraint.
+
+    Among the thresholds that fit the weekly capacity (leads a team can work) or reach the
+    precision asked for, the one with the most expected customers (ties: the lower); for a
+    recall target, the highest threshold that still reaches it.
+    """
+    given = [x is not None for x in (capacity_per_week, capacity, min_precision, min_recall)]
+    if sum(given) != 1:
+        raise ValueError("give exactly one of capacity_per_week, capacity, min_precision, "
+                         "min_recall")
+    pts = curve.points
+    if capacity_per_week is not None:
+        if curve.weeks is None:
+            raise ValueError("this holdout has no dates: give a total capacity instead")
+        fits = [p for p in pts if (p.flagged_per_week or 0) <= capacity_per_week]
+        why = f"the lowest threshold with at most {capacity_per_week:g} MQLs a week"
+    elif capacity is not None:
+        fits = [p for p in pts if p.flagged <= capacity]
+        why = f"the lowest threshold with at most {capacity:g} MQLs"
+    elif min_precision is not None:
+        fits = [p for p in pts if p.precision is not None and p.precision >= min_precision]
+        why = f"the lowest threshold whose MQLs convert at {min_precision:.0%} or more"
+    else:
+        assert min_recall is not None
+        fits = [p for p in pts if p.recall is not None and p.recall >= min_recall]
+        if not fits:
+            raise ValueError(f"no threshold reaches a recall of {min_recall:.0%}")
+        best = max(fits, key=lambda p: p.threshold)
+        return Recommendation(threshold=best.threshold, point=best,
+                              reason=f"the highest threshold that still flags "
+                                     f"{min_recall:.0%} of the buyers")
+    if not fits:
+        raise ValueError("no threshold satisfies that: even 100 flags too many leads, or the "
+                         "precision is out of reach")
+    # a lead flagged later (at a higher threshold) may be flagged when it is likelier to buy,
+    # so expected customers need not fall monotonically: take the best that fits
+    best = max(fits, key=lambda p: (round(p.expected_customers, 9), -p.threshold))
+    return Recommendation(threshold=best.threshold, point=best, reason=why)

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from propensity.cli import data, demo, funnel, models, serve
+from propensity.cli import data, demo, funnel, models, serve, thresholds
 from propensity.cli._common import fail
 from propensity.problems import PropensityError
 
@@ -21,6 +21,7 @@ data.register(app)
 funnel.register(app)
 models.register(app)
 serve.register(app)
+thresholds.register(app)
 demo.register(app)
 
 

@@ -151,6 +151,14 @@ def load_model(name: str, alias: str = CHAMPION,
     return _bundle(name, version), version
 
 
+def load_holdout(name: str, version: str, settings: Settings | None = None) -> pd.DataFrame:
+    """The holdout a version was evaluated on, with its predictions (for threshold curves)."""
+    client = configure(settings)
+    run_id = client.get_model_version(name, version).run_id
+    folder = mlflow.artifacts.download_artifacts(run_id=str(run_id), artifact_path="evaluation")
+    return pd.read_parquet(Path(folder) / "holdout.parquet")
+
+
 def _bundle(name: str, version: str) -> LeadModel:
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))
     return LeadModel.load(local / "artifacts" / "bundle")

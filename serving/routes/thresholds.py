@@ -1,0 +1,140 @@
+"""Thresholds: read (score scope), change and restore (admin scope), curve, recommendation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, HTTPException, status
+from pydantic import BaseModel, Field, model_validator
+from starlette.concurrency import run_in_threadpool
+
+from propensity.thresholds import Curve, Recommendation, ThresholdSet, recommend, threshold_curve
+from serving.deps import AdminKey, ScoreKey, StateDep
+
+router = APIRouter(prefix="/v1/thresholds", tags=["thresholds"])
+MODEL = "lead-conversion"
+
+
+class ThresholdsOut(ThresholdSet):
+    changed_by: str | None
+    changed_at: datetime | None
+    reason: str
+
+
+class ThresholdsIn(BaseModel):
+    """New values, or `restore_version` to bring an earlier version back (as a new version)."""
+
+    mql: float | None = Field(None, ge=0, le=100)
+    grade_a: float | None = Field(None, ge=0, le=100)
+    grade_b: float | None = Field(None, ge=0, le=100)
+    grade_c: float | None = Field(None, ge=0, le=100)
+    restore_version: int | None = Field(None, ge=1)
+    reason: str = Field(min_length=3, max_length=2000, description="why: kept in the history")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ThresholdsIn:
+        values = [self.mql, self.grade_a, self.grade_b, self.grade_c]
+        if self.restore_version is not None and any(v is not None for v in values):
+            raise ValueError("give new values or restore_version, not both")
+        if self.restore_version is None and all(v is None for v in values):
+            raise ValueError("give at least one of mql, grade_a, grade_b, grade_c")
+        return self
+
+
+class RecommendIn(BaseModel):
+    """Sales capacity (reps x leads a rep works a week, or leads a week), or a target."""
+
+    reps: int | None = Field(None, ge=1)
+    leads_per_rep_per_week: float | None = Field(None, gt=0)
+    capacity_per_week: float | None = Field(None, gt=0)
+    min_precision: float | None = Field(None, gt=0, le=1)
+    min_recall: float | None = Field(None, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _capacity(self) -> RecommendIn:
+        if (self.reps is None) != (self.leads_per_rep_per_week is None):
+            raise ValueError("reps and leads_per_rep_per_week go together")
+        if self.reps is not None and self.leads_per_rep_per_week is not None:
+            if self.capacity_per_week is not None:
+                raise ValueError("give reps x leads_per_rep_per_week or capacity_per_week")
+            self.capacity_per_week = self.reps * self.leads_per_rep_per_week
+        return self
+
+
+class RecommendOut(Recommendation):
+    capacity_per_week: float | None
+    current: ThresholdSet
+
+
+@router.get("", response_model=ThresholdsOut)
+async def get_thresholds(state: StateDep, key: ScoreKey) -> ThresholdsOut:
+    """The active MQL threshold and grade bands, with who set them, when and why."""
+    details = await run_in_threadpool(state.thresholds.details, MODEL)
+    return ThresholdsOut(**details)
+
+
+@router.put("", response_model=ThresholdsOut)
+async def put_thresholds(body: ThresholdsIn, state: StateDep, key: AdminKey) -> ThresholdsOut:
+    """Set new values (a new version); every score after this carries the new version."""
+    store = state.thresholds
+    if body.restore_version is not None:
+        old = await run_in_threadpool(store.get, body.restore_version)
+        if old is None or old.model != MODEL:
+            raise HTTPException(status.HTTP_404_NOT_FOUND,
+                                f"no threshold version {body.restore_version}")
+        values = old
+        reason = f"restore v{old.version}: {body.reason}"
+    else:
+        current = store.active(MODEL)
+        merged = {**current.model_dump(), **body.model_dump(
+            exclude_none=True, exclude={"reason", "restore_version"})}
+        try:
+            values = ThresholdSet(**merged)
+        except ValueError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
+                "loc": ["body"], "msg": str(exc).splitlines()[-1] if str(exc) else "invalid",
+                "type": "value_error"}]) from None
+        reason = body.reason
+    saved = await run_in_threadpool(store.set, values, key.name, reason)
+    details = await run_in_threadpool(store.details, MODEL, saved.version)
+    return ThresholdsOut(**details)
+
+
+@router.get("/history", response_model=list[ThresholdsOut])
+async def history(state: StateDep, key: ScoreKey) -> list[ThresholdsOut]:
+    """Every version, newest first."""
+    rows = await run_in_threadpool(state.thresholds.history, MODEL)
+    return [ThresholdsOut(**r) for r in rows]
+
+
+def _curve(state: StateDep) -> Curve:
+    loaded = state.store.get(MODEL)
+    if loaded is None or loaded.holdout is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            "no champion with holdout predictions is loaded")
+    curve = loaded.cache.get("curve")
+    if not isinstance(curve, Curve):
+        curve = threshold_curve(loaded.holdout, source=f"{MODEL} v{loaded.version} holdout")
+        loaded.cache["curve"] = curve
+    return curve
+
+
+@router.get("/curve", response_model=Curve)
+async def curve(state: StateDep, key: ScoreKey) -> Curve:
+    """For every threshold 0-100: MQLs a week, precision, recall, expected customers, lift."""
+    return await run_in_threadpool(_curve, state)
+
+
+@router.post("/recommend", response_model=RecommendOut)
+async def recommend_threshold(body: RecommendIn, state: StateDep,
+                              key: ScoreKey) -> RecommendOut:
+    """The threshold that maximises expected customers within capacity or a target."""
+    c = await run_in_threadpool(_curve, state)
+    try:
+        rec = recommend(c, capacity_per_week=body.capacity_per_week,
+                        min_precision=body.min_precision, min_recall=body.min_recall)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
+            "loc": ["body"], "msg": str(exc), "type": "value_error"}]) from None
+    return RecommendOut(**rec.model_dump(), capacity_per_week=body.capacity_per_week,
+                        current=state.thresholds.active(MODEL))

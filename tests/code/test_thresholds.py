@@ -1,0 +1,61 @@
+"""Threshold curve and recommendation against hand-computed values."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from propensity.thresholds import ThresholdSet, recommend, threshold_curve, to_score
+
+W0, W1 = pd.Timestamp("2025-01-06", tz="UTC"), pd.Timestamp("2025-01-13", tz="UTC")
+ROWS = pd.DataFrame({
+    "lead_id": ["a", "b", "c", "a", "b", "d"],
+    "as_of": [W0, W0, W0, W1, W1, W1],
+    "probability": [0.80, 0.30, 0.20, 0.90, 0.60, 0.55],
+    "label": [1, 0, 0, 1, 1, 0],
+})
+
+
+def test_curve_counts_each_lead_once_at_its_first_crossing() -> None:
+    curve = threshold_curve(ROWS)
+    assert (curve.leads, curve.converted, curve.base_rate, curve.weeks) == (4, 2, 0.5, 2.0)
+    p = curve.at(50)  # a@W0 (80, bought), b@W1 (60, bought), d@W1 (55, not)
+    assert (p.flagged, p.converted_flagged) == (3, 2)
+    assert p.precision == pytest.approx(2 / 3) and p.recall == 1.0
+    assert p.flagged_per_week == 1.5
+    assert p.expected_customers == pytest.approx(0.8 + 0.6 + 0.55)
+    assert p.rate_below == 0.0 and p.lift == pytest.approx((2 / 3) / 0.5)
+    p = curve.at(70)
+    assert (p.flagged, p.precision, p.recall) == (1, 1.0, 0.5)
+    assert p.rate_below == pytest.approx(1 / 3)
+    p = curve.at(0)  # everyone, b at W0 where it had not bought yet
+    assert (p.flagged, p.converted_flagged, p.recall) == (4, 1, 1.0)
+    assert curve.at(100).flagged == 0 and curve.at(100).precision is None
+    assert sum(curve.distribution) == 4 and curve.distribution[90] == 1
+
+
+def test_recommendation_within_capacity_precision_or_recall() -> None:
+    curve = threshold_curve(ROWS)
+    by_capacity = recommend(curve, capacity_per_week=1.0)
+    assert by_capacity.threshold == 56 and by_capacity.point.flagged == 2
+    assert by_capacity.point.expected_customers == pytest.approx(1.4)
+    assert recommend(curve, min_precision=0.9).threshold == 56
+    assert recommend(curve, min_recall=1.0).threshold == 60
+    # at 21-30, b is flagged at W0 (p .3); from 31 it is flagged at W1 (p .6): more expected
+    rec = recommend(curve, capacity=3)
+    assert rec.threshold == 31 and rec.point.expected_customers == pytest.approx(1.95)
+    with pytest.raises(ValueError, match="exactly one"):
+        recommend(curve)
+    with pytest.raises(ValueError, match="no dates"):
+        recommend(threshold_curve(ROWS.drop(columns="as_of")), capacity_per_week=1)
+
+
+def test_bands_and_scores() -> None:
+    t = ThresholdSet(mql=60, grade_a=80, grade_b=60, grade_c=30)
+    assert [t.grade(s) for s in (95, 80, 79, 60, 30, 29)] == ["A", "A", "B", "B", "C", "D"]
+    assert t.is_mql(60) and not t.is_mql(59)
+    assert to_score(0.125) == 13 and to_score(0.0) == 0 and to_score(1.0) == 100
+    with pytest.raises(ValueError, match="ordered"):
+        ThresholdSet(grade_a=40, grade_b=60, grade_c=10)
+    with pytest.raises(ValueError):
+        ThresholdSet(mql=120)

@@ -48,7 +48,8 @@ function drawLift(t) {
   Plotly.react("lift-chart", lines, {
     margin: { t: 10, r: 40 }, shapes, xaxis: { title: { text: "threshold" } },
     yaxis: { title: { text: "lift" } },
-    yaxis2: { overlaying: "y", side: "right", range: [0, 1], title: { text: "recall" } },
+    yaxis2: { overlaying: "y", side: "right", range: [0, 1], tickformat: ".0%",
+              title: { text: "recall" } },
     legend: { orientation: "h" },
   }, { displayModeBar: false });
 }

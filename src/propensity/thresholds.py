@@ -160,13 +160,13 @@ def recommend(curve: Curve, *, capacity_per_week: float | None = None,
         if curve.weeks is None:
             raise ValueError("this holdout has no dates: give a total capacity instead")
         fits = [p for p in pts if (p.flagged_per_week or 0) <= capacity_per_week]
-        why = f"the lowest threshold with at most {capacity_per_week:g} MQLs a week"
+        why = f"most expected customers with at most {capacity_per_week:g} MQLs a week"
     elif capacity is not None:
         fits = [p for p in pts if p.flagged <= capacity]
-        why = f"the lowest threshold with at most {capacity:g} MQLs"
+        why = f"most expected customers with at most {capacity:g} MQLs"
     elif min_precision is not None:
         fits = [p for p in pts if p.precision is not None and p.precision >= min_precision]
-        why = f"the lowest threshold whose MQLs convert at {min_precision:.0%} or more"
+        why = f"most expected customers with MQLs converting at {min_precision:.0%} or more"
     else:
         assert min_recall is not None
         fits = [p for p in pts if p.recall is not None and p.recall >= min_recall]

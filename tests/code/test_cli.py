@@ -100,6 +100,8 @@ def test_demo_runs_end_to_end_and_serves(tmp_path: Path) -> None:
         assert "lead-conversion v1 is the champion" in text
         assert "stage-advancement v1 is the champion" in text
         assert f"http://127.0.0.1:{port}/docs" in text and "curl -s -X POST" in text
+        assert f"http://127.0.0.1:{port}/ui" in text
+        assert httpx.get(f"http://127.0.0.1:{port}/ui", timeout=10).status_code == 200
         r = httpx.post(f"http://127.0.0.1:{port}/v1/score", headers={
             "Authorization": f"Bearer {key}"}, json={"leads": [{
                 "lead_id": "demo-1", "created_at": "2025-12-01T09:00:00Z", "source": "referral",

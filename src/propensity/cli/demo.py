@@ -51,7 +51,8 @@ def demo(
     key = create_key(engine_for(settings.db_url), "demo", ["score", "admin"])
     base = f"http://127.0.0.1:{port}"
     console.rule("6. the scorer")
-    console.print(f"API docs: {base}/docs\nAPI key (shown once; scopes score, admin): {key}\n"
+    console.print(f"API docs: {base}/docs\nthreshold page for marketing ops: {base}/ui\n"
+                  f"API key (shown once; scopes score, admin): {key}\n"
                   "try:\n"
                   f"  curl -s -X POST {base}/v1/score -H 'Authorization: Bearer {key}' "
                   "-H 'content-type: application/json' -d '{\"leads\": [{\"lead_id\": "

@@ -400,3 +400,11 @@ def write_export(tables: dict[str, pa.Table], truth: pa.Table, out_dir: Path,
         notes=[f"{TRUTH_FILE} holds each lead's hidden intent and true conversion probability;"
                " no pipeline reads it"],
     ).write(out_dir)
+
+
+def write_synthetic(out_dir: Path, n_leads: int = 5000, seed: int = 7,
+                    fmt: str = "parquet") -> Path:
+    """Generate and write a synthetic export in one call (what notebooks and demos need)."""
+    tables, truth = generate_export(SyntheticConfig(n_leads=n_leads, seed=seed))
+    write_export(tables, truth, Path(out_dir), fmt=fmt)
+    return Path(out_dir)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,16 @@ class TrainConfig(BaseModel):
     booster: dict[str, Any] = Field(default_factory=dict)
     points: PointsConfig = Field(default_factory=PointsConfig)
     seed: int = 13
+
+    @classmethod
+    def from_file(cls, path: Path | str) -> TrainConfig:
+        """A config from a TOML file such as `training/default.toml`."""
+        import tomllib
+
+        try:
+            return cls.model_validate(tomllib.loads(Path(path).read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise PropensityError(f"{path}: {exc}") from exc
 
 
 @dataclass

@@ -94,43 +94,50 @@ def evaluation_report(y: np.ndarray, predictions: dict[str, np.ndarray],
     }
 
 
-def report_html(report: dict[str, Any], title: str) -> str:
-    """Self-contained page: metrics table, lift, gain, reliability, importance."""
-    table = pd.DataFrame(report["metrics"]).T
+def figures(report: dict[str, Any]) -> list[go.Figure]:
+    """Lift, cumulative gain, reliability and mean |SHAP|: for the HTML page and notebooks."""
     dec = pd.DataFrame(report["deciles"])
     rel = pd.DataFrame(report["reliability"])
     imp = pd.DataFrame(report["importance"])
-    figs = []
     lift = go.Figure(go.Bar(x=dec["decile"], y=dec["lift"]))
     lift.update_layout(title="Lift by decile (1 = highest scores)", xaxis_title="decile",
                        yaxis_title="lift")
-    figs.append(lift)
     gain = go.Figure([go.Scatter(x=[0, *(dec["decile"] / 10)],
                                  y=[0, *dec["cumulative_gain"]], name="model"),
                       go.Scatter(x=[0, 1], y=[0, 1], name="random", line={"dash": "dash"})])
     gain.update_layout(title="Cumulative gain", xaxis_title="share of leads called",
                        yaxis_title="share of buyers reached")
-    figs.append(gain)
     relf = go.Figure([go.Scatter(x=rel["mean_prediction"], y=rel["observed_rate"],
                                  mode="lines+markers", name="model"),
                       go.Scatter(x=[0, 1], y=[0, 1], name="perfect", line={"dash": "dash"})])
     relf.update_layout(title="Reliability", xaxis_title="mean predicted probability",
                        yaxis_title="observed rate")
-    figs.append(relf)
+    out = [lift, gain, relf]
     if len(imp):
         top = imp.head(20).iloc[::-1]
-        figs.append(go.Figure(go.Bar(x=top["mean_abs_shap"], y=top["feature"],
-                                     orientation="h")).update_layout(
+        out.append(go.Figure(go.Bar(x=top["mean_abs_shap"], y=top["feature"],
+                                    orientation="h")).update_layout(
             title="Mean |SHAP| (top 20)", height=600, margin={"l": 220}))
+    return out
+
+
+def metrics_table(report: dict[str, Any]) -> pd.DataFrame:
+    """Model and baselines side by side, one row each."""
+    return pd.DataFrame(report["metrics"]).T
+
+
+def report_html(report: dict[str, Any], title: str) -> str:
+    """Self-contained page: metrics table, lift, gain, reliability, importance."""
     body = "".join(f.to_html(full_html=False, include_plotlyjs=(i == 0))
-                   for i, f in enumerate(figs))
+                   for i, f in enumerate(figures(report)))
     warn = "".join(f"<p style='color:#b00'><b>warning:</b> {html.escape(w)}</p>"
                    for w in report["warnings"])
+    imp = pd.DataFrame(report["importance"])
     return ("<!doctype html><html><head><meta charset='utf-8'><title>"
             f"{html.escape(title)}</title></head><body style='font-family:sans-serif'>"
             f"<h1>{html.escape(title)}</h1>{warn}"
             f"<p>holdout rows: {report['holdout_rows']:,}</p>"
-            + table.to_html(float_format=lambda v: f"{v:.4f}") + body
+            + metrics_table(report).to_html(float_format=lambda v: f"{v:.4f}") + body
             + "<h2>importance</h2>" + imp.to_html(index=False) + "</body></html>")
 
 

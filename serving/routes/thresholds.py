@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field, model_validator
@@ -107,6 +108,34 @@ async def history(state: StateDep, key: ScoreKey) -> list[ThresholdsOut]:
     return [ThresholdsOut(**r) for r in rows]
 
 
+def _score_log_curve(state: StateDep) -> Curve:
+    """Scores served, joined with the conversions the configured export has seen since."""
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from propensity.export import load_export
+    from propensity.thresholds import outcomes_of_scores
+    from serving.db import score_log
+
+    path = state.settings.data_path
+    loaded = state.store.get(MODEL)
+    if path is None or loaded is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            "the score-log curve needs PROPENSITY_DATA_PATH and a champion")
+    with state.log.engine.connect() as conn:
+        rows = pd.DataFrame(conn.execute(sa.select(
+            score_log.c.lead_id, score_log.c.scored_at, score_log.c.probability).where(
+            score_log.c.model_name == MODEL)).all(), columns=["lead_id", "scored_at",
+                                                             "probability"])
+    joined = outcomes_of_scores(rows, load_export(path, drop_bad_rows=True),
+                                loaded.bundle.horizon_days or 90)
+    if joined.empty:
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            "no served score has a known outcome yet (its horizon must have "
+                            "passed in the export)")
+    return threshold_curve(joined, source="score log joined with later conversions")
+
+
 def _curve(state: StateDep) -> Curve:
     loaded = state.store.get(MODEL)
     if loaded is None or loaded.holdout is None:
@@ -120,8 +149,15 @@ def _curve(state: StateDep) -> Curve:
 
 
 @router.get("/curve", response_model=Curve)
-async def curve(state: StateDep, key: ScoreKey) -> Curve:
-    """For every threshold 0-100: MQLs a week, precision, recall, expected customers, lift."""
+async def curve(state: StateDep, key: ScoreKey,
+                source: Literal["holdout", "score_log"] = "holdout") -> Curve:
+    """For every threshold 0-100: MQLs a week, precision, recall, expected customers, lift.
+
+    `holdout`: the champion's out-of-time holdout; `score_log`: scores actually served,
+    joined with later conversions in the configured export.
+    """
+    if source == "score_log":
+        return await run_in_threadpool(_score_log_curve, state)
     return await run_in_threadpool(_curve, state)
 
 

@@ -7,9 +7,14 @@ Until marketing ops set their own, version 0 holds the defaults below.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field, model_validator
+
+if TYPE_CHECKING:
+    from propensity.export import CrmExport
 
 
 class ThresholdSet(BaseModel):
@@ -183,3 +188,31 @@ def recommend(curve: Curve, *, capacity_per_week: float | None = None,
     # so expected customers need not fall monotonically: take the best that fits
     best = max(fits, key=lambda p: (round(p.expected_customers, 9), -p.threshold))
     return Recommendation(threshold=best.threshold, point=best, reason=why)
+
+
+def outcomes_of_scores(scores: pd.DataFrame, export: CrmExport,
+                       horizon_days: int) -> pd.DataFrame:
+    """Served scores (`lead_id`, `scored_at`, `probability`) joined with what happened next.
+
+    A score's label is whether its lead converted within the horizon after it was served;
+    scores whose horizon has not ended in the export yet, or whose lead the export does not
+    know, are left out (their outcome is not known).
+    """
+    from propensity.funnel.journeys import build_journeys
+    from propensity.keys import positions
+
+    journeys = build_journeys(export)
+    pos = positions(scores["lead_id"].astype("str"), journeys.leads["lead_id"].astype("str"))
+    served = pd.to_datetime(scores["scored_at"], utc=True)
+    end = export.latest_time()
+    horizon = pd.Timedelta(days=horizon_days)
+    known = (pos >= 0) & (served + horizon <= end).to_numpy()
+    converted = journeys.reached[:, -1]
+    at = served.astype("datetime64[us, UTC]").dt.tz_localize(None).to_numpy().view("int64")
+    conv = np.where(pos >= 0, converted[np.maximum(pos, 0)], np.iinfo("int64").max)
+    h = horizon_days * 86_400_000_000
+    label = (conv > at) & (conv <= at + h)
+    out = pd.DataFrame({"lead_id": scores["lead_id"].astype("str").to_numpy(),
+                        "as_of": served.to_numpy(), "probability": scores["probability"],
+                        "label": label.astype("int8")})
+    return out[known].reset_index(drop=True)

@@ -59,3 +59,31 @@ def test_bands_and_scores() -> None:
         ThresholdSet(grade_a=40, grade_b=60, grade_c=10)
     with pytest.raises(ValueError):
         ThresholdSet(mql=120)
+
+
+def test_served_scores_are_joined_with_what_happened_next(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from propensity.export import load_export
+    from propensity.thresholds import outcomes_of_scores
+    from tests.conftest import write_tables
+
+    path = write_tables(Path(str(tmp_path)), {
+        "leads": [{"lead_id": i, "created_at": "2024-01-01"} for i in ("a", "b", "c", "z")],
+        "stage_history": [{"lead_id": "a", "stage": "customer", "entered_at": "2024-02-01"},
+                          {"lead_id": "b", "stage": "customer", "entered_at": "2024-09-01"},
+                          {"lead_id": "z", "stage": "mql", "entered_at": "2024-12-31"}],
+    })
+    scores = pd.DataFrame({
+        "lead_id": ["a", "b", "c", "a", "ghost", "c"],
+        "scored_at": pd.to_datetime(["2024-01-10", "2024-01-10", "2024-01-10", "2024-03-01",
+                                     "2024-01-10", "2024-12-01"], utc=True),
+        "probability": [0.9, 0.5, 0.1, 0.8, 0.5, 0.2],
+    })
+    joined = outcomes_of_scores(scores, load_export(path), horizon_days=90)
+    # a bought within 90 days of the first score; b bought too late; c never did; a's second
+    # score came after it bought; the ghost is unknown; c's December score has no outcome yet
+    assert list(zip(joined["lead_id"], joined["label"], strict=True)) == [
+        ("a", 1), ("b", 0), ("c", 0), ("a", 0)]
+    curve = threshold_curve(joined)
+    assert curve.at(85).flagged == 1 and curve.at(85).precision == 1.0

@@ -19,10 +19,10 @@ from propensity.models.bundle import LeadModel
 from propensity.models.fast import FastScorer
 from propensity.models.registry import (
     CHAMPION,
-    _version_of,
     configure,
     load_holdout,
     load_model,
+    version_of,
 )
 from propensity.settings import Settings
 
@@ -70,7 +70,7 @@ class ModelStore:
             client = configure(self.settings)
             for name in self.names:
                 try:
-                    wanted = _version_of(client, name, CHAMPION)
+                    wanted = version_of(client, name, CHAMPION)
                 except Exception as exc:  # registry unreachable: keep serving
                     self.errors[name] = f"registry: {exc}"
                     continue

@@ -29,10 +29,10 @@ def _store() -> ThresholdStore:
 
 
 def _curve() -> Curve:
-    from propensity.models.registry import CHAMPION, _version_of, configure, load_holdout
+    from propensity.models.registry import CHAMPION, configure, load_holdout, version_of
     from propensity.thresholds import threshold_curve
 
-    version = _version_of(configure(), MODEL, CHAMPION)
+    version = version_of(configure(), MODEL, CHAMPION)
     if version is None:
         raise fail(f"no {MODEL} champion: `propensity train` first")
     return threshold_curve(load_holdout(MODEL, version), source=f"{MODEL} v{version} holdout")

@@ -131,7 +131,7 @@ def log_and_register(result: Any, bundle: LeadModel, *, data: dict[str, Any],
                       holdout_auc=result.holdout_auc)
 
 
-def _version_of(client: MlflowClient, name: str, alias: str) -> str | None:
+def version_of(client: MlflowClient, name: str, alias: str) -> str | None:
     try:
         return str(client.get_model_version_by_alias(name, alias).version)
     except mlflow.exceptions.MlflowException:
@@ -142,7 +142,7 @@ def load_model(name: str, alias: str = CHAMPION,
                settings: Settings | None = None) -> tuple[LeadModel, str]:
     """The bundle behind `models:/name@alias`, and its version."""
     client = configure(settings)
-    version = _version_of(client, name, alias)
+    version = version_of(client, name, alias)
     if version is None:
         raise PropensityError(f"no {name}@{alias} in the registry at "
                               f"{(settings or get_settings()).tracking_uri}: train one first "
@@ -207,10 +207,10 @@ def promote(name: str, version: str | None = None, *, force: bool = False,
             settings: Settings | None = None) -> Promotion:
     """Move `champion` to the challenger (or `version`) if it beats the champion, or forced."""
     client = configure(settings)
-    candidate = version or _version_of(client, name, CHALLENGER)
+    candidate = version or version_of(client, name, CHALLENGER)
     if candidate is None:
         raise PropensityError(f"{name} has no challenger: train one first")
-    current = _version_of(client, name, CHAMPION)
+    current = version_of(client, name, CHAMPION)
     if current == candidate:
         return Promotion(name, False, candidate, current, None, None, "already the champion")
     cand_auc = champ_auc = None
@@ -236,7 +236,7 @@ def rollback(name: str, settings: Settings | None = None) -> Promotion:
     previous = client.get_registered_model(name).tags.get(PREVIOUS_TAG)
     if not previous:
         raise PropensityError(f"{name} has no previous champion to roll back to")
-    current = _version_of(client, name, CHAMPION)
+    current = version_of(client, name, CHAMPION)
     client.set_registered_model_alias(name, CHAMPION, previous)
     if current is not None:
         client.set_registered_model_tag(name, PREVIOUS_TAG, current)

@@ -112,7 +112,14 @@ def test_score_log_on_postgresql(tmp_path: Path, registry: Path, postgres_url: s
     engine.dispose()
     assert [r.lead_id for r in rows] == ["api-1", "pg-2"]
     assert rows[0].probability == r.json()["scores"][0]["probability"]
-    assert version == "0001"
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from serving.db import MIGRATIONS
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    assert version == ScriptDirectory.from_config(cfg).get_current_head()
 
 
 def test_http_batch_cli_and_pyfunc_give_the_same_probability(

@@ -28,19 +28,21 @@ def _signature(path: Path) -> tuple[tuple[str, int, int], ...]:
 @router.get("/funnel", response_model=FunnelReport)
 async def funnel(state: StateDep, key: ScoreKey, by: str | None = None,
                  start: datetime | None = None, end: datetime | None = None,
-                 mode: Literal["cohort", "period"] = Query("cohort")) -> FunnelReport:
+                 mode: Literal["cohort", "period"] = Query("cohort"),
+                 stale_days: int | None = Query(None, ge=1)) -> FunnelReport:
     """Stage-to-stage conversion, win rate, cycle times and deal metrics, by any lead column."""
     path = state.settings.data_path
     if path is None or not Path(path).is_dir():
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             "no CRM export configured: set PROPENSITY_DATA_PATH")
-    cache_key = (str(path), _signature(Path(path)), by, start, end, mode)
+    cache_key = (str(path), _signature(Path(path)), by, start, end, mode, stale_days)
     if cache_key in _cache:
         return _cache[cache_key]
 
     def compute() -> FunnelReport:
         export = load_export(Path(path), drop_bad_rows=True)
-        return funnel_report(export, by=by, start=start, end=end, mode=mode)
+        return funnel_report(export, by=by, start=start, end=end, mode=mode,
+                             stale_days=stale_days)
 
     try:
         report = await run_in_threadpool(compute)

@@ -179,3 +179,15 @@ def test_renderings_agree(export_dir: Path, tmp_path: Path) -> None:
     subprocess.run([str(bin_), "funnel", str(export_dir), "--format", "html", "--out",
                     str(html_file)], capture_output=True, text=True, check=True)
     assert html_file.stat().st_size > 100_000  # plotly.js inlined: opens with no network
+
+
+def test_stale_leads_count_as_lost_only_when_asked(export_dir: Path) -> None:
+    """As of 02-12 (the latest date): D idles at lead since 01-04 (39 days), E at sql since
+    01-12 (31 days), F reached mql on 02-12 (0 days)."""
+    report = funnel_report(load_export(export_dir), stale_days=30)
+    steps = {s.name: (s.lost, s.stale, s.in_flight) for s in report.overall.steps}
+    assert steps == {"lead_to_mql": (1, 1, 0), "mql_to_sql": (1, 0, 1),
+                     "sql_to_opportunity": (1, 1, 0), "opportunity_to_customer": (1, 0, 0)}
+    assert report.stale_days == 30
+    # without the option nobody is stale (the cohort test above holds them in flight)
+    assert all(s.stale == 0 for s in funnel_report(load_export(export_dir)).overall.steps)

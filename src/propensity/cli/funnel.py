@@ -27,6 +27,8 @@ def funnel(
     ] = True,
     fmt: Annotated[str, typer.Option("--format", help="table, json, csv or html")] = "table",
     out: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout")] = None,
+    stale_days: Annotated[int | None, typer.Option(
+        min=1, help="Count leads idle this many days in a stage as lost (stale)")] = None,
     drop_bad_rows: Annotated[bool, typer.Option(
         help="Leave out rows that break the contract (each is named) instead of refusing")
     ] = False,
@@ -45,7 +47,7 @@ def funnel(
         export = load_export(path, drop_bad_rows=drop_bad_rows)
         bar.update(task, description="computing funnel")
         report = funnel_report(export, by=by, start=start, end=end,
-                               mode="cohort" if cohort else "period")
+                               mode="cohort" if cohort else "period", stale_days=stale_days)
     if export.report.error_count:
         console.print(f"[yellow]left out {export.report.error_count} problem row(s)[/]; "
                       f"`propensity validate {path}` lists them", highlight=False)

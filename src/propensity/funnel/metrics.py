@@ -89,8 +89,14 @@ def funnel_report(
     end: datetime | str | None = None,
     mode: Mode = "cohort",
     journeys: Journeys | None = None,
+    stale_days: int | None = None,
 ) -> FunnelReport:
-    """Every funnel metric of the export, overall and per value of `by`."""
+    """Every funnel metric of the export, overall and per value of `by`.
+
+    `stale_days`: a lead still in a stage this many days after entering it (at the as-of time),
+    with no disqualification on record, counts as lost (and as `stale`), not in flight: for
+    CRMs, like Olist's, that never record a lead giving up.
+    """
     if mode not in ("cohort", "period"):
         raise PropensityError(f"mode is cohort or period, not {mode!r}")
     j = journeys if journeys is not None else build_journeys(export)
@@ -107,6 +113,7 @@ def funnel_report(
     def in_window(t: np.ndarray) -> np.ndarray:
         return (t != NEVER) & (t >= lo_v) & (t < hi_v)
 
+    as_of = hi if hi is not None else _micros(pd.Series([export.latest_time()]))[0] + 1
     keys = group_keys(j.leads, by)
     cols: dict[str, np.ndarray] = {}
     scope = in_window(r[:, 0])  # leads created in the window (lead-to-customer's base)
@@ -126,6 +133,11 @@ def funnel_report(
             not_next = ~(reached_any[:, s + 1] & (r[:, s + 1] < hi_v))
             lost = at_stage & not_next & in_window(j.ended)
             flight = at_stage & not_next & ~(ended & (j.ended < hi_v))
+        stale = np.zeros_like(flight)
+        if stale_days is not None:
+            stale = flight & (as_of - r[:, s] > stale_days * US_PER_DAY)
+            lost, flight = lost | stale, flight & ~stale
+        cols[f"stale_{s}"] = stale
         # time between actual entries: a skipped stage has no time of its own
         both = advanced & (j.entered[:, s] != NEVER) & (j.entered[:, s + 1] != NEVER)
         took = np.where(both, (r[:, s + 1] - r[:, s]) / US_PER_DAY, np.nan)
@@ -147,7 +159,6 @@ def funnel_report(
         groups = pd.Index([])
     all_keys = pd.Series(OVERALL, index=j.leads.index)
 
-    as_of = hi if hi is not None else _micros(pd.Series([export.latest_time()]))[0] + 1
     opp_keys = _opportunity_keys(export, j, by)
     if by is not None:  # opportunities without a lead are a group of their own
         extra = pd.Index(opp_keys.unique()).difference(groups)
@@ -169,6 +180,7 @@ def funnel_report(
             steps.append(Step(
                 from_stage=stages[s], to_stage=stages[s + 1], reached=int(c[f"reached_{s}"]),
                 advanced=int(c[f"advanced_{s}"]), lost=int(c[f"lost_{s}"]),
+                stale=int(c[f"stale_{s}"]),
                 in_flight=int(c[f"flight_{s}"]), conversion=rate, time=days[s],
             ))
         worst = max(steps, key=lambda st: st.lost) if steps else None
@@ -188,7 +200,7 @@ def funnel_report(
         mode=mode, by=by, start=pd.Timestamp(start).to_pydatetime() if start else None,
         end=pd.Timestamp(end).to_pydatetime() if end else None,
         as_of=pd.Timestamp(as_of, unit="us", tz="UTC").to_pydatetime(),
-        stages=stages, overall=overall, groups=per_group,
+        stages=stages, stale_days=stale_days, overall=overall, groups=per_group,
     )
 
 

@@ -22,7 +22,8 @@ def _row(g: GroupFunnel) -> dict[str, object]:
     row.update(_rate_cols("lead_to_customer", g.lead_to_customer))
     for s in g.steps:
         row.update({f"{s.name}_reached": s.reached, f"{s.name}_advanced": s.advanced,
-                    f"{s.name}_lost": s.lost, f"{s.name}_in_flight": s.in_flight})
+                    f"{s.name}_lost": s.lost, f"{s.name}_stale": s.stale,
+                    f"{s.name}_in_flight": s.in_flight})
         row.update(_rate_cols(s.name, s.conversion))
         row[f"{s.name}_median_days"] = s.time.median_days
         row[f"{s.name}_p75_days"] = s.time.p75_days

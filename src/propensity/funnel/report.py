@@ -36,6 +36,8 @@ class Step(BaseModel):
     advanced: int = Field(description="of those, leads that reached to_stage")
     lost: int = Field(description="stopped at from_stage: disqualified or lost")
     in_flight: int = Field(description="still at from_stage, neither advanced nor ended")
+    stale: int = Field(0, description="of the lost, those idle past stale_days rather than "
+                                      "disqualified")
     conversion: Rate
     time: Duration
 
@@ -76,6 +78,7 @@ class FunnelReport(BaseModel):
     end: datetime | None
     as_of: datetime | None = Field(description="time the pipeline is valued at")
     stages: list[str]
+    stale_days: int | None = None
     overall: GroupFunnel
     groups: list[GroupFunnel] = Field(default_factory=list)
 

@@ -115,12 +115,15 @@ def truncate_export(export: CrmExport, at: pd.Timestamp) -> CrmExport:
     )
 
 
-def fingerprint(directory: Path) -> str:
-    """sha256 over the export's table files and manifest: which data a model was trained on."""
+def fingerprint(location: Path) -> str:
+    """sha256 over an export's table files and manifest (or over one single-table file):
+    which data a model was trained on."""
     import hashlib
 
     digest = hashlib.sha256()
-    for path in sorted(Path(directory).iterdir()):
+    location = Path(location)
+    paths = [location] if location.is_file() else sorted(location.iterdir())
+    for path in paths:
         if path.suffix in SUFFIXES or path.name == "manifest.json":
             if path.stem == "truth":
                 continue

@@ -111,7 +111,7 @@ def train(
             holdout_rows = single.frame.iloc[result.holdout["row"].to_numpy()][
                 [*result.table_columns, *([id_col] if id_col else [])]].reset_index(drop=True)
             example = holdout_rows.head(3)
-            data = {"path": str(table.resolve()), "fingerprint": fingerprint_file(table),
+            data = {"path": str(table.resolve()), "fingerprint": fingerprint(table),
                     "target": target}
         else:
             if path is None:
@@ -140,12 +140,6 @@ def train(
         outcome = promote(reg.name, reg.version)
         console.print(f"{reg.name} v{outcome.version} is the champion ({outcome.reason})",
                       highlight=False)
-
-
-def fingerprint_file(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def score(

@@ -52,7 +52,7 @@ class ModelStore:
     def get(self, name: str) -> Loaded | None:
         return self.models.get(name)
 
-    def _load(self, name: str, version: str | None = None) -> Loaded:
+    def _load(self, name: str) -> Loaded:
         bundle, got = load_model(name, CHAMPION, settings=self.settings)
         fast = None
         if bundle.kind == "export" and bundle.target != "account-propensity":
@@ -80,7 +80,7 @@ class ModelStore:
                         self.errors.pop(name, None)
                     continue
                 try:
-                    loaded = self._load(name, wanted)
+                    loaded = self._load(name)
                 except Exception as exc:
                     log.exception("loading %s v%s failed; keeping the old one", name, wanted)
                     self.errors[name] = f"v{wanted} failed to load: {exc}"

@@ -15,7 +15,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from propensity.export import CrmExport
-from propensity.funnel.journeys import NEVER, Journeys, _micros, build_journeys
+from propensity.funnel.journeys import NEVER, Journeys, build_journeys, to_micros
 from propensity.problems import PropensityError
 
 Target = Literal["lead-conversion", "stage-advancement", "account-propensity"]
@@ -63,7 +63,7 @@ def lead_entities(export: CrmExport, times: list[pd.Timestamp], horizon_days: in
     rng = np.random.default_rng(config.seed if config else 0)
     parts = []
     for ts in times:
-        t = int(_micros(pd.Series([ts]))[0])
+        t = int(to_micros(pd.Series([ts]))[0])
         rows = np.flatnonzero((created < t) & (converted > t) & (j.ended > t))
         cap = config.max_rows_per_snapshot if config else None
         if cap is not None and rows.size > cap:
@@ -93,7 +93,7 @@ def account_buy_times(export: CrmExport, journeys: Journeys) -> pd.Series:
     opps = export.opportunities
     if opps is not None and len(opps):
         won = opps[(opps["status"].astype("str") == "won") & opps["account_id"].notna()]
-        direct = pd.Series(_micros(won["closed_at"]), index=won["account_id"].astype("str"))
+        direct = pd.Series(to_micros(won["closed_at"]), index=won["account_id"].astype("str"))
         buys = pd.concat([buys, direct]).groupby(level=0).min()
     return buys
 
@@ -111,7 +111,7 @@ def account_entities(export: CrmExport, times: list[pd.Timestamp], horizon_days:
     h = horizon_days * DAY_US
     parts = []
     for ts in times:
-        t = int(_micros(pd.Series([ts]))[0])
+        t = int(to_micros(pd.Series([ts]))[0])
         open_ = (first.to_numpy() < t) & (buys.to_numpy() > t)
         part = pd.DataFrame({"account_id": first.index[open_], "as_of": ts})
         if labelled:

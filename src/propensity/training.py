@@ -28,7 +28,7 @@ from propensity.models.baselines import FrequencyNaiveBayes, PointsModel, logist
 from propensity.models.booster import CalibratedBooster
 from propensity.models.evaluation import evaluation_report
 from propensity.problems import PropensityError
-from propensity.single_table import SingleTable
+from propensity.single_table import SingleTable, table_features
 from propensity.snapshots import (
     SnapshotConfig,
     Target,
@@ -219,22 +219,6 @@ def train_export(export: CrmExport, config: TrainConfig,
                        categories=spec.categories(), params=config.model_dump(mode="json"))
 
 
-def table_features(table: SingleTable, columns: list[str],
-                   categories: dict[str, list[str]]) -> pd.DataFrame:
-    """The model's columns of a single table, categoricals coded as at training time."""
-    frame = table.frame
-    out = {}
-    for col in columns:
-        values = frame[col] if col in frame else pd.Series(np.nan, index=frame.index)
-        if col in categories:
-            text = values.astype("str").where(values.notna())
-            out[col] = pd.Categorical(text.where(text.isin(categories[col])),
-                                      categories=categories[col])
-        else:
-            out[col] = pd.to_numeric(values, errors="coerce").astype("float64")
-    return pd.DataFrame(out, index=frame.index)
-
-
 def train_table(table: SingleTable, config: TrainConfig,
                 progress: Progress | None = None) -> TrainResult:
     """Train from a single table with a stratified random holdout (it has no dates)."""
@@ -242,7 +226,7 @@ def train_table(table: SingleTable, config: TrainConfig,
     categories = {c: sorted(table.frame[c].dropna().astype("str").value_counts()
                             .index[:config.features.max_categories].tolist())
                   for c in columns if not pd.api.types.is_numeric_dtype(table.frame[c])}
-    X = table_features(table, columns, categories)
+    X = table_features(table.frame, columns, categories)
     y = table.y
     idx = np.arange(len(y))
     rest, test = train_test_split(idx, test_size=config.holdout_share, stratify=y,
@@ -261,7 +245,7 @@ def train_table(table: SingleTable, config: TrainConfig,
                 for c in declared if not pd.api.types.is_numeric_dtype(table.frame[c])}
         report["post_outcome_columns"] = declared
         report["post_outcome_checks"] = leaky_columns(
-            table_features(table, declared, post).iloc[parts["fit"]], y[parts["fit"]])
+            table_features(table.frame, declared, post).iloc[parts["fit"]], y[parts["fit"]])
     holdout = pd.DataFrame({"row": parts["test"], "label": y[test := parts["test"]],
                             "probability": p})
     if table.id_column:

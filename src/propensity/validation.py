@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from propensity.contract import CLOCK_SKEW, STAGE_HISTORY, TABLES, stage_rank
+from propensity.contract import CLOCK_SKEW, STAGE_HISTORY, TABLES, pandera_schema, stage_rank
 from propensity.export import CrmExport, SourceFile
 from propensity.keys import positions
 from propensity.problems import ProblemReport
@@ -47,7 +47,7 @@ def _check_columns(
     frame: pd.DataFrame, name: str, source: SourceFile, stages: tuple[str, ...],
     report: ProblemReport,
 ) -> None:
-    schema = pa_schema(name, stages)
+    schema = pandera_schema(TABLES[name], stages)
     try:
         schema.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as err:
@@ -65,12 +65,6 @@ def _check_columns(
                 table=name, file=source.name, rows=idx, file_rows=source.row_of(idx),
                 column=str(column), values=frame.loc[idx, column], rule=rule, message=message,
             )
-
-
-def pa_schema(name: str, stages: tuple[str, ...]) -> pa.DataFrameSchema:
-    from propensity.contract import pandera_schema
-
-    return pandera_schema(TABLES[name], stages)
 
 
 def _rule_of(column: str, check: str) -> tuple[str, str]:

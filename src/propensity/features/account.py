@@ -13,7 +13,7 @@ from propensity.export import CrmExport
 from propensity.features.asof import SortedEvents, before
 from propensity.features.lead import build_lead_features
 from propensity.features.spec import FeatureSpec
-from propensity.funnel.journeys import _micros
+from propensity.funnel.journeys import to_micros
 
 
 def build_account_features(export: CrmExport, spec: FeatureSpec,
@@ -22,8 +22,8 @@ def build_account_features(export: CrmExport, spec: FeatureSpec,
     accounts = leads["account_id"].astype("str").where(leads["account_id"].notna())
     codes, uniques = pd.factorize(accounts)
     ent_acc = pd.Index(uniques).get_indexer(entities["account_id"].astype("str").to_numpy())
-    as_of = _micros(entities["as_of"])
-    contacts = SortedEvents.build(codes, _micros(leads["created_at"]), len(uniques))
+    as_of = to_micros(entities["as_of"])
+    contacts = SortedEvents.build(codes, to_micros(leads["created_at"]), len(uniques))
     rows, ev, _ = before(contacts, ent_acc, as_of)
     lead_rows = contacts.order[ev]
     per_lead = build_lead_features(export, spec, pd.DataFrame({

@@ -16,14 +16,16 @@ from propensity.contract import stage_rank
 from propensity.export import CrmExport
 from propensity.features.asof import SortedEvents, before
 from propensity.features.spec import FeatureSpec
-from propensity.funnel.journeys import _micros
+from propensity.funnel.journeys import to_micros
 from propensity.keys import positions
 
 DAY_US = 86_400_000_000
 PERSONA_GROUPS = ("end_user", "champion", "executive")
 
 
-def _categorical(values: pd.Series, categories: list[str]) -> pd.Categorical:
+def as_categories(values: pd.Series, categories: list[str]) -> pd.Categorical:
+    """Values as a categorical over a fixed list (anything else is missing): the codes a model
+    was trained with."""
     text = values.astype("str").where(values.notna())
     return pd.Categorical(text.where(text.isin(categories)), categories=categories)
 
@@ -44,14 +46,14 @@ def build_lead_features(export: CrmExport, spec: FeatureSpec,
     if (pos < 0).any():
         missing = entities["lead_id"][pos < 0].iloc[0]
         raise KeyError(f"lead {missing!r} is not in the export")
-    as_of = _micros(entities["as_of"])
+    as_of = to_micros(entities["as_of"])
     n = len(entities)
     out: dict[str, object] = {}
-    created = _micros(leads["created_at"])[pos]
+    created = to_micros(leads["created_at"])[pos]
     out["lead_age_days"] = (as_of - created) / DAY_US
     for col, cats in spec.lead_categorical.items():
         values = leads[col] if col in leads else pd.Series(pd.NA, index=leads.index)
-        out[col] = _categorical(values.iloc[pos].reset_index(drop=True), cats)
+        out[col] = as_categories(values.iloc[pos].reset_index(drop=True), cats)
     for col in spec.lead_numeric:
         values = leads[col] if col in leads else pd.Series(np.nan, index=leads.index)
         out[col] = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64",
@@ -86,7 +88,7 @@ def _account_attributes(export: CrmExport, spec: FeatureSpec, leads: pd.DataFram
         vals = accounts[col] if col in accounts else pd.Series(pd.NA, index=accounts.index)
         picked = vals.iloc[np.maximum(acc, 0)].reset_index(drop=True) if len(vals) else (
             pd.Series(pd.NA, index=range(acc.size)))
-        out[f"account_{col}"] = _categorical(picked.where(pd.Series(acc >= 0)), cats)
+        out[f"account_{col}"] = as_categories(picked.where(pd.Series(acc >= 0)), cats)
     return out
 
 
@@ -95,7 +97,7 @@ def _stage_features(export: CrmExport, spec: FeatureSpec, leads: pd.DataFrame, p
     """Current stage at as_of (highest stage entered before it) and time spent in it."""
     n = pos.size
     current = np.zeros(n, dtype="int64")
-    since = _micros(leads["created_at"])[pos].copy()
+    since = to_micros(leads["created_at"])[pos].copy()
     changes = np.zeros(n, dtype="float64")
     sh = export.stage_history
     if sh is not None and len(sh):
@@ -104,7 +106,7 @@ def _stage_features(export: CrmExport, spec: FeatureSpec, leads: pd.DataFrame, p
         text = sh["stage"].astype("str")
         rank = text.map(rank_of).to_numpy(dtype="float64", na_value=np.nan)
         funnel = (lead_of >= 0) & ~np.isnan(rank)  # terminal rows never set the stage
-        events = SortedEvents.build(np.where(funnel, lead_of, -1), _micros(sh["entered_at"]),
+        events = SortedEvents.build(np.where(funnel, lead_of, -1), to_micros(sh["entered_at"]),
                                     len(leads))
         rows, ev, _ = before(events, pos, as_of)
         r = rank[events.order[ev]].astype("int64")
@@ -135,8 +137,8 @@ def _opportunity_features(export: CrmExport, leads: pd.DataFrame, pos: np.ndarra
     lost_before = np.zeros(n)
     if opps is not None and len(opps):
         lead_of = positions(opps["lead_id"], leads["lead_id"])
-        created = _micros(opps["created_at"])
-        closed = _micros(opps["closed_at"])
+        created = to_micros(opps["created_at"])
+        closed = to_micros(opps["closed_at"])
         lost = (opps["status"].astype("str") == "lost").to_numpy()
         amount = opps["amount"].to_numpy(dtype="float64", na_value=np.nan)
         events = SortedEvents.build(lead_of, created, len(leads))
@@ -169,7 +171,7 @@ def _engagement(export: CrmExport, spec: FeatureSpec, leads: pd.DataFrame, pos: 
                                "channel": pd.Series(dtype="str"),
                                "value": pd.Series(dtype="float64")})
     lead_of = positions(ev_tab["lead_id"], leads["lead_id"])
-    events = SortedEvents.build(lead_of, _micros(ev_tab["occurred_at"]), len(leads))
+    events = SortedEvents.build(lead_of, to_micros(ev_tab["occurred_at"]), len(leads))
     rows, ev, age_us = before(events, pos, as_of)
     age = age_us / DAY_US
     src = events.order[ev]
@@ -203,7 +205,7 @@ def _engagement(export: CrmExport, spec: FeatureSpec, leads: pd.DataFrame, pos: 
         out[f"days_since_{t}"] = np.where(np.isinf(recency[:, i]), np.nan, recency[:, i])
     decay = np.exp(-np.log(2) * age / cfg.half_life_days)
     out["decayed_engagement"] = np.bincount(rows, weights=decay, minlength=n)
-    lead_age = (as_of - _micros(leads["created_at"])[pos]) / DAY_US
+    lead_age = (as_of - to_micros(leads["created_at"])[pos]) / DAY_US
     out["events_per_day"] = out["n_events_all"] / np.maximum(lead_age, 1.0)
     recent = np.bincount(rows, weights=(age <= cfg.trend_recent_days).astype(float), minlength=n)
     earlier = np.bincount(
@@ -231,7 +233,7 @@ def _committee(export: CrmExport, spec: FeatureSpec, leads: pd.DataFrame, pos: n
         len(leads), "unknown")
     out: dict[str, object] = {}
     # contacts of the account created before t
-    contacts = SortedEvents.build(lead_acc, _micros(leads["created_at"]), n_acc)
+    contacts = SortedEvents.build(lead_acc, to_micros(leads["created_at"]), n_acc)
     c_rows, _, _ = before(contacts, ent_acc, as_of)
     out["account_contacts"] = np.where(ent_acc >= 0, np.bincount(c_rows, minlength=n), np.nan)
     ev_tab = export.events
@@ -244,7 +246,7 @@ def _committee(export: CrmExport, spec: FeatureSpec, leads: pd.DataFrame, pos: n
         return out
     ev_lead = positions(ev_tab["lead_id"], leads["lead_id"])
     ev_acc = np.where(ev_lead >= 0, lead_acc[np.maximum(ev_lead, 0)], -1)
-    events = SortedEvents.build(ev_acc, _micros(ev_tab["occurred_at"]), n_acc)
+    events = SortedEvents.build(ev_acc, to_micros(ev_tab["occurred_at"]), n_acc)
     rows, ev, age_us = before(events, ent_acc, as_of)
     age = age_us / DAY_US
     who = ev_lead[events.order[ev]]

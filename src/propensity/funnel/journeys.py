@@ -47,7 +47,7 @@ def _to_time(values: np.ndarray, index: pd.Index) -> pd.Series:
     return series.dt.tz_localize("UTC").astype(TIMESTAMP_DTYPE)
 
 
-def _micros(values: pd.Series) -> np.ndarray:
+def to_micros(values: pd.Series) -> np.ndarray:
     """UTC timestamps as int64 microseconds, NEVER for missing."""
     v = values.astype(TIMESTAMP_DTYPE)
     out = v.dt.tz_localize(None).to_numpy().view("int64").copy()
@@ -61,11 +61,11 @@ def build_journeys(export: CrmExport) -> Journeys:
     n, k = len(leads), len(stages)
     entered = np.full((n, k), NEVER, dtype="int64")
     ended = np.full(n, NEVER, dtype="int64")
-    entered[:, 0] = _micros(leads["created_at"])
+    entered[:, 0] = to_micros(leads["created_at"])
     sh = export.stage_history
     if sh is not None and len(sh):
         pos = positions(sh["lead_id"], leads["lead_id"])
-        t = _micros(sh["entered_at"])
+        t = to_micros(sh["entered_at"])
         stage_text = sh["stage"].astype("str").to_numpy()
         rank = pd.Series(stage_text).map(stage_rank(stages)).to_numpy()
         ok = (pos >= 0) & ~np.isnan(rank)
@@ -77,10 +77,10 @@ def build_journeys(export: CrmExport) -> Journeys:
         status = opps["status"].astype("str").to_numpy()
         pos = positions(opps["lead_id"], leads["lead_id"])
         won = (status == "won") & (pos >= 0)
-        np.minimum.at(entered[:, k - 1], pos[won], _micros(opps["closed_at"])[won])
+        np.minimum.at(entered[:, k - 1], pos[won], to_micros(opps["closed_at"])[won])
         # a lost opportunity ends the lead's journey unless it later advanced
         lost = (status == "lost") & (pos >= 0)
-        np.minimum.at(ended, pos[lost], _micros(opps["closed_at"])[lost])
+        np.minimum.at(ended, pos[lost], to_micros(opps["closed_at"])[lost])
     # passing a higher stage means passing every stage below it
     reached = np.minimum.accumulate(entered[:, ::-1], axis=1)[:, ::-1]
     return Journeys(stages=stages, reached=reached, entered=entered, ended=ended, leads=leads)

@@ -16,7 +16,7 @@ import pandas as pd
 from propensity.contract import TIMESTAMP_DTYPE
 from propensity.export import CrmExport
 from propensity.funnel.intervals import wilson
-from propensity.funnel.journeys import NEVER, Journeys, _micros, build_journeys
+from propensity.funnel.journeys import NEVER, Journeys, build_journeys, to_micros
 from propensity.funnel.report import Deals, Duration, FunnelReport, GroupFunnel, Mode, Rate, Step
 from propensity.keys import positions
 from propensity.problems import PropensityError
@@ -34,7 +34,7 @@ def _stamp(value: datetime | str | None) -> int | None:
         return None
     ts = pd.Timestamp(value)
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return int(_micros(pd.Series([ts]))[0])
+    return int(to_micros(pd.Series([ts]))[0])
 
 
 def group_keys(frame: pd.DataFrame, by: str | None, created: str = "created_at") -> pd.Series:
@@ -113,7 +113,7 @@ def funnel_report(
     def in_window(t: np.ndarray) -> np.ndarray:
         return (t != NEVER) & (t >= lo_v) & (t < hi_v)
 
-    as_of = hi if hi is not None else _micros(pd.Series([export.latest_time()]))[0] + 1
+    as_of = hi if hi is not None else to_micros(pd.Series([export.latest_time()]))[0] + 1
     keys = group_keys(j.leads, by)
     cols: dict[str, np.ndarray] = {}
     scope = in_window(r[:, 0])  # leads created in the window (lead-to-customer's base)
@@ -231,8 +231,8 @@ def _deals(
 ) -> tuple[dict[str, Deals], Deals]:
     """Opportunity metrics per group; pipeline is what is open at `as_of`."""
     opps = _opportunities(export)
-    created = _micros(opps["created_at"])
-    closed = _micros(opps["closed_at"])
+    created = to_micros(opps["created_at"])
+    closed = to_micros(opps["closed_at"])
     status = opps["status"].astype("str").to_numpy()
     amount = opps["amount"].astype("float64").to_numpy()
     if mode == "cohort":

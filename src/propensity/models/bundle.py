@@ -21,6 +21,7 @@ from propensity.export import CrmExport
 from propensity.features import FeatureSpec, build_lead_features
 from propensity.features.account import build_account_features
 from propensity.problems import PropensityError
+from propensity.single_table import table_features
 
 BOOSTER_FILE = "booster.txt"
 META_FILE = "model.json"
@@ -49,16 +50,7 @@ class LeadModel:
         return build_lead_features(export, self.spec, entities)
 
     def features_for_table(self, frame: pd.DataFrame) -> pd.DataFrame:
-        out = {}
-        for col in self.feature_names:
-            values = frame[col] if col in frame else pd.Series(np.nan, index=frame.index)
-            if col in self.categories:
-                text = values.astype("str").where(values.notna())
-                out[col] = pd.Categorical(text.where(text.isin(self.categories[col])),
-                                          categories=self.categories[col])
-            else:
-                out[col] = pd.to_numeric(values, errors="coerce").astype("float64")
-        return pd.DataFrame(out, index=frame.index)
+        return table_features(frame, self.feature_names, self.categories)
 
     # --- prediction -----------------------------------------------------------------------
     def predict_features(self, X: pd.DataFrame, *, threads: int = 0) -> np.ndarray:

@@ -27,6 +27,8 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
+from propensity.api_keys import create_key
+from propensity.database import engine_for, migrate
 from propensity.export import load_export
 from propensity.models.bundle import from_training
 from propensity.models.online import example_rows
@@ -34,8 +36,6 @@ from propensity.models.registry import log_and_register, promote
 from propensity.settings import Settings
 from propensity.synthetic import SyntheticConfig, generate_export, write_export
 from propensity.training import TrainConfig, train_export
-from serving.auth import create_key
-from serving.db import engine_for, migrate
 
 BIN = Path(sys.executable).parent
 

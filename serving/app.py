@@ -15,16 +15,16 @@ from fastapi.openapi.utils import get_openapi
 from starlette.concurrency import run_in_threadpool
 
 from propensity import __version__
-from serving.auth import KeyRing
+from propensity.api_keys import KeyRing
+from propensity.database import engine_for, migrate
+from propensity.threshold_store import ThresholdStore
 from serving.config import ServingSettings, get_serving_settings
-from serving.db import engine_for, migrate
 from serving.deps import AppState
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.model_store import ModelStore
 from serving.routes import accounts, funnel, ops, score, thresholds, ui
 from serving.schemas import ScoreRequest
 from serving.scorelog import ScoreLog
-from serving.threshold_store import ThresholdStore
 
 log = logging.getLogger("propensity.serving")
 

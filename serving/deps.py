@@ -11,13 +11,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 
-from serving.auth import KeyInfo, KeyRing
+from propensity.api_keys import KeyInfo, KeyRing
+from propensity.threshold_store import ThresholdStore
 from serving.config import ServingSettings
 from serving.metrics import Metrics
 from serving.model_store import ModelStore
 from serving.schemas import ScoreRequest
 from serving.scorelog import ScoreLog
-from serving.threshold_store import ThresholdStore
 
 bearer = HTTPBearer(auto_error=False)
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from propensity.models.bundle import LeadModel
+from propensity.models.bundle import ModelBundle
 from propensity.models.fast import FastScorer
 from propensity.models.registry import (
     CHAMPION,
@@ -33,7 +33,7 @@ log = logging.getLogger("propensity.models")
 class Loaded:
     name: str
     version: str
-    bundle: LeadModel
+    bundle: ModelBundle
     fast: FastScorer | None
     loaded_at: datetime
     holdout: pd.DataFrame | None = None

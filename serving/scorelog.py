@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from serving.db import score_log
+from propensity.database import score_log
 
 log = logging.getLogger("propensity.scorelog")
 

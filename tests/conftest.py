@@ -10,8 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from propensity.export import CrmExport, load_export
+from propensity.export import load_export
 from propensity.synthetic import SyntheticConfig, generate_export, write_export
+from propensity.tables import CrmExport
 from propensity.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]

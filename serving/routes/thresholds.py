@@ -113,9 +113,9 @@ def _score_log_curve(state: StateDep) -> Curve:
     import pandas as pd
     import sqlalchemy as sa
 
+    from propensity.database import score_log
     from propensity.export import load_export
     from propensity.thresholds import outcomes_of_scores
-    from serving.db import score_log
 
     path = state.settings.data_path
     loaded = state.store.get(MODEL)

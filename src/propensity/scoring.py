@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from propensity.export import CrmExport, load_export, read_raw, type_attribute
-from propensity.models.bundle import LeadModel
+from propensity.export import load_export, read_raw, type_attribute
+from propensity.models.bundle import ModelBundle
 from propensity.snapshots import account_entities, lead_entities
+from propensity.tables import CrmExport
 
 
-def open_entities(bundle: LeadModel, export: CrmExport, as_of: pd.Timestamp) -> pd.DataFrame:
+def open_entities(bundle: ModelBundle, export: CrmExport, as_of: pd.Timestamp) -> pd.DataFrame:
     ts = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
     horizon = bundle.horizon_days or 90
     if bundle.target == "account-propensity":
@@ -24,7 +25,7 @@ def open_entities(bundle: LeadModel, export: CrmExport, as_of: pd.Timestamp) -> 
     return lead_entities(export, [ts], horizon, labelled=False)[["lead_id", "as_of"]]
 
 
-def score_export_frame(bundle: LeadModel, export: CrmExport,
+def score_export_frame(bundle: ModelBundle, export: CrmExport,
                        as_of: pd.Timestamp) -> pd.DataFrame:
     entities = open_entities(bundle, export, as_of)
     X = bundle.features_for_export(export, entities)
@@ -33,12 +34,12 @@ def score_export_frame(bundle: LeadModel, export: CrmExport,
     return out
 
 
-def score_export(bundle: LeadModel, path: Path, as_of: pd.Timestamp, *,
+def score_export(bundle: ModelBundle, path: Path, as_of: pd.Timestamp, *,
                  drop_bad_rows: bool = False) -> pd.DataFrame:
     return score_export_frame(bundle, load_export(path, drop_bad_rows=drop_bad_rows), as_of)
 
 
-def score_table(bundle: LeadModel, path: Path) -> pd.DataFrame:
+def score_table(bundle: ModelBundle, path: Path) -> pd.DataFrame:
     """Every row of a single table; a target column, if present, is ignored."""
     frame, _ = read_raw(Path(path))
     typed = pd.DataFrame({c: type_attribute(frame[c]) for c in frame.columns})

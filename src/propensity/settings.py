@@ -16,12 +16,21 @@ class Settings(BaseSettings):
     """Local model store: MLflow's SQLite database and artifacts live here by default."""
     mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
     experiment: str = "propensity"
+    database_url: str | None = None
+    """SQLAlchemy URL of the score log, API keys and thresholds (PROPENSITY_DATABASE_URL);
+    default a SQLite file in the model store."""
 
     @property
     def tracking_uri(self) -> str:
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
         return f"sqlite:///{(self.models_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.models_dir / 'propensity.db').resolve()}"
 
     @property
     def artifact_location(self) -> str:

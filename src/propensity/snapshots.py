@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from propensity.export import CrmExport
 from propensity.funnel.journeys import NEVER, Journeys, build_journeys, to_micros
 from propensity.problems import PropensityError
+from propensity.tables import CrmExport
 
 Target = Literal["lead-conversion", "stage-advancement", "account-propensity"]
 TARGETS: tuple[Target, ...] = ("lead-conversion", "stage-advancement", "account-propensity")

@@ -14,7 +14,7 @@ import pandas as pd
 from pydantic import BaseModel, Field, model_validator
 
 if TYPE_CHECKING:
-    from propensity.export import CrmExport
+    from propensity.tables import CrmExport
 
 
 class ThresholdSet(BaseModel):
@@ -199,7 +199,7 @@ def outcomes_of_scores(scores: pd.DataFrame, export: CrmExport,
     know, are left out (their outcome is not known).
     """
     from propensity.funnel.journeys import build_journeys
-    from propensity.keys import positions
+    from propensity.positions import positions
 
     journeys = build_journeys(export)
     pos = positions(scores["lead_id"].astype("str"), journeys.leads["lead_id"].astype("str"))

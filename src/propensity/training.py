@@ -20,7 +20,6 @@ from pydantic import BaseModel, Field
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
-from propensity.export import CrmExport, truncate_export
 from propensity.features import FeatureConfig, FeatureSpec, build_lead_features, fit_feature_spec
 from propensity.features.account import build_account_features
 from propensity.funnel.journeys import build_journeys
@@ -36,6 +35,7 @@ from propensity.snapshots import (
     lead_entities,
     snapshot_times,
 )
+from propensity.tables import CrmExport, truncate_export
 
 LABELS: dict[str, str] = {"lead-conversion": "converted", "stage-advancement": "advanced",
                           "account-propensity": "bought"}

@@ -11,9 +11,9 @@ import pandas as pd
 import pandera.pandas as pa
 
 from propensity.contract import CLOCK_SKEW, STAGE_HISTORY, TABLES, pandera_schema, stage_rank
-from propensity.export import CrmExport, SourceFile
-from propensity.keys import positions
+from propensity.positions import positions
 from propensity.problems import ProblemReport
+from propensity.tables import CrmExport, SourceFile
 
 _PANDERA_RULES = {
     "not_nullable": ("missing_value", "a value is required"),

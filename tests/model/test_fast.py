@@ -8,17 +8,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from propensity.export import CrmExport
-from propensity.models.bundle import LeadModel, from_training
+from propensity.models.bundle import ModelBundle, from_training
 from propensity.models.fast import FastScorer, LeadInput
 from propensity.models.online import example_rows, rows_to_export, score_rows
 from propensity.scoring import score_export_frame
+from propensity.tables import CrmExport
 from propensity.training import train_export
 from tests.conftest import quick_config
 
 
 @pytest.fixture(scope="module")
-def bundle(small_export: CrmExport) -> LeadModel:
+def bundle(small_export: CrmExport) -> ModelBundle:
     return from_training(train_export(small_export, quick_config()), "export")
 
 
@@ -41,7 +41,7 @@ def _inputs(rows: pd.DataFrame) -> list[LeadInput]:
     return out
 
 
-def test_fast_features_equal_batch_features(small_export: CrmExport, bundle: LeadModel) -> None:
+def test_fast_features_equal_batch_features(small_export: CrmExport, bundle: ModelBundle) -> None:
     t = pd.Timestamp("2025-04-01", tz="UTC")
     leads = small_export.leads[small_export.leads["created_at"] < t].sample(200, random_state=1)
     # one lead per account: a request scores each lead on its own
@@ -75,7 +75,7 @@ def test_fast_features_equal_batch_features(small_export: CrmExport, bundle: Lea
 
 
 def test_fast_equals_batch_scoring_of_the_export_for_a_lone_lead(
-    small_export: CrmExport, bundle: LeadModel,
+    small_export: CrmExport, bundle: ModelBundle,
 ) -> None:
     """Leads alone on their account, with no opportunity: the export and a request agree."""
     t = pd.Timestamp("2025-04-01", tz="UTC")

@@ -8,11 +8,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from propensity.export import CrmExport, truncate_export
 from propensity.features import build_lead_features, fit_feature_spec
 from propensity.features.spec import FeatureSpec
 from propensity.models.bundle import from_training
 from propensity.scoring import score_export_frame
+from propensity.tables import CrmExport, truncate_export
 from propensity.training import train_export
 from tests.conftest import quick_config
 

@@ -8,7 +8,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from propensity.export import CrmExport
 from propensity.models.bundle import from_training
 from propensity.models.online import example_rows, score_rows
 from propensity.models.registry import (
@@ -22,6 +21,7 @@ from propensity.models.registry import (
     rollback,
 )
 from propensity.settings import Settings
+from propensity.tables import CrmExport
 from propensity.training import train_export
 from tests.conftest import quick_config
 

@@ -15,14 +15,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from propensity.export import CrmExport
+from propensity.api_keys import create_key
+from propensity.database import engine_for, migrate
 from propensity.models.bundle import from_training
 from propensity.models.online import account_example_rows, example_rows
 from propensity.models.registry import log_and_register, promote
 from propensity.settings import Settings
+from propensity.tables import CrmExport
 from propensity.training import train_export
-from serving.auth import create_key
-from serving.db import engine_for, migrate
 from tests.conftest import quick_config
 
 

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from propensity.export import CrmExport
 from propensity.models.registry import configure, promote
 from propensity.settings import Settings
+from propensity.tables import CrmExport
 from tests.serving.conftest import Server, register, start_server
 from tests.serving.test_score_api import LEAD
 
@@ -115,7 +115,7 @@ def test_score_log_on_postgresql(tmp_path: Path, registry: Path, postgres_url: s
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from serving.db import MIGRATIONS
+    from propensity.database import MIGRATIONS
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))

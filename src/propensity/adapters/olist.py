@@ -23,8 +23,9 @@ import pandas as pd
 
 from propensity.adapters._result import REPAIR_COLUMNS, REPAIRS_FILE, ImportResult
 from propensity.contract import Manifest
-from propensity.export import SourceFile, read_raw
+from propensity.export import read_raw
 from propensity.problems import PropensityError
+from propensity.tables import SourceFile
 
 MONTHS = {m: i for i, m in enumerate(
     ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], 1)}

@@ -41,12 +41,12 @@ def demo(
                   "(`propensity models`, `propensity score ...`)", highlight=False)
     if not serve:
         return
+    from propensity.api_keys import create_key
     from propensity.cli.serve import serve as run_server
-    from serving.auth import create_key
-    from serving.config import get_serving_settings
-    from serving.db import engine_for, migrate
+    from propensity.database import engine_for, migrate
+    from propensity.settings import get_settings
 
-    settings = get_serving_settings()
+    settings = get_settings()
     migrate(settings.db_url)
     key = create_key(engine_for(settings.db_url), "demo", ["score", "admin"])
     base = f"http://127.0.0.1:{port}"

@@ -22,11 +22,9 @@ def serve(
     """Run the FastAPI scorer with uvicorn (httptools, uvloop)."""
     import uvicorn
 
-    from serving.config import get_serving_settings
-
     if data is not None:
+        # the scorer reads its settings from the environment when it starts (every worker)
         os.environ["PROPENSITY_DATA_PATH"] = str(data.resolve())
-        get_serving_settings.cache_clear()  # the in-process worker reads settings anew
     console.print(f"scorer on http://{host}:{port} (docs at /docs)", highlight=False)
     uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers,
                 http="httptools", loop="uvloop", access_log=False, log_level="warning",
@@ -39,11 +37,11 @@ def create(
     name: Annotated[str, typer.Option(help="Who the key is for (shown in audit logs)")] = "crm",
 ) -> None:
     """Create an API key and print it once; only its hash is stored."""
-    from serving.auth import create_key
-    from serving.config import get_serving_settings
-    from serving.db import engine_for, migrate
+    from propensity.api_keys import create_key
+    from propensity.database import engine_for, migrate
+    from propensity.settings import get_settings
 
-    settings = get_serving_settings()
+    settings = get_settings()
     migrate(settings.db_url)
     try:
         key = create_key(engine_for(settings.db_url), name, scope)

@@ -11,19 +11,19 @@ from rich.table import Table
 from propensity.cli._common import console, fail
 
 if TYPE_CHECKING:
+    from propensity.threshold_store import ThresholdStore
     from propensity.thresholds import Curve
-    from serving.threshold_store import ThresholdStore
 
 app = typer.Typer(help="MQL threshold and grade bands.", no_args_is_help=True)
 MODEL = "lead-conversion"
 
 
 def _store() -> ThresholdStore:
-    from serving.config import get_serving_settings
-    from serving.db import engine_for, migrate
-    from serving.threshold_store import ThresholdStore
+    from propensity.database import engine_for, migrate
+    from propensity.settings import get_settings
+    from propensity.threshold_store import ThresholdStore
 
-    settings = get_serving_settings()
+    settings = get_settings()
     migrate(settings.db_url)
     return ThresholdStore(engine_for(settings.db_url), ttl=0)
 

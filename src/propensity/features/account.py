@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from propensity.export import CrmExport
 from propensity.features.asof import SortedEvents, before
 from propensity.features.lead import build_lead_features
 from propensity.features.spec import FeatureSpec
 from propensity.funnel.journeys import to_micros
+from propensity.tables import CrmExport
 
 
 def build_account_features(export: CrmExport, spec: FeatureSpec,

@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 
 from propensity.contract import stage_rank
-from propensity.export import CrmExport
 from propensity.features.asof import SortedEvents, before
 from propensity.features.spec import FeatureSpec
 from propensity.funnel.journeys import to_micros
-from propensity.keys import positions
+from propensity.positions import positions
+from propensity.tables import CrmExport
 
 DAY_US = 86_400_000_000
 PERSONA_GROUPS = ("end_user", "champion", "executive")

@@ -12,7 +12,7 @@ import hashlib
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from propensity.export import CrmExport
+from propensity.tables import CrmExport
 
 CORE_CATEGORICALS = ("source", "campaign", "persona", "owner_id", "product")
 

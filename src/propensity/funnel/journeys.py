@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from propensity.contract import TERMINAL_STAGES, TIMESTAMP_DTYPE, stage_rank
-from propensity.export import CrmExport
-from propensity.keys import positions
+from propensity.positions import positions
+from propensity.tables import CrmExport
 
 NEVER = np.iinfo("int64").max
 """Sentinel for 'not reached' in the int64 microsecond arrays (sorts after every real time)."""

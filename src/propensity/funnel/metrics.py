@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 
 from propensity.contract import TIMESTAMP_DTYPE
-from propensity.export import CrmExport
 from propensity.funnel.intervals import wilson
 from propensity.funnel.journeys import NEVER, Journeys, build_journeys, to_micros
 from propensity.funnel.report import Deals, Duration, FunnelReport, GroupFunnel, Mode, Rate, Step
-from propensity.keys import positions
+from propensity.positions import positions
 from propensity.problems import PropensityError
+from propensity.tables import CrmExport
 
 OVERALL = "(all)"
 NO_LEAD = "(no lead)"

@@ -1,6 +1,6 @@
 """A trained model as one unit: feature building, booster and calibrator, saved as plain files.
 
-The MLflow pyfunc, batch scoring, the scorer and notebooks all score through `LeadModel`, so
+The MLflow pyfunc, batch scoring, the scorer and notebooks all score through `ModelBundle`, so
 they cannot disagree about a lead: same features, same booster, same calibration map.
 Files: `booster.txt` (LightGBM's own text format), `model.json` (kind, target, horizon,
 feature spec or table columns, categories, calibration arrays): nothing pickled.
@@ -17,11 +17,11 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from propensity.export import CrmExport
 from propensity.features import FeatureSpec, build_lead_features
 from propensity.features.account import build_account_features
 from propensity.problems import PropensityError
 from propensity.single_table import table_features
+from propensity.tables import CrmExport
 
 BOOSTER_FILE = "booster.txt"
 META_FILE = "model.json"
@@ -29,7 +29,7 @@ Kind = Literal["export", "table"]
 
 
 @dataclass
-class LeadModel:
+class ModelBundle:
     kind: Kind
     target: str
     booster: lgb.Booster
@@ -80,7 +80,7 @@ class LeadModel:
         (directory / META_FILE).write_text(json.dumps(meta, indent=1))
 
     @classmethod
-    def load(cls, directory: Path) -> LeadModel:
+    def load(cls, directory: Path) -> ModelBundle:
         directory = Path(directory)
         meta = json.loads((directory / META_FILE).read_text())
         booster = lgb.Booster(model_file=str(directory / BOOSTER_FILE))
@@ -95,7 +95,7 @@ class LeadModel:
         )
 
 
-def from_training(result: Any, kind: Kind, id_column: str | None = None) -> LeadModel:
+def from_training(result: Any, kind: Kind, id_column: str | None = None) -> ModelBundle:
     """The bundle of a `TrainResult` (the booster at its best iteration)."""
     b = result.booster
     booster = b.booster_
@@ -103,7 +103,7 @@ def from_training(result: Any, kind: Kind, id_column: str | None = None) -> Lead
     model_str = booster.model_to_string(num_iteration=booster.best_iteration)
     trimmed = lgb.Booster(model_str=model_str)
     horizon = result.params.get("snapshots", {}).get("horizon_days") if kind == "export" else None
-    return LeadModel(kind=kind, target=result.target, booster=trimmed,
+    return ModelBundle(kind=kind, target=result.target, booster=trimmed,
                      feature_names=list(b.feature_names_), categories=result.categories,
                      calibration_x=b.calibration_x_, calibration_y=b.calibration_y_,
                      horizon_days=horizon, spec=result.spec, id_column=id_column)

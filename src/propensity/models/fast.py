@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from propensity.features.lead import PERSONA_GROUPS
-from propensity.models.bundle import LeadModel
+from propensity.models.bundle import ModelBundle
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 US = timedelta(microseconds=1)
@@ -74,7 +74,7 @@ def _number(value: Any) -> float:
 class FastScorer:
     """Feature vectors and predictions for single leads, for one export-kind model."""
 
-    def __init__(self, model: LeadModel) -> None:
+    def __init__(self, model: ModelBundle) -> None:
         if model.spec is None or model.kind != "export" or model.target == "account-propensity":
             raise ValueError("the fast path serves lead models trained on exports")
         self.model = model

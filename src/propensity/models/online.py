@@ -12,8 +12,9 @@ import json
 import pandas as pd
 
 from propensity.contract import TIMESTAMP_DTYPE
-from propensity.export import CrmExport, to_utc
-from propensity.models.bundle import LeadModel
+from propensity.export import to_utc
+from propensity.models.bundle import ModelBundle
+from propensity.tables import CrmExport
 
 ROW_EXTRAS = ("as_of", "events", "stage", "stage_entered_at", "account", "stage_history")
 
@@ -86,7 +87,7 @@ def rows_to_export(frame: pd.DataFrame) -> tuple[CrmExport, pd.DataFrame]:
     return export, entities
 
 
-def score_rows(model: LeadModel, frame: pd.DataFrame) -> pd.DataFrame:
+def score_rows(model: ModelBundle, frame: pd.DataFrame) -> pd.DataFrame:
     """Probability per input row, for either kind of model."""
     if model.kind == "table":
         p = model.predict_features(model.features_for_table(frame.reset_index(drop=True)))

@@ -1,7 +1,39 @@
-"""The file MLflow logs as the model's code (models-from-code: nothing is pickled)."""
+"""The MLflow pyfunc face of a `ModelBundle`, and the file MLflow logs as the model's code.
+
+Models-from-code: MLflow stores this file with the model and runs it to get the model object
+(`set_model` below), so nothing is pickled. Scoring goes through the library's one scoring
+path, the same the scorer and batch scoring use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import mlflow
+import mlflow.pyfunc
+import pandas as pd
 
-from propensity.models.registry import PropensityPyfunc
+from propensity.models.bundle import ModelBundle
+
+
+class PropensityPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
+    """The pyfunc face of a `ModelBundle`: features, booster and calibrator in one callable.
+
+    Input for a single-table model: rows of the table's columns. Input for an export model:
+    one row per lead with the `leads` columns, `as_of` (default now), and optionally
+    `events` (a JSON list of event rows, without lead_id), `stage` and `stage_entered_at`.
+    Output: `lead_id` (when known) and `probability`.
+    """
+
+    def load_context(self, context: Any) -> None:
+        self.model = ModelBundle.load(Path(context.artifacts["bundle"]))
+
+    def predict(self, context: Any, model_input: pd.DataFrame,
+                params: dict[str, Any] | None = None) -> pd.DataFrame:
+        from propensity.models.online import score_rows
+
+        return score_rows(self.model, model_input)
+
 
 mlflow.models.set_model(PropensityPyfunc())

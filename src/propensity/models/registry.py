@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
-from propensity.models.bundle import LeadModel
+from propensity.models.bundle import ModelBundle
 from propensity.models.evaluation import dumps, report_html
 from propensity.problems import PropensityError
 from propensity.settings import Settings, get_settings
@@ -31,25 +30,6 @@ from propensity.settings import Settings, get_settings
 MODEL_NAMES = ("lead-conversion", "stage-advancement", "account-propensity")
 CHAMPION, CHALLENGER = "champion", "challenger"
 PREVIOUS_TAG = "previous_champion"
-
-
-class PropensityPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
-    """The pyfunc face of a `LeadModel`: features, booster and calibrator in one callable.
-
-    Input for a single-table model: rows of the table's columns. Input for an export model:
-    one row per lead with the `leads` columns, `as_of` (default now), and optionally
-    `events` (a JSON list of event rows, without lead_id), `stage` and `stage_entered_at`.
-    Output: `lead_id` (when known) and `probability`.
-    """
-
-    def load_context(self, context: Any) -> None:
-        self.model = LeadModel.load(Path(context.artifacts["bundle"]))
-
-    def predict(self, context: Any, model_input: pd.DataFrame,
-                params: dict[str, Any] | None = None) -> pd.DataFrame:
-        from propensity.models.online import score_rows
-
-        return score_rows(self.model, model_input)
 
 
 def configure(settings: Settings | None = None) -> MlflowClient:
@@ -84,7 +64,7 @@ class Registered:
     holdout_auc: float
 
 
-def log_and_register(result: Any, bundle: LeadModel, *, data: dict[str, Any],
+def log_and_register(result: Any, bundle: ModelBundle, *, data: dict[str, Any],
                      input_example: pd.DataFrame, settings: Settings | None = None,
                      holdout_rows: pd.DataFrame | None = None) -> Registered:
     """Log params, metrics, evaluation artifacts and the pyfunc; register as `challenger`."""
@@ -139,7 +119,7 @@ def version_of(client: MlflowClient, name: str, alias: str) -> str | None:
 
 
 def load_model(name: str, alias: str = CHAMPION,
-               settings: Settings | None = None) -> tuple[LeadModel, str]:
+               settings: Settings | None = None) -> tuple[ModelBundle, str]:
     """The bundle behind `models:/name@alias`, and its version."""
     client = configure(settings)
     version = version_of(client, name, alias)
@@ -159,9 +139,9 @@ def load_holdout(name: str, version: str, settings: Settings | None = None) -> p
     return pd.read_parquet(Path(folder) / "holdout.parquet")
 
 
-def _bundle(name: str, version: str) -> LeadModel:
+def _bundle(name: str, version: str) -> ModelBundle:
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))
-    return LeadModel.load(local / "artifacts" / "bundle")
+    return ModelBundle.load(local / "artifacts" / "bundle")
 
 
 def _holdout_auc(client: MlflowClient, name: str, version: str,

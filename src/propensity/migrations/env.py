@@ -1,10 +1,10 @@
-"""Alembic environment: the URL comes from the caller (serving.db.migrate), never a file."""
+"""Alembic environment: the URL comes from the caller (`database.migrate`), never a file."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from serving.db import engine_for, metadata
+from propensity.database import engine_for, metadata
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or ""

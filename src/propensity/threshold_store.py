@@ -14,8 +14,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from propensity.database import thresholds
 from propensity.thresholds import ThresholdSet
-from serving.db import thresholds
 
 BANDS = ("mql", "grade_a", "grade_b", "grade_c")
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from serving.db import api_keys
+from propensity.database import api_keys
 
 SCOPES = ("score", "admin")
 PREFIX = "prop_"

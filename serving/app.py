@@ -16,7 +16,10 @@ from starlette.concurrency import run_in_threadpool
 
 from propensity import __version__
 from propensity.api_keys import KeyRing
+from propensity.context import ContextSource
 from propensity.database import engine_for, migrate
+from propensity.export import load_export
+from propensity.problems import PropensityError
 from propensity.threshold_store import ThresholdStore
 from serving.config import ServingSettings, get_serving_settings
 from serving.deps import AppState
@@ -27,6 +30,18 @@ from serving.schemas import ScoreRequest
 from serving.scorelog import ScoreLog
 
 log = logging.getLogger("propensity.serving")
+
+
+def _context(settings: ServingSettings) -> ContextSource | None:
+    """The data source's account context, indexed once at start-up (None without one)."""
+    path = settings.data_path
+    if path is None or not str(path) or not path.is_dir():
+        return None
+    try:
+        return ContextSource(load_export(path, drop_bad_rows=True))
+    except PropensityError:
+        log.exception("the data source %s cannot be read: scoring without its context", path)
+        return None
 
 
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
@@ -43,7 +58,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         scorelog.start()
         app.state.propensity = AppState(settings=settings, store=store, keys=KeyRing(engine),
                                         log=scorelog, metrics=metrics,
-                                        thresholds=ThresholdStore(engine))
+                                        thresholds=ThresholdStore(engine),
+                                        context=await run_in_threadpool(_context, settings))
 
         async def follow_registry() -> None:
             while True:

@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 
 from propensity.api_keys import KeyInfo, KeyRing
+from propensity.context import ContextSource
 from propensity.threshold_store import ThresholdStore
 from serving.config import ServingSettings
 from serving.metrics import Metrics
@@ -30,6 +31,8 @@ class AppState:
     log: ScoreLog
     metrics: Metrics
     thresholds: ThresholdStore
+    context: ContextSource | None = None
+    """The data source's account context (`serve --data`), when one is configured."""
 
 
 def get_state(request: Request) -> AppState:

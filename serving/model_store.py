@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 import pandas as pd
 
 from propensity.models.bundle import ModelBundle
-from propensity.models.fast import FastScorer
 from propensity.models.registry import (
     CHAMPION,
     configure,
@@ -34,7 +33,6 @@ class Loaded:
     name: str
     version: str
     bundle: ModelBundle
-    fast: FastScorer | None
     loaded_at: datetime
     holdout: pd.DataFrame | None = None
     """The champion's holdout predictions: what threshold curves are drawn from."""
@@ -54,15 +52,14 @@ class ModelStore:
 
     def _load(self, name: str) -> Loaded:
         bundle, got = load_model(name, CHAMPION, settings=self.settings)
-        fast = None
-        if bundle.kind == "export" and bundle.target != "account-propensity":
-            fast = FastScorer(bundle)
+        if bundle.kind == "export":
+            _ = bundle.online  # the one-lead executor is prepared before the first request
         try:
             holdout = load_holdout(name, got, settings=self.settings)
         except Exception:  # a model without evaluation artifacts still serves
             log.warning("no holdout for %s v%s: threshold curves unavailable", name, got)
             holdout = None
-        return Loaded(name, got, bundle, fast, datetime.now(UTC), holdout)
+        return Loaded(name, got, bundle, datetime.now(UTC), holdout)
 
     def refresh(self) -> dict[str, str]:
         """Load every champion whose version changed; returns name -> version serving."""

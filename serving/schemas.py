@@ -28,8 +28,55 @@ class StageIn(BaseModel):
     entered_at: datetime
 
 
+Scalar = str | float | int | bool | None
+
+
+class OpportunityIn(BaseModel):
+    """A row of the opportunities table, without lead_id (it is the lead's)."""
+
+    model_config = ConfigDict(extra="forbid")
+    opportunity_id: str | None = Field(None, max_length=200)
+    account_id: str | None = Field(None, max_length=200)
+    created_at: datetime
+    closed_at: datetime | None = Field(None, description="null while open")
+    amount: float | None = Field(None, ge=0)
+    status: Literal["open", "won", "lost"] = "open"
+    owner_id: str | None = Field(None, max_length=200)
+    product: str | None = Field(None, max_length=200)
+
+
+class ContactEventIn(TypedDict):
+    """An engagement event of another contact: when it happened is what the committee counts."""
+
+    __pydantic_config__ = ConfigDict(extra="allow")  # type: ignore[misc]
+    occurred_at: datetime
+    event_type: NotRequired[str]
+
+
+class AccountContactIn(BaseModel):
+    """Another contact of the lead's account (a lead of the same account)."""
+
+    model_config = ConfigDict(extra="allow")
+    lead_id: str | None = Field(None, max_length=200, description="a contact with the scored "
+                                "lead's own id is the lead itself and is skipped")
+    persona: Persona | None = None
+    created_at: datetime
+    events: list[ContactEventIn] = Field(default_factory=list)
+
+
+class AccountContextIn(BaseModel):
+    """The lead's account: its attributes (any field) and, optionally, its other contacts."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, Scalar]
+    contacts: list[AccountContactIn] | None = Field(
+        None, description="the account's other contacts; left out, the scorer's data source "
+                          "(serve --data) fills them in when it knows the account")
+
+
 class LeadIn(BaseModel):
-    """A `leads` row (any extra field is an attribute), with its events and current stage."""
+    """A `leads` row (any extra field is an attribute), with its events and current stage,
+    and optionally its opportunities and its account's other contacts."""
 
     model_config = ConfigDict(extra="allow")
     lead_id: str = Field(min_length=1, max_length=200)
@@ -47,8 +94,12 @@ class LeadIn(BaseModel):
     stage_history: list[StageIn] = Field(
         default_factory=list, description="every stage entry, when the CRM has them")
     as_of: datetime | None = Field(None, description="score as of this time (default now)")
-    account: dict[str, str | float | int | bool | None] | None = Field(
-        None, description="attributes of the lead's account (industry, employees, ...)")
+    account: AccountContextIn | None = Field(
+        None, description="the lead's account: attributes (industry, employees, ...) and its "
+                          "other contacts")
+    opportunities: list[OpportunityIn] | None = Field(
+        None, description="the lead's opportunities; left out, the scorer's data source fills "
+                          "them in when it knows the lead")
 
     def attributes(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in ("source", "campaign", "account_id", "persona",
@@ -59,6 +110,7 @@ class LeadIn(BaseModel):
 
 class ScoreRequest(BaseModel):
     leads: list[LeadIn] = Field(min_length=1)
+    explain: bool = Field(True, description="false skips the reasons (faster)")
 
 
 class ReasonOut(BaseModel):
@@ -72,6 +124,16 @@ class Reasons(BaseModel):
     negative: list[ReasonOut]
 
 
+ContextFrom = Literal["request", "data source", "none"]
+
+
+class ContextUsed(BaseModel):
+    """Where the account context of a score came from."""
+
+    contacts: ContextFrom
+    opportunities: ContextFrom
+
+
 class LeadScore(BaseModel):
     lead_id: str
     probability: float = Field(description="calibrated probability of converting within the "
@@ -79,7 +141,8 @@ class LeadScore(BaseModel):
     score: int = Field(ge=0, le=100)
     grade: Literal["A", "B", "C", "D"]
     mql: bool
-    reasons: Reasons
+    reasons: Reasons | None = Field(None, description="null when the request set explain=false")
+    context: ContextUsed | None = Field(None, description="for models trained on exports")
     next_stage: float | None = Field(
         None, description="probability of advancing beyond the current stage")
 
@@ -97,14 +160,10 @@ class ScoreResponse(BaseModel):
     scores: list[LeadScore]
 
 
-class ContactIn(LeadIn):
-    """A contact of the account: a lead row with its persona and events."""
-
-
 class AccountIn(BaseModel):
     account_id: str = Field(min_length=1, max_length=200)
-    attributes: dict[str, str | float | int | bool | None] = Field(default_factory=dict)
-    contacts: list[ContactIn] = Field(min_length=1)
+    attributes: dict[str, Scalar] = Field(default_factory=dict)
+    contacts: list[LeadIn] = Field(min_length=1, description="the account's leads")
     as_of: datetime | None = None
 
 

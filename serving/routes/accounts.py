@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import numpy as np
 import pandas as pd
 from fastapi import APIRouter, HTTPException, status
 from starlette.concurrency import run_in_threadpool
 
-from propensity.features.lead import PERSONA_GROUPS
-from propensity.models.online import rows_to_export
+from propensity.features.definitions import PERSONA_GROUPS
 from propensity.models.reasons import explain
+from propensity.scoring import score_account_rows
 from propensity.thresholds import to_score
 from serving.deps import ScoreKey, StateDep
 from serving.schemas import AccountIn, AccountScore, ModelRef, ReasonOut, Reasons
@@ -40,29 +39,22 @@ async def score_account(body: AccountIn, state: StateDep, key: ScoreKey) -> Acco
         rows.append({**c.attributes(), "lead_id": c.lead_id, "created_at": c.created_at,
                      "account_id": body.account_id, "as_of": as_of,
                      "events": [dict(e) for e in c.events],
-                     "account": body.attributes})
+                     "account": dict(body.attributes)})
     frame = pd.DataFrame(rows)
-
-    def compute() -> tuple[float, pd.DataFrame, np.ndarray]:
-        export, _ = rows_to_export(frame)
-        entities = pd.DataFrame({"account_id": [body.account_id],
-                                 "as_of": pd.Series([as_of]).astype("datetime64[us, UTC]")})
-        X = loaded.bundle.features_for_export(export, entities)
-        p = loaded.bundle.predict_features(X, threads=1)
-        contrib = loaded.bundle.contributions(X, threads=1)
-        return float(p[0]), X, contrib
-
-    p, X, contrib = await run_in_threadpool(compute)
-    names = loaded.bundle.feature_names
-    values = np.array([float(X[n].cat.codes.iloc[0]) if isinstance(X[n].dtype, pd.CategoricalDtype)
-                       else float(X[n].iloc[0]) for n in names])
-    pos, neg = explain(names, values, contrib[0, :-1], loaded.bundle.categories)
-    window = loaded.bundle.spec.config.committee_window_days if loaded.bundle.spec else 90
+    bundle = loaded.bundle
+    _, scored = await run_in_threadpool(score_account_rows, bundle, frame)
+    assert scored.contributions is not None
+    p = float(scored.probability[0])
+    names = bundle.feature_names
+    x = scored.X[0]
+    pos, neg = explain(names, x, scored.contributions[0, :-1], bundle.categories)
+    window = bundle.spec.config.committee_window_days if bundle.spec else 90
+    per_persona = {name: x[i] for i, name in enumerate(names)}
     engaged = [p_ for p_ in PERSONA_GROUPS
-               if (X.get(f"account_events_{p_}_{window}d", pd.Series([0])).iloc[0] or 0) > 0]
+               if (per_persona.get(f"account_events_{p_}_{window}d") or 0) > 0]
     return AccountScore(
         account_id=body.account_id, probability=p, score=to_score(p),
-        model=ModelRef(name=NAME, version=loaded.version, horizon_days=loaded.bundle.horizon_days),
+        model=ModelRef(name=NAME, version=loaded.version, horizon_days=bundle.horizon_days),
         engaged_personas=engaged, missing_personas=[x for x in PERSONA_GROUPS if x not in engaged],
         reasons=Reasons(positive=[ReasonOut(**r.__dict__) for r in pos],
                         negative=[ReasonOut(**r.__dict__) for r in neg]))

@@ -6,15 +6,16 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, HTTPException, Response, status
 
-from propensity.models.fast import FastScorer, LeadInput
+from propensity.context import ContextSource
+from propensity.features.online import AccountContext, OnlineLead, OpportunityRows
 from propensity.models.reasons import explain
+from propensity.scoring import Scored, score_leads, score_records
 from propensity.thresholds import to_score
 from serving.deps import SCORE_BODY_DOC, ScoreBody, ScoreKey, StateDep
-from serving.model_store import Loaded
 from serving.schemas import (
+    ContextUsed,
     LeadIn,
     LeadScore,
     ModelRef,
@@ -32,60 +33,49 @@ def _invalid(loc: list[Any], msg: str) -> HTTPException:
                          [{"loc": ["body", *loc], "msg": msg, "type": "value_error"}])
 
 
-def lead_input(lead: LeadIn, i: int, now: datetime, stages: list[str]) -> LeadInput:
+def online_lead(lead: LeadIn, i: int, now: datetime, stages: list[str],
+                source: ContextSource | None) -> tuple[OnlineLead, ContextUsed]:
+    """A request's lead as the online executor's input; what it leaves out of its account
+    context comes from the data source when that knows the lead (or its account)."""
     if lead.created_at is None:
         raise _invalid(["leads", i, "created_at"], "Field required")
     allowed = [*stages, "disqualified", "lost"]
     if lead.stage is not None and lead.stage not in allowed:
         raise _invalid(["leads", i, "stage"],
                        f"unknown stage {lead.stage!r}; stages are {', '.join(stages)}")
+    history = []
     for j, row in enumerate(lead.stage_history):
         if row.stage not in allowed:
             raise _invalid(["leads", i, "stage_history", j, "stage"],
                            f"unknown stage {row.stage!r}; stages are {', '.join(stages)}")
-    return LeadInput(
+        history.append((row.stage, row.entered_at))
+    if lead.stage is not None:  # a stage without its entry time counts from creation
+        history.append((lead.stage, lead.stage_entered_at or lead.created_at))
+    attributes = lead.attributes()
+    account = lead.account
+    contacts: AccountContext | None = None
+    used_contacts = used_opps = "none"
+    if account is not None and account.contacts is not None:
+        contacts = AccountContext.of([
+            (c.created_at, c.persona, [e["occurred_at"] for e in c.events])
+            for c in account.contacts if c.lead_id != lead.lead_id])
+        used_contacts = "request"
+    elif source is not None and lead.account_id is not None:
+        contacts = source.contacts(lead.account_id, lead.lead_id)
+        used_contacts = "none" if contacts is None else "data source"
+    opportunities: OpportunityRows | None = None
+    if lead.opportunities is not None:
+        opportunities = OpportunityRows.of([o.model_dump() for o in lead.opportunities])
+        used_opps = "request"
+    elif source is not None:
+        opportunities = source.opportunities(lead.lead_id)
+        used_opps = "none" if opportunities is None else "data source"
+    return OnlineLead(
         lead_id=lead.lead_id, created_at=lead.created_at, as_of=lead.as_of or now,
-        attributes=lead.attributes(),
-        events=[(e["occurred_at"], e["event_type"], e.get("channel"), e.get("value"))
-                for e in lead.events],
-        stage=lead.stage, stage_entered_at=lead.stage_entered_at, account=lead.account,
-        stage_history=[(r.stage, r.entered_at) for r in lead.stage_history])
-
-
-def _table_rows(loaded: Loaded, leads: list[LeadIn]) -> np.ndarray:
-    """Feature rows of a single-table model: its columns, categories as codes."""
-    bundle = loaded.bundle
-    X = np.full((len(leads), len(bundle.feature_names)), np.nan)
-    codes = {k: {v: i for i, v in enumerate(c)} for k, c in bundle.categories.items()}
-    for r, lead in enumerate(leads):
-        attrs = lead.attributes()
-        for c, name in enumerate(bundle.feature_names):
-            value = attrs.get(name)
-            if value is None:
-                continue
-            if name in codes:
-                code = codes[name].get(str(value))
-                X[r, c] = np.nan if code is None else code
-            else:
-                try:
-                    X[r, c] = float(value)
-                except (TypeError, ValueError):
-                    X[r, c] = np.nan
-    return X
-
-
-def _threads(rows: int) -> int:
-    """One thread for a few leads (OpenMP start-up costs more than it saves), all for a batch."""
-    return 1 if rows < 64 else 0
-
-
-def _predict(loaded: Loaded, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    booster = loaded.bundle.booster
-    threads = _threads(len(X))
-    raw = np.asarray(booster.predict(X, num_threads=threads))
-    p = np.interp(raw, loaded.bundle.calibration_x, loaded.bundle.calibration_y)
-    contrib = np.asarray(booster.predict(X, pred_contrib=True, num_threads=threads))
-    return p, contrib
+        attributes=attributes, events=lead.events, stage_history=history,
+        account=None if account is None else account.model_extra, opportunities=opportunities,
+        contacts=contacts), ContextUsed(contacts=used_contacts,  # type: ignore[arg-type]
+                                        opportunities=used_opps)  # type: ignore[arg-type]
 
 
 def _hash(lead: LeadIn) -> str:
@@ -110,35 +100,43 @@ async def score(body: ScoreBody, state: StateDep, key: ScoreKey) -> Response:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             f"no {MAIN} champion is loaded: train and promote one")
     now = datetime.now(UTC)
-    fast = loaded.fast
-    if fast is not None:
-        stages = list(fast.spec.stages)
-        inputs = [lead_input(lead, i, now, stages) for i, lead in enumerate(body.leads)]
-        X = np.vstack([fast.features(x) for x in inputs])
+    bundle = loaded.bundle
+    inputs: list[OnlineLead] = []
+    used: list[ContextUsed | None] = []
+    if bundle.kind == "export":
+        stages = list(bundle.plan.spec.stages)
+        source = state.context
+        for i, lead in enumerate(body.leads):
+            x, context = online_lead(lead, i, now, stages, source)
+            inputs.append(x)
+            used.append(context)
+        scored: Scored = score_leads(bundle, inputs, explain=body.explain)
     else:
-        inputs = []
-        X = _table_rows(loaded, body.leads)
-    p, contrib = _predict(loaded, X)
+        used = [None] * len(body.leads)
+        scored = score_records(bundle, [lead.attributes() for lead in body.leads],
+                               explain=body.explain)
+    p = scored.probability
     next_model = state.store.get(NEXT)
     p_next = None
-    if next_model is not None and next_model.fast is not None and inputs:
-        next_fast: FastScorer = next_model.fast
-        same = fast is not None and next_fast.spec == fast.spec and next_fast.names == fast.names
-        X_next = X if same else np.vstack([next_fast.features(x) for x in inputs])
-        p_next = next_fast.predict(X_next)
+    if next_model is not None and inputs and next_model.bundle.kind == "export":
+        nb = next_model.bundle
+        same = nb.spec == bundle.spec and nb.feature_names == bundle.feature_names
+        p_next = nb.predict(scored.X) if same else score_leads(nb, inputs, explain=False
+                                                               ).probability
     thresholds = state.thresholds.active(MAIN)
-    names = loaded.bundle.feature_names
-    cats = loaded.bundle.categories
+    names, cats = bundle.feature_names, bundle.categories
     results, log_rows = [], []
     for i, lead in enumerate(body.leads):
-        pos, neg = explain(names, X[i], contrib[i, :-1], cats)
+        reasons = None
+        if scored.contributions is not None:
+            pos, neg = explain(names, scored.X[i], scored.contributions[i, :-1], cats)
+            reasons = Reasons(positive=[ReasonOut(**r.__dict__) for r in pos],
+                              negative=[ReasonOut(**r.__dict__) for r in neg])
         s = to_score(float(p[i]))
         grade = thresholds.grade(s)
         results.append(LeadScore(
             lead_id=lead.lead_id, probability=float(p[i]), score=s, grade=grade,  # type: ignore[arg-type]
-            mql=thresholds.is_mql(s),
-            reasons=Reasons(positive=[ReasonOut(**r.__dict__) for r in pos],
-                            negative=[ReasonOut(**r.__dict__) for r in neg]),
+            mql=thresholds.is_mql(s), reasons=reasons, context=used[i],
             next_stage=None if p_next is None else float(p_next[i])))
         log_rows.append({"scored_at": now, "lead_id": lead.lead_id, "probability": float(p[i]),
                          "score": s, "grade": grade, "mql": thresholds.is_mql(s),
@@ -147,8 +145,7 @@ async def score(body: ScoreBody, state: StateDep, key: ScoreKey) -> Response:
         state.metrics.scores.labels(MAIN, grade).inc()
     state.log.append(log_rows)
     out = ScoreResponse(
-        model=ModelRef(name=MAIN, version=loaded.version,
-                       horizon_days=loaded.bundle.horizon_days),
+        model=ModelRef(name=MAIN, version=loaded.version, horizon_days=bundle.horizon_days),
         threshold_version=thresholds.version,
         next_stage_model=None if next_model is None or p_next is None else ModelRef(
             name=NEXT, version=next_model.version, horizon_days=next_model.bundle.horizon_days),

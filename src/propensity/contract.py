@@ -27,6 +27,8 @@ TERMINAL_STAGES: tuple[str, ...] = ("disqualified", "lost")
 PERSONAS: tuple[str, ...] = ("end_user", "champion", "executive", "unknown")
 OPPORTUNITY_STATUSES: tuple[str, ...] = ("open", "won", "lost")
 CLOCK_SKEW = pd.Timedelta(days=1)
+UNKNOWN_WHEN_MISSING: tuple[str, ...] = ("source", "persona")
+"""Lead columns whose missing value means `unknown` (the contract), on every path."""
 """Events may precede their lead's creation by this much (CRM clocks and form syncs disagree)."""
 
 MANIFEST_FILE = "manifest.json"

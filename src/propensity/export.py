@@ -19,6 +19,7 @@ import pyarrow.csv as pacsv
 from propensity.contract import (
     TABLES,
     TIMESTAMP_DTYPE,
+    UNKNOWN_WHEN_MISSING,
     Kind,
     Manifest,
     TableSpec,
@@ -223,7 +224,7 @@ def read_export(directory: Path) -> CrmExport:
     if "leads" not in frames:
         raise PropensityError(
             f"{directory}: no leads.csv or leads.parquet (the one required table)")
-    for col in ("source", "persona"):  # the contract: missing means unknown
+    for col in UNKNOWN_WHEN_MISSING:
         frames["leads"][col] = fill_unknown(frames["leads"][col])
     export = CrmExport(
         leads=frames["leads"],

@@ -1,50 +1,118 @@
-"""Batch scoring: every lead (or account) open at a time, from a registered model.
+"""Scoring, one path: batch (an export as of T, a table), and leads one by one (the scorer, the
+pyfunc). Every path ends in `ModelBundle.predict` / `explain` on a model matrix built by the
+model's own feature plan or table coder.
 
-Open at T means created before T and neither converted nor ended before T; features use only
-rows dated before T, so scoring an export as of T gives the same numbers as scoring the same
-export cut off at T.
+Open at T means created before T and neither converted nor ended before T (nor, with
+`stale_days`, idle in its stage longer than that); features use only rows dated before T, so
+scoring an export as of T gives the same numbers as scoring the same export cut off at T.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from propensity.export import load_export, read_raw, type_attribute
+from propensity.features.online import OnlineLead
 from propensity.models.bundle import ModelBundle
+from propensity.rows import lead_from_row, rows_to_export
 from propensity.snapshots import account_entities, lead_entities
 from propensity.tables import CrmExport
 
 
+def as_utc(t: pd.Timestamp | datetime | str) -> pd.Timestamp:
+    ts = pd.Timestamp(t)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
 def open_entities(bundle: ModelBundle, export: CrmExport, as_of: pd.Timestamp) -> pd.DataFrame:
-    ts = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
+    """The leads (or accounts) a model scores at T: those its training would have counted open."""
+    ts = as_utc(as_of)
     horizon = bundle.horizon_days or 90
     if bundle.target == "account-propensity":
         return account_entities(export, [ts], horizon, labelled=False)
-    return lead_entities(export, [ts], horizon, labelled=False)[["lead_id", "as_of"]]
+    return lead_entities(export, [ts], horizon, labelled=False,
+                         stale_days=bundle.stale_days)[["lead_id", "as_of"]]
 
 
-def score_export_frame(bundle: ModelBundle, export: CrmExport,
-                       as_of: pd.Timestamp) -> pd.DataFrame:
-    entities = open_entities(bundle, export, as_of)
-    X = bundle.features_for_export(export, entities)
-    out = entities.reset_index(drop=True).copy()
-    out["probability"] = bundle.predict_features(X.reset_index(drop=True))
+def score_export(bundle: ModelBundle, export: CrmExport, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Every entity open at T with its probability (batch executor, all threads)."""
+    entities = open_entities(bundle, export, as_of).reset_index(drop=True)
+    out = entities.copy()
+    out["probability"] = bundle.predict(bundle.features_for_export(export, entities), threads=0)
     return out
 
 
-def score_export(bundle: ModelBundle, path: Path, as_of: pd.Timestamp, *,
-                 drop_bad_rows: bool = False) -> pd.DataFrame:
-    return score_export_frame(bundle, load_export(path, drop_bad_rows=drop_bad_rows), as_of)
-
-
-def score_table(bundle: ModelBundle, path: Path) -> pd.DataFrame:
-    """Every row of a single table; a target column, if present, is ignored."""
-    frame, _ = read_raw(Path(path))
-    typed = pd.DataFrame({c: type_attribute(frame[c]) for c in frame.columns})
-    p = bundle.predict_features(bundle.features_for_table(typed))
-    out = pd.DataFrame({"probability": p})
+def score_table(bundle: ModelBundle, frame: pd.DataFrame) -> pd.DataFrame:
+    """Every row of a single table, raw values as read (a target column is ignored); the id
+    column, or the row's spreadsheet number when the model has none."""
+    p = bundle.predict(bundle.features_for_table(frame), threads=0)
     if bundle.id_column and bundle.id_column in frame:
-        out.insert(0, "lead_id", frame[bundle.id_column].astype("str").to_numpy())
-    return out
+        ids = frame[bundle.id_column].astype("str").to_numpy()
+        return pd.DataFrame({bundle.id_column: ids, "probability": p})
+    return pd.DataFrame({"row": np.arange(2, len(frame) + 2), "probability": p})
+
+
+@dataclass
+class Scored:
+    """Leads scored one by one: their matrix, probabilities, and contributions when asked."""
+
+    X: np.ndarray
+    probability: np.ndarray
+    contributions: np.ndarray | None
+
+
+def score_leads(bundle: ModelBundle, leads: Sequence[OnlineLead], *,
+                explain: bool = True) -> Scored:
+    """Leads as a CRM sends them (online executor): what the scorer and the pyfunc call."""
+    X = bundle.online.matrix(leads)
+    return _finish(bundle, X, explain)
+
+
+def score_records(bundle: ModelBundle, records: Sequence[Mapping[str, Any]], *,
+                  explain: bool = True) -> Scored:
+    """Rows of a single-table model as mappings of column -> value."""
+    return _finish(bundle, bundle.features_for_records(records), explain)
+
+
+def _finish(bundle: ModelBundle, X: np.ndarray, explain: bool) -> Scored:
+    if not len(X):
+        return Scored(X, np.zeros(0), None)
+    if explain:
+        p, contrib = bundle.explain(X)
+        return Scored(X, p, contrib)
+    return Scored(X, bundle.predict(X), None)
+
+
+def score_account_rows(bundle: ModelBundle, frame: pd.DataFrame) -> tuple[pd.DataFrame, Scored]:
+    """Contact rows -> one score per (account, latest as_of), by the batch code (an account's
+    features are its leads' features summed up, so they need the small export)."""
+    export, entities = rows_to_export(frame)
+    accounts = entities.assign(account_id=export.leads["account_id"].to_numpy()).dropna(
+        subset=["account_id"]).groupby("account_id", as_index=False)["as_of"].max()
+    X = bundle.features_for_export(export, accounts)
+    return accounts, _finish(bundle, X, explain=True)
+
+
+def score_rows(bundle: ModelBundle, frame: pd.DataFrame) -> pd.DataFrame:
+    """The pyfunc: rows in, one probability per lead (or account) out."""
+    frame = frame.reset_index(drop=True)
+    if bundle.kind == "table":
+        scored = score_records(bundle, frame.to_dict("records"), explain=False)
+        out = pd.DataFrame({"probability": scored.probability})
+        if bundle.id_column and bundle.id_column in frame:
+            out.insert(0, bundle.id_column, frame[bundle.id_column].astype("str").to_numpy())
+        return out
+    if bundle.target == "account-propensity":
+        accounts, scored = score_account_rows(bundle, frame)
+        return pd.DataFrame({"account_id": accounts["account_id"].to_numpy(),
+                             "probability": scored.probability})
+    now = datetime.now(UTC)
+    leads = [lead_from_row(r, now) for r in frame.to_dict("records")]
+    scored = score_leads(bundle, leads, explain=False)
+    return pd.DataFrame({"lead_id": [x.lead_id for x in leads],
+                         "probability": scored.probability})

@@ -9,11 +9,21 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def default_models_dir() -> Path:
+    """The checkout's `models/` folder when running from one, else ~/.propensity/models:
+    never relative to the working directory, so a notebook in `notebooks/` and the CLI at the
+    root see the same registry."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "models").is_dir():
+        return checkout / "models"
+    return Path.home() / ".propensity" / "models"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PROPENSITY_", env_file=".env", extra="ignore")
 
-    models_dir: Path = Path("models")
-    """Local model store: MLflow's SQLite database and artifacts live here by default."""
+    models_dir: Path = Field(default_factory=default_models_dir)
+    """Local model store (PROPENSITY_MODELS_DIR): MLflow's SQLite database and artifacts."""
     mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
     experiment: str = "propensity"
     database_url: str | None = None

@@ -110,22 +110,6 @@ def read_single_table(
                        report=report, source=source)
 
 
-def table_features(frame: pd.DataFrame, columns: list[str],
-                   categories: dict[str, list[str]]) -> pd.DataFrame:
-    """A model's columns of a single table: categoricals coded as at training time, the rest
-    numeric (an absent column is missing)."""
-    from propensity.features.lead import as_categories
-
-    out = {}
-    for col in columns:
-        values = frame[col] if col in frame else pd.Series(np.nan, index=frame.index)
-        if col in categories:
-            out[col] = as_categories(values, categories[col])
-        else:
-            out[col] = pd.to_numeric(values, errors="coerce").astype("float64")
-    return pd.DataFrame(out, index=frame.index)
-
-
 def load_single_table(path: Path, target: str, **options: object) -> SingleTable:
     """A clean single table, or ContractError naming every problem."""
     table = read_single_table(path, target, **options)  # type: ignore[arg-type]

@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from propensity.funnel.journeys import NEVER, Journeys, build_journeys, to_micros
+from propensity.funnel.journeys import Journeys, build_journeys
 from propensity.problems import PropensityError
 from propensity.tables import CrmExport
+from propensity.timestamps import DAY_US, NEVER, to_micros
 
 Target = Literal["lead-conversion", "stage-advancement", "account-propensity"]
 TARGETS: tuple[Target, ...] = ("lead-conversion", "stage-advancement", "account-propensity")
-DAY_US = 86_400_000_000
 
 
 class SnapshotConfig(BaseModel):
@@ -31,6 +31,10 @@ class SnapshotConfig(BaseModel):
     max_rows_per_snapshot: int | None = None
     """Sample at most this many open leads per snapshot (seeded), to bound training time."""
     seed: int = 0
+    stale_days: int | None = None
+    """A lead idle in its stage longer than this is over (as `--stale-days` in the funnel):
+    not open at a snapshot, and not scored. For data that never records a loss (Olist), or
+    every lead would stay open, and 'open' would mostly mean 'forgotten'."""
 
 
 def snapshot_times(export: CrmExport, config: SnapshotConfig) -> list[pd.Timestamp]:
@@ -54,21 +58,27 @@ def current_stage(journeys: Journeys, rows: np.ndarray, t: int) -> np.ndarray:
 
 def lead_entities(export: CrmExport, times: list[pd.Timestamp], horizon_days: int,
                   *, journeys: Journeys | None = None, labelled: bool = True,
-                  config: SnapshotConfig | None = None) -> pd.DataFrame:
+                  config: SnapshotConfig | None = None,
+                  stale_days: int | None = None) -> pd.DataFrame:
     """Open leads at each time with their conversion and advancement labels."""
     j = journeys if journeys is not None else build_journeys(export)
     created = j.reached[:, 0]
     converted = j.reached[:, -1]
     h = horizon_days * DAY_US
     rng = np.random.default_rng(config.seed if config else 0)
+    stale = stale_days if stale_days is not None else (config.stale_days if config else None)
     parts = []
     for ts in times:
         t = int(to_micros(pd.Series([ts]))[0])
         rows = np.flatnonzero((created < t) & (converted > t) & (j.ended > t))
+        stage = current_stage(j, rows, t)
+        if stale is not None:
+            fresh = t - j.reached[rows, stage] <= stale * DAY_US
+            rows, stage = rows[fresh], stage[fresh]
         cap = config.max_rows_per_snapshot if config else None
         if cap is not None and rows.size > cap:
-            rows = np.sort(rng.choice(rows, cap, replace=False))
-        stage = current_stage(j, rows, t)
+            keep = np.sort(rng.choice(rows.size, cap, replace=False))
+            rows, stage = rows[keep], stage[keep]
         part = pd.DataFrame({"lead_id": j.leads["lead_id"].to_numpy()[rows],
                              "as_of": ts, "stage_index": stage})
         if labelled:

@@ -15,6 +15,7 @@ leads with twenty million events take well under the three minutes the foundatio
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,6 @@ from scipy.linalg import expm
 
 from propensity.contract import DEFAULT_STAGES, Manifest
 
-DAY_US = 86_400_000_000
 TRUTH_FILE = "truth.parquet"
 
 SOURCES = {"organic_search": 0.3, "paid_search": 0.0, "social": -0.5, "email": 0.1,
@@ -62,8 +62,6 @@ EVENT_TYPES: dict[str, tuple[float, float, str]] = {
 }
 ONBOARDING_TYPES = ["onboarding_email", "product_login", "support_ticket"]
 
-STAGE_MEAN_DAYS = np.array([12.0, 16.0, 21.0, 30.0])
-"""Mean time in lead, mql, sql and opportunity before the next step (advance or drop)."""
 STAGE_OFFSET = np.array([0.4, 0.5, 0.0, 0.6])
 """Log-odds of advancing from each stage at intent 0."""
 SKIP_PROBABILITY = 0.08
@@ -83,6 +81,27 @@ class SyntheticConfig:
     n_owners: int = 25
     intent_noise: float = 0.9
     """Spread of the part of intent that attributes do not explain (only events reveal it)."""
+    stage_mean_days: tuple[float, float, float, float] = (12.0, 16.0, 21.0, 30.0)
+    """Mean time in lead, mql, sql and opportunity before the next step (advance or drop)."""
+    intent_offset: float = -0.6
+    """Intent of a lead with no favourable attribute: lower means fewer buyers."""
+    noise_columns: int = 0
+    """Lead columns of pure noise, each with `noise_levels` levels (a few common, most rare):
+    a model that memorises levels learns nothing true from them."""
+    noise_levels: int = 500
+
+
+def stress_config(n_leads: int = 30_000, seed: int = 7) -> SyntheticConfig:
+    """The export that exposed a model fitted on a third of its history: four years, leads
+    that take months to decide (so they stay open across many snapshots and age far beyond
+    what early snapshots show), about 2% converting within 90 days, and noise columns with
+    hundreds of levels."""
+    return SyntheticConfig(n_leads=n_leads, seed=seed, start="2022-01-01", end="2026-01-01",
+                           stage_mean_days=(60.0, 75.0, 90.0, 100.0), intent_offset=-2.2,
+                           intent_noise=1.1, noise_columns=4, noise_levels=800)
+
+
+PROFILES = {"default": SyntheticConfig, "stress": stress_config}
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -141,7 +160,7 @@ def generate_export(config: SyntheticConfig) -> tuple[dict[str, pa.Table], pa.Ta
     country = np.where(has_acc, acc_country[np.maximum(account, 0)],
                        _pick(rng, COUNTRIES, n, COUNTRY_SHARE))
     intent = (
-        -0.6
+        config.intent_offset
         + np.array(list(SOURCES.values()))[source]
         + np.array(list(PERSONA_EFFECT.values()))[persona]
         + np.where(has_acc, acc_fit[np.maximum(account, 0)], -0.3)
@@ -163,7 +182,7 @@ def generate_export(config: SyntheticConfig) -> tuple[dict[str, pa.Table], pa.Ta
         if idx.size == 0:
             break
         s = stage[idx]
-        exit_t = t[idx] + rng.exponential(STAGE_MEAN_DAYS[s])
+        exit_t = t[idx] + rng.exponential(np.asarray(config.stage_mean_days)[s])
         seg_lead.append(idx)
         seg_stage.append(s)
         seg_start.append(t[idx])
@@ -233,6 +252,12 @@ def generate_export(config: SyntheticConfig) -> tuple[dict[str, pa.Table], pa.Ta
     src_names = list(SOURCES)
     campaigns = [f"{s}_{k}" for s in src_names for k in range(4)]
 
+    noise = {}
+    for k in range(config.noise_columns):  # a few common levels, a long tail of rare ones
+        weights = 1.0 / np.arange(1, config.noise_levels + 1) ** 0.7
+        level = rng.choice(config.noise_levels, n, p=weights / weights.sum())
+        noise[f"noise_{k + 1}"] = _dict_array(level, [f"n{k + 1}_{i}" for i in range(
+            config.noise_levels)])
     leads = pa.table({
         "lead_id": pa.array(lead_ids),
         "created_at": _timestamps(created, epoch_us),
@@ -245,6 +270,7 @@ def generate_export(config: SyntheticConfig) -> tuple[dict[str, pa.Table], pa.Ta
         "country": _dict_array(country, COUNTRIES),
         "job_function": _dict_array(job, list(JOB_FUNCTIONS)),
         "email_domain": _dict_array(free_email.astype(int), ["business", "free"]),
+        **noise,
     })
     accounts = pa.table({
         "account_id": pa.array(acc_ids),
@@ -270,13 +296,25 @@ def generate_export(config: SyntheticConfig) -> tuple[dict[str, pa.Table], pa.Ta
     truth = pa.table({
         "lead_id": pa.array(lead_ids),
         "intent": pa.array(intent),
-        "p_convert": pa.array(truth_probability(intent, np.zeros(n, dtype="int64"), None)),
+        "p_convert": pa.array(truth_probability(intent, np.zeros(n, dtype="int64"), None,
+                                                config.stage_mean_days)),
         "converted": pa.array(converted),
         "converted_at": _timestamps(np.nan_to_num(converted_at), epoch_us, valid=converted),
     })
     tables = {"leads": leads, "accounts": accounts, "events": events,
               "stage_history": stage_history, "opportunities": opportunities}
+    # what truth_probability needs besides intent travels with the truth
+    truth = truth.replace_schema_metadata({"stage_mean_days": json.dumps(
+        list(config.stage_mean_days))})
     return tables, truth
+
+
+def read_truth(directory: Path) -> tuple[pd.DataFrame, tuple[float, ...]]:
+    """A generated export's hidden truth, and the stage means its chain ran with."""
+    table = pq.read_table(Path(directory) / TRUTH_FILE)
+    meta = table.schema.metadata or {}
+    means = json.loads(meta.get(b"stage_mean_days", b"null")) or SyntheticConfig.stage_mean_days
+    return table.to_pandas().set_index("lead_id"), tuple(means)
 
 
 def _event_types(rng: np.random.Generator, intent: np.ndarray) -> np.ndarray:
@@ -333,12 +371,12 @@ def _opportunities(
     })
 
 
-def _generator_matrix(intent: np.ndarray) -> np.ndarray:
+def _generator_matrix(intent: np.ndarray, stage_mean_days: tuple[float, ...]) -> np.ndarray:
     """Rate matrices (n, 6, 6) over lead, mql, sql, opportunity, customer, dropped."""
     n = intent.size
     q = np.zeros((n, 6, 6))
     for s in range(4):
-        lam = 1.0 / STAGE_MEAN_DAYS[s]
+        lam = 1.0 / stage_mean_days[s]
         p_adv = _sigmoid(intent + STAGE_OFFSET[s])
         skip = SKIP_PROBABILITY if s <= 2 else 0.0
         q[:, s, s + 1] += lam * p_adv * (1 - skip)
@@ -349,9 +387,11 @@ def _generator_matrix(intent: np.ndarray) -> np.ndarray:
     return q
 
 
-def truth_probability(intent: np.ndarray, stage: np.ndarray,
-                      horizon_days: float | None) -> np.ndarray:
-    """Exact P(convert within horizon | intent, current stage); None = ever."""
+def truth_probability(intent: np.ndarray, stage: np.ndarray, horizon_days: float | None,
+                      stage_mean_days: tuple[float, ...] = SyntheticConfig.stage_mean_days,
+                      ) -> np.ndarray:
+    """Exact P(convert within horizon | intent, current stage); None = ever. The chain is
+    memoryless, so the time a lead has already spent in its stage does not matter."""
     intent = np.asarray(intent, dtype="float64")
     stage = np.asarray(stage, dtype="int64")
     out = np.zeros(intent.size)
@@ -371,7 +411,7 @@ def truth_probability(intent: np.ndarray, stage: np.ndarray,
             out[sel] = reach[sel, 4]
         out[stage >= 4] = 1.0
         return out
-    q = _generator_matrix(intent)
+    q = _generator_matrix(intent, stage_mean_days)
     p = expm(q * horizon_days)
     rows = np.clip(stage, 0, 5)
     out = p[np.arange(intent.size), rows, 4]
@@ -403,8 +443,8 @@ def write_export(tables: dict[str, pa.Table], truth: pa.Table, out_dir: Path,
 
 
 def write_synthetic(out_dir: Path, n_leads: int = 5000, seed: int = 7,
-                    fmt: str = "parquet") -> Path:
+                    fmt: str = "parquet", profile: str = "default") -> Path:
     """Generate and write a synthetic export in one call (what notebooks and demos need)."""
-    tables, truth = generate_export(SyntheticConfig(n_leads=n_leads, seed=seed))
+    tables, truth = generate_export(PROFILES[profile](n_leads=n_leads, seed=seed))
     write_export(tables, truth, Path(out_dir), fmt=fmt)
     return Path(out_dir)

@@ -110,7 +110,10 @@ def threshold_curve(rows: pd.DataFrame, source: str = "holdout") -> Curve:
     best = per_lead["score"].max()
     ever = per_lead["label"].max()
     n_leads, n_conv = len(best), int(ever.sum())
-    base = n_conv / n_leads if n_leads else None
+    # the rate among all leads, each judged where the lowest threshold flags it (its first
+    # scoring): so flagging everyone has a lift of exactly 1
+    first_labels = per_lead["label"].first()
+    base = float(first_labels.mean()) if n_leads else None
     scores = frame["score"].to_numpy()
     labels = frame["label"].to_numpy(dtype="int64")
     probs = frame["probability"].to_numpy(dtype="float64")

@@ -1,18 +1,27 @@
-"""Training: entity frame -> features as of t -> time split -> model, baselines, evaluation.
+"""Training: measure the pipeline out of time, then ship it refitted on all labelled history.
 
-Out-of-time by construction: the latest snapshots are the holdout, and the model only learns
-from snapshots whose label window closed before the holdout begins (a label that was not yet
-known at the cutoff would be a peek at the holdout period). Early stopping and calibration use
-the latest training snapshots, split between them by lead. Single tables, which have no
-dates, get a stratified random split instead.
+1. **Evaluate.** The latest snapshot times are the holdout. The vocabulary is fitted on the
+   export as it was at the holdout's first time (the cutoff), and the model learns only from
+   snapshots whose label window closed by then (a label not yet known at the cutoff would be a
+   peek at the holdout period). On those rows, time-ordered folds compare LightGBM settings,
+   logistic regression and their blend; the winner is refitted on all of them, calibrated on
+   its out-of-fold margins, and judged on the holdout beside the baselines.
+2. **Ship.** The same learner, settings and tree count are refitted on every labelled
+   snapshot up to the latest complete label window (holdout included), with a vocabulary from
+   the whole export, and calibrated on out-of-fold margins over all those rows. The report
+   says what was measured and what shipped.
+
+Single tables, which have no dates, get a stratified holdout for the report and stratified
+folds; the shipped model learns from every row.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -20,14 +29,29 @@ from pydantic import BaseModel, Field
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
-from propensity.features import FeatureConfig, FeatureSpec, build_lead_features, fit_feature_spec
-from propensity.features.account import build_account_features
+from propensity.coding import Column, as_frame, encode, fit_vocabulary
+from propensity.features import FeatureConfig, FeaturePlan, FeatureSpec, fit_feature_spec
+from propensity.features.account import account_columns, build_account_features
+from propensity.features.batch import lead_feature_matrix
 from propensity.funnel.journeys import build_journeys
-from propensity.models.baselines import FrequencyNaiveBayes, PointsModel, logistic_regression
-from propensity.models.booster import CalibratedBooster
+from propensity.models.baselines import FrequencyNaiveBayes, PointsModel, derived_points
+from propensity.models.bundle import LEARNERS, Kind, Learner, ModelBundle
+from propensity.models.calibration import fit_calibrator
 from propensity.models.evaluation import evaluation_report
+from propensity.models.linear import LinearScorer
+from propensity.models.selection import (
+    Choice,
+    Fold,
+    Problem,
+    fit_choice,
+    lead_weights,
+    oof_margins,
+    select,
+    stratified_folds,
+    time_folds,
+)
 from propensity.problems import PropensityError
-from propensity.single_table import SingleTable, table_features
+from propensity.single_table import SingleTable
 from propensity.snapshots import (
     SnapshotConfig,
     Target,
@@ -36,6 +60,7 @@ from propensity.snapshots import (
     snapshot_times,
 )
 from propensity.tables import CrmExport, truncate_export
+from propensity.timestamps import DAY_US, to_micros
 
 LABELS: dict[str, str] = {"lead-conversion": "converted", "stage-advancement": "advanced",
                           "account-propensity": "bought"}
@@ -55,11 +80,21 @@ class TrainConfig(BaseModel):
     model: Target = "lead-conversion"
     snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
-    holdout_share: float = 0.25
+    holdout_share: float = Field(0.25, gt=0, lt=1)
     """Share of the (latest) snapshot times, or of single-table rows, held out for evaluation."""
-    tuning_share: float = 0.25
-    """Share of the latest training snapshots used for early stopping and calibration."""
+    folds: int = Field(4, ge=2, le=10)
+    """Time-ordered (or stratified) folds for choosing the learner and for calibration."""
+    learners: list[Learner] = Field(default_factory=lambda: list(LEARNERS))
+    search: bool = True
+    """Try the small LightGBM grid (`models/booster.py`), not only its default setting."""
+    search_seconds: float = 180.0
+    """Stop trying LightGBM settings once this much time has gone into the search."""
+    max_search_rows: int = 150_000
+    """Choose the learner on a sample of at most this many rows (whole leads); fits use all."""
+    weights: Literal["lead", "row"] = "lead"
+    """`lead`: a lead open at many snapshots counts once; `row`: every snapshot row counts."""
     booster: dict[str, Any] = Field(default_factory=dict)
+    """LightGBM parameters applied over every setting tried (e.g. num_threads)."""
     points: PointsConfig = Field(default_factory=PointsConfig)
     seed: int = 13
 
@@ -75,21 +110,67 @@ class TrainConfig(BaseModel):
 
 
 @dataclass
+class LabelledRows:
+    """The rows of one phase: model matrix, labels, and who / when each row is."""
+
+    X: np.ndarray
+    y: np.ndarray
+    columns: list[Column]
+    groups: np.ndarray
+    """Entity (lead or account) code per row: weights and folds count entities."""
+    times: np.ndarray
+    """Snapshot time per row (int64 microseconds; all 0 for a single table)."""
+
+    def take(self, idx: np.ndarray) -> LabelledRows:
+        return LabelledRows(self.X[idx], self.y[idx], self.columns, self.groups[idx],
+                            self.times[idx])
+
+
+@dataclass
+class TrainingSets:
+    """Everything fitting needs, however it was built (pandas here, Spark in `propensity.spark`).
+
+    `evaluation` holds the rows before the cutoff plus the holdout rows, coded with the
+    evaluation vocabulary; `shipping` every labelled row, coded with the whole export's.
+    """
+
+    kind: Kind
+    target: str
+    evaluation: LabelledRows
+    test: np.ndarray
+    """Rows of `evaluation` that are the holdout; the others are what the evaluation fit sees."""
+    shipping: LabelledRows
+    holdout: pd.DataFrame
+    """Holdout entities (key and as_of, or row numbers for a table) in `test` order."""
+    evaluation_spec: FeatureSpec | None = None
+    shipping_spec: FeatureSpec | None = None
+    split: dict[str, Any] = field(default_factory=dict)
+    horizon_days: int | None = None
+    stale_days: int | None = None
+    id_column: str | None = None
+
+
+@dataclass
 class TrainResult:
     target: str
-    booster: CalibratedBooster
-    feature_names: list[str]
+    bundle: ModelBundle
+    """What ships: refitted on all labelled rows."""
+    evaluation_bundle: ModelBundle
+    """What was measured on the holdout (fitted before the cutoff)."""
     report: dict[str, Any]
     holdout: pd.DataFrame
-    """Holdout entities with `label` and `probability` (what promotion re-scores)."""
-    spec: FeatureSpec | None = None
-    table_columns: list[str] = field(default_factory=list)
-    categories: dict[str, list[str]] = field(default_factory=dict)
+    """Holdout entities with `label`, `probability` and each baseline's probability."""
+    holdout_X: np.ndarray
+    """The evaluation model's matrix of the holdout rows (what promotion re-scores)."""
     params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def holdout_auc(self) -> float:
         return float(self.report["metrics"]["model"]["roc_auc"])
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.bundle.feature_names
 
 
 def _note(progress: Progress | None, text: str) -> None:
@@ -120,59 +201,27 @@ def leaky_columns(X: pd.DataFrame, y: np.ndarray, threshold: float = LEAKY_AUC) 
     return found
 
 
-def _fit_and_evaluate(
-    X: pd.DataFrame, y: np.ndarray, parts: dict[str, np.ndarray], config: TrainConfig,
-    progress: Progress | None,
-) -> tuple[CalibratedBooster, dict[str, Any], np.ndarray]:
-    fit, valid, calib, test = (parts[k] for k in ("fit", "valid", "calib", "test"))
-    for name, idx in parts.items():
-        if idx.size == 0 or len(np.unique(y[idx])) < 2:
-            raise PropensityError(
-                f"the {name} split has {idx.size} rows and only one class: too little data or "
-                "too few conversions for this horizon and snapshot spacing")
-    _note(progress, f"LightGBM on {fit.size:,} rows, early stopping on {valid.size:,}")
-    booster = CalibratedBooster(params={"seed": config.seed, **config.booster}).fit(
-        X.iloc[fit], y[fit], valid=(X.iloc[valid], y[valid]),
-        calibration=(X.iloc[calib], y[calib]))
-    p_model = booster.predict_proba(X.iloc[test])[:, 1]
-    _note(progress, "baselines: points, naive Bayes, logistic regression")
-    train_rows = np.concatenate([fit, valid, calib])
-    points = PointsModel(**config.points.model_dump()).fit(X.iloc[train_rows], y[train_rows])
-    nb = FrequencyNaiveBayes().fit(X.iloc[train_rows], y[train_rows])
-    lr = logistic_regression(X).fit(X.iloc[train_rows], y[train_rows])
-    predictions = {
-        "model": p_model,
-        "points": points.predict_proba(X.iloc[test])[:, 1],
-        "naive_bayes": nb.predict_proba(X.iloc[test])[:, 1],
-        "logistic_regression": lr.predict_proba(X.iloc[test])[:, 1],
-    }
-    _note(progress, "evaluation: metrics, deciles, SHAP")
-    sample = test if test.size <= 20_000 else np.random.default_rng(0).choice(
-        test, 20_000, replace=False)
-    contrib = booster.contributions(X.iloc[sample])[:, :-1]
-    gain = booster.importance()
-    importance = pd.DataFrame({
-        "feature": booster.feature_names_,
-        "mean_abs_shap": np.abs(contrib).mean(axis=0),
-        "gain": gain.reindex(booster.feature_names_).to_numpy(),
-    }).sort_values("mean_abs_shap", ascending=False)
-    warnings = leaky_columns(X.iloc[train_rows], y[train_rows])
-    report = evaluation_report(y[test], predictions, importance, warnings)
-    report["rows"] = {k: int(v.size) for k, v in parts.items()}
-    report["best_iteration"] = int(booster.booster_.best_iteration)
-    return booster, report, p_model
+# --- building the labelled rows of an export --------------------------------------------------
+
+def _export_rows(export: CrmExport, plan: FeaturePlan, entities: pd.DataFrame, target: str,
+                 key: str, codes: pd.Index) -> LabelledRows:
+    if target == "account-propensity":
+        frame = build_account_features(export, plan, entities)
+        columns = account_columns(plan)
+        from propensity.coding import as_matrix
+
+        X = as_matrix(frame, columns)
+    else:
+        X, columns = lead_feature_matrix(export, plan, entities), plan.columns
+    return LabelledRows(
+        X=X, y=entities[LABELS[target]].to_numpy(dtype="int64"), columns=list(columns),
+        groups=codes.get_indexer(entities[key].astype("str").to_numpy()),
+        times=to_micros(entities["as_of"]))
 
 
-def _split_by_lead(ids: pd.Series, share: float, seed: int) -> np.ndarray:
-    """True for rows whose entity falls in the first `share` of a seeded hash order."""
-    key = f"propensity{seed:06d}"[:16]
-    h = pd.util.hash_pandas_object(ids.astype("str"), index=False, hash_key=key)
-    return (h.to_numpy() % 1000) < share * 1000
-
-
-def train_export(export: CrmExport, config: TrainConfig,
-                 progress: Progress | None = None) -> TrainResult:
-    """Train one target on an export; the holdout is the latest snapshots."""
+def build_export_sets(export: CrmExport, config: TrainConfig,
+                      progress: Progress | None = None) -> TrainingSets:
+    """Snapshot rows, labels and features of both phases."""
     target = config.model
     horizon = config.snapshots.horizon_days
     _note(progress, "snapshots and labels")
@@ -187,69 +236,236 @@ def train_export(export: CrmExport, config: TrainConfig,
     train_times = [t for t in times if t + pd.Timedelta(days=horizon) <= cutoff]
     if len(train_times) < 2:
         raise PropensityError("too little history before the holdout for this horizon")
-    spec = fit_feature_spec(truncate_export(export, cutoff), config.features)
     if target == "account-propensity":
-        entities = account_entities(export, train_times + test_times, horizon, journeys=journeys)
         key = "account_id"
-        _note(progress, f"account features for {len(entities):,} rows")
-        X = build_account_features(export, spec, entities)
+        entities = account_entities(export, times, horizon, journeys=journeys)
     else:
-        entities = lead_entities(export, train_times + test_times, horizon, journeys=journeys,
-                                 config=config.snapshots)
         key = "lead_id"
-        _note(progress, f"lead features for {len(entities):,} rows")
-        X = build_lead_features(export, spec, entities)
-    y = entities[LABELS[target]].to_numpy(dtype="int64")
-    is_test = entities["as_of"].isin(test_times).to_numpy()
-    tune_from = train_times[-max(1, round(config.tuning_share * len(train_times)))]
-    is_tune = ~is_test & (entities["as_of"] >= tune_from).to_numpy()
-    half = _split_by_lead(entities[key], 0.5, config.seed)
-    parts = {"fit": np.flatnonzero(~is_test & ~is_tune),
-             "valid": np.flatnonzero(is_tune & half),
-             "calib": np.flatnonzero(is_tune & ~half),
-             "test": np.flatnonzero(is_test)}
-    booster, report, p = _fit_and_evaluate(X, y, parts, config, progress)
-    holdout = entities.iloc[parts["test"]][[key, "as_of"]].reset_index(drop=True)
-    holdout["label"] = y[parts["test"]]
-    holdout["probability"] = p
-    report["split"] = {"cutoff": str(cutoff), "train_snapshots": len(train_times),
-                       "test_snapshots": len(test_times), "horizon_days": horizon}
-    return TrainResult(target=target, booster=booster, feature_names=list(X.columns),
-                       report=report, holdout=holdout, spec=spec,
-                       categories=spec.categories(), params=config.model_dump(mode="json"))
+        entities = lead_entities(export, times, horizon, journeys=journeys,
+                                 config=config.snapshots)
+    entities = entities.reset_index(drop=True)
+    codes = pd.Index(entities[key].astype("str").unique())
+    in_eval = entities["as_of"].isin([*train_times, *test_times]).to_numpy()
+    evaluation_spec = fit_feature_spec(truncate_export(export, cutoff), config.features)
+    shipping_spec = fit_feature_spec(export, config.features)
+    eval_entities = entities[in_eval].reset_index(drop=True)
+    _note(progress, f"features for {len(eval_entities):,} evaluation rows (vocabulary as of "
+                    f"{cutoff:%Y-%m-%d})")
+    evaluation = _export_rows(export, FeaturePlan(evaluation_spec), eval_entities, target, key,
+                              codes)
+    _note(progress, f"features for {len(entities):,} labelled rows (whole export's vocabulary)")
+    shipping = _export_rows(export, FeaturePlan(shipping_spec), entities, target, key, codes)
+    test = np.flatnonzero(eval_entities["as_of"].isin(test_times).to_numpy())
+    holdout = eval_entities.iloc[test][[key, "as_of"]].reset_index(drop=True)
+    last = times[-1]
+    return TrainingSets(
+        kind="export", target=target, evaluation=evaluation, test=test, shipping=shipping,
+        holdout=holdout, evaluation_spec=evaluation_spec, shipping_spec=shipping_spec,
+        horizon_days=horizon, stale_days=config.snapshots.stale_days,
+        split={"cutoff": str(cutoff), "first_snapshot": str(times[0]),
+               "last_snapshot": str(last), "train_snapshots": len(train_times),
+               "last_train_snapshot": str(train_times[-1]),
+               "test_snapshots": len(test_times), "horizon_days": horizon,
+               "gap_days": float((cutoff - train_times[-1]) / pd.Timedelta(days=1)),
+               "stale_days": config.snapshots.stale_days})
 
 
-def train_table(table: SingleTable, config: TrainConfig,
-                progress: Progress | None = None) -> TrainResult:
-    """Train from a single table with a stratified random holdout (it has no dates)."""
-    columns = table.feature_columns
-    categories = {c: sorted(table.frame[c].dropna().astype("str").value_counts()
-                            .index[:config.features.max_categories].tolist())
-                  for c in columns if not pd.api.types.is_numeric_dtype(table.frame[c])}
-    X = table_features(table.frame, columns, categories)
+def train_export(export: CrmExport, config: TrainConfig,
+                 progress: Progress | None = None) -> TrainResult:
+    """Train one target on an export: evaluate out of time, ship refitted on everything."""
+    return fit_sets(build_export_sets(export, config, progress), config, progress)
+
+
+# --- single tables ---------------------------------------------------------------------------
+
+def _table_rows(table: SingleTable, rows: np.ndarray, config: TrainConfig) -> LabelledRows:
+    """A table's rows coded with a vocabulary fitted on those rows only."""
+    frame = table.frame.iloc[rows]
+    columns = []
+    for col in table.feature_columns:
+        if pd.api.types.is_numeric_dtype(table.frame[col]):
+            columns.append(Column(col))
+        elif levels := fit_vocabulary(frame[col], min_count=config.features.min_category_count,
+                                      max_levels=config.features.max_categories):
+            columns.append(Column(col, tuple(levels)))
+    X = np.column_stack([encode(table.frame[c.name], c.categories) for c in columns]) if (
+        columns) else np.zeros((len(table.frame), 0))
+    return LabelledRows(X=X, y=table.y, columns=columns, groups=np.arange(len(table.frame)),
+                        times=np.zeros(len(table.frame), dtype="int64"))
+
+
+def build_table_sets(table: SingleTable, config: TrainConfig) -> TrainingSets:
     y = table.y
     idx = np.arange(len(y))
     rest, test = train_test_split(idx, test_size=config.holdout_share, stratify=y,
                                   random_state=config.seed)
-    fit, tune = train_test_split(rest, test_size=config.tuning_share, stratify=y[rest],
-                                 random_state=config.seed)
-    valid, calib = train_test_split(tune, test_size=0.5, stratify=y[tune],
-                                    random_state=config.seed)
-    parts = {"fit": np.sort(fit), "valid": np.sort(valid), "calib": np.sort(calib),
-             "test": np.sort(test)}
-    booster, report, p = _fit_and_evaluate(X, y, parts, config, progress)
-    # the post-outcome columns, checked on their own so the report can say they leak
-    declared = [c for c in table.post_outcome if c in table.frame]
-    if declared:
-        post = {c: sorted(table.frame[c].dropna().astype("str").unique().tolist())
-                for c in declared if not pd.api.types.is_numeric_dtype(table.frame[c])}
-        report["post_outcome_columns"] = declared
-        report["post_outcome_checks"] = leaky_columns(
-            table_features(table.frame, declared, post).iloc[parts["fit"]], y[parts["fit"]])
-    holdout = pd.DataFrame({"row": parts["test"], "label": y[test := parts["test"]],
-                            "probability": p})
+    rest, test = np.sort(rest), np.sort(test)
+    evaluation = _table_rows(table, rest, config)
+    shipping = _table_rows(table, idx, config)
+    holdout = pd.DataFrame({"row": test})
     if table.id_column:
-        holdout.insert(0, "lead_id", table.frame[table.id_column].to_numpy()[test])
-    return TrainResult(target="lead-conversion", booster=booster, feature_names=columns,
-                       report=report, holdout=holdout, table_columns=columns,
-                       categories=categories, params=config.model_dump(mode="json"))
+        holdout.insert(0, table.id_column, table.frame[table.id_column].to_numpy()[test])
+    return TrainingSets(kind="table", target="lead-conversion", evaluation=evaluation,
+                        test=test, shipping=shipping, holdout=holdout,
+                        id_column=table.id_column,
+                        split={"holdout_rows": int(test.size), "train_rows": int(rest.size),
+                               "stratified": True, "seed": config.seed})
+
+
+def train_table(table: SingleTable, config: TrainConfig,
+                progress: Progress | None = None) -> TrainResult:
+    """Train from a single table: a stratified holdout for the report, every row to ship."""
+    result = fit_sets(build_table_sets(table, config), config, progress)
+    declared = [c for c in table.post_outcome if c in table.frame]
+    if declared:  # checked on their own, so the report can say they leak
+        result.report["post_outcome_columns"] = declared
+        result.report["post_outcome_checks"] = leaky_columns(table.frame[declared], table.y)
+    return result
+
+
+# --- fitting, the same for both shapes --------------------------------------------------------
+
+def _problem(rows: LabelledRows, config: TrainConfig) -> Problem:
+    leads = max(1, len(np.unique(rows.groups)))
+    w = lead_weights(rows.groups) if config.weights == "lead" else np.ones(len(rows.y))
+    return Problem(rows.X, rows.y, w, rows.columns, rows_per_lead=len(rows.y) / leads,
+                   entities=leads, overrides={"seed": config.seed, **config.booster})
+
+
+def _folds(rows: LabelledRows, kind: Kind, config: TrainConfig) -> list[Fold]:
+    horizon_us = config.snapshots.horizon_days * DAY_US
+    folds = (time_folds(rows.times, rows.groups, rows.y, config.folds, horizon_us)
+             if kind == "export" else stratified_folds(rows.y, config.folds, config.seed))
+    if len(folds) < 2:
+        raise PropensityError(
+            f"only {len(folds)} usable fold(s) of {config.folds}: too few rows or conversions "
+            "to choose and calibrate a model (more history, a longer horizon, or fewer folds)")
+    return folds
+
+
+def _sample(rows: LabelledRows, limit: int, seed: int) -> np.ndarray:
+    """Rows of a random set of whole entities, about `limit` of them (all when fewer)."""
+    if len(rows.y) <= limit:
+        return np.arange(len(rows.y))
+    groups = np.unique(rows.groups)
+    rng = np.random.default_rng(seed)
+    keep = rng.choice(groups, max(1, int(len(groups) * limit / len(rows.y))), replace=False)
+    return np.flatnonzero(np.isin(rows.groups, keep))
+
+
+def _bundle(sets: TrainingSets, rows: LabelledRows, choice: Choice, fitted: tuple[Any, Any],
+            margins: np.ndarray, y: np.ndarray, spec: FeatureSpec | None,
+            info: dict[str, Any]) -> ModelBundle:
+    booster, linear = fitted
+    seen = ~np.isnan(margins)
+    calibrator = fit_calibrator(margins[seen], y[seen])
+    return ModelBundle(
+        kind=sets.kind, target=sets.target, columns=rows.columns,
+        learner=choice.learner,
+        calibrator=calibrator, booster=booster, linear=linear, blend_weight=choice.blend_weight,
+        horizon_days=sets.horizon_days, stale_days=sets.stale_days, spec=spec,
+        id_column=sets.id_column, info={**info, "calibration": {
+            "kind": calibrator.kind, "rows": int(seen.sum())}})
+
+
+def _span(rows: LabelledRows) -> dict[str, Any]:
+    out: dict[str, Any] = {"rows": len(rows.y), "entities": len(np.unique(rows.groups)),
+                           "positives": int(rows.y.sum())}
+    if rows.times.any():
+        t = pd.to_datetime(rows.times, unit="us", utc=True)
+        out["from"], out["to"] = str(t.min()), str(t.max())
+    return out
+
+
+def _baselines(train: LabelledRows, test: LabelledRows, config: TrainConfig,
+               kind: Kind) -> dict[str, np.ndarray]:
+    """Points, naive Bayes and logistic regression, fitted on the evaluation fit's rows."""
+    X_train, X_test = as_frame(train.X, train.columns), as_frame(test.X, test.columns)
+    out: dict[str, np.ndarray] = {}
+    points_cfg = config.points.model_dump()
+    if kind == "table" and all(v is None for v in points_cfg.values()):
+        points_cfg = derived_points(X_train, train.y) or points_cfg
+    points = PointsModel(**points_cfg).fit(X_train, train.y)
+    if np.unique(points.predict_proba(X_train)[:, 1]).size > 1:  # a constant is no baseline
+        out["points"] = points.predict_proba(X_test)[:, 1]
+    out["naive_bayes"] = FrequencyNaiveBayes().fit(X_train, train.y).predict_proba(X_test)[:, 1]
+    w = lead_weights(train.groups) if config.weights == "lead" else None
+    linear = LinearScorer(train.columns).fit(train.X, train.y, w)
+    out["logistic_regression"] = 1 / (1 + np.exp(-linear.margin(test.X)))
+    return out
+
+
+def fit_sets(sets: TrainingSets, config: TrainConfig,
+             progress: Progress | None = None) -> TrainResult:
+    """Choose, evaluate on the holdout, then refit and calibrate what ships."""
+    started = time.perf_counter()
+    ev = sets.evaluation
+    is_test = np.zeros(len(ev.y), dtype=bool)
+    is_test[sets.test] = True
+    train, test = ev.take(np.flatnonzero(~is_test)), ev.take(sets.test)
+    for name, part in (("training", train), ("holdout", test)):
+        if len(part.y) == 0 or len(np.unique(part.y)) < 2:
+            raise PropensityError(
+                f"the {name} rows ({len(part.y)}) hold only one class: too little data or too "
+                "few conversions for this horizon and snapshot spacing")
+    # 1. choose the learner on time-ordered folds of the evaluation fit's rows
+    sample = train.take(_sample(train, config.max_search_rows, config.seed))
+    problem = _problem(sample, config)
+    folds = _folds(sample, sets.kind, config)
+    _note(progress, f"choosing a learner on {len(sample.y):,} rows, {len(folds)} folds")
+    choice, winner, tried = select(problem, folds, search=config.search,
+                                   learners=config.learners, budget_seconds=config.search_seconds)
+    # 2. the evaluation model: refit on every row before the cutoff, judged on the holdout
+    _note(progress, f"evaluation fit: {choice.name} on {len(train.y):,} rows")
+    train_problem = _problem(train, config)
+    eval_bundle = _bundle(sets, train, choice, fit_choice(choice, train_problem), winner.oof,
+                          sample.y, sets.evaluation_spec, {"fit": _span(train)})
+    p_model = eval_bundle.predict(test.X, threads=0)
+    _note(progress, "baselines: points, naive Bayes, logistic regression")
+    predictions = {"model": p_model, **_baselines(train, test, config, sets.kind)}
+    contrib = eval_bundle.contributions(test.X[:20_000], threads=0)[:, :-1]
+    importance = pd.DataFrame({"feature": [c.name for c in test.columns],
+                               "mean_abs_shap": np.abs(contrib).mean(axis=0)}).sort_values(
+        "mean_abs_shap", ascending=False)
+    warnings = leaky_columns(as_frame(train.X, train.columns), train.y)
+    report = evaluation_report(test.y, predictions, importance, warnings)
+    # 3. what ships: the same choice on every labelled row, calibrated out of fold
+    ship = sets.shipping
+    ship_problem = _problem(ship, config)
+    ship_folds = _folds(ship, sets.kind, config)
+    _note(progress, f"shipping fit: {choice.name} on {len(ship.y):,} rows, out-of-fold "
+                    f"calibration over {len(ship_folds)} folds")
+    margins = oof_margins(choice, ship_problem, ship_folds)
+    shipped = _bundle(sets, ship, choice, fit_choice(choice, ship_problem), margins, ship.y,
+                      sets.shipping_spec, {"fit": _span(ship), "learner": choice.name,
+                                           "why": choice.why})
+    report["selection"] = {"chosen": choice.name, "learner": choice.learner, "why": choice.why,
+                           "rows": len(sample.y), "folds": len(folds),
+                           "candidates": [c.summary() for c in tried]}
+    report["evaluation"] = {**eval_bundle.info,
+                            "feature_set": None if sets.evaluation_spec is None
+                            else sets.evaluation_spec.key}
+    report["shipped"] = {**shipped.info, "iterations": choice.iterations,
+                         "feature_set": None if sets.shipping_spec is None
+                         else sets.shipping_spec.key}
+    report["split"] = sets.split
+    report["rows"] = {"train": len(train.y), "test": len(test.y),
+                      "shipped": len(ship.y)}
+    report["gate"] = gate(report)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    holdout = sets.holdout.copy()
+    holdout["label"] = test.y
+    for name, p in predictions.items():
+        holdout["probability" if name == "model" else f"p_{name}"] = p
+    return TrainResult(target=sets.target, bundle=shipped, evaluation_bundle=eval_bundle,
+                       report=report, holdout=holdout, holdout_X=test.X,
+                       params=config.model_dump(mode="json"))
+
+
+def gate(report: dict[str, Any]) -> dict[str, Any]:
+    """Does the model rank the holdout at least as well as every baseline? Promotion asks."""
+    metrics = report["metrics"]
+    model = metrics["model"]["roc_auc"]
+    losses = {name: round(m["roc_auc"], 4) for name, m in metrics.items()
+              if name != "model" and m["roc_auc"] > model}
+    return {"passed": not losses, "model_auc": round(model, 4), "loses_to": losses}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -10,9 +11,13 @@ from pathlib import Path
 BIN = Path(sys.executable).parent / "propensity"
 
 
-def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+def run(*args: str | Path, models: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The CLI in a subprocess; `models` is its model store (never the checkout's)."""
+    env = {**os.environ}
+    if models is not None:
+        env["PROPENSITY_MODELS_DIR"] = str(models)
     return subprocess.run([str(BIN), *map(str, args)], capture_output=True, text=True,
-                          timeout=300, check=False)
+                          timeout=300, check=False, env=env)
 
 
 def test_validate_clean_export_exits_0(make_export: Callable[..., Path]) -> None:
@@ -65,6 +70,7 @@ def test_generate_then_validate(tmp_path: Path) -> None:
 
 def test_demo_runs_end_to_end_and_serves(tmp_path: Path) -> None:
     """The README's main job, small: generate, validate, funnel, train, register, serve."""
+    import json
     import re
     import signal
     import socket
@@ -79,7 +85,9 @@ def test_demo_runs_end_to_end_and_serves(tmp_path: Path) -> None:
     with log.open("w") as fh:
         proc = subprocess.Popen([str(BIN), "demo", "--workdir", str(tmp_path / "demo"),
                                  "--leads", "4000", "--port", str(port)], stdout=fh,
-                                stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+                                stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+                                env={**os.environ,
+                                     "PROPENSITY_MODELS_DIR": str(tmp_path / "models")})
     try:
         deadline = time.monotonic() + 600
         key = None
@@ -97,8 +105,8 @@ def test_demo_runs_end_to_end_and_serves(tmp_path: Path) -> None:
         text = log.read_text()
         assert key, text[-3000:]
         assert "follows the data contract" in text
-        assert "lead-conversion v1 is the champion" in text
-        assert "stage-advancement v1 is the champion" in text
+        for name in ("lead-conversion", "stage-advancement", "account-propensity"):
+            assert f"{name} v1 is the champion" in text, text[-3000:]
         assert f"http://127.0.0.1:{port}/docs" in text and "curl -s -X POST" in text
         assert f"http://127.0.0.1:{port}/ui" in text
         assert httpx.get(f"http://127.0.0.1:{port}/ui", timeout=10).status_code == 200
@@ -109,6 +117,25 @@ def test_demo_runs_end_to_end_and_serves(tmp_path: Path) -> None:
                             "event_type": "pricing_page_view"}],
                 "as_of": "2025-12-31T00:00:00Z"}]}, timeout=30)
         assert r.status_code == 200 and r.json()["scores"][0]["next_stage"] is not None
+        # the printed example: the lead the champion ranks first, with its account context
+        printed = re.search(r"lead scored highest, (\S+) \(probability ([\d.]+)", text)
+        assert printed is not None, text[-2000:]
+        body = json.loads((tmp_path / "demo" / "example-lead.json").read_text())
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/score", headers={
+            "Authorization": f"Bearer {key}"}, json=body, timeout=30)
+        scored = r.json()["scores"][0]
+        assert scored["lead_id"] == printed.group(1)
+        assert round(scored["probability"], 2) == float(printed.group(2)) >= 0.5
+        assert scored["context"]["opportunities"] == "request"
+        contacts = body["leads"][0].get("account", {}).get("contacts", [])
+        account = httpx.post(f"http://127.0.0.1:{port}/v1/accounts/score", headers={
+            "Authorization": f"Bearer {key}"}, json={
+                "account_id": "demo-account", "as_of": body["leads"][0]["as_of"],
+                "contacts": [body["leads"][0], *[{**c, "lead_id": c.get("lead_id") or f"c{i}"}
+                                                 for i, c in enumerate(contacts)]]},
+            timeout=30)
+        assert account.status_code == 200, account.text
+        assert 0 < account.json()["probability"] < 1
         funnel = httpx.get(f"http://127.0.0.1:{port}/v1/funnel", params={"by": "source"},
                            headers={"Authorization": f"Bearer {key}"}, timeout=60)
         assert funnel.status_code == 200 and funnel.json()["overall"]["leads"] == 4000
@@ -124,28 +151,46 @@ def test_train_and_score_a_single_table(tmp_path: Path) -> None:
     import pandas as pd
 
     rng = np.random.default_rng(0)
-    n = 3000
+    n = 4000
     visits = rng.poisson(3, n)
     origin = rng.choice(["form", "import", "api"], n)
-    logit = -2 + 0.5 * visits + np.where(origin == "form", 1.0, 0.0)
+    # many visits help a lead from the form and hurt the others: an interaction no additive
+    # baseline can fit, so the gate lets the first model through
+    logit = -2.0 + np.where(origin == "form", np.where(visits >= 4, 2.5, -1.5),
+                            np.where(visits >= 4, -1.0, 0.5))
     frame = pd.DataFrame({"id": [f"x{i}" for i in range(n)], "visits": visits,
                           "origin": origin, "notes": rng.choice(["hot", "cold"], n),
                           "won": np.where(rng.random(n) < 1 / (1 + np.exp(-logit)), "yes", "no")})
     path = tmp_path / "table.csv"
     frame.to_csv(path, index=False)
+    env = {**os.environ, "PROPENSITY_MODELS_DIR": str(tmp_path / "models")}
     out = subprocess.run([str(BIN), "train", "--table", str(path), "--target", "won",
                           "--id-col", "id", "--post-outcome", "notes"], capture_output=True,
-                         text=True, timeout=600, check=False, cwd=tmp_path)
+                         text=True, timeout=600, check=False, cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "lead-conversion v1 is the champion" in out.stdout
     scored = tmp_path / "scores.csv"
     out = subprocess.run([str(BIN), "score", "--table", str(path), "--out", str(scored)],
-                         capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path)
+                         capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path,
+                         env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     result = pd.read_csv(scored)
-    assert list(result.columns[:2]) == ["lead_id", "probability"] and len(result) == n
+    assert list(result.columns[:2]) == ["id", "probability"] and len(result) == n
+    assert (result["id"] == frame["id"]).all()
     assert result["probability"].between(0, 1).all()
-    high = frame["visits"].to_numpy() >= 6
+    high = (frame["visits"].to_numpy() >= 4) & (frame["origin"] == "form").to_numpy()
     assert result["probability"][high].mean() > result["probability"][~high].mean()
-    out = run("score", "--table", path, "--out", tmp_path / "x.txt")
+    out = run("score", "--table", path, "--out", tmp_path / "x.txt", models=tmp_path / "models")
     assert out.returncode == 2 and "--out must end in" in out.stderr
+    # without --out, CSV on standard output; without an id column, the spreadsheet row
+    frame.drop(columns="id").to_csv(tmp_path / "anonymous.csv", index=False)
+    out = run("train", "--table", tmp_path / "anonymous.csv", "--target", "won",
+              models=tmp_path / "models")
+    assert out.returncode == 0, out.stderr
+    assert "Successfully registered" not in out.stdout + out.stderr  # MLflow's chatter
+    out = run("score", "--table", tmp_path / "anonymous.csv", "--alias", "challenger",
+              models=tmp_path / "models")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].startswith("row,probability,") and lines[1].startswith("2,")
+    assert len(lines) == n + 1

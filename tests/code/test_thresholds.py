@@ -18,18 +18,20 @@ ROWS = pd.DataFrame({
 
 def test_curve_counts_each_lead_once_at_its_first_crossing() -> None:
     curve = threshold_curve(ROWS)
-    assert (curve.leads, curve.converted, curve.base_rate, curve.weeks) == (4, 2, 0.5, 2.0)
+    # base rate: each lead at its first scoring (b had not bought yet at W0)
+    assert (curve.leads, curve.converted, curve.base_rate, curve.weeks) == (4, 2, 0.25, 2.0)
     p = curve.at(50)  # a@W0 (80, bought), b@W1 (60, bought), d@W1 (55, not)
     assert (p.flagged, p.converted_flagged) == (3, 2)
     assert p.precision == pytest.approx(2 / 3) and p.recall == 1.0
     assert p.flagged_per_week == 1.5
     assert p.expected_customers == pytest.approx(0.8 + 0.6 + 0.55)
-    assert p.rate_below == 0.0 and p.lift == pytest.approx((2 / 3) / 0.5)
+    assert p.rate_below == 0.0 and p.lift == pytest.approx((2 / 3) / 0.25)
     p = curve.at(70)
     assert (p.flagged, p.precision, p.recall) == (1, 1.0, 0.5)
     assert p.rate_below == pytest.approx(1 / 3)
     p = curve.at(0)  # everyone, b at W0 where it had not bought yet
     assert (p.flagged, p.converted_flagged, p.recall) == (4, 1, 1.0)
+    assert p.lift == 1.0  # flagging everyone is the base rate, by definition
     assert curve.at(100).flagged == 0 and curve.at(100).precision is None
     assert sum(curve.distribution) == 4 and curve.distribution[90] == 1
 

@@ -25,11 +25,12 @@ def olist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_olist_maps_into_the_contract(olist_dir: Path) -> None:
     export = read_export(olist_dir)
-    assert len(export.leads) == 8000
-    assert export.opportunities is not None and len(export.opportunities) == 842
+    assert export.report.ok, export.report.frame().head()  # the adapter's output validates
+    assert len(export.leads) == 7999  # one lead left out by the adapter, and named
+    assert export.opportunities is not None and len(export.opportunities) == 841
     assert set(export.opportunities["status"]) == {"won"}
     sh = export.stage_history
-    assert sh is not None and (sh["stage"] == "customer").sum() == 842
+    assert sh is not None and (sh["stage"] == "customer").sum() == 841
     # origin -> source, missing origin -> unknown
     raw = pd.read_csv(shared_file("olist-mql", "olist_marketing_qualified_leads_dataset.csv"))
     assert (export.leads["source"] == "unknown").sum() == raw["origin"].isna().sum() + (
@@ -43,27 +44,32 @@ def test_olist_maps_into_the_contract(olist_dir: Path) -> None:
     assert "average_stock" not in export.attribute_columns("leads")
 
 
-def test_olist_won_before_first_contact_is_reported(olist_dir: Path) -> None:
-    report = read_export(olist_dir).report
-    frame = report.frame()
-    assert report.error_count > 0
-    hit = frame[frame["rule"] == "conversion_before_lead_created"]
-    assert set(hit["table"]) == {"stage_history", "opportunities"}
-    # the won date comes before the first contact, and nowhere else
-    assert set(frame["rule"]) == {"conversion_before_lead_created", "stages_out_of_order"}
-    # the one bad lead, found independently
+def test_olist_won_before_first_contact_is_left_out_and_named(olist_dir: Path) -> None:
+    """The one impossible row (won before its first contact) is the adapter's business: it is
+    left out there and listed with its file, row and reason, so every later command (train,
+    funnel, the scorer) reads a clean export instead of dropping it again in silence."""
     mql = pd.read_csv(shared_file("olist-mql", "olist_marketing_qualified_leads_dataset.csv"))
     deals = pd.read_csv(shared_file("olist-mql", "olist_closed_deals_dataset.csv"))
     both = deals.merge(mql, on="mql_id")
     bad = both[pd.to_datetime(both["won_date"], dayfirst=True)
                < pd.to_datetime(both["first_contact_date"], dayfirst=True)]
     assert len(bad) == 1
-    opps = pd.read_csv(olist_dir / "opportunities.csv")
-    bad_row = opps.index[opps["lead_id"] == bad["mql_id"].iloc[0]][0] + 2
-    assert bad_row in set(hit[hit["table"] == "opportunities"]["row"])
-    # with drop_bad_rows the rest is usable, and the dropped rows are named
-    export = load_export(olist_dir, drop_bad_rows=True)
-    assert export.opportunities is not None and len(export.opportunities) == 841
+    left_out = pd.read_csv(olist_dir / "left-out.csv")
+    assert list(left_out["lead_id"]) == list(bad["mql_id"])
+    row = deals.index[deals["mql_id"] == bad["mql_id"].iloc[0]][0] + 2
+    assert (left_out["file"].iloc[0], left_out["row"].iloc[0]) == (
+        "olist_closed_deals_dataset.csv", row)
+    export = load_export(olist_dir)  # no drop_bad_rows needed
+    assert bad["mql_id"].iloc[0] not in set(export.leads["lead_id"])
+    # the contract still catches such a row when an export carries one
+    (olist_dir / "broken").mkdir()
+    for name in ("leads", "stage_history", "opportunities"):
+        frame = pd.read_csv(olist_dir / f"{name}.csv")
+        if name == "opportunities":
+            frame.loc[0, "closed_at"] = frame.loc[0, "created_at"] = "2017-01-01T00:00:00"
+        frame.to_csv(olist_dir / "broken" / f"{name}.csv", index=False)
+    report = read_export(olist_dir / "broken").report
+    assert set(report.frame()["rule"]) == {"conversion_before_lead_created"}
 
 
 def test_olist_stock_ranges_are_repaired_and_listed(olist_dir: Path) -> None:
@@ -108,18 +114,19 @@ def test_raw_single_table_with_a_bad_target_names_the_rows(tmp_path: Path) -> No
 def test_olist_funnel_matches_an_independent_pandas_computation(olist_dir: Path) -> None:
     from propensity.funnel import funnel_report
 
-    report = funnel_report(load_export(olist_dir, drop_bad_rows=True), by="source")
+    report = funnel_report(load_export(olist_dir), by="source")
     mql = pd.read_csv(shared_file("olist-mql", "olist_marketing_qualified_leads_dataset.csv"))
     deals = pd.read_csv(shared_file("olist-mql", "olist_closed_deals_dataset.csv"))
     mql["first"] = pd.to_datetime(mql["first_contact_date"], format="%d-%m-%Y")
     deals["won"] = pd.to_datetime(deals["won_date"], format="%d-%m-%Y %H:%M")
     both = mql.merge(deals[["mql_id", "won"]], on="mql_id", how="left")
-    # the won-before-first-contact row breaks the contract and is left out (and named)
-    valid_win = both["won"].notna() & (both["won"] >= both["first"])
+    # the lead won before its first contact breaks the contract: the adapter left it out
+    both = both[~(both["won"] < both["first"])]
+    valid_win = both["won"].notna()
     both["converted"] = valid_win
     assert report.overall.lead_to_customer.numerator == int(valid_win.sum()) == 841
-    assert report.overall.lead_to_customer.denominator == 8000
-    assert report.overall.lead_to_customer.percent == pytest.approx(100 * 841 / 8000)
+    assert report.overall.lead_to_customer.denominator == len(both) == 7999
+    assert report.overall.lead_to_customer.percent == pytest.approx(100 * 841 / 7999, abs=1e-4)
     both["origin"] = both["origin"].fillna("unknown")
     by_origin = both.groupby("origin")["converted"].agg(["sum", "count"])
     for g in report.groups:

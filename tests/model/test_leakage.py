@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 
 from propensity.features import build_lead_features, fit_feature_spec
 from propensity.features.spec import FeatureSpec
-from propensity.models.bundle import from_training
-from propensity.scoring import score_export_frame
+from propensity.scoring import score_export
 from propensity.tables import CrmExport, truncate_export
 from propensity.training import train_export
 from tests.conftest import quick_config
@@ -127,11 +126,10 @@ def test_the_past_does_move_the_features(small_export: CrmExport, spec: FeatureS
 
 
 def test_scoring_as_of_t_equals_scoring_the_export_cut_at_t(small_export: CrmExport) -> None:
-    result = train_export(small_export, quick_config())
-    bundle = from_training(result, "export")
+    bundle = train_export(small_export, quick_config()).bundle
     for t in TIMES[1:]:
-        full = score_export_frame(bundle, small_export, t)
-        cut = score_export_frame(bundle, truncate_export(small_export, t), t)
+        full = score_export(bundle, small_export, t)
+        cut = score_export(bundle, truncate_export(small_export, t), t)
         assert len(full) > 100
         pd.testing.assert_frame_equal(full, cut, check_exact=True)
 
@@ -177,4 +175,4 @@ def test_post_outcome_columns_never_reach_a_model(small_export: CrmExport) -> No
     result = train_export(export, quick_config())
     assert "country" not in result.feature_names and "owner_id" not in result.feature_names
     assert "job_function" in result.feature_names
-    assert result.spec is not None and "country" in result.spec.excluded
+    assert result.bundle.spec is not None and "country" in result.bundle.spec.excluded

@@ -1,56 +1,90 @@
-"""Model quality, measured by the pipeline on data it never saw.
+"""Model quality, measured the way a user would meet it, against every baseline.
 
-The synthetic generator knows each lead's exact conversion probability, so the model's
-out-of-time AUC is compared with the AUC of that truth on the same rows: it must come close,
-and it must not beat it by more than noise (that would mean it sees the future).
+- The stress generator (slow decisions, four years, ~2% buying in 90 days, noise columns with
+  hundreds of levels) knows each lead's exact probability: the shipped model, trained on the
+  export cut at T and scoring the leads open at T, must come close to that truth.
+- X Education through the CLI on a stratified quarter held out by the user, Olist out of time
+  with `training/olist.toml`: the figures the issue sets, and never below logistic regression.
+- The out-of-time split itself: the horizon gap and a vocabulary fitted before the cutoff.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import log_loss, roc_auc_score
+from sklearn.model_selection import train_test_split
 
 from propensity.adapters.olist import import_olist
 from propensity.adapters.x_education import POST_OUTCOME, import_x_education
 from propensity.export import load_export
+from propensity.scoring import score_export
 from propensity.single_table import load_single_table, single_table_options
 from propensity.snapshots import lead_entities
-from propensity.synthetic import TRUTH_FILE, truth_probability
-from propensity.training import TrainConfig, train_export, train_table
-from tests.conftest import ROOT, shared_file, synthetic_export
+from propensity.synthetic import (
+    generate_export,
+    read_truth,
+    stress_config,
+    truth_probability,
+    write_export,
+)
+from propensity.tables import CrmExport, truncate_export
+from propensity.timestamps import to_micros
+from propensity.training import TrainConfig, build_export_sets, train_export, train_table
+from tests.conftest import ROOT, quick_config, shared_file
+
+BASELINES = ("points", "naive_bayes", "logistic_regression")
 
 
 def _config(name: str) -> TrainConfig:
     return TrainConfig.model_validate(tomllib.loads((ROOT / "training" / name).read_text()))
 
 
-def test_synthetic_model_approaches_the_truth_and_never_beats_it(
+def _beats_every_baseline(report: dict[str, object]) -> None:
+    metrics = report["metrics"]  # type: ignore[index]
+    assert "logistic_regression" in metrics and "naive_bayes" in metrics
+    for name in BASELINES:
+        if name in metrics:
+            assert metrics["model"]["roc_auc"] >= metrics[name]["roc_auc"], name
+    assert report["gate"]["passed"]  # type: ignore[index]
+
+
+def test_stress_export_shipped_model_nears_the_truth_at_t(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    path = tmp_path_factory.mktemp("synthetic-100k")
-    export = synthetic_export(path, 100_000, seed=5)
-    result = train_export(export, _config("default.toml"))
-    holdout = result.holdout
-    stages = lead_entities(export, sorted(holdout["as_of"].unique()), 90)
-    rows = holdout.merge(stages[["lead_id", "as_of", "stage_index"]], on=["lead_id", "as_of"])
-    assert len(rows) == len(holdout) > 10_000
-    truth = pd.read_parquet(path / TRUTH_FILE).set_index("lead_id")
-    p_true = truth_probability(truth.loc[rows["lead_id"], "intent"].to_numpy(),
-                               rows["stage_index"].to_numpy(), 90)
-    truth_auc = roc_auc_score(rows["label"], p_true)
-    model_auc = roc_auc_score(rows["label"], rows["probability"])
-    print(f"truth AUC {truth_auc:.4f}, model AUC {model_auc:.4f}")
-    assert abs(model_auc - truth_auc) <= 0.03
-    assert model_auc <= truth_auc + 0.01  # beating the truth would mean peeking at the future
-    metrics = result.report["metrics"]
-    assert metrics["model"]["ece"] < 0.02
-    assert metrics["model"]["roc_auc"] > metrics["points"]["roc_auc"]
-    assert metrics["model"]["roc_auc"] > metrics["naive_bayes"]["roc_auc"]
+    """Train on the export as it was at T, score every lead open at T, judge with the future."""
+    path = tmp_path_factory.mktemp("stress")
+    tables, truth = generate_export(stress_config(20_000, seed=11))
+    write_export(tables, truth, path)
+    full = load_export(path)
+    t = pd.Timestamp("2025-07-01", tz="UTC")
+    cut = truncate_export(full, t)
+    result = train_export(cut, TrainConfig())
+    _beats_every_baseline(result.report)
+    assert result.report["shipped"]["fit"]["rows"] > result.report["rows"]["train"]
+    scored = score_export(result.bundle, cut, t)
+    outcome = lead_entities(full, [t], 90)[["lead_id", "stage_index", "converted"]]
+    rows = scored.merge(outcome, on="lead_id")
+    assert len(rows) == len(scored) > 800
+    intent, means = read_truth(path)
+    p_true = truth_probability(intent.loc[rows["lead_id"], "intent"].to_numpy(),
+                               rows["stage_index"].to_numpy(), 90, means)
+    y = rows["converted"].to_numpy()
+    truth_auc, model_auc = roc_auc_score(y, p_true), roc_auc_score(y, rows["probability"])
+    truth_ll, model_ll = log_loss(y, p_true), log_loss(y, rows["probability"])
+    print(f"truth AUC {truth_auc:.4f}, model {model_auc:.4f}; log loss truth {truth_ll:.4f}, "
+          f"model {model_ll:.4f}; base rate {y.mean():.4f}")
+    assert 0.01 < y.mean() < 0.05
+    assert model_auc >= truth_auc - 0.02
+    assert model_auc <= truth_auc + 0.01  # beating the truth would mean seeing the future
+    assert model_ll <= 1.08 * truth_ll
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +101,39 @@ def test_x_education_honest_model(x_education: Path) -> None:
                               post_outcome=manifest.post_outcome_columns("table"))
     result = train_table(table, _config("x-education.toml"))
     assert not set(POST_OUTCOME) & set(result.feature_names)
-    m = result.report["metrics"]
-    print({k: round(v["roc_auc"], 4) for k, v in m.items()})
-    assert m["model"]["roc_auc"] >= 0.86
-    for baseline in ("logistic_regression", "naive_bayes", "points"):
-        assert m["model"]["roc_auc"] > m[baseline]["roc_auc"], baseline
+    _beats_every_baseline(result.report)
+    assert result.report["metrics"]["model"]["roc_auc"] >= 0.86
     assert result.report["rows"]["test"] == pytest.approx(0.25 * len(table.frame), abs=2)
+    assert result.report["shipped"]["fit"]["rows"] == len(table.frame)  # every row ships
     assert any(c.startswith("tags alone") for c in result.report["post_outcome_checks"])
+
+
+def test_x_education_as_a_new_user_scores_it(tmp_path: Path) -> None:
+    """The raw Leads.csv, a stratified quarter held out (seed 0), `train --table` on the rest,
+    `score --table` on the quarter. Measured: 0.869 (0.856 before the refit on every row);
+    the best LightGBM a grid searched on this very quarter found was 0.871."""
+    raw = pd.read_csv(shared_file("x-education", "Leads.csv"))
+    train, test = train_test_split(raw, test_size=0.25, stratify=raw["Converted"],
+                                   random_state=0)
+    train.to_csv(tmp_path / "train.csv", index=False)
+    test.to_csv(tmp_path / "test.csv", index=False)
+    leaky = ("Tags,Lead Quality,Lead Profile,Asymmetrique Activity Index,"
+             "Asymmetrique Profile Index,Asymmetrique Activity Score,"
+             "Asymmetrique Profile Score,Last Activity,Last Notable Activity")
+    env = {**os.environ, "PROPENSITY_MODELS_DIR": str(tmp_path / "models")}
+    cli = str(Path(sys.executable).parent / "propensity")
+    done = subprocess.run([cli, "train", "--table", str(tmp_path / "train.csv"), "--target",
+                           "Converted", "--id-col", "Prospect ID", "--post-outcome", leaky],
+                          capture_output=True, text=True, env=env, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = subprocess.run([cli, "score", "--table", str(tmp_path / "test.csv"), "--alias",
+                           "challenger", "--out", str(tmp_path / "scores.csv")],
+                          capture_output=True, text=True, env=env, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    scores = pd.read_csv(tmp_path / "scores.csv").set_index("Prospect ID")
+    auc = roc_auc_score(test["Converted"], scores.loc[test["Prospect ID"], "probability"])
+    print(f"X Education, scored by the CLI on the held-out quarter: AUC {auc:.4f}")
+    assert auc >= 0.865
 
 
 def test_x_education_with_leaky_columns_is_flagged(x_education: Path) -> None:
@@ -84,28 +144,27 @@ def test_x_education_with_leaky_columns_is_flagged(x_education: Path) -> None:
     assert any(w.startswith("tags alone separates") for w in result.report["warnings"])
 
 
-def test_olist_out_of_time_auc_is_reported_beside_baselines(
+def test_olist_out_of_time_matches_the_plain_question(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     out = tmp_path_factory.mktemp("olist-train")
     import_olist(shared_file("olist-mql", "olist_marketing_qualified_leads_dataset.csv"),
                  shared_file("olist-mql", "olist_closed_deals_dataset.csv"), out)
-    result = train_export(load_export(out, drop_bad_rows=True), _config("olist.toml"))
+    result = train_export(load_export(out), _config("olist.toml"))
     m = result.report["metrics"]
-    assert set(m) == {"model", "points", "naive_bayes", "logistic_regression"}
-    assert all(0.0 <= v["roc_auc"] <= 1.0 for v in m.values())
-    # the opportunity no longer gives the outcome away
-    assert m["model"]["roc_auc"] < 0.9
+    print({k: round(v["roc_auc"], 4) for k, v in m.items()})
+    assert m["model"]["roc_auc"] >= 0.68
+    assert m["model"]["roc_auc"] >= m["logistic_regression"]["roc_auc"]
+    _beats_every_baseline(result.report)
+    assert "points" not in m  # no rule of the default points applies: no constant baseline
     assert not any("open_opportunit" in w for w in result.report["warnings"])
-    assert np.isfinite(m["model"]["log_loss"])
 
 
 @pytest.mark.parametrize(("target", "label"), [("stage-advancement", "advanced"),
                                                ("account-propensity", "bought")])
-def test_other_targets_train_and_rank(small_export: object, target: str, label: str) -> None:
-    from tests.conftest import quick_config
-
+def test_other_targets_train_and_rank(small_export: CrmExport, target: str, label: str) -> None:
     result = train_export(small_export, quick_config(model=target))  # type: ignore[arg-type]
+    _beats_every_baseline(result.report)
     m = result.report["metrics"]["model"]
     assert m["roc_auc"] > 0.65, m
     assert result.holdout["label"].isin([0, 1]).all() and result.holdout["label"].sum() > 0
@@ -114,3 +173,54 @@ def test_other_targets_train_and_rank(small_export: object, target: str, label: 
             result.feature_names)
     else:
         assert "current_stage" in result.feature_names
+
+
+def test_the_evaluation_learns_only_labels_known_at_the_cutoff(small_export: CrmExport) -> None:
+    """Every row the evaluation fit learns from has its label window closed before the first
+    holdout snapshot: remove the gap and this fails."""
+    config = quick_config()
+    sets = build_export_sets(small_export, config)
+    times = sets.evaluation.times
+    is_test = np.zeros(len(times), dtype=bool)
+    is_test[sets.test] = True
+    horizon_us = config.snapshots.horizon_days * 86_400_000_000
+    assert times[~is_test].max() + horizon_us <= times[is_test].min()
+    assert sets.split["gap_days"] >= config.snapshots.horizon_days
+    # the shipped model learns from more: every labelled snapshot, the holdout's included
+    assert len(sets.shipping.y) > len(sets.evaluation.y) and sets.shipping.times.max() >= (
+        times.max())
+
+
+def test_the_evaluation_vocabulary_is_fitted_before_the_cutoff(small_export: CrmExport) -> None:
+    """Categories and event types that first appear after the cutoff exist in the shipped
+    model's vocabulary, not in the evaluated one's: fit it on the whole export and this fails."""
+    config = quick_config()
+    cutoff = pd.Timestamp(build_export_sets(small_export, config).split["cutoff"])
+    leads = small_export.leads.copy()
+    late = leads["created_at"] >= cutoff
+    leads["source"] = leads["source"].astype("str").where(~late.to_numpy(), "late_source")
+    assert small_export.events is not None
+    events = small_export.events.astype({"lead_id": "str", "event_type": "str",
+                                         "channel": "str"})
+    after = to_micros(events["occurred_at"]) >= to_micros(pd.Series([cutoff]))[0]
+    events.loc[after, "event_type"] = "late_event_type"
+    export = CrmExport(leads=leads, events=events, stage_history=small_export.stage_history,
+                       opportunities=small_export.opportunities, accounts=small_export.accounts)
+    sets = build_export_sets(export, config)
+    assert sets.evaluation_spec is not None and sets.shipping_spec is not None
+    assert "late_source" not in sets.evaluation_spec.lead_categorical["source"]
+    assert "late_event_type" not in sets.evaluation_spec.event_types
+    assert "late_source" in sets.shipping_spec.lead_categorical["source"]
+    assert "late_event_type" in sets.shipping_spec.event_types
+
+
+def test_calibration_keeps_the_ranking(small_export: CrmExport) -> None:
+    result = train_export(small_export, quick_config())
+    bundle = result.evaluation_bundle
+    margin = bundle.margin(result.holdout_X)
+    p = bundle.predict(result.holdout_X)
+    y = result.holdout["label"].to_numpy()
+    assert abs(roc_auc_score(y, p) - roc_auc_score(y, margin)) <= 0.002
+    assert len(np.unique(p)) >= 0.9 * len(np.unique(margin))  # no collapse onto a few steps
+    shipped = result.report["shipped"]["calibration"]
+    assert shipped["rows"] >= 0.9 * result.report["rows"]["shipped"]  # out-of-fold, all rows

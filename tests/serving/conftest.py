@@ -17,9 +17,9 @@ import pytest
 
 from propensity.api_keys import create_key
 from propensity.database import engine_for, migrate
-from propensity.models.bundle import from_training
-from propensity.models.online import account_example_rows, example_rows
+from propensity.export import fingerprint
 from propensity.models.registry import log_and_register, promote
+from propensity.rows import account_rows, lead_rows
 from propensity.settings import Settings
 from propensity.tables import CrmExport
 from propensity.training import train_export
@@ -35,12 +35,11 @@ def free_port() -> int:
 def register(export: CrmExport, data: Path, settings: Settings, model: str = "lead-conversion",
              **config: object) -> str:
     result = train_export(export, quick_config(model=model, **config))
-    bundle = from_training(result, "export")
     if model == "account-propensity":
-        example = account_example_rows(export, result.holdout[["account_id", "as_of"]])
+        example = account_rows(export, result.holdout[["account_id", "as_of"]])
     else:
-        example = example_rows(export, result.holdout[["lead_id", "as_of"]])
-    return log_and_register(result, bundle, data={"path": str(data), "fingerprint": "t"},
+        example = lead_rows(export, result.holdout[["lead_id", "as_of"]].head(3))
+    return log_and_register(result, data={"path": str(data), "fingerprint": fingerprint(data)},
                             input_example=example, settings=settings).version
 
 
@@ -52,7 +51,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory, small_export: CrmExport,
     settings = Settings(models_dir=models)
     for name in ("lead-conversion", "stage-advancement", "account-propensity"):
         register(small_export, small_dir, settings, model=name)
-        promote(name, settings=settings)
+        assert promote(name, settings=settings).promoted, name
     return models
 
 

@@ -27,6 +27,7 @@ from propensity.export import read_raw
 from propensity.problems import PropensityError
 from propensity.tables import SourceFile
 
+LEFT_OUT_FILE = "left-out.csv"
 MONTHS = {m: i for i, m in enumerate(
     ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], 1)}
 DAY_MONTH = re.compile(r"^0?(\d{1,2})-([A-Z][a-z]{2})$")  # "01-May" was "1-5"
@@ -88,6 +89,19 @@ def import_olist(mql_file: Path, deals_file: Path, out_dir: Path) -> ImportResul
         "source": mqls["origin"],
         "campaign": mqls.get("landing_page_id"),
     })
+    # a deal won before its lead's first contact cannot be placed in the funnel: the lead is
+    # left out here, named in left-out.csv, rather than rejected by every later command
+    first = pd.to_datetime(leads.set_index("lead_id")["created_at"], errors="coerce")
+    won_at = pd.to_datetime(deals["won_at"], errors="coerce")
+    impossible = (won_at < deals["mql_id"].map(first)).to_numpy()
+    left_out = pd.DataFrame({
+        "file": deals_source.name, "row": deals_source.row_of(deals.index[impossible]),
+        "column": "won_date", "value": deals.loc[impossible, "won_date"].to_numpy(),
+        "lead_id": deals.loc[impossible, "mql_id"].to_numpy(),
+        "reason": "won before the lead's first contact: the lead and its deal are left out"})
+    gone = set(left_out["lead_id"])
+    deals = deals[~impossible]
+    leads = leads[~leads["lead_id"].isin(gone)].reset_index(drop=True)
     won = deals.set_index("mql_id")
     leads["owner_id"] = leads["lead_id"].map(won["sdr_id"])
     for col in DEAL_ATTRIBUTES:
@@ -117,6 +131,9 @@ def import_olist(mql_file: Path, deals_file: Path, out_dir: Path) -> ImportResul
     (out_dir / REPAIRS_FILE).unlink(missing_ok=True)
     if len(repairs):
         repairs.to_csv(out_dir / REPAIRS_FILE, index=False)
+    (out_dir / LEFT_OUT_FILE).unlink(missing_ok=True)
+    if len(left_out):
+        left_out.to_csv(out_dir / LEFT_OUT_FILE, index=False)
     notes = [
         "dates parsed day-first (dd-mm-yyyy); values in another form are left for validation",
         "opportunities are dated at won_date: Olist records no creation date, and an earlier "
@@ -124,6 +141,9 @@ def import_olist(mql_file: Path, deals_file: Path, out_dir: Path) -> ImportResul
         "funnel's time to convert",
         "post-outcome (known only for won leads): owner_id, " + ", ".join(DEAL_ATTRIBUTES),
     ]
+    for r in left_out.to_dict("records"):
+        notes.append(f"left out lead {r['lead_id']} ({r['file']} row {r['row']}, won_date "
+                     f"{r['value']}): {r['reason'].split(':')[0]}; listed in {LEFT_OUT_FILE}")
     Manifest(
         post_outcome={"leads": ["owner_id", *DEAL_ATTRIBUTES]},
         source=f"Olist marketing funnel via propensity import olist ({Path(mql_file).name}, "

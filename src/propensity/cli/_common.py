@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import typer
@@ -33,3 +34,24 @@ def progress() -> Iterator[Progress]:
         disable=not err_console.is_terminal,
     ) as bar:
         yield bar
+
+
+@contextmanager
+def stages() -> Iterator[Callable[[str], None]]:
+    """`note(text)` for each stage of a long job: a spinner with the elapsed time on a terminal,
+    one timestamped line per stage otherwise, so a minute of work is never a minute of silence.
+    """
+    start = time.perf_counter()
+    if not err_console.is_terminal:
+        def line(text: str) -> None:
+            err_console.print(f"[{time.perf_counter() - start:7.1f}s] {text}", highlight=False)
+
+        yield line
+        return
+    with progress() as bar:
+        task = bar.add_task("starting", total=None)
+
+        def update(text: str) -> None:
+            bar.update(task, description=text)
+
+        yield update

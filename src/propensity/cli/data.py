@@ -93,15 +93,20 @@ def generate(
     leads: Annotated[int, typer.Option(min=1, help="Number of leads")] = 5000,
     seed: Annotated[int, typer.Option(help="Same seed, same export")] = 7,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "parquet",
+    profile: Annotated[str, typer.Option(
+        help="default, or stress: four years, slow decisions, ~2% buying in 90 days, noise "
+             "columns with hundreds of levels")] = "default",
 ) -> None:
     """Write a synthetic CRM export with known ground truth (truth.parquet, read by no pipeline)."""
-    from propensity.synthetic import SyntheticConfig, generate_export, write_export
+    from propensity.synthetic import PROFILES, generate_export, write_export
 
     if fmt not in ("csv", "parquet"):
         raise fail("--format is csv or parquet")
+    if profile not in PROFILES:
+        raise fail(f"--profile is one of {', '.join(PROFILES)}")
     with progress() as bar:
         task = bar.add_task(f"generating {leads:,} leads", total=None)
-        tables, truth = generate_export(SyntheticConfig(n_leads=leads, seed=seed))
+        tables, truth = generate_export(PROFILES[profile](n_leads=leads, seed=seed))
         bar.update(task, description=f"writing {out_dir}")
         write_export(tables, truth, out_dir, fmt=fmt)
     console.print(

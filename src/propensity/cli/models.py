@@ -11,13 +11,14 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from propensity.cli._common import console, fail, progress
+from propensity.cli._common import console, fail, stages
 
 ModelOpt = Annotated[str, typer.Option(
     "--model", help="lead-conversion, stage-advancement or account-propensity")]
 
 
-def _config(config: Path | None, model: str | None, horizon_days: int | None) -> Any:
+def _config(config: Path | None, model: str | None, horizon_days: int | None,
+            stale_days: int | None = None) -> Any:
     from propensity.snapshots import TARGETS
     from propensity.training import TrainConfig
 
@@ -35,6 +36,8 @@ def _config(config: Path | None, model: str | None, horizon_days: int | None) ->
         data["model"] = model
     if horizon_days is not None:
         data.setdefault("snapshots", {})["horizon_days"] = horizon_days
+    if stale_days is not None:
+        data.setdefault("snapshots", {})["stale_days"] = stale_days
     try:
         return TrainConfig.model_validate(data)
     except Exception as exc:
@@ -51,6 +54,23 @@ def _print_metrics(report: dict[str, Any]) -> None:
     for name, m in report["metrics"].items():
         table.add_row(name, *(f"{m[c]:.4f}" for c in cols))
     console.print(table)
+    selection, shipped = report.get("selection", {}), report.get("shipped", {})
+    if selection:
+        console.print(f"learner: {selection['chosen']} ({selection['why'].split(';')[0]})",
+                      highlight=False)
+    evaluation = report.get("evaluation", {})
+    for label, part in (("measured", evaluation), ("shipped", shipped)):
+        fit = part.get("fit", {})
+        if fit:
+            span = f", {fit['from'][:10]}..{fit['to'][:10]}" if "from" in fit else ""
+            console.print(f"{label}: fitted on {fit['rows']:,} rows ({fit['entities']:,} "
+                          f"entities{span}), calibrated ({part['calibration']['kind']}) on "
+                          f"{part['calibration']['rows']:,} out-of-fold rows", highlight=False)
+    gate = report.get("gate", {})
+    if gate and not gate.get("passed"):
+        losses = ", ".join(f"{k} {v:.4f}" for k, v in gate["loses_to"].items())
+        console.print(f"[yellow]gate:[/] the model ({gate['model_auc']:.4f}) loses to {losses} "
+                      "on its holdout: promotion will refuse it", highlight=False)
     for w in report.get("warnings", []):
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
     for w in report.get("post_outcome_checks", []):
@@ -62,6 +82,9 @@ def train(
     model: Annotated[str | None, typer.Option(
         help="lead-conversion, stage-advancement or account-propensity")] = None,
     horizon_days: Annotated[int | None, typer.Option(min=1, help="Label horizon")] = None,
+    stale_days: Annotated[int | None, typer.Option(
+        min=1, help="A lead idle this many days in its stage is over (exports that never "
+                    "record a loss)")] = None,
     config: Annotated[Path | None, typer.Option(help="A TOML config (see training/)")] = None,
     table: Annotated[Path | None, typer.Option(help="Train from a single table")] = None,
     target: Annotated[str | None, typer.Option(help="Target column of --table")] = None,
@@ -76,20 +99,15 @@ def train(
     """Train a model with out-of-time evaluation against baselines; register it as challenger."""
     from propensity.contract import Manifest
     from propensity.export import fingerprint, load_export
-    from propensity.models.bundle import from_training
-    from propensity.models.online import account_example_rows, example_rows
-    from propensity.models.registry import CHAMPION, load_model, log_and_register, promote
+    from propensity.models.registry import CHAMPION, log_and_register, promote, version_of
+    from propensity.rows import account_rows, lead_rows
+    from propensity.settings import get_settings
     from propensity.single_table import TABLE, load_single_table, single_table_options
     from propensity.training import train_export, train_table
 
-    cfg = _config(config, model, horizon_days)
+    cfg = _config(config, model, horizon_days, stale_days)
     holdout_rows = None
-    with progress() as bar:
-        task = bar.add_task("loading", total=None)
-
-        def note(text: str) -> None:
-            bar.update(task, description=text)
-
+    with stages() as note:
         if table is None and path is not None and path.is_dir() and (
                 Manifest.read(path).shape == "single_table"):
             table, manifest = single_table_options(path)
@@ -102,44 +120,51 @@ def train(
                 raise fail("--table needs --target COLUMN")
             if cfg.model != "lead-conversion":
                 raise fail("a single table trains lead-conversion only")
+            note(f"reading {table}")
             single = load_single_table(
                 table, target, id_column=id_col,
                 exclude=[c for c in exclude.split(",") if c],
                 post_outcome=[c for c in post_outcome.split(",") if c])
+            note(f"{len(single.frame):,} rows, {len(single.feature_columns)} columns")
             result = train_table(single, cfg, progress=note)
-            bundle = from_training(result, "table", id_column=id_col)
+            columns = [c for c in single.frame.columns if c != single.target]
             holdout_rows = single.frame.iloc[result.holdout["row"].to_numpy()][
-                [*result.table_columns, *([id_col] if id_col else [])]].reset_index(drop=True)
+                columns].reset_index(drop=True)
             example = holdout_rows.head(3)
             data = {"path": str(table.resolve()), "fingerprint": fingerprint(table),
                     "target": target}
         else:
             if path is None:
                 raise fail("give an export folder, or --table FILE --target COLUMN")
+            note(f"reading and validating {path}")
             export = load_export(path, drop_bad_rows=drop_bad_rows)
+            note(f"{len(export.leads):,} leads")
             result = train_export(export, cfg, progress=note)
-            bundle = from_training(result, "export")
-            key = "account_id" if cfg.model == "account-propensity" else "lead_id"
-            if key == "lead_id":
-                example = example_rows(export, result.holdout[[key, "as_of"]])
+            if cfg.model == "account-propensity":
+                example = account_rows(export, result.holdout[["account_id", "as_of"]])
             else:
-                example = account_example_rows(export, result.holdout[[key, "as_of"]])
+                example = lead_rows(export, result.holdout[["lead_id", "as_of"]].head(3))
             data = {"path": str(Path(path).resolve()), "fingerprint": fingerprint(path)}
-    _print_metrics(result.report)
-    if not register:
-        return
-    with progress() as bar:
-        bar.add_task("logging to MLflow and registering", total=None)
-        reg = log_and_register(result, bundle, data=data, input_example=example,
+        _print_metrics(result.report)
+        if not register:
+            return
+        settings = get_settings()
+        note(f"logging to MLflow at {settings.tracking_uri} and registering")
+        reg = log_and_register(result, data=data, input_example=example,
                                holdout_rows=holdout_rows)
     console.print(f"registered {reg.name} v{reg.version} as challenger "
-                  f"(holdout ROC AUC {reg.holdout_auc:.4f}, run {reg.run_id})", highlight=False)
-    try:
-        load_model(reg.name, CHAMPION)
-    except Exception:
+                  f"(holdout ROC AUC {reg.holdout_auc:.4f}, run {reg.run_id}) in "
+                  f"{settings.models_dir}", highlight=False)
+    from propensity.models.registry import configure
+
+    if version_of(configure(), reg.name, CHAMPION) is None:
         outcome = promote(reg.name, reg.version)
-        console.print(f"{reg.name} v{outcome.version} is the champion ({outcome.reason})",
-                      highlight=False)
+        if outcome.promoted:
+            console.print(f"{reg.name} v{outcome.version} is the champion ({outcome.reason})",
+                          highlight=False)
+        else:
+            console.print(f"[yellow]{reg.name} v{reg.version} is not the champion:[/] "
+                          f"{outcome.reason}", highlight=False)
 
 
 def score(
@@ -147,31 +172,45 @@ def score(
     as_of: Annotated[datetime | None, typer.Option(help="Score leads open at this time (UTC)")
                      ] = None,
     model: ModelOpt = "lead-conversion",
-    out: Annotated[Path | None, typer.Option(help="Output .csv or .parquet")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Output .csv or .parquet (default: CSV to standard output)")] = None,
     table: Annotated[Path | None, typer.Option(help="Score a single table instead")] = None,
     alias: Annotated[str, typer.Option(help="Registry alias to score with")] = "champion",
     drop_bad_rows: Annotated[bool, typer.Option(help="Leave out rows that break the contract")
                              ] = False,
 ) -> None:
-    """Batch scoring from the registered champion: lead_id and probability per open lead."""
+    """Batch scoring from the registered champion: an id and a probability per lead."""
+    import sys
+
+    from propensity.export import load_export, read_raw
     from propensity.models.registry import load_model
     from propensity.scoring import score_export, score_table
 
-    if out is None:
-        raise fail("--out FILE (.csv or .parquet) is required")
-    if out.suffix not in (".csv", ".parquet"):
+    if out is not None and out.suffix not in (".csv", ".parquet"):
         raise fail("--out must end in .csv or .parquet")
-    with progress() as bar:
-        bar.add_task(f"scoring with {model}@{alias}", total=None)
+    if table is None and (path is None or as_of is None):
+        raise fail("give an export folder and --as-of TIME (or --table FILE)")
+    with stages() as note:
+        note(f"loading {model}@{alias}")
         bundle, version = load_model(model, alias)
         if table is not None:
-            result = score_table(bundle, table)
+            if bundle.kind != "table":
+                raise fail(f"{model}@{alias} was trained on an export: score an export folder")
+            note(f"scoring {table}")
+            result = score_table(bundle, read_raw(table)[0])
         else:
-            if path is None or as_of is None:
-                raise fail("give an export folder and --as-of TIME (or --table FILE)")
-            result = score_export(bundle, path, pd.Timestamp(as_of), drop_bad_rows=drop_bad_rows)
+            assert path is not None and as_of is not None
+            if bundle.kind != "export":
+                raise fail(f"{model}@{alias} was trained on a single table: use --table FILE")
+            note(f"reading and validating {path}")
+            export = load_export(path, drop_bad_rows=drop_bad_rows)
+            note(f"scoring every lead open at {as_of:%Y-%m-%d %H:%M}")
+            result = score_export(bundle, export, pd.Timestamp(as_of))
     result["model"] = model
     result["model_version"] = version
+    if out is None:
+        result.to_csv(sys.stdout, index=False)
+        return
     if out.suffix == ".csv":
         result.to_csv(out, index=False)
     else:
@@ -193,6 +232,8 @@ def promote_cmd(
     from propensity.models.registry import rollback as do_rollback
 
     result = do_rollback(model) if rollback else promote(model, version, force=force)
+    if result.warning:
+        console.print(f"[yellow]warning:[/] {result.warning}", highlight=False)
     if result.promoted:
         console.print(f"{model}: champion is now v{result.version} ({result.reason}; was "
                       f"v{result.previous or '-'})", highlight=False)
@@ -210,12 +251,13 @@ def models() -> None:
         console.print("no registered models yet: `propensity train PATH`")
         return
     table = Table(title="registered models")
-    for c in ("model", "version", "aliases", "roc_auc", "pr_auc", "ece", "created"):
+    for c in ("model", "version", "aliases", "roc_auc", "pr_auc", "ece", "gate", "created"):
         table.add_column(c)
     for r in frame.to_dict("records"):
         table.add_row(str(r["model"]), str(r["version"]), str(r["aliases"]),
                       *(f"{r[c]:.4f}" if r[c] is not None and r[c] == r[c] else "-"
-                        for c in ("roc_auc", "pr_auc", "ece")), f"{r['created']:%Y-%m-%d %H:%M}")
+                        for c in ("roc_auc", "pr_auc", "ece")), str(r["gate"]),
+                      f"{r['created']:%Y-%m-%d %H:%M}")
     console.print(table)
 
 

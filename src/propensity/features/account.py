@@ -1,7 +1,8 @@
 """Features of an account as of t: its firmographics, its buying committee, its leads summed up.
 
 Built from the lead features of every lead of the account created before t, so an account's
-numbers obey the same point-in-time rule as its leads' and need no second implementation.
+numbers obey the same point-in-time rule as its leads' and need no second implementation: each
+lead column is summed, minimised or maximised over the account's leads by the rule below.
 """
 
 from __future__ import annotations
@@ -9,15 +10,39 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from propensity.coding import Column, as_frame
 from propensity.features.asof import SortedEvents, before
-from propensity.features.lead import build_lead_features
-from propensity.features.spec import FeatureSpec
-from propensity.funnel.journeys import to_micros
+from propensity.features.batch import lead_feature_matrix
+from propensity.features.definitions import FeaturePlan
 from propensity.tables import CrmExport
+from propensity.timestamps import to_micros
 
 
-def build_account_features(export: CrmExport, spec: FeatureSpec,
+def _rule(name: str) -> str:
+    """How a lead column adds up over an account's leads."""
+    if name.startswith("account_"):
+        return "first"  # the account's own attributes and committee: the same on every lead
+    if name.startswith(("n_", "decayed", "value_sum", "open_opp", "lost_opp")):
+        return "sum"
+    if name.startswith("days_since"):
+        return "min"
+    return "max"
+
+
+def account_columns(plan: FeaturePlan) -> list[Column]:
+    """Aggregated numeric lead columns (the stage as its index), the lead count, then the
+    account's categorical attributes."""
+    out = [Column("max_stage_index" if c.name == "current_stage" else c.name)
+           for c in plan.columns
+           if c.categories is None or c.name == "current_stage"]
+    out.append(Column("n_leads"))
+    out += [c for c in plan.columns if c.categories is not None and c.name.startswith("account_")]
+    return out
+
+
+def build_account_features(export: CrmExport, plan: FeaturePlan,
                            entities: pd.DataFrame) -> pd.DataFrame:
+    """One row per entity row (`account_id`, `as_of`), in `account_columns` order."""
     leads = export.leads.reset_index(drop=True)
     accounts = leads["account_id"].astype("str").where(leads["account_id"].notna())
     codes, uniques = pd.factorize(accounts)
@@ -26,29 +51,22 @@ def build_account_features(export: CrmExport, spec: FeatureSpec,
     contacts = SortedEvents.build(codes, to_micros(leads["created_at"]), len(uniques))
     rows, ev, _ = before(contacts, ent_acc, as_of)
     lead_rows = contacts.order[ev]
-    per_lead = build_lead_features(export, spec, pd.DataFrame({
+    per_lead = lead_feature_matrix(export, plan, pd.DataFrame({
         "lead_id": leads["lead_id"].to_numpy()[lead_rows],
         "as_of": entities["as_of"].to_numpy()[rows],
     }))
-    per_lead["current_stage"] = per_lead["current_stage"].cat.codes.astype("float64")
-    numeric = [c for c in per_lead.columns if pd.api.types.is_numeric_dtype(per_lead[c])]
-    agg: dict[str, str] = {}
-    for col in numeric:
-        if col.startswith("account_"):
-            agg[col] = "first"
-        elif col.startswith(("n_", "decayed", "value_sum", "open_opp", "lost_opp")):
-            agg[col] = "sum"
-        elif col.startswith("days_since"):
-            agg[col] = "min"
-        else:
-            agg[col] = "max"
-    per_lead["_row"] = rows
-    grouped = per_lead.groupby("_row")
+    columns = account_columns(plan)
+    frame = pd.DataFrame(per_lead, columns=plan.names)
+    numeric = [c.name for c in plan.columns if c.categories is None or c.name == "current_stage"]
+    frame = frame[numeric].rename(columns={"current_stage": "max_stage_index"})
+    frame["_row"] = rows
+    grouped = frame.groupby("_row")
+    agg = {c: _rule(c) for c in frame.columns if c != "_row"}
     extra = {"n_leads": grouped.size()}
-    for col in spec.account_categorical:
-        extra[f"account_{col}"] = grouped[f"account_{col}"].first()
+    for col in columns:
+        if col.categories is not None:
+            extra[col.name] = pd.Series(per_lead[:, plan.index[col.name]]).groupby(rows).first()
     out = pd.concat([grouped.agg(agg), pd.DataFrame(extra)], axis=1)
-    out = out.rename(columns={"current_stage": "max_stage_index"})
     out = out.reindex(np.arange(len(entities)))
-    out.index = entities.index
-    return out
+    matrix = out[[c.name for c in columns]].to_numpy(dtype="float64", na_value=np.nan)
+    return as_frame(matrix, columns, entities.index)

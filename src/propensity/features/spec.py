@@ -12,6 +12,7 @@ import hashlib
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from propensity.coding import fit_vocabulary
 from propensity.tables import CrmExport
 
 CORE_CATEGORICALS = ("source", "campaign", "persona", "owner_id", "product")
@@ -28,7 +29,11 @@ class FeatureConfig(BaseModel):
     min_event_type_count: int = 20
     """Event types rarer than this in the training export count as `other`."""
     max_categories: int = 200
-    """Most frequent values kept per categorical attribute; the rest become missing."""
+    """Most frequent values kept per categorical attribute."""
+    min_category_count: int = 25
+    """Levels of a categorical attribute held by fewer leads (accounts) than this share one
+    level, `__other__`: reps, campaigns or ids seen a few times would only be memorised. A
+    column with no level this frequent (an id, noise) is left out, and the spec says so."""
 
 
 class FeatureSpec(BaseModel):
@@ -42,6 +47,8 @@ class FeatureSpec(BaseModel):
     account_categorical: dict[str, list[str]]
     has_accounts: bool
     excluded: list[str] = Field(description="post-outcome columns kept out of every feature")
+    dropped: dict[str, str] = Field(default_factory=dict,
+                                    description="attribute columns left out, and why")
 
     @property
     def key(self) -> str:
@@ -57,11 +64,6 @@ class FeatureSpec(BaseModel):
         return out
 
 
-def _top(values: pd.Series, limit: int) -> list[str]:
-    counts = values.dropna().astype("str").value_counts()
-    return sorted(counts.index[:limit].tolist())
-
-
 def fit_feature_spec(export: CrmExport, config: FeatureConfig | None = None) -> FeatureSpec:
     config = config or FeatureConfig()
     excluded = export.manifest.post_outcome_columns("leads")
@@ -73,15 +75,26 @@ def fit_feature_spec(export: CrmExport, config: FeatureConfig | None = None) -> 
             lead_numeric.append(col)
         else:
             lead_cols.append(col)
+    dropped: dict[str, str] = {}
+
+    def vocabulary(values: pd.Series, name: str) -> list[str]:
+        levels = fit_vocabulary(values, min_count=config.min_category_count,
+                                max_levels=config.max_categories)
+        if not levels and values.notna().any():
+            dropped[name] = (f"no value is held by {config.min_category_count} or more rows "
+                             "(an id, or too many rare levels to learn from)")
+        return levels
+
     for col in lead_cols:
-        lead_cat[col] = _top(export.leads[col], config.max_categories)
+        if levels := vocabulary(export.leads[col], col):
+            lead_cat[col] = levels
     acc_numeric, acc_cat = [], {}
     if export.accounts is not None:
         for col in export.attribute_columns("accounts"):
             if pd.api.types.is_numeric_dtype(export.accounts[col]):
                 acc_numeric.append(col)
-            else:
-                acc_cat[col] = _top(export.accounts[col], config.max_categories)
+            elif levels := vocabulary(export.accounts[col], f"account_{col}"):
+                acc_cat[col] = levels
     types: list[str] = []
     channels: list[str] = []
     if export.events is not None and len(export.events):
@@ -96,5 +109,6 @@ def fit_feature_spec(export: CrmExport, config: FeatureConfig | None = None) -> 
         has_accounts=export.accounts is not None or (
             "account_id" in export.leads and export.leads["account_id"].notna().any()),
         excluded=[*excluded, *export.manifest.post_outcome_columns("accounts")],
+        dropped=dropped,
     )
 

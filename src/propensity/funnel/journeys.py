@@ -13,12 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from propensity.contract import TERMINAL_STAGES, TIMESTAMP_DTYPE, stage_rank
+from propensity.contract import TERMINAL_STAGES, stage_rank
 from propensity.positions import positions
 from propensity.tables import CrmExport
-
-NEVER = np.iinfo("int64").max
-"""Sentinel for 'not reached' in the int64 microsecond arrays (sorts after every real time)."""
+from propensity.timestamps import NEVER, from_micros, to_micros
 
 
 @dataclass
@@ -34,25 +32,11 @@ class Journeys:
 
     def reached_at(self, stage: str) -> pd.Series:
         col = self.reached[:, self.stages.index(stage)]
-        return _to_time(col, self.leads.index)
+        return from_micros(col, self.leads.index)
 
     @property
     def converted_at(self) -> pd.Series:
         return self.reached_at(self.stages[-1])
-
-
-def _to_time(values: np.ndarray, index: pd.Index) -> pd.Series:
-    out = values.astype("int64").view("datetime64[us]")
-    series = pd.Series(out, index=index).where(values != NEVER)
-    return series.dt.tz_localize("UTC").astype(TIMESTAMP_DTYPE)
-
-
-def to_micros(values: pd.Series) -> np.ndarray:
-    """UTC timestamps as int64 microseconds, NEVER for missing."""
-    v = values.astype(TIMESTAMP_DTYPE)
-    out = v.dt.tz_localize(None).to_numpy().view("int64").copy()
-    out[v.isna().to_numpy()] = NEVER
-    return out
 
 
 def build_journeys(export: CrmExport) -> Journeys:

@@ -15,18 +15,18 @@ import pandas as pd
 
 from propensity.contract import TIMESTAMP_DTYPE
 from propensity.funnel.intervals import wilson
-from propensity.funnel.journeys import NEVER, Journeys, build_journeys, to_micros
+from propensity.funnel.journeys import Journeys, build_journeys
 from propensity.funnel.report import Deals, Duration, FunnelReport, GroupFunnel, Mode, Rate, Step
 from propensity.positions import positions
 from propensity.problems import PropensityError
 from propensity.tables import CrmExport
+from propensity.timestamps import DAY_US, NEVER, to_micros
 
 OVERALL = "(all)"
 NO_LEAD = "(no lead)"
 MISSING = "(missing)"
 PERIODS = {"created_week": "W", "created_month": "M", "created_quarter": "Q",
            "created_year": "Y"}
-US_PER_DAY = 86_400_000_000
 
 
 def _stamp(value: datetime | str | None) -> int | None:
@@ -135,12 +135,12 @@ def funnel_report(
             flight = at_stage & not_next & ~(ended & (j.ended < hi_v))
         stale = np.zeros_like(flight)
         if stale_days is not None:
-            stale = flight & (as_of - r[:, s] > stale_days * US_PER_DAY)
+            stale = flight & (as_of - r[:, s] > stale_days * DAY_US)
             lost, flight = lost | stale, flight & ~stale
         cols[f"stale_{s}"] = stale
         # time between actual entries: a skipped stage has no time of its own
         both = advanced & (j.entered[:, s] != NEVER) & (j.entered[:, s + 1] != NEVER)
-        took = np.where(both, (r[:, s + 1] - r[:, s]) / US_PER_DAY, np.nan)
+        took = np.where(both, (r[:, s + 1] - r[:, s]) / DAY_US, np.nan)
         cols[f"reached_{s}"] = reached
         cols[f"advanced_{s}"] = advanced
         cols[f"lost_{s}"] = lost
@@ -148,7 +148,7 @@ def funnel_report(
         cols[f"days_{s}"] = took
     last = len(stages) - 1
     cols["converted"] = scope & reached_any[:, last] if mode == "cohort" else in_window(r[:, last])
-    convert_days = np.where(cols["converted"], (r[:, last] - r[:, 0]) / US_PER_DAY, np.nan)
+    convert_days = np.where(cols["converted"], (r[:, last] - r[:, 0]) / DAY_US, np.nan)
     lead_frame = pd.DataFrame(cols, index=j.leads.index)
     lead_frame["g"] = keys.to_numpy()
     counts = lead_frame.drop(columns=[c for c in cols if c.startswith("days_")]).groupby(
@@ -251,7 +251,7 @@ def _deals(
         "open_amount": np.where(is_open & ~np.isnan(amount), amount, 0.0),
         "hist_won": hist & (status == "won"),
         "hist_closed": hist & np.isin(status, ["won", "lost"]),
-        "cycle": np.where(won, (closed - created) / US_PER_DAY, np.nan),
+        "cycle": np.where(won, (closed - created) / DAY_US, np.nan),
     })
     n_hist = frame["hist_closed"].sum()
     overall_rate = frame["hist_won"].sum() / n_hist if n_hist else None

@@ -4,7 +4,7 @@
   count more: each older window is worth half) and per attribute value.
 - `FrequencyNaiveBayes`: Odoo's predictive lead scoring: per field, the frequency of each value
   among won and lost leads, multiplied as independent evidence (numbers binned by quantile).
-- `logistic_regression`: the statistician's default, one-hot categoricals and scaled numbers.
+- logistic regression: `models/linear.py`, the same definition that can also ship.
 
 Each follows the scikit-learn contract (parameters stored in `__init__`, learned state ending
 in `_`, `fit` returns self) and outputs a probability; the points score is mapped to one by an
@@ -16,12 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
 from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+from sklearn.metrics import roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 
 DEFAULT_EVENT_POINTS: dict[str, float] = {
@@ -142,23 +138,54 @@ class FrequencyNaiveBayes(ClassifierMixin, BaseEstimator):
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
 
 
-def _as_text(X: pd.DataFrame) -> pd.DataFrame:
-    return X.astype("object").where(X.notna(), "<missing>").astype("str")
-
-
-def logistic_regression(X: pd.DataFrame) -> Pipeline:
-    """One-hot categoricals, log-scaled and standardised numbers, L2 logistic regression."""
-    cats = _categorical_columns(X)
-    nums = [c for c in X.columns if c not in cats]
-    numeric = make_pipeline(
-        SimpleImputer(strategy="median", keep_empty_features=True),
-        FunctionTransformer(lambda a: np.sign(a) * np.log1p(np.abs(a))),
-        StandardScaler(),
-    )
-    categorical = make_pipeline(
-        FunctionTransformer(_as_text),
-        OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=20,
-                      sparse_output=True),
-    )
-    pre = ColumnTransformer([("num", numeric, nums), ("cat", categorical, cats)])
-    return Pipeline([("pre", pre), ("lr", LogisticRegression(C=0.5, max_iter=2000))])
+def derived_points(X: pd.DataFrame, y: np.ndarray, columns: int = 5,
+                   min_rows: int = 30) -> dict[str, object]:
+    """A scorecard as an analyst writes one from a table's conversion rates: the `columns`
+    attributes that separate best on their own, points per value (or above a median / upper
+    quartile for numbers) in proportion to how much likelier those leads convert. Empty when
+    no attribute separates at all: a constant is not a baseline."""
+    base = float(np.mean(y))
+    if base <= 0 or base >= 1:
+        return {}
+    ranked = []
+    for col in X.columns:
+        v = X[col]
+        if pd.api.types.is_numeric_dtype(v):
+            score = v.to_numpy(dtype="float64", na_value=np.nan)
+            if np.isnan(score).all() or np.nanstd(score) == 0:
+                continue
+            score = np.where(np.isnan(score), np.nanmin(score) - 1, score)
+        else:
+            text = v.astype("str").where(v.notna(), "<missing>")
+            rate = pd.Series(y, index=text.index).groupby(text).mean()
+            score = text.map(rate).to_numpy(dtype="float64")
+        if len(np.unique(score)) < 2:
+            continue
+        auc = roc_auc_score(y, score)
+        ranked.append((max(auc, 1 - auc), col))
+    attribute: dict[str, dict[str, float]] = {}
+    numeric: dict[str, list[list[float]]] = {}
+    for _, col in sorted(ranked, reverse=True)[:columns]:
+        v = X[col]
+        if pd.api.types.is_numeric_dtype(v):
+            values = v.to_numpy(dtype="float64", na_value=np.nan)
+            rules = []
+            for q in (0.5, 0.75):
+                cut = float(np.nanquantile(values, q))
+                above = values >= cut
+                if above.sum() >= min_rows and (~above).sum() >= min_rows:
+                    lift = float(np.mean(y[above])) / base
+                    rules.append([cut, float(np.clip(round(10 * np.log2(max(lift, 1e-3))),
+                                                     -20, 20))])
+            if rules:
+                numeric[col] = rules
+        else:
+            text = v.astype("str")
+            frame = pd.DataFrame({"v": text, "y": y}).groupby("v")["y"].agg(["mean", "size"])
+            frame = frame[frame["size"] >= min_rows]
+            attribute[col] = {str(k): float(np.clip(round(10 * np.log2(max(m / base, 1e-3))),
+                                                    -20, 20))
+                              for k, m in frame["mean"].items()}
+    if not attribute and not numeric:
+        return {}
+    return {"event_points": {}, "attribute_points": attribute, "numeric_thresholds": numeric}

@@ -1,107 +1,79 @@
-"""LightGBM with native categoricals, early stopping and a calibrator fitted on held-out rows.
+"""LightGBM on the model matrix: native categoricals, regularisation counted in leads.
 
-The booster ranks; the calibrator makes its numbers mean what they say (a 0.2 is a lead that
-buys one time in five). The isotonic map is kept as two arrays, not a pickle, so the scorer
-applies it with `np.interp` in microseconds and the model file stays inspectable.
+A lead that stays open appears in many snapshots; rows are weighted so each lead counts once,
+and `min_data_in_leaf` is set from a number of *leads* times the average rows per lead, so a
+leaf cannot be one long-lived lead seen twenty times. The small grid below is the zero-
+configuration search: a default, a simpler and a richer tree, and a strongly regularised one
+for noisy exports; validation picks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
-import pandas as pd
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
 
-DEFAULT_PARAMS: dict[str, Any] = {
+from propensity.coding import Column
+
+BASE_PARAMS: dict[str, Any] = {
     "objective": "binary",
-    "learning_rate": 0.05,
-    "num_leaves": 15,
-    "min_data_in_leaf": 40,
+    "learning_rate": 0.1,
     "feature_fraction": 0.8,
     "bagging_fraction": 0.8,
     "bagging_freq": 1,
     "lambda_l2": 1.0,
-    "cat_smooth": 50,
     "cat_l2": 10.0,
-    "min_data_per_group": 200,
     "max_cat_to_onehot": 8,
     "verbose": -1,
     "seed": 13,
     "deterministic": True,
     "num_threads": 2,
 }
+GRID: tuple[dict[str, Any], ...] = (
+    {"num_leaves": 15, "min_leads_in_leaf": 40, "cat_smooth": 50},
+    {"num_leaves": 7, "min_leads_in_leaf": 100, "cat_smooth": 100},
+    {"num_leaves": 31, "min_leads_in_leaf": 20, "cat_smooth": 20},
+    {"num_leaves": 15, "min_leads_in_leaf": 150, "cat_smooth": 200, "lambda_l2": 10.0,
+     "cat_l2": 30.0, "max_cat_to_onehot": 4},
+)
+MAX_ROUNDS = 1500
+PATIENCE = 40
 
 
-ISOTONIC_MIN_ROWS = 2000
+def lightgbm_params(setting: dict[str, Any], rows_per_lead: float, entities: int,
+                    overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """LightGBM parameters from a grid setting: leads-per-leaf becomes rows-per-leaf, and
+    never more than a 25th of the leads there are (or a small export grows stumps)."""
+    params = {**BASE_PARAMS, **{k: v for k, v in setting.items() if k != "min_leads_in_leaf"}}
+    leads = min(int(setting.get("min_leads_in_leaf", 40)), max(5, entities // 25))
+    params["min_data_in_leaf"] = max(5, round(leads * rows_per_lead))
+    params["min_data_per_group"] = max(10, round(2 * leads * rows_per_lead))
+    return {**params, **(overrides or {})}
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    q = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(q / (1 - q))
+def _dataset(X: np.ndarray, y: np.ndarray, w: np.ndarray | None, columns: Sequence[Column],
+             reference: lgb.Dataset | None = None) -> lgb.Dataset:
+    cats = [i for i, c in enumerate(columns) if c.categories is not None]
+    return lgb.Dataset(X, label=y, weight=w, feature_name=[c.name for c in columns],
+                       categorical_feature=cats, reference=reference, free_raw_data=True,
+                       params={"verbose": -1})
 
 
-class CalibratedBooster:
-    """Fit on (X, y); stop early on `valid`; calibrate on `calibration` (both held out)."""
-
-    def __init__(self, params: dict[str, Any] | None = None, num_boost_round: int = 2000,
-                 early_stopping_rounds: int = 50, calibration: str = "auto") -> None:
-        self.params = params
-        self.num_boost_round = num_boost_round
-        self.early_stopping_rounds = early_stopping_rounds
-        self.calibration = calibration
-
-    def fit(self, X: pd.DataFrame, y: np.ndarray, *, valid: tuple[pd.DataFrame, np.ndarray],
-            calibration: tuple[pd.DataFrame, np.ndarray]) -> CalibratedBooster:
-        params = {**DEFAULT_PARAMS, **(self.params or {})}
-        train_set = lgb.Dataset(X, label=y, free_raw_data=False)
-        valid_set = lgb.Dataset(valid[0], label=valid[1], reference=train_set)
-        self.booster_ = lgb.train(
-            params, train_set, num_boost_round=self.num_boost_round, valid_sets=[valid_set],
-            callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
-        )
-        self.feature_names_ = list(X.columns)
-        raw = self.predict_raw(calibration[0])
-        method = self.calibration
-        if method == "auto":  # isotonic needs rows; with few, Platt's two parameters are safer
-            method = "isotonic" if len(raw) >= ISOTONIC_MIN_ROWS else "platt"
-        self.calibration_method_ = method
-        if method == "isotonic":
-            iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(
-                raw, calibration[1])
-            self.calibration_x_ = np.asarray(iso.X_thresholds_, dtype="float64")
-            # never exactly 0 or 1: a lead is never certain either way
-            self.calibration_y_ = np.clip(np.asarray(iso.y_thresholds_, dtype="float64"),
-                                          0.001, 0.999)
-        elif method == "platt":
-            grid = np.linspace(0.0, 1.0, 2001)
-            platt = LogisticRegression(C=1e6).fit(_logit(raw)[:, None], calibration[1])
-            self.calibration_x_ = grid
-            self.calibration_y_ = np.clip(platt.predict_proba(_logit(grid)[:, None])[:, 1],
-                                          0.001, 0.999)
-        else:
-            raise ValueError(f"calibration is auto, isotonic or platt, not {method!r}")
-        return self
-
-    def predict_raw(self, X: pd.DataFrame) -> np.ndarray:
-        return np.asarray(self.booster_.predict(X[self.feature_names_],
-                                                num_iteration=self.booster_.best_iteration))
-
-    def calibrate(self, raw: np.ndarray) -> np.ndarray:
-        return np.interp(raw, self.calibration_x_, self.calibration_y_)
-
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        p = self.calibrate(self.predict_raw(X))
-        return np.column_stack([1 - p, p])
-
-    def contributions(self, X: pd.DataFrame) -> np.ndarray:
-        """SHAP values per feature (log-odds of the raw booster), last column the bias."""
-        return np.asarray(self.booster_.predict(X[self.feature_names_], pred_contrib=True,
-                                                num_iteration=self.booster_.best_iteration))
-
-    def importance(self) -> pd.Series:
-        gain = self.booster_.feature_importance(importance_type="gain",
-                                                iteration=self.booster_.best_iteration)
-        return pd.Series(gain, index=self.feature_names_).sort_values(ascending=False)
+def train_booster(X: np.ndarray, y: np.ndarray, w: np.ndarray | None, columns: Sequence[Column],
+                  params: dict[str, Any], rounds: int,
+                  valid: tuple[np.ndarray, np.ndarray] | None = None
+                  ) -> tuple[lgb.Booster, list[float]]:
+    """A booster of at most `rounds` trees; with `valid`, stops PATIENCE rounds after the best
+    validation AUC and returns the AUC after every round (to choose one count for all folds)."""
+    train_set = _dataset(X, y, w, columns)
+    if valid is None:
+        return lgb.train(params, train_set, num_boost_round=rounds), []
+    valid_set = _dataset(valid[0], valid[1], None, columns, reference=train_set)
+    record: dict[str, Any] = {}
+    booster = lgb.train(
+        {**params, "metric": "auc"}, train_set, num_boost_round=rounds, valid_sets=[valid_set],
+        valid_names=["valid"],
+        callbacks=[lgb.early_stopping(PATIENCE, verbose=False), lgb.record_evaluation(record)])
+    return booster, list(record["valid"]["auc"])

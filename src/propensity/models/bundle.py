@@ -1,15 +1,22 @@
-"""A trained model as one unit: feature building, booster and calibrator, saved as plain files.
+"""A trained model as one unit: how its inputs are built, how it scores, how it is calibrated.
 
-The MLflow pyfunc, batch scoring, the scorer and notebooks all score through `ModelBundle`, so
-they cannot disagree about a lead: same features, same booster, same calibration map.
-Files: `booster.txt` (LightGBM's own text format), `model.json` (kind, target, horizon,
-feature spec or table columns, categories, calibration arrays): nothing pickled.
+Batch scoring, the MLflow pyfunc, the scorer and notebooks all score through `ModelBundle`, so
+they cannot disagree about a lead: the same feature plan (export models) or table coder (single
+tables), the same learner, the same calibration map. A bundle holds a lead model, a
+stage-advancement model or an account model alike; `target` says which.
+
+The learner is whichever won on validation: LightGBM, logistic regression, or a blend of their
+margins. Each gives a margin (log-odds) and exact per-feature contributions that sum to it, so
+reasons work the same for all three. Files: `model.json` (everything but the trees) and, for
+LightGBM, `booster.txt` in LightGBM's own text format: nothing pickled.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,93 +24,166 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from propensity.features import FeatureSpec, build_lead_features
-from propensity.features.account import build_account_features
+from propensity.coding import Column, Vocabulary, encode, number
+from propensity.features.definitions import FeaturePlan
+from propensity.features.online import OnlineFeatures
+from propensity.features.spec import FeatureSpec
+from propensity.models.calibration import Calibrator
+from propensity.models.linear import LinearScorer
 from propensity.problems import PropensityError
-from propensity.single_table import table_features
 from propensity.tables import CrmExport
 
 BOOSTER_FILE = "booster.txt"
 META_FILE = "model.json"
 Kind = Literal["export", "table"]
+Learner = Literal["lightgbm", "logistic_regression", "blend"]
+LEARNERS: tuple[Learner, ...] = ("lightgbm", "logistic_regression", "blend")
+FEW_ROWS = 64
+"""Below this many rows one thread predicts faster (OpenMP start-up costs more than it saves)."""
+
+
+def threads_for(rows: int) -> int:
+    return 1 if rows < FEW_ROWS else 0
 
 
 @dataclass
 class ModelBundle:
     kind: Kind
     target: str
-    booster: lgb.Booster
-    feature_names: list[str]
-    categories: dict[str, list[str]]
-    calibration_x: np.ndarray
-    calibration_y: np.ndarray
+    columns: list[Column]
+    learner: str
+    """lightgbm, logistic_regression or blend."""
+    calibrator: Calibrator
+    booster: lgb.Booster | None = None
+    linear: LinearScorer | None = None
+    blend_weight: float = 1.0
+    """Weight of the LightGBM margin in a blend (the linear margin gets the rest)."""
     horizon_days: int | None = None
+    stale_days: int | None = None
     spec: FeatureSpec | None = None
     id_column: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    """What shipped: rows, time span, iterations, calibration rows, why this learner."""
 
-    # --- features -------------------------------------------------------------------------
-    def features_for_export(self, export: CrmExport, entities: pd.DataFrame) -> pd.DataFrame:
+    # --- inputs ---------------------------------------------------------------------------
+    @property
+    def feature_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def categories(self) -> dict[str, list[str]]:
+        return {c.name: list(c.categories) for c in self.columns if c.categories is not None}
+
+    @cached_property
+    def plan(self) -> FeaturePlan:
         if self.spec is None:
             raise PropensityError("this model was trained on a single table: score a table")
+        return FeaturePlan(self.spec)
+
+    @cached_property
+    def online(self) -> OnlineFeatures:
+        """The one-lead executor of this model's feature plan."""
+        return OnlineFeatures(self.plan)
+
+    def features_for_export(self, export: CrmExport, entities: pd.DataFrame) -> np.ndarray:
+        """The model matrix of entity rows (`lead_id` or `account_id`, `as_of`)."""
         if self.target == "account-propensity":
-            return build_account_features(export, self.spec, entities)
-        return build_lead_features(export, self.spec, entities)
+            from propensity.coding import as_matrix
+            from propensity.features.account import build_account_features
 
-    def features_for_table(self, frame: pd.DataFrame) -> pd.DataFrame:
-        return table_features(frame, self.feature_names, self.categories)
+            frame = build_account_features(export, self.plan, entities)
+            return as_matrix(frame, self.columns)
+        from propensity.features.batch import lead_feature_matrix
 
-    # --- prediction -----------------------------------------------------------------------
-    def predict_features(self, X: pd.DataFrame, *, threads: int = 0) -> np.ndarray:
-        """Calibrated probabilities; threads=1 for a few rows (OpenMP start-up costs more)."""
+        return lead_feature_matrix(export, self.plan, entities)
+
+    def features_for_table(self, frame: pd.DataFrame) -> np.ndarray:
+        """A single table's rows as the model matrix (absent columns are missing)."""
+        out = np.full((len(frame), len(self.columns)), np.nan)
+        for i, col in enumerate(self.columns):
+            if col.name in frame:
+                out[:, i] = encode(frame[col.name], col.categories)
+        return out
+
+    def features_for_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Rows as mappings (a request's leads): the same rule as `features_for_table`,
+        value by value."""
+        coders = [None if c.categories is None else Vocabulary(c.categories)
+                  for c in self.columns]
+        out = np.full((len(records), len(self.columns)), np.nan)
+        for r, record in enumerate(records):
+            for i, (col, coder) in enumerate(zip(self.columns, coders, strict=True)):
+                value = record.get(col.name)
+                out[r, i] = number(value) if coder is None else coder.code(value)
+        return out
+
+    # --- scoring ----------------------------------------------------------------------------
+    def margin(self, X: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """Log-odds before calibration."""
+        t = threads_for(len(X)) if threads is None else threads
+        out = np.zeros(len(X))
+        if self.booster is not None and self.blend_weight > 0:
+            out += self.blend_weight * np.asarray(
+                self.booster.predict(X, raw_score=True, num_threads=t))
+        if self.linear is not None and self.blend_weight < 1:
+            out += (1 - self.blend_weight) * self.linear.margin(X)
+        return out
+
+    def contributions(self, X: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """(rows, features + 1) in log-odds, the bias last; each row sums to its margin."""
+        t = threads_for(len(X)) if threads is None else threads
+        out = np.zeros((len(X), len(self.columns) + 1))
+        if self.booster is not None and self.blend_weight > 0:
+            out += self.blend_weight * np.asarray(
+                self.booster.predict(X, pred_contrib=True, num_threads=t))
+        if self.linear is not None and self.blend_weight < 1:
+            out += (1 - self.blend_weight) * self.linear.contributions(X)
+        return out
+
+    def predict(self, X: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """Calibrated probabilities of the model matrix's rows."""
         if len(X) == 0:
             return np.zeros(0)
-        raw = np.asarray(self.booster.predict(X[self.feature_names], num_threads=threads))
-        return np.interp(raw, self.calibration_x, self.calibration_y)
+        return self.calibrator(self.margin(X, threads))
 
-    def contributions(self, X: pd.DataFrame, *, threads: int = 0) -> np.ndarray:
-        return np.asarray(self.booster.predict(X[self.feature_names], pred_contrib=True,
-                                               num_threads=threads))
+    def explain(self, X: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and contributions in one pass (the margin is the contributions' sum)."""
+        contrib = self.contributions(X, threads)
+        return self.calibrator(contrib.sum(axis=1)), contrib
 
     # --- files ------------------------------------------------------------------------------
     def save(self, directory: Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.booster.save_model(str(directory / BOOSTER_FILE))
+        if self.booster is not None:
+            self.booster.save_model(str(directory / BOOSTER_FILE))
         meta: dict[str, Any] = {
-            "kind": self.kind, "target": self.target, "feature_names": self.feature_names,
-            "categories": self.categories, "horizon_days": self.horizon_days,
-            "calibration_x": self.calibration_x.tolist(),
-            "calibration_y": self.calibration_y.tolist(),
+            "kind": self.kind, "target": self.target, "learner": self.learner,
+            "columns": [{"name": c.name, "categories": None if c.categories is None
+                         else list(c.categories)} for c in self.columns],
+            "calibrator": self.calibrator.to_dict(), "blend_weight": self.blend_weight,
+            "linear": None if self.linear is None else self.linear.to_dict(),
+            "horizon_days": self.horizon_days, "stale_days": self.stale_days,
             "spec": None if self.spec is None else self.spec.model_dump(mode="json"),
-            "id_column": self.id_column,
+            "id_column": self.id_column, "info": self.info,
         }
-        (directory / META_FILE).write_text(json.dumps(meta, indent=1))
+        (directory / META_FILE).write_text(json.dumps(meta, indent=1, default=float))
 
     @classmethod
     def load(cls, directory: Path) -> ModelBundle:
         directory = Path(directory)
         meta = json.loads((directory / META_FILE).read_text())
-        booster = lgb.Booster(model_file=str(directory / BOOSTER_FILE))
+        columns = [Column(c["name"], None if c["categories"] is None else tuple(c["categories"]))
+                   for c in meta["columns"]]
+        booster_file = directory / BOOSTER_FILE
         return cls(
-            kind=meta["kind"], target=meta["target"], booster=booster,
-            feature_names=meta["feature_names"], categories=meta["categories"],
-            calibration_x=np.asarray(meta["calibration_x"]),
-            calibration_y=np.asarray(meta["calibration_y"]),
-            horizon_days=meta["horizon_days"],
+            kind=meta["kind"], target=meta["target"], columns=columns, learner=meta["learner"],
+            calibrator=Calibrator.from_dict(meta["calibrator"]),
+            booster=lgb.Booster(model_file=str(booster_file)) if booster_file.exists() else None,
+            linear=None if meta["linear"] is None else LinearScorer.from_dict(columns,
+                                                                              meta["linear"]),
+            blend_weight=meta["blend_weight"], horizon_days=meta["horizon_days"],
+            stale_days=meta.get("stale_days"),
             spec=None if meta["spec"] is None else FeatureSpec.model_validate(meta["spec"]),
-            id_column=meta.get("id_column"),
+            id_column=meta.get("id_column"), info=meta.get("info", {}),
         )
-
-
-def from_training(result: Any, kind: Kind, id_column: str | None = None) -> ModelBundle:
-    """The bundle of a `TrainResult` (the booster at its best iteration)."""
-    b = result.booster
-    booster = b.booster_
-    # keep only the trees up to the early-stopping point, so every scorer predicts the same
-    model_str = booster.model_to_string(num_iteration=booster.best_iteration)
-    trimmed = lgb.Booster(model_str=model_str)
-    horizon = result.params.get("snapshots", {}).get("horizon_days") if kind == "export" else None
-    return ModelBundle(kind=kind, target=result.target, booster=trimmed,
-                     feature_names=list(b.feature_names_), categories=result.categories,
-                     calibration_x=b.calibration_x_, calibration_y=b.calibration_y_,
-                     horizon_days=horizon, spec=result.spec, id_column=id_column)

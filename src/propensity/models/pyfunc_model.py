@@ -21,9 +21,10 @@ class PropensityPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
     """The pyfunc face of a `ModelBundle`: features, booster and calibrator in one callable.
 
     Input for a single-table model: rows of the table's columns. Input for an export model:
-    one row per lead with the `leads` columns, `as_of` (default now), and optionally
-    `events` (a JSON list of event rows, without lead_id), `stage` and `stage_entered_at`.
-    Output: `lead_id` (when known) and `probability`.
+    one row per lead with the `leads` columns, `as_of` (default now), and optionally JSON
+    columns `events`, `stage_history`, `opportunities` and `account` (attributes and
+    `contacts`), plus `stage` / `stage_entered_at`: `propensity.rows` describes the shape.
+    Output: the id (`lead_id`, `account_id` or the table's id column) and `probability`.
     """
 
     def load_context(self, context: Any) -> None:
@@ -31,7 +32,7 @@ class PropensityPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
 
     def predict(self, context: Any, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> pd.DataFrame:
-        from propensity.models.online import score_rows
+        from propensity.scoring import score_rows
 
         return score_rows(self.model, model_input)
 

@@ -10,11 +10,14 @@ always referred to by alias, never by stage or "latest".
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
@@ -26,6 +29,9 @@ from propensity.models.bundle import ModelBundle
 from propensity.models.evaluation import dumps, report_html
 from propensity.problems import PropensityError
 from propensity.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from propensity.training import TrainResult
 
 MODEL_NAMES = ("lead-conversion", "stage-advancement", "account-propensity")
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -47,12 +53,13 @@ def configure(settings: Settings | None = None) -> MlflowClient:
     else:
         os.environ["MLFLOW_TRACKING_URI"] = before
     client = MlflowClient()
-    if client.get_experiment_by_name(settings.experiment) is None:
-        # a database store keeps artifacts in the local model store; a tracking server its own
-        remote = settings.tracking_uri.startswith(("http:", "https:", "databricks"))
-        location = None if remote else settings.artifact_location
-        client.create_experiment(settings.experiment, artifact_location=location)
-    mlflow.set_experiment(settings.experiment)
+    with _quiet():
+        if client.get_experiment_by_name(settings.experiment) is None:
+            # a database store keeps artifacts in the local model store; a server its own
+            remote = settings.tracking_uri.startswith(("http:", "https:", "databricks"))
+            location = None if remote else settings.artifact_location
+            client.create_experiment(settings.experiment, artifact_location=location)
+        mlflow.set_experiment(settings.experiment)
     return client
 
 
@@ -62,36 +69,53 @@ class Registered:
     version: str
     run_id: str
     holdout_auc: float
+    gate: dict[str, Any]
 
 
-def log_and_register(result: Any, bundle: ModelBundle, *, data: dict[str, Any],
+HOLDOUT_FEATURES = "holdout_features.parquet"
+EVALUATION_BUNDLE = "bundle"
+
+
+def log_and_register(result: TrainResult, *, data: dict[str, Any],
                      input_example: pd.DataFrame, settings: Settings | None = None,
                      holdout_rows: pd.DataFrame | None = None) -> Registered:
-    """Log params, metrics, evaluation artifacts and the pyfunc; register as `challenger`."""
+    """Log params, metrics, evaluation artifacts and the pyfunc; register as `challenger`.
+
+    Stored with the version, under `evaluation/`: the report, the holdout with every model's
+    predictions, the evaluation model and its matrix of the holdout rows (what promotion
+    re-scores: never whatever lies at the training path later), and for a single table the
+    holdout's raw rows.
+    """
+    from propensity.scoring import score_rows
+
     client = configure(settings)
+    bundle = result.bundle
     name = bundle.target
-    with mlflow.start_run(run_name=f"{name}") as run, tempfile.TemporaryDirectory() as tmp:
+    with _quiet(), mlflow.start_run(run_name=f"{name}") as run, \
+            tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         flat = pd.json_normalize(result.params, sep=".").iloc[0].to_dict()
         mlflow.log_params({k: str(v)[:500] for k, v in flat.items()})
         mlflow.log_params({f"data.{k}": str(v)[:500] for k, v in data.items()})
         if bundle.spec is not None:
             mlflow.log_param("feature_set", bundle.spec.key)
+        mlflow.log_param("learner", str(result.report["selection"]["chosen"])[:500])
         for model, values in result.report["metrics"].items():
             prefix = "holdout" if model == "model" else f"baseline.{model}"
             mlflow.log_metrics({f"{prefix}.{k}": float(v) for k, v in values.items()})
-        (tmpdir / "evaluation.json").write_text(dumps(result.report))
-        (tmpdir / "evaluation.html").write_text(report_html(result.report, f"{name} evaluation"))
-        result.holdout.to_parquet(tmpdir / "holdout.parquet")
+        folder = tmpdir / "evaluation"
+        folder.mkdir()
+        (folder / "evaluation.json").write_text(dumps(result.report))
+        (folder / "evaluation.html").write_text(report_html(result.report, f"{name} evaluation"))
+        result.holdout.to_parquet(folder / "holdout.parquet")
+        features = pd.DataFrame(result.holdout_X, columns=result.evaluation_bundle.feature_names)
+        features["__label__"] = result.holdout["label"].to_numpy()
+        features.to_parquet(folder / HOLDOUT_FEATURES)
         if holdout_rows is not None:
-            holdout_rows.to_parquet(tmpdir / "holdout_rows.parquet")
-        for f in ("evaluation.json", "evaluation.html", "holdout.parquet",
-                  "holdout_rows.parquet"):
-            if (tmpdir / f).exists():
-                mlflow.log_artifact(str(tmpdir / f), artifact_path="evaluation")
+            holdout_rows.to_parquet(folder / "holdout_rows.parquet")
+        result.evaluation_bundle.save(folder / EVALUATION_BUNDLE)
+        mlflow.log_artifacts(str(folder), artifact_path="evaluation")
         bundle.save(tmpdir / "bundle")
-        from propensity.models.online import score_rows
-
         example_out = score_rows(bundle, input_example)
         signature = mlflow.models.infer_signature(input_example, example_out)
         # every input but the lead's id and creation is optional, as in the contract
@@ -104,11 +128,42 @@ def log_and_register(result: Any, bundle: ModelBundle, *, data: dict[str, Any],
             input_example=input_example, registered_model_name=name,
         )
         version = str(info.registered_model_version)
+    gate = result.report["gate"]
     client.set_registered_model_alias(name, CHALLENGER, version)
     client.set_model_version_tag(name, version, "holdout_roc_auc",
                                  f"{result.holdout_auc:.6f}")
+    client.set_model_version_tag(name, version, GATE_TAG, _gate_text(gate))
     return Registered(name=name, version=version, run_id=run.info.run_id,
-                      holdout_auc=result.holdout_auc)
+                      holdout_auc=result.holdout_auc, gate=gate)
+
+
+GATE_TAG = "gate"
+
+
+def _gate_text(gate: dict[str, Any]) -> str:
+    if gate.get("passed"):
+        return "passed: at least as good as every baseline on its holdout"
+    losses = ", ".join(f"{k} {v:.4f}" for k, v in gate.get("loses_to", {}).items())
+    return f"failed: AUC {gate.get('model_auc', float('nan')):.4f} loses to {losses}"
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """MLflow's chatter (database set-up, run links, "Successfully registered model") stays
+    out of the CLI's output: MLflow prints it on a stream of its own, switched off here."""
+    from mlflow.utils.logging_utils import disable_logging, enable_logging
+
+    loggers = [logging.getLogger(n) for n in ("alembic", "mlflow")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    disable_logging()
+    try:
+        yield
+    finally:
+        enable_logging()
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def version_of(client: MlflowClient, name: str, alias: str) -> str | None:
@@ -144,32 +199,65 @@ def _bundle(name: str, version: str) -> ModelBundle:
     return ModelBundle.load(local / "artifacts" / "bundle")
 
 
-def _holdout_auc(client: MlflowClient, name: str, version: str,
-                 challenger_version: str) -> float:
-    """AUC of `version` on the challenger's holdout, re-scored from the raw data."""
-    from propensity.export import load_export
+@dataclass
+class Evaluation:
+    """What a version was judged on: its evaluation model, holdout and data."""
 
-    mv = client.get_model_version(name, challenger_version)
-    run = client.get_run(str(mv.run_id))
-    folder = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="evaluation")
-    holdout = pd.read_parquet(Path(folder) / "holdout.parquet")
-    bundle = _bundle(name, version)
-    params = run.data.params
-    if (Path(folder) / "holdout_rows.parquet").exists():
-        rows = pd.read_parquet(Path(folder) / "holdout_rows.parquet")
-        if bundle.kind != "table":
+    bundle: ModelBundle
+    holdout: pd.DataFrame
+    features: pd.DataFrame
+    rows: pd.DataFrame | None
+    data_path: str | None
+    fingerprint: str | None
+    gate: str
+
+
+def _evaluation(client: MlflowClient, name: str, version: str) -> Evaluation:
+    mv = client.get_model_version(name, version)
+    folder = Path(mlflow.artifacts.download_artifacts(run_id=str(mv.run_id),
+                                                      artifact_path="evaluation"))
+    if not (folder / EVALUATION_BUNDLE).exists():
+        raise PropensityError(f"{name} v{version} was registered before evaluation models were "
+                              "stored with versions: retrain it, or --force")
+    params = client.get_run(str(mv.run_id)).data.params
+    rows = folder / "holdout_rows.parquet"
+    return Evaluation(
+        bundle=ModelBundle.load(folder / EVALUATION_BUNDLE),
+        holdout=pd.read_parquet(folder / "holdout.parquet"),
+        features=pd.read_parquet(folder / HOLDOUT_FEATURES),
+        rows=pd.read_parquet(rows) if rows.exists() else None,
+        data_path=params.get("data.path"), fingerprint=params.get("data.fingerprint"),
+        gate=(mv.tags or {}).get(GATE_TAG, ""))
+
+
+def _score_holdout(champion: ModelBundle, challenger: Evaluation) -> np.ndarray:
+    """The champion's evaluation model on the challenger's holdout rows.
+
+    Same columns: the stored matrix, as is. Otherwise the champion needs its own features
+    of those rows: from the stored raw rows (a table), or from the export the challenger was
+    trained on, re-read only if its fingerprint still matches (the data must not have moved).
+    """
+    if champion.feature_names == challenger.bundle.feature_names and (
+            champion.categories == challenger.bundle.categories):
+        return champion.predict(challenger.features[champion.feature_names].to_numpy("float64"))
+    if challenger.rows is not None:
+        if champion.kind != "table":
             raise PropensityError("the champion scores exports, the challenger a single table")
-        p = bundle.predict_features(bundle.features_for_table(rows))
-    else:
-        path = params.get("data.path")
-        if not path or not Path(path).exists():
-            raise PropensityError(f"the challenger's data ({path}) is not here to re-score the "
-                                  "holdout: pass --force to promote without the comparison")
-        export = load_export(Path(path), drop_bad_rows=True)
-        key = "account_id" if name == "account-propensity" else "lead_id"
-        p = bundle.predict_features(bundle.features_for_export(export, holdout[[key, "as_of"]]))
-    y = holdout["label"].to_numpy()
-    return float(roc_auc_score(y, p)) if len(np.unique(y)) > 1 else float("nan")
+        return champion.predict(champion.features_for_table(challenger.rows))
+    from propensity.export import fingerprint, load_export
+
+    path = challenger.data_path
+    if not path or not Path(path).exists():
+        raise PropensityError(f"the challenger's data ({path}) is not here to compute the "
+                              "champion's features of its holdout: --force to promote "
+                              "without the comparison")
+    if challenger.fingerprint and fingerprint(Path(path)) != challenger.fingerprint:
+        raise PropensityError(f"{path} changed since the challenger was trained on it: the "
+                              "holdout cannot be rebuilt as it was (retrain, or --force)")
+    export = load_export(Path(path), drop_bad_rows=True)
+    key = "account_id" if champion.target == "account-propensity" else "lead_id"
+    return champion.predict(champion.features_for_export(export, challenger.holdout[[
+        key, "as_of"]]))
 
 
 @dataclass
@@ -181,11 +269,17 @@ class Promotion:
     challenger_auc: float | None
     champion_auc: float | None
     reason: str
+    warning: str | None = None
 
 
 def promote(name: str, version: str | None = None, *, force: bool = False,
             settings: Settings | None = None) -> Promotion:
-    """Move `champion` to the challenger (or `version`) if it beats the champion, or forced."""
+    """Move `champion` to the challenger (or `version`) when it passes the gate.
+
+    The gate, the first champion included: the challenger ranks its own holdout at least as
+    well as each of its baselines, and (when there is a champion) better than the champion's
+    evaluation model does on the same rows. `force` skips it and says what was skipped.
+    """
     client = configure(settings)
     candidate = version or version_of(client, name, CHALLENGER)
     if candidate is None:
@@ -193,21 +287,39 @@ def promote(name: str, version: str | None = None, *, force: bool = False,
     current = version_of(client, name, CHAMPION)
     if current == candidate:
         return Promotion(name, False, candidate, current, None, None, "already the champion")
+    tag = (client.get_model_version(name, candidate).tags or {}).get(GATE_TAG, "")
+    warning = None
+    if tag.startswith("failed"):
+        if not force:
+            return Promotion(name, False, candidate, current, None, None,
+                             f"v{candidate} {tag} (the gate refuses a model that a baseline "
+                             "beats); --force to promote anyway")
+        warning = f"v{candidate} {tag}: promoted anyway (--force)"
     cand_auc = champ_auc = None
     if current is not None and not force:
-        cand_auc = _holdout_auc(client, name, candidate, candidate)
-        champ_auc = _holdout_auc(client, name, current, candidate)
+        challenger = _evaluation(client, name, candidate)
+        champion = _evaluation(client, name, current).bundle
+        y = challenger.holdout["label"].to_numpy()
+        cand_auc = _auc(y, challenger.holdout["probability"].to_numpy())
+        champ_auc = _auc(y, _score_holdout(champion, challenger))
         if not cand_auc > champ_auc:
             return Promotion(name, False, candidate, current, cand_auc, champ_auc,
                              f"v{candidate} does not beat the champion v{current} on the same "
                              f"holdout (AUC {cand_auc:.4f} vs {champ_auc:.4f}); --force to "
                              "promote anyway")
+    elif current is not None and force:
+        warning = warning or (f"v{candidate} was not compared with the champion v{current} "
+                              "(--force)")
     client.set_registered_model_alias(name, CHAMPION, candidate)
     if current is not None:
         client.set_registered_model_tag(name, PREVIOUS_TAG, current)
-    reason = "forced" if force and current else ("first champion" if current is None else
-                                                  "beats the champion on the same holdout")
-    return Promotion(name, True, candidate, current, cand_auc, champ_auc, reason)
+    reason = "forced" if force else ("first champion: passes the gate" if current is None
+                                     else "beats the champion on the same holdout")
+    return Promotion(name, True, candidate, current, cand_auc, champ_auc, reason, warning)
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    return float(roc_auc_score(y, p)) if len(np.unique(y)) > 1 else float("nan")
 
 
 def rollback(name: str, settings: Settings | None = None) -> Promotion:
@@ -238,6 +350,7 @@ def list_versions(settings: Settings | None = None) -> pd.DataFrame:
                 "aliases": ",".join(sorted(aliases.get(str(mv.version), []))),
                 "roc_auc": metrics.get("holdout.roc_auc"), "pr_auc": metrics.get("holdout.pr_auc"),
                 "ece": metrics.get("holdout.ece"),
+                "gate": (mv.tags or {}).get(GATE_TAG, "-").split(":")[0],
                 "created": pd.Timestamp(mv.creation_timestamp, unit="ms", tz="UTC"),
             })
     frame = pd.DataFrame(rows)

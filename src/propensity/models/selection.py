@@ -1,0 +1,247 @@
+"""Which learner ships: LightGBM settings, logistic regression and their blend, compared on the
+same out-of-fold rows; and the out-of-fold margins every calibrator is fitted on.
+
+Folds for exports are blocks of snapshot times (time-ordered); a lead (or account) of the held
+block never appears in the rows its fold learns from, so a lead's outcome cannot be learned from
+one snapshot and "predicted" in the next. Single tables use stratified folds.
+
+The winner has the best mean fold AUC; a simpler learner within `TOLERANCE` of it wins instead
+(logistic regression, then LightGBM, then the blend): equal ranking, cheaper reasons.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+
+from propensity.coding import Column
+from propensity.models.booster import GRID, MAX_ROUNDS, lightgbm_params, train_booster
+from propensity.models.linear import LinearScorer
+
+TOLERANCE = 0.001
+BLEND_WEIGHTS = (0.25, 0.5, 0.75)
+MIN_FOLD_ROWS = 30
+SIMPLICITY = {"logistic_regression": 0, "lightgbm": 1, "blend": 2}
+
+Fold = tuple[np.ndarray, np.ndarray]
+"""(rows to learn from, held-out rows)."""
+
+
+def _usable(y: np.ndarray, fit: np.ndarray, held: np.ndarray) -> bool:
+    return (fit.size >= MIN_FOLD_ROWS and held.size >= MIN_FOLD_ROWS
+            and len(np.unique(y[fit])) == 2 and len(np.unique(y[held])) == 2)
+
+
+def time_folds(times: np.ndarray, groups: np.ndarray, y: np.ndarray, k: int,
+               horizon_us: int) -> list[Fold]:
+    """k blocks of consecutive snapshot times. A fold learns from the other blocks' rows,
+    except rows of a held entity whose label window overlaps the block's (within one horizon
+    of it): those share the outcome being predicted."""
+    distinct = np.unique(times)
+    out = []
+    for block in np.array_split(distinct, min(k, distinct.size)):
+        held = np.flatnonzero(np.isin(times, block))
+        near = (times > block[0] - horizon_us) & (times < block[-1] + horizon_us)
+        shared = near & np.isin(groups, np.unique(groups[held]))
+        fit = np.flatnonzero(~np.isin(times, block) & ~shared)
+        if _usable(y, fit, held):
+            out.append((fit, held))
+    return out
+
+
+def stratified_folds(y: np.ndarray, k: int, seed: int) -> list[Fold]:
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    folds = [(np.sort(a), np.sort(b)) for a, b in splitter.split(np.zeros(len(y)), y)]
+    return [f for f in folds if _usable(y, *f)]
+
+
+def lead_weights(groups: np.ndarray) -> np.ndarray:
+    """1 / rows of the row's lead, scaled to mean 1: each lead counts once, whatever its age."""
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    w = 1.0 / counts[inverse]
+    return w * (len(w) / w.sum())
+
+
+@dataclass
+class Candidate:
+    name: str
+    learner: str
+    setting: dict[str, Any] | None = None
+    iterations: int | None = None
+    blend_weight: float = 1.0
+    fold_auc: list[float] = field(default_factory=list)
+    oof: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """Out-of-fold margins, NaN for rows no fold held out."""
+    seconds: float = 0.0
+
+    @property
+    def auc(self) -> float:
+        return float(np.mean(self.fold_auc)) if self.fold_auc else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        return {"name": self.name, "learner": self.learner, "setting": self.setting,
+                "iterations": self.iterations, "blend_weight": self.blend_weight,
+                "fold_auc": [round(a, 5) for a in self.fold_auc], "mean_auc": round(self.auc, 5),
+                "seconds": round(self.seconds, 1)}
+
+
+@dataclass
+class Problem:
+    """The rows a selection or a fit works on: matrix, labels, weights, columns."""
+
+    X: np.ndarray
+    y: np.ndarray
+    w: np.ndarray
+    columns: list[Column]
+    rows_per_lead: float
+    entities: int
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def subset(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.X[idx], self.y[idx], self.w[idx]
+
+
+def _oof(n: int, folds: Sequence[Fold], margins: Sequence[np.ndarray]) -> np.ndarray:
+    out = np.full(n, np.nan)
+    for (_, held), m in zip(folds, margins, strict=True):
+        out[held] = m
+    return out
+
+
+def _fold_auc(y: np.ndarray, folds: Sequence[Fold], margins: Sequence[np.ndarray]) -> list[float]:
+    return [float(roc_auc_score(y[held], m)) for (_, held), m in zip(folds, margins, strict=True)]
+
+
+def evaluate_lightgbm(p: Problem, folds: Sequence[Fold], setting: dict[str, Any]) -> Candidate:
+    """Each fold stops early on its held rows; one tree count for all (the best mean AUC)."""
+    start = time.perf_counter()
+    params = lightgbm_params(setting, p.rows_per_lead, p.entities, p.overrides)
+    boosters, curves = [], []
+    for fit, held in folds:
+        X, y, w = p.subset(fit)
+        booster, curve = train_booster(X, y, w, p.columns, params, MAX_ROUNDS,
+                                       valid=(p.X[held], p.y[held]))
+        boosters.append(booster)
+        curves.append(curve)
+    longest = max(len(c) for c in curves)
+    padded = np.array([c + [c[-1]] * (longest - len(c)) for c in curves])
+    rounds = int(np.argmax(padded.mean(axis=0))) + 1
+    margins = [np.asarray(b.predict(p.X[held], raw_score=True, num_iteration=rounds))
+               for b, (_, held) in zip(boosters, folds, strict=True)]
+    leads = round(params["min_data_in_leaf"] / p.rows_per_lead)
+    name = f"lightgbm ({params['num_leaves']} leaves, {leads} leads per leaf, {rounds} trees)"
+    return Candidate(name, "lightgbm", dict(setting), rounds, 1.0, _fold_auc(p.y, folds, margins),
+                     _oof(len(p.y), folds, margins), time.perf_counter() - start)
+
+
+def evaluate_linear(p: Problem, folds: Sequence[Fold], C: float = 0.5) -> Candidate:
+    start = time.perf_counter()
+    margins = []
+    for fit, held in folds:
+        X, y, w = p.subset(fit)
+        margins.append(LinearScorer(p.columns, C=C).fit(X, y, w).margin(p.X[held]))
+    return Candidate("logistic regression", "logistic_regression", {"C": C}, None, 0.0,
+                     _fold_auc(p.y, folds, margins), _oof(len(p.y), folds, margins),
+                     time.perf_counter() - start)
+
+
+def evaluate_blend(p: Problem, folds: Sequence[Fold], booster: Candidate,
+                   linear: Candidate) -> Candidate:
+    best: Candidate | None = None
+    for weight in BLEND_WEIGHTS:
+        margins = [weight * booster.oof[held] + (1 - weight) * linear.oof[held]
+                   for _, held in folds]
+        cand = Candidate(f"blend ({weight:.2f} x {booster.name} + {1 - weight:.2f} x logistic "
+                         "regression)", "blend", booster.setting, booster.iterations, weight,
+                         _fold_auc(p.y, folds, margins), _oof(len(p.y), folds, margins))
+        if best is None or cand.auc > best.auc:
+            best = cand
+    assert best is not None
+    return best
+
+
+@dataclass
+class Choice:
+    """The learner that ships, with everything needed to fit it again on other rows."""
+
+    learner: str
+    setting: dict[str, Any] | None
+    iterations: int | None
+    blend_weight: float
+    C: float
+    name: str
+    why: str
+
+
+def select(p: Problem, folds: Sequence[Fold], *, search: bool = True,
+           learners: Sequence[str] = ("lightgbm", "logistic_regression", "blend"),
+           budget_seconds: float = 180.0) -> tuple[Choice, Candidate, list[Candidate]]:
+    """Every candidate on the same folds; the winner, its own out-of-fold record, and all."""
+    start = time.perf_counter()
+    tried: list[Candidate] = []
+    boosters: list[Candidate] = []
+    linear = None
+    if "lightgbm" in learners or "blend" in learners:
+        for setting in GRID if search else GRID[:1]:
+            if boosters and time.perf_counter() - start > budget_seconds:
+                break
+            boosters.append(evaluate_lightgbm(p, folds, setting))
+        tried += boosters if "lightgbm" in learners else []
+    if "logistic_regression" in learners or "blend" in learners:
+        linear = evaluate_linear(p, folds)
+        tried += [linear] if "logistic_regression" in learners else []
+    if "blend" in learners and boosters and linear is not None:
+        best_booster = max(boosters, key=lambda c: c.auc)
+        tried.append(evaluate_blend(p, folds, best_booster, linear))
+    top = max(c.auc for c in tried)
+    close = [c for c in tried if c.auc >= top - TOLERANCE]
+    winner = min(close, key=lambda c: (SIMPLICITY[c.learner], -c.auc))
+    best = max(tried, key=lambda c: c.auc)
+    others = ", ".join(f"{c.name} {c.auc:.4f}" for c in tried if c is not winner)
+    why = (f"best mean fold AUC ({winner.auc:.4f}) over {len(folds)} folds" if winner is best
+           else f"within {TOLERANCE} AUC of the best ({best.name}, {best.auc:.4f}) and simpler")
+    why += f"; also tried: {others}" if others else ""
+    choice = Choice(winner.learner, winner.setting, winner.iterations, winner.blend_weight,
+                    float((linear.setting or {}).get("C", 0.5)) if linear else 0.5,
+                    winner.name, why)
+    return choice, winner, tried
+
+
+def fit_choice(choice: Choice, p: Problem, rows: np.ndarray | None = None
+               ) -> tuple[lgb.Booster | None, LinearScorer | None]:
+    """The chosen learner fitted on `rows` (default all) with its chosen tree count."""
+    idx = np.arange(len(p.y)) if rows is None else rows
+    X, y, w = p.subset(idx)
+    booster = linear = None
+    if choice.learner in ("lightgbm", "blend"):
+        params = lightgbm_params(choice.setting or {}, p.rows_per_lead, p.entities, p.overrides)
+        booster, _ = train_booster(X, y, w, p.columns, params, choice.iterations or 100)
+    if choice.learner in ("logistic_regression", "blend"):
+        linear = LinearScorer(p.columns, C=choice.C).fit(X, y, w)
+    return booster, linear
+
+
+def margin_of(choice: Choice, booster: lgb.Booster | None, linear: LinearScorer | None,
+              X: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(X))
+    if booster is not None:
+        out += choice.blend_weight * np.asarray(booster.predict(X, raw_score=True))
+    if linear is not None:
+        out += (1 - choice.blend_weight) * linear.margin(X)
+    return out
+
+
+def oof_margins(choice: Choice, p: Problem, folds: Sequence[Fold]) -> np.ndarray:
+    """Out-of-fold margins of the chosen learner at its chosen size (what calibration needs)."""
+    margins = []
+    for fit, held in folds:
+        booster, linear = fit_choice(choice, p, fit)
+        margins.append(margin_of(choice, booster, linear, p.X[held]))
+    return _oof(len(p.y), folds, margins)

@@ -1,0 +1,207 @@
+"""Leads as flat rows: the MLflow pyfunc's input, and the examples logged with a model.
+
+A row is a `leads` row plus `as_of` and JSON columns for what a CRM sends with a lead:
+`events`, `stage_history`, `opportunities` (rows without lead_id), and `account` (the
+account's attributes, with its other `contacts`: persona, created_at, events). It is the
+scorer's request body flattened into a table, so the pyfunc and `POST /v1/score` describe a
+lead the same way and score it through the same online executor.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from propensity.coding import category_text
+from propensity.contract import TIMESTAMP_DTYPE
+from propensity.export import to_utc
+from propensity.features.online import AccountContext, OnlineLead, OpportunityRows
+from propensity.tables import CrmExport
+
+NESTED = ("events", "stage_history", "opportunities", "account")
+ROW_EXTRAS = ("as_of", "stage", "stage_entered_at", *NESTED)
+
+
+def _json(value: object, empty: Any) -> Any:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return empty
+    if isinstance(value, str):
+        return json.loads(value) if value.strip() else empty
+    return value
+
+
+def _time(value: Any) -> datetime:
+    ts = pd.Timestamp(value)
+    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts).to_pydatetime()
+
+
+def _maybe_time(value: Any) -> datetime | None:
+    return None if category_text(value) is None else _time(value)
+
+
+def lead_from_row(row: Mapping[str, Any], now: datetime) -> OnlineLead:
+    """One pyfunc row as the online executor's input (timestamps may be text)."""
+    created = row.get("created_at")
+    if category_text(created) is None:
+        raise ValueError(f"lead {row.get('lead_id')!r}: created_at is required")
+    created_at = _time(created)
+    events = [{**e, "occurred_at": _time(e["occurred_at"])}
+              for e in _json(row.get("events"), [])]
+    history = [(str(h["stage"]), _time(h["entered_at"]))
+               for h in _json(row.get("stage_history"), [])]
+    if category_text(row.get("stage")) is not None:
+        history.append((str(row["stage"]), _maybe_time(row.get("stage_entered_at"))
+                        or created_at))
+    account = _json(row.get("account"), None)
+    contacts = None
+    if isinstance(account, Mapping):
+        account = dict(account)
+        listed = account.pop("contacts", None)
+        if listed is not None:
+            contacts = contact_context(listed, str(row["lead_id"]))
+    opps = _json(row.get("opportunities"), None)
+    attributes = {k: v for k, v in row.items() if k not in ROW_EXTRAS}
+    return OnlineLead(
+        lead_id=str(row["lead_id"]), created_at=created_at,
+        as_of=_maybe_time(row.get("as_of")) or now, attributes=attributes, events=events,
+        stage_history=history, account=account,
+        opportunities=None if opps is None else OpportunityRows.of(
+            [{**o, "created_at": _time(o["created_at"]),
+              "closed_at": _maybe_time(o.get("closed_at"))} for o in opps]),
+        contacts=contacts)
+
+
+def contact_context(contacts: list[Mapping[str, Any]], lead_id: str) -> AccountContext:
+    """The account's other contacts (a contact with the lead's own id is the lead: skipped)."""
+    return AccountContext.of([
+        (_time(c["created_at"]), c.get("persona"),
+         [_time(e["occurred_at"]) for e in c.get("events") or []])
+        for c in contacts if str(c.get("lead_id")) != lead_id])
+
+
+# --- rows from an export: examples for a model's signature, and test fixtures -----------------
+
+def _plain(value: Any) -> Any:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if hasattr(value, "item"):
+        return value.item()
+    return value if isinstance(value, int | float | bool) else str(value)
+
+
+def _records(frame: pd.DataFrame | None, key: str, value: str, t: pd.Timestamp,
+             time_col: str) -> list[dict[str, Any]]:
+    if frame is None:
+        return []
+    mine = frame[(frame[key].astype("str") == value) & (frame[time_col] < t)]
+    return [{k: _plain(v) for k, v in r.items() if k != key}
+            for r in mine.to_dict("records")]
+
+
+def lead_rows(export: CrmExport, entities: pd.DataFrame, *, context: bool = True
+              ) -> pd.DataFrame:
+    """Entity rows (`lead_id`, `as_of`) as pyfunc input rows with everything before `as_of`:
+    events, stage history and, with `context`, opportunities and the account's contacts."""
+    leads = export.leads.astype({"lead_id": "str"}).set_index("lead_id", drop=False)
+    accounts = (export.accounts.astype({"account_id": "str"}).set_index("account_id")
+                if export.accounts is not None else None)
+    rows = []
+    for lead_id, t in zip(entities["lead_id"].astype("str"), entities["as_of"], strict=True):
+        lead = leads.loc[lead_id]
+        row = {k: _plain(v) for k, v in lead.items()}
+        row["as_of"] = pd.Timestamp(t).isoformat()
+        row["events"] = json.dumps(_records(export.events, "lead_id", lead_id, t, "occurred_at"))
+        row["stage_history"] = json.dumps(_records(export.stage_history, "lead_id", lead_id, t,
+                                                   "entered_at"))
+        account_id = row.get("account_id")
+        account: dict[str, Any] | None = None
+        if account_id is not None:
+            account = ({k: _plain(v) for k, v in accounts.loc[account_id].items()}
+                       if accounts is not None and account_id in accounts.index else {})
+        if context:
+            opps = _records(export.opportunities, "lead_id", lead_id, t, "created_at")
+            for o in opps:  # a close after as_of has not happened yet
+                if o.get("closed_at") is not None and pd.Timestamp(o["closed_at"]) >= t:
+                    o["closed_at"], o["status"] = None, "open"
+            row["opportunities"] = json.dumps(opps)
+            if account is not None:
+                others = leads[(leads["account_id"].astype("str") == account_id)
+                               & (leads["lead_id"] != lead_id)]
+                account["contacts"] = [{
+                    "lead_id": c["lead_id"], "persona": _plain(c.get("persona")),
+                    "created_at": pd.Timestamp(c["created_at"]).isoformat(),
+                    "events": [{"occurred_at": e["occurred_at"], "event_type": e["event_type"]}
+                               for e in _records(export.events, "lead_id", c["lead_id"], t,
+                                                 "occurred_at")]}
+                    for c in others.to_dict("records")]
+        row["account"] = None if account is None else json.dumps(account)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --- account models: a small export built from contact rows ----------------------------------
+
+def rows_to_export(frame: pd.DataFrame) -> tuple[CrmExport, pd.DataFrame]:
+    """Contact rows (one per lead of an account) as a small export and its entity frame, so an
+    account is scored by the same batch code that trained it."""
+    frame = frame.reset_index(drop=True)
+    now = pd.Timestamp.now(tz="UTC")
+    as_of = to_utc(frame["as_of"]) if "as_of" in frame else pd.Series(now, index=frame.index)
+    as_of = as_of.fillna(now).astype(TIMESTAMP_DTYPE)
+    leads = frame[[c for c in frame.columns if c not in ROW_EXTRAS]].copy()
+    leads["lead_id"] = leads["lead_id"].astype("str")
+    leads["created_at"] = to_utc(leads["created_at"])
+    for col in ("source", "persona"):
+        leads[col] = leads[col].fillna("unknown") if col in leads else "unknown"
+    for col in ("campaign", "account_id", "owner_id", "product"):
+        if col not in leads:
+            leads[col] = pd.Series(pd.NA, index=leads.index, dtype="str")
+    events = [{**e, "lead_id": lead_id, "_as_of": t}
+              for lead_id, blob, t in zip(leads["lead_id"], frame.get(
+                  "events", pd.Series([None] * len(frame))), as_of, strict=True)
+              for e in _json(blob, [])]
+    ev = pd.DataFrame(events, columns=["lead_id", "occurred_at", "event_type", "channel",
+                                       "value", "_as_of"])
+    ev["occurred_at"] = to_utc(ev["occurred_at"])
+    ev = ev[ev["occurred_at"] < ev["_as_of"]].drop(columns="_as_of")  # never the future
+    ev["value"] = pd.to_numeric(ev["value"], errors="coerce")
+    history = [{**h, "lead_id": lead_id}
+               for lead_id, blob in zip(leads["lead_id"], frame.get(
+                   "stage_history", pd.Series([None] * len(frame))), strict=True)
+               for h in _json(blob, [])]
+    stage_history = None
+    if history:
+        sh = pd.DataFrame(history, columns=["lead_id", "stage", "entered_at"])
+        stage_history = sh.assign(entered_at=to_utc(sh["entered_at"]))
+    accounts = None
+    if "account" in frame:
+        records = [{**{k: v for k, v in _json(a, {}).items() if k != "contacts"},
+                    "account_id": acc}
+                   for a, acc in zip(frame["account"], leads["account_id"], strict=True)
+                   if category_text(acc) is not None and a is not None]
+        if records:
+            accounts = pd.DataFrame(records).drop_duplicates("account_id")
+    export = CrmExport(leads=leads, events=ev.reset_index(drop=True),
+                       stage_history=stage_history, accounts=accounts)
+    return export, pd.DataFrame({"lead_id": leads["lead_id"], "as_of": as_of})
+
+
+def account_rows(export: CrmExport, accounts: pd.DataFrame, limit: int = 2) -> pd.DataFrame:
+    """Contacts of a few accounts, as of each account row's time, as pyfunc input rows."""
+    parts = []
+    for account_id, t in zip(accounts["account_id"].astype("str").head(limit),
+                             accounts["as_of"].head(limit), strict=True):
+        leads = export.leads
+        mine = leads[(leads["account_id"].astype("str") == account_id)
+                     & (leads["created_at"] < t)]
+        parts.append(pd.DataFrame({"lead_id": mine["lead_id"].astype("str"), "as_of": t}))
+    return lead_rows(export, pd.concat(parts, ignore_index=True), context=False)

@@ -1,0 +1,43 @@
+"""Time as every computation sees it: int64 microseconds since the epoch, UTC.
+
+Features, journeys, snapshots and the scorer all compare times, and they must agree to the
+microsecond (a request's event at exactly `as_of` is excluded on every path). So the unit, the
+"never" sentinel and both conversions (a pandas column, one Python datetime) live here once.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from propensity.contract import TIMESTAMP_DTYPE
+
+NEVER = np.iinfo("int64").max
+"""'Not happened' in int64 microsecond arrays: sorts after every real time."""
+DAY_US = 86_400_000_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def to_micros(values: pd.Series) -> np.ndarray:
+    """UTC timestamps as int64 microseconds, NEVER for missing."""
+    v = values.astype(TIMESTAMP_DTYPE)
+    out = v.dt.tz_localize(None).to_numpy().view("int64").copy()
+    out[v.isna().to_numpy()] = NEVER
+    return out
+
+
+def micros(t: datetime) -> int:
+    """Exact microseconds since the epoch of one datetime; naive means UTC (the contract)."""
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return (t - EPOCH) // _US
+
+
+def from_micros(values: np.ndarray, index: pd.Index | None = None) -> pd.Series:
+    """int64 microseconds back to UTC timestamps (NEVER -> missing)."""
+    v = np.asarray(values, dtype="int64")
+    out = pd.Series(v.view("datetime64[us]"), index=index).where(v != NEVER)
+    return out.dt.tz_localize("UTC").astype(TIMESTAMP_DTYPE)

@@ -30,6 +30,7 @@ from propensity.features.online import OnlineFeatures
 from propensity.features.spec import FeatureSpec
 from propensity.models.calibration import Calibrator
 from propensity.models.linear import LinearScorer
+from propensity.models.single_row import SingleRow
 from propensity.problems import PropensityError
 from propensity.tables import CrmExport
 
@@ -118,27 +119,39 @@ class ModelBundle:
         return out
 
     # --- scoring ----------------------------------------------------------------------------
+    @cached_property
+    def single_row(self) -> SingleRow | None:
+        """LightGBM's one-row fast path (a request for one lead)."""
+        return None if self.booster is None else SingleRow(self.booster)
+
+    def _booster_output(self, X: np.ndarray, threads: int | None, contrib: bool) -> np.ndarray:
+        assert self.booster is not None
+        if len(X) == 1 and threads is None and self.single_row is not None:
+            one = self.single_row
+            return (one.contributions(X[0])[None, :] if contrib
+                    else np.array([one.margin(X[0])]))
+        t = threads_for(len(X)) if threads is None else threads
+        if contrib:
+            return np.asarray(self.booster.predict(X, pred_contrib=True, num_threads=t))
+        return np.asarray(self.booster.predict(X, raw_score=True, num_threads=t))
+
+    def _combined(self, X: np.ndarray, threads: int | None, contrib: bool) -> np.ndarray:
+        shape = (len(X), len(self.columns) + 1) if contrib else (len(X),)
+        out = np.zeros(shape)
+        if self.booster is not None and self.blend_weight > 0:
+            out += self.blend_weight * self._booster_output(X, threads, contrib)
+        if self.linear is not None and self.blend_weight < 1:
+            linear = self.linear.contributions(X) if contrib else self.linear.margin(X)
+            out += (1 - self.blend_weight) * linear
+        return out
+
     def margin(self, X: np.ndarray, threads: int | None = None) -> np.ndarray:
         """Log-odds before calibration."""
-        t = threads_for(len(X)) if threads is None else threads
-        out = np.zeros(len(X))
-        if self.booster is not None and self.blend_weight > 0:
-            out += self.blend_weight * np.asarray(
-                self.booster.predict(X, raw_score=True, num_threads=t))
-        if self.linear is not None and self.blend_weight < 1:
-            out += (1 - self.blend_weight) * self.linear.margin(X)
-        return out
+        return self._combined(X, threads, contrib=False)
 
     def contributions(self, X: np.ndarray, threads: int | None = None) -> np.ndarray:
         """(rows, features + 1) in log-odds, the bias last; each row sums to its margin."""
-        t = threads_for(len(X)) if threads is None else threads
-        out = np.zeros((len(X), len(self.columns) + 1))
-        if self.booster is not None and self.blend_weight > 0:
-            out += self.blend_weight * np.asarray(
-                self.booster.predict(X, pred_contrib=True, num_threads=t))
-        if self.linear is not None and self.blend_weight < 1:
-            out += (1 - self.blend_weight) * self.linear.contributions(X)
-        return out
+        return self._combined(X, threads, contrib=True)
 
     def predict(self, X: np.ndarray, threads: int | None = None) -> np.ndarray:
         """Calibrated probabilities of the model matrix's rows."""

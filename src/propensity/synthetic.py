@@ -123,7 +123,7 @@ def _dict_array(codes: np.ndarray, labels: list[str] | np.ndarray,
 
 def _timestamps(days: np.ndarray, epoch_us: int, valid: np.ndarray | None = None) -> pa.Array:
     """Days since the epoch to UTC timestamps, rounded to the second; `valid` masks nulls."""
-    us = epoch_us + np.round(np.nan_to_num(days) * 86_400).astype("int64") * 1_000_000
+    us = epoch_us + np.round(np.nan_to_num(days) * 86_400).astype("int64") * 1_000_000  # to s
     return pa.array(us, pa.timestamp("us", tz="UTC"), mask=None if valid is None else ~valid)
 
 

@@ -203,6 +203,7 @@ def outcomes_of_scores(scores: pd.DataFrame, export: CrmExport,
     """
     from propensity.funnel.journeys import build_journeys
     from propensity.positions import positions
+    from propensity.timestamps import DAY_US
 
     journeys = build_journeys(export)
     pos = positions(scores["lead_id"].astype("str"), journeys.leads["lead_id"].astype("str"))
@@ -213,7 +214,7 @@ def outcomes_of_scores(scores: pd.DataFrame, export: CrmExport,
     converted = journeys.reached[:, -1]
     at = served.astype("datetime64[us, UTC]").dt.tz_localize(None).to_numpy().view("int64")
     conv = np.where(pos >= 0, converted[np.maximum(pos, 0)], np.iinfo("int64").max)
-    h = horizon_days * 86_400_000_000
+    h = horizon_days * DAY_US
     label = (conv > at) & (conv <= at + h)
     out = pd.DataFrame({"lead_id": scores["lead_id"].astype("str").to_numpy(),
                         "as_of": served.to_numpy(), "probability": scores["probability"],

@@ -1,7 +1,8 @@
-"""SHAP contributions in words a marketer reads: "3 pricing page views in the last 7 days".
+"""Contributions in words a marketer reads: "3 pricing page views in the last 7 days".
 
-Contributions are per feature in log-odds of the raw booster; the largest positive and negative
-ones become reasons, each with the feature's value as the lead has it.
+Contributions are per feature in log-odds of the model's margin (SHAP values for LightGBM, the
+centred terms for logistic regression, their weighted sum for a blend); the largest positive
+and negative ones become reasons, each with the feature's value as the lead has it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from propensity.coding import OTHER
+
 WINDOW = re.compile(r"^n_(?P<what>.+)_(?P<w>\d+d|all)$")
+PERSONA_EVENTS = re.compile(r"^account_events_(?P<who>end_user|champion|executive)_(?P<w>\d+)d$")
 
 
 @dataclass(frozen=True)
@@ -43,15 +47,22 @@ def describe(name: str, value: float, categories: dict[str, list[str]]) -> str:
             return f"{_label(name)} not known"
         cats = categories[name]
         code = int(value)
-        shown = cats[code] if 0 <= code < len(cats) else "other"
+        shown = cats[code] if 0 <= code < len(cats) else OTHER
         if name == "current_stage":
             return f"in stage {shown}"
+        if shown == OTHER:
+            return f"{_label(name)} is a rare or new value"
         return f"{_label(name)} is {shown}"
     if missing:
         if name.startswith("days_since_"):
             what = name.removeprefix("days_since_")
             return "no activity yet" if what == "last_event" else f"no {_label(what)} yet"
         return f"{_label(name)} not known"
+    if m := PERSONA_EVENTS.match(name):
+        n = int(value)
+        who = _label(m.group("who"))
+        return (f"{n} {'event' if n == 1 else 'events'} by the account's {who}s in the last "
+                f"{m.group('w')} days")
     if m := WINDOW.match(name):
         what, w = m.group("what"), m.group("w")
         n = int(value)
@@ -86,7 +97,7 @@ def describe(name: str, value: float, categories: dict[str, list[str]]) -> str:
 def explain(names: list[str], values: np.ndarray, contributions: np.ndarray,
             categories: dict[str, list[str]], top: int = 3) -> tuple[list[Reason], list[Reason]]:
     """Top positive and negative reasons of one row (contributions without the bias column)."""
-    order = np.argsort(contributions)
+    order = np.argsort(contributions, kind="stable")
     positive = [Reason(names[i], describe(names[i], values[i], categories),
                        round(float(contributions[i]), 4))
                 for i in order[::-1][:top] if contributions[i] > 0]

@@ -150,18 +150,22 @@ def _gate_text(gate: dict[str, Any]) -> str:
 @contextmanager
 def _quiet() -> Iterator[None]:
     """MLflow's chatter (database set-up, run links, "Successfully registered model") stays
-    out of the CLI's output: MLflow prints it on a stream of its own, switched off here."""
-    from mlflow.utils.logging_utils import disable_logging, enable_logging
+    out of the CLI's output. MLflow prints it on a stream of its own; its own counted switch
+    is used, because MLflow switches that stream back on inside `log_model` otherwise."""
+    from mlflow.utils.autologging_utils.logging_and_warnings import (
+        MlflowEventsAndWarningsBehaviorGlobally,
+    )
 
     loggers = [logging.getLogger(n) for n in ("alembic", "mlflow")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.WARNING)
-    disable_logging()
     try:
-        yield
+        with MlflowEventsAndWarningsBehaviorGlobally(disable_event_logs=True,
+                                                     disable_warnings=False,
+                                                     reroute_warnings=False):
+            yield
     finally:
-        enable_logging()
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
 

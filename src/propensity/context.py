@@ -18,7 +18,6 @@ import pandas as pd
 from propensity.features.asof import SortedEvents
 from propensity.features.definitions import PERSONA_GROUPS
 from propensity.features.online import AccountContext, OpportunityRows
-from propensity.positions import positions
 from propensity.tables import CrmExport
 from propensity.timestamps import to_micros
 
@@ -51,14 +50,14 @@ class ContextSource:
         n = len(leads)
         events = export.events
         if events is not None and len(events):
-            self.events = SortedEvents.build(positions(events["lead_id"], leads["lead_id"]),
+            self.events = SortedEvents.build(export.lead_positions(events["lead_id"]),
                                              to_micros(events["occurred_at"]), n)
         else:
             self.events = SortedEvents.build(np.zeros(0, "int64"), np.zeros(0, "int64"), n)
         opps = export.opportunities
         self.opps = None
         if opps is not None and len(opps):
-            lead_of = positions(opps["lead_id"], leads["lead_id"])
+            lead_of = export.lead_positions(opps["lead_id"])
             self.opps = SortedEvents.build(lead_of, to_micros(opps["created_at"]), n)
             self.opp_closed = to_micros(opps["closed_at"])
             self.opp_lost = (opps["status"].astype("str") == "lost").to_numpy()

@@ -186,11 +186,23 @@ def parse_table(
 
 
 def type_attribute(values: pd.Series) -> pd.Series:
-    """Numbers stay numeric; anything else is a category label (the contract's typing rule)."""
+    """Numbers stay numeric; anything else is a category label (the contract's typing rule).
+
+    A dictionary-encoded column (Parquet) is typed by its distinct values and stays
+    categorical: a million leads with a dozen countries are not a million strings.
+    """
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         return values.astype("float64")
     if pd.api.types.is_bool_dtype(values):
         return values.astype("str").where(values.notna())
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        cats = pd.Series(values.cat.categories)
+        numeric = pd.to_numeric(cats, errors="coerce")
+        codes = values.cat.codes.to_numpy()
+        if len(cats) and numeric.notna().all():
+            return pd.Series(np.where(codes >= 0, numeric.to_numpy(dtype="float64")[
+                np.maximum(codes, 0)], np.nan), index=values.index, name=values.name)
+        return values.cat.rename_categories(cats.astype("str").tolist())
     numeric = pd.to_numeric(values, errors="coerce")
     if values.notna().any() and (numeric.notna() == values.notna()).all():
         return numeric.astype("float64")

@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from propensity.funnel.journeys import Journeys, build_journeys
 from propensity.problems import PropensityError
@@ -24,6 +24,8 @@ TARGETS: tuple[Target, ...] = ("lead-conversion", "stage-advancement", "account-
 
 
 class SnapshotConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error
+
     every_days: int = 14
     horizon_days: int = 90
     first: str | None = None

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from propensity.contract import TABLES, Manifest
+from propensity.positions import IdIndex
 from propensity.problems import ProblemReport, PropensityError
 
 
@@ -42,6 +43,15 @@ class CrmExport:
     manifest: Manifest = field(default_factory=Manifest)
     report: ProblemReport = field(default_factory=ProblemReport)
     files: dict[str, SourceFile] = field(default_factory=dict)
+    _lead_ids: tuple[pd.DataFrame, IdIndex] | None = field(default=None, repr=False,
+                                                           compare=False)
+
+    def lead_positions(self, keys: pd.Series) -> np.ndarray:
+        """Row position in `leads` of each lead id, -1 when absent; the index of the leads'
+        ids is built once per leads table (rebuilt if the table is replaced)."""
+        if self._lead_ids is None or self._lead_ids[0] is not self.leads:
+            self._lead_ids = (self.leads, IdIndex(self.leads["lead_id"]))
+        return self._lead_ids[1].positions(keys)
 
     @property
     def stages(self) -> tuple[str, ...]:

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
@@ -69,6 +69,8 @@ Progress = Callable[[str], None]
 
 
 class PointsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error
+
     event_points: dict[str, float] | None = None
     attribute_points: dict[str, dict[str, float]] | None = None
     numeric_thresholds: dict[str, list[list[float]]] | None = None
@@ -76,6 +78,8 @@ class PointsConfig(BaseModel):
 
 class TrainConfig(BaseModel):
     """One training run; `training/*.toml` files hold these."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error
 
     model: Target = "lead-conversion"
     snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig)

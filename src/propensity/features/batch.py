@@ -51,7 +51,7 @@ def _attributes(frame: pd.DataFrame | None, columns: list, rows: np.ndarray) -> 
 def gather(export: CrmExport, spec: FeatureSpec, entities: pd.DataFrame) -> FeatureInputs:
     """Feature inputs of every entity row (`lead_id`, `as_of`), in the frame's order."""
     leads = export.leads.reset_index(drop=True)
-    pos = positions(entities["lead_id"], leads["lead_id"])
+    pos = export.lead_positions(entities["lead_id"])
     if (pos < 0).any():
         missing = entities["lead_id"][pos < 0].iloc[0]
         raise KeyError(f"lead {missing!r} is not in the export")
@@ -82,7 +82,7 @@ def gather(export: CrmExport, spec: FeatureSpec, entities: pd.DataFrame) -> Feat
     )
     events = export.events
     if events is not None and len(events):
-        lead_of = positions(events["lead_id"], leads["lead_id"])
+        lead_of = export.lead_positions(events["lead_id"])
         times = to_micros(events["occurred_at"])
         sorted_ = SortedEvents.build(lead_of, times, len(leads))
         rows, ev, age_us = before(sorted_, pos, as_of)
@@ -103,7 +103,7 @@ def gather(export: CrmExport, spec: FeatureSpec, entities: pd.DataFrame) -> Feat
     if sh is not None and len(sh):
         rank = sh["stage"].astype("str").map(stage_rank(spec.stages)).to_numpy(
             dtype="float64", na_value=np.nan)
-        lead_of = positions(sh["lead_id"], leads["lead_id"])
+        lead_of = export.lead_positions(sh["lead_id"])
         funnel = (lead_of >= 0) & ~np.isnan(rank)  # terminal rows never set the stage
         sorted_ = SortedEvents.build(np.where(funnel, lead_of, -1), to_micros(sh["entered_at"]),
                                      len(leads))
@@ -112,7 +112,7 @@ def gather(export: CrmExport, spec: FeatureSpec, entities: pd.DataFrame) -> Feat
         x.stage_rank = rank[sorted_.order[ev]].astype("int64")
     opps = export.opportunities
     if opps is not None and len(opps):
-        lead_of = positions(opps["lead_id"], leads["lead_id"])
+        lead_of = export.lead_positions(opps["lead_id"])
         sorted_ = SortedEvents.build(lead_of, to_micros(opps["created_at"]), len(leads))
         rows, ev, _ = before(sorted_, pos, as_of)
         src = sorted_.order[ev]

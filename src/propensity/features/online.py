@@ -131,13 +131,18 @@ class OnlineFeatures:
         created = micros(lead.created_at)
         attrs = lead.attributes
         has_account = category_text(attrs.get("account_id")) is not None
-        times = np.fromiter((micros(e["occurred_at"]) for e in lead.events), dtype="int64",
-                            count=len(lead.events))
-        keep = np.flatnonzero(times < t)
-        events = [lead.events[int(i)] for i in keep]
         n_types, n_channels = len(self.types), len(self.channels)
-        channel = [category_text(e.get("channel")) for e in events]
-        age = (t - times[keep]) / DAY_US
+        times, types, channels, values = [], [], [], []
+        for e in lead.events:  # one pass: only events before as_of go further
+            at = micros(e["occurred_at"])
+            if at >= t:
+                continue
+            times.append(at)
+            types.append(self.types.get(e["event_type"], n_types))
+            channel = category_text(e.get("channel"))
+            channels.append(-1 if channel is None else self.channels.get(channel, n_channels))
+            values.append(number(e.get("value")))
+        age = (t - np.array(times, dtype="int64")) / DAY_US
         stage_rows = [(self.ranks[s], micros(w)) for s, w in lead.stage_history
                       if s in self.ranks]
         stage_rows = [r for r in stage_rows if r[1] < t]
@@ -149,12 +154,10 @@ class OnlineFeatures:
             account_attributes=self._attributes(lead.account if has_account else None,
                                                 self.account_columns, False),
             has_account=np.array([has_account]),
-            event_row=np.zeros(keep.size, dtype="int64"), event_age=age,
-            event_type=np.array([self.types.get(e["event_type"], n_types) for e in events],
-                                dtype="int64"),
-            event_channel=np.array([-1 if c is None else self.channels.get(c, n_channels)
-                                    for c in channel], dtype="int64"),
-            event_value=np.array([number(e.get("value")) for e in events], dtype="float64"),
+            event_row=np.zeros(len(times), dtype="int64"), event_age=age,
+            event_type=np.array(types, dtype="int64"),
+            event_channel=np.array(channels, dtype="int64"),
+            event_value=np.array(values, dtype="float64"),
             stage_row=np.zeros(len(stage_rows), dtype="int64"),
             stage_rank=np.array([r for r, _ in stage_rows], dtype="int64"),
             stage_time=np.array([w for _, w in stage_rows], dtype="int64"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from propensity.coding import fit_vocabulary
 from propensity.tables import CrmExport
@@ -19,6 +19,8 @@ CORE_CATEGORICALS = ("source", "campaign", "persona", "owner_id", "product")
 
 
 class FeatureConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error
+
     name: str = "lead-engagement"
     version: str = "1"
     windows_days: list[int] = Field(default_factory=lambda: [7, 30, 90])

@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 
 from propensity.contract import TERMINAL_STAGES, stage_rank
-from propensity.positions import positions
 from propensity.tables import CrmExport
 from propensity.timestamps import NEVER, from_micros, to_micros
 
@@ -48,7 +47,7 @@ def build_journeys(export: CrmExport) -> Journeys:
     entered[:, 0] = to_micros(leads["created_at"])
     sh = export.stage_history
     if sh is not None and len(sh):
-        pos = positions(sh["lead_id"], leads["lead_id"])
+        pos = export.lead_positions(sh["lead_id"])
         t = to_micros(sh["entered_at"])
         stage_text = sh["stage"].astype("str").to_numpy()
         rank = pd.Series(stage_text).map(stage_rank(stages)).to_numpy()
@@ -59,7 +58,7 @@ def build_journeys(export: CrmExport) -> Journeys:
     opps = export.opportunities
     if opps is not None and len(opps):
         status = opps["status"].astype("str").to_numpy()
-        pos = positions(opps["lead_id"], leads["lead_id"])
+        pos = export.lead_positions(opps["lead_id"])
         won = (status == "won") & (pos >= 0)
         np.minimum.at(entered[:, k - 1], pos[won], to_micros(opps["closed_at"])[won])
         # a lost opportunity ends the lead's journey unless it later advanced

@@ -17,7 +17,6 @@ from propensity.contract import TIMESTAMP_DTYPE
 from propensity.funnel.intervals import wilson
 from propensity.funnel.journeys import Journeys, build_journeys
 from propensity.funnel.report import Deals, Duration, FunnelReport, GroupFunnel, Mode, Rate, Step
-from propensity.positions import positions
 from propensity.problems import PropensityError
 from propensity.tables import CrmExport
 from propensity.timestamps import DAY_US, NEVER, to_micros
@@ -211,7 +210,7 @@ def _opportunity_keys(export: CrmExport, j: Journeys, by: str | None) -> pd.Seri
         return pd.Series(OVERALL, index=opps.index)
     if by in opps.columns and by != "lead_id":
         return opps[by].astype("str").where(opps[by].notna(), MISSING)
-    pos = positions(opps["lead_id"], j.leads["lead_id"])
+    pos = export.lead_positions(opps["lead_id"])
     lead_keys = group_keys(j.leads, by).to_numpy()
     return pd.Series(np.where(pos >= 0, lead_keys[np.maximum(pos, 0)], NO_LEAD), index=opps.index)
 

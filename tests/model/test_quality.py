@@ -150,7 +150,8 @@ def test_olist_out_of_time_matches_the_plain_question(
     out = tmp_path_factory.mktemp("olist-train")
     import_olist(shared_file("olist-mql", "olist_marketing_qualified_leads_dataset.csv"),
                  shared_file("olist-mql", "olist_closed_deals_dataset.csv"), out)
-    result = train_export(load_export(out), _config("olist.toml"))
+    export = load_export(out)
+    result = train_export(export, _config("olist.toml"))
     m = result.report["metrics"]
     print({k: round(v["roc_auc"], 4) for k, v in m.items()})
     assert m["model"]["roc_auc"] >= 0.68
@@ -158,6 +159,12 @@ def test_olist_out_of_time_matches_the_plain_question(
     _beats_every_baseline(result.report)
     assert "points" not in m  # no rule of the default points applies: no constant baseline
     assert not any("open_opportunit" in w for w in result.report["warnings"])
+    # scoring ends leads as training did: none idle in its stage past stale_days
+    assert result.bundle.stale_days == 30
+    t = pd.Timestamp("2018-05-01", tz="UTC")
+    scored = score_export(result.bundle, export, t)
+    created = export.leads.set_index("lead_id").loc[scored["lead_id"], "created_at"]
+    assert len(scored) > 100 and (t - created).max() <= pd.Timedelta(days=30)
 
 
 @pytest.mark.parametrize(("target", "label"), [("stage-advancement", "advanced"),

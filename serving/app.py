@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from starlette.concurrency import run_in_threadpool
 
@@ -22,11 +25,12 @@ from propensity.export import load_export
 from propensity.problems import PropensityError
 from propensity.threshold_store import ThresholdStore
 from serving.config import ServingSettings, get_serving_settings
-from serving.deps import AppState
+from serving.deps import BODY_MODELS, AppState
+from serving.errors import document_errors, validation_handler
+from serving.limits import BodyLimitMiddleware
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.model_store import ModelStore
 from serving.routes import accounts, funnel, ops, score, thresholds, ui
-from serving.schemas import ScoreRequest
 from serving.scorelog import ScoreLog
 
 log = logging.getLogger("propensity.serving")
@@ -44,6 +48,15 @@ def _context(settings: ServingSettings) -> ContextSource | None:
         return None
 
 
+def spool_dir(settings: ServingSettings) -> Path:
+    """The spool folder of this database: a folder per database URL, so two scorers on two
+    databases never replay each other's rows."""
+    if settings.spool_dir is not None:
+        return settings.spool_dir
+    tag = hashlib.sha256(settings.db_url.encode()).hexdigest()[:12]
+    return settings.models_dir / "spool" / tag
+
+
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
     settings = settings or get_serving_settings()
     metrics = Metrics()
@@ -54,11 +67,14 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         engine = engine_for(settings.db_url)
         store = ModelStore(settings, list(settings.models))
         await run_in_threadpool(store.refresh)
-        scorelog = ScoreLog(engine, settings.log_flush_seconds)
-        scorelog.start()
-        app.state.propensity = AppState(settings=settings, store=store, keys=KeyRing(engine),
-                                        log=scorelog, metrics=metrics,
-                                        thresholds=ThresholdStore(engine),
+        scorelog = ScoreLog(engine, settings.log_flush_seconds, spool_dir=spool_dir(settings),
+                            max_spool_bytes=settings.spool_max_bytes)
+        scorelog.start()  # its first pass writes what an earlier run left spooled
+        thresholds = ThresholdStore(engine)
+        await run_in_threadpool(thresholds.active)  # the last known set, should the db go
+        app.state.propensity = AppState(settings=settings, store=store,
+                                        keys=KeyRing(engine, ttl=settings.key_cache_seconds),
+                                        log=scorelog, metrics=metrics, thresholds=thresholds,
                                         context=await run_in_threadpool(_context, settings))
 
         async def follow_registry() -> None:
@@ -90,6 +106,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     for router in (score.router, accounts.router, funnel.router, thresholds.router,
                    ops.router, ui.router):
         app.include_router(router)
+    app.add_exception_handler(RequestValidationError, validation_handler)
+    # the limit runs inside the metrics, so refused bodies are counted too
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     def openapi() -> dict[str, Any]:
@@ -97,10 +116,12 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version,
                                  description=app.description, routes=app.routes)
-            extra = ScoreRequest.model_json_schema(ref_template="#/components/schemas/{model}")
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.update(extra.pop("$defs", {}))
-            components["ScoreRequest"] = extra
+            for name, model in BODY_MODELS.items():
+                extra = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(extra.pop("$defs", {}))
+                components[name] = extra
+            document_errors(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

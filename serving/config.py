@@ -15,8 +15,28 @@ class ServingSettings(Settings):
     """Export folder the funnel endpoint reports on (PROPENSITY_DATA_PATH)."""
     reload_seconds: float = 30.0
     log_flush_seconds: float = 0.5
+    max_body_bytes: int = 16 * 1024 * 1024
+    """A larger body is refused (413) while it is read, before any parsing."""
     max_leads: int = 1000
     max_events: int = 10_000
+    """Events per lead."""
+    max_contacts: int = 500
+    """Contacts per account (`/v1/accounts/score`, and a lead's `account.contacts`)."""
+    max_contact_events: int = 1000
+    max_account_events: int = 5000
+    """Events of all an account's contacts together: what an account score costs grows with
+    them (200,000 took 83 s)."""
+    max_funnel_groups: int = 200
+    """`/v1/funnel?by=COLUMN` refuses a column with more distinct values (lead_id, ...)."""
+    funnel_cache_bytes: int = 32 * 1024 * 1024
+    """Funnel reports kept in memory, by their JSON size, least recently used out first."""
+    key_cache_seconds: float = 2.0
+    """How long a worker trusts a key it has checked: a revoked key stops within this."""
+    spool_dir: Path | None = None
+    """Where score-log rows wait while the database is down, and refused rows are kept
+    (default: a `spool` folder beside the models directory)."""
+    spool_max_bytes: int = 256 * 1024 * 1024
+    """Past this the spool refuses new scores (503) rather than fill the disk."""
     models: list[str] = Field(default_factory=lambda: [
         "lead-conversion", "stage-advancement", "account-propensity"])
 

@@ -1,26 +1,34 @@
-"""Dependencies as `Annotated` aliases: the app state a route needs, and who is calling."""
+"""Dependencies as `Annotated` aliases: the app state a route needs, who is calling, the body.
+
+Order matters and is kept by construction: a body dependency (`json_body`) depends on the
+caller's key, so FastAPI checks the key before a byte of the body is parsed. A request
+without a key gets a 401, never a 422 that describes the schema to a stranger.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from propensity.api_keys import KeyInfo, KeyRing
+from propensity.api_keys import KeyInfo, KeyRing, KeyUnavailable
 from propensity.context import ContextSource
 from propensity.threshold_store import ThresholdStore
 from serving.config import ServingSettings
 from serving.metrics import Metrics
 from serving.model_store import ModelStore
-from serving.schemas import ScoreRequest
 from serving.scorelog import ScoreLog
 
 bearer = HTTPBearer(auto_error=False)
+M = TypeVar("M", bound=BaseModel)
+BODY_MODELS: dict[str, type[BaseModel]] = {}
+"""Request models routes parse themselves: the OpenAPI schema lists them (see app.py)."""
 
 
 @dataclass
@@ -49,13 +57,19 @@ def _caller(state: StateDep,
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing API key: send "
                             "'Authorization: Bearer <key>'",
                             headers={"WWW-Authenticate": "Bearer"})
-    info = state.keys.lookup(creds.credentials)
+    try:
+        info = state.keys.lookup(creds.credentials)
+    except KeyUnavailable:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the key cannot be checked: "
+                            "the database is unreachable; try again shortly",
+                            headers={"Retry-After": "5"}) from None
     if info is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown API key",
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown, revoked or expired API key",
                             headers={"WWW-Authenticate": "Bearer"})
     return info
 
 
+@functools.cache
 def _require(scope: str) -> Callable[[KeyInfo], KeyInfo]:
     def check(info: Annotated[KeyInfo, Depends(_caller)]) -> KeyInfo:
         if not info.allows(scope):
@@ -66,20 +80,32 @@ def _require(scope: str) -> Callable[[KeyInfo], KeyInfo]:
 
 
 ScoreKey = Annotated[KeyInfo, Depends(_require("score"))]
-
-
-async def _score_body(request: Request) -> ScoreRequest:
-    """The body parsed by pydantic straight from the JSON bytes (Rust, not json.loads + dicts):
-    a 1,000-lead batch with 50,000 events validates in a fifth of the time."""
-    try:
-        return ScoreRequest.model_validate_json(await request.body())
-    except ValidationError as exc:
-        raise RequestValidationError(
-            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-        ) from None
-
-
-ScoreBody = Annotated[ScoreRequest, Depends(_score_body)]
-SCORE_BODY_DOC = {"requestBody": {"required": True, "content": {"application/json": {
-    "schema": {"$ref": "#/components/schemas/ScoreRequest"}}}}}
 AdminKey = Annotated[KeyInfo, Depends(_require("admin"))]
+
+
+def validation_error(exc: ValidationError) -> RequestValidationError:
+    return RequestValidationError(
+        [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)])
+
+
+def json_body(model: type[M], scope: str) -> Callable[..., Coroutine[Any, Any, M]]:
+    """A dependency that checks the key for `scope`, then parses the body with pydantic
+    straight from the JSON bytes (Rust, not json.loads + dicts: a 1,000-lead batch with
+    50,000 events validates in a fifth of the time)."""
+    BODY_MODELS[model.__name__] = model
+
+    checked = Depends(_require(scope))
+
+    async def parse(request: Request, key: KeyInfo = checked) -> M:
+        try:
+            return model.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+
+    return parse
+
+
+def body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI request body of a route that parses `model` itself."""
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}

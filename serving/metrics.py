@@ -1,4 +1,9 @@
-"""Prometheus metrics, one registry per app (tests start several apps in one process)."""
+"""Prometheus metrics, one registry per app (tests start several apps in one process).
+
+Request series are labelled by route template (`/v1/score`, not the path sent), and every
+path no route matches shares the label `unmatched`: anyone can send a million distinct paths,
+and a series per path grew `/metrics` from 14 KB to 12.7 MB in 10,000 requests.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +28,14 @@ class Metrics:
                                    ["model", "version"], registry=self.registry)
         self.log_pending = Gauge("propensity_score_log_pending", "Score log rows not yet "
                                  "written", registry=self.registry)
+        self.log_spooled = Gauge("propensity_score_log_spooled_bytes", "Score log rows kept on "
+                                 "local disk while the database is unreachable",
+                                 registry=self.registry)
+        self.log_quarantined = Gauge("propensity_score_log_quarantined", "Score log rows the "
+                                     "database refused, kept in the quarantine file",
+                                     registry=self.registry)
+        self.database_up = Gauge("propensity_database_up", "1 when the last score log write "
+                                 "reached the database", registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -50,7 +63,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, capture)
         finally:
-            path = scope["path"] if scope["path"].startswith("/v1/") or scope["path"] in (
-                "/healthz", "/readyz", "/metrics") else "other"
+            route = scope.get("route")
+            path = getattr(route, "path_format", None) or "unmatched"
             self.metrics.requests.labels(path, str(status["code"])).inc()
             self.metrics.latency.labels(path).observe(time.perf_counter() - start)

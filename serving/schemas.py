@@ -5,10 +5,39 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    StringConstraints,
+    WithJsonSchema,
+)
 from typing_extensions import TypedDict
 
 Persona = Literal["end_user", "champion", "executive", "unknown"]
+
+
+def _iso_only(value: Any) -> Any:
+    """pydantic reads a number (or a numeric string) as Unix seconds: `start=2.49e-139` was
+    a date. Here a time is ISO 8601 text, as the schema says."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise ValueError("a date-time in ISO 8601 (2025-01-31T09:00:00Z), not a number")
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return value
+        raise ValueError("a date-time in ISO 8601 (2025-01-31T09:00:00Z), not a number")
+    return value
+
+
+When = Annotated[datetime, BeforeValidator(_iso_only)]
+"""A time in a request: ISO 8601 text (a date alone is its midnight, no zone is UTC)."""
+EventTime = Annotated[datetime, WithJsonSchema({
+    "anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
+    "description": "ISO 8601, or Unix seconds (event lists are long: read as they come)"})]
 
 
 class EventIn(TypedDict):
@@ -16,19 +45,19 @@ class EventIn(TypedDict):
     leads carries 50,000 of these, and validating dicts is several times cheaper."""
 
     __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
-    occurred_at: datetime
+    occurred_at: EventTime
     event_type: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     channel: NotRequired[Annotated[str, StringConstraints(max_length=100)] | None]
-    value: NotRequired[float | None]
+    value: NotRequired[FiniteFloat | None]
 
 
 class StageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     stage: str
-    entered_at: datetime
+    entered_at: When
 
 
-Scalar = str | float | int | bool | None
+Scalar = str | FiniteFloat | int | bool | None
 
 
 class OpportunityIn(BaseModel):
@@ -37,9 +66,9 @@ class OpportunityIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     opportunity_id: str | None = Field(None, max_length=200)
     account_id: str | None = Field(None, max_length=200)
-    created_at: datetime
-    closed_at: datetime | None = Field(None, description="null while open")
-    amount: float | None = Field(None, ge=0)
+    created_at: When
+    closed_at: When | None = Field(None, description="null while open")
+    amount: FiniteFloat | None = Field(None, ge=0)
     status: Literal["open", "won", "lost"] = "open"
     owner_id: str | None = Field(None, max_length=200)
     product: str | None = Field(None, max_length=200)
@@ -49,7 +78,7 @@ class ContactEventIn(TypedDict):
     """An engagement event of another contact: when it happened is what the committee counts."""
 
     __pydantic_config__ = ConfigDict(extra="allow")  # type: ignore[misc]
-    occurred_at: datetime
+    occurred_at: EventTime
     event_type: NotRequired[str]
 
 
@@ -60,7 +89,7 @@ class AccountContactIn(BaseModel):
     lead_id: str | None = Field(None, max_length=200, description="a contact with the scored "
                                 "lead's own id is the lead itself and is skipped")
     persona: Persona | None = None
-    created_at: datetime
+    created_at: When
     events: list[ContactEventIn] = Field(default_factory=list)
 
 
@@ -80,7 +109,7 @@ class LeadIn(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     lead_id: str = Field(min_length=1, max_length=200)
-    created_at: datetime | None = Field(
+    created_at: When | None = Field(
         None, description="required for models trained on exports")
     source: str | None = None
     campaign: str | None = None
@@ -90,10 +119,10 @@ class LeadIn(BaseModel):
     product: str | None = None
     events: list[EventIn] = Field(default_factory=list)
     stage: str | None = None
-    stage_entered_at: datetime | None = None
+    stage_entered_at: When | None = None
     stage_history: list[StageIn] = Field(
         default_factory=list, description="every stage entry, when the CRM has them")
-    as_of: datetime | None = Field(None, description="score as of this time (default now)")
+    as_of: When | None = Field(None, description="score as of this time (default now)")
     account: AccountContextIn | None = Field(
         None, description="the lead's account: attributes (industry, employees, ...) and its "
                           "other contacts")
@@ -160,11 +189,18 @@ class ScoreResponse(BaseModel):
     scores: list[LeadScore]
 
 
+class AccountContactLeadIn(LeadIn):
+    """A lead of the scored account: when it was created is what the account model needs."""
+
+    created_at: When
+
+
 class AccountIn(BaseModel):
     account_id: str = Field(min_length=1, max_length=200)
     attributes: dict[str, Scalar] = Field(default_factory=dict)
-    contacts: list[LeadIn] = Field(min_length=1, description="the account's leads")
-    as_of: datetime | None = None
+    contacts: list[AccountContactLeadIn] = Field(min_length=1,
+                                                 description="the account's leads")
+    as_of: When | None = None
 
 
 class AccountScore(BaseModel):
@@ -178,8 +214,42 @@ class AccountScore(BaseModel):
     reasons: Reasons
 
 
+class ScoreLogHealth(BaseModel):
+    pending: int = Field(description="rows in memory, written within a second")
+    spooled_bytes: int = Field(description="rows on local disk while the database is down; "
+                                           "replayed when it is back")
+    quarantined: int = Field(description="rows the database refused, kept with the reason in "
+                                         "quarantine.jsonl in the spool folder")
+
+
 class Health(BaseModel):
-    status: str
+    status: Literal["ok", "ready", "degraded", "not ready"]
     models: dict[str, str] = Field(default_factory=dict)
     errors: dict[str, str] = Field(default_factory=dict)
     database: str = "ok"
+    score_log: ScoreLogHealth | None = None
+    reasons: list[str] = Field(default_factory=list, description="why the status is not ready")
+
+
+class ProblemCount(BaseModel):
+    severity: str
+    table: str
+    rule: str
+    count: int
+
+
+class DataProblems(BaseModel):
+    """What the data source's rows broke: the rows named here were left out of the answer
+    (errors) or used as they are (warnings). `propensity validate` lists every one."""
+
+    errors: int
+    warnings: int
+    summary: list[ProblemCount] = Field(description="problems per table and rule")
+
+
+def data_problems(report: Any) -> DataProblems:
+    """A `ProblemReport` as the summary a response carries."""
+    rows = report.summary().to_dict("records")
+    return DataProblems(errors=report.error_count, warnings=report.warning_count,
+                        summary=[ProblemCount(**{k: r[k] for k in ("severity", "table", "rule")},
+                                              count=int(r["count"])) for r in rows])

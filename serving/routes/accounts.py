@@ -3,39 +3,38 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
 import pandas as pd
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, status
 from starlette.concurrency import run_in_threadpool
 
 from propensity.features.definitions import PERSONA_GROUPS
 from propensity.models.reasons import explain
 from propensity.scoring import score_account_rows
 from propensity.thresholds import to_score
-from serving.deps import ScoreKey, StateDep
+from serving.deps import StateDep, body_doc, json_body
+from serving.limits import check_account_request
 from serving.schemas import AccountIn, AccountScore, ModelRef, ReasonOut, Reasons
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
 NAME = "account-propensity"
 
 
-@router.post("/score", response_model=AccountScore)
-async def score_account(body: AccountIn, state: StateDep, key: ScoreKey) -> AccountScore:
+AccountBody = Annotated[AccountIn, Depends(json_body(AccountIn, "score"))]
+
+
+@router.post("/score", response_model=AccountScore, openapi_extra=body_doc(AccountIn))
+async def score_account(body: AccountBody, state: StateDep) -> AccountScore:
     """Propensity of an account to buy, which personas are engaged, and why."""
+    check_account_request(body.contacts, state.settings)
     loaded = state.store.get(NAME)
     if loaded is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             f"no {NAME} champion is loaded: train and promote one")
-    if len(body.contacts) > state.settings.max_leads:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
-                            f"at most {state.settings.max_leads} contacts per account")
     as_of = body.as_of or datetime.now(UTC)
     rows = []
-    for i, c in enumerate(body.contacts):
-        if c.created_at is None:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
-                "loc": ["body", "contacts", i, "created_at"], "msg": "Field required",
-                "type": "missing"}])
+    for c in body.contacts:
         rows.append({**c.attributes(), "lead_id": c.lead_id, "created_at": c.created_at,
                      "account_id": body.account_id, "as_of": as_of,
                      "events": [dict(e) for e in c.events],

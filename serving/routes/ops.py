@@ -7,7 +7,7 @@ from fastapi import APIRouter, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from serving.deps import AdminKey, StateDep
-from serving.schemas import Health
+from serving.schemas import Health, ScoreLogHealth
 
 router = APIRouter(tags=["operations"])
 
@@ -20,7 +20,14 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Health)
 async def readyz(state: StateDep, response: Response) -> Health:
-    """Models loaded and the database reachable; 503 otherwise."""
+    """Ready (200): models loaded, database reachable, score log clean.
+
+    Degraded (still 200, status "degraded"): scores are served, but the database is
+    unreachable (scores wait in the local spool, thresholds are the last known) or rows were
+    quarantined; `reasons` says which. A balancer keeps sending traffic, which is the point:
+    the models are in memory. Not ready (503): no lead-conversion champion loaded, or the
+    spool is full while the database is down (new scores are refused).
+    """
     db = "ok"
     try:
         def ping() -> None:
@@ -29,17 +36,39 @@ async def readyz(state: StateDep, response: Response) -> Health:
         await run_in_threadpool(ping)
     except Exception as exc:
         db = f"unreachable: {type(exc).__name__}"
+    log = state.log
+    spooled = await run_in_threadpool(lambda: log.spooled_bytes)
     models = {n: m.version for n, m in state.store.models.items()}
-    ready = db == "ok" and "lead-conversion" in models
+    reasons = []
+    if "lead-conversion" not in models:
+        reasons.append("no lead-conversion champion is loaded")
+    if not log.accepting:
+        reasons.append("the database is down and the score log spool is full")
+    ready = not reasons
+    if db != "ok":
+        reasons.append("the database is unreachable: scores are spooled locally, thresholds "
+                       "are the last known")
+    if spooled:
+        reasons.append(f"{spooled} bytes of score log rows wait in the local spool")
+    if log.quarantined:
+        reasons.append(f"{log.quarantined} score log rows were refused by the database; "
+                       f"see {log.spool_dir}/quarantine.jsonl")
     if not ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    return Health(status="ready" if ready else "not ready", models=models,
-                  errors=dict(state.store.errors), database=db)
+    return Health(status="not ready" if not ready else "degraded" if reasons else "ready",
+                  models=models, errors=dict(state.store.errors), database=db,
+                  score_log=ScoreLogHealth(pending=log.pending, spooled_bytes=spooled,
+                                           quarantined=log.quarantined),
+                  reasons=reasons)
 
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(state: StateDep) -> Response:
-    state.metrics.log_pending.set(state.log.pending)
+    log = state.log
+    state.metrics.log_pending.set(log.pending)
+    state.metrics.log_spooled.set(await run_in_threadpool(lambda: log.spooled_bytes))
+    state.metrics.log_quarantined.set(log.quarantined)
+    state.metrics.database_up.set(0 if log.outage else 1)
     for name, m in state.store.models.items():
         state.metrics.model_version.labels(name, m.version).set(1)
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Response, status
 
 from propensity.context import ContextSource
 from propensity.features.online import AccountContext, OnlineLead, OpportunityRows
 from propensity.models.reasons import explain
 from propensity.scoring import Scored, score_leads, score_records
 from propensity.thresholds import to_score
-from serving.deps import SCORE_BODY_DOC, ScoreBody, ScoreKey, StateDep
+from serving.deps import StateDep, body_doc, json_body
+from serving.limits import check_score_request
 from serving.schemas import (
     ContextUsed,
     LeadIn,
@@ -21,6 +22,7 @@ from serving.schemas import (
     ModelRef,
     ReasonOut,
     Reasons,
+    ScoreRequest,
     ScoreResponse,
 )
 
@@ -38,7 +40,8 @@ def online_lead(lead: LeadIn, i: int, now: datetime, stages: list[str],
     """A request's lead as the online executor's input; what it leaves out of its account
     context comes from the data source when that knows the lead (or its account)."""
     if lead.created_at is None:
-        raise _invalid(["leads", i, "created_at"], "Field required")
+        raise _invalid(["leads", i, "created_at"], "Field required: the champion was trained "
+                       "on an export and needs when each lead was created")
     allowed = [*stages, "disqualified", "lost"]
     if lead.stage is not None and lead.stage not in allowed:
         raise _invalid(["leads", i, "stage"],
@@ -82,19 +85,18 @@ def _hash(lead: LeadIn) -> str:
     return hashlib.sha256(lead.model_dump_json().encode()).hexdigest()
 
 
-@router.post("/score", response_model=ScoreResponse, openapi_extra=SCORE_BODY_DOC)
-async def score(body: ScoreBody, state: StateDep, key: ScoreKey) -> Response:
+ScoreBody = Annotated[ScoreRequest, Depends(json_body(ScoreRequest, "score"))]
+
+
+@router.post("/score", response_model=ScoreResponse, openapi_extra=body_doc(ScoreRequest))
+async def score(body: ScoreBody, state: StateDep) -> Response:
     """Score 1 to 1,000 leads: probability, score, grade, MQL flag and the reasons."""
-    settings = state.settings
-    if len(body.leads) > settings.max_leads:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
-                            f"{len(body.leads)} leads in one request; at most "
-                            f"{settings.max_leads}: split the batch")
-    for i, lead in enumerate(body.leads):
-        if len(lead.events) > settings.max_events:
-            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
-                                f"leads[{i}] ({lead.lead_id}) has {len(lead.events)} events; at "
-                                f"most {settings.max_events} per lead: send the recent ones")
+    check_score_request(body.leads, state.settings)
+    if not state.log.accepting:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            "the database is unreachable and the score log's local spool is "
+                            "full: no score is served that could not be kept",
+                            headers={"Retry-After": "30"})
     loaded = state.store.get(MAIN)
     if loaded is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, status
-from pydantic import BaseModel, Field, model_validator
+from fastapi import APIRouter, Depends, Header, HTTPException, status
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from starlette.concurrency import run_in_threadpool
 
+from propensity.threshold_store import StaleVersion, ThresholdStore
 from propensity.thresholds import Curve, Recommendation, ThresholdSet, recommend, threshold_curve
-from serving.deps import AdminKey, ScoreKey, StateDep
+from serving.deps import AdminKey, ScoreKey, StateDep, body_doc, json_body
+from serving.schemas import DataProblems, data_problems
 
 router = APIRouter(prefix="/v1/thresholds", tags=["thresholds"])
 MODEL = "lead-conversion"
@@ -22,6 +24,9 @@ class ThresholdsOut(ThresholdSet):
     reason: str
 
 
+VERSION_MAX = 2**31 - 1  # the version column is a 32-bit integer on every database
+
+
 class ThresholdsIn(BaseModel):
     """New values, or `restore_version` to bring an earlier version back (as a new version)."""
 
@@ -29,7 +34,11 @@ class ThresholdsIn(BaseModel):
     grade_a: float | None = Field(None, ge=0, le=100)
     grade_b: float | None = Field(None, ge=0, le=100)
     grade_c: float | None = Field(None, ge=0, le=100)
-    restore_version: int | None = Field(None, ge=1)
+    restore_version: int | None = Field(None, ge=1, le=VERSION_MAX)
+    base_version: int | None = Field(
+        None, ge=0, le=VERSION_MAX, description="the active version this change is based on "
+        "(as read from GET /v1/thresholds); or send it as `If-Match`. A change made since is "
+        "a 409, so two admins never silently undo each other")
     reason: str = Field(min_length=3, max_length=2000, description="why: kept in the history")
 
     @model_validator(mode="after")
@@ -74,10 +83,42 @@ async def get_thresholds(state: StateDep, key: ScoreKey) -> ThresholdsOut:
     return ThresholdsOut(**details)
 
 
-@router.put("", response_model=ThresholdsOut)
-async def put_thresholds(body: ThresholdsIn, state: StateDep, key: AdminKey) -> ThresholdsOut:
-    """Set new values (a new version); every score after this carries the new version."""
+def _base(body: ThresholdsIn, if_match: str | None) -> int:
+    """The version the change is based on: `base_version`, or the `If-Match` header."""
+    if body.base_version is not None:
+        return body.base_version
+    if if_match is not None:
+        text = if_match.strip().removeprefix("W/").strip('"')
+        if text.isdigit() and int(text) <= VERSION_MAX:
+            return int(text)
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
+            "loc": ["header", "if-match"], "msg": "If-Match is the version number the change "
+            "is based on, e.g. \"3\"", "type": "value_error"}])
+    raise HTTPException(status.HTTP_428_PRECONDITION_REQUIRED,
+                        "name the version this change is based on: base_version in the body "
+                        "or If-Match, as read from GET /v1/thresholds")
+
+
+def _conflict(store: ThresholdStore, base: int) -> dict[str, object]:
+    current = store.active(MODEL).version
+    return {"msg": f"version {base} is not a version of the {MODEL} thresholds; version "
+                   f"{current} is active", "base_version": base, "current_version": current}
+
+
+ThresholdsBody = Annotated[ThresholdsIn, Depends(json_body(ThresholdsIn, "admin"))]
+RecommendBody = Annotated[RecommendIn, Depends(json_body(RecommendIn, "score"))]
+
+
+@router.put("", response_model=ThresholdsOut, openapi_extra=body_doc(ThresholdsIn))
+async def put_thresholds(body: ThresholdsBody, state: StateDep, key: AdminKey,
+                         if_match: Annotated[str | None, Header(max_length=40)] = None,
+                         ) -> ThresholdsOut:
+    """Set new values (a new version); every score after this carries the new version.
+
+    The change names the version it is based on; when another change came first, the answer
+    is 409 with the active version, and nothing is written."""
     store = state.thresholds
+    base = _base(body, if_match)
     if body.restore_version is not None:
         old = await run_in_threadpool(store.get, body.restore_version)
         if old is None or old.model != MODEL:
@@ -86,17 +127,25 @@ async def put_thresholds(body: ThresholdsIn, state: StateDep, key: AdminKey) -> 
         values = old
         reason = f"restore v{old.version}: {body.reason}"
     else:
-        current = store.active(MODEL)
+        current = await run_in_threadpool(store.get, base) if base else ThresholdSet()
+        if current is None or current.model != MODEL:
+            raise HTTPException(status.HTTP_409_CONFLICT,
+                                await run_in_threadpool(_conflict, store, base))
         merged = {**current.model_dump(), **body.model_dump(
-            exclude_none=True, exclude={"reason", "restore_version"})}
+            exclude_none=True, exclude={"reason", "restore_version", "base_version"})}
         try:
             values = ThresholdSet(**merged)
-        except ValueError as exc:
+        except ValidationError as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
-                "loc": ["body"], "msg": str(exc).splitlines()[-1] if str(exc) else "invalid",
-                "type": "value_error"}]) from None
+                "loc": ["body"], "msg": e["msg"].removeprefix("Value error, "),
+                "type": "value_error"} for e in exc.errors(include_url=False)]) from None
         reason = body.reason
-    saved = await run_in_threadpool(store.set, values, key.name, reason)
+    try:
+        saved = await run_in_threadpool(store.set, values, key.name, reason, base)
+    except StaleVersion as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, {
+            "msg": str(exc), "base_version": exc.base, "current_version": exc.current}
+        ) from None
     details = await run_in_threadpool(store.details, MODEL, saved.version)
     return ThresholdsOut(**details)
 
@@ -108,7 +157,13 @@ async def history(state: StateDep, key: ScoreKey) -> list[ThresholdsOut]:
     return [ThresholdsOut(**r) for r in rows]
 
 
-def _score_log_curve(state: StateDep) -> Curve:
+class CurveOut(Curve):
+    data_problems: DataProblems | None = Field(
+        None, description="for source=score_log: rows of the export its contract rejected "
+                          "(left out of the outcomes)")
+
+
+def _score_log_curve(state: StateDep) -> CurveOut:
     """Scores served, joined with the conversions the configured export has seen since."""
     import pandas as pd
     import sqlalchemy as sa
@@ -127,13 +182,14 @@ def _score_log_curve(state: StateDep) -> Curve:
             score_log.c.lead_id, score_log.c.scored_at, score_log.c.probability).where(
             score_log.c.model_name == MODEL)).all(), columns=["lead_id", "scored_at",
                                                              "probability"])
-    joined = outcomes_of_scores(rows, load_export(path, drop_bad_rows=True),
-                                loaded.bundle.horizon_days or 90)
+    export = load_export(path, drop_bad_rows=True)
+    joined = outcomes_of_scores(rows, export, loaded.bundle.horizon_days or 90)
     if joined.empty:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             "no served score has a known outcome yet (its horizon must have "
                             "passed in the export)")
-    return threshold_curve(joined, source="score log joined with later conversions")
+    curve = threshold_curve(joined, source="score log joined with later conversions")
+    return CurveOut(**curve.model_dump(), data_problems=data_problems(export.report))
 
 
 def _curve(state: StateDep) -> Curve:
@@ -148,7 +204,7 @@ def _curve(state: StateDep) -> Curve:
     return curve
 
 
-@router.get("/curve", response_model=Curve)
+@router.get("/curve", response_model=CurveOut)
 async def curve(state: StateDep, key: ScoreKey,
                 source: Literal["holdout", "score_log"] = "holdout") -> Curve:
     """For every threshold 0-100: MQLs a week, precision, recall, expected customers, lift.
@@ -161,9 +217,8 @@ async def curve(state: StateDep, key: ScoreKey,
     return await run_in_threadpool(_curve, state)
 
 
-@router.post("/recommend", response_model=RecommendOut)
-async def recommend_threshold(body: RecommendIn, state: StateDep,
-                              key: ScoreKey) -> RecommendOut:
+@router.post("/recommend", response_model=RecommendOut, openapi_extra=body_doc(RecommendIn))
+async def recommend_threshold(body: RecommendBody, state: StateDep) -> RecommendOut:
     """The threshold that maximises expected customers within capacity or a target."""
     c = await run_in_threadpool(_curve, state)
     try:

@@ -1,7 +1,7 @@
 // The marketing-ops page: reads the API with the key typed above, draws with Plotly.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const state = { curve: null, recommended: null };
+const state = { curve: null, recommended: null, version: null };
 const pct = (v) => (v === null || v === undefined ? "-" : (100 * v).toFixed(1) + "%");
 const num = (v, d = 1) => (v === null || v === undefined ? "-" : Number(v).toFixed(d));
 
@@ -56,6 +56,7 @@ function drawLift(t) {
 
 async function loadActive() {
   const active = await api("/v1/thresholds");
+  state.version = active.version;  // what a save is based on: a change made since is a 409
   $("active").textContent = `active v${active.version}: MQL at ${active.mql}, ` +
     `A ${active.grade_a} / B ${active.grade_b} / C ${active.grade_c}`;
   const rows = await api("/v1/thresholds/history");
@@ -135,7 +136,8 @@ async function save() {
   const admin = $("admin-key").value;
   try {
     const saved = await api("/v1/thresholds", { method: "PUT", body: JSON.stringify({
-      mql: Number($("threshold").value), reason: $("reason").value }) }, admin);
+      mql: Number($("threshold").value), reason: $("reason").value,
+      base_version: state.version }) }, admin);
     $("save-status").textContent = `saved as version ${saved.version}`;
     await loadActive();
   } catch (e) {

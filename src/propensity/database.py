@@ -48,6 +48,8 @@ thresholds = sa.Table(
     sa.Column("changed_by", sa.String(200), nullable=False),
     sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("base_version", sa.Integer, nullable=True),
+    sa.UniqueConstraint("model", "base_version", name="uq_thresholds_successor"),
 )
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -58,7 +60,8 @@ def engine_for(url: str) -> sa.Engine:
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False},
+                                  hide_parameters=True)
 
         @sa.event.listens_for(engine, "connect")
         def _wal(conn: object, _: object) -> None:  # readers do not block the log writer
@@ -71,7 +74,10 @@ def engine_for(url: str) -> sa.Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return sa.create_engine(url, pool_pre_ping=True)
+    # parameters (lead ids) stay out of error messages and logs; a database that does not
+    # answer fails a connection in seconds instead of holding a request
+    return sa.create_engine(url, pool_pre_ping=True, hide_parameters=True,
+                            connect_args={"connect_timeout": 3}, pool_timeout=5)
 
 
 def migrate(url: str) -> None:

@@ -24,7 +24,8 @@ def _score(server: Server, lead_id: str) -> dict:
 def test_changes_are_versioned_scoped_and_followed_at_once(server: Server) -> None:
     with server.client(server.score_key) as reader:
         before = reader.get("/v1/thresholds").json()
-        refused = reader.put("/v1/thresholds", json={"mql": 1, "reason": "sneaky"})
+        refused = reader.put("/v1/thresholds", json={"mql": 1, "reason": "sneaky",
+                                                     "base_version": before["version"]})
         assert refused.status_code == 403
         assert reader.get("/v1/thresholds").json() == before  # untouched
     first = _score(server, "th-1")
@@ -32,21 +33,22 @@ def test_changes_are_versioned_scoped_and_followed_at_once(server: Server) -> No
     with server.client(server.admin_key) as admin:
         low = admin.put("/v1/thresholds", json={
             "mql": max(0, s - 1), "grade_a": max(0, s - 1), "grade_b": 0, "grade_c": 0,
-            "reason": "everyone is an MQL this week"}).json()
+            "reason": "everyone is an MQL this week", "base_version": before["version"]}).json()
         assert low["version"] > before["version"] and low["changed_by"] == "ops"
         after = _score(server, "th-2")
         assert after["threshold_version"] == low["version"]
         assert after["scores"][0]["mql"] is True and after["scores"][0]["grade"] == "A"
         high = admin.put("/v1/thresholds", json={
             "mql": min(100, s + 1), "grade_a": 100, "grade_b": 100, "grade_c": 100,
-            "reason": "nobody"}).json()
+            "reason": "nobody"}, headers={"If-Match": f'"{low["version"]}"'}).json()
         again = _score(server, "th-3")
         assert again["threshold_version"] == high["version"]
         assert again["scores"][0]["mql"] is False and again["scores"][0]["grade"] == "D"
         rows = _wait_rows(server, "th-3", 1)
         assert rows[0].threshold_version == high["version"]
         restored = admin.put("/v1/thresholds", json={"restore_version": low["version"],
-                                                     "reason": "back to last week"}).json()
+                                                     "reason": "back to last week",
+                                                     "base_version": high["version"]}).json()
         assert restored["version"] > high["version"] and restored["mql"] == low["mql"]
         assert restored["reason"].startswith(f"restore v{low['version']}")
         history = admin.get("/v1/thresholds/history").json()
@@ -64,24 +66,45 @@ def test_changes_are_versioned_scoped_and_followed_at_once(server: Server) -> No
 def test_invalid_changes_are_422(server: Server, body: dict) -> None:
     with server.client(server.admin_key) as admin:
         version = admin.get("/v1/thresholds").json()["version"]
-        r = admin.put("/v1/thresholds", json=body)
+        r = admin.put("/v1/thresholds", json={**body, "base_version": version})
         assert r.status_code == 422, r.text
+        assert "errors.pydantic.dev" not in r.text
         assert admin.get("/v1/thresholds").json()["version"] == version
 
 
-def test_concurrent_changes_both_land(server: Server) -> None:
-    def change(mql: int) -> int:
+def test_concurrent_changes_never_undo_each_other(server: Server) -> None:
+    """Two admins read the same version and both change it: one lands, the other is told."""
+    for round_ in range(5):
         with server.client(server.admin_key) as admin:
-            r = admin.put("/v1/thresholds", json={"mql": mql, "reason": f"race {mql}"})
-            assert r.status_code == 200, r.text
-            return int(r.json()["version"])
+            base = admin.get("/v1/thresholds").json()["version"]
 
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        versions = list(pool.map(change, [41, 42]))
-    assert len(set(versions)) == 2
-    with server.client(server.score_key) as http:
-        history = {h["version"]: h["mql"] for h in http.get("/v1/thresholds/history").json()}
-    assert {history[v] for v in versions} == {41, 42}
+        def change(mql: int, base: int = base) -> tuple[int, dict]:
+            with server.client(server.admin_key) as admin:
+                r = admin.put("/v1/thresholds", json={"mql": mql, "reason": f"race {mql}",
+                                                      "base_version": base})
+                return r.status_code, r.json()
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(change, [40 + round_, 60 + round_]))
+        codes = sorted(code for code, _ in results)
+        assert codes == [200, 409], results
+        won = next(body for code, body in results if code == 200)
+        lost = next(body for code, body in results if code == 409)["detail"]
+        assert lost["current_version"] == won["version"] and lost["base_version"] == base
+        with server.client(server.score_key) as http:
+            assert http.get("/v1/thresholds").json()["mql"] == won["mql"]
+
+
+def test_a_change_must_name_its_base(server: Server) -> None:
+    with server.client(server.admin_key) as admin:
+        current = admin.get("/v1/thresholds").json()["version"]
+        unnamed = admin.put("/v1/thresholds", json={"mql": 33, "reason": "no base"})
+        assert unnamed.status_code == 428 and "base_version" in unnamed.json()["detail"]
+        huge = admin.put("/v1/thresholds", json={"restore_version": 2**63, "reason": "big",
+                                                 "base_version": current})
+        assert huge.status_code == 422 and huge.json()["detail"][0]["loc"] == [
+            "body", "restore_version"]
+        assert admin.get("/v1/thresholds").json()["version"] == current
 
 
 def test_curve_and_recommendation_match_the_library(server: Server) -> None:

@@ -6,6 +6,7 @@ import getpass
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from propensity.cli._common import console, fail
@@ -111,16 +112,26 @@ def set_(
     grade_a: Annotated[float | None, typer.Option(min=0, max=100)] = None,
     grade_b: Annotated[float | None, typer.Option(min=0, max=100)] = None,
     grade_c: Annotated[float | None, typer.Option(min=0, max=100)] = None,
-    restore: Annotated[int | None, typer.Option(help="Bring back this version")] = None,
+    restore: Annotated[int | None, typer.Option(min=1, max=2**31 - 1,
+                                                help="Bring back this version")] = None,
+    base_version: Annotated[int | None, typer.Option(
+        min=0, help="Refuse the change unless this is still the active version (what you "
+                    "looked at with `thresholds show`)")] = None,
 ) -> None:
     """Set the MQL threshold or bands (a new version), or restore an earlier version."""
+    from propensity.threshold_store import StaleVersion
     from propensity.thresholds import ThresholdSet
 
     store = _store()
+    current = store.active(MODEL)
+    if base_version is not None and base_version != current.version:
+        raise fail(str(StaleVersion(base_version, current.version)), code=1)
+    base = current.version if base_version is None else base_version
     if restore is not None:
         values = store.get(restore)
-        if values is None:
-            raise fail(f"no threshold version {restore}")
+        if values is None or values.model != MODEL:
+            raise fail(f"no threshold version {restore}: `propensity thresholds show` lists "
+                       "them", code=1)
         reason = f"restore v{restore}: {reason}"
     else:
         changes = {k: v for k, v in (("mql", mql), ("grade_a", grade_a), ("grade_b", grade_b),
@@ -128,10 +139,14 @@ def set_(
         if not changes:
             raise fail("give --mql and/or --grade-a/--grade-b/--grade-c, or --restore N")
         try:
-            values = ThresholdSet(**{**store.active(MODEL).model_dump(), **changes})
-        except ValueError as exc:
-            raise fail(str(exc).splitlines()[-1]) from None
-    saved = store.set(values, f"cli:{getpass.getuser()}", reason)
+            values = ThresholdSet(**{**current.model_dump(), **changes})
+        except ValidationError as exc:
+            raise fail("; ".join(e["msg"].removeprefix("Value error, ")
+                                 for e in exc.errors(include_url=False)), code=1) from None
+    try:
+        saved = store.set(values, f"cli:{getpass.getuser()}", reason, base)
+    except StaleVersion as exc:
+        raise fail(str(exc), code=1) from None
     console.print(f"thresholds v{saved.version}: MQL at {saved.mql:g}, A {saved.grade_a:g} / "
                   f"B {saved.grade_b:g} / C {saved.grade_c:g}", highlight=False)
 

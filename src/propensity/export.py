@@ -8,7 +8,9 @@ person looks up.
 
 from __future__ import annotations
 
+import codecs
 import csv
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +61,26 @@ def find_table_file(directory: Path, table: str) -> Path | None:
     return found[0] if found else None
 
 
-def read_raw(path: Path) -> tuple[pd.DataFrame, SourceFile]:
+CSV_ENCODING: ContextVar[str] = ContextVar("csv_encoding", default="utf-8")
+"""The text encoding CSV files are read in (`propensity --encoding latin-1 ...`)."""
+
+
+def _undecodable(path: Path, encoding: str) -> PropensityError:
+    """Which line of the file cannot be read in `encoding`, as a sentence a person acts on."""
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            try:
+                line.decode(encoding)
+            except UnicodeDecodeError as exc:
+                return PropensityError(
+                    f"{path}: line {number} is not valid {encoding} text (byte "
+                    f"0x{line[exc.start]:02x} at character {exc.start + 1}); if the file is "
+                    "in another encoding, name it: propensity --encoding latin-1 (or cp1252, "
+                    "utf-16) ...")
+    return PropensityError(f"{path}: not readable as {encoding} text")
+
+
+def read_raw(path: Path, encoding: str | None = None) -> tuple[pd.DataFrame, SourceFile]:
     """Read a file without interpreting it: CSV cells stay strings, empty cells are missing."""
     if not path.exists():
         raise PropensityError(f"{path}: no such file")
@@ -71,8 +92,20 @@ def read_raw(path: Path) -> tuple[pd.DataFrame, SourceFile]:
         return frame.reset_index(drop=True), SourceFile(path, header_rows=0)
     if path.suffix != ".csv":
         raise PropensityError(f"{path}: expected a .csv or .parquet file")
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        header = next(csv.reader(fh), None)
+    encoding = encoding or CSV_ENCODING.get()
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise PropensityError(f"unknown text encoding {encoding!r} (try utf-8, latin-1, "
+                              "cp1252)") from None
+    utf8 = codecs.lookup(encoding).name == "utf-8"
+    try:
+        with path.open(newline="", encoding="utf-8-sig" if utf8 else encoding) as fh:
+            header = next(csv.reader(fh), None)
+    except UnicodeDecodeError:
+        raise _undecodable(path, encoding) from None
+    except csv.Error as exc:
+        raise PropensityError(f"{path}: line 1 is not a CSV header ({exc})") from None
     if not header:
         raise PropensityError(f"{path}: empty file (no header row)")
     if len(set(header)) != len(header):
@@ -81,6 +114,7 @@ def read_raw(path: Path) -> tuple[pd.DataFrame, SourceFile]:
     try:
         table = pacsv.read_csv(
             path,
+            read_options=pacsv.ReadOptions(encoding="utf8" if utf8 else encoding),
             convert_options=pacsv.ConvertOptions(
                 column_types={h: pa.string() for h in header},
                 strings_can_be_null=True,
@@ -88,8 +122,12 @@ def read_raw(path: Path) -> tuple[pd.DataFrame, SourceFile]:
             ),
         )
     except pa.ArrowInvalid as exc:
+        if "UTF8" in str(exc) or "utf" in str(exc).lower():
+            raise _undecodable(path, encoding) from None
         raise PropensityError(f"{path}: not a readable CSV file ({exc})") from exc
     frame = table.to_pandas()
+    if not utf8 and len(frame.columns) and str(frame.columns[0]).startswith("\ufeff"):
+        frame = frame.rename(columns={frame.columns[0]: str(frame.columns[0])[1:]})
     return frame, SourceFile(path, header_rows=1)
 
 

@@ -43,12 +43,12 @@ def test_validate_bad_export_exits_1_and_names_row_and_rule(
 
 def test_unreadable_input_is_one_line_and_nonzero(tmp_path: Path) -> None:
     out = run("validate", tmp_path / "nowhere")
-    assert out.returncode == 2
+    assert out.returncode == 1
     assert "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     (tmp_path / "empty").mkdir()
     out = run("validate", tmp_path / "empty")
-    assert out.returncode == 2 and "leads" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 1 and "leads" in out.stderr and "Traceback" not in out.stderr
     out = run("validate", "--table", tmp_path / "x.csv")
     assert out.returncode == 2 and "--target" in out.stderr
 
@@ -57,8 +57,27 @@ def test_missing_target_column_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     path.write_text("a,b\n1,2\n")
     out = run("validate", "--table", path, "--target", "won")
-    assert out.returncode == 2
+    assert out.returncode == 1  # a data problem, not a usage error
     assert "target column 'won'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_an_undecodable_csv_names_file_and_line_and_encoding_reads_it(
+        make_export: Callable[..., Path]) -> None:
+    def latin(tables: dict[str, list[dict[str, object]]]) -> None:
+        tables["leads"][1]["country"] = "Österreich"
+
+    folder = make_export(latin)
+    leads = folder / "leads.csv"
+    leads.write_bytes(leads.read_text(encoding="utf-8").encode("latin-1"))
+    out = run("validate", folder)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert str(leads) in out.stderr and "line 3" in out.stderr and "--encoding" in out.stderr
+    assert run("--encoding", "latin-1", "validate", folder).returncode == 0
+    assert run("--encoding", "klingon", "validate", folder).returncode == 2
+    leads.write_bytes(bytes(range(256)) * 4)  # binary: still one line, exit 1
+    out = run("validate", folder)
+    assert out.returncode == 1 and str(leads) in out.stderr and "Traceback" not in out.stderr
 
 
 def test_generate_then_validate(tmp_path: Path) -> None:

@@ -1,8 +1,15 @@
-"""The `propensity` command: one entry point, one subcommand per job."""
+"""The `propensity` command: one entry point, one subcommand per job.
+
+Exit codes (the README's table): 0 done; 1 the data, a file or the state of the registry or
+database is the problem (a contract break, an unreadable or undecodable file, a missing
+column, a stale threshold version, a model that does not pass the gate); 2 the command line
+itself is wrong (an unknown option, options that do not go together); 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -17,6 +24,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def options(encoding: Annotated[str, typer.Option(
+        help="Text encoding of the CSV files read (utf-8, latin-1, cp1252, ...)")] = "utf-8",
+            ) -> None:
+    """Lead scoring and funnel analytics from your CRM history."""
+    import codecs
+
+    from propensity.export import CSV_ENCODING
+
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise fail(f"--encoding {encoding!r}: unknown encoding (try utf-8, latin-1, cp1252)"
+                   ) from None
+    CSV_ENCODING.set(encoding)
 data.register(app)
 funnel.register(app)
 models.register(app)
@@ -30,8 +54,12 @@ def main() -> None:
     try:
         app()
     except PropensityError as exc:
-        raise SystemExit(fail(str(exc)).exit_code) from None
+        raise SystemExit(fail(str(exc), code=1).exit_code) from None
+    except UnicodeDecodeError as exc:  # a reader that does not name its file: say what we can
+        raise SystemExit(fail(f"a file is not valid {exc.encoding} text (byte "
+                              f"0x{exc.object[exc.start]:02x}); name its encoding: "
+                              "propensity --encoding latin-1 ...", code=1).exit_code) from None
     except (OSError, ValueError) as exc:
-        raise SystemExit(fail(f"{type(exc).__name__}: {exc}").exit_code) from None
+        raise SystemExit(fail(f"{type(exc).__name__}: {exc}", code=1).exit_code) from None
     except KeyboardInterrupt:
         sys.exit(130)

@@ -238,6 +238,10 @@ def promote_cmd(
         console.print(f"{model}: champion is now v{result.version} ({result.reason}; was "
                       f"v{result.previous or '-'})", highlight=False)
         return
+    if result.version is not None and result.version == result.previous:
+        console.print(f"{model}: v{result.version} is already the champion; nothing to do",
+                      highlight=False)
+        return
     console.print(f"{model}: not promoted: {result.reason}", highlight=False)
     raise typer.Exit(1)
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.table import Table
 
 from propensity.cli._common import console, fail
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 keys_app = typer.Typer(help="API keys of the scorer.", no_args_is_help=True)
 
@@ -31,23 +36,82 @@ def serve(
                 timeout_graceful_shutdown=30)
 
 
-@keys_app.command("create")
-def create(
-    scope: Annotated[list[str], typer.Option(help="score (CRMs) and/or admin (marketing ops)")],
-    name: Annotated[str, typer.Option(help="Who the key is for (shown in audit logs)")] = "crm",
-) -> None:
-    """Create an API key and print it once; only its hash is stored."""
-    from propensity.api_keys import create_key
+def _engine() -> sa.Engine:
     from propensity.database import engine_for, migrate
     from propensity.settings import get_settings
 
     settings = get_settings()
     migrate(settings.db_url)
+    return engine_for(settings.db_url)
+
+
+def _expiry(text: str | None) -> datetime | None:
+    """`30d`, `12h` from now, or an ISO date / date-time (UTC unless it names a zone)."""
+    if text is None:
+        return None
+    text = text.strip()
+    units = {"d": "days", "h": "hours"}
+    if text[:-1].isdigit() and text[-1:] in units:
+        return datetime.now(UTC) + timedelta(**{units[text[-1]]: int(text[:-1])})
     try:
-        key = create_key(engine_for(settings.db_url), name, scope)
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise fail(f"--expires {text!r}: give 30d, 12h or a date like 2026-12-31") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+@keys_app.command("create")
+def create(
+    scope: Annotated[list[str], typer.Option(help="score (CRMs) and/or admin (marketing ops)")],
+    name: Annotated[str, typer.Option(help="Who the key is for (shown in audit logs)")] = "crm",
+    expires: Annotated[str | None, typer.Option(
+        help="When the key stops working: 90d, 12h, or a date (2026-12-31)")] = None,
+) -> None:
+    """Create an API key and print it once; only its hash is stored."""
+    from propensity.api_keys import create_key
+
+    when = _expiry(expires)
+    try:
+        key = create_key(_engine(), name, scope, expires_at=when)
     except ValueError as exc:
         raise fail(str(exc)) from None
     console.print(key, highlight=False)
+
+
+@keys_app.command("list")
+def list_() -> None:
+    """Every key: id, name, scopes, created, expires, revoked, status (never the key)."""
+    from propensity.api_keys import list_keys
+
+    table = Table(title="API keys")
+    for c in ("id", "name", "scopes", "created", "expires", "revoked", "status"):
+        table.add_column(c)
+    for k in list_keys(_engine()):
+        table.add_row(str(k["id"]), k["name"], k["scopes"], _when(k["created_at"]),
+                      _when(k["expires_at"]), _when(k["revoked_at"]), k["status"])
+    console.print(table)
+
+
+def _when(value: datetime | None) -> str:
+    return "-" if value is None else f"{value:%Y-%m-%d %H:%M}"
+
+
+@keys_app.command("revoke")
+def revoke(key_id: Annotated[int, typer.Argument(help="The key's id (`keys list`)")]) -> None:
+    """Revoke a key: every scorer refuses it within PROPENSITY_KEY_CACHE_SECONDS."""
+    from propensity.api_keys import revoke_key
+
+    name = revoke_key(_engine(), key_id)
+    console.print(f"key {key_id} ({name}) revoked", highlight=False)
+
+
+@keys_app.command("rotate")
+def rotate(key_id: Annotated[int, typer.Argument(help="The key's id (`keys list`)")]) -> None:
+    """A new key with the same name, scopes and expiry; the old one revoked. Prints the new
+    key once."""
+    from propensity.api_keys import rotate_key
+
+    console.print(rotate_key(_engine(), key_id), highlight=False)
 
 
 def register(app: typer.Typer) -> None:

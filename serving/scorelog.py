@@ -181,11 +181,17 @@ class ScoreLog:
             with self._lock:
                 self._rows[:0] = rows
             return
-        f = self._own()
-        f.seek(0, os.SEEK_END)
-        f.write("".join(_encode(r) + "\n" for r in rows))
-        f.flush()
-        os.fsync(f.fileno())
+        try:
+            f = self._own()
+            f.seek(0, os.SEEK_END)
+            f.write("".join(_encode(r) + "\n" for r in rows))
+            f.flush()
+            os.fsync(f.fileno())
+        except OSError:  # the disk refuses too: memory is the last place left
+            log.exception("score log: the spool cannot be written; %d rows kept in memory",
+                          len(rows))
+            with self._lock:
+                self._rows[:0] = rows
 
     def _replay_file(self, f: IO[str]) -> None:
         """Write a locked spool file's rows and empty it; at an outage it keeps the rest."""
@@ -240,9 +246,12 @@ class ScoreLog:
                 rows, self._rows = self._rows, []
             before = self.written
             try:
-                self._replay()
+                try:
+                    self._replay()
+                except _Outage as out:  # none of this pass's rows were tried: keep them all
+                    out.unwritten = rows
+                    raise
                 self._insert(rows)
-                rows = []
             except _Outage as out:
                 self.failures += 1
                 if self.outage is None:

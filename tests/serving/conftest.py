@@ -78,7 +78,7 @@ class Server:
 
 
 def start_server(models_dir: Path, db_url: str, workdir: Path, data: Path | None = None,
-                 reload_seconds: float = 30) -> Server:
+                 reload_seconds: float = 30, env: dict[str, str] | None = None) -> Server:
     migrate(db_url)
     engine = engine_for(db_url)
     score_key = create_key(engine, "crm", ["score"])
@@ -87,7 +87,8 @@ def start_server(models_dir: Path, db_url: str, workdir: Path, data: Path | None
     port = free_port()
     env = {**os.environ, "PROPENSITY_MODELS_DIR": str(models_dir),
            "PROPENSITY_DATABASE_URL": db_url, "PROPENSITY_RELOAD_SECONDS": str(reload_seconds),
-           "PROPENSITY_DATA_PATH": str(data or "")}
+           "PROPENSITY_DATA_PATH": str(data or ""),
+           "PROPENSITY_SPOOL_DIR": str(workdir / "spool"), **(env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
     log = (workdir / f"server-{port}.log").open("wb")
     process = subprocess.Popen(

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from propensity import __version__
 from propensity.api_keys import KeyRing
@@ -26,7 +27,7 @@ from propensity.problems import PropensityError
 from propensity.threshold_store import ThresholdStore
 from serving.config import ServingSettings, get_serving_settings
 from serving.deps import BODY_MODELS, AppState
-from serving.errors import document_errors, validation_handler
+from serving.errors import document_errors, http_handler, validation_handler
 from serving.limits import BodyLimitMiddleware
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.model_store import ModelStore
@@ -107,13 +108,18 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                    ops.router, ui.router):
         app.include_router(router)
     app.add_exception_handler(RequestValidationError, validation_handler)
+    app.add_exception_handler(StarletteHTTPException, http_handler)
     # the limit runs inside the metrics, so refused bodies are counted too
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     def openapi() -> dict[str, Any]:
-        """FastAPI's schema, plus the request models that routes parse themselves."""
-        if app.openapi_schema is None:
+        """FastAPI's schema, plus the request models routes parse themselves, every status
+        they answer, and what the loaded champion requires of a lead."""
+        state = getattr(app.state, "propensity", None)
+        loaded = None if state is None else state.store.get("lead-conversion")
+        kind = None if loaded is None else loaded.bundle.kind
+        if app.openapi_schema is None or app.openapi_schema.get("x-champion-kind") != kind:
             schema = get_openapi(title=app.title, version=app.version,
                                  description=app.description, routes=app.routes)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
@@ -122,6 +128,18 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                 components.update(extra.pop("$defs", {}))
                 components[name] = extra
             document_errors(schema)
+            if loaded is not None and kind == "export":  # such a champion dates every lead
+                lead = components["LeadIn"]
+                lead["required"] = sorted({*lead.get("required", []), "created_at"})
+                lead["properties"]["created_at"] = {"type": "string", "format": "date-time",
+                                                    "title": "Created At"}
+                stages = [*loaded.bundle.plan.spec.stages, "disqualified", "lost"]
+                for name in ("LeadIn", "AccountContactLeadIn"):
+                    components[name]["properties"]["stage"] = {
+                        "anyOf": [{"enum": stages}, {"type": "null"}], "title": "Stage"}
+                components["StageIn"]["properties"]["stage"] = {"enum": stages,
+                                                                "title": "Stage"}
+            schema["x-champion-kind"] = kind
             app.openapi_schema = schema
         return app.openapi_schema
 

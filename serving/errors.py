@@ -11,9 +11,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from fastapi import Request
+from fastapi import Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 MAX_ERRORS = 20
 MAX_INPUT = 80
@@ -100,3 +103,18 @@ def document_errors(schema: dict[str, Any]) -> None:
             if "422" in responses:  # FastAPI's own 422 schema promises `input` of any type
                 responses["422"] = {"description": WHY["422"],
                                     "content": {"application/json": {"schema": ref}}}
+
+
+async def http_handler(request: Request, exc: Exception) -> Response:
+    """FastAPI's answer, except that a 405 lists every method of the path in `Allow`:
+    GET and PUT /v1/thresholds are two routes, and Starlette names only the first."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code != 405:
+        return await http_exception_handler(request, exc)
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(
+                request.url.path):
+            methods |= route.methods
+    return JSONResponse({"detail": exc.detail}, status_code=405,
+                        headers={"Allow": ", ".join(sorted(methods))})

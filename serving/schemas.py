@@ -10,9 +10,9 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    FiniteFloat,
+    Strict,
+    StrictBool,
     StringConstraints,
-    WithJsonSchema,
 )
 from typing_extensions import TypedDict
 
@@ -33,11 +33,13 @@ def _iso_only(value: Any) -> Any:
     return value
 
 
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+"""A finite JSON number: not NaN or Infinity (1e309 is Infinity), not true, not "3"."""
 When = Annotated[datetime, BeforeValidator(_iso_only)]
 """A time in a request: ISO 8601 text (a date alone is its midnight, no zone is UTC)."""
-EventTime = Annotated[datetime, WithJsonSchema({
-    "anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
-    "description": "ISO 8601, or Unix seconds (event lists are long: read as they come)"})]
+EventTime = Annotated[datetime, Strict()]
+"""An event's time: RFC 3339 text only, checked in Rust (a batch carries 50,000 of them; a
+Python validator per event would cost 40 ms)."""
 
 
 class EventIn(TypedDict):
@@ -48,7 +50,7 @@ class EventIn(TypedDict):
     occurred_at: EventTime
     event_type: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     channel: NotRequired[Annotated[str, StringConstraints(max_length=100)] | None]
-    value: NotRequired[FiniteFloat | None]
+    value: NotRequired[Number | None]
 
 
 class StageIn(BaseModel):
@@ -57,7 +59,7 @@ class StageIn(BaseModel):
     entered_at: When
 
 
-Scalar = str | FiniteFloat | int | bool | None
+Scalar = str | Number | int | bool | None
 
 
 class OpportunityIn(BaseModel):
@@ -68,7 +70,7 @@ class OpportunityIn(BaseModel):
     account_id: str | None = Field(None, max_length=200)
     created_at: When
     closed_at: When | None = Field(None, description="null while open")
-    amount: FiniteFloat | None = Field(None, ge=0)
+    amount: Number | None = Field(None, ge=0)
     status: Literal["open", "won", "lost"] = "open"
     owner_id: str | None = Field(None, max_length=200)
     product: str | None = Field(None, max_length=200)
@@ -139,7 +141,7 @@ class LeadIn(BaseModel):
 
 class ScoreRequest(BaseModel):
     leads: list[LeadIn] = Field(min_length=1)
-    explain: bool = Field(True, description="false skips the reasons (faster)")
+    explain: StrictBool = Field(True, description="false skips the reasons (faster)")
 
 
 class ReasonOut(BaseModel):

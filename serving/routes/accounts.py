@@ -15,6 +15,7 @@ from propensity.scoring import score_account_rows
 from propensity.thresholds import to_score
 from serving.deps import StateDep, body_doc, json_body
 from serving.limits import check_account_request
+from serving.routes.score import MAIN, check_stages
 from serving.schemas import AccountIn, AccountScore, ModelRef, ReasonOut, Reasons
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
@@ -33,6 +34,10 @@ async def score_account(body: AccountBody, state: StateDep) -> AccountScore:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             f"no {NAME} champion is loaded: train and promote one")
     as_of = body.as_of or datetime.now(UTC)
+    leads = state.store.get(MAIN)
+    if leads is not None and leads.bundle.kind == "export":  # one funnel, as the schema says
+        for i, c in enumerate(body.contacts):
+            check_stages(c, ["contacts", i], list(leads.bundle.plan.spec.stages))
     rows = []
     for c in body.contacts:
         rows.append({**c.attributes(), "lead_id": c.lead_id, "created_at": c.created_at,

@@ -35,6 +35,18 @@ def _invalid(loc: list[Any], msg: str) -> HTTPException:
                          [{"loc": ["body", *loc], "msg": msg, "type": "value_error"}])
 
 
+def check_stages(lead: LeadIn, loc: list[Any], stages: list[str]) -> None:
+    """A lead's stages are the champion's funnel stages (or an end: disqualified, lost)."""
+    allowed = [*stages, "disqualified", "lost"]
+    if lead.stage is not None and lead.stage not in allowed:
+        raise _invalid([*loc, "stage"],
+                       f"unknown stage {lead.stage!r}; stages are {', '.join(stages)}")
+    for j, row in enumerate(lead.stage_history):
+        if row.stage not in allowed:
+            raise _invalid([*loc, "stage_history", j, "stage"],
+                           f"unknown stage {row.stage!r}; stages are {', '.join(stages)}")
+
+
 def online_lead(lead: LeadIn, i: int, now: datetime, stages: list[str],
                 source: ContextSource | None) -> tuple[OnlineLead, ContextUsed]:
     """A request's lead as the online executor's input; what it leaves out of its account
@@ -42,16 +54,8 @@ def online_lead(lead: LeadIn, i: int, now: datetime, stages: list[str],
     if lead.created_at is None:
         raise _invalid(["leads", i, "created_at"], "Field required: the champion was trained "
                        "on an export and needs when each lead was created")
-    allowed = [*stages, "disqualified", "lost"]
-    if lead.stage is not None and lead.stage not in allowed:
-        raise _invalid(["leads", i, "stage"],
-                       f"unknown stage {lead.stage!r}; stages are {', '.join(stages)}")
-    history = []
-    for j, row in enumerate(lead.stage_history):
-        if row.stage not in allowed:
-            raise _invalid(["leads", i, "stage_history", j, "stage"],
-                           f"unknown stage {row.stage!r}; stages are {', '.join(stages)}")
-        history.append((row.stage, row.entered_at))
+    check_stages(lead, ["leads", i], stages)
+    history = [(row.stage, row.entered_at) for row in lead.stage_history]
     if lead.stage is not None:  # a stage without its entry time counts from creation
         history.append((lead.stage, lead.stage_entered_at or lead.created_at))
     attributes = lead.attributes()

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, status
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from propensity.threshold_store import StaleVersion, ThresholdStore
@@ -29,6 +29,8 @@ VERSION_MAX = 2**31 - 1  # the version column is a 32-bit integer on every datab
 
 class ThresholdsIn(BaseModel):
     """New values, or `restore_version` to bring an earlier version back (as a new version)."""
+
+    model_config = ConfigDict(strict=True)  # "50" is not a number, 1 is not true
 
     mql: float | None = Field(None, ge=0, le=100)
     grade_a: float | None = Field(None, ge=0, le=100)
@@ -53,6 +55,8 @@ class ThresholdsIn(BaseModel):
 
 class RecommendIn(BaseModel):
     """Sales capacity (reps x leads a rep works a week, or leads a week), or a target."""
+
+    model_config = ConfigDict(strict=True)
 
     reps: int | None = Field(None, ge=1)
     leads_per_rep_per_week: float | None = Field(None, gt=0)

@@ -77,6 +77,7 @@ class Load:
         self.n = 0
         self.statuses: collections.Counter[int] = collections.Counter()
         self.transport_errors = 0
+        self.cut_off = 0
         self.acknowledged: set[str] = set()
 
     def _next_id(self) -> str:
@@ -112,7 +113,10 @@ class Load:
             else:
                 r = await http.get("/metrics")
         except httpx.HTTPError:
-            self.transport_errors += 1
+            if roll < 0.01:  # an oversized upload cut off by its 413: the point of the limit
+                self.cut_off += 1
+            else:
+                self.transport_errors += 1
             return
         self.statuses[r.status_code] += 1
         if r.status_code == 200 and ids:
@@ -134,8 +138,8 @@ class Load:
                                    headers={**self.auth, **json_ct})
         if kind == 4:
             return await http.get(f"/no/such/{rng.randrange(10**9)}")
-        return await http.put("/v1/thresholds", headers=self.admin,
-                              json={"mql": 1e309, "reason": "x"})
+        return await http.put("/v1/thresholds", headers={**self.admin, **json_ct},
+                              content=b'{"mql": 1e309, "reason": "overflow"}')
 
 
 async def run(url: str, load: Load, seconds: float, concurrency: int,
@@ -204,7 +208,8 @@ def main() -> None:
         print(f"{total:,} requests in {took:.0f} s: {total / took:,.0f} req/s at concurrency "
               f"{args.concurrency}")
         print("answers: " + ", ".join(f"{c}: {n:,}" for c, n in sorted(load.statuses.items())))
-        print(f"5xx: {five}   transport errors: {load.transport_errors}")
+        print(f"5xx: {five}   transport errors: {load.transport_errors} (and {load.cut_off} bad "
+              "uploads cut off by the server's 413 before the client finished sending)")
         print(f"server RSS: {rss['start'] / 1024:.0f} MB at start, {rss['warm'] / 1024:.0f} MB "
               f"after warm-up, {rss['end'] / 1024:.0f} MB at the end ({growth:+.1f}%)")
         print(f"scores acknowledged: {len(load.acknowledged):,}; in the log after SIGTERM: "

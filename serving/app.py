@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -27,7 +28,12 @@ from propensity.problems import PropensityError
 from propensity.threshold_store import ThresholdStore
 from serving.config import ServingSettings, get_serving_settings
 from serving.deps import BODY_MODELS, AppState
-from serving.errors import document_errors, http_handler, validation_handler
+from serving.errors import (
+    database_handler,
+    document_errors,
+    http_handler,
+    validation_handler,
+)
 from serving.limits import BodyLimitMiddleware
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.model_store import ModelStore
@@ -109,6 +115,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         app.include_router(router)
     app.add_exception_handler(RequestValidationError, validation_handler)
     app.add_exception_handler(StarletteHTTPException, http_handler)
+    for outage in (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError):
+        app.add_exception_handler(outage, database_handler)
     # the limit runs inside the metrics, so refused bodies are counted too
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -30,7 +30,7 @@ class ServingSettings(Settings):
     """`/v1/funnel?by=COLUMN` refuses a column with more distinct values (lead_id, ...)."""
     funnel_cache_bytes: int = 32 * 1024 * 1024
     """Funnel reports kept in memory, by their JSON size, least recently used out first."""
-    key_cache_seconds: float = 2.0
+    key_cache_seconds: float = 1.0
     """How long a worker trusts a key it has checked: a revoked key stops within this."""
     spool_dir: Path | None = None
     """Where score-log rows wait while the database is down, and refused rows are kept

@@ -118,3 +118,11 @@ async def http_handler(request: Request, exc: Exception) -> Response:
             methods |= route.methods
     return JSONResponse({"detail": exc.detail}, status_code=405,
                         headers={"Allow": ", ".join(sorted(methods))})
+
+
+async def database_handler(request: Request, exc: Exception) -> Response:
+    """The database is down or busy: a 503 to retry, not a 500. Scoring itself does not get
+    here (it works from memory through an outage); reading history or changing thresholds
+    does."""
+    return JSONResponse({"detail": "the database is unreachable; try again shortly"},
+                        status_code=503, headers={"Retry-After": "5"})

@@ -110,7 +110,11 @@ class ScoreLog:
     def _spool_paths(self) -> list[Path]:
         if self.spool_dir is None:
             return []
-        return sorted(self.spool_dir.glob("pending-*.jsonl"), key=lambda p: p.stat().st_mtime)
+        found = []
+        for p in self.spool_dir.glob("pending-*.jsonl"):
+            with contextlib.suppress(FileNotFoundError):  # another worker just finished it
+                found.append((p.stat().st_mtime, p))
+        return [p for _, p in sorted(found)]
 
     @property
     def spooled_bytes(self) -> int:

@@ -123,7 +123,7 @@ def rotate_key(engine: sa.Engine, key_id: int) -> str:
 class KeyRing:
     """Verifies keys against the database, trusting each answer for `ttl` seconds."""
 
-    def __init__(self, engine: sa.Engine, ttl: float = 2.0) -> None:
+    def __init__(self, engine: sa.Engine, ttl: float = 1.0) -> None:
         self.engine = engine
         self.ttl = ttl
         self._cache: dict[str, tuple[float, KeyInfo | None]] = {}

@@ -8,11 +8,12 @@ without a key gets a 401, never a 422 that describes the schema to a stranger.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
@@ -43,7 +44,7 @@ class AppState:
     """The data source's account context (`serve --data`), when one is configured."""
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.propensity
     return state
 
@@ -51,14 +52,16 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def _caller(state: StateDep,
-            creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> KeyInfo:
+async def _caller(state: StateDep,
+                  creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+                  ) -> KeyInfo:
     if creds is None or creds.scheme.lower() != "bearer":
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing API key: send "
                             "'Authorization: Bearer <key>'",
                             headers={"WWW-Authenticate": "Bearer"})
-    try:
-        info = state.keys.lookup(creds.credentials)
+    try:  # a key checked within the ttl costs no query (and no thread hop)
+        info = state.keys.cached(creds.credentials) or await run_in_threadpool(
+            state.keys.lookup, creds.credentials)
     except KeyUnavailable:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the key cannot be checked: "
                             "the database is unreachable; try again shortly",
@@ -70,8 +73,8 @@ def _caller(state: StateDep,
 
 
 @functools.cache
-def _require(scope: str) -> Callable[[KeyInfo], KeyInfo]:
-    def check(info: Annotated[KeyInfo, Depends(_caller)]) -> KeyInfo:
+def _require(scope: str) -> Callable[[KeyInfo], Awaitable[KeyInfo]]:
+    async def check(info: Annotated[KeyInfo, Depends(_caller)]) -> KeyInfo:
         if not info.allows(scope):
             raise HTTPException(status.HTTP_403_FORBIDDEN,
                                 f"key {info.name!r} lacks the {scope!r} scope")

@@ -129,6 +129,14 @@ class KeyRing:
         self._cache: dict[str, tuple[float, KeyInfo | None]] = {}
         self._lock = threading.Lock()
 
+    def cached(self, key: str) -> KeyInfo | None:
+        """The key's holder if it was checked within the ttl, without touching the database
+        (for an event loop, which must not wait on a query); None means "ask `lookup`"."""
+        hit = self._cache.get(digest(key))
+        if hit is None or time.monotonic() - hit[0] >= self.ttl:
+            return None
+        return self._valid(hit[1])
+
     def lookup(self, key: str) -> KeyInfo | None:
         """The key's holder, or None for an unknown, revoked or expired key."""
         h = digest(key)

@@ -9,6 +9,7 @@ it is a short scalar, shown as text.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from fastapi import Request, Response
@@ -16,7 +17,6 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Route
 
 MAX_ERRORS = 20
 MAX_INPUT = 80
@@ -112,10 +112,12 @@ async def http_handler(request: Request, exc: Exception) -> Response:
     if exc.status_code != 405:
         return await http_exception_handler(request, exc)
     methods: set[str] = set()
-    for route in request.app.routes:
-        if isinstance(route, Route) and route.methods and route.path_regex.match(
-                request.url.path):
-            methods |= route.methods
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {m.upper() for m in operations}
+    if "GET" in methods:
+        methods.add("HEAD")
     return JSONResponse({"detail": exc.detail}, status_code=405,
                         headers={"Allow": ", ".join(sorted(methods))})
 

@@ -166,6 +166,7 @@ def test_1_metrics_keep_one_series_for_every_unknown_path(server: Server) -> Non
         after = http.get("/metrics").text
     assert len(after) - before < 3_000
     assert 'path="unmatched"' in after and "/no/such" not in after
+    assert 'path="/metrics"' in after  # known routes keep their template
 
 
 # --- 7. key holders: caps on every list, bounded reports --------------------------------------

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Response, status
+from starlette.concurrency import run_in_threadpool
 
 from propensity.context import ContextSource
 from propensity.features.online import AccountContext, OnlineLead, OpportunityRows
@@ -129,7 +130,9 @@ async def score(body: ScoreBody, state: StateDep) -> Response:
         same = nb.spec == bundle.spec and nb.feature_names == bundle.feature_names
         p_next = nb.predict(scored.X) if same else score_leads(nb, inputs, explain=False
                                                                ).probability
-    thresholds = state.thresholds.active(MAIN)
+    thresholds = state.thresholds.fresh(MAIN)
+    if thresholds is None:  # a query, perhaps to a database that hangs: off the event loop
+        thresholds = await run_in_threadpool(state.thresholds.active, MAIN)
     names, cats = bundle.feature_names, bundle.categories
     results, log_rows = [], []
     for i, lead in enumerate(body.leads):

@@ -232,4 +232,4 @@ async def recommend_threshold(body: RecommendBody, state: StateDep) -> Recommend
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
             "loc": ["body"], "msg": str(exc), "type": "value_error"}]) from None
     return RecommendOut(**rec.model_dump(), capacity_per_week=body.capacity_per_week,
-                        current=state.thresholds.active(MODEL))
+                        current=await run_in_threadpool(state.thresholds.active, MODEL))

@@ -63,6 +63,14 @@ class ThresholdStore:
         return ThresholdSet(model=model) if row is None else ThresholdSet(
             version=row.version, model=model, **{b: getattr(row, b) for b in BANDS})
 
+    def fresh(self, model: str = "lead-conversion") -> ThresholdSet | None:
+        """The active set if read within the ttl, without touching the database (for an
+        event loop, which must not wait on a connection that may hang); None: call active."""
+        hit = self._cache.get(model)
+        if hit is not None and time.monotonic() - hit[0] < self.ttl:
+            return hit[1]
+        return None
+
     def active(self, model: str = "lead-conversion") -> ThresholdSet:
         hit = self._cache.get(model)
         if hit is not None and time.monotonic() - hit[0] < self.ttl:

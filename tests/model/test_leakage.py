@@ -159,6 +159,19 @@ def test_features_on_partitions_of_accounts_equal_the_whole(small_export: CrmExp
     pd.testing.assert_frame_equal(merged, whole, check_exact=True)
 
 
+def test_a_few_entities_get_the_rows_they_would_get_among_all(small_export: CrmExport,
+                                                              spec: FeatureSpec) -> None:
+    """Scoring the few leads open at T reads only their own and their accounts' rows; that
+    shortcut must not change a number."""
+    t = TIMES[1]
+    entities = _entities(small_export, t)
+    whole = build_lead_features(small_export, spec, entities)
+    few = entities.sample(n=min(25, len(entities)), random_state=3).sort_index()
+    some = build_lead_features(small_export, spec, few)
+    pd.testing.assert_frame_equal(some, whole.loc[few.index], check_exact=True)
+    assert (some["account_contacts"] > 1).any()  # accounts with other contacts are among them
+
+
 def _only(frame: pd.DataFrame | None, ids: set[str]) -> pd.DataFrame | None:
     if frame is None:
         return None

@@ -27,13 +27,31 @@ from propensity.tables import CrmExport
 from propensity.timestamps import DAY_US, to_micros
 
 
-def _vocabulary_codes(values: pd.Series, vocabulary: list[str]) -> np.ndarray:
-    """Event types / channels: index in the vocabulary, len(vocabulary) for any other, -1 for
-    missing."""
-    text = values.astype("str")
-    idx = pd.Index(vocabulary).get_indexer(text.to_numpy())
+def _vocabulary_codes(values: pd.Series, vocabulary: list[str], rows: np.ndarray) -> np.ndarray:
+    """Event types / channels at `rows`: index in the vocabulary, len(vocabulary) for any
+    other, -1 for missing. A dictionary column is coded once per category, not per row."""
+    index = pd.Index(vocabulary)
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        per_category = index.get_indexer(values.cat.categories.astype("str"))
+        per_category = np.where(per_category < 0, len(vocabulary), per_category)
+        codes = values.cat.codes.to_numpy()[rows]
+        return np.where(codes >= 0, per_category[np.maximum(codes, 0)], -1)
+    picked = values.iloc[rows]
+    idx = index.get_indexer(picked.astype("str").to_numpy())
     idx = np.where(idx < 0, len(vocabulary), idx)
-    return np.where(values.isna().to_numpy(), -1, idx)
+    return np.where(picked.isna().to_numpy(), -1, idx)
+
+
+def _micros_at(values: pd.Series, rows: np.ndarray | None) -> np.ndarray:
+    return to_micros(values if rows is None else values.iloc[rows])
+
+
+def _relevant(lead_of: np.ndarray, wanted: np.ndarray) -> np.ndarray | None:
+    """Rows of a table that belong to a wanted lead; None when that is (almost) every row, so
+    a full build skips the copy. Scoring the few leads open at T then touches only theirs."""
+    ok = lead_of >= 0
+    ok[ok] = wanted[lead_of[ok]]
+    return None if ok.mean() > 0.8 else np.flatnonzero(ok)
 
 
 def _attributes(frame: pd.DataFrame | None, columns: list, rows: np.ndarray) -> np.ndarray:
@@ -80,17 +98,29 @@ def gather(export: CrmExport, spec: FeatureSpec, entities: pd.DataFrame) -> Feat
         contact_row=empty(), account_event_row=empty(), account_event_age=empty("float64"),
         account_event_contact=empty(), account_event_persona=empty(),
     )
+    # only the rows of the entities' leads and of their accounts' leads can reach a feature
+    wanted = np.zeros(len(leads), dtype=bool)
+    wanted[pos] = True
+    if spec.has_accounts:
+        accounts_wanted = np.zeros(len(acc_uniques), dtype=bool)
+        own = acc_codes[pos]
+        accounts_wanted[own[own >= 0]] = True
+        wanted |= (acc_codes >= 0) & accounts_wanted[np.maximum(acc_codes, 0)]
     events = export.events
     if events is not None and len(events):
-        lead_of = export.lead_positions(events["lead_id"])
-        times = to_micros(events["occurred_at"])
+        lead_all = export.lead_positions(events["lead_id"])
+        keep = _relevant(lead_all, wanted)
+        lead_of = lead_all if keep is None else lead_all[keep]
+        times = _micros_at(events["occurred_at"], keep)
         sorted_ = SortedEvents.build(lead_of, times, len(leads))
         rows, ev, age_us = before(sorted_, pos, as_of)
         src = sorted_.order[ev]
+        src_all = src if keep is None else keep[src]
         x.event_row, x.event_age = rows, age_us / DAY_US
-        x.event_type = _vocabulary_codes(events["event_type"], spec.event_types)[src]
-        x.event_channel = _vocabulary_codes(events["channel"], spec.channels)[src]
-        x.event_value = events["value"].to_numpy(dtype="float64", na_value=np.nan)[src]
+        x.event_type = _vocabulary_codes(events["event_type"], spec.event_types, src_all)
+        x.event_channel = _vocabulary_codes(events["channel"], spec.channels, src_all)
+        x.event_value = events["value"].iloc[src_all].to_numpy(dtype="float64",
+                                                               na_value=np.nan)
         if spec.has_accounts:
             ev_acc = np.where(lead_of >= 0, acc_codes[np.maximum(lead_of, 0)], -1)
             by_account = SortedEvents.build(ev_acc, times, len(acc_uniques))
@@ -101,25 +131,32 @@ def gather(export: CrmExport, spec: FeatureSpec, entities: pd.DataFrame) -> Feat
             x.account_event_contact, x.account_event_persona = who, persona[who]
     sh = export.stage_history
     if sh is not None and len(sh):
-        rank = sh["stage"].astype("str").map(stage_rank(spec.stages)).to_numpy(
+        lead_all = export.lead_positions(sh["lead_id"])
+        keep = _relevant(lead_all, wanted)
+        lead_of = lead_all if keep is None else lead_all[keep]
+        stages = sh["stage"] if keep is None else sh["stage"].iloc[keep]
+        rank = stages.astype("str").map(stage_rank(spec.stages)).to_numpy(
             dtype="float64", na_value=np.nan)
-        lead_of = export.lead_positions(sh["lead_id"])
         funnel = (lead_of >= 0) & ~np.isnan(rank)  # terminal rows never set the stage
-        sorted_ = SortedEvents.build(np.where(funnel, lead_of, -1), to_micros(sh["entered_at"]),
-                                     len(leads))
+        sorted_ = SortedEvents.build(np.where(funnel, lead_of, -1),
+                                     _micros_at(sh["entered_at"], keep), len(leads))
         rows, ev, _ = before(sorted_, pos, as_of)
         x.stage_row, x.stage_time = rows, sorted_.time[ev]
         x.stage_rank = rank[sorted_.order[ev]].astype("int64")
     opps = export.opportunities
     if opps is not None and len(opps):
-        lead_of = export.lead_positions(opps["lead_id"])
-        sorted_ = SortedEvents.build(lead_of, to_micros(opps["created_at"]), len(leads))
+        lead_all = export.lead_positions(opps["lead_id"])
+        keep = _relevant(lead_all, wanted)
+        lead_of = lead_all if keep is None else lead_all[keep]
+        sorted_ = SortedEvents.build(lead_of, _micros_at(opps["created_at"], keep), len(leads))
         rows, ev, _ = before(sorted_, pos, as_of)
         src = sorted_.order[ev]
+        src_all = src if keep is None else keep[src]
         x.opportunity_row = rows
-        x.opportunity_closed = to_micros(opps["closed_at"])[src]
-        x.opportunity_lost = (opps["status"].astype("str") == "lost").to_numpy()[src]
-        x.opportunity_amount = opps["amount"].to_numpy(dtype="float64", na_value=np.nan)[src]
+        x.opportunity_closed = to_micros(opps["closed_at"].iloc[src_all])
+        x.opportunity_lost = (opps["status"].iloc[src_all].astype("str") == "lost").to_numpy()
+        x.opportunity_amount = opps["amount"].iloc[src_all].to_numpy(dtype="float64",
+                                                                     na_value=np.nan)
     if spec.has_accounts:
         contacts = SortedEvents.build(acc_codes, created_all, len(acc_uniques))
         x.contact_row, _, _ = before(contacts, acc_codes[pos], as_of)

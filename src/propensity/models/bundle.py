@@ -67,11 +67,11 @@ class ModelBundle:
     """What shipped: rows, time span, iterations, calibration rows, why this learner."""
 
     # --- inputs ---------------------------------------------------------------------------
-    @property
+    @cached_property
     def feature_names(self) -> list[str]:
         return [c.name for c in self.columns]
 
-    @property
+    @cached_property
     def categories(self) -> dict[str, list[str]]:
         return {c.name: list(c.categories) for c in self.columns if c.categories is not None}
 

@@ -56,9 +56,9 @@ def _caller(state: StateDep,
     return info
 
 
-def _require(scope: str) -> Callable[[KeyInfo], KeyInfo]:
+def _require(scope: str, *also: str) -> Callable[[KeyInfo], KeyInfo]:
     def check(info: Annotated[KeyInfo, Depends(_caller)]) -> KeyInfo:
-        if not info.allows(scope):
+        if not any(info.allows(s) for s in (scope, *also)):
             raise HTTPException(status.HTTP_403_FORBIDDEN,
                                 f"key {info.name!r} lacks the {scope!r} scope")
         return info
@@ -82,4 +82,7 @@ async def _score_body(request: Request) -> ScoreRequest:
 ScoreBody = Annotated[ScoreRequest, Depends(_score_body)]
 SCORE_BODY_DOC = {"requestBody": {"required": True, "content": {"application/json": {
     "schema": {"$ref": "#/components/schemas/ScoreRequest"}}}}}
+OutcomesKey = Annotated[KeyInfo, Depends(_require("outcomes", "score"))]
+"""A CRM that already scores may report outcomes with the same key; `outcomes` alone is for
+a webhook that should not read scores."""
 AdminKey = Annotated[KeyInfo, Depends(_require("admin"))]

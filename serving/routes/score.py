@@ -78,6 +78,10 @@ def online_lead(lead: LeadIn, i: int, now: datetime, stages: list[str],
                                         opportunities=used_opps)  # type: ignore[arg-type]
 
 
+def _utc(t: datetime) -> datetime:
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
 def _hash(lead: LeadIn) -> str:
     return hashlib.sha256(lead.model_dump_json().encode()).hexdigest()
 
@@ -141,7 +145,8 @@ async def score(body: ScoreBody, state: StateDep, key: ScoreKey) -> Response:
         log_rows.append({"scored_at": now, "lead_id": lead.lead_id, "probability": float(p[i]),
                          "score": s, "grade": grade, "mql": thresholds.is_mql(s),
                          "model_name": MAIN, "model_version": loaded.version,
-                         "threshold_version": thresholds.version, "input_hash": _hash(lead)})
+                         "threshold_version": thresholds.version, "input_hash": _hash(lead),
+                         "as_of": _utc(lead.as_of) if lead.as_of else now})
         state.metrics.scores.labels(MAIN, grade).inc()
     state.log.append(log_rows)
     out = ScoreResponse(

@@ -3,7 +3,8 @@
 A request appends its rows to memory and returns; a writer thread inserts what has gathered
 every `flush_seconds` in one transaction. A failed insert keeps the rows for the next try.
 `stop()` (the app's shutdown, which uvicorn runs on SIGTERM after in-flight requests finish)
-writes everything left, so no acknowledged score is lost.
+writes everything left, so no acknowledged score is lost. The served histograms (drift's
+counters) are added to their stored counts on the same beat.
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from propensity.database import score_log
+from propensity.database import score_log, served_histograms, upsert_adding
+from propensity.monitoring.counters import ServedCounters
 
 log = logging.getLogger("propensity.scorelog")
 
 
 class ScoreLog:
-    def __init__(self, engine: sa.Engine, flush_seconds: float = 0.2) -> None:
+    def __init__(self, engine: sa.Engine, flush_seconds: float = 0.2,
+                 counters: ServedCounters | None = None) -> None:
         self.engine = engine
+        self.counters = counters or ServedCounters()
         self.flush_seconds = flush_seconds
         self._rows: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -38,7 +42,19 @@ class ScoreLog:
     def pending(self) -> int:
         return len(self._rows)
 
+    def _flush_counters(self) -> None:
+        rows = self.counters.drain()
+        try:
+            upsert_adding(self.engine, served_histograms, rows, ["model_name", "model_version",
+                                                                 "day", "feature", "bin"],
+                          "count")
+        except Exception:
+            self.failures += 1
+            log.exception("served histograms write failed; %d counts kept", len(rows))
+            self.counters.restore(rows)
+
     def flush(self) -> int:
+        self._flush_counters()
         with self._lock:
             rows, self._rows = self._rows, []
         if not rows:
@@ -69,6 +85,6 @@ class ScoreLog:
             self._thread.join(timeout=10)
         for _ in range(attempts):
             self.flush()
-            if not self._rows:
+            if not self._rows and not self.counters.pending:
                 return
         log.error("score log: %d rows could not be written at shutdown", len(self._rows))

@@ -31,6 +31,7 @@ from propensity.problems import PropensityError
 from propensity.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from propensity.monitoring.reference import Reference
     from propensity.training import TrainResult
 
 MODEL_NAMES = ("lead-conversion", "stage-advancement", "account-propensity")
@@ -73,6 +74,7 @@ class Registered:
 
 
 HOLDOUT_FEATURES = "holdout_features.parquet"
+MONITORING, REFERENCE_FILE = "monitoring", "reference.json"
 EVALUATION_BUNDLE = "bundle"
 
 
@@ -81,7 +83,8 @@ def log_and_register(result: TrainResult, *, data: dict[str, Any],
                      holdout_rows: pd.DataFrame | None = None) -> Registered:
     """Log params, metrics, evaluation artifacts and the pyfunc; register as `challenger`.
 
-    Stored with the version, under `evaluation/`: the report, the holdout with every model's
+    Stored with the version, under `monitoring/`: the binned training distributions drift is
+measured against; under `evaluation/`: the report, the holdout with every model's
     predictions, the evaluation model and its matrix of the holdout rows (what promotion
     re-scores: never whatever lies at the training path later), and for a single table the
     holdout's raw rows.
@@ -115,6 +118,8 @@ def log_and_register(result: TrainResult, *, data: dict[str, Any],
             holdout_rows.to_parquet(folder / "holdout_rows.parquet")
         result.evaluation_bundle.save(folder / EVALUATION_BUNDLE)
         mlflow.log_artifacts(str(folder), artifact_path="evaluation")
+        if result.reference is not None:
+            mlflow.log_text(result.reference.to_json(), f"{MONITORING}/{REFERENCE_FILE}")
         bundle.save(tmpdir / "bundle")
         example_out = score_rows(bundle, input_example)
         signature = mlflow.models.infer_signature(input_example, example_out)
@@ -196,6 +201,17 @@ def load_holdout(name: str, version: str, settings: Settings | None = None) -> p
     run_id = client.get_model_version(name, version).run_id
     folder = mlflow.artifacts.download_artifacts(run_id=str(run_id), artifact_path="evaluation")
     return pd.read_parquet(Path(folder) / "holdout.parquet")
+
+
+def load_reference(name: str, version: str, settings: Settings | None = None) -> Reference:
+    """The binned training distributions stored with a version (drift's baseline)."""
+    from propensity.monitoring.reference import Reference
+
+    client = configure(settings)
+    run_id = client.get_model_version(name, version).run_id
+    text = mlflow.artifacts.load_text(
+        f"runs:/{run_id}/{MONITORING}/{REFERENCE_FILE}")
+    return Reference.from_json(text)
 
 
 def _bundle(name: str, version: str) -> ModelBundle:

@@ -25,7 +25,16 @@ from serving.config import ServingSettings, get_serving_settings
 from serving.deps import AppState
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.model_store import ModelStore
-from serving.routes import accounts, funnel, ops, outcomes, score, thresholds, ui
+from serving.routes import (
+    accounts,
+    funnel,
+    monitoring,
+    ops,
+    outcomes,
+    score,
+    thresholds,
+    ui,
+)
 from serving.schemas import ScoreRequest
 from serving.scorelog import ScoreLog
 
@@ -87,9 +96,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app = FastAPI(title="propensity scorer", version=__version__, lifespan=lifespan,
                   description="Calibrated lead and account scores with reasons, and the "
                               "funnel metrics beside them.")
-    for router in (score.router, outcomes.router, accounts.router, funnel.router,
-                   thresholds.router,
-                   ops.router, ui.router):
+    for router in (score.router, outcomes.router, monitoring.router, accounts.router,
+                   funnel.router, thresholds.router, ops.router, ui.router):
         app.include_router(router)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 

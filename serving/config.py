@@ -17,6 +17,10 @@ class ServingSettings(Settings):
     log_flush_seconds: float = 0.5
     max_leads: int = 1000
     max_events: int = 10_000
+    monitor_days: int = 28
+    """The window /metrics' drift and calibration gauges cover (PROPENSITY_MONITOR_DAYS)."""
+    monitor_seconds: float = 300.0
+    """How long /metrics reuses the gauges' report before computing it again."""
     models: list[str] = Field(default_factory=lambda: [
         "lead-conversion", "stage-advancement", "account-propensity"])
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 import sqlalchemy as sa
 from fastapi import APIRouter, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from serving.deps import AdminKey, StateDep
+from serving.routes.monitoring import update_gauges
 from serving.schemas import Health
 
 router = APIRouter(tags=["operations"])
+log = logging.getLogger("propensity.serving")
 
 
 @router.get("/healthz", response_model=Health)
@@ -42,6 +46,10 @@ async def metrics(state: StateDep) -> Response:
     state.metrics.log_pending.set(state.log.pending)
     for name, m in state.store.models.items():
         state.metrics.model_version.labels(name, m.version).set(1)
+    try:
+        await run_in_threadpool(update_gauges, state)
+    except Exception:  # the other metrics still go out
+        log.exception("monitoring gauges could not be computed")
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
 

@@ -335,7 +335,38 @@ def promote(name: str, version: str | None = None, *, force: bool = False,
         client.set_registered_model_tag(name, PREVIOUS_TAG, current)
     reason = "forced" if force else ("first champion: passes the gate" if current is None
                                      else "beats the champion on the same holdout")
+    if cand_auc is not None and champ_auc is not None:
+        reason += f" (AUC {cand_auc:.4f} vs {champ_auc:.4f})"
+    _record_promotion(client, name, candidate, reason)
     return Promotion(name, True, candidate, current, cand_auc, champ_auc, reason, warning)
+
+
+PROMOTED_TAG = "champion_since"
+
+
+def _record_promotion(client: MlflowClient, name: str, version: str, reason: str) -> None:
+    """When and why a version became champion, kept on the version (its history)."""
+    from datetime import UTC, datetime
+
+    client.set_model_version_tag(name, version, PROMOTED_TAG,
+                                 f"{datetime.now(UTC).isoformat(timespec='seconds')} {reason}")
+
+
+def champion_history(name: str, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Every version that was champion, newest promotion first: version, when, why, and
+    whether it serves now. A version promoted twice shows its latest promotion."""
+    client = configure(settings)
+    current = version_of(client, name, CHAMPION)
+    out = []
+    for mv in client.search_model_versions(f"name='{name}'"):
+        tag = (mv.tags or {}).get(PROMOTED_TAG)
+        if not tag:
+            continue
+        when, _, why = tag.partition(" ")
+        out.append({"version": str(mv.version), "since": when, "reason": why,
+                    "holdout_roc_auc": (mv.tags or {}).get("holdout_roc_auc"),
+                    "champion": str(mv.version) == current})
+    return sorted(out, key=lambda r: r["since"], reverse=True)
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -352,6 +383,7 @@ def rollback(name: str, settings: Settings | None = None) -> Promotion:
     client.set_registered_model_alias(name, CHAMPION, previous)
     if current is not None:
         client.set_registered_model_tag(name, PREVIOUS_TAG, current)
+    _record_promotion(client, name, previous, f"rolled back from v{current}")
     return Promotion(name, True, previous, current, None, None, "rolled back")
 
 

@@ -97,7 +97,7 @@ class SyntheticConfig:
     shift_source: str = "referral"
     shift_source_share: float = 0.45
     shift_event: str = "pricing_page_view"
-    shift_event_rate: float = 0.2
+    shift_event_rate: float = 0.5
 
 
 def stress_config(n_leads: int = 30_000, seed: int = 7) -> SyntheticConfig:

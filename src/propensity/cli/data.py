@@ -98,7 +98,7 @@ def generate(
              "columns with hundreds of levels")] = "default",
     shift_at: Annotated[str | None, typer.Option(
         help="from this day on, referral brings 45% of new leads and every lead views the "
-             "pricing page 0.2 more times a day: drift for monitoring to find")] = None,
+             "pricing page 0.5 more times a day: drift for monitoring to find")] = None,
 ) -> None:
     """Write a synthetic CRM export with known ground truth (truth.parquet, read by no pipeline)."""
     import dataclasses

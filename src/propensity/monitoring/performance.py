@@ -43,8 +43,8 @@ def served_scores(engine: sa.Engine, model: str, start: datetime, end: datetime)
 def label_scores(scores: pd.DataFrame, converted_at: pd.Series, horizon_days: int,
                  now: pd.Timestamp) -> pd.DataFrame:
     """`matured` (the horizon has passed) and `label` (converted within it) per score."""
-    conv = scores["lead_id"].map(converted_at)
-    conv = pd.to_datetime(conv, utc=True)
+    conv = pd.to_datetime(converted_at, utc=True).reindex(
+        scores["lead_id"].to_numpy()).set_axis(scores.index)
     horizon = pd.Timedelta(days=horizon_days)
     label = (conv > scores["as_of"]) & (conv <= scores["as_of"] + horizon)
     return scores.assign(label=label.fillna(False).astype("int8"),

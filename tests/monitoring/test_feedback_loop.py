@@ -4,7 +4,9 @@ against independent pandas computations on the same rows."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +17,7 @@ from propensity.api_keys import create_key
 from propensity.database import engine_for
 from tests.code.test_cli import BIN
 from tests.monitoring.conftest import CUT, MQL, WINDOW, Loop
+from tests.serving.test_ui import CHROMIUM_ARGS, _chromium
 
 HORIZON = pd.Timedelta(days=90)
 
@@ -174,6 +177,52 @@ def test_outcomes_import_is_idempotent(loop: Loop) -> None:
     assert f"{len(loop.outcomes):,} outcomes read, 0 new" in done.stdout
     missing = _cli(loop, "outcomes", "import", str(loop.work / "nowhere"))
     assert missing.returncode == 2 and "not an export folder" in missing.stderr
+
+
+def test_monitoring_panel_in_the_browser(loop: Loop, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    report = loop.report
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 2600})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{loop.server.url}/ui")
+        page.fill("#key", loop.server.score_key)
+        page.fill("#monitor-start", WINDOW["start"])
+        page.fill("#monitor-end", WINDOW["end"])
+        page.click("#connect")
+        page.wait_for_function("document.getElementById('verdict').textContent"
+                               ".startsWith('to do')", timeout=30_000)
+        page.wait_for_function("document.getElementById('status').textContent === 'connected'",
+                               timeout=30_000)
+        assert page.text_content("#verdict") == "to do: " + ", ".join(
+            report["verdict"]["actions"])
+        assert page.text_content("#served") == str(report["window"]["served"])
+        assert page.text_content("#score-psi") == f"{report['window']['score_psi']:.3f}"
+        overall = report["performance"]["overall"]
+        assert page.text_content("#realised-precision") == f"{100 * overall['precision']:.1f}%"
+        assert page.text_content("#expected-precision") == (
+            f"{100 * overall['expected_precision']:.1f}%")
+        for chart in ("drift-score-chart", "drift-features-chart", "calibration-chart",
+                      "precision-chart"):
+            assert page.query_selector(f"#{chart} .plot-container") is not None, chart
+        bars = page.eval_on_selector("#drift-features-chart",
+                                     "el => el.data[0].y.slice().reverse()")
+        assert bars == [f["feature"] for f in report["window"]["features"][:10]]
+        assert page.text_content("#champions tr td") == "1"
+        panel = tmp_path / "monitoring.png"
+        page.locator("#monitoring").screenshot(path=str(tmp_path / "verdict.png"))
+        page.screenshot(path=str(panel), full_page=True)
+        target = os.environ.get("PROPENSITY_SCREENSHOTS")
+        if target:
+            Path(target).mkdir(parents=True, exist_ok=True)
+            shutil.copy(panel, Path(target) / "monitoring.png")
+        browser.close()
+    assert panel.stat().st_size > 50_000
+    assert errors == []
 
 
 def test_retrain_goes_through_the_gate_and_enters_the_history(loop: Loop) -> None:

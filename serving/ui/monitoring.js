@@ -8,7 +8,7 @@ function drawDrift(window) {
   Plotly.react("drift-score-chart", [
     { type: "bar", name: "training", x: bins.map((b) => b.bin), y: bins.map((b) => b.reference) },
     { type: "bar", name: "served", x: bins.map((b) => b.bin), y: bins.map((b) => b.served) },
-  ], { margin: { t: 10, b: 90 }, barmode: "group", yaxis: { tickformat: ".0%" },
+  ], { margin: { t: 10, b: 70 }, barmode: "group", yaxis: { tickformat: ".0%" },
        xaxis: { title: { text: "probability bin" } }, legend: { orientation: "h" } }, plain);
   const top = window.features.slice(0, 10).reverse();
   Plotly.react("drift-features-chart", [{

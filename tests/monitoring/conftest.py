@@ -84,7 +84,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
     before = os.environ.get("PROPENSITY_MONITOR_DAYS")
     os.environ["PROPENSITY_MONITOR_DAYS"] = "3650"  # the gauges' window holds the replay
     with fresh_postgres() as db:
-        server = start_server(work / "models", db, work)
+        server = start_server(work / "models", db, work, data=work / "export")
         try:
             with server.client(server.admin_key) as http:
                 r = http.put("/v1/thresholds", json={"mql": MQL, "reason": "replay"})

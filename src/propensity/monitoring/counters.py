@@ -21,38 +21,61 @@ Key = tuple[str, str, date]
 
 @dataclass(frozen=True)
 class Binning:
-    """A reference's edges as one padded matrix: every column binned by one comparison."""
+    """A reference's edges laid out for counting: a category's code is its bin already, so
+    only the numbers (and the score) are compared, against one padded matrix of edges."""
 
     names: tuple[str, ...]
+    numeric: np.ndarray
+    """Columns (the score last, at len(names) - 1) binned by their edges."""
     edges: np.ndarray
-    """(columns + 1, widest) edges, +inf padded; the last row is the score's."""
-    missing: np.ndarray
-    """Missing-value bin per row (its number of edges + 1)."""
+    """(numeric columns, widest) edges, +inf padded."""
+    numeric_missing: np.ndarray
+    categorical: np.ndarray
+    categorical_missing: np.ndarray
     width: int
-    """Bins per row in the counters (the widest row's, missing included)."""
+    """Bins per column in the counters (the widest column's, missing included)."""
 
     @classmethod
     def of(cls, reference: Reference) -> Binning:
         rows = [*reference.features, reference.score]
-        widest = max(len(b.edges) for b in rows)
-        edges = np.full((len(rows), max(widest, 1)), np.inf)
-        for i, b in enumerate(rows):
-            edges[i, :len(b.edges)] = b.edges
+        numeric = [i for i, b in enumerate(rows) if b.categories is None]
+        categorical = [i for i, b in enumerate(rows) if b.categories is not None]
+        widest = max([len(rows[i].edges) for i in numeric] or [0])
+        edges = np.full((len(numeric), max(widest, 1)), np.inf)
+        for k, i in enumerate(numeric):
+            edges[k, :len(rows[i].edges)] = rows[i].edges
         missing = np.array([len(b.edges) + 1 for b in rows])
-        return cls(tuple(b.name for b in rows), edges, missing, widest + 2)
+        return cls(tuple(b.name for b in rows), np.array(numeric), edges, missing[numeric],
+                   np.array(categorical, dtype="int64"), missing[categorical],
+                   max(b.bins for b in rows))
 
     def bins(self, X: np.ndarray, probability: np.ndarray) -> np.ndarray:
         """(rows, columns + 1) bin of each value; the same bins as `reference.bin_of`."""
-        values = np.column_stack([X, probability])
-        b = (values[:, :, None] >= self.edges[None, :, :]).sum(axis=2)
-        return np.where(np.isnan(values), self.missing[None, :], b)
+        out = np.empty((len(X), len(self.names)), dtype="int64")
+        features = self.numeric[:-1]  # the score is the last numeric row
+        v = X[:, features]
+        b = (v[:, :, None] >= self.edges[None, :-1, :]).sum(axis=2)
+        out[:, features] = np.where(np.isnan(v), self.numeric_missing[None, :-1], b)
+        score_edges = self.edges[-1, :self.numeric_missing[-1] - 1]
+        out[:, -1] = np.searchsorted(score_edges, probability, side="right")
+        if len(self.categorical):
+            c = X[:, self.categorical]
+            out[:, self.categorical] = np.where(np.isnan(c), self.categorical_missing[None, :],
+                                                np.nan_to_num(c)).astype("int64")
+        return out
+
+    def flat(self, X: np.ndarray, probability: np.ndarray) -> np.ndarray:
+        """The rows' bins as indices into a flat (columns + 1) x width counter."""
+        return (self.bins(X, probability) + self.offsets[None, :]).ravel()
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.arange(len(self.names)) * self.width
 
     def counts(self, X: np.ndarray, probability: np.ndarray) -> np.ndarray:
         """(columns + 1, width) counts of the rows' bins."""
-        b = self.bins(X, probability)
-        flat = b + (np.arange(b.shape[1]) * self.width)[None, :]
-        return np.bincount(flat.ravel(), minlength=len(self.names) * self.width).reshape(
-            len(self.names), self.width)
+        return np.bincount(self.flat(X, probability), minlength=len(self.names) * self.width
+                           ).reshape(len(self.names), self.width)
 
 
 class ServedCounters:
@@ -64,13 +87,17 @@ class ServedCounters:
     def add(self, key: Key, binning: Binning, X: np.ndarray, probability: np.ndarray) -> None:
         if not len(X):
             return
-        counts = binning.counts(X, probability)
+        flat = binning.flat(X, probability)
         with self._lock:
             held = self._counts.get(key)
             if held is None or held[0] != binning.names:
-                self._counts[key] = (binning.names, counts)
+                held = (binning.names, np.zeros((len(binning.names), binning.width), "int64"))
+                self._counts[key] = held
+            cells = held[1].reshape(-1)
+            if len(X) == 1:  # one lead: one cell per column, no index repeats
+                cells[flat] += 1
             else:
-                held[1][...] += counts
+                np.add.at(cells, flat, 1)
 
     @property
     def pending(self) -> bool:

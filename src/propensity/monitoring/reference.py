@@ -48,6 +48,10 @@ class Binned:
             return "missing"
         if self.categories is not None:
             return self.categories[b]
+        if self.name == SCORE:  # probabilities read best as percentages
+            lo = "0" if b == 0 else f"{100 * self.edges[b - 1]:.3g}"
+            hi = "100" if b == len(self.edges) else f"{100 * self.edges[b]:.3g}"
+            return f"{lo}-{hi}%"
         lo = "-inf" if b == 0 else f"{self.edges[b - 1]:.4g}"
         hi = "inf" if b == len(self.edges) else f"{self.edges[b]:.4g}"
         return f"[{lo}, {hi})"

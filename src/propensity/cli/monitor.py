@@ -104,9 +104,9 @@ def print_report(report: MonitoringReport) -> None:
             bands.add_row(b.band, f"{b.leads:,}", pct(b.predicted), pct(b.realised),
                           "-" if b.gap_points is None else f"{b.gap_points:.1f}")
         console.print(bands)
-    for c in report.champions[:5]:
-        console.print(f"champion v{c['version']} since {c['since']}: {c['reason']}"
-                      + (" (serving)" if c["champion"] else ""), highlight=False)
+    for champ in report.champions[:5]:
+        console.print(f"champion v{champ['version']} since {champ['since']}: {champ['reason']}"
+                      + (" (serving)" if champ["champion"] else ""), highlight=False)
 
 
 def monitor(

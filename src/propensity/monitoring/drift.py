@@ -21,6 +21,10 @@ from propensity.database import served_histograms
 from propensity.monitoring.reference import SCORE, Binned, Reference
 
 Period = Literal["day", "week"]
+MIN_LEVEL_SHARE = 0.05
+"""Categories below this share of the training rows are pooled into one bin for PSI (the
+usual rule that no PSI bin hold under 5%): 25 sales reps at 4% each otherwise make a few
+hundred leads look drifted by chance alone. New or rare levels still show in `other_share`."""
 
 
 def psi(expected: np.ndarray, actual: np.ndarray) -> float:
@@ -68,11 +72,22 @@ def _fit(counts: np.ndarray, bins: int) -> np.ndarray:
     return out
 
 
+def _pooled(ref: Binned, expected: np.ndarray, actual: np.ndarray) -> tuple[np.ndarray,
+                                                                              np.ndarray]:
+    if ref.categories is None:
+        return expected, actual
+    small = expected / max(expected.sum(), 1) < MIN_LEVEL_SHARE
+    if small.sum() < 2:
+        return expected, actual
+    return (np.append(expected[~small], expected[small].sum()),
+            np.append(actual[~small], actual[small].sum()))
+
+
 def _feature(ref: Binned, served: np.ndarray, rank: int | None) -> FeatureDrift:
     expected = np.asarray(ref.counts, dtype="float64")
     actual = _fit(served, ref.bins)
     return FeatureDrift(
-        feature=ref.name, psi=psi(expected, actual), importance_rank=rank,
+        feature=ref.name, psi=psi(*_pooled(ref, expected, actual)), importance_rank=rank,
         missing_share=float(_share(actual, ref.bins - 1) or 0.0),
         missing_share_reference=float(_share(expected, ref.bins - 1) or 0.0),
         other_share=_share(actual, ref.other_bin),

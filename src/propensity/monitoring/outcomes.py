@@ -34,8 +34,8 @@ class Outcome(BaseModel):
     stage: str = Field(min_length=1, max_length=50,
                        description="a funnel stage entered, disqualified, lost, or won")
     at: datetime = Field(description="when it happened (naive means UTC)")
-    opportunity_id: str | None = Field(None, max_length=200)
-    amount: float | None = Field(None, ge=0)
+    opportunity_id: str | None = Field(default=None, max_length=200)
+    amount: float | None = Field(default=None, ge=0)
 
     @field_validator("at")
     @classmethod

@@ -29,11 +29,11 @@ Action = Literal["retrain", "recalibrate", "review threshold"]
 
 
 class Limits(BaseModel):
-    psi: float = Field(0.2, gt=0)
-    top_features: int = Field(10, ge=0)
-    calibration_points: float = Field(5.0, gt=0)
-    band_leads: int = Field(200, ge=1)
-    min_served: int = Field(200, ge=1)
+    psi: float = Field(default=0.2, gt=0)
+    top_features: int = Field(default=10, ge=0)
+    calibration_points: float = Field(default=5.0, gt=0)
+    band_leads: int = Field(default=200, ge=1)
+    min_served: int = Field(default=200, ge=1)
 
 
 class Verdict(BaseModel):

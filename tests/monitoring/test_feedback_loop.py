@@ -3,6 +3,7 @@ against independent pandas computations on the same rows."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -166,6 +167,12 @@ def test_monitor_exits_1_on_drift_and_says_retrain(loop: Loop) -> None:
     assert "retrain" in done.stdout and "source" in done.stdout
     assert "Traceback" not in done.stderr
     assert _cli(loop, *args).returncode == 0  # no --fail-on: a report, not a failure
+    strict = _cli(loop, *args, "--fail-on", "calibration", "--band-leads", "50", "--json")
+    bands = json.loads(strict.stdout)["performance"]["bands"]
+    off = [b for b in bands if b["leads"] >= 50 and b["gap_points"] > 5]
+    assert off and strict.returncode == 1, strict.stdout[-2000:]
+    assert _cli(loop, *args, "--fail-on", "calibration", "--calibration-points",
+                "99").returncode == 0
     bad = _cli(loop, *args, "--fail-on", "mood")
     assert bad.returncode == 2 and "--fail-on is drift or calibration" in bad.stderr
     assert "Traceback" not in bad.stderr

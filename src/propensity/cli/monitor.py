@@ -116,6 +116,15 @@ def monitor(
     fail_on: Annotated[list[str] | None, typer.Option(
         help="drift and/or calibration: exit 1 when that limit is crossed")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="the report as JSON")] = False,
+    psi: Annotated[float, typer.Option(min=0.0, help="PSI limit (score, top features)")] = 0.2,
+    top_features: Annotated[int, typer.Option(
+        min=0, help="how many of the most important features the PSI limit guards")] = 10,
+    calibration_points: Annotated[float, typer.Option(
+        min=0.0, help="calibration limit: points between predicted and realised")] = 5.0,
+    band_leads: Annotated[int, typer.Option(
+        min=1, help="matured leads a band needs before its calibration counts")] = 200,
+    min_served: Annotated[int, typer.Option(
+        min=1, help="leads served in the window before drift is judged")] = 200,
 ) -> None:
     """Drift and realised performance of the champion, and what to do: for a cron job."""
     from datetime import UTC, timedelta
@@ -154,7 +163,9 @@ def monitor(
     report = build_report(
         engine, model=MODEL, version=version, reference=reference,
         horizon_days=bundle.horizon_days or 90, mql=ThresholdStore(engine, ttl=0).active(
-            MODEL).mql, start=first, end=stop, limits=Limits(),
+            MODEL).mql, start=first, end=stop,
+        limits=Limits(psi=psi, top_features=top_features, calibration_points=calibration_points,
+                      band_leads=band_leads, min_served=min_served),
         champions=champion_history(MODEL, settings=settings),
         stages=bundle.spec.stages if bundle.spec is not None else DEFAULT_STAGES)
     if as_json:

@@ -57,13 +57,12 @@ def record(engine: sa.Engine, items: Sequence[Outcome]) -> int:
     else:
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
         stmt = sqlite_insert(outcomes).on_conflict_do_nothing()  # type: ignore[assignment]
-    count = sa.select(sa.func.count()).select_from(outcomes)
-    with engine.begin() as conn:
-        before = conn.execute(count).scalar_one()
+    stored = 0
+    with engine.begin() as conn:  # RETURNING names only the rows a conflict did not skip
         for start in range(0, len(rows), 5000):
-            conn.execute(stmt, rows[start:start + 5000])
-        after = conn.execute(count).scalar_one()
-    return int(after - before)
+            stored += len(conn.execute(stmt.returning(outcomes.c.id),
+                                       rows[start:start + 5000]).all())
+    return stored
 
 
 def from_export(export: CrmExport, since: pd.Timestamp | None = None) -> tuple[list[Outcome], int]:

@@ -149,11 +149,12 @@ async def score(body: ScoreBody, state: StateDep, key: ScoreKey) -> Response:
                          "as_of": _utc(lead.as_of) if lead.as_of else now})
         state.metrics.scores.labels(MAIN, grade).inc()
     state.log.append(log_rows)
-    if loaded.binning is not None:  # drift's counters: one bincount per request and day
+    if loaded.binning is not None:  # drift's counters: one add per request and as_of day
         days = [_utc(x.as_of).date() for x in inputs] or [now.date()] * len(p)
-        for d in sorted(set(days)):
-            rows = slice(None) if len(set(days)) == 1 else [
-                i for i, x in enumerate(days) if x == d]
+        distinct = sorted(set(days))
+        for d in distinct:
+            rows = slice(None) if len(distinct) == 1 else [
+                i for i, day in enumerate(days) if day == d]
             state.log.counters.add((MAIN, loaded.version, d), loaded.binning, scored.X[rows],
                                    p[rows])
     out = ScoreResponse(

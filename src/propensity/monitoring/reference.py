@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from propensity.coding import OTHER, Column
+
+if TYPE_CHECKING:
+    from propensity.models.bundle import ModelBundle
 
 MAX_BINS = 10
 SCORE = "__score__"
@@ -126,7 +129,7 @@ def fit_reference(columns: list[Column], X: np.ndarray, probability: np.ndarray,
                                                                         strict=True)}, len(X))
 
 
-def reference_of(bundle: Any, X: np.ndarray) -> Reference:
+def reference_of(bundle: ModelBundle, X: np.ndarray) -> Reference:
     """`fit_reference` for a `ModelBundle` and the matrix it was fitted on."""
     p = bundle.predict(X, threads=0)
     rng = np.random.default_rng(1)

@@ -20,7 +20,12 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
 from propensity.contract import DEFAULT_STAGES
-from propensity.monitoring.drift import PeriodDrift, drift_over_time, served_counts
+from propensity.monitoring.drift import (
+    PeriodDrift,
+    drift_over_time,
+    period_drift,
+    served_counts,
+)
 from propensity.monitoring.outcomes import conversions
 from propensity.monitoring.performance import Performance, performance, served_scores
 from propensity.monitoring.reference import Reference
@@ -87,7 +92,7 @@ def verdict(window: PeriodDrift | None, perf: Performance | None, reference: Ref
                 f"{f.feature} (#{f.importance_rank}, PSI {f.psi:.2f})" for f in alarms))
         others = [f for f in over if f.feature not in top]
         if others:
-            reasons.append("also moved (outside the top " f"{limits.top_features}): " + ", ".join(
+            reasons.append(f"also moved (outside the top {limits.top_features}): " + ", ".join(
                 f"{f.feature} ({f.psi:.2f})" for f in others[:8])
                 + (f" and {len(others) - 8} more" if len(others) > 8 else ""))
     if perf is not None:
@@ -126,8 +131,6 @@ def build_report(engine: sa.Engine, *, model: str, version: str | None,
                  champions: list[dict[str, Any]] | None = None,
                  stages: Sequence[str] = DEFAULT_STAGES) -> MonitoringReport:
     """Everything the JSON, the gauges, the panel and `propensity monitor` show."""
-    from propensity.monitoring.drift import period_drift
-
     limits = limits or Limits()
     now_ts = pd.Timestamp(now) if now is not None else pd.Timestamp.now(tz="UTC")
     now_ts = now_ts.tz_localize("UTC") if now_ts.tzinfo is None else now_ts.tz_convert("UTC")

@@ -94,7 +94,8 @@ class SyntheticConfig:
     """From this day on the world changes (what monitoring must notice): a campaign makes
     `shift_source` the source of `shift_source_share` of new leads, and a site redesign sends
     every lead in the funnel to `shift_event` `shift_event_rate` more times a day. Drawn from
-    a random stream of its own: everything before the shift is the unshifted export's."""
+    a random stream of its own: leads created before the shift keep the unshifted export's
+    attributes, and what happens before the shift keeps its distribution (not its draws)."""
     shift_source: str = "referral"
     shift_source_share: float = 0.45
     shift_event: str = "pricing_page_view"

@@ -37,7 +37,16 @@ from serving.errors import (
 from serving.limits import BodyLimitMiddleware
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.model_store import ModelStore
-from serving.routes import accounts, funnel, ops, score, thresholds, ui
+from serving.routes import (
+    accounts,
+    funnel,
+    monitoring,
+    ops,
+    outcomes,
+    score,
+    thresholds,
+    ui,
+)
 from serving.scorelog import ScoreLog
 
 log = logging.getLogger("propensity.serving")
@@ -110,8 +119,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app = FastAPI(title="propensity scorer", version=__version__, lifespan=lifespan,
                   description="Calibrated lead and account scores with reasons, and the "
                               "funnel metrics beside them.")
-    for router in (score.router, accounts.router, funnel.router, thresholds.router,
-                   ops.router, ui.router):
+    for router in (score.router, outcomes.router, monitoring.router, accounts.router,
+                   funnel.router, thresholds.router, ops.router, ui.router):
         app.include_router(router)
     app.add_exception_handler(RequestValidationError, validation_handler)
     app.add_exception_handler(StarletteHTTPException, http_handler)

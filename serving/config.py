@@ -37,6 +37,10 @@ class ServingSettings(Settings):
     (default: a `spool` folder beside the models directory)."""
     spool_max_bytes: int = 256 * 1024 * 1024
     """Past this the spool refuses new scores (503) rather than fill the disk."""
+    monitor_days: int = 28
+    """The window /metrics' drift and calibration gauges cover (PROPENSITY_MONITOR_DAYS)."""
+    monitor_seconds: float = 300.0
+    """How long /metrics reuses the gauges' report before computing it again."""
     models: list[str] = Field(default_factory=lambda: [
         "lead-conversion", "stage-advancement", "account-propensity"])
 

@@ -18,6 +18,7 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.cache: dict[str, object] = {}
         self.requests = Counter("propensity_requests_total", "HTTP requests",
                                 ["path", "status"], registry=self.registry)
         self.latency = Histogram("propensity_request_seconds", "HTTP request latency",
@@ -36,6 +37,17 @@ class Metrics:
                                      registry=self.registry)
         self.database_up = Gauge("propensity_database_up", "1 when the last score log write "
                                  "reached the database", registry=self.registry)
+
+        self.psi = Gauge("propensity_psi", "PSI of a feature, served vs training, over the "
+                         "monitoring window", ["feature"], registry=self.registry)
+        self.score_psi = Gauge("propensity_score_psi", "PSI of the score, served vs training",
+                               registry=self.registry)
+        self.calibration_gap = Gauge("propensity_calibration_gap", "Largest |predicted - "
+                                     "realised| conversion, in points, over calibration bands "
+                                     "with enough matured leads", registry=self.registry)
+        self.realised_precision = Gauge("propensity_realised_precision", "Share of matured "
+                                        "MQLs that converted within the horizon",
+                                        registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

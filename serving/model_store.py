@@ -21,8 +21,11 @@ from propensity.models.registry import (
     configure,
     load_holdout,
     load_model,
+    load_reference,
     version_of,
 )
+from propensity.monitoring.counters import Binning
+from propensity.monitoring.reference import Reference
 from propensity.settings import Settings
 
 log = logging.getLogger("propensity.models")
@@ -37,6 +40,9 @@ class Loaded:
     holdout: pd.DataFrame | None = None
     """The champion's holdout predictions: what threshold curves are drawn from."""
     cache: dict[str, object] = field(default_factory=dict)
+    reference: Reference | None = None
+    """The training rows' binned distributions (None for a model registered without one)."""
+    binning: Binning | None = None
 
 
 @dataclass
@@ -59,7 +65,13 @@ class ModelStore:
         except Exception:  # a model without evaluation artifacts still serves
             log.warning("no holdout for %s v%s: threshold curves unavailable", name, got)
             holdout = None
-        return Loaded(name, got, bundle, datetime.now(UTC), holdout)
+        try:
+            reference: Reference | None = load_reference(name, got, settings=self.settings)
+        except Exception:  # registered before references existed: served, not monitored
+            log.warning("no drift reference for %s v%s: its drift is not measured", name, got)
+            reference = None
+        return Loaded(name, got, bundle, datetime.now(UTC), holdout, reference=reference,
+                      binning=None if reference is None else Binning.of(reference))
 
     def refresh(self) -> dict[str, str]:
         """Load every champion whose version changed; returns name -> version serving."""

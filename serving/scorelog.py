@@ -17,6 +17,8 @@ Replay is at least once: a crash between a committed insert and the spool file's
 writes those rows twice, never zero times. The spool is bounded (`max_spool_bytes`): full, and
 with the database down, `accepting` turns false and the scorer answers 503 instead of
 acknowledging scores it could not keep.
+The served histograms (drift's counters) are added to their stored counts on the same
+beat; while the database is down they wait in memory (bounded by the bins, not by traffic).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from typing import IO, Any
 
 import sqlalchemy as sa
 
-from propensity.database import score_log
+from propensity.database import score_log, served_histograms, upsert_adding
+from propensity.monitoring.counters import ServedCounters
 
 log = logging.getLogger("propensity.scorelog")
 QUARANTINE = "quarantine.jsonl"
@@ -76,8 +79,9 @@ class _Outage(Exception):
 class ScoreLog:
     def __init__(self, engine: sa.Engine, flush_seconds: float = 0.2,
                  spool_dir: Path | None = None, max_spool_bytes: int = 256 * 1024 * 1024,
-                 ) -> None:
+                 counters: ServedCounters | None = None) -> None:
         self.engine = engine
+        self.counters = counters or ServedCounters()
         self.flush_seconds = flush_seconds
         self.spool_dir = spool_dir
         self.max_spool_bytes = max_spool_bytes
@@ -106,6 +110,20 @@ class ScoreLog:
     @property
     def pending(self) -> int:
         return len(self._rows)
+
+    def _flush_counters(self) -> None:
+        rows = self.counters.drain()
+        if not rows:
+            return
+        try:
+            upsert_adding(self.engine, served_histograms, rows, ["model_name", "model_version",
+                                                                 "day", "feature", "bin"],
+                          "count")
+        except Exception as exc:
+            self.counters.restore(rows)  # kept for the next pass, outage or not
+            if not is_outage(exc):
+                self.failures += 1
+                log.exception("served histograms write failed; %d counts kept", len(rows))
 
     def _spool_paths(self) -> list[Path]:
         if self.spool_dir is None:
@@ -245,6 +263,7 @@ class ScoreLog:
 
     def flush(self) -> int:
         """One pass: the spool first (older), then what requests appended since."""
+        self._flush_counters()
         with self._io:
             with self._lock:
                 rows, self._rows = self._rows, []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -88,9 +89,10 @@ def shared_file(*parts: str) -> Path:
     return path
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database; CI sets PROPENSITY_REQUIRE_POSTGRES=1 (fail, not skip)."""
+@contextmanager
+def fresh_postgres() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards; CI sets PROPENSITY_REQUIRE_POSTGRES=1
+    (fail, not skip)."""
     import psycopg
 
     base = os.environ.get("PROPENSITY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -107,6 +109,12 @@ def postgres_url() -> Iterator[str]:
     finally:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.close()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    with fresh_postgres() as url:
+        yield url
 
 
 def synthetic_export(directory: Path, leads: int, seed: int) -> CrmExport:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 import sqlalchemy as sa
 from fastapi import APIRouter, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from serving.deps import AdminKey, StateDep
+from serving.routes.monitoring import update_gauges
 from serving.schemas import Health, ScoreLogHealth
 
 router = APIRouter(tags=["operations"])
+log = logging.getLogger("propensity.serving")
 
 
 @router.get("/healthz", response_model=Health)
@@ -64,13 +68,17 @@ async def readyz(state: StateDep, response: Response) -> Health:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(state: StateDep) -> Response:
-    log = state.log
-    state.metrics.log_pending.set(log.pending)
-    state.metrics.log_spooled.set(await run_in_threadpool(lambda: log.spooled_bytes))
-    state.metrics.log_quarantined.set(log.quarantined)
-    state.metrics.database_up.set(0 if log.outage else 1)
+    scorelog = state.log
+    state.metrics.log_pending.set(scorelog.pending)
+    state.metrics.log_spooled.set(await run_in_threadpool(lambda: scorelog.spooled_bytes))
+    state.metrics.log_quarantined.set(scorelog.quarantined)
+    state.metrics.database_up.set(0 if scorelog.outage else 1)
     for name, m in state.store.models.items():
         state.metrics.model_version.labels(name, m.version).set(1)
+    try:
+        await run_in_threadpool(update_gauges, state)
+    except Exception:  # the other metrics still go out
+        log.exception("monitoring gauges could not be computed")
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
 

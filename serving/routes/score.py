@@ -86,6 +86,10 @@ def online_lead(lead: LeadIn, i: int, now: datetime, stages: list[str],
                                         opportunities=used_opps)  # type: ignore[arg-type]
 
 
+def _utc(t: datetime) -> datetime:
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
 def _hash(lead: LeadIn) -> str:
     return hashlib.sha256(lead.model_dump_json().encode()).hexdigest()
 
@@ -150,9 +154,18 @@ async def score(body: ScoreBody, state: StateDep) -> Response:
         log_rows.append({"scored_at": now, "lead_id": lead.lead_id, "probability": float(p[i]),
                          "score": s, "grade": grade, "mql": thresholds.is_mql(s),
                          "model_name": MAIN, "model_version": loaded.version,
-                         "threshold_version": thresholds.version, "input_hash": _hash(lead)})
+                         "threshold_version": thresholds.version, "input_hash": _hash(lead),
+                         "as_of": _utc(lead.as_of) if lead.as_of else now})
         state.metrics.scores.labels(MAIN, grade).inc()
     state.log.append(log_rows)
+    if loaded.binning is not None:  # drift's counters: one add per request and as_of day
+        days = [_utc(x.as_of).date() for x in inputs] or [now.date()] * len(p)
+        distinct = sorted(set(days))
+        for d in distinct:
+            rows = slice(None) if len(distinct) == 1 else [
+                i for i, day in enumerate(days) if day == d]
+            state.log.counters.add((MAIN, loaded.version, d), loaded.binning, scored.X[rows],
+                                   p[rows])
     out = ScoreResponse(
         model=ModelRef(name=MAIN, version=loaded.version, horizon_days=bundle.horizon_days),
         threshold_version=thresholds.version,

@@ -23,6 +23,11 @@ async def script() -> FileResponse:
     return FileResponse(PAGE / "app.js", media_type="text/javascript")
 
 
+@router.get("/monitoring.js")
+async def monitoring_script() -> FileResponse:
+    return FileResponse(PAGE / "monitoring.js", media_type="text/javascript")
+
+
 @router.get("/plotly.min.js")
 async def plotly_js() -> FileResponse:
     """Served by the app itself: the page works with no internet."""

@@ -1,6 +1,7 @@
 """API keys: shown once at creation, stored as SHA-256 hashes, each with scopes.
 
-`score` is for CRMs, `admin` for marketing ops and promotion (admin implies score). Keys are
+`score` is for CRMs, `outcomes` for a CRM webhook that only reports outcomes (a `score` key
+may report them too), `admin` for marketing ops and promotion (admin implies the others). Keys are
 256-bit random tokens, so a plain hash (no salt, no slow KDF) is the right tool: there is no
 dictionary to attack, and a lookup stays one indexed query.
 
@@ -26,7 +27,7 @@ import sqlalchemy as sa
 from propensity.database import api_keys
 from propensity.problems import PropensityError
 
-SCOPES = ("score", "admin")
+SCOPES = ("score", "outcomes", "admin")
 PREFIX = "prop_"
 
 

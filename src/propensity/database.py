@@ -35,6 +35,35 @@ score_log = sa.Table(
     sa.Column("model_version", sa.String(20), nullable=False),
     sa.Column("threshold_version", sa.Integer, nullable=False),
     sa.Column("input_hash", sa.String(64), nullable=False),
+    sa.Column("as_of", sa.DateTime(timezone=True), nullable=True),
+    # the time the score describes (the request's as_of, else scored_at): outcomes are
+    # joined and drift is bucketed by it, so a replayed history lands on its own days
+)
+
+outcomes = sa.Table(
+    "outcomes", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("lead_id", sa.String(200), nullable=False, index=True),
+    sa.Column("stage", sa.String(50), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("opportunity_id", sa.String(200), nullable=False, server_default=""),
+    sa.Column("amount", sa.Float, nullable=True),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    # the same outcome reported twice is one row ('' stands for no opportunity: NULLs are
+    # never equal in a unique key)
+    sa.UniqueConstraint("lead_id", "stage", "at", "opportunity_id", name="uq_outcome"),
+)
+
+served_histograms = sa.Table(
+    "served_histograms", metadata,
+    sa.Column("model_name", sa.String(100), nullable=False),
+    sa.Column("model_version", sa.String(20), nullable=False),
+    sa.Column("day", sa.Date, nullable=False),
+    sa.Column("feature", sa.String(200), nullable=False),
+    sa.Column("bin", sa.Integer, nullable=False),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.PrimaryKeyConstraint("model_name", "model_version", "day", "feature", "bin"),
 )
 
 thresholds = sa.Table(
@@ -87,3 +116,21 @@ def migrate(url: str) -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     command.upgrade(cfg, "head")
+
+
+def upsert_adding(engine: sa.Engine, table: sa.Table, rows: list[dict[str, object]],
+                  key: list[str], column: str) -> None:
+    """Insert rows; where the key exists already, add to its `column` (one statement, on
+    SQLite and PostgreSQL alike)."""
+    if not rows:
+        return
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+        stmt = pg_insert(table)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+        stmt = sqlite_insert(table)  # type: ignore[assignment]
+    stmt = stmt.on_conflict_do_update(index_elements=key, set_={
+        column: table.c[column] + stmt.excluded[column]})
+    with engine.begin() as conn:
+        conn.execute(stmt, rows)

@@ -90,6 +90,16 @@ class SyntheticConfig:
     """Lead columns of pure noise, each with `noise_levels` levels (a few common, most rare):
     a model that memorises levels learns nothing true from them."""
     noise_levels: int = 500
+    shift_at: str | None = None
+    """From this day on the world changes (what monitoring must notice): a campaign makes
+    `shift_source` the source of `shift_source_share` of new leads, and a site redesign sends
+    every lead in the funnel to `shift_event` `shift_event_rate` more times a day. Drawn from
+    a random stream of its own: leads created before the shift keep the unshifted export's
+    attributes, and what happens before the shift keeps its distribution (not its draws)."""
+    shift_source: str = "referral"
+    shift_source_share: float = 0.45
+    shift_event: str = "pricing_page_view"
+    shift_event_rate: float = 0.5
 
 
 def stress_config(n_leads: int = 30_000, seed: int = 7) -> SyntheticConfig:
@@ -152,6 +162,15 @@ def generate_export(config: SyntheticConfig) -> tuple[dict[str, pa.Table], pa.Ta
     persona = np.where(
         has_acc, rng.choice(3, n, p=[0.55, 0.28, 0.17]), rng.choice([0, 3], n, p=[0.5, 0.5]))
     source = _pick(rng, list(SOURCES), n, SOURCE_SHARE)
+    shift_rng = np.random.default_rng([config.seed, 1])
+    shift_day = horizon if config.shift_at is None else (
+        pd.Timestamp(config.shift_at, tz="UTC") - epoch).total_seconds() / 86_400
+    later = created >= shift_day
+    if later.any():
+        k = list(SOURCES).index(config.shift_source)
+        share = np.array(SOURCE_SHARE) * (1 - config.shift_source_share) / (1 - SOURCE_SHARE[k])
+        share[k] = config.shift_source_share
+        source[later] = shift_rng.choice(len(SOURCES), int(later.sum()), p=share)
     campaign_k = rng.integers(0, 4, n)
     campaign_eff = rng.normal(0, 0.3, (len(SOURCES), 4))
     job = _pick(rng, list(JOB_FUNCTIONS), n, [0.18, 0.15, 0.2, 0.1, 0.12, 0.1, 0.15])
@@ -224,6 +243,16 @@ def generate_export(config: SyntheticConfig) -> tuple[dict[str, pa.Table], pa.Ta
     ev_lead = g_lead[ev_seg]
     ev_time = g_start[ev_seg] + rng.random(ev_seg.size) * dur[ev_seg]
     ev_type = _event_types(rng, intent[ev_lead])
+    if config.shift_at is not None:
+        start = np.maximum(g_start, shift_day)
+        overlap = np.maximum(0.0, g_start + dur - start)
+        extra = shift_rng.poisson(config.shift_event_rate * overlap)
+        x_seg = np.repeat(np.arange(g_lead.size), extra)
+        ev_lead = np.concatenate([ev_lead, g_lead[x_seg]])
+        ev_time = np.concatenate([ev_time, start[x_seg]
+                                  + shift_rng.random(x_seg.size) * overlap[x_seg]])
+        ev_type = np.concatenate([ev_type, np.full(x_seg.size,
+                                                   list(EVENT_TYPES).index(config.shift_event))])
 
     # after purchase: onboarding traffic (the leakage trap)
     cust = np.flatnonzero(converted)

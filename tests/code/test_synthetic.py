@@ -98,3 +98,32 @@ def test_truth_probability_matches_simulated_frequency() -> None:
     p_ever = truth_probability(intent, stage, None)
     assert (p30 < p90).all() and (p90 <= p_ever + 1e-9).all()
     assert np.allclose(truth_probability(intent, stage, 5000), p_ever, atol=1e-6)
+
+
+def test_a_shift_changes_only_what_comes_after_it() -> None:
+    from dataclasses import replace
+
+    base = SyntheticConfig(n_leads=3000, seed=11)
+    plain, _ = generate_export(base)
+    moved, _ = generate_export(replace(base, shift_at="2025-01-01"))
+    cut = pd.Timestamp("2025-01-01", tz="UTC")
+
+    def leads(tables: dict) -> pd.DataFrame:
+        frame = tables["leads"].to_pandas()
+        return frame.assign(source=frame["source"].astype("str"))
+
+    a, b = leads(plain), leads(moved)
+    before = (a["created_at"] < cut).to_numpy()
+    assert (a["source"][before] == b["source"][before]).all()
+    assert (a["source"][~before] == "referral").mean() < 0.15
+    assert (b["source"][~before] == "referral").mean() == pytest.approx(0.45, abs=0.05)
+
+    def pricing_per_lead(tables: dict, late: bool) -> float:
+        ev = tables["events"].to_pandas()
+        ev = ev[(ev["event_type"].astype("str") == "pricing_page_view")
+                & ((ev["occurred_at"] >= cut) == late)]
+        return len(ev) / len(a)
+
+    assert pricing_per_lead(moved, late=False) == pytest.approx(
+        pricing_per_lead(plain, late=False), rel=0.1)
+    assert pricing_per_lead(moved, late=True) > 3 * pricing_per_lead(plain, late=True)

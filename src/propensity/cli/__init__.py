@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from propensity.cli import data, demo, funnel, models, serve, thresholds
+from propensity.cli import data, demo, funnel, models, monitor, serve, thresholds
 from propensity.cli._common import fail
 from propensity.problems import PropensityError
 
@@ -46,6 +46,7 @@ funnel.register(app)
 models.register(app)
 serve.register(app)
 thresholds.register(app)
+monitor.register(app)
 demo.register(app)
 
 

@@ -96,8 +96,15 @@ def generate(
     profile: Annotated[str, typer.Option(
         help="default, or stress: four years, slow decisions, ~2% buying in 90 days, noise "
              "columns with hundreds of levels")] = "default",
+    shift_at: Annotated[str | None, typer.Option(
+        help="from this day on, referral brings 45% of new leads and every lead views the "
+             "pricing page 0.5 more times a day: drift for monitoring to find")] = None,
 ) -> None:
     """Write a synthetic CRM export with known ground truth (truth.parquet, read by no pipeline)."""
+    import dataclasses
+
+    import pandas as pd
+
     from propensity.synthetic import PROFILES, generate_export, write_export
 
     if fmt not in ("csv", "parquet"):
@@ -106,7 +113,14 @@ def generate(
         raise fail(f"--profile is one of {', '.join(PROFILES)}")
     with progress() as bar:
         task = bar.add_task(f"generating {leads:,} leads", total=None)
-        tables, truth = generate_export(PROFILES[profile](n_leads=leads, seed=seed))
+        config = PROFILES[profile](n_leads=leads, seed=seed)
+        if shift_at is not None:
+            try:
+                pd.Timestamp(shift_at)
+            except ValueError:
+                raise fail(f"--shift-at {shift_at!r} is not a date (e.g. 2025-07-01)") from None
+            config = dataclasses.replace(config, shift_at=shift_at)
+        tables, truth = generate_export(config)
         bar.update(task, description=f"writing {out_dir}")
         write_export(tables, truth, out_dir, fmt=fmt)
     console.print(

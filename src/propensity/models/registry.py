@@ -31,6 +31,7 @@ from propensity.problems import PropensityError
 from propensity.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from propensity.monitoring.reference import Reference
     from propensity.training import TrainResult
 
 MODEL_NAMES = ("lead-conversion", "stage-advancement", "account-propensity")
@@ -73,6 +74,7 @@ class Registered:
 
 
 HOLDOUT_FEATURES = "holdout_features.parquet"
+MONITORING, REFERENCE_FILE = "monitoring", "reference.json"
 EVALUATION_BUNDLE = "bundle"
 
 
@@ -81,7 +83,8 @@ def log_and_register(result: TrainResult, *, data: dict[str, Any],
                      holdout_rows: pd.DataFrame | None = None) -> Registered:
     """Log params, metrics, evaluation artifacts and the pyfunc; register as `challenger`.
 
-    Stored with the version, under `evaluation/`: the report, the holdout with every model's
+    Stored with the version, under `monitoring/`: the binned training distributions drift is
+measured against; under `evaluation/`: the report, the holdout with every model's
     predictions, the evaluation model and its matrix of the holdout rows (what promotion
     re-scores: never whatever lies at the training path later), and for a single table the
     holdout's raw rows.
@@ -115,6 +118,8 @@ def log_and_register(result: TrainResult, *, data: dict[str, Any],
             holdout_rows.to_parquet(folder / "holdout_rows.parquet")
         result.evaluation_bundle.save(folder / EVALUATION_BUNDLE)
         mlflow.log_artifacts(str(folder), artifact_path="evaluation")
+        if result.reference is not None:
+            mlflow.log_text(result.reference.to_json(), f"{MONITORING}/{REFERENCE_FILE}")
         bundle.save(tmpdir / "bundle")
         example_out = score_rows(bundle, input_example)
         signature = mlflow.models.infer_signature(input_example, example_out)
@@ -196,6 +201,17 @@ def load_holdout(name: str, version: str, settings: Settings | None = None) -> p
     run_id = client.get_model_version(name, version).run_id
     folder = mlflow.artifacts.download_artifacts(run_id=str(run_id), artifact_path="evaluation")
     return pd.read_parquet(Path(folder) / "holdout.parquet")
+
+
+def load_reference(name: str, version: str, settings: Settings | None = None) -> Reference:
+    """The binned training distributions stored with a version (drift's baseline)."""
+    from propensity.monitoring.reference import Reference
+
+    client = configure(settings)
+    run_id = client.get_model_version(name, version).run_id
+    text = mlflow.artifacts.load_text(
+        f"runs:/{run_id}/{MONITORING}/{REFERENCE_FILE}")
+    return Reference.from_json(text)
 
 
 def _bundle(name: str, version: str) -> ModelBundle:
@@ -319,7 +335,38 @@ def promote(name: str, version: str | None = None, *, force: bool = False,
         client.set_registered_model_tag(name, PREVIOUS_TAG, current)
     reason = "forced" if force else ("first champion: passes the gate" if current is None
                                      else "beats the champion on the same holdout")
+    if cand_auc is not None and champ_auc is not None:
+        reason += f" (AUC {cand_auc:.4f} vs {champ_auc:.4f})"
+    _record_promotion(client, name, candidate, reason)
     return Promotion(name, True, candidate, current, cand_auc, champ_auc, reason, warning)
+
+
+PROMOTED_TAG = "champion_since"
+
+
+def _record_promotion(client: MlflowClient, name: str, version: str, reason: str) -> None:
+    """When and why a version became champion, kept on the version (its history)."""
+    from datetime import UTC, datetime
+
+    client.set_model_version_tag(name, version, PROMOTED_TAG,
+                                 f"{datetime.now(UTC).isoformat(timespec='seconds')} {reason}")
+
+
+def champion_history(name: str, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Every version that was champion, newest promotion first: version, when, why, and
+    whether it serves now. A version promoted twice shows its latest promotion."""
+    client = configure(settings)
+    current = version_of(client, name, CHAMPION)
+    out = []
+    for mv in client.search_model_versions(f"name='{name}'"):
+        tag = (mv.tags or {}).get(PROMOTED_TAG)
+        if not tag:
+            continue
+        when, _, why = tag.partition(" ")
+        out.append({"version": str(mv.version), "since": when, "reason": why,
+                    "holdout_roc_auc": (mv.tags or {}).get("holdout_roc_auc"),
+                    "champion": str(mv.version) == current})
+    return sorted(out, key=lambda r: r["since"], reverse=True)
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -336,6 +383,7 @@ def rollback(name: str, settings: Settings | None = None) -> Promotion:
     client.set_registered_model_alias(name, CHAMPION, previous)
     if current is not None:
         client.set_registered_model_tag(name, PREVIOUS_TAG, current)
+    _record_promotion(client, name, previous, f"rolled back from v{current}")
     return Promotion(name, True, previous, current, None, None, "rolled back")
 
 

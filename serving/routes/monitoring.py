@@ -1,0 +1,87 @@
+"""GET /v1/monitoring: drift, realised performance, calibration, the verdict and the champion's
+history; and the gauges /metrics exports from the same report."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, status
+from starlette.concurrency import run_in_threadpool
+
+from propensity.models.registry import champion_history
+from propensity.monitoring.report import Limits, MonitoringReport, build_report
+from serving.deps import AppState, ScoreKey, StateDep
+
+router = APIRouter(prefix="/v1", tags=["monitoring"])
+MODEL = "lead-conversion"
+
+
+def _history(state: AppState) -> list[dict[str, Any]]:
+    loaded = state.store.get(MODEL)
+    if loaded is None:
+        return []
+    cached = loaded.cache.get("champions")
+    if not isinstance(cached, list):
+        cached = champion_history(MODEL, settings=state.settings)
+        loaded.cache["champions"] = cached
+    return cached
+
+
+def report_for(state: AppState, start: datetime, end: datetime) -> MonitoringReport:
+    loaded = state.store.get(MODEL)
+    bundle = None if loaded is None else loaded.bundle
+    spec = None if bundle is None else bundle.spec
+    kwargs: dict[str, Any] = {} if spec is None else {"stages": spec.stages}
+    return build_report(
+        state.log.engine, model=MODEL, version=None if loaded is None else loaded.version,
+        reference=None if loaded is None else loaded.reference,
+        horizon_days=(bundle.horizon_days if bundle is not None else None) or 90,
+        mql=state.thresholds.active(MODEL).mql, start=start, end=end, limits=Limits(),
+        champions=_history(state), **kwargs)
+
+
+def _utc(t: datetime) -> datetime:
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+@router.get("/monitoring", response_model=MonitoringReport)
+async def monitoring(state: StateDep, key: ScoreKey,
+                     start: Annotated[datetime | None, Query(
+                         description="first as_of included (default: end - 28 days)")] = None,
+                     end: Annotated[datetime | None, Query(
+                         description="as_of before this (default: now)")] = None,
+                     ) -> MonitoringReport:
+    """Drift and realised performance of the served champion over a window, with the verdict."""
+    end = _utc(end) if end else datetime.now(UTC)
+    start = _utc(start) if start else end - timedelta(days=state.settings.monitor_days)
+    if start >= end:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
+            "loc": ["query", "start"], "msg": "start must be before end",
+            "type": "value_error"}])
+    await run_in_threadpool(state.log.flush)  # what was served a moment ago counts
+    return await run_in_threadpool(report_for, state, start, end)
+
+
+def update_gauges(state: AppState) -> None:
+    """The gauges from the default window's report, computed at most every monitor_seconds."""
+    last = state.metrics.cache.get("monitoring_at", 0.0)
+    if time.monotonic() - float(last) < state.settings.monitor_seconds:  # type: ignore[arg-type]
+        return
+    end = datetime.now(UTC)
+    report = report_for(state, end - timedelta(days=state.settings.monitor_days), end)
+    m = state.metrics
+    m.cache["monitoring_at"] = time.monotonic()
+    m.psi.clear()
+    if report.window is not None:
+        m.score_psi.set(report.window.score_psi)
+        for f in report.window.features:
+            m.psi.labels(f.feature).set(f.psi)
+    perf = report.performance
+    if perf is not None:
+        gaps = [b.gap_points for b in perf.bands
+                if b.leads >= report.limits.band_leads and b.gap_points is not None]
+        m.calibration_gap.set(max(gaps) if gaps else float("nan"))
+        precision = perf.overall.precision
+        m.realised_precision.set(float("nan") if precision is None else precision)

@@ -1,0 +1,49 @@
+"""POST /v1/outcomes: stage changes and won / lost deals reported back by the CRM."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, status
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from propensity.contract import DEFAULT_STAGES
+from propensity.monitoring.outcomes import Outcome, outcome_stages, record
+from serving.deps import StateDep, body_doc, json_body
+
+router = APIRouter(prefix="/v1", tags=["outcomes"])
+MODEL = "lead-conversion"
+MAX_OUTCOMES = 10_000
+
+
+class OutcomesIn(BaseModel):
+    outcomes: list[Outcome] = Field(min_length=1, max_length=MAX_OUTCOMES)
+
+
+class OutcomesOut(BaseModel):
+    received: int
+    stored: int = Field(description="new outcomes")
+    duplicates: int = Field(description="outcomes stored before (the same lead, stage, time "
+                                        "and opportunity): nothing changed")
+
+
+OutcomesBody = Annotated[OutcomesIn, Depends(json_body(OutcomesIn, "outcomes", "score"))]
+"""A CRM that already scores may report outcomes with the same key; `outcomes` alone is for
+a webhook that should not read scores. The key is checked before the body is read."""
+
+
+@router.post("/outcomes", response_model=OutcomesOut, openapi_extra=body_doc(OutcomesIn))
+async def post_outcomes(body: OutcomesBody, state: StateDep) -> OutcomesOut:
+    """Report outcomes (idempotent: the same outcome twice is stored once)."""
+    loaded = state.store.get(MODEL)
+    spec = None if loaded is None else loaded.bundle.spec
+    allowed = outcome_stages(spec.stages if spec is not None else DEFAULT_STAGES)
+    bad = [{"loc": ["body", "outcomes", i, "stage"], "type": "value_error",
+            "msg": f"unknown stage {o.stage!r}; stages are {', '.join(allowed)}"}
+           for i, o in enumerate(body.outcomes) if o.stage not in allowed]
+    if bad:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, bad)
+    stored = await run_in_threadpool(record, state.log.engine, body.outcomes)
+    return OutcomesOut(received=len(body.outcomes), stored=stored,
+                       duplicates=len(body.outcomes) - stored)

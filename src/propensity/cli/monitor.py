@@ -1,0 +1,233 @@
+"""`propensity outcomes import | monitor | retrain`: the feedback loop from the terminal."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from propensity.cli._common import console, fail, stages
+from propensity.contract import DEFAULT_STAGES
+
+if TYPE_CHECKING:
+    from propensity.monitoring.report import MonitoringReport
+
+outcomes_app = typer.Typer(help="Outcomes reported back by the CRM.", no_args_is_help=True)
+MODEL = "lead-conversion"
+
+
+@outcomes_app.command("import")
+def import_outcomes(
+    export: Annotated[Path, typer.Argument(help="CRM export folder (stage history, "
+                                                "opportunities)")],
+    since: Annotated[str | None, typer.Option(help="only outcomes at or after this time")] = None,
+) -> None:
+    """Back-fill the outcome store from an export (idempotent: a second run adds nothing)."""
+    import pandas as pd
+
+    from propensity.database import engine_for, migrate
+    from propensity.export import load_export
+    from propensity.monitoring.outcomes import from_export, record
+    from propensity.settings import get_settings
+
+    if not export.is_dir():
+        raise fail(f"{export}: not an export folder")
+    try:
+        start = None if since is None else pd.Timestamp(since)
+    except ValueError:
+        raise fail(f"--since {since!r} is not a time (ISO 8601, e.g. 2025-06-01)") from None
+    if start is not None and start.tzinfo is None:
+        start = start.tz_localize("UTC")
+    settings = get_settings()
+    with stages() as note:
+        note(f"reading {export}")
+        data = load_export(export, drop_bad_rows=True)
+        found, skipped = from_export(data, start)
+        note(f"storing {len(found):,} outcomes")
+        migrate(settings.db_url)
+        stored = record(engine_for(settings.db_url), found)
+    console.print(f"{len(found):,} outcomes read, {stored:,} new, {len(found) - stored:,} "
+                  f"already stored" + (f"; {skipped:,} closed opportunities without a lead "
+                                       "left out" if skipped else ""), highlight=False)
+
+
+def _when(text: str | None, option: str) -> datetime | None:
+    import pandas as pd
+
+    if text is None:
+        return None
+    try:
+        t = pd.Timestamp(text)
+    except ValueError:
+        raise fail(f"{option} {text!r} is not a time (ISO 8601, e.g. 2025-06-01)") from None
+    return (t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")).to_pydatetime()
+
+
+def print_report(report: MonitoringReport) -> None:
+    """What a person reading a cron mail needs: the verdict first, then the figures."""
+    v = report.verdict
+    head = ", ".join(v.actions) if v.actions else "nothing to do"
+    console.print(f"[bold]{report.model} v{report.version or '-'}[/], as_of "
+                  f"{report.start:%Y-%m-%d}..{report.end:%Y-%m-%d}: [bold]{head}[/]",
+                  highlight=False)
+    for reason in v.reasons:
+        console.print(f"  - {reason}", highlight=False)
+    w = report.window
+    if w is not None:
+        console.print(f"drift over {w.served:,} leads served: score PSI {w.score_psi:.3f}; "
+                      "most moved: " + ", ".join(f"{f.feature} {f.psi:.3f}"
+                                                 for f in w.features[:5]), highlight=False)
+    perf = report.performance
+    if perf is not None:
+        table = Table(title=f"realised performance (MQL at {perf.mql_threshold:g}, "
+                            f"{perf.horizon_days}-day horizon)")
+        for c in ("week", "leads", "matured", "MQLs", "expected prec.", "precision", "recall",
+                  "AUC", "expected conv.", "converted"):
+            table.add_column(c, justify="right")
+
+        def pct(x: float | None) -> str:
+            return "-" if x is None else f"{x:.1%}"
+        for f in [*perf.weeks, perf.overall]:
+            table.add_row(f.period, f"{f.leads:,}", f"{f.matured:,}", f"{f.mqls:,}",
+                          pct(f.expected_precision), pct(f.precision), pct(f.recall),
+                          "-" if f.auc is None else f"{f.auc:.3f}",
+                          f"{f.expected_conversions:.1f}",
+                          "-" if f.converted is None else f"{f.converted:,}")
+        console.print(table)
+        bands = Table(title="calibration by score band (matured leads)")
+        for c in ("band", "leads", "predicted", "realised", "gap (points)"):
+            bands.add_column(c, justify="right")
+        for b in perf.bands:
+            bands.add_row(b.band, f"{b.leads:,}", pct(b.predicted), pct(b.realised),
+                          "-" if b.gap_points is None else f"{b.gap_points:.1f}")
+        console.print(bands)
+    for champ in report.champions[:5]:
+        console.print(f"champion v{champ['version']} since {champ['since']}: {champ['reason']}"
+                      + (" (serving)" if champ["champion"] else ""), highlight=False)
+
+
+def monitor(
+    start: Annotated[str | None, typer.Option(help="first as_of (default: end - 28 days)")
+                     ] = None,
+    end: Annotated[str | None, typer.Option(help="as_of before this (default: now)")] = None,
+    fail_on: Annotated[list[str] | None, typer.Option(
+        help="drift and/or calibration: exit 1 when that limit is crossed")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the report as JSON")] = False,
+    psi: Annotated[float, typer.Option(min=0.0, help="PSI limit (score, top features)")] = 0.2,
+    top_features: Annotated[int, typer.Option(
+        min=0, help="how many of the most important features the PSI limit guards")] = 10,
+    calibration_points: Annotated[float, typer.Option(
+        min=0.0, help="calibration limit: points between predicted and realised")] = 5.0,
+    band_leads: Annotated[int, typer.Option(
+        min=1, help="matured leads a band needs before its calibration counts")] = 200,
+    min_served: Annotated[int, typer.Option(
+        min=1, help="leads served in the window before drift is judged")] = 200,
+) -> None:
+    """Drift and realised performance of the champion, and what to do: for a cron job."""
+    from datetime import UTC, timedelta
+
+    from propensity.database import engine_for, migrate
+    from propensity.models.registry import (
+        CHAMPION,
+        champion_history,
+        configure,
+        load_model,
+        load_reference,
+        version_of,
+    )
+    from propensity.monitoring.report import Limits, build_report
+    from propensity.settings import get_settings
+    from propensity.threshold_store import ThresholdStore
+
+    bad = [f for f in fail_on or [] if f not in ("drift", "calibration")]
+    if bad:
+        raise fail(f"--fail-on is drift or calibration, not {', '.join(bad)}")
+    settings = get_settings()
+    stop = _when(end, "--end") or datetime.now(UTC)
+    first = _when(start, "--start") or stop - timedelta(days=28)
+    if first >= stop:
+        raise fail("--start must be before --end")
+    version = version_of(configure(settings), MODEL, CHAMPION)
+    if version is None:
+        raise fail(f"no {MODEL} champion to monitor: `propensity train` first")
+    bundle, _ = load_model(MODEL, CHAMPION, settings=settings)
+    try:
+        reference = load_reference(MODEL, version, settings=settings)
+    except Exception:
+        reference = None
+    migrate(settings.db_url)
+    engine = engine_for(settings.db_url)
+    report = build_report(
+        engine, model=MODEL, version=version, reference=reference,
+        horizon_days=bundle.horizon_days or 90, mql=ThresholdStore(engine, ttl=0).active(
+            MODEL).mql, start=first, end=stop,
+        limits=Limits(psi=psi, top_features=top_features, calibration_points=calibration_points,
+                      band_leads=band_leads, min_served=min_served),
+        champions=champion_history(MODEL, settings=settings),
+        stages=bundle.spec.stages if bundle.spec is not None else DEFAULT_STAGES)
+    if as_json:
+        console.print_json(report.model_dump_json())
+    else:
+        print_report(report)
+    crossed = [f for f in fail_on or [] if getattr(report.verdict, f)]
+    if crossed:
+        raise typer.Exit(1)
+
+
+def retrain(
+    export: Annotated[Path, typer.Argument(help="Export folder with the latest data")],
+    horizon_days: Annotated[int | None, typer.Option(
+        min=1, help="Label horizon (default: the champion's)")] = None,
+    stale_days: Annotated[int | None, typer.Option(
+        min=1, help="Idle days that end a lead (default: the champion's)")] = None,
+    config: Annotated[Path | None, typer.Option(help="A TOML config (see training/)")] = None,
+) -> None:
+    """Train a challenger on the latest data; it becomes champion only through the gate."""
+    from propensity.cli.models import _config, _print_metrics
+    from propensity.export import fingerprint, load_export
+    from propensity.models.registry import (
+        CHAMPION,
+        configure,
+        load_model,
+        log_and_register,
+        promote,
+        version_of,
+    )
+    from propensity.rows import lead_rows
+    from propensity.training import train_export
+
+    if not export.is_dir():
+        raise fail(f"{export}: not an export folder")
+    champion = None
+    if version_of(configure(), MODEL, CHAMPION) is not None:
+        champion, _ = load_model(MODEL, CHAMPION)
+    cfg = _config(config, MODEL,
+                  horizon_days or (champion.horizon_days if champion else None),
+                  stale_days or (champion.stale_days if champion else None))
+    with stages() as note:
+        note(f"reading and validating {export}")
+        data = load_export(export)
+        result = train_export(data, cfg, progress=note)
+        _print_metrics(result.report)
+        note("registering the challenger")
+        reg = log_and_register(
+            result, data={"path": str(export.resolve()), "fingerprint": fingerprint(export)},
+            input_example=lead_rows(data, result.holdout[["lead_id", "as_of"]].head(3)))
+        note("the gate")
+        outcome = promote(MODEL, reg.version)
+    if outcome.promoted:
+        console.print(f"{MODEL} v{reg.version} is the champion: {outcome.reason}"
+                      + (f" (was v{outcome.previous})" if outcome.previous else ""),
+                      highlight=False)
+    else:
+        console.print(f"{MODEL} v{reg.version} stays challenger: {outcome.reason}",
+                      highlight=False)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(outcomes_app, name="outcomes")
+    root.command()(monitor)
+    root.command()(retrain)

@@ -1,0 +1,93 @@
+"""Drift where nothing changed: the same generator without its shift, served through the
+library's counters and score log (SQLite), must cross no limit; and the counters' bins are the
+reference's bins."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+
+from propensity.database import engine_for, migrate
+from propensity.monitoring.counters import Binning
+from propensity.monitoring.reference import bin_of
+from propensity.scoring import open_entities
+from propensity.thresholds import ThresholdSet, to_score
+from serving.scorelog import ScoreLog
+from tests.code.test_cli import BIN
+from tests.monitoring.conftest import AS_OF, WINDOW, champion_before_cut, world
+
+MODEL = "lead-conversion"
+
+
+def test_an_unshifted_world_crosses_no_limit(tmp_path: Path) -> None:
+    export = world(tmp_path / "export", shift=False)
+    result = champion_before_cut(export, tmp_path / "export", tmp_path / "models")
+    bundle, reference = result.bundle, result.reference
+    assert reference is not None
+    binning = Binning.of(reference)
+    db = f"sqlite:///{tmp_path / 'scores.db'}"
+    migrate(db)
+    engine = engine_for(db)
+    log = ScoreLog(engine)
+    grades = ThresholdSet()
+    served = 0
+    for t in AS_OF:
+        entities = open_entities(bundle, export, t)
+        X = bundle.features_for_export(export, entities)
+        p = bundle.predict(X)
+        for i in range(0, len(X), 50):  # as the scorer would: request by request
+            log.counters.add((MODEL, "1", t.date()), binning, X[i:i + 50], p[i:i + 50])
+        log.append([{"scored_at": datetime.now(UTC), "lead_id": lead, "probability": float(q),
+                     "score": to_score(float(q)), "grade": grades.grade(to_score(float(q))),
+                     "mql": grades.is_mql(to_score(float(q))), "model_name": MODEL,
+                     "model_version": "1", "threshold_version": 0, "input_hash": "-",
+                     "as_of": t.to_pydatetime()} for lead, q in zip(entities["lead_id"], p,
+                                                                   strict=True)])
+        served += len(X)
+        log.flush()
+    with engine.connect() as conn:
+        total = conn.execute(sa.text("SELECT sum(count) FROM served_histograms WHERE feature = "
+                                     "'__score__'")).scalar_one()
+    assert total == served > 400
+    env = {"PROPENSITY_MODELS_DIR": str(tmp_path / "models"), "PROPENSITY_DATABASE_URL": db,
+           "PATH": str(BIN.parent)}
+    done = subprocess.run([str(BIN), "monitor", "--start", WINDOW["start"], "--end",
+                           WINDOW["end"], "--fail-on", "drift", "--json"], env=env, text=True,
+                          capture_output=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    import json
+
+    report = json.loads(done.stdout)
+    assert report["window"]["served"] == served
+    assert report["window"]["score_psi"] < 0.2
+    top = set(reference.top(10))
+    assert [f["feature"] for f in report["window"]["features"]
+            if f["feature"] in top and f["psi"] > 0.2] == []
+    assert report["verdict"]["drift"] is False
+
+
+def test_counter_bins_are_the_reference_bins() -> None:
+    from propensity.coding import Column
+    from propensity.monitoring.reference import fit_reference
+
+    rng = np.random.default_rng(3)
+    X = np.column_stack([rng.exponential(3, 5000).round(), rng.integers(0, 4, 5000).astype(float),
+                         rng.normal(size=5000)])
+    X[rng.random(5000) < 0.1, 0] = np.nan
+    X[rng.random(5000) < 0.05, 1] = np.nan
+    p = rng.random(5000)
+    columns = [Column("visits"), Column("colour", ("red", "green", "blue", "__other__")),
+               Column("z")]
+    reference = fit_reference(columns, X, p, np.zeros((10, 4)))
+    binning = Binning.of(reference)
+    got = binning.bins(X, p)
+    for i, b in enumerate([*reference.features, reference.score]):
+        values = X[:, i] if i < X.shape[1] else p
+        assert (got[:, i] == bin_of(values, b.edges)).all(), b.name
+        assert np.bincount(got[:, i], minlength=b.bins).tolist() == list(b.counts)
+    colour = reference.features[1]
+    assert colour.other_bin == 3 and colour.bins == 5  # four levels and missing

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,9 +15,9 @@ import sqlalchemy as sa
 
 from propensity.api_keys import create_key
 from propensity.database import engine_for
+from tests.browser import keep_screenshot, ui_page
 from tests.code.test_cli import BIN
 from tests.monitoring.conftest import CUT, MQL, WINDOW, Loop
-from tests.serving.test_ui import CHROMIUM_ARGS, _chromium
 
 HORIZON = pd.Timedelta(days=90)
 
@@ -186,17 +185,8 @@ def test_outcomes_import_is_idempotent(loop: Loop) -> None:
 
 
 def test_monitoring_panel_in_the_browser(loop: Loop, tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     report = loop.report
-    errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 2600})
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(f"{loop.server.url}/ui")
-        page.fill("#key", loop.server.score_key)
+    with ui_page(loop.server.url, loop.server.score_key, 2600) as (page, errors):
         page.fill("#monitor-start", WINDOW["start"])
         page.fill("#monitor-end", WINDOW["end"])
         page.click("#connect")
@@ -221,12 +211,7 @@ def test_monitoring_panel_in_the_browser(loop: Loop, tmp_path: Path) -> None:
         assert page.text_content("#champions tr td") == "1"
         panel = tmp_path / "monitoring.png"
         page.locator("#monitoring").screenshot(path=str(tmp_path / "verdict.png"))
-        page.screenshot(path=str(panel), full_page=True)
-        target = os.environ.get("PROPENSITY_SCREENSHOTS")
-        if target:
-            Path(target).mkdir(parents=True, exist_ok=True)
-            shutil.copy(panel, Path(target) / "monitoring.png")
-        browser.close()
+        keep_screenshot(page, panel, "monitoring.png")
     assert panel.stat().st_size > 50_000
     assert errors == []
 

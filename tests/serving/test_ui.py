@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from pathlib import Path
 
-import pytest
-
+from tests.browser import keep_screenshot, ui_page
 from tests.serving.conftest import Server
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-dev-shm-usage"]
-
-
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if os.environ.get("PROPENSITY_REQUIRE_BROWSER"):
-            pytest.fail("Chromium is required here (Debian package chromium) and missing")
-        pytest.skip("no Chromium on this machine: apt-get install chromium")
-    return found
 
 
 def _number(text: str | None) -> float:
@@ -31,20 +15,11 @@ def _number(text: str | None) -> float:
 
 
 def test_threshold_page_end_to_end(server: Server, tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     with server.client(server.score_key) as http:
         curve = http.get("/v1/thresholds/curve").json()
         expected_rec = http.post("/v1/thresholds/recommend", json={
             "reps": 3, "leads_per_rep_per_week": 10}).json()
-    errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1700})
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(f"{server.url}/ui")
-        page.fill("#key", server.score_key)
+    with ui_page(server.url, server.score_key, 1700) as (page, errors):
         page.click("#connect")
         page.wait_for_function("document.getElementById('status').textContent === 'connected'",
                                timeout=30_000)
@@ -81,12 +56,7 @@ def test_threshold_page_end_to_end(server: Server, tmp_path: Path) -> None:
         assert page.query_selector("#funnel-chart .plot-container") is not None
         assert page.query_selector("#distribution-chart .plot-container") is not None
         shot = tmp_path / "ui.png"
-        page.screenshot(path=str(shot), full_page=True)
-        target = os.environ.get("PROPENSITY_SCREENSHOTS")
-        if target:
-            Path(target).mkdir(parents=True, exist_ok=True)
-            shutil.copy(shot, Path(target) / "ui.png")
-        browser.close()
+        keep_screenshot(page, shot, "ui.png")
     assert shot.stat().st_size > 50_000
     with server.client(server.score_key) as http:
         active = http.get("/v1/thresholds").json()

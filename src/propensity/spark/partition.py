@@ -1,0 +1,164 @@
+"""Every row keyed by the partition it belongs to, and a partition back into a `CrmExport`.
+
+A partition is an account (its leads, their events, stages and opportunities, the account's
+own row and opportunities) or, for leads without an account, a hash bucket of lead ids: such a
+lead's features read only its own rows, and a bucket keeps groups big enough that Python is
+called per thousands of leads, not per lead. The tables travel as one union (one column per
+table and column, `_t` naming the table) so one `groupBy(...).applyInPandas` sees all of a
+partition's rows at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from propensity.contract import TABLES, UNKNOWN_WHEN_MISSING, Manifest
+from propensity.export import fill_unknown, parse_table
+from propensity.problems import ProblemReport
+from propensity.spark.export import ROW, SparkExport, numeric_attributes
+from propensity.tables import CrmExport, SourceFile
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+ACCOUNT, BUCKET, TABLE = "_acc", "_bucket", "_t"
+KEYS = [ACCOUNT, BUCKET]
+SEP = "__"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a partition function needs to rebuild its tables: picklable, shipped to executors."""
+
+    columns: dict[str, list[str]]
+    """Original columns of each table present, in file order."""
+    numeric: dict[str, set[str]]
+    """Attribute columns typed as numbers over the whole table."""
+    manifest: Manifest
+    formats: dict[str, str]
+    files: dict[str, str]
+
+
+def _text(col: str) -> object:
+    from pyspark.sql import functions as F
+
+    return F.when(F.col(col).cast("string") != "", F.col(col).cast("string"))
+
+
+def lead_keys(export: SparkExport, buckets: int) -> DataFrame:
+    """lead_id (as text) -> its partition: its account, or a hash bucket of its id."""
+    from pyspark.sql import functions as F
+
+    leads = export.tables["leads"]
+    account = _text("account_id") if "account_id" in leads.columns else F.lit(None).cast(
+        "string")
+    lid = _text("lead_id")
+    return (leads.select(lid.alias("_lid"), account.alias(ACCOUNT))
+            .where(F.col("_lid").isNotNull())
+            .withColumn(BUCKET, F.when(F.col(ACCOUNT).isNull(),
+                                       F.pmod(F.xxhash64("_lid"), F.lit(buckets))).otherwise(0))
+            .dropDuplicates(["_lid"]))
+
+
+def layout(export: SparkExport) -> Layout:
+    return Layout(
+        columns={n: [c for c in f.columns if c != ROW] for n, f in export.tables.items()},
+        numeric={n: numeric_attributes(export, n) for n in ("leads", "accounts")
+                 if n in export.tables},
+        manifest=export.manifest, formats=dict(export.formats), files=dict(export.files))
+
+
+def _tagged(frame: DataFrame, name: str, lay: Layout) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    cols = [F.col(ACCOUNT), F.col(BUCKET), F.lit(name).alias(TABLE), F.col(ROW)]
+    for c in lay.columns[name]:
+        value = F.col(c)
+        if c in lay.numeric.get(name, set()):
+            value = F.when(F.col(c).cast("string") != "", F.col(c)).try_cast("double")
+        cols.append(value.alias(f"{name}{SEP}{c}"))
+    return frame.select(*cols)
+
+
+def keyed_union(export: SparkExport, lay: Layout, buckets: int,
+                entities: DataFrame | None = None) -> DataFrame:
+    """Every row of every table (and of `entities`, if given) with its partition key.
+
+    Rows that reach no lead (orphans) are left out: no feature, label or journey reads them.
+    `entities` holds `lead_id` or `account_id`, `as_of`, and `_entity` (its row number).
+    """
+    from pyspark.sql import functions as F
+
+    keys = lead_keys(export, buckets)
+    parts = []
+    for name, frame in export.tables.items():
+        if name == "accounts":
+            keyed = frame.withColumn(ACCOUNT, _text("account_id")).withColumn(BUCKET, F.lit(0))
+            keyed = keyed.where(F.col(ACCOUNT).isNotNull())
+        elif name == "leads":
+            keyed = frame.withColumn("_lid", _text("lead_id")).join(keys, "_lid", "inner")
+        else:
+            keyed = frame.withColumn("_lid", _text("lead_id")).join(keys, "_lid", "inner")
+            if name == "opportunities":  # an account's own opportunities count for it too
+                by_account = (frame.withColumn(ACCOUNT, _text("account_id"))
+                              .where(F.col(ACCOUNT).isNotNull()).withColumn(BUCKET, F.lit(0)))
+                keyed = keyed.drop("_lid").unionByName(by_account).dropDuplicates(
+                    [ROW, ACCOUNT, BUCKET])
+        parts.append(_tagged(keyed, name, lay))
+    if entities is not None:
+        if "account_id" in entities.columns:
+            ent = entities.withColumn(ACCOUNT, F.col("account_id").cast("string")).withColumn(
+                BUCKET, F.lit(0))
+        else:
+            ent = entities.withColumn("_lid", F.col("lead_id").cast("string")).join(
+                keys, "_lid", "inner")
+        parts.append(ent.select(F.col(ACCOUNT), F.col(BUCKET), F.lit("entities").alias(TABLE),
+                                *[F.col(c).alias(f"entities{SEP}{c}")
+                                  for c in entities.columns]))
+    out = parts[0]
+    for part in parts[1:]:
+        out = out.unionByName(part, allowMissingColumns=True)
+    return out
+
+
+def part_export(pdf: pd.DataFrame, lay: Layout) -> CrmExport:
+    """The rows of one partition as the pandas engine's typed export (index: `_row`).
+
+    Typing is the pandas reader's (`parse_table`), with attribute kinds decided over the whole
+    table. Problems found here are not kept: validation is its own job (`validation.py`).
+    """
+    frames: dict[str, pd.DataFrame] = {}
+    files: dict[str, SourceFile] = {}
+    tables = pdf[TABLE].to_numpy()
+    for name, cols in lay.columns.items():
+        sub = pdf[tables == name]
+        raw = pd.DataFrame({c: sub[f"{name}{SEP}{c}"].to_numpy() for c in cols},
+                           index=pd.Index(sub[ROW].to_numpy(dtype="int64"), name=None))
+        raw = raw.sort_index(kind="stable")
+        source = SourceFile(Path(lay.files[name]), header_rows=1 if (
+            lay.formats[name] == "csv") else 0)
+        frames[name] = parse_table(raw, TABLES[name], source, ProblemReport(),
+                                   numeric_attributes=lay.numeric.get(name, set()))
+        files[name] = source
+    leads = frames["leads"]  # every table is rebuilt, empty when the partition has none
+    for col in UNKNOWN_WHEN_MISSING:
+        leads[col] = fill_unknown(leads[col])
+    return CrmExport(leads=leads, events=frames.get("events"),
+                     stage_history=frames.get("stage_history"),
+                     opportunities=frames.get("opportunities"),
+                     accounts=frames.get("accounts"), manifest=lay.manifest, files=files)
+
+
+def part_entities(pdf: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    sub = pdf[pdf[TABLE].to_numpy() == "entities"]
+    out = pd.DataFrame({c: sub[f"entities{SEP}{c}"].to_numpy() for c in columns})
+    if "as_of" in out:
+        out["as_of"] = pd.to_datetime(out["as_of"]).dt.tz_localize("UTC").astype(
+            "datetime64[us, UTC]") if out["as_of"].dt.tz is None else out["as_of"].dt.tz_convert(
+            "UTC").astype("datetime64[us, UTC]")
+    return out.sort_values("_entity", kind="stable").reset_index(drop=True) if (
+        "_entity" in out) else out

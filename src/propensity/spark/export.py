@@ -2,8 +2,8 @@
 table (`leads/`, possibly partitioned), at any path Spark reads (local, s3a://, abfss://, ...).
 
 Tables are read raw, as the pandas engine reads them (CSV cells stay text); each row gets
-`_row`, its 0-based position in the scan, which for one file is its position in the file, so
-problems name the same spreadsheet rows as the pandas engine. Attribute columns are typed once
+`_row`, increasing in scan order (for one file, file order), which `with_row_numbers` makes
+exact positions when a report must name the same spreadsheet rows as the pandas engine. Attribute columns are typed once
 over the whole table (numbers stay numbers, anything else is a label: the contract's rule),
 never per partition, so every partition codes a column alike.
 """
@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 ROW = "_row"
-"""0-based row position of a row in its table (file order for a single file)."""
+"""Increasing in scan order (file order for one file): orders a partition's rows as the file
+does. `with_row_numbers` turns it into exact positions when a report names rows."""
 
 
 @dataclass
@@ -83,7 +84,7 @@ def with_row_numbers(frame: DataFrame) -> DataFrame:
     (per-partition counts, then each partition's offset added to its local position)."""
     from pyspark.sql import functions as F
 
-    mid = frame.withColumn("_mid", F.monotonically_increasing_id())
+    mid = frame.withColumnRenamed(ROW, "_mid")
     part = F.shiftright(F.col("_mid"), 33)
     counts = sorted((int(r["p"]), int(r["count"]))
                     for r in mid.groupBy(part.alias("p")).count().collect())
@@ -108,6 +109,8 @@ def read_table(spark: SparkSession, path: str, fmt: str) -> DataFrame:
 
 def read_spark_export(spark: SparkSession, location: str) -> SparkExport:
     """Every table of an export at `location`; raises when there is no leads table."""
+    from pyspark.sql import functions as F
+
     location = str(location)
     if not _fs_exists(spark, location):
         raise PropensityError(f"{location}: no such export folder")
@@ -126,7 +129,7 @@ def read_spark_export(spark: SparkSession, location: str) -> SparkExport:
             frame = read_table(spark, path, fmt)
         except Exception as exc:
             raise PropensityError(f"{path}: not a readable {fmt} table ({exc})") from exc
-        tables[name] = with_row_numbers(frame)
+        tables[name] = frame.withColumn(ROW, F.monotonically_increasing_id())
         formats[name] = fmt
         files[name] = path.rstrip("/").rsplit("/", 1)[-1]
     if "leads" not in tables:

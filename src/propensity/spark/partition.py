@@ -1,9 +1,10 @@
 """Every row keyed by the partition it belongs to, and a partition back into a `CrmExport`.
 
-A partition is an account (its leads, their events, stages and opportunities, the account's
-own row and opportunities) or, for leads without an account, a hash bucket of lead ids: such a
-lead's features read only its own rows, and a bucket keeps groups big enough that Python is
-called per thousands of leads, not per lead. The tables travel as one union (one column per
+A partition is a hash bucket of accounts (each with all its leads, their events, stages and
+opportunities, the account's own row and opportunities) and of leads without an account (whose
+features read only their own rows). An account is never split across partitions, which is all
+the feature code needs; bucketing keeps groups big enough that Python is called per thousands
+of leads, not per account. The tables travel as one union (one column per
 table and column, `_t` naming the table) so one `groupBy(...).applyInPandas` sees all of a
 partition's rows at once.
 """
@@ -25,8 +26,8 @@ from propensity.tables import CrmExport, SourceFile
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-ACCOUNT, BUCKET, TABLE = "_acc", "_bucket", "_t"
-KEYS = [ACCOUNT, BUCKET]
+PART, TABLE = "_part", "_t"
+KEYS = [PART]
 SEP = "__"
 
 
@@ -49,19 +50,23 @@ def _text(col: str) -> object:
     return F.when(F.col(col).cast("string") != "", F.col(col).cast("string"))
 
 
+def bucket(key: object, buckets: int) -> object:
+    from pyspark.sql import functions as F
+
+    return F.pmod(F.xxhash64(key), F.lit(buckets))
+
+
 def lead_keys(export: SparkExport, buckets: int) -> DataFrame:
-    """lead_id (as text) -> its partition: its account, or a hash bucket of its id."""
+    """lead_id (as text) -> its partition: that of its account, or a bucket of its own id."""
     from pyspark.sql import functions as F
 
     leads = export.tables["leads"]
     account = _text("account_id") if "account_id" in leads.columns else F.lit(None).cast(
         "string")
     lid = _text("lead_id")
-    return (leads.select(lid.alias("_lid"), account.alias(ACCOUNT))
-            .where(F.col("_lid").isNotNull())
-            .withColumn(BUCKET, F.when(F.col(ACCOUNT).isNull(),
-                                       F.pmod(F.xxhash64("_lid"), F.lit(buckets))).otherwise(0))
-            .dropDuplicates(["_lid"]))
+    owner = F.coalesce(account, F.concat(F.lit("~"), lid))  # "~": never an account's bucket key
+    return (leads.select(lid.alias("_lid"), bucket(owner, buckets).alias(PART))
+            .where(F.col("_lid").isNotNull()).dropDuplicates(["_lid"]))
 
 
 def layout(export: SparkExport) -> Layout:
@@ -75,7 +80,7 @@ def layout(export: SparkExport) -> Layout:
 def _tagged(frame: DataFrame, name: str, lay: Layout) -> DataFrame:
     from pyspark.sql import functions as F
 
-    cols = [F.col(ACCOUNT), F.col(BUCKET), F.lit(name).alias(TABLE), F.col(ROW)]
+    cols = [F.col(PART), F.lit(name).alias(TABLE), F.col(ROW)]
     for c in lay.columns[name]:
         value = F.col(c)
         if c in lay.numeric.get(name, set()):
@@ -97,26 +102,25 @@ def keyed_union(export: SparkExport, lay: Layout, buckets: int,
     parts = []
     for name, frame in export.tables.items():
         if name == "accounts":
-            keyed = frame.withColumn(ACCOUNT, _text("account_id")).withColumn(BUCKET, F.lit(0))
-            keyed = keyed.where(F.col(ACCOUNT).isNotNull())
+            keyed = frame.where(_text("account_id").isNotNull()).withColumn(
+                PART, bucket(_text("account_id"), buckets))
         elif name == "leads":
             keyed = frame.withColumn("_lid", _text("lead_id")).join(keys, "_lid", "inner")
         else:
             keyed = frame.withColumn("_lid", _text("lead_id")).join(keys, "_lid", "inner")
             if name == "opportunities":  # an account's own opportunities count for it too
-                by_account = (frame.withColumn(ACCOUNT, _text("account_id"))
-                              .where(F.col(ACCOUNT).isNotNull()).withColumn(BUCKET, F.lit(0)))
-                keyed = keyed.drop("_lid").unionByName(by_account).dropDuplicates(
-                    [ROW, ACCOUNT, BUCKET])
+                by_account = frame.where(_text("account_id").isNotNull()).withColumn(
+                    PART, bucket(_text("account_id"), buckets))
+                keyed = keyed.drop("_lid").unionByName(by_account).dropDuplicates([ROW, PART])
         parts.append(_tagged(keyed, name, lay))
     if entities is not None:
         if "account_id" in entities.columns:
-            ent = entities.withColumn(ACCOUNT, F.col("account_id").cast("string")).withColumn(
-                BUCKET, F.lit(0))
+            ent = entities.withColumn(PART, bucket(F.col("account_id").cast("string"),
+                                                   buckets))
         else:
             ent = entities.withColumn("_lid", F.col("lead_id").cast("string")).join(
                 keys, "_lid", "inner")
-        parts.append(ent.select(F.col(ACCOUNT), F.col(BUCKET), F.lit("entities").alias(TABLE),
+        parts.append(ent.select(F.col(PART), F.lit("entities").alias(TABLE),
                                 *[F.col(c).alias(f"entities{SEP}{c}")
                                   for c in entities.columns]))
     out = parts[0]

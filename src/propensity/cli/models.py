@@ -11,7 +11,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from propensity.cli._common import console, fail, stages
+from propensity.cli._common import ConfOpt, EngineOpt, MasterOpt, console, fail, spark_for, stages
 
 ModelOpt = Annotated[str, typer.Option(
     "--model", help="lead-conversion, stage-advancement or account-propensity")]
@@ -178,6 +178,9 @@ def score(
     alias: Annotated[str, typer.Option(help="Registry alias to score with")] = "champion",
     drop_bad_rows: Annotated[bool, typer.Option(help="Leave out rows that break the contract")
                              ] = False,
+    engine: EngineOpt = "pandas",
+    master: MasterOpt = None,
+    conf: ConfOpt = None,
 ) -> None:
     """Batch scoring from the registered champion: an id and a probability per lead."""
     import sys
@@ -190,6 +193,12 @@ def score(
         raise fail("--out must end in .csv or .parquet")
     if table is None and (path is None or as_of is None):
         raise fail("give an export folder and --as-of TIME (or --table FILE)")
+    spark = spark_for(engine, master, conf)
+    if spark is not None:
+        if table is not None or path is None or as_of is None:
+            raise fail("--engine spark scores an export folder with --as-of TIME")
+        _score_spark(spark, str(path), pd.Timestamp(as_of), model, alias, out, drop_bad_rows)
+        return
     with stages() as note:
         note(f"loading {model}@{alias}")
         bundle, version = load_model(model, alias)
@@ -217,6 +226,39 @@ def score(
         result.to_parquet(out, index=False)
     console.print(f"scored {len(result):,} rows with {model} v{version} -> {out}",
                   highlight=False)
+
+
+def _score_spark(spark: Any, path: str, as_of: pd.Timestamp, model: str, alias: str,
+                 out: Path | None, drop_bad_rows: bool) -> None:
+    """`score --engine spark`: validated like the pandas engine, scored in the executors,
+    written by Spark (a Parquet dataset, or one CSV) or printed when small."""
+    import sys
+
+    from pyspark.sql import functions as F
+
+    from propensity.models.registry import load_model
+    from propensity.spark.export import read_spark_export
+    from propensity.spark.scoring import spark_score
+    from propensity.spark.validation import checked_export
+
+    with stages() as note:
+        note(f"loading {model}@{alias}")
+        bundle, version = load_model(model, alias)
+        if bundle.kind != "export":
+            raise fail(f"{model}@{alias} was trained on a single table: use the pandas engine")
+        note(f"reading and validating {path} on Spark")
+        export = checked_export(spark, read_spark_export(spark, path), drop_bad_rows)
+        note(f"scoring every lead open at {as_of:%Y-%m-%d %H:%M} in the executors")
+        scored = spark_score(spark, export, bundle, as_of).withColumns(
+            {"model": F.lit(model), "model_version": F.lit(str(version))})
+        if out is None:
+            scored.toPandas().to_csv(sys.stdout, index=False)
+            return
+        if out.suffix == ".csv":
+            scored.toPandas().to_csv(out, index=False)
+        else:
+            scored.write.mode("overwrite").parquet(str(out))
+    console.print(f"scored with {model} v{version} on Spark -> {out}", highlight=False)
 
 
 def promote_cmd(

@@ -93,7 +93,8 @@ def keyed_union(export: SparkExport, lay: Layout, buckets: int,
                 entities: DataFrame | None = None) -> DataFrame:
     """Every row of every table (and of `entities`, if given) with its partition key.
 
-    Rows that reach no lead (orphans) are left out: no feature, label or journey reads them.
+    Rows whose lead is not in `leads` (orphans) land in some partition that does not hold
+    that lead: features, labels and journeys skip them there, as on the whole export.
     `entities` holds `lead_id` or `account_id`, `as_of`, and `_entity` (its row number).
     """
     from pyspark.sql import functions as F
@@ -106,8 +107,11 @@ def keyed_union(export: SparkExport, lay: Layout, buckets: int,
                 PART, bucket(_text("account_id"), buckets))
         elif name == "leads":
             keyed = frame.withColumn("_lid", _text("lead_id")).join(keys, "_lid", "inner")
-        else:
-            keyed = frame.withColumn("_lid", _text("lead_id")).join(keys, "_lid", "inner")
+        else:  # an orphan goes to its own bucket, where validation names it
+            keyed = (frame.withColumn("_lid", _text("lead_id")).join(keys, "_lid", "left")
+                     .withColumn(PART, F.coalesce(F.col(PART), bucket(
+                         F.concat(F.lit("~"), F.coalesce(F.col("_lid"), F.lit(""))),
+                         buckets))))
             if name == "opportunities":  # an account's own opportunities count for it too
                 by_account = frame.where(_text("account_id").isNotNull()).withColumn(
                     PART, bucket(_text("account_id"), buckets))
@@ -129,7 +133,8 @@ def keyed_union(export: SparkExport, lay: Layout, buckets: int,
     return out
 
 
-def part_export(pdf: pd.DataFrame, lay: Layout) -> CrmExport:
+def part_export(pdf: pd.DataFrame, lay: Layout,
+                report: ProblemReport | None = None) -> CrmExport:
     """The rows of one partition as the pandas engine's typed export (index: `_row`).
 
     Typing is the pandas reader's (`parse_table`), with attribute kinds decided over the whole
@@ -145,7 +150,7 @@ def part_export(pdf: pd.DataFrame, lay: Layout) -> CrmExport:
         raw = raw.sort_index(kind="stable")
         source = SourceFile(Path(lay.files[name]), header_rows=1 if (
             lay.formats[name] == "csv") else 0)
-        frames[name] = parse_table(raw, TABLES[name], source, ProblemReport(),
+        frames[name] = parse_table(raw, TABLES[name], source, report,
                                    numeric_attributes=lay.numeric.get(name, set()))
         files[name] = source
     leads = frames["leads"]  # every table is rebuilt, empty when the partition has none
@@ -154,7 +159,8 @@ def part_export(pdf: pd.DataFrame, lay: Layout) -> CrmExport:
     return CrmExport(leads=leads, events=frames.get("events"),
                      stage_history=frames.get("stage_history"),
                      opportunities=frames.get("opportunities"),
-                     accounts=frames.get("accounts"), manifest=lay.manifest, files=files)
+                     accounts=frames.get("accounts"), manifest=lay.manifest, files=files,
+                     report=report)
 
 
 def part_entities(pdf: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

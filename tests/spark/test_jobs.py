@@ -49,9 +49,9 @@ def test_score_spark_equals_score(spark: Any, spark_export_dir: Path, models: Pa
     cli("score", spark_export_dir, "--as-of", AS_OF, "--out", tmp_path / "pandas.csv")
     cli("score", spark_export_dir, "--as-of", AS_OF, "--out", tmp_path / "spark.parquet",
         "--engine", "spark")
-    expected = pd.read_csv(tmp_path / "pandas.csv").sort_values("lead_id")
-    got = pd.read_parquet(tmp_path / "spark.parquet").sort_values("lead_id")
-    assert len(expected) > 100
+    expected = pd.read_csv(tmp_path / "pandas.csv").sort_values("lead_id").reset_index(drop=True)
+    got = pd.read_parquet(tmp_path / "spark.parquet").sort_values("lead_id").reset_index(drop=True)
+    assert len(expected) >= 30
     assert got["lead_id"].tolist() == expected["lead_id"].astype(str).tolist()
     assert np.abs(got["probability"].to_numpy() - expected["probability"].to_numpy()).max(
     ) <= 1e-9
@@ -103,3 +103,16 @@ def test_validation_report_equals_pandas(spark: Any, spark_csv_dir: Path,
     capped = spark_validate(spark, read_spark_export(spark, str(broken)), cap=1)
     assert capped.error_count == result.error_count  # counts stay exact
     assert len(capped.report.frame()) == expected.groupby(["table", "rule"]).ngroups
+
+
+@pytest.mark.parametrize("by", [None, "source"])
+def test_funnel_spark_equals_funnel(spark: Any, spark_export_dir: Path, by: str | None) -> None:
+    from propensity.export import load_export
+    from propensity.funnel import funnel_report
+    from propensity.spark.funnel import spark_funnel
+
+    expected = funnel_report(load_export(spark_export_dir), by=by, stale_days=120)
+    got = spark_funnel(spark, read_spark_export(spark, str(spark_export_dir)), by=by,
+                       stale_days=120)
+    assert expected.overall.leads > 1000 and expected.overall.deals.won > 10
+    assert got.model_dump() == expected.model_dump()

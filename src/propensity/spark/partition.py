@@ -148,6 +148,7 @@ def part_export(pdf: pd.DataFrame, lay: Layout,
         raw = pd.DataFrame({c: sub[f"{name}{SEP}{c}"].to_numpy() for c in cols},
                            index=pd.Index(sub[ROW].to_numpy(dtype="int64"), name=None))
         raw = raw.sort_index(kind="stable")
+        raw = raw[~raw.index.duplicated()]  # an opportunity keyed by its lead and its account
         source = SourceFile(Path(lay.files[name]), header_rows=1 if (
             lay.formats[name] == "csv") else 0)
         frames[name] = parse_table(raw, TABLES[name], source, report,

@@ -3,9 +3,10 @@ table (`leads/`, possibly partitioned), at any path Spark reads (local, s3a://, 
 
 Tables are read raw, as the pandas engine reads them (CSV cells stay text); each row gets
 `_row`, increasing in scan order (for one file, file order), which `with_row_numbers` makes
-exact positions when a report must name the same spreadsheet rows as the pandas engine. Attribute columns are typed once
-over the whole table (numbers stay numbers, anything else is a label: the contract's rule),
-never per partition, so every partition codes a column alike.
+exact positions when a report must name the same spreadsheet rows as the pandas engine.
+Attribute columns are typed once over the whole table (numbers stay numbers, anything else
+is a label: the contract's rule), never per partition, so every partition codes a column
+alike.
 """
 
 from __future__ import annotations

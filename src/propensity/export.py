@@ -176,7 +176,7 @@ def parse_table(
             )
         elif spec.has_attributes and numeric_attributes is None:
             out[name] = type_attribute(col)
-        elif spec.has_attributes:
+        elif spec.has_attributes and numeric_attributes is not None:
             out[name] = (type_attribute(col) if name in numeric_attributes
                          else col.astype("str").where(col.notna()))
         else:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -105,7 +105,7 @@ def validate(
     raise typer.Exit(1)
 
 
-def _validate_spark(spark: object, path: str, limit: int, out: Path | None) -> None:
+def _validate_spark(spark: Any, path: str, limit: int, out: Path | None) -> None:
     """`validate --engine spark`: the same report, its rows capped per rule (`--limit`), the
     counts exact."""
     from propensity.spark.export import read_spark_export

@@ -278,6 +278,7 @@ def _score_spark(spark: Any, path: str, as_of: pd.Timestamp, model: str, alias: 
     from propensity.models.registry import load_model
     from propensity.spark.export import read_spark_export
     from propensity.spark.scoring import spark_score
+    from propensity.spark.session import to_pandas
     from propensity.spark.validation import checked_export
 
     with stages() as note:
@@ -291,10 +292,10 @@ def _score_spark(spark: Any, path: str, as_of: pd.Timestamp, model: str, alias: 
         scored = spark_score(spark, export, bundle, as_of).withColumns(
             {"model": F.lit(model), "model_version": F.lit(str(version))})
         if out is None:
-            scored.toPandas().to_csv(sys.stdout, index=False)
+            to_pandas(scored).to_csv(sys.stdout, index=False)
             return
         if out.suffix == ".csv":
-            scored.toPandas().to_csv(out, index=False)
+            to_pandas(scored).to_csv(out, index=False)
         else:
             scored.write.mode("overwrite").parquet(str(out))
     console.print(f"scored with {model} v{version} on Spark -> {out}", highlight=False)

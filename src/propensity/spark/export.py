@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from propensity.contract import MANIFEST_FILE, TABLES, Manifest
 from propensity.problems import PropensityError
@@ -47,9 +47,10 @@ class SparkExport:
 
 
 def _fs_exists(spark: SparkSession, path: str) -> bool:
-    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    jvm: Any = spark.sparkContext._jvm
     hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
+    jsc: Any = spark.sparkContext._jsc
+    fs = hadoop_path.getFileSystem(jsc.hadoopConfiguration())
     return bool(fs.exists(hadoop_path))
 
 

@@ -21,6 +21,7 @@ from propensity.funnel.report import FunnelReport, Mode
 from propensity.spark.export import ROW, SparkExport
 from propensity.spark.features import DEFAULT_BUCKETS
 from propensity.spark.partition import KEYS, keyed_union, layout, part_export
+from propensity.spark.session import to_pandas
 from propensity.tables import CrmExport
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def spark_journeys(export: SparkExport, buckets: int = DEFAULT_BUCKETS) -> pd.Da
         return pd.DataFrame(data, columns=names)
 
     rows = keyed_union(export, lay, buckets).groupBy(*KEYS).applyInPandas(run, schema=schema)
-    return rows.toPandas().sort_values(ROW).reset_index(drop=True)
+    return to_pandas(rows).sort_values(ROW).reset_index(drop=True)
 
 
 def driver_export(export: SparkExport) -> CrmExport:
@@ -63,7 +64,7 @@ def driver_export(export: SparkExport) -> CrmExport:
     sub = SparkExport(location=export.location, tables=small, manifest=export.manifest,
                       formats=export.formats, files=export.files)
     lay = layout(sub)
-    return part_export(keyed_union(sub, lay, 1).toPandas(), lay)
+    return part_export(to_pandas(keyed_union(sub, lay, 1)), lay)
 
 
 def spark_funnel(spark: SparkSession, export: SparkExport, *, by: str | None = None,

@@ -24,7 +24,7 @@ from propensity.spark.export import ROW, SparkExport, numeric_attributes
 from propensity.tables import CrmExport, SourceFile
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
 
 PART, TABLE = "_part", "_t"
 KEYS = [PART]
@@ -44,13 +44,13 @@ class Layout:
     files: dict[str, str]
 
 
-def _text(col: str) -> object:
+def _text(col: str) -> Column:
     from pyspark.sql import functions as F
 
     return F.when(F.col(col).cast("string") != "", F.col(col).cast("string"))
 
 
-def bucket(key: object, buckets: int) -> object:
+def bucket(key: Column | str, buckets: int) -> Column:
     from pyspark.sql import functions as F
 
     return F.pmod(F.xxhash64(key), F.lit(buckets))
@@ -134,12 +134,14 @@ def keyed_union(export: SparkExport, lay: Layout, buckets: int,
 
 
 def part_export(pdf: pd.DataFrame, lay: Layout,
-                report: ProblemReport | None = None) -> CrmExport:
+                problems: ProblemReport | None = None) -> CrmExport:
     """The rows of one partition as the pandas engine's typed export (index: `_row`).
 
     Typing is the pandas reader's (`parse_table`), with attribute kinds decided over the whole
-    table. Problems found here are not kept: validation is its own job (`validation.py`).
+    table. Parsing problems go to `problems` when given (validation); the other jobs run on
+    exports validation has passed.
     """
+    report = ProblemReport() if problems is None else problems
     frames: dict[str, pd.DataFrame] = {}
     files: dict[str, SourceFile] = {}
     tables = pdf[TABLE].to_numpy()

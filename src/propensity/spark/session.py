@@ -9,12 +9,14 @@ timestamps into naive local times when it hands them to pandas.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
+
+import pandas as pd
 
 from propensity.problems import PropensityError
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 DEFAULTS: dict[str, str] = {
     "spark.sql.session.timeZone": "UTC",
@@ -68,3 +70,8 @@ def spark_session(master: str | None = None, conf: Mapping[str, str] | None = No
     for key in FORCED:  # an existing session (spark-submit, Databricks) keeps its own master
         spark.conf.set(key, DEFAULTS[key])
     return spark
+
+
+def to_pandas(frame: DataFrame) -> pd.DataFrame:
+    """A (small) Spark frame collected to the driver, typed as what it is."""
+    return cast(pd.DataFrame, frame.toPandas())

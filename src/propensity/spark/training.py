@@ -29,6 +29,7 @@ from propensity.spark.export import ROW, SparkExport
 from propensity.spark.features import DEFAULT_BUCKETS
 from propensity.spark.funnel import driver_export
 from propensity.spark.partition import KEYS, keyed_union, layout, part_export
+from propensity.spark.session import to_pandas
 from propensity.tables import truncate_export
 from propensity.training import (
     LABELS,
@@ -43,7 +44,7 @@ from propensity.training import (
 )
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 ORDER = "_order"
 """Lead row (or 0 for accounts): with as_of, the pandas engine's row order."""
@@ -59,7 +60,7 @@ def _specs(spark: SparkSession, export: SparkExport, cutoff: pd.Timestamp,
     sub = SparkExport(location=export.location, tables=small, manifest=export.manifest,
                       formats=export.formats, files=export.files)
     lay = layout(sub)
-    local = part_export(keyed_union(sub, lay, 1).toPandas(), lay)
+    local = part_export(to_pandas(keyed_union(sub, lay, 1)), lay)
     events = export.table("events")
     specs = []
     for at in (cutoff, None):
@@ -68,9 +69,9 @@ def _specs(spark: SparkSession, export: SparkExport, cutoff: pd.Timestamp,
             e = events
             if at is not None:
                 e = _typed_events(e).where(F.col("_t") < F.lit(at.to_pydatetime()))
-            rows = e.groupBy(F.col("event_type").cast("string").alias("v")).count().toPandas()
-            ch = e.where(F.col("channel").isNotNull()).groupBy(
-                F.col("channel").cast("string").alias("v")).count().toPandas()
+            rows = to_pandas(e.groupBy(F.col("event_type").cast("string").alias("v")).count())
+            ch = to_pandas(e.where(F.col("channel").isNotNull()).groupBy(
+                F.col("channel").cast("string").alias("v")).count())
             counts = (pd.Series(rows["count"].to_numpy(), index=rows["v"].astype("str")),
                       pd.Series(ch["count"].to_numpy(), index=ch["v"].astype("str")))
         part = truncate_export(local, at) if at is not None else local
@@ -78,13 +79,15 @@ def _specs(spark: SparkSession, export: SparkExport, cutoff: pd.Timestamp,
     return specs[0], specs[1]
 
 
-def _typed_events(events: object) -> object:
+def _typed_events(events: DataFrame) -> DataFrame:
     """Events with `_t`, their time as a timestamp (CSV text parsed as the contract says)."""
     from pyspark.sql import functions as F
 
     col = F.col("occurred_at")
-    return events.withColumn("_t", col if str(events.schema["occurred_at"].dataType) != (  # type: ignore[attr-defined]
-        "StringType()") else F.to_timestamp(col))
+    from pyspark.sql.types import StringType
+
+    text = isinstance(events.schema["occurred_at"].dataType, StringType)
+    return events.withColumn("_t", F.to_timestamp(col) if text else col)
 
 
 def spark_feature_table(spark: SparkSession, export: SparkExport, config: TrainConfig,
@@ -173,7 +176,7 @@ def spark_training_sets(spark: SparkSession, export: SparkExport, config: TrainC
     target = config.model
     key = entity_key(target)
     _say(progress, f"reading the feature table {path}")
-    table = spark.read.parquet(path).toPandas()
+    table = to_pandas(spark.read.parquet(path))
     table["as_of"] = pd.to_datetime(table["as_of"]).dt.tz_localize("UTC").astype(
         "datetime64[us, UTC]")
     by = ["as_of", ORDER, key]

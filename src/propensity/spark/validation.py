@@ -22,6 +22,7 @@ from propensity.problems import PROBLEM_COLUMNS, ContractError, ProblemReport, P
 from propensity.spark.export import ROW, SparkExport, with_row_numbers
 from propensity.spark.features import DEFAULT_BUCKETS
 from propensity.spark.partition import KEYS, keyed_union, layout, part_export
+from propensity.spark.session import to_pandas
 from propensity.validation import validate_export
 
 if TYPE_CHECKING:
@@ -125,15 +126,17 @@ def spark_validate(spark: SparkSession, export: SparkExport, *, cap: int = DEFAU
     # an opportunity of a lead and of another account is checked in both partitions
     problems = problems.dropDuplicates(["table", "row", "column", "rule"]).cache()
     try:
-        counts = problems.groupBy("severity", "table", "rule").count().toPandas()
+        counts = to_pandas(problems.groupBy("severity", "table", "rule").count())
         rank = Window.partitionBy("table", "rule").orderBy("row", "column")
-        rows = problems.withColumn("_k", F.row_number().over(rank)).where(
-            F.col("_k") <= cap).drop("_k").toPandas()
+        rows = to_pandas(problems.withColumn("_k", F.row_number().over(rank)).where(
+            F.col("_k") <= cap).drop("_k"))
     finally:
         problems.unpersist()
     report = ProblemReport()
-    for post in _absent_post_outcome(export):
-        report.note(**post)
+    for table, file, column in _absent_post_outcome(export):
+        report.note(table=table, file=file, column=column, rule="post_outcome_column_absent",
+                    severity="warning",
+                    message="declared post-outcome in manifest.json but not in the table")
     if len(rows):
         rows = rows.sort_values(["table", "rule", "row", "column"], kind="stable")
         report._parts.append(rows[PROBLEM_COLUMNS].reset_index(drop=True))
@@ -144,16 +147,9 @@ def spark_validate(spark: SparkSession, export: SparkExport, *, cap: int = DEFAU
         ["severity", "table", "rule"]).reset_index(drop=True))
 
 
-def _absent_post_outcome(export: SparkExport) -> list[dict[str, str]]:
-    out = []
-    for name, frame in export.tables.items():
-        for col in export.manifest.post_outcome_columns(name):
-            if col not in frame.columns:
-                out.append({"table": name, "file": export.files[name], "column": col,
-                            "rule": "post_outcome_column_absent", "severity": "warning",
-                            "message": "declared post-outcome in manifest.json but not in the "
-                                       "table"})
-    return out
+def _absent_post_outcome(export: SparkExport) -> list[tuple[str, str, str]]:
+    return [(name, export.files[name], col) for name, frame in export.tables.items()
+            for col in export.manifest.post_outcome_columns(name) if col not in frame.columns]
 
 
 def checked_export(spark: SparkSession, export: SparkExport,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
@@ -35,7 +36,7 @@ class AppState:
     """The data source's account context (`serve --data`), when one is configured."""
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.propensity
     return state
 
@@ -43,21 +44,23 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def _caller(state: StateDep,
-            creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> KeyInfo:
+async def _caller(state: StateDep,
+                  creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+                  ) -> KeyInfo:
     if creds is None or creds.scheme.lower() != "bearer":
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing API key: send "
                             "'Authorization: Bearer <key>'",
                             headers={"WWW-Authenticate": "Bearer"})
-    info = state.keys.lookup(creds.credentials)
+    info = state.keys.cached(creds.credentials) or await run_in_threadpool(
+        state.keys.lookup, creds.credentials)
     if info is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown API key",
                             headers={"WWW-Authenticate": "Bearer"})
     return info
 
 
-def _require(scope: str) -> Callable[[KeyInfo], KeyInfo]:
-    def check(info: Annotated[KeyInfo, Depends(_caller)]) -> KeyInfo:
+def _require(scope: str) -> Callable[[KeyInfo], Awaitable[KeyInfo]]:
+    async def check(info: Annotated[KeyInfo, Depends(_caller)]) -> KeyInfo:
         if not info.allows(scope):
             raise HTTPException(status.HTTP_403_FORBIDDEN,
                                 f"key {info.name!r} lacks the {scope!r} scope")

@@ -81,6 +81,9 @@ def make_export(tmp_path: Path) -> Callable[..., Path]:
 def shared_file(*parts: str) -> Path:
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
+        if os.environ.get("PROPENSITY_REQUIRE_DATA"):
+            pytest.fail(f"{path} is required here and absent (the real data sets live beside "
+                        "the project, in shared/data)")
         pytest.skip(f"{path} is absent: the real data sets live beside the project, in shared/")
     return path
 

@@ -54,6 +54,11 @@ class KeyRing:
         self._cache: dict[str, KeyInfo] = {}
         self._lock = threading.Lock()
 
+    def cached(self, key: str) -> KeyInfo | None:
+        """The key's holder if it was seen before, without touching the database (for an
+        event loop, which must not wait on a query)."""
+        return self._cache.get(digest(key))
+
     def lookup(self, key: str) -> KeyInfo | None:
         h = digest(key)
         found = self._cache.get(h)

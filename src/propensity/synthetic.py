@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from scipy.linalg import expm
 
 from propensity.contract import DEFAULT_STAGES, Manifest
+from propensity.tables import CrmExport
 
 TRUTH_FILE = "truth.parquet"
 
@@ -315,6 +316,46 @@ def read_truth(directory: Path) -> tuple[pd.DataFrame, tuple[float, ...]]:
     meta = table.schema.metadata or {}
     means = json.loads(meta.get(b"stage_mean_days", b"null")) or SyntheticConfig.stage_mean_days
     return table.to_pandas().set_index("lead_id"), tuple(means)
+
+
+@dataclass(frozen=True)
+class TruthComparison:
+    """Scores of the leads open at T beside the exact probabilities the generator used."""
+
+    leads: int
+    base_rate: float
+    truth_auc: float
+    model_auc: float
+    truth_log_loss: float
+    model_log_loss: float
+
+    def line(self) -> str:
+        return (f"{self.leads:,} leads open at T, base rate {self.base_rate:.4f}: ROC AUC truth "
+                f"{self.truth_auc:.4f}, model {self.model_auc:.4f}; log loss truth "
+                f"{self.truth_log_loss:.4f}, model {self.model_log_loss:.4f}")
+
+
+def compare_with_truth(directory: Path, full: CrmExport, scored: pd.DataFrame,
+                       as_of: pd.Timestamp, horizon_days: int) -> TruthComparison:
+    """Judge `scored` (lead_id, probability as of T, from the export cut at T) with what the
+    full export says happened next and with the truth behind it: the best any model can do."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    from propensity.snapshots import lead_entities
+
+    outcome = lead_entities(full, [as_of], horizon_days)[["lead_id", "stage_index",
+                                                          "converted"]]
+    rows = scored.merge(outcome, on="lead_id")
+    intent, means = read_truth(directory)
+    p_true = truth_probability(intent.loc[rows["lead_id"], "intent"].to_numpy(),
+                               rows["stage_index"].to_numpy(), horizon_days, means)
+    y = rows["converted"].to_numpy()
+    p = rows["probability"].to_numpy()
+    return TruthComparison(leads=len(rows), base_rate=float(y.mean()),
+                           truth_auc=float(roc_auc_score(y, p_true)),
+                           model_auc=float(roc_auc_score(y, p)),
+                           truth_log_loss=float(log_loss(y, p_true)),
+                           model_log_loss=float(log_loss(y, p)))
 
 
 def _event_types(rng: np.random.Generator, intent: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import log_loss, roc_auc_score
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
 from propensity.adapters.olist import import_olist
@@ -27,12 +27,10 @@ from propensity.adapters.x_education import POST_OUTCOME, import_x_education
 from propensity.export import load_export
 from propensity.scoring import score_export
 from propensity.single_table import load_single_table, single_table_options
-from propensity.snapshots import lead_entities
 from propensity.synthetic import (
+    compare_with_truth,
     generate_export,
-    read_truth,
     stress_config,
-    truth_probability,
     write_export,
 )
 from propensity.tables import CrmExport, truncate_export
@@ -70,21 +68,13 @@ def test_stress_export_shipped_model_nears_the_truth_at_t(
     _beats_every_baseline(result.report)
     assert result.report["shipped"]["fit"]["rows"] > result.report["rows"]["train"]
     scored = score_export(result.bundle, cut, t)
-    outcome = lead_entities(full, [t], 90)[["lead_id", "stage_index", "converted"]]
-    rows = scored.merge(outcome, on="lead_id")
-    assert len(rows) == len(scored) > 800
-    intent, means = read_truth(path)
-    p_true = truth_probability(intent.loc[rows["lead_id"], "intent"].to_numpy(),
-                               rows["stage_index"].to_numpy(), 90, means)
-    y = rows["converted"].to_numpy()
-    truth_auc, model_auc = roc_auc_score(y, p_true), roc_auc_score(y, rows["probability"])
-    truth_ll, model_ll = log_loss(y, p_true), log_loss(y, rows["probability"])
-    print(f"truth AUC {truth_auc:.4f}, model {model_auc:.4f}; log loss truth {truth_ll:.4f}, "
-          f"model {model_ll:.4f}; base rate {y.mean():.4f}")
-    assert 0.01 < y.mean() < 0.05
-    assert model_auc >= truth_auc - 0.02
-    assert model_auc <= truth_auc + 0.01  # beating the truth would mean seeing the future
-    assert model_ll <= 1.08 * truth_ll
+    judged = compare_with_truth(path, full, scored, t, 90)
+    print(judged.line())
+    assert judged.leads == len(scored) > 800
+    assert 0.01 < judged.base_rate < 0.05
+    assert judged.model_auc >= judged.truth_auc - 0.02
+    assert judged.model_auc <= judged.truth_auc + 0.01  # beating the truth would be leakage
+    assert judged.model_log_loss <= 1.08 * judged.truth_log_loss
 
 
 @pytest.fixture(scope="module")

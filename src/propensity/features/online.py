@@ -133,15 +133,19 @@ class OnlineFeatures:
         has_account = category_text(attrs.get("account_id")) is not None
         n_types, n_channels = len(self.types), len(self.channels)
         times, types, channels, values = [], [], [], []
+        type_code, channel_code = self.types.get, self.channels.get
         for e in lead.events:  # one pass: only events before as_of go further
             at = micros(e["occurred_at"])
             if at >= t:
                 continue
             times.append(at)
-            types.append(self.types.get(e["event_type"], n_types))
-            channel = category_text(e.get("channel"))
-            channels.append(-1 if channel is None else self.channels.get(channel, n_channels))
-            values.append(number(e.get("value")))
+            types.append(type_code(e["event_type"], n_types))
+            channel = e.get("channel")
+            if type(channel) is not str or not channel:  # the common case skips the checks
+                channel = category_text(channel)
+            channels.append(-1 if channel is None else channel_code(channel, n_channels))
+            value = e.get("value")
+            values.append(value if type(value) is float else number(value))
         age = (t - np.array(times, dtype="int64")) / DAY_US
         stage_rows = [(self.ranks[s], micros(w)) for s, w in lead.stage_history
                       if s in self.ranks]

@@ -116,3 +116,20 @@ def test_funnel_spark_equals_funnel(spark: Any, spark_export_dir: Path) -> None:
                        stale_days=120)
     assert expected.overall.leads > 1000 and expected.overall.deals.won > 10
     assert got.model_dump() == expected.model_dump()
+
+
+def test_engine_options_fail_in_one_line(spark_export_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    exe = str(Path(sys.executable).with_name("propensity"))
+    for args, says in (
+            (["funnel", spark_export_dir, "--master", "local[2]"], "need --engine spark"),
+            (["validate", spark_export_dir, "--engine", "spark", "--conf", "executor-memory"],
+             "expected key=value"),
+            (["funnel", spark_export_dir, "--engine", "dask"], "--engine is one of")):
+        done = subprocess.run([exe, *map(str, args)], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert says in done.stderr and "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1

@@ -6,3 +6,10 @@ metrics (`funnel`) and features as of t -> model -> registry -> scorer -> score 
 """
 
 __version__ = "0.1.0"
+
+import warnings
+
+# pandera imports pyspark.pandas when pyspark is installed (the Spark engine's dependency),
+# and pyspark 4.3 then warns on every command that it does not "fully" support pandas 3; the
+# Spark equality tests are what say the parts used here work
+warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")

@@ -191,9 +191,11 @@ def _is_integral(values: pd.Series) -> bool:
 
 
 def parse_table(
-    raw: pd.DataFrame, spec: TableSpec, source: SourceFile, report: ProblemReport
+    raw: pd.DataFrame, spec: TableSpec, source: SourceFile, report: ProblemReport,
+    numeric_attributes: set[str] | None = None,
 ) -> pd.DataFrame:
-    """Columns of the contract to their kinds; attribute columns typed from their data."""
+    """Columns of the contract to their kinds; attribute columns typed from their data, or,
+    for a part of a table (Spark), by `numeric_attributes` decided over the whole table."""
     missing = [c.name for c in spec.columns if c.required and c.name not in raw.columns]
     for name in missing:
         report.note(table=spec.name, file=source.name, column=name, rule="missing_column",
@@ -210,8 +212,11 @@ def parse_table(
             out[name] = parse_column(
                 col, spec.column(name).kind, table=spec.name, source=source, report=report
             )
-        elif spec.has_attributes:
+        elif spec.has_attributes and numeric_attributes is None:
             out[name] = type_attribute(col)
+        elif spec.has_attributes and numeric_attributes is not None:
+            out[name] = (type_attribute(col) if name in numeric_attributes
+                         else col.astype("str").where(col.notna()))
         else:
             out[name] = col
     frame = pd.DataFrame(out, index=raw.index)

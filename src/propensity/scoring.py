@@ -39,11 +39,14 @@ def open_entities(bundle: ModelBundle, export: CrmExport, as_of: pd.Timestamp) -
                          stale_days=bundle.stale_days)[["lead_id", "as_of"]]
 
 
-def score_export(bundle: ModelBundle, export: CrmExport, as_of: pd.Timestamp) -> pd.DataFrame:
-    """Every entity open at T with its probability (batch executor, all threads)."""
+def score_export(bundle: ModelBundle, export: CrmExport, as_of: pd.Timestamp,
+                 threads: int = 0) -> pd.DataFrame:
+    """Every entity open at T with its probability (batch executor; all threads by default,
+    one in a Spark task, where the cores are Spark's to share out)."""
     entities = open_entities(bundle, export, as_of).reset_index(drop=True)
     out = entities.copy()
-    out["probability"] = bundle.predict(bundle.features_for_export(export, entities), threads=0)
+    out["probability"] = bundle.predict(bundle.features_for_export(export, entities),
+                                        threads=threads)
     return out
 
 

@@ -125,10 +125,12 @@ class LabelledRows:
     """Entity (lead or account) code per row: weights and folds count entities."""
     times: np.ndarray
     """Snapshot time per row (int64 microseconds; all 0 for a single table)."""
+    weight: np.ndarray | None = None
+    """Row weights of a sample (the Spark engine's: negatives weigh 1/their share); None: 1."""
 
     def take(self, idx: np.ndarray) -> LabelledRows:
         return LabelledRows(self.X[idx], self.y[idx], self.columns, self.groups[idx],
-                            self.times[idx])
+                            self.times[idx], None if self.weight is None else self.weight[idx])
 
 
 @dataclass
@@ -210,20 +212,85 @@ def leaky_columns(X: pd.DataFrame, y: np.ndarray, threshold: float = LEAKY_AUC) 
 
 # --- building the labelled rows of an export --------------------------------------------------
 
-def _export_rows(export: CrmExport, plan: FeaturePlan, entities: pd.DataFrame, target: str,
-                 key: str, codes: pd.Index) -> LabelledRows:
+def entity_key(target: str) -> str:
+    return "account_id" if target == "account-propensity" else "lead_id"
+
+
+def feature_columns(plan: FeaturePlan, target: str) -> list[Column]:
+    return account_columns(plan) if target == "account-propensity" else list(plan.columns)
+
+
+def feature_matrix(export: CrmExport, plan: FeaturePlan, entities: pd.DataFrame,
+                   target: str) -> np.ndarray:
+    """Model matrix of entity rows (leads, or accounts as their leads summed up)."""
     if target == "account-propensity":
-        frame = build_account_features(export, plan, entities)
-        columns = account_columns(plan)
         from propensity.coding import as_matrix
 
-        X = as_matrix(frame, columns)
-    else:
-        X, columns = lead_feature_matrix(export, plan, entities), plan.columns
+        return as_matrix(build_account_features(export, plan, entities),
+                         account_columns(plan))
+    return lead_feature_matrix(export, plan, entities)
+
+
+def _labelled(X: np.ndarray, columns: list[Column], entities: pd.DataFrame, target: str,
+              codes: pd.Index) -> LabelledRows:
     return LabelledRows(
         X=X, y=entities[LABELS[target]].to_numpy(dtype="int64"), columns=list(columns),
-        groups=codes.get_indexer(entities[key].astype("str").to_numpy()),
+        groups=codes.get_indexer(entities[entity_key(target)].astype("str").to_numpy()),
         times=to_micros(entities["as_of"]))
+
+
+def assemble_sets(entities: pd.DataFrame, X_eval: np.ndarray, X_ship: np.ndarray,
+                  specs: tuple[FeatureSpec, FeatureSpec], times: list[pd.Timestamp],
+                  config: TrainConfig) -> TrainingSets:
+    """TrainingSets from labelled entity rows (in snapshot order) and their two matrices:
+    `X_eval` of the rows at evaluation times (vocabulary as of the cutoff), `X_ship` of all
+    (the whole export's). Both engines end here."""
+    target = config.model
+    key = entity_key(target)
+    train_times, test_times = holdout_split(times, config)
+    evaluation_spec, shipping_spec = specs
+    codes = pd.Index(entities[key].astype("str").unique())
+    in_eval = entities["as_of"].isin([*train_times, *test_times]).to_numpy()
+    eval_entities = entities[in_eval].reset_index(drop=True)
+    evaluation = _labelled(X_eval, feature_columns(FeaturePlan(evaluation_spec), target),
+                           eval_entities, target, codes)
+    shipping = _labelled(X_ship, feature_columns(FeaturePlan(shipping_spec), target),
+                         entities, target, codes)
+    test = np.flatnonzero(eval_entities["as_of"].isin(test_times).to_numpy())
+    holdout = eval_entities.iloc[test][[key, "as_of"]].reset_index(drop=True)
+    return TrainingSets(
+        kind="export", target=target, evaluation=evaluation, test=test, shipping=shipping,
+        holdout=holdout, evaluation_spec=evaluation_spec, shipping_spec=shipping_spec,
+        horizon_days=config.snapshots.horizon_days, stale_days=config.snapshots.stale_days,
+        split=split_info(times, train_times, test_times, config))
+
+
+def holdout_split(times: list[pd.Timestamp], config: TrainConfig
+                  ) -> tuple[list[pd.Timestamp], list[pd.Timestamp]]:
+    """(times the evaluation fit learns from, holdout times): the latest times are the
+    holdout; a training time's label window must close by the holdout's first time."""
+    horizon = config.snapshots.horizon_days
+    if len(times) < 4:
+        raise PropensityError(f"only {len(times)} snapshot time(s): need 4 or more "
+                              "(more history, or a smaller --horizon-days / snapshot spacing)")
+    n_test = max(1, round(config.holdout_share * len(times)))
+    test_times = times[-n_test:]
+    train_times = [t for t in times if t + pd.Timedelta(days=horizon) <= test_times[0]]
+    if len(train_times) < 2:
+        raise PropensityError("too little history before the holdout for this horizon")
+    return train_times, test_times
+
+
+def split_info(times: list[pd.Timestamp], train_times: list[pd.Timestamp],
+               test_times: list[pd.Timestamp], config: TrainConfig) -> dict[str, Any]:
+    """What the report says about the split."""
+    cutoff, horizon = test_times[0], config.snapshots.horizon_days
+    return {"cutoff": str(cutoff), "first_snapshot": str(times[0]),
+            "last_snapshot": str(times[-1]), "train_snapshots": len(train_times),
+            "last_train_snapshot": str(train_times[-1]),
+            "test_snapshots": len(test_times), "horizon_days": horizon,
+            "gap_days": float((cutoff - train_times[-1]) / pd.Timedelta(days=1)),
+            "stale_days": config.snapshots.stale_days}
 
 
 def build_export_sets(export: CrmExport, config: TrainConfig,
@@ -234,47 +301,25 @@ def build_export_sets(export: CrmExport, config: TrainConfig,
     _note(progress, "snapshots and labels")
     journeys = build_journeys(export)
     times = snapshot_times(export, config.snapshots)
-    if len(times) < 4:
-        raise PropensityError(f"only {len(times)} snapshot time(s): need 4 or more "
-                              "(more history, or a smaller --horizon-days / snapshot spacing)")
-    n_test = max(1, round(config.holdout_share * len(times)))
-    test_times = times[-n_test:]
+    train_times, test_times = holdout_split(times, config)
     cutoff = test_times[0]
-    train_times = [t for t in times if t + pd.Timedelta(days=horizon) <= cutoff]
-    if len(train_times) < 2:
-        raise PropensityError("too little history before the holdout for this horizon")
     if target == "account-propensity":
-        key = "account_id"
         entities = account_entities(export, times, horizon, journeys=journeys)
     else:
-        key = "lead_id"
         entities = lead_entities(export, times, horizon, journeys=journeys,
                                  config=config.snapshots)
     entities = entities.reset_index(drop=True)
-    codes = pd.Index(entities[key].astype("str").unique())
     in_eval = entities["as_of"].isin([*train_times, *test_times]).to_numpy()
     evaluation_spec = fit_feature_spec(truncate_export(export, cutoff), config.features)
     shipping_spec = fit_feature_spec(export, config.features)
     eval_entities = entities[in_eval].reset_index(drop=True)
     _note(progress, f"features for {len(eval_entities):,} evaluation rows (vocabulary as of "
                     f"{cutoff:%Y-%m-%d})")
-    evaluation = _export_rows(export, FeaturePlan(evaluation_spec), eval_entities, target, key,
-                              codes)
+    X_eval = feature_matrix(export, FeaturePlan(evaluation_spec), eval_entities, target)
     _note(progress, f"features for {len(entities):,} labelled rows (whole export's vocabulary)")
-    shipping = _export_rows(export, FeaturePlan(shipping_spec), entities, target, key, codes)
-    test = np.flatnonzero(eval_entities["as_of"].isin(test_times).to_numpy())
-    holdout = eval_entities.iloc[test][[key, "as_of"]].reset_index(drop=True)
-    last = times[-1]
-    return TrainingSets(
-        kind="export", target=target, evaluation=evaluation, test=test, shipping=shipping,
-        holdout=holdout, evaluation_spec=evaluation_spec, shipping_spec=shipping_spec,
-        horizon_days=horizon, stale_days=config.snapshots.stale_days,
-        split={"cutoff": str(cutoff), "first_snapshot": str(times[0]),
-               "last_snapshot": str(last), "train_snapshots": len(train_times),
-               "last_train_snapshot": str(train_times[-1]),
-               "test_snapshots": len(test_times), "horizon_days": horizon,
-               "gap_days": float((cutoff - train_times[-1]) / pd.Timedelta(days=1)),
-               "stale_days": config.snapshots.stale_days})
+    X_ship = feature_matrix(export, FeaturePlan(shipping_spec), entities, target)
+    return assemble_sets(entities, X_eval, X_ship, (evaluation_spec, shipping_spec), times,
+                         config)
 
 
 def train_export(export: CrmExport, config: TrainConfig,
@@ -335,6 +380,8 @@ def train_table(table: SingleTable, config: TrainConfig,
 def _problem(rows: LabelledRows, config: TrainConfig) -> Problem:
     leads = max(1, len(np.unique(rows.groups)))
     w = lead_weights(rows.groups) if config.weights == "lead" else np.ones(len(rows.y))
+    if rows.weight is not None:
+        w = w * rows.weight
     return Problem(rows.X, rows.y, w, rows.columns, rows_per_lead=len(rows.y) / leads,
                    entities=leads, overrides={"seed": config.seed, **config.booster})
 

@@ -6,6 +6,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -55,3 +56,29 @@ def stages() -> Iterator[Callable[[str], None]]:
             bar.update(task, description=text)
 
         yield update
+
+
+# --- the engine options of validate, funnel, train and score: defined once -------------------
+
+ENGINES = ("pandas", "spark")
+EngineOpt = Annotated[str, typer.Option(
+    "--engine", help="pandas (one machine) or spark (executors; see docs/spark.md)")]
+MasterOpt = Annotated[str | None, typer.Option(
+    "--master", help="Spark master URL, e.g. local[*], spark://host:7077, yarn (--engine "
+                     "spark; default: whatever spark-submit or the cluster set)")]
+ConfOpt = Annotated[list[str] | None, typer.Option(
+    "--conf", help="A Spark setting key=value, repeatable (--engine spark)")]
+
+
+def spark_for(engine: str, master: str | None, conf: list[str] | None) -> Any:
+    """The Spark session for `--engine spark`, None for pandas; Spark options without the
+    Spark engine are refused rather than silently ignored."""
+    if engine not in ENGINES:
+        raise fail(f"--engine is one of {', '.join(ENGINES)}")
+    if engine == "pandas":
+        if master or conf:
+            raise fail("--master and --conf need --engine spark")
+        return None
+    from propensity.spark.session import parse_confs, spark_session
+
+    return spark_session(master, parse_confs(conf or []))

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from propensity.cli._common import console, fail, progress
+from propensity.cli._common import (
+    ConfOpt,
+    EngineOpt,
+    MasterOpt,
+    console,
+    fail,
+    progress,
+    spark_for,
+)
 from propensity.problems import ProblemReport
 
 import_app = typer.Typer(help="Map a known data set into the CRM data contract.",
@@ -53,12 +61,21 @@ def validate(
     id_col: Annotated[str | None, typer.Option(help="Id column of --table")] = None,
     limit: Annotated[int, typer.Option(help="Print at most this many problems (0: all)")] = 1000,
     out: Annotated[Path | None, typer.Option(help="Write every problem to this CSV")] = None,
+    engine: EngineOpt = "pandas",
+    master: MasterOpt = None,
+    conf: ConfOpt = None,
 ) -> None:
     """Check an export against the data contract; exit 1 when anything breaks it."""
     from propensity.contract import Manifest
     from propensity.export import read_export
     from propensity.single_table import read_single_table, read_single_table_dir
 
+    spark = spark_for(engine, master, conf)
+    if spark is not None:
+        if table is not None or path is None:
+            raise fail("--engine spark validates an export folder")
+        _validate_spark(spark, str(path), limit, out)
+        return
     with progress() as bar:
         bar.add_task("reading and validating", total=None)
         if table is not None:
@@ -85,6 +102,34 @@ def validate(
                       highlight=False)
         return
     console.print(f"[red]{report.error_count:,} error(s)[/] in {what}", highlight=False)
+    raise typer.Exit(1)
+
+
+def _validate_spark(spark: Any, path: str, limit: int, out: Path | None) -> None:
+    """`validate --engine spark`: the same report, its rows capped per rule (`--limit`), the
+    counts exact."""
+    from propensity.spark.export import read_spark_export
+    from propensity.spark.validation import DEFAULT_CAP, spark_validate
+
+    with progress() as bar:
+        bar.add_task("validating on Spark", total=None)
+        result = spark_validate(spark, read_spark_export(spark, path),
+                                cap=limit if limit > 0 else DEFAULT_CAP)
+    print_report(result.report, limit, out)
+    if result.capped:
+        console.print(f"... {result.capped:,} more problem(s) counted on Spark, not collected "
+                      "(rows are capped per rule; counts below are exact)", highlight=False)
+        table = Table(title="problems by rule (all rows)")
+        for c in ("severity", "table", "rule", "count"):
+            table.add_column(c)
+        for r in result.counts.to_dict("records"):
+            table.add_row(str(r["severity"]), str(r["table"]), str(r["rule"]),
+                          f"{int(r['count']):,}")
+        console.print(table)
+    if result.ok:
+        console.print(f"[green]ok[/]: {path} follows the data contract", highlight=False)
+        return
+    console.print(f"[red]{result.error_count:,} error(s)[/] in {path}", highlight=False)
     raise typer.Exit(1)
 
 

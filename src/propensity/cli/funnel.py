@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from propensity.cli._common import console, fail, progress
+from propensity.cli._common import (
+    ConfOpt,
+    EngineOpt,
+    MasterOpt,
+    console,
+    fail,
+    progress,
+    spark_for,
+)
 
 FORMATS = ("table", "json", "csv", "html")
 
@@ -32,6 +40,9 @@ def funnel(
     drop_bad_rows: Annotated[bool, typer.Option(
         help="Leave out rows that break the contract (each is named) instead of refusing")
     ] = False,
+    engine: EngineOpt = "pandas",
+    master: MasterOpt = None,
+    conf: ConfOpt = None,
 ) -> None:
     """Stage-to-stage conversion, win rate, cycle times and deal metrics, with 95% intervals."""
     from propensity.export import load_export
@@ -42,14 +53,27 @@ def funnel(
         raise fail(f"--format is one of {', '.join(FORMATS)}")
     if fmt == "html" and out is None:
         raise fail("--format html needs --out FILE.html")
+    spark = spark_for(engine, master, conf)
+    errors = 0
     with progress() as bar:
         task = bar.add_task("loading export", total=None)
-        export = load_export(path, drop_bad_rows=drop_bad_rows)
-        bar.update(task, description="computing funnel")
-        report = funnel_report(export, by=by, start=start, end=end,
-                               mode="cohort" if cohort else "period", stale_days=stale_days)
-    if export.report.error_count:
-        console.print(f"[yellow]left out {export.report.error_count} problem row(s)[/]; "
+        if spark is not None:
+            from propensity.spark.export import read_spark_export
+            from propensity.spark.funnel import spark_funnel
+            from propensity.spark.validation import checked_export
+
+            checked = checked_export(spark, read_spark_export(spark, str(path)), drop_bad_rows)
+            bar.update(task, description="computing funnel on Spark")
+            report = spark_funnel(spark, checked, by=by, start=start, end=end,
+                                  mode="cohort" if cohort else "period", stale_days=stale_days)
+        else:
+            export = load_export(path, drop_bad_rows=drop_bad_rows)
+            errors = export.report.error_count
+            bar.update(task, description="computing funnel")
+            report = funnel_report(export, by=by, start=start, end=end,
+                                   mode="cohort" if cohort else "period", stale_days=stale_days)
+    if errors:
+        console.print(f"[yellow]left out {errors} problem row(s)[/]; "
                       f"`propensity validate {path}` lists them", highlight=False)
     if fmt == "table":
         for table in to_rich(report):

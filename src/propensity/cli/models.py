@@ -11,7 +11,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from propensity.cli._common import console, fail, stages
+from propensity.cli._common import ConfOpt, EngineOpt, MasterOpt, console, fail, spark_for, stages
 
 ModelOpt = Annotated[str, typer.Option(
     "--model", help="lead-conversion, stage-advancement or account-propensity")]
@@ -95,6 +95,15 @@ def train(
     register: Annotated[bool, typer.Option(help="Log to MLflow and register")] = True,
     drop_bad_rows: Annotated[bool, typer.Option(
         help="Leave out rows that break the contract (each is named)")] = False,
+    engine: EngineOpt = "pandas",
+    master: MasterOpt = None,
+    conf: ConfOpt = None,
+    feature_table: Annotated[str | None, typer.Option(
+        help="--engine spark: where to write the Parquet feature table (default: a "
+             "temporary folder)")] = None,
+    max_rows: Annotated[int | None, typer.Option(
+        min=1000, help="--engine spark: fit on at most about this many rows (every positive "
+                       "kept, negatives sampled and weighted; docs/spark.md)")] = None,
 ) -> None:
     """Train a model with out-of-time evaluation against baselines; register it as challenger."""
     from propensity.contract import Manifest
@@ -107,7 +116,10 @@ def train(
 
     cfg = _config(config, model, horizon_days, stale_days)
     holdout_rows = None
+    spark = spark_for(engine, master, conf)
     with stages() as note:
+        if spark is not None and (table is not None or path is None):
+            raise fail("--engine spark trains from an export folder")
         if table is None and path is not None and path.is_dir() and (
                 Manifest.read(path).shape == "single_table"):
             table, manifest = single_table_options(path)
@@ -136,15 +148,20 @@ def train(
         else:
             if path is None:
                 raise fail("give an export folder, or --table FILE --target COLUMN")
-            note(f"reading and validating {path}")
-            export = load_export(path, drop_bad_rows=drop_bad_rows)
-            note(f"{len(export.leads):,} leads")
-            result = train_export(export, cfg, progress=note)
+            if spark is not None:
+                result, export = _train_spark(spark, str(path), cfg, drop_bad_rows,
+                                              feature_table, max_rows, note)
+            else:
+                note(f"reading and validating {path}")
+                export = load_export(path, drop_bad_rows=drop_bad_rows)
+                note(f"{len(export.leads):,} leads")
+                result = train_export(export, cfg, progress=note)
             if cfg.model == "account-propensity":
                 example = account_rows(export, result.holdout[["account_id", "as_of"]])
             else:
                 example = lead_rows(export, result.holdout[["lead_id", "as_of"]].head(3))
-            data = {"path": str(Path(path).resolve()), "fingerprint": fingerprint(path)}
+            data = {"path": str(Path(path).resolve()), "engine": engine,
+                    "fingerprint": fingerprint(path) if Path(path).is_dir() else str(path)}
         _print_metrics(result.report)
         if not register:
             return
@@ -167,6 +184,28 @@ def train(
                           f"{outcome.reason}", highlight=False)
 
 
+def _train_spark(spark: Any, path: str, cfg: Any, drop_bad_rows: bool,
+                 feature_table: str | None, max_rows: int | None,
+                 note: Any) -> tuple[Any, Any]:
+    """Training sets on Spark, the fit on the driver; the input example needs a few leads'
+    rows, so the driver also holds the leads and opportunities (not the events)."""
+    import tempfile
+
+    from propensity.spark.export import read_spark_export
+    from propensity.spark.funnel import driver_export
+    from propensity.spark.training import spark_training_sets
+    from propensity.spark.validation import checked_export
+    from propensity.training import fit_sets
+
+    note(f"reading and validating {path} on Spark")
+    export = checked_export(spark, read_spark_export(spark, path), drop_bad_rows)
+    with tempfile.TemporaryDirectory(prefix="propensity-features-") as tmp:
+        sets = spark_training_sets(spark, export, cfg, feature_table or f"{tmp}/features",
+                                   max_rows=max_rows, progress=note)
+    result = fit_sets(sets, cfg, progress=note)
+    return result, driver_export(export)
+
+
 def score(
     path: Annotated[Path | None, typer.Argument(help="Export folder")] = None,
     as_of: Annotated[datetime | None, typer.Option(help="Score leads open at this time (UTC)")
@@ -178,6 +217,9 @@ def score(
     alias: Annotated[str, typer.Option(help="Registry alias to score with")] = "champion",
     drop_bad_rows: Annotated[bool, typer.Option(help="Leave out rows that break the contract")
                              ] = False,
+    engine: EngineOpt = "pandas",
+    master: MasterOpt = None,
+    conf: ConfOpt = None,
 ) -> None:
     """Batch scoring from the registered champion: an id and a probability per lead."""
     import sys
@@ -190,6 +232,12 @@ def score(
         raise fail("--out must end in .csv or .parquet")
     if table is None and (path is None or as_of is None):
         raise fail("give an export folder and --as-of TIME (or --table FILE)")
+    spark = spark_for(engine, master, conf)
+    if spark is not None:
+        if table is not None or path is None or as_of is None:
+            raise fail("--engine spark scores an export folder with --as-of TIME")
+        _score_spark(spark, str(path), pd.Timestamp(as_of), model, alias, out, drop_bad_rows)
+        return
     with stages() as note:
         note(f"loading {model}@{alias}")
         bundle, version = load_model(model, alias)
@@ -217,6 +265,40 @@ def score(
         result.to_parquet(out, index=False)
     console.print(f"scored {len(result):,} rows with {model} v{version} -> {out}",
                   highlight=False)
+
+
+def _score_spark(spark: Any, path: str, as_of: pd.Timestamp, model: str, alias: str,
+                 out: Path | None, drop_bad_rows: bool) -> None:
+    """`score --engine spark`: validated like the pandas engine, scored in the executors,
+    written by Spark (a Parquet dataset, or one CSV) or printed when small."""
+    import sys
+
+    from pyspark.sql import functions as F
+
+    from propensity.models.registry import load_model
+    from propensity.spark.export import read_spark_export
+    from propensity.spark.scoring import spark_score
+    from propensity.spark.session import to_pandas
+    from propensity.spark.validation import checked_export
+
+    with stages() as note:
+        note(f"loading {model}@{alias}")
+        bundle, version = load_model(model, alias)
+        if bundle.kind != "export":
+            raise fail(f"{model}@{alias} was trained on a single table: use the pandas engine")
+        note(f"reading and validating {path} on Spark")
+        export = checked_export(spark, read_spark_export(spark, path), drop_bad_rows)
+        note(f"scoring every lead open at {as_of:%Y-%m-%d %H:%M} in the executors")
+        scored = spark_score(spark, export, bundle, as_of).withColumns(
+            {"model": F.lit(model), "model_version": F.lit(str(version))})
+        if out is None:
+            to_pandas(scored).to_csv(sys.stdout, index=False)
+            return
+        if out.suffix == ".csv":
+            to_pandas(scored).to_csv(out, index=False)
+        else:
+            scored.write.mode("overwrite").parquet(str(out))
+    console.print(f"scored with {model} v{version} on Spark -> {out}", highlight=False)
 
 
 def promote_cmd(

@@ -66,7 +66,10 @@ class FeatureSpec(BaseModel):
         return out
 
 
-def fit_feature_spec(export: CrmExport, config: FeatureConfig | None = None) -> FeatureSpec:
+def fit_feature_spec(export: CrmExport, config: FeatureConfig | None = None,
+                     event_counts: tuple[pd.Series, pd.Series] | None = None) -> FeatureSpec:
+    """The vocabulary of `export`. `event_counts` (rows per event type, per channel) stand in
+    for the events table when it is too big to hold (the Spark engine counts them)."""
     config = config or FeatureConfig()
     excluded = export.manifest.post_outcome_columns("leads")
     lead_cols = [c for c in CORE_CATEGORICALS if c not in excluded
@@ -99,10 +102,12 @@ def fit_feature_spec(export: CrmExport, config: FeatureConfig | None = None) -> 
                 acc_cat[col] = levels
     types: list[str] = []
     channels: list[str] = []
-    if export.events is not None and len(export.events):
-        counts = export.events["event_type"].astype("str").value_counts()
+    if event_counts is None and export.events is not None and len(export.events):
+        event_counts = (export.events["event_type"].astype("str").value_counts(),
+                        export.events["channel"].dropna().astype("str").value_counts())
+    if event_counts is not None:
+        counts, ch = event_counts
         types = sorted(counts.index[counts >= config.min_event_type_count].tolist())
-        ch = export.events["channel"].dropna().astype("str").value_counts()
         channels = sorted(ch.index[ch >= config.min_event_type_count].tolist())[:20]
     return FeatureSpec(
         config=config, stages=list(export.stages), event_types=types, channels=channels,

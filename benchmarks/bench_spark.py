@@ -1,0 +1,144 @@
+"""Features + batch scoring, pandas engine vs Spark, through the real CLI.
+
+`propensity score EXPORT --as-of T --out FILE` builds every open lead's features and scores
+them; it is run with `--engine pandas`, then `--engine spark --master local[2]` and
+`local[1]`. Each run is a separate process tree (the CLI, Spark's JVM, its Python workers);
+its wall time and peak memory (the sum of the resident memory of every process of the tree,
+sampled every 0.2 s) are printed. Then both engines score a bigger export under a memory cap:
+a watchdog kills the tree once its memory passes the cap, and says which engine finished.
+
+    .venv/bin/python benchmarks/bench_spark.py --leads 1000000 --cap-leads 3000000 --cap-gb 6
+
+The exports are made with `propensity generate` (1M leads is ~20M events); the champion is
+trained with the pandas engine on a 100k-lead export. This machine's cores are shared:
+figures from a busy machine are lower bounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+CLI = [str(Path(sys.executable).with_name("propensity"))]
+
+
+@dataclass
+class Run:
+    label: str
+    seconds: float
+    peak_gb: float
+    finished: bool
+    killed: bool
+
+
+def tree_rss(root: psutil.Process) -> int:
+    total = 0
+    for p in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total
+
+
+def run(label: str, args: list[str], env: dict[str, str], cap_gb: float | None = None) -> Run:
+    """One CLI run in its own session; peak tree memory sampled; killed above `cap_gb`."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([*CLI, *args], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    root = psutil.Process(proc.pid)
+    peak, killed = 0, False
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak, killed
+        while not stop.is_set():
+            try:
+                rss = tree_rss(root)
+            except psutil.Error:
+                return
+            peak = max(peak, rss)
+            if cap_gb is not None and rss > cap_gb * 1024**3 and not killed:
+                killed = True
+                os.killpg(proc.pid, signal.SIGKILL)  # only the tree this script started
+                return
+            stop.wait(0.2)
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    _, err = proc.communicate()
+    stop.set()
+    watcher.join()
+    took = time.perf_counter() - start
+    result = Run(label, took, peak / 1024**3, proc.returncode == 0, killed)
+    state = "ok" if result.finished else ("KILLED at the cap" if killed else
+                                          f"failed ({err.strip().splitlines()[-1:]})")
+    print(f"{label:<34} {took:8.1f} s   peak tree memory {result.peak_gb:6.2f} GB   {state}",
+          flush=True)
+    return result
+
+
+def generate(path: Path, leads: int, env: dict[str, str]) -> Path:
+    if not (path / "leads.parquet").exists():
+        subprocess.run([*CLI, "generate", str(path), "--leads", str(leads), "--seed", "11"],
+                       env=env, check=True, stdout=subprocess.DEVNULL)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--leads", type=int, default=1_000_000)
+    parser.add_argument("--train-leads", type=int, default=100_000)
+    parser.add_argument("--cap-leads", type=int, default=3_000_000,
+                        help="export scored under the memory cap (0: skip)")
+    parser.add_argument("--cap-gb", type=float, default=6.0)
+    parser.add_argument("--as-of", default="2025-10-01")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the exports here between runs")
+    args = parser.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-spark-"))
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PROPENSITY_MODELS_DIR": str(work / "models")}
+    spark_conf = ["--conf", "spark.driver.memory=2g", "--conf", "spark.ui.enabled=false"]
+    print(f"exports and model store in {work}", flush=True)
+    train = generate(work / f"train-{args.train_leads}", args.train_leads, env)
+    big = generate(work / f"export-{args.leads}", args.leads, env)
+    if not (work / "models").exists():
+        subprocess.run([*CLI, "train", str(train)], env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    score = ["score", str(big), "--as-of", args.as_of]
+    print(f"\nfeatures + scoring of {args.leads:,} leads, every lead open at {args.as_of}:")
+    pandas = run("pandas", [*score, "--out", str(work / "p.parquet")], env)
+    results = {}
+    for cores in (2, 1):
+        results[cores] = run(f"spark local[{cores}]", [
+            *score, "--out", str(work / f"s{cores}.parquet"), "--engine", "spark",
+            "--master", f"local[{cores}]", "--conf",
+            f"spark.sql.shuffle.partitions={4 * cores}", *spark_conf], env)
+    if results[1].finished and results[2].finished:
+        print(f"local[1] -> local[2] speed-up: {results[1].seconds / results[2].seconds:.2f}x")
+    if pandas.finished and results[2].finished:
+        print(f"spark local[2] / pandas time: {results[2].seconds / pandas.seconds:.2f}x")
+    if args.cap_leads:
+        capped = generate(work / f"export-{args.cap_leads}", args.cap_leads, env)
+        print(f"\n{args.cap_leads:,} leads under a {args.cap_gb:g} GB process-tree cap:")
+        cap_score = ["score", str(capped), "--as-of", args.as_of]
+        run("pandas (capped)", [*cap_score, "--out", str(work / "pc.parquet")], env,
+            args.cap_gb)
+        run("spark local[2] (capped)", [
+            *cap_score, "--out", str(work / "sc.parquet"), "--engine", "spark", "--master",
+            "local[2]", "--conf", "spark.sql.shuffle.partitions=64", *spark_conf], env,
+            args.cap_gb)
+
+
+if __name__ == "__main__":
+    main()

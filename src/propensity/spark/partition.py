@@ -1,0 +1,177 @@
+"""Every row keyed by the partition it belongs to, and a partition back into a `CrmExport`.
+
+A partition is a hash bucket of accounts (each with all its leads, their events, stages and
+opportunities, the account's own row and opportunities) and of leads without an account (whose
+features read only their own rows). An account is never split across partitions, which is all
+the feature code needs; bucketing keeps groups big enough that Python is called per thousands
+of leads, not per account. The tables travel as one union (one column per
+table and column, `_t` naming the table) so one `groupBy(...).applyInPandas` sees all of a
+partition's rows at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from propensity.contract import TABLES, UNKNOWN_WHEN_MISSING, Manifest
+from propensity.export import fill_unknown, parse_table
+from propensity.problems import ProblemReport
+from propensity.spark.export import ROW, SparkExport, numeric_attributes
+from propensity.tables import CrmExport, SourceFile
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
+
+PART, TABLE = "_part", "_t"
+KEYS = [PART]
+SEP = "__"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a partition function needs to rebuild its tables: picklable, shipped to executors."""
+
+    columns: dict[str, list[str]]
+    """Original columns of each table present, in file order."""
+    numeric: dict[str, set[str]]
+    """Attribute columns typed as numbers over the whole table."""
+    manifest: Manifest
+    formats: dict[str, str]
+    files: dict[str, str]
+
+
+def _text(col: str) -> Column:
+    from pyspark.sql import functions as F
+
+    return F.when(F.col(col).cast("string") != "", F.col(col).cast("string"))
+
+
+def bucket(key: Column | str, buckets: int) -> Column:
+    from pyspark.sql import functions as F
+
+    return F.pmod(F.xxhash64(key), F.lit(buckets))
+
+
+def lead_keys(export: SparkExport, buckets: int) -> DataFrame:
+    """lead_id (as text) -> its partition: that of its account, or a bucket of its own id."""
+    from pyspark.sql import functions as F
+
+    leads = export.tables["leads"]
+    account = _text("account_id") if "account_id" in leads.columns else F.lit(None).cast(
+        "string")
+    lid = _text("lead_id")
+    owner = F.coalesce(account, F.concat(F.lit("~"), lid))  # "~": never an account's bucket key
+    return (leads.select(lid.alias("_lid"), bucket(owner, buckets).alias(PART))
+            .where(F.col("_lid").isNotNull()).dropDuplicates(["_lid"]))
+
+
+def layout(export: SparkExport) -> Layout:
+    return Layout(
+        columns={n: [c for c in f.columns if c != ROW] for n, f in export.tables.items()},
+        numeric={n: numeric_attributes(export, n) for n in ("leads", "accounts")
+                 if n in export.tables},
+        manifest=export.manifest, formats=dict(export.formats), files=dict(export.files))
+
+
+def _tagged(frame: DataFrame, name: str, lay: Layout) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    cols = [F.col(PART), F.lit(name).alias(TABLE), F.col(ROW)]
+    for c in lay.columns[name]:
+        value = F.col(c)
+        if c in lay.numeric.get(name, set()):
+            value = F.when(F.col(c).cast("string") != "", F.col(c)).try_cast("double")
+        cols.append(value.alias(f"{name}{SEP}{c}"))
+    return frame.select(*cols)
+
+
+def keyed_union(export: SparkExport, lay: Layout, buckets: int,
+                entities: DataFrame | None = None) -> DataFrame:
+    """Every row of every table (and of `entities`, if given) with its partition key.
+
+    Rows whose lead is not in `leads` (orphans) land in some partition that does not hold
+    that lead: features, labels and journeys skip them there, as on the whole export.
+    `entities` holds `lead_id` or `account_id`, `as_of`, and `_entity` (its row number).
+    """
+    from pyspark.sql import functions as F
+
+    keys = lead_keys(export, buckets)
+    parts = []
+    for name, frame in export.tables.items():
+        if name == "accounts":
+            keyed = frame.where(_text("account_id").isNotNull()).withColumn(
+                PART, bucket(_text("account_id"), buckets))
+        elif name == "leads":
+            keyed = frame.withColumn("_lid", _text("lead_id")).join(keys, "_lid", "inner")
+        else:  # an orphan goes to its own bucket, where validation names it
+            keyed = (frame.withColumn("_lid", _text("lead_id")).join(keys, "_lid", "left")
+                     .withColumn(PART, F.coalesce(F.col(PART), bucket(
+                         F.concat(F.lit("~"), F.coalesce(F.col("_lid"), F.lit(""))),
+                         buckets))))
+            if name == "opportunities":  # an account's own opportunities count for it too
+                by_account = frame.where(_text("account_id").isNotNull()).withColumn(
+                    PART, bucket(_text("account_id"), buckets))
+                keyed = keyed.drop("_lid").unionByName(by_account).dropDuplicates([ROW, PART])
+        parts.append(_tagged(keyed, name, lay))
+    if entities is not None:
+        if "account_id" in entities.columns:
+            ent = entities.withColumn(PART, bucket(F.col("account_id").cast("string"),
+                                                   buckets))
+        else:
+            ent = entities.withColumn("_lid", F.col("lead_id").cast("string")).join(
+                keys, "_lid", "inner")
+        parts.append(ent.select(F.col(PART), F.lit("entities").alias(TABLE),
+                                *[F.col(c).alias(f"entities{SEP}{c}")
+                                  for c in entities.columns]))
+    out = parts[0]
+    for part in parts[1:]:
+        out = out.unionByName(part, allowMissingColumns=True)
+    return out
+
+
+def part_export(pdf: pd.DataFrame, lay: Layout,
+                problems: ProblemReport | None = None) -> CrmExport:
+    """The rows of one partition as the pandas engine's typed export (index: `_row`).
+
+    Typing is the pandas reader's (`parse_table`), with attribute kinds decided over the whole
+    table. Parsing problems go to `problems` when given (validation); the other jobs run on
+    exports validation has passed.
+    """
+    report = ProblemReport() if problems is None else problems
+    frames: dict[str, pd.DataFrame] = {}
+    files: dict[str, SourceFile] = {}
+    tables = pdf[TABLE].to_numpy()
+    for name, cols in lay.columns.items():
+        sub = pdf[tables == name]
+        raw = pd.DataFrame({c: sub[f"{name}{SEP}{c}"].to_numpy() for c in cols},
+                           index=pd.Index(sub[ROW].to_numpy(dtype="int64"), name=None))
+        raw = raw.sort_index(kind="stable")
+        raw = raw[~raw.index.duplicated()]  # an opportunity keyed by its lead and its account
+        source = SourceFile(Path(lay.files[name]), header_rows=1 if (
+            lay.formats[name] == "csv") else 0)
+        frames[name] = parse_table(raw, TABLES[name], source, report,
+                                   numeric_attributes=lay.numeric.get(name, set()))
+        files[name] = source
+    leads = frames["leads"]  # every table is rebuilt, empty when the partition has none
+    for col in UNKNOWN_WHEN_MISSING:
+        leads[col] = fill_unknown(leads[col])
+    return CrmExport(leads=leads, events=frames.get("events"),
+                     stage_history=frames.get("stage_history"),
+                     opportunities=frames.get("opportunities"),
+                     accounts=frames.get("accounts"), manifest=lay.manifest, files=files,
+                     report=report)
+
+
+def part_entities(pdf: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    sub = pdf[pdf[TABLE].to_numpy() == "entities"]
+    out = pd.DataFrame({c: sub[f"entities{SEP}{c}"].to_numpy() for c in columns})
+    if "as_of" in out:
+        out["as_of"] = pd.to_datetime(out["as_of"]).dt.tz_localize("UTC").astype(
+            "datetime64[us, UTC]") if out["as_of"].dt.tz is None else out["as_of"].dt.tz_convert(
+            "UTC").astype("datetime64[us, UTC]")
+    return out.sort_values("_entity", kind="stable").reset_index(drop=True) if (
+        "_entity" in out) else out

@@ -1,0 +1,135 @@
+"""Scoring and validation on Spark, through the CLI, equal to the pandas engine's."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from propensity.cli import app
+from propensity.export import read_export
+from propensity.settings import get_settings
+from propensity.spark.export import read_spark_export
+from propensity.spark.validation import spark_validate
+
+AS_OF = "2025-06-01"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory,
+           monkeypatch_module: pytest.MonkeyPatch) -> Path:
+    path = tmp_path_factory.mktemp("spark-store") / "models"
+    monkeypatch_module.setenv("PROPENSITY_MODELS_DIR", str(path))
+    get_settings.cache_clear()
+    return path
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+    get_settings.cache_clear()
+
+
+def cli(*args: object) -> str:
+    result = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_score_spark_equals_score(spark: Any, spark_export_dir: Path, models: Path,
+                                  tmp_path: Path) -> None:
+    cli("train", spark_export_dir, "--horizon-days", "60", "--config",
+        Path(__file__).parent / "quick.toml")
+    cli("score", spark_export_dir, "--as-of", AS_OF, "--out", tmp_path / "pandas.csv")
+    cli("score", spark_export_dir, "--as-of", AS_OF, "--out", tmp_path / "spark.parquet",
+        "--engine", "spark")
+    expected = pd.read_csv(tmp_path / "pandas.csv").sort_values("lead_id").reset_index(drop=True)
+    got = pd.read_parquet(tmp_path / "spark.parquet").sort_values("lead_id").reset_index(drop=True)
+    assert len(expected) >= 30
+    assert got["lead_id"].tolist() == expected["lead_id"].astype(str).tolist()
+    assert np.abs(got["probability"].to_numpy() - expected["probability"].to_numpy()).max(
+    ) <= 1e-9
+    assert expected["probability"].std() > 0.01  # real scores, not a constant
+    assert (got["model_version"].astype(str) == expected["model_version"].astype(str)).all()
+
+
+def _broken(folder: Path, out: Path) -> Path:
+    """The generated export as CSV with one problem of each kind a CRM export has."""
+    out.mkdir()
+    for f in folder.iterdir():
+        if f.suffix == ".csv" or f.name == "manifest.json":
+            (out / f.name).write_bytes(f.read_bytes())
+    leads = pd.read_csv(out / "leads.csv", dtype=str, keep_default_na=False)
+    leads.loc[3, "created_at"] = "yesterday"
+    leads.loc[5, "lead_id"] = leads.loc[6, "lead_id"]
+    leads.loc[8, "account_id"] = "NO-SUCH-ACCOUNT"
+    leads.to_csv(out / "leads.csv", index=False)
+    events = pd.read_csv(out / "events.csv", dtype=str, keep_default_na=False)
+    events.loc[2, "lead_id"] = "L-GHOST"
+    events.loc[4, "occurred_at"] = "2019-01-01T00:00:00"
+    events.loc[7, "value"] = "lots"
+    events.to_csv(out / "events.csv", index=False)
+    stages = pd.read_csv(out / "stage_history.csv", dtype=str, keep_default_na=False)
+    stages.loc[1, "stage"] = "nirvana"
+    stages.to_csv(out / "stage_history.csv", index=False)
+    opps = pd.read_csv(out / "opportunities.csv", dtype=str, keep_default_na=False)
+    opps.loc[0, "amount"] = "-5"
+    opps.loc[2, "opportunity_id"] = opps.loc[9, "opportunity_id"]
+    opps.loc[3, "status"] = "maybe"
+    opps.to_csv(out / "opportunities.csv", index=False)
+    return out
+
+
+def test_validation_report_equals_pandas(spark: Any, spark_csv_dir: Path,
+                                         tmp_path: Path) -> None:
+    broken = _broken(spark_csv_dir, tmp_path / "broken")
+    expected = read_export(broken).report.frame()
+    result = spark_validate(spark, read_spark_export(spark, str(broken)))
+    got = result.report.frame()
+    key = ["table", "rule", "row", "column"]
+    expected = expected.astype({"row": "int64"}).sort_values(key).reset_index(drop=True)
+    got = got.astype({"row": "int64"}).sort_values(key).reset_index(drop=True)
+    assert len(expected) >= 10 and set(expected["rule"]) >= {
+        "unparseable_timestamp", "duplicate_id", "orphan_reference", "not_a_number",
+        "unknown_stage", "negative_amount", "value_not_allowed", "event_before_lead_created"}
+    pd.testing.assert_frame_equal(got.astype(str), expected.astype(str))
+    assert result.error_count == len(expected) and not result.ok
+    capped = spark_validate(spark, read_spark_export(spark, str(broken)), cap=1)
+    assert capped.error_count == result.error_count  # counts stay exact
+    assert len(capped.report.frame()) == expected.groupby(["table", "rule"]).ngroups
+
+
+def test_funnel_spark_equals_funnel(spark: Any, spark_export_dir: Path) -> None:
+    by = "source"  # the report holds the overall funnel and one per source
+    from propensity.export import load_export
+    from propensity.funnel import funnel_report
+    from propensity.spark.funnel import spark_funnel
+
+    expected = funnel_report(load_export(spark_export_dir), by=by, stale_days=120)
+    got = spark_funnel(spark, read_spark_export(spark, str(spark_export_dir)), by=by,
+                       stale_days=120)
+    assert expected.overall.leads > 1000 and expected.overall.deals.won > 10
+    assert got.model_dump() == expected.model_dump()
+
+
+def test_engine_options_fail_in_one_line(spark_export_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    exe = str(Path(sys.executable).with_name("propensity"))
+    for args, says in (
+            (["funnel", spark_export_dir, "--master", "local[2]"], "need --engine spark"),
+            (["validate", spark_export_dir, "--engine", "spark", "--conf", "executor-memory"],
+             "expected key=value"),
+            (["funnel", spark_export_dir, "--engine", "dask"], "--engine is one of")):
+        done = subprocess.run([exe, *map(str, args)], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert says in done.stderr and "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1

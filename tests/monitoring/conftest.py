@@ -87,7 +87,9 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
         server = start_server(work / "models", db, work, data=work / "export")
         try:
             with server.client(server.admin_key) as http:
-                r = http.put("/v1/thresholds", json={"mql": MQL, "reason": "replay"})
+                base = http.get("/v1/thresholds").json()["version"]
+                r = http.put("/v1/thresholds", json={"mql": MQL, "reason": "replay",
+                                                     "base_version": base})
                 assert r.status_code == 200, r.text
                 answers = []
                 for i in range(0, len(leads), 400):

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from propensity.models.registry import champion_history
 from propensity.monitoring.report import Limits, MonitoringReport, build_report
 from serving.deps import AppState, ScoreKey, StateDep
+from serving.schemas import When
 
 router = APIRouter(prefix="/v1", tags=["monitoring"])
 MODEL = "lead-conversion"
@@ -48,9 +49,9 @@ def _utc(t: datetime) -> datetime:
 
 @router.get("/monitoring", response_model=MonitoringReport)
 async def monitoring(state: StateDep, key: ScoreKey,
-                     start: Annotated[datetime | None, Query(
+                     start: Annotated[When | None, Query(
                          description="first as_of included (default: end - 28 days)")] = None,
-                     end: Annotated[datetime | None, Query(
+                     end: Annotated[When | None, Query(
                          description="as_of before this (default: now)")] = None,
                      ) -> MonitoringReport:
     """Drift and realised performance of the served champion over a window, with the verdict."""

@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from propensity.problems import PropensityError
+
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, soft_wrap=True)
 
@@ -81,4 +83,8 @@ def spark_for(engine: str, master: str | None, conf: list[str] | None) -> Any:
         return None
     from propensity.spark.session import parse_confs, spark_session
 
-    return spark_session(master, parse_confs(conf or []))
+    try:
+        confs = parse_confs(conf or [])
+    except PropensityError as exc:  # a malformed option is a usage error: exit 2
+        raise fail(str(exc)) from None
+    return spark_session(master, confs)

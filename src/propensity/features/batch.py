@@ -46,12 +46,18 @@ def _micros_at(values: pd.Series, rows: np.ndarray | None) -> np.ndarray:
     return to_micros(values if rows is None else values.iloc[rows])
 
 
-def _relevant(lead_of: np.ndarray, wanted: np.ndarray) -> np.ndarray | None:
-    """Rows of a table that belong to a wanted lead; None when that is (almost) every row, so
-    a full build skips the copy. Scoring the few leads open at T then touches only theirs."""
-    ok = lead_of >= 0
-    ok[ok] = wanted[lead_of[ok]]
-    return None if ok.mean() > 0.8 else np.flatnonzero(ok)
+def _wanted_rows(export: CrmExport, frame: pd.DataFrame,
+                 wanted: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """A table's rows that belong to a wanted lead (None when that is almost every row, so a
+    full build skips the copy), and their leads' positions. Scoring the few leads open at T
+    then touches only their rows."""
+    lead_all = export.lead_positions(frame["lead_id"])
+    ok = lead_all >= 0
+    ok[ok] = wanted[lead_all[ok]]
+    if ok.mean() > 0.8:
+        return None, lead_all
+    keep = np.flatnonzero(ok)
+    return keep, lead_all[keep]
 
 
 def _attributes(frame: pd.DataFrame | None, columns: list, rows: np.ndarray) -> np.ndarray:
@@ -108,9 +114,7 @@ def gather(export: CrmExport, spec: FeatureSpec, entities: pd.DataFrame) -> Feat
         wanted |= (acc_codes >= 0) & accounts_wanted[np.maximum(acc_codes, 0)]
     events = export.events
     if events is not None and len(events):
-        lead_all = export.lead_positions(events["lead_id"])
-        keep = _relevant(lead_all, wanted)
-        lead_of = lead_all if keep is None else lead_all[keep]
+        keep, lead_of = _wanted_rows(export, events, wanted)
         times = _micros_at(events["occurred_at"], keep)
         sorted_ = SortedEvents.build(lead_of, times, len(leads))
         rows, ev, age_us = before(sorted_, pos, as_of)
@@ -131,9 +135,7 @@ def gather(export: CrmExport, spec: FeatureSpec, entities: pd.DataFrame) -> Feat
             x.account_event_contact, x.account_event_persona = who, persona[who]
     sh = export.stage_history
     if sh is not None and len(sh):
-        lead_all = export.lead_positions(sh["lead_id"])
-        keep = _relevant(lead_all, wanted)
-        lead_of = lead_all if keep is None else lead_all[keep]
+        keep, lead_of = _wanted_rows(export, sh, wanted)
         stages = sh["stage"] if keep is None else sh["stage"].iloc[keep]
         rank = stages.astype("str").map(stage_rank(spec.stages)).to_numpy(
             dtype="float64", na_value=np.nan)
@@ -145,9 +147,7 @@ def gather(export: CrmExport, spec: FeatureSpec, entities: pd.DataFrame) -> Feat
         x.stage_rank = rank[sorted_.order[ev]].astype("int64")
     opps = export.opportunities
     if opps is not None and len(opps):
-        lead_all = export.lead_positions(opps["lead_id"])
-        keep = _relevant(lead_all, wanted)
-        lead_of = lead_all if keep is None else lead_all[keep]
+        keep, lead_of = _wanted_rows(export, opps, wanted)
         sorted_ = SortedEvents.build(lead_of, _micros_at(opps["created_at"], keep), len(leads))
         rows, ev, _ = before(sorted_, pos, as_of)
         src = sorted_.order[ev]

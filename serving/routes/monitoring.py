@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from propensity.models.registry import champion_history
 from propensity.monitoring.report import Limits, MonitoringReport, build_report
+from propensity.timestamps import as_utc
 from serving.deps import AppState, ScoreKey, StateDep
 from serving.schemas import When
 
@@ -43,10 +44,6 @@ def report_for(state: AppState, start: datetime, end: datetime) -> MonitoringRep
         champions=_history(state), **kwargs)
 
 
-def _utc(t: datetime) -> datetime:
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
-
-
 @router.get("/monitoring", response_model=MonitoringReport)
 async def monitoring(state: StateDep, key: ScoreKey,
                      start: Annotated[When | None, Query(
@@ -55,8 +52,8 @@ async def monitoring(state: StateDep, key: ScoreKey,
                          description="as_of before this (default: now)")] = None,
                      ) -> MonitoringReport:
     """Drift and realised performance of the served champion over a window, with the verdict."""
-    end = _utc(end) if end else datetime.now(UTC)
-    start = _utc(start) if start else end - timedelta(days=state.settings.monitor_days)
+    end = as_utc(end) if end else datetime.now(UTC)
+    start = as_utc(start) if start else end - timedelta(days=state.settings.monitor_days)
     if start >= end:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
             "loc": ["query", "start"], "msg": "start must be before end",

@@ -14,6 +14,7 @@ from propensity.features.online import AccountContext, OnlineLead, OpportunityRo
 from propensity.models.reasons import explain
 from propensity.scoring import Scored, score_leads, score_records
 from propensity.thresholds import to_score
+from propensity.timestamps import as_utc
 from serving.deps import StateDep, body_doc, json_body
 from serving.limits import check_score_request
 from serving.schemas import (
@@ -86,10 +87,6 @@ def online_lead(lead: LeadIn, i: int, now: datetime, stages: list[str],
                                         opportunities=used_opps)  # type: ignore[arg-type]
 
 
-def _utc(t: datetime) -> datetime:
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
-
-
 def _hash(lead: LeadIn) -> str:
     return hashlib.sha256(lead.model_dump_json().encode()).hexdigest()
 
@@ -155,11 +152,11 @@ async def score(body: ScoreBody, state: StateDep) -> Response:
                          "score": s, "grade": grade, "mql": thresholds.is_mql(s),
                          "model_name": MAIN, "model_version": loaded.version,
                          "threshold_version": thresholds.version, "input_hash": _hash(lead),
-                         "as_of": _utc(lead.as_of) if lead.as_of else now})
+                         "as_of": as_utc(lead.as_of) if lead.as_of else now})
         state.metrics.scores.labels(MAIN, grade).inc()
     state.log.append(log_rows)
     if loaded.binning is not None:  # drift's counters: one add per request and as_of day
-        days = [_utc(x.as_of).date() for x in inputs] or [now.date()] * len(p)
+        days = [as_utc(x.as_of).date() for x in inputs] or [now.date()] * len(p)
         distinct = sorted(set(days))
         for d in distinct:
             rows = slice(None) if len(distinct) == 1 else [

@@ -34,6 +34,11 @@ def micros(t: datetime) -> int:
     return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
 
 
+def as_utc(t: datetime) -> datetime:
+    """One datetime in UTC; naive means UTC (the contract)."""
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
 def from_micros(values: np.ndarray, index: pd.Index | None = None) -> pd.Series:
     """int64 microseconds back to UTC timestamps (NEVER -> missing)."""
     v = np.asarray(values, dtype="int64")

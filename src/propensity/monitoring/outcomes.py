@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from propensity.contract import DEFAULT_STAGES, TERMINAL_STAGES
 from propensity.database import outcomes
 from propensity.tables import CrmExport
+from propensity.timestamps import as_utc
 
 WON = "won"
 
@@ -40,7 +41,7 @@ class Outcome(BaseModel):
     @field_validator("at")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return as_utc(value)
 
 
 def record(engine: sa.Engine, items: Sequence[Outcome]) -> int:

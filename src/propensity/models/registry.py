@@ -53,8 +53,8 @@ def configure(settings: Settings | None = None) -> MlflowClient:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = before
-    client = MlflowClient()
-    with _quiet():
+    with _quiet():  # the client creates (and migrates) a new store: chatter
+        client = MlflowClient()
         if client.get_experiment_by_name(settings.experiment) is None:
             # a database store keeps artifacts in the local model store; a server its own
             remote = settings.tracking_uri.startswith(("http:", "https:", "databricks"))

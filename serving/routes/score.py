@@ -6,7 +6,7 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from propensity.context import ContextSource
@@ -15,7 +15,7 @@ from propensity.models.reasons import explain
 from propensity.scoring import Scored, score_leads, score_records
 from propensity.thresholds import to_score
 from propensity.timestamps import as_utc
-from serving.deps import StateDep, body_doc, json_body
+from serving.deps import AppState, body_doc, json_body
 from serving.limits import check_score_request
 from serving.schemas import (
     ContextUsed,
@@ -95,8 +95,9 @@ ScoreBody = Annotated[ScoreRequest, Depends(json_body(ScoreRequest, "score"))]
 
 
 @router.post("/score", response_model=ScoreResponse, openapi_extra=body_doc(ScoreRequest))
-async def score(body: ScoreBody, state: StateDep) -> Response:
+async def score(body: ScoreBody, request: Request) -> Response:
     """Score 1 to 1,000 leads: probability, score, grade, MQL flag and the reasons."""
+    state: AppState = request.app.state.propensity  # the hot path: no dependency to resolve
     check_score_request(body.leads, state.settings)
     if not state.log.accepting:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,

@@ -113,7 +113,8 @@ ThresholdsBody = Annotated[ThresholdsIn, Depends(json_body(ThresholdsIn, "admin"
 RecommendBody = Annotated[RecommendIn, Depends(json_body(RecommendIn, "score"))]
 
 
-@router.put("", response_model=ThresholdsOut, openapi_extra=body_doc(ThresholdsIn))
+@router.put("", response_model=ThresholdsOut,
+            openapi_extra=body_doc(ThresholdsIn, key_dependency=True))
 async def put_thresholds(body: ThresholdsBody, state: StateDep, key: AdminKey,
                          if_match: Annotated[str | None, Header(max_length=40)] = None,
                          ) -> ThresholdsOut:

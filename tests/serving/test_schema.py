@@ -31,6 +31,11 @@ def test_schemathesis_finds_nothing(server: Server, tmp_path: Path) -> None:
     with server.client() as http:  # every operation the schema lists was exercised
         paths = http.get("/openapi.json").json()["paths"]
     operations = sum(len(methods) for methods in paths.values())
+    # every /v1 operation says it takes the bearer key, once (so schemathesis's
+    # `ignored_auth` check sends requests without it and expects a 401)
+    secured = {f"{m} {p}": op.get("security") for p, ms in paths.items()
+               if p.startswith("/v1/") for m, op in ms.items()}
+    assert all(s == [{"HTTPBearer": []}] for s in secured.values()), secured
     assert operations >= 13 and f"Tested: {operations}" in summary, summary
     with server.client() as http:  # still standing, and no 5xx was counted
         assert http.get("/readyz").status_code == 200

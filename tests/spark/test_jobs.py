@@ -105,6 +105,24 @@ def test_validation_report_equals_pandas(spark: Any, spark_csv_dir: Path,
     assert len(capped.report.frame()) == expected.groupby(["table", "rule"]).ngroups
 
 
+def test_checked_export_names_the_exact_rows(spark: Any, spark_csv_dir: Path,
+                                             tmp_path: Path) -> None:
+    """The pass/fail check skips row numbering; a failing export still names file rows."""
+    from propensity.problems import ContractError
+    from propensity.spark.validation import checked_export
+
+    broken = read_spark_export(spark, str(_broken(spark_csv_dir, tmp_path / "broken")))
+    exact = spark_validate(spark, broken, cap=1)
+    unnumbered = spark_validate(spark, broken, cap=1, exact_rows=False)
+    pd.testing.assert_frame_equal(unnumbered.counts, exact.counts)
+    assert not unnumbered.ok
+    with pytest.raises(ContractError) as raised:
+        checked_export(spark, broken)
+    pd.testing.assert_frame_equal(raised.value.report.frame(), exact.report.frame())
+    clean = read_spark_export(spark, str(spark_csv_dir))
+    assert checked_export(spark, clean) is clean
+
+
 def test_funnel_spark_equals_funnel(spark: Any, spark_export_dir: Path) -> None:
     by = "source"  # the report holds the overall funnel and one per source
     from propensity.export import load_export

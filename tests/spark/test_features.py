@@ -58,3 +58,21 @@ def test_account_features_equal_pandas(spark: Any, spark_export_dir: Path) -> No
     assert np.array_equal(np.isnan(got), np.isnan(expected))
     ok = ~np.isnan(expected)
     assert np.abs(got[ok] - expected[ok]).max() <= 1e-12
+
+
+def test_partitions_are_sized_by_the_leads(spark: Any, spark_export_dir: Path) -> None:
+    """A big export is cut into one partition per LEADS_PER_BUCKET leads (each Python call
+    holds a bounded share of it), a small one into the minimum; the features do not depend
+    on the cut."""
+    from propensity.spark.partition import DEFAULT_BUCKETS, buckets_for
+
+    sx = read_spark_export(spark, str(spark_export_dir))
+    n = load_export(spark_export_dir).leads.shape[0]
+    assert buckets_for(sx) == DEFAULT_BUCKETS  # a test export is small
+    assert buckets_for(sx, per_bucket=50, minimum=2) == -(-n // 50) > 8
+    export = load_export(spark_export_dir)
+    spec = fit_feature_spec(export)
+    entities = _entities(export, account=False)
+    few = spark_features(spark, sx, spec, entities, buckets=2).to_numpy()
+    many = spark_features(spark, sx, spec, entities, buckets=-(-n // 50)).to_numpy()
+    assert np.array_equal(few, many, equal_nan=True)

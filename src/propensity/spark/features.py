@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 ENTITY = "_entity"
-DEFAULT_BUCKETS = 64
 
 
 def feature_columns(plan: FeaturePlan, account: bool) -> list[Column]:
@@ -61,7 +60,7 @@ def partition_features(pdf: pd.DataFrame, lay: Layout, plan: FeaturePlan, accoun
 
 
 def spark_features(spark: SparkSession, export: SparkExport, spec: FeatureSpec,
-                   entities: pd.DataFrame, *, buckets: int = DEFAULT_BUCKETS) -> pd.DataFrame:
+                   entities: pd.DataFrame, *, buckets: int | None = None) -> pd.DataFrame:
     """Feature rows of `entities` (lead_id or account_id, as_of), in their order, as the
     pandas engine's `lead_feature_matrix` / `build_account_features` would give them."""
     from pyspark.sql.types import DoubleType, LongType, StructField, StructType

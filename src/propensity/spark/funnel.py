@@ -19,7 +19,6 @@ from propensity.funnel.journeys import Journeys, build_journeys
 from propensity.funnel.metrics import funnel_report
 from propensity.funnel.report import FunnelReport, Mode
 from propensity.spark.export import ROW, SparkExport
-from propensity.spark.features import DEFAULT_BUCKETS
 from propensity.spark.partition import KEYS, keyed_union, layout, part_export
 from propensity.spark.session import to_pandas
 from propensity.tables import CrmExport
@@ -30,7 +29,7 @@ if TYPE_CHECKING:
 LATEST = {"events": "occurred_at", "stage_history": "entered_at"}
 
 
-def spark_journeys(export: SparkExport, buckets: int = DEFAULT_BUCKETS) -> pd.DataFrame:
+def spark_journeys(export: SparkExport, buckets: int | None = None) -> pd.DataFrame:
     """One row per lead: `_row`, `reached_i`, `entered_i` per stage i, `ended` (microseconds)."""
     from pyspark.sql.types import LongType, StructField, StructType
 
@@ -70,7 +69,7 @@ def driver_export(export: SparkExport) -> CrmExport:
 def spark_funnel(spark: SparkSession, export: SparkExport, *, by: str | None = None,
                  start: datetime | None = None, end: datetime | None = None,
                  mode: Mode = "cohort", stale_days: int | None = None,
-                 buckets: int = DEFAULT_BUCKETS) -> FunnelReport:
+                 buckets: int | None = None) -> FunnelReport:
     """`funnel_report` of the export, journeys built on Spark."""
     rows = spark_journeys(export, buckets)
     local = driver_export(export)

@@ -29,6 +29,12 @@ if TYPE_CHECKING:
 PART, TABLE = "_part", "_t"
 KEYS = [PART]
 SEP = "__"
+DEFAULT_BUCKETS = 64
+"""The fewest partitions an export is cut into (small exports: enough to keep cores busy)."""
+LEADS_PER_BUCKET = 10_000
+"""About how many leads one partition holds on a large export. A partition is handed to
+Python whole: at 3M leads, 64 partitions meant ~47k leads and ~1M events per pandas call, and
+two such calls with the JVM beside them went past a 6 GB process-tree cap."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,14 @@ def _text(col: str) -> Column:
     from pyspark.sql import functions as F
 
     return F.when(F.col(col).cast("string") != "", F.col(col).cast("string"))
+
+
+def buckets_for(export: SparkExport, per_bucket: int = LEADS_PER_BUCKET,
+                minimum: int = DEFAULT_BUCKETS) -> int:
+    """How many partitions: the minimum, or one per `per_bucket` leads (one count of leads)."""
+    leads = export.table("leads")
+    n = 0 if leads is None else leads.count()
+    return max(minimum, -(-n // per_bucket))
 
 
 def bucket(key: Column | str, buckets: int) -> Column:
@@ -89,16 +103,18 @@ def _tagged(frame: DataFrame, name: str, lay: Layout) -> DataFrame:
     return frame.select(*cols)
 
 
-def keyed_union(export: SparkExport, lay: Layout, buckets: int,
+def keyed_union(export: SparkExport, lay: Layout, buckets: int | None = None,
                 entities: DataFrame | None = None) -> DataFrame:
     """Every row of every table (and of `entities`, if given) with its partition key.
 
     Rows whose lead is not in `leads` (orphans) land in some partition that does not hold
     that lead: features, labels and journeys skip them there, as on the whole export.
     `entities` holds `lead_id` or `account_id`, `as_of`, and `_entity` (its row number).
+    Without `buckets`, the export's size decides (`buckets_for`).
     """
     from pyspark.sql import functions as F
 
+    buckets = buckets or buckets_for(export)
     keys = lead_keys(export, buckets)
     parts = []
     for name, frame in export.tables.items():

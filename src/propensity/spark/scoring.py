@@ -16,7 +16,6 @@ import pandas as pd
 from propensity.models.bundle import ModelBundle
 from propensity.scoring import as_utc, score_export
 from propensity.spark.export import SparkExport
-from propensity.spark.features import DEFAULT_BUCKETS
 from propensity.spark.partition import KEYS, keyed_union, layout, part_export
 
 if TYPE_CHECKING:
@@ -24,7 +23,7 @@ if TYPE_CHECKING:
 
 
 def spark_score(spark: SparkSession, export: SparkExport, bundle: ModelBundle,
-                as_of: pd.Timestamp, *, buckets: int = DEFAULT_BUCKETS) -> DataFrame:
+                as_of: pd.Timestamp, *, buckets: int | None = None) -> DataFrame:
     """A Spark frame (key, as_of, probability): write it, or collect a small one."""
     from pyspark.sql.types import DoubleType, StringType, StructField, StructType, TimestampType
 

@@ -26,7 +26,6 @@ from propensity.funnel.journeys import build_journeys
 from propensity.problems import PropensityError
 from propensity.snapshots import account_entities, lead_entities, snapshot_times
 from propensity.spark.export import ROW, SparkExport
-from propensity.spark.features import DEFAULT_BUCKETS
 from propensity.spark.funnel import driver_export
 from propensity.spark.partition import KEYS, keyed_union, layout, part_export
 from propensity.spark.session import to_pandas
@@ -91,7 +90,7 @@ def _typed_events(events: DataFrame) -> DataFrame:
 
 
 def spark_feature_table(spark: SparkSession, export: SparkExport, config: TrainConfig,
-                        path: str, *, buckets: int = DEFAULT_BUCKETS,
+                        path: str, *, buckets: int | None = None,
                         progress: Progress | None = None) -> tuple[
                             list[pd.Timestamp], tuple[FeatureSpec, FeatureSpec]]:
     """Write the feature table (key, as_of, label, `in_eval`, `e_*` and `s_*` features) to
@@ -168,7 +167,7 @@ def spark_feature_table(spark: SparkSession, export: SparkExport, config: TrainC
 
 def spark_training_sets(spark: SparkSession, export: SparkExport, config: TrainConfig,
                         path: str, *, max_rows: int | None = None,
-                        buckets: int = DEFAULT_BUCKETS,
+                        buckets: int | None = None,
                         progress: Progress | None = None) -> TrainingSets:
     """The pandas engine's TrainingSets, from a feature table built on Spark at `path`."""
     times, specs = spark_feature_table(spark, export, config, path, buckets=buckets,

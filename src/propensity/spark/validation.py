@@ -20,7 +20,6 @@ import pandas as pd
 from propensity.contract import TABLES
 from propensity.problems import PROBLEM_COLUMNS, ContractError, ProblemReport, PropensityError
 from propensity.spark.export import ROW, SparkExport, with_row_numbers
-from propensity.spark.features import DEFAULT_BUCKETS
 from propensity.spark.partition import KEYS, keyed_union, layout, part_export
 from propensity.spark.session import to_pandas
 from propensity.validation import validate_export
@@ -102,7 +101,7 @@ def _duplicate_opportunities(export: SparkExport) -> DataFrame | None:
 
 
 def spark_validate(spark: SparkSession, export: SparkExport, *, cap: int = DEFAULT_CAP,
-                   buckets: int = DEFAULT_BUCKETS, exact_rows: bool = True) -> SparkReport:
+                   buckets: int | None = None, exact_rows: bool = True) -> SparkReport:
     """Every rule of the contract over the whole export; problem rows capped per rule.
 
     `exact_rows=False` skips numbering the rows (`with_row_numbers`: two Spark jobs per table):

@@ -151,3 +151,32 @@ def test_engine_options_fail_in_one_line(spark_export_dir: Path) -> None:
         assert done.returncode == 2, done.stderr
         assert says in done.stderr and "Traceback" not in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_one_pass_score_equals_two_passes_and_refuses_a_broken_export(
+        spark: Any, spark_csv_dir: Path, tmp_path: Path) -> None:
+    """`score --engine spark` validates and scores in one pass: the same scores as checking
+    first and scoring after, and a broken export raises the same report as `checked_export`."""
+    from propensity.export import load_export
+    from propensity.problems import ContractError
+    from propensity.spark.scoring import checked_scores, spark_score
+    from propensity.spark.session import to_pandas
+    from propensity.training import TrainConfig, train_export
+
+    config = TrainConfig.from_file(Path(__file__).parent / "quick.toml")
+    config.snapshots.horizon_days = 60
+    bundle = train_export(load_export(spark_csv_dir), config).bundle
+    t = pd.Timestamp(AS_OF, tz="UTC")
+    clean = read_spark_export(spark, str(spark_csv_dir))
+    one = checked_scores(spark, clean, bundle, t)
+    got = to_pandas(one).sort_values("lead_id").reset_index(drop=True)
+    one.unpersist()
+    two = to_pandas(spark_score(spark, clean, bundle, t)).sort_values("lead_id").reset_index(
+        drop=True)
+    assert len(got) >= 30 and got["lead_id"].tolist() == two["lead_id"].tolist()
+    assert np.array_equal(got["probability"].to_numpy(), two["probability"].to_numpy())
+    broken = read_spark_export(spark, str(_broken(spark_csv_dir, tmp_path / "broken")))
+    with pytest.raises(ContractError) as raised:
+        checked_scores(spark, broken, bundle, t)
+    exact = spark_validate(spark, broken, cap=1)
+    pd.testing.assert_frame_equal(raised.value.report.frame(), exact.report.frame())

@@ -277,20 +277,22 @@ def _score_spark(spark: Any, path: str, as_of: pd.Timestamp, model: str, alias: 
 
     from propensity.models.registry import load_model
     from propensity.spark.export import read_spark_export
-    from propensity.spark.scoring import spark_score
+    from propensity.spark.scoring import checked_scores
     from propensity.spark.session import to_pandas
-    from propensity.spark.validation import checked_export
 
     with stages() as note:
         note(f"loading {model}@{alias}")
         bundle, version = load_model(model, alias)
         if bundle.kind != "export":
             raise fail(f"{model}@{alias} was trained on a single table: use the pandas engine")
-        note(f"reading and validating {path} on Spark")
-        export = checked_export(spark, read_spark_export(spark, path), drop_bad_rows)
-        note(f"scoring every lead open at {as_of:%Y-%m-%d %H:%M} in the executors")
-        scored = spark_score(spark, export, bundle, as_of).withColumns(
-            {"model": F.lit(model), "model_version": F.lit(str(version))})
+        if drop_bad_rows:
+            raise fail("--drop-bad-rows is not available with --engine spark: fix the rows "
+                       "`propensity validate --engine spark` names")
+        note(f"validating {path} and scoring every lead open at {as_of:%Y-%m-%d %H:%M} in "
+             "the executors (one pass)")
+        scored = checked_scores(spark, read_spark_export(spark, path), bundle, as_of
+                                ).withColumns({"model": F.lit(model),
+                                               "model_version": F.lit(str(version))})
         if out is None:
             to_pandas(scored).to_csv(sys.stdout, index=False)
             return

@@ -5,10 +5,16 @@ tracking server is) and broadcast; each partition runs `score_export`, the panda
 scoring path, on its own rows with one LightGBM thread (Spark owns the cores). Whether an
 entity is open at T depends only on its own journey, so the partitions' results together are
 `propensity score`'s.
+
+`checked_scores` is what `propensity score --engine spark` runs: each partition is validated
+and scored in the same call (one shuffle, one Python start-up), and the scores are kept only
+when no partition found a broken rule; a failing export is then validated again to name its
+rows, exactly as `checked_export` does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -16,29 +22,95 @@ import pandas as pd
 from propensity.models.bundle import ModelBundle
 from propensity.scoring import as_utc, score_export
 from propensity.spark.export import SparkExport
-from propensity.spark.partition import KEYS, keyed_union, layout, part_export
+from propensity.spark.partition import KEYS, Layout, keyed_union, layout, part_export
+from propensity.tables import CrmExport
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+ERRORS = "_errors"
+"""Column of `checked_scores`' partition rows: broken-rule problems found there."""
 
-def spark_score(spark: SparkSession, export: SparkExport, bundle: ModelBundle,
-                as_of: pd.Timestamp, *, buckets: int | None = None) -> DataFrame:
-    """A Spark frame (key, as_of, probability): write it, or collect a small one."""
-    from pyspark.sql.types import DoubleType, StringType, StructField, StructType, TimestampType
 
+def _scorer(spark: SparkSession, bundle: ModelBundle, as_of: pd.Timestamp
+            ) -> tuple[str, Callable[[CrmExport], pd.DataFrame]]:
+    """The key column, and a partition's export -> (key, as_of, probability) rows."""
     key = "account_id" if bundle.target == "account-propensity" else "lead_id"
     ts = as_utc(as_of)
-    lay = layout(export)
     shared = spark.sparkContext.broadcast(bundle)
-    schema = StructType([StructField(key, StringType()), StructField("as_of", TimestampType()),
-                         StructField("probability", DoubleType())])
 
-    def run(pdf: pd.DataFrame) -> pd.DataFrame:
-        scored = score_export(shared.value, part_export(pdf, lay), ts, threads=1)
+    def score(part: CrmExport) -> pd.DataFrame:
+        scored = score_export(shared.value, part, ts, threads=1)
         return pd.DataFrame({key: scored[key].astype("str").to_numpy(),
                              "as_of": scored["as_of"].dt.tz_convert("UTC").dt.tz_localize(None)
                              .to_numpy(),
                              "probability": scored["probability"].to_numpy(dtype="float64")})
 
-    return keyed_union(export, lay, buckets).groupBy(*KEYS).applyInPandas(run, schema=schema)
+    return key, score
+
+
+def _schema(key: str, errors: bool) -> object:
+    from pyspark.sql.types import (
+        DoubleType,
+        LongType,
+        StringType,
+        StructField,
+        StructType,
+        TimestampType,
+    )
+
+    fields = [StructField(key, StringType()), StructField("as_of", TimestampType()),
+              StructField("probability", DoubleType())]
+    return StructType(fields + ([StructField(ERRORS, LongType())] if errors else []))
+
+
+def spark_score(spark: SparkSession, export: SparkExport, bundle: ModelBundle,
+                as_of: pd.Timestamp, *, buckets: int | None = None) -> DataFrame:
+    """A Spark frame (key, as_of, probability): write it, or collect a small one."""
+    key, score = _scorer(spark, bundle, as_of)
+    lay = layout(export)
+
+    def run(pdf: pd.DataFrame) -> pd.DataFrame:
+        return score(part_export(pdf, lay))
+
+    return keyed_union(export, lay, buckets).groupBy(*KEYS).applyInPandas(
+        run, schema=_schema(key, errors=False))  # type: ignore[arg-type]
+
+
+def checked_scores(spark: SparkSession, export: SparkExport, bundle: ModelBundle,
+                   as_of: pd.Timestamp, *, buckets: int | None = None) -> DataFrame:
+    """`spark_score`'s frame, computed in the same pass as the contract's rules; raises
+    ContractError (naming rows) when the export breaks them. Unpersist the frame when done."""
+    from pyspark.sql import functions as F
+
+    from propensity.spark.validation import (
+        checked_part,
+        duplicate_opportunities,
+        missing_columns,
+        raise_problems,
+    )
+
+    missing_columns(export)
+    key, score = _scorer(spark, bundle, as_of)
+    lay: Layout = layout(export)
+
+    def run(pdf: pd.DataFrame) -> pd.DataFrame:
+        part, problems = checked_part(pdf, lay)
+        errors = int((problems["severity"] == "error").sum())
+        summary = pd.DataFrame({key: pd.Series([None], dtype=object),
+                                "as_of": pd.Series([pd.NaT], dtype="datetime64[us]"),
+                                "probability": [float("nan")], ERRORS: [errors]})
+        if errors:  # the export will be refused: scoring broken rows is wasted (or fails)
+            return summary
+        rows = score(part)
+        rows[ERRORS] = 0
+        return pd.concat([rows, summary], ignore_index=True)
+
+    both = keyed_union(export, lay, buckets).groupBy(*KEYS).applyInPandas(
+        run, schema=_schema(key, errors=True)).cache()  # type: ignore[arg-type]
+    broken = int(both.agg(F.sum(ERRORS)).first()[0] or 0)  # type: ignore[index]
+    dupes = duplicate_opportunities(export)
+    if broken or (dupes is not None and not dupes.isEmpty()):
+        both.unpersist()
+        raise_problems(spark, export)
+    return both.where(F.col(key).isNotNull()).drop(ERRORS)

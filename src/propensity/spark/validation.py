@@ -20,8 +20,9 @@ import pandas as pd
 from propensity.contract import TABLES
 from propensity.problems import PROBLEM_COLUMNS, ContractError, ProblemReport, PropensityError
 from propensity.spark.export import ROW, SparkExport, with_row_numbers
-from propensity.spark.partition import KEYS, keyed_union, layout, part_export
+from propensity.spark.partition import KEYS, Layout, keyed_union, layout, part_export
 from propensity.spark.session import to_pandas
+from propensity.tables import CrmExport
 from propensity.validation import validate_export
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ class SparkReport:
             self.counts) else 0
 
 
-def _missing_columns(export: SparkExport) -> None:
+def missing_columns(export: SparkExport) -> None:
     for name, frame in export.tables.items():
         missing = [c.name for c in TABLES[name].columns if c.required and c.name not in
                    frame.columns]
@@ -68,19 +69,26 @@ def _missing_columns(export: SparkExport) -> None:
                                 f"{', '.join(missing)} absent", report)
 
 
-def _partition_problems(pdf: pd.DataFrame, lay: object) -> pd.DataFrame:
+def checked_part(pdf: pd.DataFrame, lay: Layout) -> tuple[CrmExport, pd.DataFrame]:
+    """A partition as a `CrmExport` and its problems under every rule a partition can judge
+    (all but a globally duplicated opportunity_id, which `_duplicate_opportunities` counts)."""
     report = ProblemReport()
-    export = part_export(pdf, lay, report)  # type: ignore[arg-type]
+    export = part_export(pdf, lay, report)
     validate_export(export)
     frame = report.frame()
     frame = frame[~((frame["table"] == "opportunities") & (frame["rule"] == "duplicate_id"))]
+    return export, frame
+
+
+def _partition_problems(pdf: pd.DataFrame, lay: Layout) -> pd.DataFrame:
+    frame = checked_part(pdf, lay)[1]
     # plain object columns: pyspark 4.3 cannot take pandas 3's Arrow-backed strings back
     return pd.DataFrame({c: frame[c].to_numpy(dtype="int64") if c == "row"
                          else frame[c].astype("str").to_numpy(dtype=object)
                          for c in PROBLEM_COLUMNS})
 
 
-def _duplicate_opportunities(export: SparkExport) -> DataFrame | None:
+def duplicate_opportunities(export: SparkExport) -> DataFrame | None:
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -111,7 +119,7 @@ def spark_validate(spark: SparkSession, export: SparkExport, *, cap: int = DEFAU
     from pyspark.sql import functions as F
     from pyspark.sql.types import LongType, StringType, StructField, StructType
 
-    _missing_columns(export)
+    missing_columns(export)
     numbered = SparkExport(location=export.location, manifest=export.manifest,
                            formats=export.formats, files=export.files,
                            tables={n: with_row_numbers(f) if exact_rows else f
@@ -125,7 +133,7 @@ def spark_validate(spark: SparkSession, export: SparkExport, *, cap: int = DEFAU
 
     problems = keyed_union(numbered, lay, buckets).groupBy(*KEYS).applyInPandas(
         run, schema=schema)
-    if (dupes := _duplicate_opportunities(numbered)) is not None:
+    if (dupes := duplicate_opportunities(numbered)) is not None:
         problems = problems.unionByName(dupes)
     # an opportunity of a lead and of another account is checked in both partitions
     problems = problems.dropDuplicates(["table", "row", "column", "rule"]).cache()
@@ -165,10 +173,15 @@ def checked_export(spark: SparkSession, export: SparkExport,
     # passing needs no row positions; only a failing export is validated again to name its rows
     if spark_validate(spark, export, cap=1, exact_rows=False).ok:
         return export
+    raise_problems(spark, export)
+    return export
+
+
+def raise_problems(spark: SparkSession, export: SparkExport) -> None:
+    """ContractError naming the first row of each broken rule, by file position."""
     result = spark_validate(spark, export, cap=1)
     if not result.ok:
         raise ContractError(
             f"{export.location}: {result.error_count} problem(s) break the data contract; run "
             f"`propensity validate {export.location} --engine spark` to see them", result.report)
-    return export
 

@@ -31,10 +31,11 @@ KEYS = [PART]
 SEP = "__"
 DEFAULT_BUCKETS = 64
 """The fewest partitions an export is cut into (small exports: enough to keep cores busy)."""
-LEADS_PER_BUCKET = 10_000
+LEADS_PER_BUCKET = 5_000
 """About how many leads one partition holds on a large export. A partition is handed to
-Python whole: at 3M leads, 64 partitions meant ~47k leads and ~1M events per pandas call, and
-two such calls with the JVM beside them went past a 6 GB process-tree cap."""
+Python whole, and `score --engine spark` validates and scores it in the same call: at 3M
+leads, 64 partitions (~47k leads, ~1M events each) went past a 6 GB process-tree cap, and one
+per 10k leads did too once validation and scoring shared a call; one per 5k finished at 4 GB."""
 
 
 @dataclass(frozen=True)

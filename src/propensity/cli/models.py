@@ -279,15 +279,14 @@ def _score_spark(spark: Any, path: str, as_of: pd.Timestamp, model: str, alias: 
     from propensity.spark.export import read_spark_export
     from propensity.spark.scoring import checked_scores
     from propensity.spark.session import to_pandas
+    from propensity.spark.validation import refuse_drop_bad_rows
 
     with stages() as note:
         note(f"loading {model}@{alias}")
         bundle, version = load_model(model, alias)
         if bundle.kind != "export":
             raise fail(f"{model}@{alias} was trained on a single table: use the pandas engine")
-        if drop_bad_rows:
-            raise fail("--drop-bad-rows is not available with --engine spark: fix the rows "
-                       "`propensity validate --engine spark` names")
+        refuse_drop_bad_rows(drop_bad_rows)
         note(f"validating {path} and scoring every lead open at {as_of:%Y-%m-%d %H:%M} in "
              "the executors (one pass)")
         scored = checked_scores(spark, read_spark_export(spark, path), bundle, as_of

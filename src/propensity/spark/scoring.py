@@ -22,11 +22,12 @@ import pandas as pd
 from propensity.models.bundle import ModelBundle
 from propensity.scoring import as_utc, score_export
 from propensity.spark.export import SparkExport
-from propensity.spark.partition import KEYS, Layout, keyed_union, layout, part_export
+from propensity.spark.partition import KEYS, keyed_union, layout, part_export
 from propensity.tables import CrmExport
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
 
 ERRORS = "_errors"
 """Column of `checked_scores`' partition rows: broken-rule problems found there."""
@@ -49,7 +50,7 @@ def _scorer(spark: SparkSession, bundle: ModelBundle, as_of: pd.Timestamp
     return key, score
 
 
-def _schema(key: str, errors: bool) -> object:
+def _schema(key: str, errors: bool) -> StructType:
     from pyspark.sql.types import (
         DoubleType,
         LongType,
@@ -74,7 +75,7 @@ def spark_score(spark: SparkSession, export: SparkExport, bundle: ModelBundle,
         return score(part_export(pdf, lay))
 
     return keyed_union(export, lay, buckets).groupBy(*KEYS).applyInPandas(
-        run, schema=_schema(key, errors=False))  # type: ignore[arg-type]
+        run, schema=_schema(key, errors=False))
 
 
 def checked_scores(spark: SparkSession, export: SparkExport, bundle: ModelBundle,
@@ -92,7 +93,7 @@ def checked_scores(spark: SparkSession, export: SparkExport, bundle: ModelBundle
 
     missing_columns(export)
     key, score = _scorer(spark, bundle, as_of)
-    lay: Layout = layout(export)
+    lay = layout(export)
 
     def run(pdf: pd.DataFrame) -> pd.DataFrame:
         part, problems = checked_part(pdf, lay)
@@ -107,7 +108,7 @@ def checked_scores(spark: SparkSession, export: SparkExport, bundle: ModelBundle
         return pd.concat([rows, summary], ignore_index=True)
 
     both = keyed_union(export, lay, buckets).groupBy(*KEYS).applyInPandas(
-        run, schema=_schema(key, errors=True)).cache()  # type: ignore[arg-type]
+        run, schema=_schema(key, errors=True)).cache()
     broken = int(both.agg(F.sum(ERRORS)).first()[0] or 0)  # type: ignore[index]
     dupes = duplicate_opportunities(export)
     if broken or (dupes is not None and not dupes.isEmpty()):

@@ -71,7 +71,7 @@ def missing_columns(export: SparkExport) -> None:
 
 def checked_part(pdf: pd.DataFrame, lay: Layout) -> tuple[CrmExport, pd.DataFrame]:
     """A partition as a `CrmExport` and its problems under every rule a partition can judge
-    (all but a globally duplicated opportunity_id, which `_duplicate_opportunities` counts)."""
+    (all but a globally duplicated opportunity_id, which `duplicate_opportunities` counts)."""
     report = ProblemReport()
     export = part_export(pdf, lay, report)
     validate_export(export)
@@ -164,12 +164,16 @@ def _absent_post_outcome(export: SparkExport) -> list[tuple[str, str, str]]:
             for col in export.manifest.post_outcome_columns(name) if col not in frame.columns]
 
 
-def checked_export(spark: SparkSession, export: SparkExport,
-                   drop_bad_rows: bool = False) -> SparkExport:
-    """The export, once it follows the contract (what `load_export` is to the pandas engine)."""
+def refuse_drop_bad_rows(drop_bad_rows: bool) -> None:
     if drop_bad_rows:
         raise PropensityError("--drop-bad-rows is not available with --engine spark: fix the "
                               "rows `propensity validate --engine spark` names")
+
+
+def checked_export(spark: SparkSession, export: SparkExport,
+                   drop_bad_rows: bool = False) -> SparkExport:
+    """The export, once it follows the contract (what `load_export` is to the pandas engine)."""
+    refuse_drop_bad_rows(drop_bad_rows)
     # passing needs no row positions; only a failing export is validated again to name its rows
     if spark_validate(spark, export, cap=1, exact_rows=False).ok:
         return export

@@ -6,6 +6,7 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
@@ -87,8 +88,13 @@ def online_lead(lead: LeadIn, i: int, now: datetime, stages: list[str],
                                         opportunities=used_opps)  # type: ignore[arg-type]
 
 
-def _hash(lead: LeadIn) -> str:
-    return hashlib.sha256(lead.model_dump_json().encode()).hexdigest()
+def input_hash(lead_id: str, as_of: datetime, row: np.ndarray) -> str:
+    """SHA-256 of what the model saw: the lead's id, the time it was scored as of and its
+    feature vector. Equal inputs give equal hashes whatever their JSON looks like (key order,
+    spacing, events at or after `as_of`), and hashing the vector costs a few microseconds
+    where re-serialising a lead with 50 events cost 35."""
+    text = f"{lead_id}\x1f{as_of.isoformat()}\x1f".encode()
+    return hashlib.sha256(text + np.ascontiguousarray(row, dtype="float64").tobytes()).hexdigest()
 
 
 ScoreBody = Annotated[ScoreRequest, Depends(json_body(ScoreRequest, "score"))]
@@ -149,11 +155,13 @@ async def score(body: ScoreBody, request: Request) -> Response:
             lead_id=lead.lead_id, probability=float(p[i]), score=s, grade=grade,  # type: ignore[arg-type]
             mql=thresholds.is_mql(s), reasons=reasons, context=used[i],
             next_stage=None if p_next is None else float(p_next[i])))
+        as_of = as_utc(lead.as_of) if lead.as_of else now
         log_rows.append({"scored_at": now, "lead_id": lead.lead_id, "probability": float(p[i]),
                          "score": s, "grade": grade, "mql": thresholds.is_mql(s),
                          "model_name": MAIN, "model_version": loaded.version,
-                         "threshold_version": thresholds.version, "input_hash": _hash(lead),
-                         "as_of": as_utc(lead.as_of) if lead.as_of else now})
+                         "threshold_version": thresholds.version,
+                         "input_hash": input_hash(lead.lead_id, as_of, scored.X[i]),
+                         "as_of": as_of})
         state.metrics.scores.labels(MAIN, grade).inc()
     state.log.append(log_rows)
     if loaded.binning is not None:  # drift's counters: one add per request and as_of day

@@ -73,7 +73,15 @@ def test_score_returns_calibrated_score_grade_reasons_and_logs_it(server: Server
     assert len(rows) == 2
     assert rows[0].model_name == "lead-conversion" and rows[0].model_version == "1"
     assert rows[0].probability == first["probability"] and rows[0].grade == first["grade"]
-    assert len(rows[0].input_hash) == 64 and rows[0].input_hash != rows[1].input_hash
+    # the input hash is of what the model saw: the event after as_of changes nothing, while
+    # another lead (or the same lead as of another day) hashes differently
+    assert len(rows[0].input_hash) == 64 and rows[0].input_hash == rows[1].input_hash
+    with server.client(server.score_key) as http:
+        later = http.post("/v1/score", json={"leads": [{**LEAD, "as_of": "2025-06-02"}]})
+    assert later.status_code == 200, later.text
+    hashes = {r.input_hash for r in _wait_rows(server, "api-1", 3)}
+    other = _wait_rows(server, "api-2", 1)[0].input_hash
+    assert len(hashes) == 2 and other not in hashes
 
 
 def test_auth_missing_wrong_and_scope(server: Server) -> None:

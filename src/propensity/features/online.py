@@ -30,6 +30,11 @@ from propensity.timestamps import DAY_US, NEVER, micros
 _PERSONA = {p: i for i, p in enumerate(PERSONA_GROUPS)}
 
 
+def _code_or_none(code: Any, text: str | None, unseen: int) -> int:
+    """-1 for a missing value, else its code (`unseen` for one the spec does not know)."""
+    return -1 if text is None else int(code(text, unseen))
+
+
 def persona_code(value: Any) -> int:
     return _PERSONA.get(category_text(value) or "unknown", -1)
 
@@ -132,21 +137,20 @@ class OnlineFeatures:
         attrs = lead.attributes
         has_account = category_text(attrs.get("account_id")) is not None
         n_types, n_channels = len(self.types), len(self.channels)
-        times, types, channels, values = [], [], [], []
         type_code, channel_code = self.types.get, self.channels.get
-        for e in lead.events:  # one pass: only events before as_of go further
-            at = micros(e["occurred_at"])
-            if at >= t:
-                continue
-            times.append(at)
-            types.append(type_code(e["event_type"], n_types))
-            channel = e.get("channel")
-            if type(channel) is not str or not channel:  # the common case skips the checks
-                channel = category_text(channel)
-            channels.append(-1 if channel is None else channel_code(channel, n_channels))
-            value = e.get("value")
-            values.append(value if type(value) is float else number(value))
-        age = (t - np.array(times, dtype="int64")) / DAY_US
+        events = lead.events  # comprehensions, then one mask: ~half the cost of a loop
+        when = np.array([micros(e["occurred_at"]) for e in events], dtype="int64")
+        types = np.array([type_code(e["event_type"], n_types) for e in events], dtype="int64")
+        channels = np.array([  # the common case (a non-empty text) skips category_text
+            channel_code(c, n_channels) if type(c := e.get("channel")) is str and c
+            else _code_or_none(channel_code, category_text(c), n_channels) for e in events],
+            dtype="int64")
+        values = np.array([v if type(v := e.get("value")) is float else number(v)
+                           for e in events], dtype="float64")
+        past = when < t  # only events before as_of go further
+        if not past.all():
+            when, types, channels, values = when[past], types[past], channels[past], values[past]
+        age = (t - when) / DAY_US
         stage_rows = [(self.ranks[s], micros(w)) for s, w in lead.stage_history
                       if s in self.ranks]
         stage_rows = [r for r in stage_rows if r[1] < t]
@@ -158,10 +162,8 @@ class OnlineFeatures:
             account_attributes=self._attributes(lead.account if has_account else None,
                                                 self.account_columns, False),
             has_account=np.array([has_account]),
-            event_row=np.zeros(len(times), dtype="int64"), event_age=age,
-            event_type=np.array(types, dtype="int64"),
-            event_channel=np.array(channels, dtype="int64"),
-            event_value=np.array(values, dtype="float64"),
+            event_row=np.zeros(age.size, dtype="int64"), event_age=age, event_type=types,
+            event_channel=channels, event_value=values,
             stage_row=np.zeros(len(stage_rows), dtype="int64"),
             stage_rank=np.array([r for r, _ in stage_rows], dtype="int64"),
             stage_time=np.array([w for _, w in stage_rows], dtype="int64"),

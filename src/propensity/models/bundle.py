@@ -136,13 +136,17 @@ class ModelBundle:
         return np.asarray(self.booster.predict(X, raw_score=True, num_threads=t))
 
     def _combined(self, X: np.ndarray, threads: int | None, contrib: bool) -> np.ndarray:
-        shape = (len(X), len(self.columns) + 1) if contrib else (len(X),)
-        out = np.zeros(shape)
-        if self.booster is not None and self.blend_weight > 0:
-            out += self.blend_weight * self._booster_output(X, threads, contrib)
-        if self.linear is not None and self.blend_weight < 1:
-            linear = self.linear.contributions(X) if contrib else self.linear.margin(X)
-            out += (1 - self.blend_weight) * linear
+        w = self.blend_weight
+        out: np.ndarray | None = None
+        if self.booster is not None and w > 0:
+            out = self._booster_output(X, threads, contrib)
+            if w != 1:
+                out = w * out
+        if self.linear is not None and w < 1:
+            linear = (1 - w) * (self.linear.contributions(X) if contrib
+                                else self.linear.margin(X))
+            out = linear if out is None else out + linear
+        assert out is not None, "a model with neither a booster nor a linear part"
         return out
 
     def margin(self, X: np.ndarray, threads: int | None = None) -> np.ndarray:

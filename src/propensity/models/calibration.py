@@ -48,9 +48,10 @@ class Calibrator:
             return 1.0 / (1.0 + np.exp(-(self.a * m + self.b)))
         x, y = self._x, self._y
         p = np.interp(m, x, y)
-        low, high = m < x[0], m > x[-1]
-        p[low] = y[0] * np.exp(m[low] - x[0])
-        p[high] = 1.0 - (1.0 - y[-1]) * np.exp(-(m[high] - x[-1]))
+        if m.size and (m.min() < x[0] or m.max() > x[-1]):  # rare: skip the masks otherwise
+            low, high = m < x[0], m > x[-1]
+            p[low] = y[0] * np.exp(m[low] - x[0])
+            p[high] = 1.0 - (1.0 - y[-1]) * np.exp(-(m[high] - x[-1]))
         return p
 
     def to_dict(self) -> dict[str, Any]:

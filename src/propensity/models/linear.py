@@ -35,6 +35,7 @@ class LinearScorer:
         self.columns = list(columns)
         self.C = C
         self._table: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._folded: tuple[np.ndarray, float] | None = None
 
     # --- fitting ----------------------------------------------------------------------------
     def _design(self, X: np.ndarray) -> sp.csr_matrix:
@@ -74,7 +75,7 @@ class LinearScorer:
         self.w_num_, self.w_miss_ = w[:k], w[k:2 * k]
         at = 2 * k
         self.w_cat_ = []
-        self._table = None
+        self._table = self._folded = None
         for size in self.levels_:
             self.w_cat_.append(w[at:at + size])
             at += size
@@ -106,8 +107,26 @@ class LinearScorer:
             self._table = (np.concatenate(self.w_cat_), offset, offset + sizes - 1)
         return self._table
 
+    def _margin_form(self) -> tuple[np.ndarray, float]:
+        """The standardisation folded into the weights (w / sd, and -mu w / sd into the
+        intercept): a margin is then two dot products and a lookup, about half the numpy
+        calls of summing the terms (a one-lead request pays per call, not per value)."""
+        if self._folded is None:
+            scale = self.w_num_ / self.sd_
+            self._folded = (scale, self.intercept_ - float(self.mu_ @ scale))
+        return self._folded
+
     def margin(self, X: np.ndarray) -> np.ndarray:
-        return self._terms(X).sum(axis=1) + self.intercept_
+        scale, constant = self._margin_form()
+        num = X[:, self.numeric_]
+        miss = np.isnan(num)
+        out = _slog(np.where(miss, self.median_, num)) @ scale + miss @ self.w_miss_ + constant
+        if len(self.categorical_):
+            flat, offset, last = self._category_table()
+            codes = X[:, self.categorical_]
+            out += flat[np.where(np.isnan(codes), last, codes + offset).astype("int64")].sum(
+                axis=1)
+        return out
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """(n, features + 1): centred terms, then the bias; each row sums to its margin."""

@@ -76,3 +76,27 @@ def test_partitions_are_sized_by_the_leads(spark: Any, spark_export_dir: Path) -
     few = spark_features(spark, sx, spec, entities, buckets=2).to_numpy()
     many = spark_features(spark, sx, spec, entities, buckets=-(-n // 50)).to_numpy()
     assert np.array_equal(few, many, equal_nan=True)
+
+
+def test_the_union_is_as_wide_as_the_widest_table_and_held_per_bucket(
+        spark: Any, spark_export_dir: Path) -> None:
+    """Tables share the union's columns by type, each table's columns land in distinct ones,
+    and the rows arrive in as many Spark partitions as buckets, a bucket never split (a task
+    holds about one bucket, not a share of `spark.sql.shuffle.partitions`)."""
+    from propensity.spark.partition import PART, keyed_union, layout
+
+    sx = read_spark_export(spark, str(spark_export_dir))
+    lay = layout(sx)
+    widest = max(len(cols) for cols in lay.columns.values())
+    union = keyed_union(sx, lay, buckets=5)
+    slots = [c for c in union.columns if c not in (PART, "_t", "_row")]
+    assert len(slots) <= widest + 4 < sum(len(c) for c in lay.columns.values())
+    for name, cols in lay.columns.items():
+        assert len(set(lay.slots[name].values())) == len(cols), name  # no two share a slot
+        kinds = {f.name: f.dataType.simpleString() for f in union.schema.fields}
+        for col, slot in lay.slots[name].items():  # a slot is named for its Spark type
+            assert slot.rsplit("_", 1)[0] == kinds[slot].replace(" ", "_"), (name, col)
+    assert union.rdd.getNumPartitions() == 5
+    per_part = union.select(PART).rdd.glom().map(lambda rows: {r[0] for r in rows}).collect()
+    seen = [k for keys in per_part for k in keys]
+    assert len(seen) == len(set(seen)) > 1  # every bucket in one partition

@@ -18,7 +18,14 @@ from propensity.features.batch import lead_feature_matrix
 from propensity.features.definitions import FeaturePlan
 from propensity.features.spec import FeatureSpec
 from propensity.spark.export import SparkExport
-from propensity.spark.partition import KEYS, Layout, keyed_union, layout, part_entities, part_export
+from propensity.spark.partition import (
+    Layout,
+    each_partition,
+    keyed_union,
+    layout,
+    part_entities,
+    part_export,
+)
 from propensity.spark.session import to_pandas
 
 if TYPE_CHECKING:
@@ -77,7 +84,7 @@ def spark_features(spark: SparkSession, export: SparkExport, spec: FeatureSpec,
     def run(pdf: pd.DataFrame) -> pd.DataFrame:
         return partition_features(pdf, lay, plan, account, key)
 
-    rows = to_pandas(union.groupBy(*KEYS).applyInPandas(run, schema=schema))
+    rows = to_pandas(each_partition(union, run, schema))
     rows = rows.sort_values(ENTITY).reset_index(drop=True)
     if len(rows) != len(entities):
         raise KeyError(f"{len(entities) - len(rows)} entity row(s) name no lead or account of "

@@ -19,7 +19,7 @@ from propensity.funnel.journeys import Journeys, build_journeys
 from propensity.funnel.metrics import funnel_report
 from propensity.funnel.report import FunnelReport, Mode
 from propensity.spark.export import ROW, SparkExport
-from propensity.spark.partition import KEYS, keyed_union, layout, part_export
+from propensity.spark.partition import each_partition, keyed_union, layout, part_export
 from propensity.spark.session import to_pandas
 from propensity.tables import CrmExport
 
@@ -46,7 +46,7 @@ def spark_journeys(export: SparkExport, buckets: int | None = None) -> pd.DataFr
                                 j.entered, j.ended])
         return pd.DataFrame(data, columns=names)
 
-    rows = keyed_union(export, lay, buckets).groupBy(*KEYS).applyInPandas(run, schema=schema)
+    rows = each_partition(keyed_union(export, lay, buckets), run, schema)
     return to_pandas(rows).sort_values(ROW).reset_index(drop=True)
 
 

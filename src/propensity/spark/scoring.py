@@ -22,7 +22,7 @@ import pandas as pd
 from propensity.models.bundle import ModelBundle
 from propensity.scoring import as_utc, score_export
 from propensity.spark.export import SparkExport
-from propensity.spark.partition import KEYS, keyed_union, layout, part_export
+from propensity.spark.partition import each_partition, keyed_union, layout, part_export
 from propensity.tables import CrmExport
 
 if TYPE_CHECKING:
@@ -74,8 +74,8 @@ def spark_score(spark: SparkSession, export: SparkExport, bundle: ModelBundle,
     def run(pdf: pd.DataFrame) -> pd.DataFrame:
         return score(part_export(pdf, lay))
 
-    return keyed_union(export, lay, buckets).groupBy(*KEYS).applyInPandas(
-        run, schema=_schema(key, errors=False))
+    return each_partition(keyed_union(export, lay, buckets), run,
+                          _schema(key, errors=False))
 
 
 def checked_scores(spark: SparkSession, export: SparkExport, bundle: ModelBundle,
@@ -107,8 +107,8 @@ def checked_scores(spark: SparkSession, export: SparkExport, bundle: ModelBundle
         rows[ERRORS] = 0
         return pd.concat([rows, summary], ignore_index=True)
 
-    both = keyed_union(export, lay, buckets).groupBy(*KEYS).applyInPandas(
-        run, schema=_schema(key, errors=True)).cache()
+    both = each_partition(keyed_union(export, lay, buckets), run,
+                          _schema(key, errors=True)).cache()
     broken = int(both.agg(F.sum(ERRORS)).first()[0] or 0)  # type: ignore[index]
     dupes = duplicate_opportunities(export)
     if broken or (dupes is not None and not dupes.isEmpty()):

@@ -27,7 +27,7 @@ from propensity.problems import PropensityError
 from propensity.snapshots import account_entities, lead_entities, snapshot_times
 from propensity.spark.export import ROW, SparkExport
 from propensity.spark.funnel import driver_export
-from propensity.spark.partition import KEYS, keyed_union, layout, part_export
+from propensity.spark.partition import each_partition, keyed_union, layout, part_export
 from propensity.spark.session import to_pandas
 from propensity.tables import truncate_export
 from propensity.training import (
@@ -161,7 +161,7 @@ def spark_feature_table(spark: SparkSession, export: SparkExport, config: TrainC
 
     _say(progress, f"snapshot rows x features on Spark -> {path}")
     union = keyed_union(export, lay, buckets)
-    union.groupBy(*KEYS).applyInPandas(run, schema=schema).write.mode("overwrite").parquet(path)
+    each_partition(union, run, schema).write.mode("overwrite").parquet(path)
     return times, specs
 
 

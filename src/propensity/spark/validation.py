@@ -20,7 +20,7 @@ import pandas as pd
 from propensity.contract import TABLES
 from propensity.problems import PROBLEM_COLUMNS, ContractError, ProblemReport, PropensityError
 from propensity.spark.export import ROW, SparkExport, with_row_numbers
-from propensity.spark.partition import KEYS, Layout, keyed_union, layout, part_export
+from propensity.spark.partition import Layout, each_partition, keyed_union, layout, part_export
 from propensity.spark.session import to_pandas
 from propensity.tables import CrmExport
 from propensity.validation import validate_export
@@ -131,8 +131,7 @@ def spark_validate(spark: SparkSession, export: SparkExport, *, cap: int = DEFAU
     def run(pdf: pd.DataFrame) -> pd.DataFrame:
         return _partition_problems(pdf, lay)
 
-    problems = keyed_union(numbered, lay, buckets).groupBy(*KEYS).applyInPandas(
-        run, schema=schema)
+    problems = each_partition(keyed_union(numbered, lay, buckets), run, schema)
     if (dupes := duplicate_opportunities(numbered)) is not None:
         problems = problems.unionByName(dupes)
     # an opportunity of a lead and of another account is checked in both partitions

@@ -2,10 +2,11 @@
 
 `propensity score EXPORT --as-of T --out FILE` builds every open lead's features and scores
 them; it is run with `--engine pandas`, then `--engine spark --master local[2]` and
-`local[1]`. Each run is a separate process tree (the CLI, Spark's JVM, its Python workers);
-its wall time and peak memory (the sum of the resident memory of every process of the tree,
-sampled every 0.2 s) are printed. Then both engines score a bigger export under a memory cap:
-a watchdog kills the tree once its memory passes the cap, and says which engine finished.
+`local[1]` (free to use every core, then pinned to one with taskset). Each run is a separate
+process tree (the CLI, Spark's JVM, its Python workers); its wall time, peak memory (the sum
+of the proportional set sizes of every process of the tree, sampled every 0.2 s) and CPU time are
+printed. Then both engines score a bigger export under a memory cap: a watchdog kills the
+tree once its memory passes the cap, and says which engine finished.
 
     .venv/bin/python benchmarks/bench_spark.py --leads 1000000 --cap-leads 3000000 --cap-gb 6
 
@@ -40,30 +41,45 @@ class Run:
     peak_gb: float
     finished: bool
     killed: bool
+    cpu_seconds: float = 0.0
+    """CPU time of the process tree (sampled: a process that lived under 0.2 s is missed)."""
 
 
-def tree_rss(root: psutil.Process) -> int:
+def tree_memory(root: psutil.Process) -> int:
+    """The tree's memory with each physical page counted once (the sum of proportional set
+    sizes). Summing resident sizes counts shared pages once per sharer: pyspark forks its
+    Python workers from one daemon, and a child the JVM spawns (Hadoop's `chmod` while the
+    output is written) shares the JVM's 3 GB until it execs, so a resident-size watchdog
+    saw a 3 GB spike that no memory limit (a cgroup's, a container's) would count."""
     total = 0
     for p in [root, *root.children(recursive=True)]:
         with contextlib.suppress(psutil.Error):
-            total += p.memory_info().rss
+            total += p.memory_full_info().pss
     return total
 
 
-def run(label: str, args: list[str], env: dict[str, str], cap_gb: float | None = None) -> Run:
-    """One CLI run in its own session; peak tree memory sampled; killed above `cap_gb`."""
+def run(label: str, args: list[str], env: dict[str, str], cap_gb: float | None = None,
+        cpus: str | None = None) -> Run:
+    """One CLI run in its own session; peak tree memory and CPU time sampled; killed above
+    `cap_gb`; confined to the CPUs `cpus` (taskset's list, e.g. "0") when given."""
     start = time.perf_counter()
-    proc = subprocess.Popen([*CLI, *args], env=env, start_new_session=True,
+    pin = ["taskset", "-c", cpus] if cpus else []
+    proc = subprocess.Popen([*pin, *CLI, *args], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     root = psutil.Process(proc.pid)
     peak, killed = 0, False
+    cpu: dict[int, float] = {}
     stop = threading.Event()
 
     def sample() -> None:
         nonlocal peak, killed
         while not stop.is_set():
             try:
-                rss = tree_rss(root)
+                rss = tree_memory(root)
+                for p in [root, *root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        t = p.cpu_times()
+                        cpu[p.pid] = t.user + t.system
             except psutil.Error:
                 return
             peak = max(peak, rss)
@@ -79,10 +95,12 @@ def run(label: str, args: list[str], env: dict[str, str], cap_gb: float | None =
     stop.set()
     watcher.join()
     took = time.perf_counter() - start
-    result = Run(label, took, peak / 1024**3, proc.returncode == 0, killed)
+    result = Run(label, took, peak / 1024**3, proc.returncode == 0, killed,
+                 sum(cpu.values()))
     state = "ok" if result.finished else ("KILLED at the cap" if killed else
                                           f"failed ({err.strip().splitlines()[-1:]})")
-    print(f"{label:<34} {took:8.1f} s   peak tree memory {result.peak_gb:6.2f} GB   {state}",
+    print(f"{label:<36} {took:8.1f} s   peak tree memory {result.peak_gb:6.2f} GB   "
+          f"CPU {result.cpu_seconds:6.1f} s ({result.cpu_seconds / took:.2f} cores)   {state}",
           flush=True)
     return result
 
@@ -106,8 +124,17 @@ def speed(work: Path, big: Path, args: argparse.Namespace, env: dict[str, str],
             *score, "--out", str(work / f"s{cores}.parquet"), "--engine", "spark",
             "--master", f"local[{cores}]", "--conf",
             f"spark.sql.shuffle.partitions={4 * cores}", *spark_conf], env)
+    # local[1] is one task slot, not one core: its JVM compiles code and feeds Arrow batches
+    # while the Python worker computes, on the machine's other cores. Pinned to one core, it
+    # shows what a second core buys.
+    pinned = run("spark local[1], pinned to 1 core", [
+        *score, "--out", str(work / "s1p.parquet"), "--engine", "spark", "--master",
+        "local[1]", "--conf", "spark.sql.shuffle.partitions=4", *spark_conf], env, cpus="0")
     if results[1].finished and results[2].finished:
         print(f"local[1] -> local[2] speed-up: {results[1].seconds / results[2].seconds:.2f}x")
+    if pinned.finished and results[2].finished:
+        print(f"1 core (local[1], pinned) -> 2 cores (local[2]) speed-up: "
+              f"{pinned.seconds / results[2].seconds:.2f}x")
     if pandas.finished and results[2].finished:
         print(f"spark local[2] / pandas time: {results[2].seconds / pandas.seconds:.2f}x")
 

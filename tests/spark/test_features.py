@@ -78,11 +78,10 @@ def test_partitions_are_sized_by_the_leads(spark: Any, spark_export_dir: Path) -
     assert np.array_equal(few, many, equal_nan=True)
 
 
-def test_the_union_is_as_wide_as_the_widest_table_and_held_per_bucket(
+def test_the_union_is_as_wide_as_the_widest_table(
         spark: Any, spark_export_dir: Path) -> None:
-    """Tables share the union's columns by type, each table's columns land in distinct ones,
-    and the rows arrive in as many Spark partitions as buckets, a bucket never split (a task
-    holds about one bucket, not a share of `spark.sql.shuffle.partitions`)."""
+    """Tables share the union's columns by type and each table's columns land in distinct
+    ones, so the union is as wide as the widest table, not as all of them together."""
     from propensity.spark.partition import PART, keyed_union, layout
 
     sx = read_spark_export(spark, str(spark_export_dir))
@@ -96,7 +95,4 @@ def test_the_union_is_as_wide_as_the_widest_table_and_held_per_bucket(
         kinds = {f.name: f.dataType.simpleString() for f in union.schema.fields}
         for col, slot in lay.slots[name].items():  # a slot is named for its Spark type
             assert slot.rsplit("_", 1)[0] == kinds[slot].replace(" ", "_"), (name, col)
-    assert union.rdd.getNumPartitions() == 5
-    per_part = union.select(PART).rdd.glom().map(lambda rows: {r[0] for r in rows}).collect()
-    seen = [k for keys in per_part for k in keys]
-    assert len(seen) == len(set(seen)) > 1  # every bucket in one partition
+    assert 1 < union.select(PART).distinct().count() <= 5

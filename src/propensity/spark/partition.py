@@ -174,18 +174,15 @@ def keyed_union(export: SparkExport, lay: Layout, buckets: int | None = None,
     out = parts[0]
     for part in parts[1:]:
         out = out.unionByName(part, allowMissingColumns=True)
-    return out.repartition(buckets, PART)
+    return out
 
 
 def each_partition(union: DataFrame, run: Callable[[pd.DataFrame], pd.DataFrame],
                    schema: StructType) -> DataFrame:
-    """`run` on every partition's rows, whole (one pandas frame per partition key).
-
-    `keyed_union` has already shuffled the rows into as many Spark partitions as buckets, so
-    the grouping reuses that shuffle and a task sorts and holds about one bucket (a few where
-    hashing puts several together). Grouping a union that was not repartitioned cut it into
-    `spark.sql.shuffle.partitions` pieces instead: each task sorted and held an eighth of the
-    export, 6.2 GB at 1M leads."""
+    """`run` on every partition's rows, whole (one pandas frame per partition key): the one
+    place the jobs hand partitions to Python. Spark shuffles the union into
+    `spark.sql.shuffle.partitions` tasks, and each task sorts its share to cut it by key
+    (the JVM's memory, spilled to disk when short), then calls `run` once per key."""
     return union.groupBy(PART).applyInPandas(run, schema=schema)
 
 

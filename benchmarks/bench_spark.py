@@ -50,7 +50,9 @@ def tree_memory(root: psutil.Process) -> int:
     sizes). Summing resident sizes counts shared pages once per sharer: pyspark forks its
     Python workers from one daemon, and a child the JVM spawns (Hadoop's `chmod` while the
     output is written) shares the JVM's 3 GB until it execs, so a resident-size watchdog
-    saw a 3 GB spike that no memory limit (a cgroup's, a container's) would count."""
+    saw a 3 GB spike that no memory limit (a cgroup's, a container's) would count. (Shared
+    libraries' pages are split with processes outside the tree too, so this reads a little
+    below what a cgroup would charge.)"""
     total = 0
     for p in [root, *root.children(recursive=True)]:
         with contextlib.suppress(psutil.Error):
@@ -114,7 +116,8 @@ def generate(path: Path, leads: int, env: dict[str, str]) -> Path:
 
 def speed(work: Path, big: Path, args: argparse.Namespace, env: dict[str, str],
           spark_conf: list[str]) -> None:
-    """pandas, then Spark local[2] and local[1], on the same export."""
+    """pandas, then Spark local[2], local[1] and local[1] pinned to one core, on the same
+    export."""
     score = ["score", str(big), "--as-of", args.as_of]
     print(f"\nfeatures + scoring of {args.leads:,} leads, every lead open at {args.as_of}:")
     pandas = run("pandas", [*score, "--out", str(work / "p.parquet")], env)

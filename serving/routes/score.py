@@ -90,9 +90,9 @@ def online_lead(lead: LeadIn, i: int, now: datetime, stages: list[str],
 
 def input_hash(lead_id: str, as_of: datetime, row: np.ndarray) -> str:
     """SHA-256 of what the model saw: the lead's id, the time it was scored as of and its
-    feature vector. Equal inputs give equal hashes whatever their JSON looks like (key order,
-    spacing, events at or after `as_of`), and hashing the vector costs a few microseconds
-    where re-serialising a lead with 50 events cost 35."""
+    feature vector. Inputs the model cannot tell apart hash alike whatever their JSON looks
+    like (key order, spacing, events at or after `as_of`, unused attributes), and hashing the
+    vector costs a few microseconds where re-serialising a lead with 50 events cost 35."""
     text = f"{lead_id}\x1f{as_of.isoformat()}\x1f".encode()
     return hashlib.sha256(text + np.ascontiguousarray(row, dtype="float64").tobytes()).hexdigest()
 

@@ -81,8 +81,8 @@ def test_partitions_are_sized_by_the_leads(spark: Any, spark_export_dir: Path) -
 def test_the_union_is_as_wide_as_the_widest_table(
         spark: Any, spark_export_dir: Path) -> None:
     """Tables share the union's columns by type and each table's columns land in distinct
-    ones, so the union is as wide as the widest table, not as all of them together."""
-    from propensity.spark.partition import PART, keyed_union, layout
+    ones, so the union is narrower than all tables together."""
+    from propensity.spark.partition import PART, keyed_union, layout, slot_kind, slots_of
 
     sx = read_spark_export(spark, str(spark_export_dir))
     lay = layout(sx)
@@ -94,5 +94,9 @@ def test_the_union_is_as_wide_as_the_widest_table(
         assert len(set(lay.slots[name].values())) == len(cols), name  # no two share a slot
         kinds = {f.name: f.dataType.simpleString() for f in union.schema.fields}
         for col, slot in lay.slots[name].items():  # a slot is named for its Spark type
-            assert slot.rsplit("_", 1)[0] == kinds[slot].replace(" ", "_"), (name, col)
+            assert slot.rsplit("_", 1)[0] == slot_kind(kinds[slot]), (name, col)
     assert 1 < union.select(PART).distinct().count() <= 5
+    odd = slots_of({"a": [("x", "decimal(10,2)"), ("y", "array<string>"), ("z", "string")],
+                    "b": [("u", "timestamp_ntz"), ("v", "string"), ("w", "decimal(10,2)")]})
+    assert odd == {"a": {"x": "decimal_10_2__0", "y": "array_string__0", "z": "string_0"},
+                   "b": {"u": "timestamp_ntz_0", "v": "string_0", "w": "decimal_10_2__0"}}

@@ -9,7 +9,7 @@ executors agree on every column, and the scorer's parity test checks it over HTT
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -30,7 +30,7 @@ from propensity.timestamps import DAY_US, NEVER, micros
 _PERSONA = {p: i for i, p in enumerate(PERSONA_GROUPS)}
 
 
-def _code_or_none(code: Any, text: str | None, unseen: int) -> int:
+def _code_or_none(code: Callable[[str, int], int], text: str | None, unseen: int) -> int:
     """-1 for a missing value, else its code (`unseen` for one the spec does not know)."""
     return -1 if text is None else int(code(text, unseen))
 
@@ -138,8 +138,12 @@ class OnlineFeatures:
         has_account = category_text(attrs.get("account_id")) is not None
         n_types, n_channels = len(self.types), len(self.channels)
         type_code, channel_code = self.types.get, self.channels.get
-        events = lead.events  # comprehensions, then one mask: ~half the cost of a loop
+        events = lead.events  # comprehensions, not a loop: ~half the cost
         when = np.array([micros(e["occurred_at"]) for e in events], dtype="int64")
+        past = when < t  # only events before as_of go further, and only they are read
+        if not past.all():
+            events = [e for e, keep in zip(events, past.tolist(), strict=True) if keep]
+            when = when[past]
         types = np.array([type_code(e["event_type"], n_types) for e in events], dtype="int64")
         channels = np.array([  # the common case (a non-empty text) skips category_text
             channel_code(c, n_channels) if type(c := e.get("channel")) is str and c
@@ -147,9 +151,6 @@ class OnlineFeatures:
             dtype="int64")
         values = np.array([v if type(v := e.get("value")) is float else number(v)
                            for e in events], dtype="float64")
-        past = when < t  # only events before as_of go further
-        if not past.all():
-            when, types, channels, values = when[past], types[past], channels[past], values[past]
         age = (t - when) / DAY_US
         stage_rows = [(self.ranks[s], micros(w)) for s, w in lead.stage_history
                       if s in self.ranks]

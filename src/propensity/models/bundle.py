@@ -146,7 +146,8 @@ class ModelBundle:
             linear = (1 - w) * (self.linear.contributions(X) if contrib
                                 else self.linear.margin(X))
             out = linear if out is None else out + linear
-        assert out is not None, "a model with neither a booster nor a linear part"
+        if out is None:
+            raise ValueError("a model with neither a booster nor a linear part")
         return out
 
     def margin(self, X: np.ndarray, threads: int | None = None) -> np.ndarray:

@@ -48,7 +48,7 @@ class Calibrator:
             return 1.0 / (1.0 + np.exp(-(self.a * m + self.b)))
         x, y = self._x, self._y
         p = np.interp(m, x, y)
-        if m.size and (m.min() < x[0] or m.max() > x[-1]):  # rare: skip the masks otherwise
+        if m.size and not (x[0] <= m.min() and m.max() <= x[-1]):  # NaN: masks run too
             low, high = m < x[0], m > x[-1]
             p[low] = y[0] * np.exp(m[low] - x[0])
             p[high] = 1.0 - (1.0 - y[-1]) * np.exp(-(m[high] - x[-1]))

@@ -35,7 +35,7 @@ class LinearScorer:
         self.columns = list(columns)
         self.C = C
         self._table: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._folded: tuple[np.ndarray, float] | None = None
+        self._folded: np.ndarray | None = None
 
     # --- fitting ----------------------------------------------------------------------------
     def _design(self, X: np.ndarray) -> sp.csr_matrix:
@@ -67,7 +67,9 @@ class LinearScorer:
         s = _slog(np.where(np.isnan(num), self.median_, num))
         self.mu_ = s.mean(axis=0) if len(s) else np.zeros(s.shape[1])
         sd = s.std(axis=0) if len(s) else np.ones(s.shape[1])
-        self.sd_ = np.where(sd > 0, sd, 1.0)
+        # a constant column's sd comes out ~1e-16, not 0: its z would be rounding noise
+        # scaled to +-1 in training, and a new value at scoring time would be worth 1e15
+        self.sd_ = np.where(sd > 1e-9, sd, 1.0)
         lr = LogisticRegression(C=self.C, max_iter=500, tol=1e-3)
         lr.fit(self._design(X), y, sample_weight=sample_weight)
         w = lr.coef_[0]
@@ -107,20 +109,20 @@ class LinearScorer:
             self._table = (np.concatenate(self.w_cat_), offset, offset + sizes - 1)
         return self._table
 
-    def _margin_form(self) -> tuple[np.ndarray, float]:
-        """The standardisation folded into the weights (w / sd, and -mu w / sd into the
-        intercept): a margin is then two dot products and a lookup, about half the numpy
-        calls of summing the terms (a one-lead request pays per call, not per value)."""
+    def _scale(self) -> np.ndarray:
+        """w / sd, made once: a margin is then two dot products and a lookup, about half the
+        numpy calls of summing the terms (a one-lead request pays per call, not per value).
+        The mean is still subtracted before scaling: a column constant in training can have
+        an sd of 1e-16, and folding mu into the intercept would cancel two numbers of 1e15."""
         if self._folded is None:
-            scale = self.w_num_ / self.sd_
-            self._folded = (scale, self.intercept_ - float(self.mu_ @ scale))
+            self._folded = self.w_num_ / self.sd_
         return self._folded
 
     def margin(self, X: np.ndarray) -> np.ndarray:
-        scale, constant = self._margin_form()
         num = X[:, self.numeric_]
         miss = np.isnan(num)
-        out = _slog(np.where(miss, self.median_, num)) @ scale + miss @ self.w_miss_ + constant
+        out = ((_slog(np.where(miss, self.median_, num)) - self.mu_) @ self._scale()
+               + miss @ self.w_miss_ + self.intercept_)
         if len(self.categorical_):
             flat, offset, last = self._category_table()
             codes = X[:, self.categorical_]

@@ -5,8 +5,8 @@ opportunities, the account's own row and opportunities) and of leads without an 
 features read only their own rows). An account is never split across partitions, which is all
 the feature code needs; bucketing keeps groups big enough that Python is called per thousands
 of leads, not per account. The tables travel as one union (`_t` naming the table; the tables
-share its columns by type, `slots_of`, so it is as wide as the widest table) so that one
-Python call (`each_partition`) sees all of a partition's rows at once.
+share its columns by type, `slots_of`) so that one Python call (`each_partition`) sees all of
+a partition's rows at once.
 """
 
 from __future__ import annotations
@@ -55,20 +55,26 @@ class Layout:
     """Table -> column -> the union column that carries it (see `slots_of`)."""
 
 
+def slot_kind(type_name: str) -> str:
+    """A Spark type's name as a column-name stem (`decimal(10,2)` -> `decimal_10_2_`)."""
+    return re.sub(r"\W+", "_", type_name)
+
+
 def slots_of(types: dict[str, list[tuple[str, str]]]) -> dict[str, dict[str, str]]:
     """Union columns shared by the tables, by type: a table's k-th text column travels in
     `string_k`, its k-th timestamp in `timestamp_k`, and so on.
 
     One column per table and column made the union as wide as all tables together (36 columns
-    for a typical export), and every one of the 20M event rows carried all of them through
-    the shuffle, the Arrow conversion and pandas; by type, it is as wide as the widest table.
-    `types` is table -> (column, Spark type name) in file order."""
+    for a generated export), and every one of the 20M event rows carried all of them through
+    the shuffle, the Arrow conversion and pandas; by type, it has per type only as many
+    columns as the table with the most of that type (17). `types` is table -> (column, Spark
+    type name) in file order."""
     out: dict[str, dict[str, str]] = {}
     for name, cols in types.items():
         seen: dict[str, int] = {}
         out[name] = {}
         for col, kind in cols:
-            kind = re.sub(r"\W+", "_", kind)
+            kind = slot_kind(kind)
             out[name][col] = f"{kind}_{seen.get(kind, 0)}"
             seen[kind] = seen.get(kind, 0) + 1
     return out

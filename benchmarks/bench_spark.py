@@ -45,7 +45,7 @@ class Run:
     """CPU time of the process tree (sampled: a process that lived under 0.2 s is missed)."""
 
 
-def tree_memory(root: psutil.Process) -> int:
+def tree_memory(procs: list[psutil.Process]) -> int:
     """The tree's memory with each physical page counted once (the sum of proportional set
     sizes). Summing resident sizes counts shared pages once per sharer: pyspark forks its
     Python workers from one daemon, and a child the JVM spawns (Hadoop's `chmod` while the
@@ -54,7 +54,7 @@ def tree_memory(root: psutil.Process) -> int:
     libraries' pages are split with processes outside the tree too, so this reads a little
     below what a cgroup would charge.)"""
     total = 0
-    for p in [root, *root.children(recursive=True)]:
+    for p in procs:
         with contextlib.suppress(psutil.Error):
             total += p.memory_full_info().pss
     return total
@@ -77,8 +77,9 @@ def run(label: str, args: list[str], env: dict[str, str], cap_gb: float | None =
         nonlocal peak, killed
         while not stop.is_set():
             try:
-                rss = tree_memory(root)
-                for p in [root, *root.children(recursive=True)]:
+                procs = [root, *root.children(recursive=True)]
+                rss = tree_memory(procs)
+                for p in procs:
                     with contextlib.suppress(psutil.Error):
                         t = p.cpu_times()
                         cpu[p.pid] = t.user + t.system
@@ -121,25 +122,23 @@ def speed(work: Path, big: Path, args: argparse.Namespace, env: dict[str, str],
     score = ["score", str(big), "--as-of", args.as_of]
     print(f"\nfeatures + scoring of {args.leads:,} leads, every lead open at {args.as_of}:")
     pandas = run("pandas", [*score, "--out", str(work / "p.parquet")], env)
-    results = {}
-    for cores in (2, 1):
-        results[cores] = run(f"spark local[{cores}]", [
-            *score, "--out", str(work / f"s{cores}.parquet"), "--engine", "spark",
-            "--master", f"local[{cores}]", "--conf",
-            f"spark.sql.shuffle.partitions={4 * cores}", *spark_conf], env)
     # local[1] is one task slot, not one core: its JVM compiles code and feeds Arrow batches
     # while the Python worker computes, on the machine's other cores. Pinned to one core, it
     # shows what a second core buys.
-    pinned = run("spark local[1], pinned to 1 core", [
-        *score, "--out", str(work / "s1p.parquet"), "--engine", "spark", "--master",
-        "local[1]", "--conf", "spark.sql.shuffle.partitions=4", *spark_conf], env, cpus="0")
-    if results[1].finished and results[2].finished:
-        print(f"local[1] -> local[2] speed-up: {results[1].seconds / results[2].seconds:.2f}x")
-    if pinned.finished and results[2].finished:
-        print(f"1 core (local[1], pinned) -> 2 cores (local[2]) speed-up: "
-              f"{pinned.seconds / results[2].seconds:.2f}x")
-    if pandas.finished and results[2].finished:
-        print(f"spark local[2] / pandas time: {results[2].seconds / pandas.seconds:.2f}x")
+    runs = {}
+    for name, cores, cpus in (("2", 2, None), ("1", 1, None), ("1p", 1, "0")):
+        label = f"spark local[{cores}]" + (", pinned to 1 core" if cpus else "")
+        runs[name] = run(label, [
+            *score, "--out", str(work / f"s{name}.parquet"), "--engine", "spark",
+            "--master", f"local[{cores}]", "--conf",
+            f"spark.sql.shuffle.partitions={4 * cores}", *spark_conf], env, cpus=cpus)
+    two = runs["2"]
+    for name, what in (("1", "local[1] -> local[2]"),
+                       ("1p", "1 core (local[1], pinned) -> 2 cores (local[2])")):
+        if runs[name].finished and two.finished:
+            print(f"{what} speed-up: {runs[name].seconds / two.seconds:.2f}x")
+    if pandas.finished and two.finished:
+        print(f"spark local[2] / pandas time: {two.seconds / pandas.seconds:.2f}x")
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ class LinearScorer:
         self.columns = list(columns)
         self.C = C
         self._table: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._folded: np.ndarray | None = None
+        self._w_over_sd: np.ndarray | None = None
 
     # --- fitting ----------------------------------------------------------------------------
     def _design(self, X: np.ndarray) -> sp.csr_matrix:
@@ -77,7 +77,7 @@ class LinearScorer:
         self.w_num_, self.w_miss_ = w[:k], w[k:2 * k]
         at = 2 * k
         self.w_cat_ = []
-        self._table = self._folded = None
+        self._table = self._w_over_sd = None
         for size in self.levels_:
             self.w_cat_.append(w[at:at + size])
             at += size
@@ -114,9 +114,9 @@ class LinearScorer:
         numpy calls of summing the terms (a one-lead request pays per call, not per value).
         The mean is still subtracted before scaling: a column constant in training can have
         an sd of 1e-16, and folding mu into the intercept would cancel two numbers of 1e15."""
-        if self._folded is None:
-            self._folded = self.w_num_ / self.sd_
-        return self._folded
+        if self._w_over_sd is None:
+            self._w_over_sd = self.w_num_ / self.sd_
+        return self._w_over_sd
 
     def margin(self, X: np.ndarray) -> np.ndarray:
         num = X[:, self.numeric_]

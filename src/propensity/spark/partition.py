@@ -44,15 +44,19 @@ per 10k leads did too once validation and scoring shared a call; one per 5k fini
 class Layout:
     """What a partition function needs to rebuild its tables: picklable, shipped to executors."""
 
-    columns: dict[str, list[str]]
-    """Original columns of each table present, in file order."""
+    slots: dict[str, dict[str, str]]
+    """Table -> original column (file order) -> the union column that carries it
+    (see `slots_of`)."""
     numeric: dict[str, set[str]]
     """Attribute columns typed as numbers over the whole table."""
     manifest: Manifest
     formats: dict[str, str]
     files: dict[str, str]
-    slots: dict[str, dict[str, str]]
-    """Table -> column -> the union column that carries it (see `slots_of`)."""
+
+    @property
+    def columns(self) -> dict[str, list[str]]:
+        """Original columns of each table present, in file order."""
+        return {name: list(cols) for name, cols in self.slots.items()}
 
 
 def slot_kind(type_name: str) -> str:
@@ -120,16 +124,15 @@ def layout(export: SparkExport) -> Layout:
     types = {n: [(c, "double" if c in numeric.get(n, set())
                   else export.tables[n].schema[c].dataType.simpleString()) for c in cols]
              for n, cols in columns.items()}
-    return Layout(columns=columns, numeric=numeric, manifest=export.manifest,
-                  formats=dict(export.formats), files=dict(export.files),
-                  slots=slots_of(types))
+    return Layout(slots=slots_of(types), numeric=numeric, manifest=export.manifest,
+                  formats=dict(export.formats), files=dict(export.files))
 
 
 def _tagged(frame: DataFrame, name: str, lay: Layout) -> DataFrame:
     from pyspark.sql import functions as F
 
     cols = [F.col(PART), F.lit(name).alias(TABLE), F.col(ROW)]
-    for c in lay.columns[name]:
+    for c in lay.slots[name]:
         value = F.col(c)
         if c in lay.numeric.get(name, set()):
             value = F.when(F.col(c).cast("string") != "", F.col(c)).try_cast("double")
@@ -204,9 +207,9 @@ def part_export(pdf: pd.DataFrame, lay: Layout,
     frames: dict[str, pd.DataFrame] = {}
     files: dict[str, SourceFile] = {}
     tables = pdf[TABLE].to_numpy()
-    for name, cols in lay.columns.items():
+    for name, slots in lay.slots.items():
         sub = pdf[tables == name]
-        raw = pd.DataFrame({c: sub[lay.slots[name][c]].to_numpy() for c in cols},
+        raw = pd.DataFrame({c: sub[slot].to_numpy() for c, slot in slots.items()},
                            index=pd.Index(sub[ROW].to_numpy(dtype="int64"), name=None))
         raw = raw.sort_index(kind="stable")
         raw = raw[~raw.index.duplicated()]  # an opportunity keyed by its lead and its account

@@ -135,9 +135,8 @@ async def score(body: ScoreBody, request: Request) -> Response:
     p_next = None
     if next_model is not None and inputs and next_model.bundle.kind == "export":
         nb = next_model.bundle
-        same = nb.spec == bundle.spec and nb.feature_names == bundle.feature_names
-        p_next = nb.predict(scored.X) if same else score_leads(nb, inputs, explain=False
-                                                               ).probability
+        p_next = nb.predict(scored.X) if nb.matrix_key == bundle.matrix_key else score_leads(
+            nb, inputs, explain=False).probability
     thresholds = state.thresholds.fresh(MAIN)
     if thresholds is None:  # a query, perhaps to a database that hangs: off the event loop
         thresholds = await run_in_threadpool(state.thresholds.active, MAIN)

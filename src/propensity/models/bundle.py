@@ -76,6 +76,14 @@ class ModelBundle:
         return {c.name: list(c.categories) for c in self.columns if c.categories is not None}
 
     @cached_property
+    def matrix_key(self) -> str:
+        """What the model matrix is built from (spec and columns): two models with equal keys
+        score one matrix, so a request's second model skips the features (compared per
+        request, where comparing the specs themselves cost 10 us)."""
+        spec = None if self.spec is None else self.spec.model_dump(mode="json")
+        return json.dumps([spec, self.feature_names], sort_keys=True, default=str)
+
+    @cached_property
     def plan(self) -> FeaturePlan:
         if self.spec is None:
             raise PropensityError("this model was trained on a single table: score a table")

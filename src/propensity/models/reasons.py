@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +37,32 @@ def _plural(what: str, n: float) -> str:
         return label
     if label.endswith("y") and not label.endswith(("ay", "ey", "oy")):
         return label[:-1] + "ies"
+    if label.endswith(("ch", "sh", "x")):
+        return label + "es"
     return label if label.endswith("s") else label + "s"
+
+
+def _count(n: float, what: str) -> str:
+    return f"{n:.0f} {_plural(what, round(n))}"
+
+
+_SIMPLE: dict[str, Callable[[float], str]] = {
+    # one formatter per feature, called only for the feature asked about (formatting them all
+    # on every call was half of the reasons' cost)
+    "lead_age_days": lambda v: f"lead created {v:.0f} days ago",
+    "days_in_stage": lambda v: f"{v:.0f} days in the current stage",
+    "decayed_engagement": lambda v: f"recent engagement score {v:.1f}",
+    "events_per_day": lambda v: f"{v:.2f} touches a day since created",
+    "engagement_trend": lambda v: (f"engagement {'rising' if v > 1 else 'falling'} "
+                                   f"({v:.1f}x the weeks before)"),
+    "account_engaged_contacts": lambda v: f"{_count(v, 'engaged contact')} at the account",
+    "account_contacts": lambda v: f"{_count(v, 'contact')} at the account",
+    "account_executive_engaged": lambda v: ("an executive is engaged" if v else
+                                            "no executive engaged"),
+    "account_champion_engaged": lambda v: "a champion is engaged" if v else "no champion engaged",
+    "open_opportunities": lambda v: _count(v, "open opportunity"),
+    "stage_changes": lambda v: f"{_count(v, 'stage change')} so far",
+}
 
 
 def describe(name: str, value: float, categories: dict[str, list[str]]) -> str:
@@ -74,23 +100,9 @@ def describe(name: str, value: float, categories: dict[str, list[str]]) -> str:
         what = name.removeprefix("days_since_")
         what = "activity" if what == "last_event" else _label(what)
         return f"last {what} {value:.0f} days ago"
-    simple = {
-        "lead_age_days": f"lead created {value:.0f} days ago",
-        "days_in_stage": f"{value:.0f} days in the current stage",
-        "decayed_engagement": f"recent engagement score {value:.1f}",
-        "events_per_day": f"{value:.2f} touches a day since created",
-        "engagement_trend": (f"engagement {'rising' if value > 1 else 'falling'} "
-                             f"({value:.1f}x the weeks before)"),
-        "account_engaged_contacts": f"{value:.0f} engaged contacts at the account",
-        "account_contacts": f"{value:.0f} contacts at the account",
-        "account_executive_engaged": ("an executive is engaged" if value else
-                                      "no executive engaged"),
-        "account_champion_engaged": "a champion is engaged" if value else "no champion engaged",
-        "open_opportunities": f"{value:.0f} open opportunities",
-        "stage_changes": f"{value:.0f} stage changes so far",
-    }
-    if name in simple:
-        return simple[name]
+    simple = _SIMPLE.get(name)
+    if simple is not None:
+        return simple(value)
     return f"{_label(name)} {value:g}"
 
 

@@ -1,0 +1,41 @@
+"""Reasons in words: each feature's value as a marketer reads it."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from propensity.models.reasons import describe, explain
+
+CATS = {"current_stage": ["lead", "mql", "sql"], "source": ["referral", "web"]}
+
+
+def test_each_kind_of_feature_reads_as_a_sentence() -> None:
+    assert describe("n_pricing_page_view_7d", 3.0, CATS) == (
+        "3 pricing page views in the last 7 days")
+    assert describe("n_events_all", 1.0, CATS) == "1 event in total"
+    assert describe("n_channel_web_30d", 2.0, CATS) == "2 web touches in the last 30 days"
+    assert describe("account_events_executive_30d", 1.0, CATS) == (
+        "1 event by the account's executives in the last 30 days")
+    assert describe("days_since_demo_request", 4.4, CATS) == "last demo request 4 days ago"
+    assert describe("days_since_last_event", math.nan, CATS) == "no activity yet"
+    assert describe("current_stage", 1.0, CATS) == "in stage mql"
+    assert describe("source", 7.0, CATS) == "source is a rare or new value"
+    assert describe("source", math.nan, CATS) == "source not known"
+    assert describe("lead_age_days", 12.4, CATS) == "lead created 12 days ago"
+    assert describe("engagement_trend", 2.0, CATS) == "engagement rising (2.0x the weeks before)"
+    assert describe("account_executive_engaged", 0.0, CATS) == "no executive engaged"
+    assert describe("open_opportunities", 2.0, CATS) == "2 open opportunities"
+    assert describe("account_contacts", 1.0, CATS) == "1 contact at the account"
+    assert describe("stage_changes", 1.0, CATS) == "1 stage change so far"
+    assert describe("employees", 250.0, CATS) == "employees 250"
+
+
+def test_top_reasons_are_the_largest_contributions_of_each_sign() -> None:
+    names = ["lead_age_days", "open_opportunities", "stage_changes", "employees"]
+    values = np.array([10.0, 1.0, 2.0, 40.0])
+    pos, neg = explain(names, values, np.array([0.5, 1.5, -0.25, 0.0]), {}, top=3)
+    assert [r.feature for r in pos] == ["open_opportunities", "lead_age_days"]
+    assert [r.feature for r in neg] == ["stage_changes"]
+    assert pos[0].text == "1 open opportunity" and pos[0].impact == 1.5

@@ -19,9 +19,10 @@ import pandas as pd
 
 from propensity.features.online import OnlineLead
 from propensity.models.bundle import ModelBundle
+from propensity.problems import PropensityError
 from propensity.rows import lead_from_row, rows_to_export
 from propensity.snapshots import account_entities, lead_entities
-from propensity.tables import CrmExport
+from propensity.tables import CrmExport, SourceFile
 
 
 def as_utc(t: pd.Timestamp | datetime | str) -> pd.Timestamp:
@@ -39,15 +40,54 @@ def open_entities(bundle: ModelBundle, export: CrmExport, as_of: pd.Timestamp) -
                          stale_days=bundle.stale_days)[["lead_id", "as_of"]]
 
 
+def check_tables(bundle: ModelBundle, present: Sequence[str], where: str) -> None:
+    """Refuse an export that lacks a table the model was trained with. Without stage history
+    no lead ever ends, without events none has engaged: every lead would still get a score,
+    from inputs the model never saw, and nothing would say so."""
+    known = None if bundle.spec is None else bundle.spec.tables
+    missing = [t for t in known or () if t not in present]
+    if missing:
+        raise PropensityError(
+            f"{where}: no {', '.join(missing)} table, which the model was trained with; its "
+            "scores would be made up: add the table, or train a model on exports without it")
+
+
 def score_export(bundle: ModelBundle, export: CrmExport, as_of: pd.Timestamp,
                  threads: int = 0) -> pd.DataFrame:
     """Every entity open at T with its probability (batch executor; all threads by default,
     one in a Spark task, where the cores are Spark's to share out)."""
+    check_tables(bundle, export.table_names(), "the export")
     entities = open_entities(bundle, export, as_of).reset_index(drop=True)
     out = entities.copy()
     out["probability"] = bundle.predict(bundle.features_for_export(export, entities),
                                         threads=threads)
     return out
+
+
+def check_table(bundle: ModelBundle, frame: pd.DataFrame, source: SourceFile) -> None:
+    """Refuse a table the model cannot read as it was trained: a column it uses is absent, or
+    a column it read as numbers holds text (the contract's typing rule: a number is what
+    `pd.to_numeric` reads). Either way every row would still get a score, from values made
+    missing without a word."""
+    absent = [c.name for c in bundle.columns if c.name not in frame]
+    if absent:
+        shown = ", ".join(absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5
+                                         else "")
+        raise PropensityError(f"{source.name}: {len(absent)} of the model's "
+                              f"{len(bundle.columns)} columns are absent ({shown}); score a "
+                              "table with the columns the model was trained on")
+    for col in bundle.columns:
+        values = frame[col.name]
+        if col.categories is not None or pd.api.types.is_numeric_dtype(values):
+            continue
+        text = values.notna() & pd.to_numeric(values, errors="coerce").isna()
+        if text.any():
+            at = np.flatnonzero(text.to_numpy())
+            row = int(source.row_of(at[:1])[0])
+            more = f" (and {len(at) - 1} more rows)" if len(at) > 1 else ""
+            raise PropensityError(f"{source.name} row {row} column {col.name} value "
+                                  f"{values.iloc[at[0]]!r}: not a number, and the model reads "
+                                  f"{col.name} as one{more}")
 
 
 def score_table(bundle: ModelBundle, frame: pd.DataFrame) -> pd.DataFrame:

@@ -46,6 +46,11 @@ class CrmExport:
     _lead_ids: tuple[pd.DataFrame, IdIndex] | None = field(default=None, repr=False,
                                                            compare=False)
 
+    def table_names(self) -> list[str]:
+        """The tables this export has (a table with a header and no rows counts: it says
+        nothing happened, where an absent one says nothing is known)."""
+        return [name for name in TABLES if getattr(self, name) is not None]
+
     def lead_positions(self, keys: pd.Series) -> np.ndarray:
         """Row position in `leads` of each lead id, -1 when absent; the index of the leads'
         ids is built once per leads table (rebuilt if the table is replaced)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -158,7 +159,7 @@ def test_one_pass_score_equals_two_passes_and_refuses_a_broken_export(
     """`score --engine spark` validates and scores in one pass: the same scores as checking
     first and scoring after, and a broken export raises the same report as `checked_export`."""
     from propensity.export import load_export
-    from propensity.problems import ContractError
+    from propensity.problems import ContractError, PropensityError
     from propensity.spark.scoring import checked_scores, spark_score
     from propensity.spark.session import to_pandas
     from propensity.training import TrainConfig, train_export
@@ -180,3 +181,8 @@ def test_one_pass_score_equals_two_passes_and_refuses_a_broken_export(
         checked_scores(spark, broken, bundle, t)
     exact = spark_validate(spark, broken, cap=1)
     pd.testing.assert_frame_equal(raised.value.report.frame(), exact.report.frame())
+    # an export without a table the model was trained with is refused before any work
+    shutil.copytree(spark_csv_dir, tmp_path / "no-stages")
+    (tmp_path / "no-stages" / "stage_history.csv").unlink()
+    with pytest.raises(PropensityError, match="no stage_history table, which the model"):
+        checked_scores(spark, read_spark_export(spark, str(tmp_path / "no-stages")), bundle, t)

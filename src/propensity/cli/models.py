@@ -226,7 +226,7 @@ def score(
 
     from propensity.export import load_export, read_raw
     from propensity.models.registry import load_model
-    from propensity.scoring import score_export, score_table
+    from propensity.scoring import check_table, score_export, score_table
 
     if out is not None and out.suffix not in (".csv", ".parquet"):
         raise fail("--out must end in .csv or .parquet")
@@ -245,7 +245,9 @@ def score(
             if bundle.kind != "table":
                 raise fail(f"{model}@{alias} was trained on an export: score an export folder")
             note(f"scoring {table}")
-            result = score_table(bundle, read_raw(table)[0])
+            frame, source = read_raw(table)
+            check_table(bundle, frame, source)
+            result = score_table(bundle, frame)
         else:
             assert path is not None and as_of is not None
             if bundle.kind != "export":

@@ -51,11 +51,16 @@ class FeatureSpec(BaseModel):
     excluded: list[str] = Field(description="post-outcome columns kept out of every feature")
     dropped: dict[str, str] = Field(default_factory=dict,
                                     description="attribute columns left out, and why")
+    tables: list[str] | None = Field(
+        None, description="the export's tables the spec was fitted on (None: not recorded, "
+                          "as in specs fitted before 2026-11-25)")
 
     @property
     def key(self) -> str:
-        """name@version+hash of the fitted vocabulary: what a model records it was trained on."""
-        digest = hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:10]
+        """name@version+hash of the fitted vocabulary: what a model records it was trained on.
+        (Unset fields are left out, so a spec saved before `tables` existed keeps its key.)"""
+        digest = hashlib.sha256(self.model_dump_json(exclude_none=True).encode()
+                                ).hexdigest()[:10]
         return f"{self.config.name}@{self.config.version}+{digest}"
 
     def categories(self) -> dict[str, list[str]]:
@@ -116,6 +121,6 @@ def fit_feature_spec(export: CrmExport, config: FeatureConfig | None = None,
         has_accounts=export.accounts is not None or (
             "account_id" in export.leads and export.leads["account_id"].notna().any()),
         excluded=[*excluded, *export.manifest.post_outcome_columns("accounts")],
-        dropped=dropped,
+        dropped=dropped, tables=export.table_names(),
     )
 

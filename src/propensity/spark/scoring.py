@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from propensity.models.bundle import ModelBundle
-from propensity.scoring import as_utc, score_export
+from propensity.scoring import as_utc, check_tables, score_export
 from propensity.spark.export import SparkExport
 from propensity.spark.partition import each_partition, keyed_union, layout, part_export
 from propensity.tables import CrmExport
@@ -92,6 +92,7 @@ def checked_scores(spark: SparkSession, export: SparkExport, bundle: ModelBundle
     )
 
     missing_columns(export)
+    check_tables(bundle, list(export.tables), export.location)
     key, score = _scorer(spark, bundle, as_of)
     lay = layout(export)
 

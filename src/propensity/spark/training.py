@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from propensity.contract import TABLES
 from propensity.features.definitions import FeaturePlan
 from propensity.features.spec import FeatureSpec, fit_feature_spec
 from propensity.funnel.journeys import build_journeys
@@ -74,7 +75,10 @@ def _specs(spark: SparkSession, export: SparkExport, cutoff: pd.Timestamp,
             counts = (pd.Series(rows["count"].to_numpy(), index=rows["v"].astype("str")),
                       pd.Series(ch["count"].to_numpy(), index=ch["v"].astype("str")))
         part = truncate_export(local, at) if at is not None else local
-        specs.append(fit_feature_spec(part, config.features, event_counts=counts))
+        spec = fit_feature_spec(part, config.features, event_counts=counts)
+        # fitted on the driver's leads and accounts: the tables are the whole export's
+        specs.append(spec.model_copy(update={"tables": [n for n in TABLES
+                                                        if n in export.tables]}))
     return specs[0], specs[1]
 
 

@@ -52,11 +52,46 @@ def check_tables(bundle: ModelBundle, present: Sequence[str], where: str) -> Non
             "scores would be made up: add the table, or train a model on exports without it")
 
 
+def not_a_number(values: pd.Series, source: SourceFile, column: str, rows: np.ndarray
+                 ) -> PropensityError | None:
+    """The first value of a column the model reads as numbers that is not one (the
+    contract's typing rule: a number is what `pd.to_numeric` reads), as an error naming its
+    row; `rows` are the values' positions in their file."""
+    if pd.api.types.is_numeric_dtype(values):
+        return None
+    text = (values.notna() & pd.to_numeric(values, errors="coerce").isna()).to_numpy()
+    if not text.any():
+        return None
+    at = np.flatnonzero(text)
+    more = f" (and {len(at) - 1} more rows)" if len(at) > 1 else ""
+    return PropensityError(f"{source.name} row {int(source.row_of(rows[at[:1]])[0])} column "
+                           f"{column} value {values.iloc[at[0]]!r}: not a number, and the "
+                           f"model reads {column} as one{more}")
+
+
+def check_export(bundle: ModelBundle, export: CrmExport) -> None:
+    """The export holds what the model was trained on: its tables, and numbers in the
+    attribute columns it reads as numbers (text there used to become missing, silently)."""
+    check_tables(bundle, export.table_names(), "the export")
+    spec = bundle.spec
+    if spec is None:
+        return
+    for name, columns in (("leads", spec.lead_numeric), ("accounts", spec.account_numeric)):
+        frame = getattr(export, name)
+        source = export.files.get(name)
+        if frame is None or source is None:
+            continue
+        for col in columns:
+            if col in frame and (error := not_a_number(
+                    frame[col], source, col, frame.index.to_numpy())) is not None:
+                raise error
+
+
 def score_export(bundle: ModelBundle, export: CrmExport, as_of: pd.Timestamp,
                  threads: int = 0) -> pd.DataFrame:
     """Every entity open at T with its probability (batch executor; all threads by default,
     one in a Spark task, where the cores are Spark's to share out)."""
-    check_tables(bundle, export.table_names(), "the export")
+    check_export(bundle, export)
     entities = open_entities(bundle, export, as_of).reset_index(drop=True)
     out = entities.copy()
     out["probability"] = bundle.predict(bundle.features_for_export(export, entities),
@@ -66,9 +101,8 @@ def score_export(bundle: ModelBundle, export: CrmExport, as_of: pd.Timestamp,
 
 def check_table(bundle: ModelBundle, frame: pd.DataFrame, source: SourceFile) -> None:
     """Refuse a table the model cannot read as it was trained: a column it uses is absent, or
-    a column it read as numbers holds text (the contract's typing rule: a number is what
-    `pd.to_numeric` reads). Either way every row would still get a score, from values made
-    missing without a word."""
+    a column it read as numbers holds text. Either way every row would still get a score,
+    from values made missing without a word."""
     absent = [c.name for c in bundle.columns if c.name not in frame]
     if absent:
         shown = ", ".join(absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5
@@ -77,17 +111,9 @@ def check_table(bundle: ModelBundle, frame: pd.DataFrame, source: SourceFile) ->
                               f"{len(bundle.columns)} columns are absent ({shown}); score a "
                               "table with the columns the model was trained on")
     for col in bundle.columns:
-        values = frame[col.name]
-        if col.categories is not None or pd.api.types.is_numeric_dtype(values):
-            continue
-        text = values.notna() & pd.to_numeric(values, errors="coerce").isna()
-        if text.any():
-            at = np.flatnonzero(text.to_numpy())
-            row = int(source.row_of(at[:1])[0])
-            more = f" (and {len(at) - 1} more rows)" if len(at) > 1 else ""
-            raise PropensityError(f"{source.name} row {row} column {col.name} value "
-                                  f"{values.iloc[at[0]]!r}: not a number, and the model reads "
-                                  f"{col.name} as one{more}")
+        if col.categories is None and (error := not_a_number(
+                frame[col.name], source, col.name, np.arange(len(frame)))) is not None:
+            raise error
 
 
 def score_table(bundle: ModelBundle, frame: pd.DataFrame) -> pd.DataFrame:

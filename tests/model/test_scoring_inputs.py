@@ -93,3 +93,22 @@ def test_a_spec_saved_before_tables_were_recorded_keeps_its_key(
         exclude={"tables"}).encode()).hexdigest()[:10]
     assert FeatureSpec.model_validate(saved).key.endswith(old_key)
     assert spec.key != FeatureSpec.model_validate(saved).key  # the tables are part of it now
+
+
+def test_text_in_an_attribute_the_model_reads_as_numbers_is_refused(
+        small_dir: Path, small_export: CrmExport, tmp_path: Path) -> None:
+    result = train_export(small_export, quick_config())
+    assert result.bundle.spec is not None and "employees" in result.bundle.spec.account_numeric
+    folder = tmp_path / "text"
+    shutil.copytree(small_dir, folder)
+    [accounts] = folder.glob("accounts.*")
+    frame = pd.read_parquet(accounts) if accounts.suffix == ".parquet" else pd.read_csv(
+        accounts, dtype=str, keep_default_na=False)
+    frame["employees"] = frame["employees"].astype("str")
+    frame.loc[7, "employees"] = "many"
+    accounts.unlink()
+    frame.to_csv(folder / "accounts.csv", index=False)
+    t = pd.Timestamp(small_export.events["occurred_at"].max())
+    with pytest.raises(PropensityError, match=r"accounts\.csv row 9 column employees value "
+                                              r"'many': not a number"):
+        score_export(result.bundle, load_export(folder), t)

@@ -186,3 +186,11 @@ def test_one_pass_score_equals_two_passes_and_refuses_a_broken_export(
     (tmp_path / "no-stages" / "stage_history.csv").unlink()
     with pytest.raises(PropensityError, match="no stage_history table, which the model"):
         checked_scores(spark, read_spark_export(spark, str(tmp_path / "no-stages")), bundle, t)
+    # as is text in an attribute the model reads as numbers
+    assert bundle.spec is not None and "employees" in bundle.spec.account_numeric
+    shutil.copytree(spark_csv_dir, tmp_path / "text")
+    accounts = pd.read_csv(tmp_path / "text" / "accounts.csv", dtype=str, keep_default_na=False)
+    accounts.loc[3, "employees"] = "many"
+    accounts.to_csv(tmp_path / "text" / "accounts.csv", index=False)
+    with pytest.raises(PropensityError, match=r"accounts\.csv column employees value 'many'"):
+        checked_scores(spark, read_spark_export(spark, str(tmp_path / "text")), bundle, t)

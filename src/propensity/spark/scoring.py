@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from propensity.models.bundle import ModelBundle
+from propensity.problems import PropensityError
 from propensity.scoring import as_utc, check_tables, score_export
 from propensity.spark.export import SparkExport
-from propensity.spark.partition import each_partition, keyed_union, layout, part_export
+from propensity.spark.partition import Layout, each_partition, keyed_union, layout, part_export
 from propensity.tables import CrmExport
 
 if TYPE_CHECKING:
@@ -65,6 +66,27 @@ def _schema(key: str, errors: bool) -> StructType:
     return StructType(fields + ([StructField(ERRORS, LongType())] if errors else []))
 
 
+def _check_numbers(export: SparkExport, lay: Layout, bundle: ModelBundle) -> None:
+    """As `check_export`: an attribute the model reads as numbers that this export holds as
+    text (typed over the whole table) is refused, naming a value, before any work."""
+    from pyspark.sql import functions as F
+
+    spec = bundle.spec
+    if spec is None:
+        return
+    for name, columns in (("leads", spec.lead_numeric), ("accounts", spec.account_numeric)):
+        frame = export.table(name)
+        for col in columns:
+            if frame is None or col not in frame.columns or col in lay.numeric.get(name, ()):
+                continue
+            text = F.col(col).cast("string")
+            bad = frame.where((text != "") & text.try_cast("double").isNull()).select(
+                text.alias("v")).first()
+            value = None if bad is None else bad["v"]
+            raise PropensityError(f"{export.files[name]} column {col} value {value!r}: not a "
+                                  f"number, and the model reads {col} as one")
+
+
 def spark_score(spark: SparkSession, export: SparkExport, bundle: ModelBundle,
                 as_of: pd.Timestamp, *, buckets: int | None = None) -> DataFrame:
     """A Spark frame (key, as_of, probability): write it, or collect a small one."""
@@ -95,6 +117,7 @@ def checked_scores(spark: SparkSession, export: SparkExport, bundle: ModelBundle
     check_tables(bundle, list(export.tables), export.location)
     key, score = _scorer(spark, bundle, as_of)
     lay = layout(export)
+    _check_numbers(export, lay, bundle)
 
     def run(pdf: pd.DataFrame) -> pd.DataFrame:
         part, problems = checked_part(pdf, lay)

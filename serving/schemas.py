@@ -13,8 +13,11 @@ from pydantic import (
     Strict,
     StrictBool,
     StringConstraints,
+    model_validator,
 )
 from typing_extensions import TypedDict
+
+from propensity.timestamps import as_utc
 
 Persona = Literal["end_user", "champion", "executive", "unknown"]
 
@@ -75,6 +78,17 @@ class OpportunityIn(BaseModel):
     owner_id: str | None = Field(None, max_length=200)
     product: str | None = Field(None, max_length=200)
 
+    @model_validator(mode="after")
+    def _dates_agree(self) -> OpportunityIn:
+        """The contract's rules on an opportunity's dates, as validation applies them to an
+        export's rows (scored anyway, a lost one without a date counted as open)."""
+        if self.closed_at is not None and as_utc(self.closed_at) < as_utc(self.created_at):
+            raise ValueError("closed_at is before created_at (closed_before_created)")
+        if self.status != "open" and self.closed_at is None:
+            raise ValueError(f"a {self.status} opportunity needs closed_at "
+                             "(closed_without_date)")
+        return self
+
 
 class ContactEventIn(TypedDict):
     """An engagement event of another contact: when it happened is what the committee counts."""
@@ -110,6 +124,7 @@ class LeadIn(BaseModel):
     and optionally its opportunities and its account's other contacts."""
 
     model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, Scalar]  # an attribute is a value, not a list or an object
     lead_id: str = Field(min_length=1, max_length=200)
     created_at: When | None = Field(
         None, description="required for models trained on exports")
@@ -140,6 +155,7 @@ class LeadIn(BaseModel):
 
 
 class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt option is an error, not ignored
     leads: list[LeadIn] = Field(min_length=1)
     explain: StrictBool = Field(True, description="false skips the reasons (faster)")
 
@@ -198,6 +214,7 @@ class AccountContactLeadIn(LeadIn):
 
 
 class AccountIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     account_id: str = Field(min_length=1, max_length=200)
     attributes: dict[str, Scalar] = Field(default_factory=dict)
     contacts: list[AccountContactLeadIn] = Field(min_length=1,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from propensity.contract import DEFAULT_STAGES
@@ -18,6 +18,7 @@ MAX_OUTCOMES = 10_000
 
 
 class OutcomesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     outcomes: list[Outcome] = Field(min_length=1, max_length=MAX_OUTCOMES)
 
 

@@ -11,7 +11,12 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from propensity.context import ContextSource
-from propensity.features.online import AccountContext, OnlineLead, OpportunityRows
+from propensity.features.online import (
+    AccountContext,
+    LeadInputError,
+    OnlineLead,
+    OpportunityRows,
+)
 from propensity.models.reasons import explain
 from propensity.scoring import Scored, score_leads, score_records
 from propensity.thresholds import to_score
@@ -121,11 +126,18 @@ async def score(body: ScoreBody, request: Request) -> Response:
     if bundle.kind == "export":
         stages = list(bundle.plan.spec.stages)
         source = state.context
+        seen: dict[str, int] = {}
         for i, lead in enumerate(body.leads):
+            if (first := seen.setdefault(lead.lead_id, i)) != i:
+                raise _invalid(["leads", i, "lead_id"], f"lead {lead.lead_id!r} is also "
+                               f"leads[{first}]: one score per lead and request")
             x, context = online_lead(lead, i, now, stages, source)
             inputs.append(x)
             used.append(context)
-        scored: Scored = score_leads(bundle, inputs, explain=body.explain)
+        try:
+            scored: Scored = score_leads(bundle, inputs, explain=body.explain)
+        except LeadInputError as exc:  # times the contract refuses (as validation would)
+            raise _invalid(["leads", *exc.loc], str(exc)) from None
     else:
         used = [None] * len(body.leads)
         scored = score_records(bundle, [lead.attributes() for lead in body.leads],

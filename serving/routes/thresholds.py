@@ -30,7 +30,8 @@ VERSION_MAX = 2**31 - 1  # the version column is a 32-bit integer on every datab
 class ThresholdsIn(BaseModel):
     """New values, or `restore_version` to bring an earlier version back (as a new version)."""
 
-    model_config = ConfigDict(strict=True)  # "50" is not a number, 1 is not true
+    # "50" is not a number, 1 is not true, a misspelt field is an error
+    model_config = ConfigDict(strict=True, extra="forbid")
 
     mql: float | None = Field(None, ge=0, le=100)
     grade_a: float | None = Field(None, ge=0, le=100)
@@ -56,7 +57,7 @@ class ThresholdsIn(BaseModel):
 class RecommendIn(BaseModel):
     """Sales capacity (reps x leads a rep works a week, or leads a week), or a target."""
 
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(strict=True, extra="forbid")
 
     reps: int | None = Field(None, ge=1)
     leads_per_rep_per_week: float | None = Field(None, gt=0)

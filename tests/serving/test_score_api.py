@@ -108,6 +108,25 @@ def test_bad_input_is_a_4xx_with_the_field(server: Server) -> None:
         ({"leads": [{**LEAD, "persona": "ceo"}]}, ["body", "leads", 0, "persona"]),
         ({"leads": []}, ["body", "leads"]),
         ({"lead": [LEAD]}, ["body", "leads"]),
+        # a misspelt option, and an attribute that is not a value
+        ({"leads": [LEAD], "explian": False}, ["body", "explian"]),
+        ({"leads": [{**LEAD, "country": [1, 2]}]}, ["body", "leads", 0, "country", "str"]),
+        # times the contract refuses in an export's rows, refused here too
+        ({"leads": [{**LEAD, "as_of": "2025-04-01T00:00:00Z"}]},
+         ["body", "leads", 0, "as_of"]),
+        ({"leads": [LEAD, {**LEAD, "created_at": "2030-01-01T00:00:00Z", "as_of": None}]},
+         ["body", "leads", 1, "lead_id"]),
+        ({"leads": [{**LEAD, "lead_id": "x", "created_at": "2030-01-01T00:00:00Z",
+                     "as_of": None}]}, ["body", "leads", 0, "as_of"]),
+        ({"leads": [{**LEAD, "events": [*LEAD["events"], {
+            "occurred_at": "2020-01-01T00:00:00Z", "event_type": "email_open"}]}]},
+         ["body", "leads", 0, "events", 4, "occurred_at"]),
+        ({"leads": [{**LEAD, "opportunities": [{
+            "created_at": "2025-05-10T00:00:00Z", "closed_at": "2025-05-01T00:00:00Z",
+            "status": "won"}]}]}, ["body", "leads", 0, "opportunities", 0]),
+        ({"leads": [{**LEAD, "opportunities": [{
+            "created_at": "2025-05-10T00:00:00Z", "status": "lost"}]}]},
+         ["body", "leads", 0, "opportunities", 0]),
     ]
     with server.client(server.score_key) as http:
         for body, loc in cases:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from propensity.coding import Vocabulary, category_text, number
-from propensity.contract import UNKNOWN_WHEN_MISSING, stage_rank
+from propensity.contract import CLOCK_SKEW, UNKNOWN_WHEN_MISSING, stage_rank
 from propensity.features.definitions import (
     PERSONA_GROUPS,
     FeaturePlan,
@@ -25,9 +25,20 @@ from propensity.features.definitions import (
     lead_attribute_columns,
 )
 from propensity.features.inputs import FeatureInputs, empty
+from propensity.problems import PropensityError
 from propensity.timestamps import DAY_US, NEVER, micros
 
 _PERSONA = {p: i for i, p in enumerate(PERSONA_GROUPS)}
+_SKEW_US = CLOCK_SKEW.value // 1_000  # nanoseconds -> microseconds
+
+
+class LeadInputError(PropensityError):
+    """A lead whose times cannot be (the rules validation applies to an export's rows):
+    scored anyway, it got "created -2147 days ago" as a reason and a confident probability."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
 
 
 def _code_or_none(code: Callable[[str, int], int], text: str | None, unseen: int) -> int:
@@ -134,12 +145,21 @@ class OnlineFeatures:
     def inputs(self, lead: OnlineLead) -> FeatureInputs:
         t = micros(lead.as_of)
         created = micros(lead.created_at)
+        if t < created:
+            raise LeadInputError(("as_of",), f"as_of {lead.as_of.isoformat()} is before the "
+                                 f"lead was created ({lead.created_at.isoformat()}): a lead is "
+                                 "scored from its creation on (without as_of: created_at is "
+                                 "in the future)")
         attrs = lead.attributes
         has_account = category_text(attrs.get("account_id")) is not None
         n_types, n_channels = len(self.types), len(self.channels)
         type_code, channel_code = self.types.get, self.channels.get
         events = lead.events  # comprehensions, not a loop: ~half the cost
         when = np.array([micros(e["occurred_at"]) for e in events], dtype="int64")
+        if when.size and when.min() < created - _SKEW_US:
+            raise LeadInputError(("events", int(when.argmin()), "occurred_at"),
+                                 "more than one day before the lead was created (the "
+                                 "contract's event_before_lead_created)")
         past = when < t  # only events before as_of go further, and only they are read
         if not past.all():
             events = [e for e, keep in zip(events, past.tolist(), strict=True) if keep]
@@ -208,6 +228,14 @@ class OnlineFeatures:
         return self.plan.matrix(self.inputs(lead))[0]
 
     def matrix(self, leads: Sequence[OnlineLead]) -> np.ndarray:
+        """The leads' rows; a lead the contract refuses raises LeadInputError located at
+        its position (`(i, *field)`)."""
         if not leads:
             return np.zeros((0, len(self.plan.columns)))
-        return np.vstack([self.row(lead) for lead in leads])
+        rows = []
+        for i, lead in enumerate(leads):
+            try:
+                rows.append(self.row(lead))
+            except LeadInputError as exc:
+                raise LeadInputError((i, *exc.loc), str(exc)) from None
+        return np.vstack(rows)

@@ -8,6 +8,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import pytest
+
 BIN = Path(sys.executable).parent / "propensity"
 
 
@@ -165,21 +169,23 @@ def test_demo_runs_end_to_end_and_serves(tmp_path: Path) -> None:
         proc.wait(timeout=60)
 
 
-def test_train_and_score_a_single_table(tmp_path: Path) -> None:
-    import numpy as np
-    import pandas as pd
-
+def leads_table(n: int = 4000) -> pd.DataFrame:
+    """A single table whose outcome a model can learn: many visits help a lead from the form
+    and hurt the others, an interaction no additive baseline can fit, so the gate lets the
+    first model through."""
     rng = np.random.default_rng(0)
-    n = 4000
     visits = rng.poisson(3, n)
     origin = rng.choice(["form", "import", "api"], n)
-    # many visits help a lead from the form and hurt the others: an interaction no additive
-    # baseline can fit, so the gate lets the first model through
     logit = -2.0 + np.where(origin == "form", np.where(visits >= 4, 2.5, -1.5),
                             np.where(visits >= 4, -1.0, 0.5))
-    frame = pd.DataFrame({"id": [f"x{i}" for i in range(n)], "visits": visits,
-                          "origin": origin, "notes": rng.choice(["hot", "cold"], n),
-                          "won": np.where(rng.random(n) < 1 / (1 + np.exp(-logit)), "yes", "no")})
+    return pd.DataFrame({"id": [f"x{i}" for i in range(n)], "visits": visits,
+                         "origin": origin, "notes": rng.choice(["hot", "cold"], n),
+                         "won": np.where(rng.random(n) < 1 / (1 + np.exp(-logit)), "yes", "no")})
+
+
+def test_train_and_score_a_single_table(tmp_path: Path) -> None:
+    n = 4000
+    frame = leads_table(n)
     path = tmp_path / "table.csv"
     frame.to_csv(path, index=False)
     env = {**os.environ, "PROPENSITY_MODELS_DIR": str(tmp_path / "models")}
@@ -215,3 +221,44 @@ def test_train_and_score_a_single_table(tmp_path: Path) -> None:
     lines = out.stdout.strip().splitlines()
     assert lines[0].startswith("row,probability,") and lines[1].startswith("2,")
     assert len(lines) == n + 1
+
+
+@pytest.fixture(scope="module")
+def two_versions(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model store holding lead-conversion v1 (champion) and v2, and no other model."""
+    from propensity.export import fingerprint
+    from propensity.models.registry import log_and_register, promote
+    from propensity.settings import Settings
+    from propensity.single_table import load_single_table
+    from propensity.training import train_table
+    from tests.conftest import quick_config
+
+    work = tmp_path_factory.mktemp("two-versions")
+    leads_table(1500).to_csv(work / "table.csv", index=False)
+    table = load_single_table(work / "table.csv", "won", id_column="id")
+    settings = Settings(models_dir=work / "models")
+    for _ in range(2):
+        result = train_table(table, quick_config())
+        log_and_register(result, data={"path": str(work / "table.csv"),
+                                       "fingerprint": fingerprint(work / "table.csv")},
+                         input_example=table.frame.head(3).drop(columns="won"),
+                         settings=settings)
+    assert promote("lead-conversion", version="1", force=True, settings=settings).promoted
+    return work / "models"
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--version", "99"], "lead-conversion has no version 99 (versions: 1, 2)"),
+    (["--version", "0"], "lead-conversion has no version 0 (versions: 1, 2)"),
+    (["--version", "abc"], "lead-conversion has no version abc (versions: 1, 2)"),
+    (["--model", "foo", "--version", "1"], "no model named foo in the registry at"),
+    (["--model", "foo"], "no model named foo in the registry at"),
+    (["--model", "stage-advancement", "--rollback"],
+     "no model named stage-advancement in the registry at"),
+])
+def test_promote_an_unknown_model_or_version_is_one_line(
+        two_versions: Path, args: list[str], says: str) -> None:
+    out = run("promote", *args, models=two_versions)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert says in " ".join(out.stderr.split())

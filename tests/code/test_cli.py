@@ -262,3 +262,22 @@ def test_promote_an_unknown_model_or_version_is_one_line(
     assert out.returncode == 1, out.stdout + out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert says in " ".join(out.stderr.split())
+
+
+def test_train_suggests_a_validate_line_that_shows_its_problems(tmp_path: Path) -> None:
+    """The suggested command carries every option that decides a problem: run as printed, it
+    finds what train found."""
+    import re
+    import shlex
+
+    path = tmp_path / "table.csv"
+    leads_table(50).to_csv(path, index=False)
+    for options in (["--id-col", "Prospect"], ["--post-outcome", "notes,called back"],
+                    ["--exclude", "gone"]):
+        out = run("train", "--table", path, "--target", "won", *options, "--no-register")
+        assert out.returncode == 1 and "Traceback" not in out.stderr
+        found = re.search(r"run `(propensity validate [^`]*)`", " ".join(out.stderr.split()))
+        assert found, out.stderr
+        again = run(*shlex.split(found.group(1))[1:])
+        assert again.returncode == 1, again.stdout
+        assert "missing_column" in again.stdout

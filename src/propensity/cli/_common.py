@@ -88,3 +88,16 @@ def spark_for(engine: str, master: str | None, conf: list[str] | None) -> Any:
     except PropensityError as exc:  # a malformed option is a usage error: exit 2
         raise fail(str(exc)) from None
     return spark_session(master, confs)
+
+
+# --- how a single table is read: validate and train take the same options --------------------
+
+IdColOpt = Annotated[str | None, typer.Option(help="Id column of --table")]
+ExcludeOpt = Annotated[str, typer.Option(help="Columns to ignore, comma-separated")]
+PostOutcomeOpt = Annotated[str, typer.Option(
+    help="Columns filled in after the outcome (never features), comma-separated")]
+
+
+def split_columns(option: str) -> list[str]:
+    """The column names of a comma-separated option."""
+    return [c for c in option.split(",") if c]

@@ -11,11 +11,15 @@ from rich.table import Table
 from propensity.cli._common import (
     ConfOpt,
     EngineOpt,
+    ExcludeOpt,
+    IdColOpt,
     MasterOpt,
+    PostOutcomeOpt,
     console,
     fail,
     progress,
     spark_for,
+    split_columns,
 )
 from propensity.problems import ProblemReport
 
@@ -58,7 +62,9 @@ def validate(
     path: Annotated[Path | None, typer.Argument(help="Export folder (leads, events, ...)")] = None,
     table: Annotated[Path | None, typer.Option(help="A single table file instead")] = None,
     target: Annotated[str | None, typer.Option(help="Target column of --table")] = None,
-    id_col: Annotated[str | None, typer.Option(help="Id column of --table")] = None,
+    id_col: IdColOpt = None,
+    exclude: ExcludeOpt = "",
+    post_outcome: PostOutcomeOpt = "",
     limit: Annotated[int, typer.Option(help="Print at most this many problems (0: all)")] = 1000,
     out: Annotated[Path | None, typer.Option(help="Write every problem to this CSV")] = None,
     engine: EngineOpt = "pandas",
@@ -81,7 +87,9 @@ def validate(
         if table is not None:
             if not target:
                 raise fail("--table needs --target COLUMN (the 0/1 outcome)")
-            report = read_single_table(table, target, id_column=id_col).report
+            report = read_single_table(table, target, id_column=id_col,
+                                       exclude=split_columns(exclude),
+                                       post_outcome=split_columns(post_outcome)).report
             what = f"{table}"
         elif path is None:
             raise fail("give an export folder, or --table FILE --target COLUMN")

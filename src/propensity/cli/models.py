@@ -11,7 +11,19 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from propensity.cli._common import ConfOpt, EngineOpt, MasterOpt, console, fail, spark_for, stages
+from propensity.cli._common import (
+    ConfOpt,
+    EngineOpt,
+    ExcludeOpt,
+    IdColOpt,
+    MasterOpt,
+    PostOutcomeOpt,
+    console,
+    fail,
+    spark_for,
+    split_columns,
+    stages,
+)
 
 ModelOpt = Annotated[str, typer.Option(
     "--model", help="lead-conversion, stage-advancement or account-propensity")]
@@ -88,10 +100,9 @@ def train(
     config: Annotated[Path | None, typer.Option(help="A TOML config (see training/)")] = None,
     table: Annotated[Path | None, typer.Option(help="Train from a single table")] = None,
     target: Annotated[str | None, typer.Option(help="Target column of --table")] = None,
-    id_col: Annotated[str | None, typer.Option(help="Id column of --table")] = None,
-    exclude: Annotated[str, typer.Option(help="Columns to ignore, comma-separated")] = "",
-    post_outcome: Annotated[str, typer.Option(
-        help="Columns filled in after the outcome (never features), comma-separated")] = "",
+    id_col: IdColOpt = None,
+    exclude: ExcludeOpt = "",
+    post_outcome: PostOutcomeOpt = "",
     register: Annotated[bool, typer.Option(help="Log to MLflow and register")] = True,
     drop_bad_rows: Annotated[bool, typer.Option(
         help="Leave out rows that break the contract (each is named)")] = False,
@@ -134,9 +145,8 @@ def train(
                 raise fail("a single table trains lead-conversion only")
             note(f"reading {table}")
             single = load_single_table(
-                table, target, id_column=id_col,
-                exclude=[c for c in exclude.split(",") if c],
-                post_outcome=[c for c in post_outcome.split(",") if c])
+                table, target, id_column=id_col, exclude=split_columns(exclude),
+                post_outcome=split_columns(post_outcome))
             note(f"{len(single.frame):,} rows, {len(single.feature_columns)} columns")
             result = train_table(single, cfg, progress=note)
             columns = [c for c in single.frame.columns if c != single.target]

@@ -75,6 +75,9 @@ def read_single_table(
     for col in [*exclude, *post_outcome] + ([id_column] if id_column else []):
         if col not in raw.columns:
             column_missing(col, "declared")
+    if raw.empty:
+        report.note(table=TABLE, file=name, column=None, rule="empty_table",
+                    message="the table has no rows (a header only): nothing to learn")
     y, unknown = _binary(raw[target])
     if unknown.any():
         idx = raw.index[unknown.to_numpy()]

@@ -281,3 +281,29 @@ def test_train_suggests_a_validate_line_that_shows_its_problems(tmp_path: Path) 
         again = run(*shlex.split(found.group(1))[1:])
         assert again.returncode == 1, again.stdout
         assert "missing_column" in again.stdout
+
+
+def test_a_table_with_a_header_and_no_rows_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "hdr.csv"
+    path.write_text("Prospect,Converted,visits\n")
+    out = run("validate", "--table", path, "--target", "Converted")
+    assert out.returncode == 1 and "empty_table" in out.stdout
+    out = run("train", "--table", path, "--target", "Converted", "--no-register")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    error = out.stderr.strip().splitlines()[-1]  # after the stages' progress lines
+    assert error.startswith("error: ") and "n_samples" not in out.stderr
+    assert "propensity validate --table" in error
+
+
+def test_an_export_whose_leads_have_a_header_and_no_rows_is_an_error(tmp_path: Path) -> None:
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "leads.csv").write_text("lead_id,created_at,source\n")
+    out = run("validate", folder)
+    assert out.returncode == 1 and "empty_table" in out.stdout
+    for args in (["funnel", folder], ["train", folder, "--no-register"],
+                 ["train", folder, "--no-register", "--drop-bad-rows"]):
+        out = run(*args)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, args
+        assert "no timestamps" not in out.stderr and f"propensity validate {folder}" in (
+            " ".join(out.stderr.split())), args

@@ -307,3 +307,30 @@ def test_an_export_whose_leads_have_a_header_and_no_rows_is_an_error(tmp_path: P
         assert out.returncode == 1 and "Traceback" not in out.stderr, args
         assert "no timestamps" not in out.stderr and f"propensity validate {folder}" in (
             " ".join(out.stderr.split())), args
+
+
+@pytest.mark.parametrize(("args", "names"), [
+    (["train", "EXPORT", "--table", "TABLE", "--target", "won"], ["not both"]),
+    (["train", "EXPORT", "--target", "Converted"], ["--target", "export folder"]),
+    (["train", "EXPORT", "--id-col", "id", "--post-outcome", "notes"],
+     ["--id-col", "--post-outcome"]),
+    (["train", "--table", "TABLE", "--target", "won", "--horizon-days", "30"],
+     ["--horizon-days", "single table"]),
+    (["score", "EXPORT", "--as-of", "2024-03-01", "--table", "TABLE"], ["not both"]),
+    (["score", "--table", "TABLE", "--as-of", "2024-03-01"], ["--as-of"]),
+    (["validate", "EXPORT", "--table", "TABLE", "--target", "won"], ["not both"]),
+    (["validate", "EXPORT", "--target", "won"], ["--target", "--table"]),
+])
+def test_options_that_do_not_go_together_are_a_usage_error(
+        make_export: Callable[..., Path], tmp_path: Path, args: list[str],
+        names: list[str]) -> None:
+    """Exit 2 and one line naming the conflict, before anything is read or trained: an option
+    silently dropped would run something other than what was asked."""
+    table = tmp_path / "table.csv"
+    leads_table(50).to_csv(table, index=False)
+    places = {"EXPORT": make_export(), "TABLE": table}
+    out = run(*(places.get(a, a) for a in args), models=tmp_path / "models")
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+    assert all(n in lines[0] for n in names), lines[0]

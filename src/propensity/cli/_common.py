@@ -24,6 +24,16 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def refuse(reason: str, **options: object) -> None:
+    """Options given where they do not apply are a usage error (exit 2): ignoring them would
+    run something other than what was asked. `options` maps parameter names to their values;
+    the ones given (not None, False or empty) are named as their command-line flags."""
+    given = [f"--{name.replace('_', '-')}" for name, value in options.items()
+             if value is not None and value is not False and value != ""]
+    if given:
+        raise fail(f"{', '.join(given)}: {reason}")
+
+
 @contextmanager
 def progress() -> Iterator[Progress]:
     """A progress display that goes quiet when stdout is not a terminal (CI, pipes)."""

@@ -18,6 +18,7 @@ from propensity.cli._common import (
     console,
     fail,
     progress,
+    refuse,
     spark_for,
     split_columns,
 )
@@ -76,6 +77,11 @@ def validate(
     from propensity.export import read_export
     from propensity.single_table import read_single_table, read_single_table_dir
 
+    if path is not None and table is not None:
+        raise fail(f"give an export folder ({path}) or --table FILE ({table}), not both")
+    if table is None:
+        refuse("only with --table FILE", target=target, id_col=id_col, exclude=exclude,
+               post_outcome=post_outcome)
     spark = spark_for(engine, master, conf)
     if spark is not None:
         if table is not None or path is None:

@@ -20,6 +20,7 @@ from propensity.cli._common import (
     PostOutcomeOpt,
     console,
     fail,
+    refuse,
     spark_for,
     split_columns,
     stages,
@@ -125,14 +126,23 @@ def train(
     from propensity.single_table import TABLE, load_single_table, single_table_options
     from propensity.training import train_export, train_table
 
+    if path is not None and table is not None:
+        raise fail(f"give an export folder ({path}) or --table FILE ({table}), not both")
+    single_dir = table is None and path is not None and path.is_dir() and (
+        Manifest.read(path).shape == "single_table")
+    if table is not None or single_dir:
+        refuse("only for an export folder, not a single table",
+               horizon_days=horizon_days, stale_days=stale_days, drop_bad_rows=drop_bad_rows)
+    elif path is not None:
+        refuse(f"only for a single table (--table FILE); {path} is an export folder",
+               target=target, id_col=id_col, exclude=exclude, post_outcome=post_outcome)
     cfg = _config(config, model, horizon_days, stale_days)
     holdout_rows = None
     spark = spark_for(engine, master, conf)
     with stages() as note:
         if spark is not None and (table is not None or path is None):
             raise fail("--engine spark trains from an export folder")
-        if table is None and path is not None and path.is_dir() and (
-                Manifest.read(path).shape == "single_table"):
+        if single_dir and path is not None:
             table, manifest = single_table_options(path)
             target = target or manifest.target
             id_col = id_col or manifest.id_column
@@ -240,6 +250,10 @@ def score(
 
     if out is not None and out.suffix not in (".csv", ".parquet"):
         raise fail("--out must end in .csv or .parquet")
+    if table is not None:
+        if path is not None:
+            raise fail(f"give an export folder ({path}) or --table FILE ({table}), not both")
+        refuse("only for an export folder", as_of=as_of, drop_bad_rows=drop_bad_rows)
     if table is None and (path is None or as_of is None):
         raise fail("give an export folder and --as-of TIME (or --table FILE)")
     spark = spark_for(engine, master, conf)

@@ -334,3 +334,15 @@ def test_options_that_do_not_go_together_are_a_usage_error(
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
     assert all(n in lines[0] for n in names), lines[0]
+
+
+def test_out_in_a_folder_that_does_not_exist_yet_creates_it(
+        two_versions: Path, make_export: Callable[..., Path], tmp_path: Path) -> None:
+    scores = tmp_path / "new" / "deeper" / "scores.csv"
+    out = run("score", "--table", two_versions.parent / "table.csv", "--out", scores,
+              models=two_versions)
+    assert out.returncode == 0, out.stderr
+    assert len(pd.read_csv(scores)) == 1500
+    problems = tmp_path / "also-new" / "problems.csv"
+    assert run("validate", make_export(), "--out", problems).returncode == 0
+    assert problems.exists()

@@ -6,6 +6,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -32,6 +33,13 @@ def refuse(reason: str, **options: object) -> None:
              if value is not None and value is not False and value != ""]
     if given:
         raise fail(f"{', '.join(given)}: {reason}")
+
+
+def output(path: Path) -> Path:
+    """`path`, its folder created: an --out naming a new folder is what users expect to
+    work (pandas would refuse it as an OSError about a non-existent directory)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @contextmanager

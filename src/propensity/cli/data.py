@@ -17,6 +17,7 @@ from propensity.cli._common import (
     PostOutcomeOpt,
     console,
     fail,
+    output,
     progress,
     refuse,
     spark_for,
@@ -32,7 +33,7 @@ def print_report(report: ProblemReport, limit: int, out: Path | None) -> None:
     """Every problem, one line each (up to `limit`), then counts per rule."""
     frame = report.frame().sort_values(["severity", "table", "row"], kind="stable")
     if out is not None:
-        frame.to_csv(out, index=False)
+        frame.to_csv(output(out), index=False)
     shown = frame.head(limit) if limit > 0 else frame
     for p in shown.to_dict("records"):
         where = f"{p['file']} row {p['row']}" if p["row"] else p["file"]

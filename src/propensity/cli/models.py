@@ -20,6 +20,7 @@ from propensity.cli._common import (
     PostOutcomeOpt,
     console,
     fail,
+    output,
     refuse,
     spark_for,
     split_columns,
@@ -284,9 +285,9 @@ def score(
         result.to_csv(sys.stdout, index=False)
         return
     if out.suffix == ".csv":
-        result.to_csv(out, index=False)
+        result.to_csv(output(out), index=False)
     else:
-        result.to_parquet(out, index=False)
+        result.to_parquet(output(out), index=False)
     console.print(f"scored {len(result):,} rows with {model} v{version} -> {out}",
                   highlight=False)
 
@@ -320,7 +321,7 @@ def _score_spark(spark: Any, path: str, as_of: pd.Timestamp, model: str, alias: 
             to_pandas(scored).to_csv(sys.stdout, index=False)
             return
         if out.suffix == ".csv":
-            to_pandas(scored).to_csv(out, index=False)
+            to_pandas(scored).to_csv(output(out), index=False)
         else:
             scored.write.mode("overwrite").parquet(str(out))
     console.print(f"scored with {model} v{version} on Spark -> {out}", highlight=False)

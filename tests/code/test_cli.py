@@ -346,3 +346,19 @@ def test_out_in_a_folder_that_does_not_exist_yet_creates_it(
     problems = tmp_path / "also-new" / "problems.csv"
     assert run("validate", make_export(), "--out", problems).returncode == 0
     assert problems.exists()
+
+
+@pytest.mark.parametrize(("toml", "says"), [
+    ("modle = 'stage-advancement'\n", "modle: not a known setting"),
+    ("[snapshots]\nhorizon_days = 'ninety'\n",
+     "snapshots.horizon_days: Input should be a valid integer"),
+])
+def test_a_bad_config_is_one_line_naming_file_and_key(
+        make_export: Callable[..., Path], tmp_path: Path, toml: str, says: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(toml)
+    out = run("train", make_export(), "--config", config, "--no-register")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {config}: "), out.stderr
+    assert says in lines[0] and "pydantic.dev" not in lines[0]

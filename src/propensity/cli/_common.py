@@ -7,13 +7,17 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from propensity.problems import PropensityError
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+    from pydantic_core import ErrorDetails
 
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -40,6 +44,22 @@ def output(path: Path) -> Path:
     work (pandas would refuse it as an OSError about a non-existent directory)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def invalid(exc: ValidationError) -> str:
+    """pydantic's complaints on one line, each as `key: problem (got value)`: its own text
+    spans lines and links every complaint to its website."""
+    def one(error: ErrorDetails) -> str:
+        key = ".".join(map(str, error["loc"]))
+        if error["type"] == "extra_forbidden":
+            return f"{key}: not a known setting"
+        text = error["msg"].removeprefix("Value error, ")
+        value = error.get("input")
+        if isinstance(value, str | int | float | bool):
+            text += f" (got {value!r})"
+        return f"{key}: {text}" if key else text
+
+    return "; ".join(one(e) for e in exc.errors(include_url=False))
 
 
 @contextmanager

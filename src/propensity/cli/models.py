@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import pandas as pd
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from propensity.cli._common import (
@@ -20,6 +21,7 @@ from propensity.cli._common import (
     PostOutcomeOpt,
     console,
     fail,
+    invalid,
     output,
     refuse,
     spark_for,
@@ -54,8 +56,8 @@ def _config(config: Path | None, model: str | None, horizon_days: int | None,
         data.setdefault("snapshots", {})["stale_days"] = stale_days
     try:
         return TrainConfig.model_validate(data)
-    except Exception as exc:
-        raise fail(f"invalid training config: {exc}".replace("\n", "; ")) from None
+    except ValidationError as exc:
+        raise fail(f"{config or 'training config'}: {invalid(exc)}") from None
 
 
 def _print_metrics(report: dict[str, Any]) -> None:

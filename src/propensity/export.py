@@ -279,6 +279,9 @@ def read_export(directory: Path) -> CrmExport:
     if "leads" not in frames:
         raise PropensityError(
             f"{directory}: no leads.csv or leads.parquet (the one required table)")
+    if frames["leads"].empty:  # here, not in validate_export: a Spark partition may be empty
+        report.note(table="leads", file=files["leads"].name, column=None, rule="empty_table",
+                    message="the leads table has no rows: nothing to count or learn from")
     for col in UNKNOWN_WHEN_MISSING:
         frames["leads"][col] = fill_unknown(frames["leads"][col])
     export = CrmExport(
@@ -310,6 +313,9 @@ def load_export(directory: Path, *, drop_bad_rows: bool = False) -> CrmExport:
             f"run `propensity validate {directory}` to see them", export.report
         )
     drop_rejected_rows(export)
+    if export.leads.empty:  # what is left would fail later, and less clearly
+        raise ContractError(f"{directory}: no lead is left to use; run `propensity validate "
+                            f"{directory}` to see why", export.report)
     return export
 
 

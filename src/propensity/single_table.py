@@ -75,6 +75,9 @@ def read_single_table(
     for col in [*exclude, *post_outcome] + ([id_column] if id_column else []):
         if col not in raw.columns:
             column_missing(col, "declared")
+    if raw.empty:
+        report.note(table=TABLE, file=name, column=None, rule="empty_table",
+                    message="the table has no rows (a header only): nothing to learn")
     y, unknown = _binary(raw[target])
     if unknown.any():
         idx = raw.index[unknown.to_numpy()]
@@ -110,15 +113,40 @@ def read_single_table(
                        report=report, source=source)
 
 
-def load_single_table(path: Path, target: str, **options: object) -> SingleTable:
+def load_single_table(
+    path: Path,
+    target: str,
+    *,
+    id_column: str | None = None,
+    exclude: list[str] | tuple[str, ...] = (),
+    post_outcome: list[str] | tuple[str, ...] = (),
+) -> SingleTable:
     """A clean single table, or ContractError naming every problem."""
-    table = read_single_table(path, target, **options)  # type: ignore[arg-type]
+    table = read_single_table(path, target, id_column=id_column, exclude=exclude,
+                              post_outcome=post_outcome)
     if not table.report.ok:
         raise ContractError(
-            f"{path}: {table.report.error_count} problem(s); run `propensity validate --table "
-            f"{path} --target {target}` to see them", table.report)
+            f"{path}: {table.report.error_count} problem(s); run `"
+            f"{validate_command(path, target, id_column, exclude, post_outcome)}` to see them",
+            table.report)
     table.frame[target] = table.frame[target].astype("int64")
     return table
+
+
+def validate_command(path: Path, target: str, id_column: str | None,
+                     exclude: list[str] | tuple[str, ...],
+                     post_outcome: list[str] | tuple[str, ...]) -> str:
+    """The `propensity validate` line that checks the table as it was read: every option that
+    decides a problem (a declared column may be missing) is on it, or running it says ok."""
+    import shlex
+
+    words = ["propensity", "validate", "--table", str(path), "--target", target]
+    if id_column:
+        words += ["--id-col", id_column]
+    for option, columns in (("--exclude", exclude), ("--post-outcome", post_outcome)):
+        if columns:
+            words += [option, ",".join(columns)]
+    return shlex.join(words)
 
 
 def single_table_options(directory: Path) -> tuple[Path, Manifest]:

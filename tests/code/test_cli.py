@@ -8,6 +8,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import pytest
+
 BIN = Path(sys.executable).parent / "propensity"
 
 
@@ -165,21 +169,23 @@ def test_demo_runs_end_to_end_and_serves(tmp_path: Path) -> None:
         proc.wait(timeout=60)
 
 
-def test_train_and_score_a_single_table(tmp_path: Path) -> None:
-    import numpy as np
-    import pandas as pd
-
+def leads_table(n: int = 4000) -> pd.DataFrame:
+    """A single table whose outcome a model can learn: many visits help a lead from the form
+    and hurt the others, an interaction no additive baseline can fit, so the gate lets the
+    first model through."""
     rng = np.random.default_rng(0)
-    n = 4000
     visits = rng.poisson(3, n)
     origin = rng.choice(["form", "import", "api"], n)
-    # many visits help a lead from the form and hurt the others: an interaction no additive
-    # baseline can fit, so the gate lets the first model through
     logit = -2.0 + np.where(origin == "form", np.where(visits >= 4, 2.5, -1.5),
                             np.where(visits >= 4, -1.0, 0.5))
-    frame = pd.DataFrame({"id": [f"x{i}" for i in range(n)], "visits": visits,
-                          "origin": origin, "notes": rng.choice(["hot", "cold"], n),
-                          "won": np.where(rng.random(n) < 1 / (1 + np.exp(-logit)), "yes", "no")})
+    return pd.DataFrame({"id": [f"x{i}" for i in range(n)], "visits": visits,
+                         "origin": origin, "notes": rng.choice(["hot", "cold"], n),
+                         "won": np.where(rng.random(n) < 1 / (1 + np.exp(-logit)), "yes", "no")})
+
+
+def test_train_and_score_a_single_table(tmp_path: Path) -> None:
+    n = 4000
+    frame = leads_table(n)
     path = tmp_path / "table.csv"
     frame.to_csv(path, index=False)
     env = {**os.environ, "PROPENSITY_MODELS_DIR": str(tmp_path / "models")}
@@ -215,3 +221,144 @@ def test_train_and_score_a_single_table(tmp_path: Path) -> None:
     lines = out.stdout.strip().splitlines()
     assert lines[0].startswith("row,probability,") and lines[1].startswith("2,")
     assert len(lines) == n + 1
+
+
+@pytest.fixture(scope="module")
+def two_versions(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model store holding lead-conversion v1 (champion) and v2, and no other model."""
+    from propensity.export import fingerprint
+    from propensity.models.registry import log_and_register, promote
+    from propensity.settings import Settings
+    from propensity.single_table import load_single_table
+    from propensity.training import train_table
+    from tests.conftest import quick_config
+
+    work = tmp_path_factory.mktemp("two-versions")
+    leads_table(1500).to_csv(work / "table.csv", index=False)
+    table = load_single_table(work / "table.csv", "won", id_column="id")
+    settings = Settings(models_dir=work / "models")
+    for _ in range(2):
+        result = train_table(table, quick_config())
+        log_and_register(result, data={"path": str(work / "table.csv"),
+                                       "fingerprint": fingerprint(work / "table.csv")},
+                         input_example=table.frame.head(3).drop(columns="won"),
+                         settings=settings)
+    assert promote("lead-conversion", version="1", force=True, settings=settings).promoted
+    return work / "models"
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--version", "99"], "lead-conversion has no version 99 (versions: 1, 2)"),
+    (["--version", "0"], "lead-conversion has no version 0 (versions: 1, 2)"),
+    (["--version", "abc"], "lead-conversion has no version abc (versions: 1, 2)"),
+    (["--model", "foo", "--version", "1"], "no model named foo in the registry at"),
+    (["--model", "foo"], "no model named foo in the registry at"),
+    (["--model", "stage-advancement", "--rollback"],
+     "no model named stage-advancement in the registry at"),
+])
+def test_promote_an_unknown_model_or_version_is_one_line(
+        two_versions: Path, args: list[str], says: str) -> None:
+    out = run("promote", *args, models=two_versions)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert says in " ".join(out.stderr.split())
+
+
+def test_train_suggests_a_validate_line_that_shows_its_problems(tmp_path: Path) -> None:
+    """The suggested command carries every option that decides a problem: run as printed, it
+    finds what train found."""
+    import re
+    import shlex
+
+    path = tmp_path / "table.csv"
+    leads_table(50).to_csv(path, index=False)
+    for options in (["--id-col", "Prospect"], ["--post-outcome", "notes,called back"],
+                    ["--exclude", "gone"]):
+        out = run("train", "--table", path, "--target", "won", *options, "--no-register")
+        assert out.returncode == 1 and "Traceback" not in out.stderr
+        found = re.search(r"run `(propensity validate [^`]*)`", " ".join(out.stderr.split()))
+        assert found, out.stderr
+        again = run(*shlex.split(found.group(1))[1:])
+        assert again.returncode == 1, again.stdout
+        assert "missing_column" in again.stdout
+
+
+def test_a_table_with_a_header_and_no_rows_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "hdr.csv"
+    path.write_text("Prospect,Converted,visits\n")
+    out = run("validate", "--table", path, "--target", "Converted")
+    assert out.returncode == 1 and "empty_table" in out.stdout
+    out = run("train", "--table", path, "--target", "Converted", "--no-register")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    error = out.stderr.strip().splitlines()[-1]  # after the stages' progress lines
+    assert error.startswith("error: ") and "n_samples" not in out.stderr
+    assert "propensity validate --table" in error
+
+
+def test_an_export_whose_leads_have_a_header_and_no_rows_is_an_error(tmp_path: Path) -> None:
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "leads.csv").write_text("lead_id,created_at,source\n")
+    out = run("validate", folder)
+    assert out.returncode == 1 and "empty_table" in out.stdout
+    for args in (["funnel", folder], ["train", folder, "--no-register"],
+                 ["train", folder, "--no-register", "--drop-bad-rows"]):
+        out = run(*args)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, args
+        assert "no timestamps" not in out.stderr and f"propensity validate {folder}" in (
+            " ".join(out.stderr.split())), args
+
+
+@pytest.mark.parametrize(("args", "names"), [
+    (["train", "EXPORT", "--table", "TABLE", "--target", "won"], ["not both"]),
+    (["train", "EXPORT", "--target", "Converted"], ["--target", "export folder"]),
+    (["train", "EXPORT", "--id-col", "id", "--post-outcome", "notes"],
+     ["--id-col", "--post-outcome"]),
+    (["train", "--table", "TABLE", "--target", "won", "--horizon-days", "30"],
+     ["--horizon-days", "single table"]),
+    (["score", "EXPORT", "--as-of", "2024-03-01", "--table", "TABLE"], ["not both"]),
+    (["score", "--table", "TABLE", "--as-of", "2024-03-01"], ["--as-of"]),
+    (["validate", "EXPORT", "--table", "TABLE", "--target", "won"], ["not both"]),
+    (["validate", "EXPORT", "--target", "won"], ["--target", "--table"]),
+])
+def test_options_that_do_not_go_together_are_a_usage_error(
+        make_export: Callable[..., Path], tmp_path: Path, args: list[str],
+        names: list[str]) -> None:
+    """Exit 2 and one line naming the conflict, before anything is read or trained: an option
+    silently dropped would run something other than what was asked."""
+    table = tmp_path / "table.csv"
+    leads_table(50).to_csv(table, index=False)
+    places = {"EXPORT": make_export(), "TABLE": table}
+    out = run(*(places.get(a, a) for a in args), models=tmp_path / "models")
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+    assert all(n in lines[0] for n in names), lines[0]
+
+
+def test_out_in_a_folder_that_does_not_exist_yet_creates_it(
+        two_versions: Path, make_export: Callable[..., Path], tmp_path: Path) -> None:
+    scores = tmp_path / "new" / "deeper" / "scores.csv"
+    out = run("score", "--table", two_versions.parent / "table.csv", "--out", scores,
+              models=two_versions)
+    assert out.returncode == 0, out.stderr
+    assert len(pd.read_csv(scores)) == 1500
+    problems = tmp_path / "also-new" / "problems.csv"
+    assert run("validate", make_export(), "--out", problems).returncode == 0
+    assert problems.exists()
+
+
+@pytest.mark.parametrize(("toml", "says"), [
+    ("modle = 'stage-advancement'\n", "modle: not a known setting"),
+    ("[snapshots]\nhorizon_days = 'ninety'\n",
+     "snapshots.horizon_days: Input should be a valid integer"),
+])
+def test_a_bad_config_is_one_line_naming_file_and_key(
+        make_export: Callable[..., Path], tmp_path: Path, toml: str, says: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(toml)
+    out = run("train", make_export(), "--config", config, "--no-register")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {config}: "), out.stderr
+    assert says in lines[0] and "pydantic.dev" not in lines[0]

@@ -6,13 +6,18 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from propensity.problems import PropensityError
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+    from pydantic_core import ErrorDetails
 
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -22,6 +27,39 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one readable line to stderr and return the exit to raise."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def refuse(reason: str, **options: object) -> None:
+    """Options given where they do not apply are a usage error (exit 2): ignoring them would
+    run something other than what was asked. `options` maps parameter names to their values;
+    the ones given (not None, False or empty) are named as their command-line flags."""
+    given = [f"--{name.replace('_', '-')}" for name, value in options.items()
+             if value is not None and value is not False and value != ""]
+    if given:
+        raise fail(f"{', '.join(given)}: {reason}")
+
+
+def output(path: Path) -> Path:
+    """`path`, its folder created: an --out naming a new folder is what users expect to
+    work (pandas would refuse it as an OSError about a non-existent directory)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def invalid(exc: ValidationError) -> str:
+    """pydantic's complaints on one line, each as `key: problem (got value)`: its own text
+    spans lines and links every complaint to its website."""
+    def one(error: ErrorDetails) -> str:
+        key = ".".join(map(str, error["loc"]))
+        if error["type"] == "extra_forbidden":
+            return f"{key}: not a known setting"
+        text = error["msg"].removeprefix("Value error, ")
+        value = error.get("input")
+        if isinstance(value, str | int | float | bool):
+            text += f" (got {value!r})"
+        return f"{key}: {text}" if key else text
+
+    return "; ".join(one(e) for e in exc.errors(include_url=False))
 
 
 @contextmanager
@@ -88,3 +126,16 @@ def spark_for(engine: str, master: str | None, conf: list[str] | None) -> Any:
     except PropensityError as exc:  # a malformed option is a usage error: exit 2
         raise fail(str(exc)) from None
     return spark_session(master, confs)
+
+
+# --- how a single table is read: validate and train take the same options --------------------
+
+IdColOpt = Annotated[str | None, typer.Option(help="Id column of --table")]
+ExcludeOpt = Annotated[str, typer.Option(help="Columns to ignore, comma-separated")]
+PostOutcomeOpt = Annotated[str, typer.Option(
+    help="Columns filled in after the outcome (never features), comma-separated")]
+
+
+def split_columns(option: str) -> list[str]:
+    """The column names of a comma-separated option."""
+    return [c for c in option.split(",") if c]

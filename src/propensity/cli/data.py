@@ -11,11 +11,17 @@ from rich.table import Table
 from propensity.cli._common import (
     ConfOpt,
     EngineOpt,
+    ExcludeOpt,
+    IdColOpt,
     MasterOpt,
+    PostOutcomeOpt,
     console,
     fail,
+    output,
     progress,
+    refuse,
     spark_for,
+    split_columns,
 )
 from propensity.problems import ProblemReport
 
@@ -27,7 +33,7 @@ def print_report(report: ProblemReport, limit: int, out: Path | None) -> None:
     """Every problem, one line each (up to `limit`), then counts per rule."""
     frame = report.frame().sort_values(["severity", "table", "row"], kind="stable")
     if out is not None:
-        frame.to_csv(out, index=False)
+        frame.to_csv(output(out), index=False)
     shown = frame.head(limit) if limit > 0 else frame
     for p in shown.to_dict("records"):
         where = f"{p['file']} row {p['row']}" if p["row"] else p["file"]
@@ -58,7 +64,9 @@ def validate(
     path: Annotated[Path | None, typer.Argument(help="Export folder (leads, events, ...)")] = None,
     table: Annotated[Path | None, typer.Option(help="A single table file instead")] = None,
     target: Annotated[str | None, typer.Option(help="Target column of --table")] = None,
-    id_col: Annotated[str | None, typer.Option(help="Id column of --table")] = None,
+    id_col: IdColOpt = None,
+    exclude: ExcludeOpt = "",
+    post_outcome: PostOutcomeOpt = "",
     limit: Annotated[int, typer.Option(help="Print at most this many problems (0: all)")] = 1000,
     out: Annotated[Path | None, typer.Option(help="Write every problem to this CSV")] = None,
     engine: EngineOpt = "pandas",
@@ -70,6 +78,11 @@ def validate(
     from propensity.export import read_export
     from propensity.single_table import read_single_table, read_single_table_dir
 
+    if path is not None and table is not None:
+        raise fail(f"give an export folder ({path}) or --table FILE ({table}), not both")
+    if table is None:
+        refuse("only with --table FILE", target=target, id_col=id_col, exclude=exclude,
+               post_outcome=post_outcome)
     spark = spark_for(engine, master, conf)
     if spark is not None:
         if table is not None or path is None:
@@ -81,7 +94,9 @@ def validate(
         if table is not None:
             if not target:
                 raise fail("--table needs --target COLUMN (the 0/1 outcome)")
-            report = read_single_table(table, target, id_column=id_col).report
+            report = read_single_table(table, target, id_column=id_col,
+                                       exclude=split_columns(exclude),
+                                       post_outcome=split_columns(post_outcome)).report
             what = f"{table}"
         elif path is None:
             raise fail("give an export folder, or --table FILE --target COLUMN")

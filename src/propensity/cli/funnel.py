@@ -14,6 +14,7 @@ from propensity.cli._common import (
     MasterOpt,
     console,
     fail,
+    output,
     progress,
     spark_for,
 )
@@ -85,7 +86,7 @@ def funnel(
     if out is None:
         print(text)
     else:
-        out.write_text(text)
+        output(out).write_text(text)
         console.print(f"wrote {out}", highlight=False)
 
 

@@ -9,9 +9,25 @@ from typing import Annotated, Any
 
 import pandas as pd
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
-from propensity.cli._common import ConfOpt, EngineOpt, MasterOpt, console, fail, spark_for, stages
+from propensity.cli._common import (
+    ConfOpt,
+    EngineOpt,
+    ExcludeOpt,
+    IdColOpt,
+    MasterOpt,
+    PostOutcomeOpt,
+    console,
+    fail,
+    invalid,
+    output,
+    refuse,
+    spark_for,
+    split_columns,
+    stages,
+)
 
 ModelOpt = Annotated[str, typer.Option(
     "--model", help="lead-conversion, stage-advancement or account-propensity")]
@@ -40,8 +56,8 @@ def _config(config: Path | None, model: str | None, horizon_days: int | None,
         data.setdefault("snapshots", {})["stale_days"] = stale_days
     try:
         return TrainConfig.model_validate(data)
-    except Exception as exc:
-        raise fail(f"invalid training config: {exc}".replace("\n", "; ")) from None
+    except ValidationError as exc:
+        raise fail(f"{config or 'training config'}: {invalid(exc)}") from None
 
 
 def _print_metrics(report: dict[str, Any]) -> None:
@@ -88,10 +104,9 @@ def train(
     config: Annotated[Path | None, typer.Option(help="A TOML config (see training/)")] = None,
     table: Annotated[Path | None, typer.Option(help="Train from a single table")] = None,
     target: Annotated[str | None, typer.Option(help="Target column of --table")] = None,
-    id_col: Annotated[str | None, typer.Option(help="Id column of --table")] = None,
-    exclude: Annotated[str, typer.Option(help="Columns to ignore, comma-separated")] = "",
-    post_outcome: Annotated[str, typer.Option(
-        help="Columns filled in after the outcome (never features), comma-separated")] = "",
+    id_col: IdColOpt = None,
+    exclude: ExcludeOpt = "",
+    post_outcome: PostOutcomeOpt = "",
     register: Annotated[bool, typer.Option(help="Log to MLflow and register")] = True,
     drop_bad_rows: Annotated[bool, typer.Option(
         help="Leave out rows that break the contract (each is named)")] = False,
@@ -114,14 +129,23 @@ def train(
     from propensity.single_table import TABLE, load_single_table, single_table_options
     from propensity.training import train_export, train_table
 
+    if path is not None and table is not None:
+        raise fail(f"give an export folder ({path}) or --table FILE ({table}), not both")
+    single_dir = table is None and path is not None and path.is_dir() and (
+        Manifest.read(path).shape == "single_table")
+    if table is not None or single_dir:
+        refuse("only for an export folder, not a single table",
+               horizon_days=horizon_days, stale_days=stale_days, drop_bad_rows=drop_bad_rows)
+    elif path is not None:
+        refuse(f"only for a single table (--table FILE); {path} is an export folder",
+               target=target, id_col=id_col, exclude=exclude, post_outcome=post_outcome)
     cfg = _config(config, model, horizon_days, stale_days)
     holdout_rows = None
     spark = spark_for(engine, master, conf)
     with stages() as note:
         if spark is not None and (table is not None or path is None):
             raise fail("--engine spark trains from an export folder")
-        if table is None and path is not None and path.is_dir() and (
-                Manifest.read(path).shape == "single_table"):
+        if single_dir and path is not None:
             table, manifest = single_table_options(path)
             target = target or manifest.target
             id_col = id_col or manifest.id_column
@@ -134,9 +158,8 @@ def train(
                 raise fail("a single table trains lead-conversion only")
             note(f"reading {table}")
             single = load_single_table(
-                table, target, id_column=id_col,
-                exclude=[c for c in exclude.split(",") if c],
-                post_outcome=[c for c in post_outcome.split(",") if c])
+                table, target, id_column=id_col, exclude=split_columns(exclude),
+                post_outcome=split_columns(post_outcome))
             note(f"{len(single.frame):,} rows, {len(single.feature_columns)} columns")
             result = train_table(single, cfg, progress=note)
             columns = [c for c in single.frame.columns if c != single.target]
@@ -230,6 +253,10 @@ def score(
 
     if out is not None and out.suffix not in (".csv", ".parquet"):
         raise fail("--out must end in .csv or .parquet")
+    if table is not None:
+        if path is not None:
+            raise fail(f"give an export folder ({path}) or --table FILE ({table}), not both")
+        refuse("only for an export folder", as_of=as_of, drop_bad_rows=drop_bad_rows)
     if table is None and (path is None or as_of is None):
         raise fail("give an export folder and --as-of TIME (or --table FILE)")
     spark = spark_for(engine, master, conf)
@@ -262,9 +289,9 @@ def score(
         result.to_csv(sys.stdout, index=False)
         return
     if out.suffix == ".csv":
-        result.to_csv(out, index=False)
+        result.to_csv(output(out), index=False)
     else:
-        result.to_parquet(out, index=False)
+        result.to_parquet(output(out), index=False)
     console.print(f"scored {len(result):,} rows with {model} v{version} -> {out}",
                   highlight=False)
 
@@ -298,7 +325,7 @@ def _score_spark(spark: Any, path: str, as_of: pd.Timestamp, model: str, alias: 
             to_pandas(scored).to_csv(sys.stdout, index=False)
             return
         if out.suffix == ".csv":
-            to_pandas(scored).to_csv(out, index=False)
+            to_pandas(scored).to_csv(output(out), index=False)
         else:
             scored.write.mode("overwrite").parquet(str(out))
     console.print(f"scored with {model} v{version} on Spark -> {out}", highlight=False)

@@ -9,7 +9,7 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from propensity.cli._common import console, fail
+from propensity.cli._common import console, fail, invalid
 
 if TYPE_CHECKING:
     from propensity.threshold_store import ThresholdStore
@@ -141,8 +141,7 @@ def set_(
         try:
             values = ThresholdSet(**{**current.model_dump(), **changes})
         except ValidationError as exc:
-            raise fail("; ".join(e["msg"].removeprefix("Value error, ")
-                                 for e in exc.errors(include_url=False)), code=1) from None
+            raise fail(invalid(exc), code=1) from None
     try:
         saved = store.set(values, f"cli:{getpass.getuser()}", reason, base)
     except StaleVersion as exc:

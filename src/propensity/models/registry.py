@@ -31,6 +31,8 @@ from propensity.problems import PropensityError
 from propensity.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from mlflow.entities.model_registry import RegisteredModel
+
     from propensity.monitoring.reference import Reference
     from propensity.training import TrainResult
 
@@ -280,6 +282,32 @@ def _score_holdout(champion: ModelBundle, challenger: Evaluation) -> np.ndarray:
         key, "as_of"]]))
 
 
+def _registered(client: MlflowClient, name: str, settings: Settings | None) -> RegisteredModel:
+    """The registered model `name`, or a one-line error naming the registry looked in (a name
+    mistyped on the command line must not surface as MLflow's exception)."""
+    try:
+        return client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+    known = [rm.name for rm in client.search_registered_models()]
+    raise PropensityError(
+        f"no model named {name} in the registry at {(settings or get_settings()).tracking_uri}"
+        + (": train one first" if name in MODEL_NAMES else
+           f" (models: {', '.join(sorted(known)) or 'none yet'})")) from None
+
+
+def _existing_version(client: MlflowClient, name: str, version: str) -> str:
+    """`version` as the registry spells it, or a one-line error listing the versions there are
+    (MLflow raises on a version that is not a number, and on one that is not registered)."""
+    versions = sorted(int(mv.version) for mv in client.search_model_versions(f"name='{name}'"))
+    text = version.strip()
+    if not text.isdigit() or int(text) not in versions:
+        raise PropensityError(f"{name} has no version {version} (versions: "
+                              f"{', '.join(map(str, versions)) or 'none'})")
+    return str(int(text))
+
+
 @dataclass
 class Promotion:
     name: str
@@ -299,9 +327,12 @@ def promote(name: str, version: str | None = None, *, force: bool = False,
     The gate, the first champion included: the challenger ranks its own holdout at least as
     well as each of its baselines, and (when there is a champion) better than the champion's
     evaluation model does on the same rows. `force` skips it and says what was skipped.
+    A model or version the registry does not hold is a PropensityError naming what it holds.
     """
     client = configure(settings)
-    candidate = version or version_of(client, name, CHALLENGER)
+    _registered(client, name, settings)
+    candidate = (_existing_version(client, name, version) if version is not None
+                 else version_of(client, name, CHALLENGER))
     if candidate is None:
         raise PropensityError(f"{name} has no challenger: train one first")
     current = version_of(client, name, CHAMPION)
@@ -376,7 +407,7 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
 def rollback(name: str, settings: Settings | None = None) -> Promotion:
     """Give `champion` back to the version it replaced last."""
     client = configure(settings)
-    previous = client.get_registered_model(name).tags.get(PREVIOUS_TAG)
+    previous = _registered(client, name, settings).tags.get(PREVIOUS_TAG)
     if not previous:
         raise PropensityError(f"{name} has no previous champion to roll back to")
     current = version_of(client, name, CHAMPION)

@@ -362,3 +362,17 @@ def test_a_bad_config_is_one_line_naming_file_and_key(
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {config}: "), out.stderr
     assert says in lines[0] and "pydantic.dev" not in lines[0]
+
+
+def test_a_wrong_command_line_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """Usage errors from the option parser too, not only ours: click drew them as a box."""
+    for args, says in ((["score", "--as-of", "yesterday"], "Invalid value for '--as-of'"),
+                       (["nosuch"], "No such command 'nosuch'"),
+                       (["keys", "revoke", "nope"], "Invalid value for 'key_id'"),
+                       (["train", str(tmp_path), "--horizon-days", "0"], "--horizon-days")):
+        done = run(*args, models=tmp_path / "models")
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr
+        assert says in done.stderr and "Traceback" not in done.stderr
+    shown = run("score", "--help", models=tmp_path / "models")
+    assert shown.returncode == 0 and "--as-of" in shown.stdout

@@ -52,8 +52,14 @@ demo.register(app)
 
 def main() -> None:
     """Entry point: user errors end in one line and a non-zero exit, never a traceback."""
-    try:
-        app()
+    try:  # not standalone: a usage error would be printed as a box of five lines
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # typer's click errors: a wrong command line
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `propensity` alone: typer has
+            sys.exit(exc.exit_code)  # printed the help
+        raise SystemExit(fail(exc.format_message(), code=exc.exit_code).exit_code) from None
+    except typer.Abort:
+        sys.exit(130)
     except PropensityError as exc:
         raise SystemExit(fail(str(exc), code=1).exit_code) from None
     except UnicodeDecodeError as exc:  # a reader that does not name its file: say what we can
@@ -64,3 +70,5 @@ def main() -> None:
         raise SystemExit(fail(f"{type(exc).__name__}: {exc}", code=1).exit_code) from None
     except KeyboardInterrupt:
         sys.exit(130)
+    if isinstance(code, int) and code:  # typer.Exit(code) returns it when not standalone
+        sys.exit(code)

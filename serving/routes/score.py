@@ -20,7 +20,7 @@ from propensity.features.online import (
 from propensity.models.reasons import explain
 from propensity.scoring import Scored, score_leads, score_records
 from propensity.thresholds import to_score
-from propensity.timestamps import as_utc
+from propensity.timestamps import as_utc, micros
 from serving.deps import AppState, body_doc, json_body
 from serving.limits import check_score_request
 from serving.schemas import (
@@ -126,11 +126,15 @@ async def score(body: ScoreBody, request: Request) -> Response:
     if bundle.kind == "export":
         stages = list(bundle.plan.spec.stages)
         source = state.context
-        seen: dict[str, int] = {}
+        seen: dict[tuple[str, int | None], int] = {}
         for i, lead in enumerate(body.leads):
-            if (first := seen.setdefault(lead.lead_id, i)) != i:
+            # a lead may be scored as of several times in one request (a backfill), but
+            # twice as of the same time is two answers to one question
+            key = (lead.lead_id, None if lead.as_of is None else micros(lead.as_of))
+            if (first := seen.setdefault(key, i)) != i:
                 raise _invalid(["leads", i, "lead_id"], f"lead {lead.lead_id!r} is also "
-                               f"leads[{first}]: one score per lead and request")
+                               f"leads[{first}], as of the same time: one score per lead, "
+                               "time and request")
             x, context = online_lead(lead, i, now, stages, source)
             inputs.append(x)
             used.append(context)

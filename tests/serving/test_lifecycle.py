@@ -136,6 +136,14 @@ def test_http_batch_cli_and_pyfunc_give_the_same_probability(
                            "--out", str(out)], capture_output=True, text=True,
                           env={**os.environ, **env_models}, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "warning" not in done.stderr, done.stderr
+    for when, says in (("1999-01-01", "no lead was open at 1999-01-01"),
+                       ("2031-01-01", "days after the export's last record")):
+        late = subprocess.run([str(cli), "score", str(small_dir), "--as-of", when, "--out",
+                               str(tmp_path / "late.csv")], capture_output=True, text=True,
+                              env={**os.environ, **env_models}, check=False)
+        assert late.returncode == 0 and "warning:" in late.stderr, late.stderr
+        assert says in late.stderr, late.stderr
     batch = pd.read_csv(out).set_index("lead_id")
     leads = small_export.leads.set_index("lead_id")
     per_account = small_export.leads["account_id"].value_counts()

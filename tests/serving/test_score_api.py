@@ -114,8 +114,7 @@ def test_bad_input_is_a_4xx_with_the_field(server: Server) -> None:
         # times the contract refuses in an export's rows, refused here too
         ({"leads": [{**LEAD, "as_of": "2025-04-01T00:00:00Z"}]},
          ["body", "leads", 0, "as_of"]),
-        ({"leads": [LEAD, {**LEAD, "created_at": "2030-01-01T00:00:00Z", "as_of": None}]},
-         ["body", "leads", 1, "lead_id"]),
+        ({"leads": [LEAD, {**LEAD, "source": "web"}]}, ["body", "leads", 1, "lead_id"]),
         ({"leads": [{**LEAD, "lead_id": "x", "created_at": "2030-01-01T00:00:00Z",
                      "as_of": None}]}, ["body", "leads", 0, "as_of"]),
         ({"leads": [{**LEAD, "events": [*LEAD["events"], {
@@ -138,6 +137,9 @@ def test_bad_input_is_a_4xx_with_the_field(server: Server) -> None:
         assert r.status_code == 422
         many = http.post("/v1/score", json={"leads": [LEAD] * 1001})
         assert many.status_code == 413 and "1001 leads" in many.json()["detail"]
+        # the same lead as of two times is a backfill, not a duplicate
+        two = http.post("/v1/score", json={"leads": [LEAD, {**LEAD, "as_of": "2025-06-02"}]})
+        assert two.status_code == 200 and len(two.json()["scores"]) == 2, two.text
         flood = {**LEAD, "events": [LEAD["events"][0]] * 100_000}
         r = http.post("/v1/score", json={"leads": [flood]})
         assert r.status_code == 413 and "100000 events" in r.json()["detail"]

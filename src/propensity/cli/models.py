@@ -20,6 +20,7 @@ from propensity.cli._common import (
     MasterOpt,
     PostOutcomeOpt,
     console,
+    err_console,
     fail,
     invalid,
     output,
@@ -249,7 +250,7 @@ def score(
 
     from propensity.export import load_export, read_raw
     from propensity.models.registry import load_model
-    from propensity.scoring import check_table, score_export, score_table
+    from propensity.scoring import as_utc, check_table, score_export, score_table
 
     if out is not None and out.suffix not in (".csv", ".parquet"):
         raise fail("--out must end in .csv or .parquet")
@@ -283,6 +284,7 @@ def score(
             export = load_export(path, drop_bad_rows=drop_bad_rows)
             note(f"scoring every lead open at {as_of:%Y-%m-%d %H:%M}")
             result = score_export(bundle, export, pd.Timestamp(as_of))
+            _warn_about_the_time(export.latest_time(), as_utc(as_of), len(result))
     result["model"] = model
     result["model_version"] = version
     if out is None:
@@ -294,6 +296,19 @@ def score(
         result.to_parquet(output(out), index=False)
     console.print(f"scored {len(result):,} rows with {model} v{version} -> {out}",
                   highlight=False)
+
+
+def _warn_about_the_time(latest: pd.Timestamp, as_of: pd.Timestamp, scored: int) -> None:
+    """An as-of time the export does not reach is almost always a typo, yet it scores
+    without error: before the first lead, nothing; long after the last record, leads that
+    went quiet only because the export stops (their idleness counts against them)."""
+    if not scored:
+        err_console.print(f"[yellow]warning:[/] no lead was open at {as_of:%Y-%m-%d %H:%M}",
+                          highlight=False)
+    elif (late := (as_of - latest).days) > 30:
+        err_console.print(f"[yellow]warning:[/] --as-of is {late} days after the export's "
+                          f"last record ({latest:%Y-%m-%d}): its leads look idle since then",
+                          highlight=False)
 
 
 def _score_spark(spark: Any, path: str, as_of: pd.Timestamp, model: str, alias: str,

@@ -123,6 +123,8 @@ def _earlier_than_lead(export: CrmExport, times: pd.Series, pos: np.ndarray) -> 
     """Rows dated more than the clock skew before their lead's creation (int64 microseconds:
     22 million events compare in a blink, where pandas timestamps take seconds)."""
     created = to_micros(export.leads["created_at"])
+    if not len(created):  # no leads: every row is an orphan, named as such elsewhere
+        return np.zeros(len(pos), dtype=bool)
     lead = np.where(pos >= 0, created[np.maximum(pos, 0)], NEVER)
     t = to_micros(times)
     skew = int(CLOCK_SKEW / pd.Timedelta(microseconds=1))

@@ -194,3 +194,22 @@ def test_one_pass_score_equals_two_passes_and_refuses_a_broken_export(
     accounts.to_csv(tmp_path / "text" / "accounts.csv", index=False)
     with pytest.raises(PropensityError, match=r"accounts\.csv column employees value 'many'"):
         checked_scores(spark, read_spark_export(spark, str(tmp_path / "text")), bundle, t)
+
+
+def test_an_export_whose_leads_have_no_rows_is_refused_alike(spark: Any, spark_csv_dir: Path,
+                                                             tmp_path: Path) -> None:
+    """Every other row is then an orphan: the engines count the same problems per rule."""
+    folder = tmp_path / "no-leads"
+    shutil.copytree(spark_csv_dir, folder)
+    header = (folder / "leads.csv").read_text().splitlines()[0]
+    (folder / "leads.csv").write_text(header + "\n")
+    # (an opportunity whose lead is missing is also named an account orphan by Spark when its
+    # account exists: a known difference, left out of this comparison)
+    (folder / "opportunities.csv").unlink()
+    expected = read_export(folder).report.summary()
+    got = spark_validate(spark, read_spark_export(spark, str(folder)))
+    assert "empty_table" in set(expected["rule"]) and not got.ok
+    key = ["severity", "table", "rule"]
+    pd.testing.assert_frame_equal(
+        got.counts[[*key, "count"]].astype(str).sort_values(key).reset_index(drop=True),
+        expected[[*key, "count"]].astype(str).sort_values(key).reset_index(drop=True))

@@ -144,6 +144,9 @@ def spark_validate(spark: SparkSession, export: SparkExport, *, cap: int = DEFAU
     finally:
         problems.unpersist()
     report = ProblemReport()
+    if export.tables["leads"].isEmpty():  # as `read_export`: not per partition (may be empty)
+        report.note(table="leads", file=export.files["leads"], column=None, rule="empty_table",
+                    message="the leads table has no rows: nothing to count or learn from")
     for table, file, column in _absent_post_outcome(export):
         report.note(table=table, file=file, column=column, rule="post_outcome_column_absent",
                     severity="warning",
@@ -152,7 +155,7 @@ def spark_validate(spark: SparkSession, export: SparkExport, *, cap: int = DEFAU
         rows = rows.sort_values(["table", "rule", "row", "column"], kind="stable")
         report._parts.append(rows[PROBLEM_COLUMNS].reset_index(drop=True))
     extra = report.summary()
-    extra = extra[extra["rule"] == "post_outcome_column_absent"]
+    extra = extra[extra["rule"].isin(["post_outcome_column_absent", "empty_table"])]
     counts = pd.concat([counts, extra], ignore_index=True)
     return SparkReport(report=report, counts=counts.sort_values(
         ["severity", "table", "rule"]).reset_index(drop=True))

@@ -39,6 +39,21 @@ def category_text(value: Any) -> str | None:
     return text if text else None
 
 
+def not_a_number(value: Any) -> bool:
+    """A value `number` reads as missing although it says something: text that is neither
+    blank nor a number (NaN spelt out counts as a number, as `float` and Spark read it)."""
+    if not isinstance(value, str):
+        return False
+    text = value.strip()
+    if not text:
+        return False
+    try:
+        float(text)
+    except ValueError:
+        return True
+    return False
+
+
 def number(value: Any) -> float:
     """A numeric value; text that is not a number is missing (NaN), never an error."""
     if value is None or value is pd.NA or value is pd.NaT:

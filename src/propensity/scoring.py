@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from propensity.coding import not_a_number
 from propensity.features.online import OnlineLead
 from propensity.models.bundle import ModelBundle
 from propensity.problems import PropensityError
@@ -52,14 +53,14 @@ def check_tables(bundle: ModelBundle, present: Sequence[str], where: str) -> Non
             "scores would be made up: add the table, or train a model on exports without it")
 
 
-def not_a_number(values: pd.Series, source: SourceFile, column: str, rows: np.ndarray
-                 ) -> PropensityError | None:
-    """The first value of a column the model reads as numbers that is not one (the
-    contract's typing rule: a number is what `pd.to_numeric` reads), as an error naming its
-    row; `rows` are the values' positions in their file."""
+def text_in_numbers(values: pd.Series, source: SourceFile, column: str, rows: np.ndarray
+                    ) -> PropensityError | None:
+    """The first value of a column the model reads as numbers that is text (`not_a_number`:
+    blank and NaN read as missing, as the scorer's encoders read them), as an error naming
+    its row; `rows` are the values' positions in their file."""
     if pd.api.types.is_numeric_dtype(values):
         return None
-    text = (values.notna() & pd.to_numeric(values, errors="coerce").isna()).to_numpy()
+    text = values.map(not_a_number, na_action="ignore").fillna(False).to_numpy(dtype=bool)
     if not text.any():
         return None
     at = np.flatnonzero(text)
@@ -82,7 +83,7 @@ def check_export(bundle: ModelBundle, export: CrmExport) -> None:
         if frame is None or source is None:
             continue
         for col in columns:
-            if col in frame and (error := not_a_number(
+            if col in frame and (error := text_in_numbers(
                     frame[col], source, col, frame.index.to_numpy())) is not None:
                 raise error
 
@@ -111,7 +112,7 @@ def check_table(bundle: ModelBundle, frame: pd.DataFrame, source: SourceFile) ->
                               f"{len(bundle.columns)} columns are absent ({shown}); score a "
                               "table with the columns the model was trained on")
     for col in bundle.columns:
-        if col.categories is None and (error := not_a_number(
+        if col.categories is None and (error := text_in_numbers(
                 frame[col.name], source, col.name, np.arange(len(frame)))) is not None:
             raise error
 

@@ -63,6 +63,14 @@ def test_text_in_a_number_column_is_refused_with_its_row(table_model: ModelBundl
     frame, source = read_raw(ok)
     check_table(table_model, frame, source)  # the same table, clean: read and scored
     assert len(score_table(table_model, frame)) == 10
+    # blanks and NaN spelt out are missing values, not text: as the encoders and Spark read
+    # them, and whatever the file format
+    blanks = frame.astype({"visits": "str"})
+    blanks.loc[[1, 2, 3], "visits"] = ["", "  ", "NaN"]
+    blanks.to_parquet(tmp_path / "blanks.parquet")
+    frame, source = read_raw(tmp_path / "blanks.parquet")
+    check_table(table_model, frame, source)
+    assert np.isnan(score_table(table_model, frame)["probability"]).sum() == 0
 
 
 def test_an_export_without_a_table_the_model_used_is_refused(

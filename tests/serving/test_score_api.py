@@ -137,6 +137,10 @@ def test_bad_input_is_a_4xx_with_the_field(server: Server) -> None:
         assert r.status_code == 422
         many = http.post("/v1/score", json={"leads": [LEAD] * 1001})
         assert many.status_code == 413 and "1001 leads" in many.json()["detail"]
+        # a lead created a little after as_of (a CRM's clock ahead of ours) is scored
+        skew = http.post("/v1/score", json={"leads": [{
+            **LEAD, "events": [], "stage": None, "created_at": "2025-06-01T02:00:00Z"}]})
+        assert skew.status_code == 200, skew.text
         # the same lead as of two times is a backfill, not a duplicate
         two = http.post("/v1/score", json={"leads": [LEAD, {**LEAD, "as_of": "2025-06-02"}]})
         assert two.status_code == 200 and len(two.json()["scores"]) == 2, two.text

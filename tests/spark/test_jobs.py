@@ -194,6 +194,12 @@ def test_one_pass_score_equals_two_passes_and_refuses_a_broken_export(
     accounts.to_csv(tmp_path / "text" / "accounts.csv", index=False)
     with pytest.raises(PropensityError, match=r"accounts\.csv column employees value 'many'"):
         checked_scores(spark, read_spark_export(spark, str(tmp_path / "text")), bundle, t)
+    # a column left blank is missing values, not text: scored
+    accounts["employees"] = ""
+    accounts.to_csv(tmp_path / "text" / "accounts.csv", index=False)
+    blank = checked_scores(spark, read_spark_export(spark, str(tmp_path / "text")), bundle, t)
+    assert blank.count() == len(got)
+    blank.unpersist()
 
 
 def test_an_export_whose_leads_have_no_rows_is_refused_alike(spark: Any, spark_csv_dir: Path,

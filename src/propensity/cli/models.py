@@ -138,7 +138,8 @@ def train(
         refuse("only for an export folder, not a single table",
                horizon_days=horizon_days, stale_days=stale_days, drop_bad_rows=drop_bad_rows)
     elif path is not None:
-        refuse(f"only for a single table (--table FILE); {path} is an export folder",
+        refuse(f"only for a single table, given as --table FILE ({path} is read as an "
+               "export folder)",
                target=target, id_col=id_col, exclude=exclude, post_outcome=post_outcome)
     cfg = _config(config, model, horizon_days, stale_days)
     holdout_rows = None

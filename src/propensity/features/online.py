@@ -145,11 +145,11 @@ class OnlineFeatures:
     def inputs(self, lead: OnlineLead) -> FeatureInputs:
         t = micros(lead.as_of)
         created = micros(lead.created_at)
-        if t < created:
-            raise LeadInputError(("as_of",), f"as_of {lead.as_of.isoformat()} is before the "
-                                 f"lead was created ({lead.created_at.isoformat()}): a lead is "
-                                 "scored from its creation on (without as_of: created_at is "
-                                 "in the future)")
+        if t < created - _SKEW_US:  # the contract's clock skew: a CRM's clock runs ahead
+            raise LeadInputError(("as_of",), f"as_of {lead.as_of.isoformat()} is more than a "
+                                 "day before the lead was created "
+                                 f"({lead.created_at.isoformat()}): a lead is scored from its "
+                                 "creation on (without as_of: created_at is in the future)")
         attrs = lead.attributes
         has_account = category_text(attrs.get("account_id")) is not None
         n_types, n_channels = len(self.types), len(self.channels)
@@ -236,6 +236,6 @@ class OnlineFeatures:
         for i, lead in enumerate(leads):
             try:
                 rows.append(self.row(lead))
-            except LeadInputError as exc:
-                raise LeadInputError((i, *exc.loc), str(exc)) from None
+            except LeadInputError as exc:  # the pyfunc's caller sees the message alone
+                raise LeadInputError((i, *exc.loc), f"lead {lead.lead_id!r}: {exc}") from None
         return np.vstack(rows)

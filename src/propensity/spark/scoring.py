@@ -79,12 +79,12 @@ def _check_numbers(export: SparkExport, lay: Layout, bundle: ModelBundle) -> Non
         for col in columns:
             if frame is None or col not in frame.columns or col in lay.numeric.get(name, ()):
                 continue
-            text = F.col(col).cast("string")
+            text = F.trim(F.col(col).cast("string"))
             bad = frame.where((text != "") & text.try_cast("double").isNull()).select(
-                text.alias("v")).first()
-            value = None if bad is None else bad["v"]
-            raise PropensityError(f"{export.files[name]} column {col} value {value!r}: not a "
-                                  f"number, and the model reads {col} as one")
+                F.col(col).cast("string").alias("v")).first()
+            if bad is not None:  # a column typed as text for its blanks alone is fine
+                raise PropensityError(f"{export.files[name]} column {col} value {bad['v']!r}: "
+                                      f"not a number, and the model reads {col} as one")
 
 
 def spark_score(spark: SparkSession, export: SparkExport, bundle: ModelBundle,

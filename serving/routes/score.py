@@ -144,8 +144,11 @@ async def score(body: ScoreBody, request: Request) -> Response:
             raise _invalid(["leads", *exc.loc], str(exc)) from None
     else:
         used = [None] * len(body.leads)
-        scored = score_records(bundle, [lead.attributes() for lead in body.leads],
-                               explain=body.explain)
+        try:
+            scored = score_records(bundle, [lead.attributes() for lead in body.leads],
+                                   explain=body.explain)
+        except LeadInputError as exc:
+            raise _invalid(["leads", *exc.loc], str(exc)) from None
     p = scored.probability
     next_model = state.store.get(NEXT)
     p_next = None

@@ -1,6 +1,7 @@
 """A single-table champion over HTTP scores a row as `propensity score --table` scores it: one
 coding rule for categories and numbers, whatever shape a value arrives in (text from a file,
-a JSON number, an unreadable number, an unseen category, nothing)."""
+a JSON number, an unseen category, nothing), and text where the model reads a number ("n/a")
+refused by both."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from propensity.coding import not_a_number
 from propensity.export import fingerprint, read_raw
 from propensity.models.registry import log_and_register, promote
-from propensity.scoring import score_table
+from propensity.problems import PropensityError
+from propensity.scoring import check_table, score_table
 from propensity.settings import Settings
 from propensity.single_table import load_single_table
 from propensity.training import train_table
@@ -73,11 +76,22 @@ def test_a_table_row_scores_the_same_over_http_and_from_a_file(
              for r in rows]
     with server.client(server.score_key) as http:
         r = http.post("/v1/score", json={"leads": leads})
-    assert r.status_code == 200, r.text
-    via_http = np.array([s["probability"] for s in r.json()["scores"]])
     path = tmp_path_factory.mktemp("rows") / "rows.csv"
     pd.DataFrame([{"id": lead["lead_id"], **{k: lead.get(k) for k in rows[0]}}
                   for lead in leads]).to_csv(path, index=False)
-    from_file = score_table(bundle, read_raw(Path(path))[0])
+    frame, source = read_raw(Path(path))
+    text = [(i, k) for i, row in enumerate(rows) for k in ("visits", "minutes")
+            if not_a_number(row[k])]
+    if text:  # "n/a" where the model reads a number: refused alike, at the first such cell
+        i, k = text[0]
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"][0]["loc"] == ["body", "leads", i, k], r.text
+        with pytest.raises(PropensityError, match=r"column (visits|minutes) value .*not a"):
+            check_table(bundle, frame, source)
+        return
+    assert r.status_code == 200, r.text
+    via_http = np.array([s["probability"] for s in r.json()["scores"]])
+    check_table(bundle, frame, source)
+    from_file = score_table(bundle, frame)
     assert list(from_file["id"]) == [lead["lead_id"] for lead in leads]
     assert np.abs(via_http - from_file["probability"].to_numpy()).max() < 1e-9

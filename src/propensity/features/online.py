@@ -33,8 +33,9 @@ _SKEW_US = CLOCK_SKEW.value // 1_000  # nanoseconds -> microseconds
 
 
 class LeadInputError(PropensityError):
-    """A lead whose times cannot be (the rules validation applies to an export's rows):
-    scored anyway, it got "created -2147 days ago" as a reason and a confident probability."""
+    """A lead the contract refuses, as validation refuses an export's rows: times that cannot
+    be (scored anyway, it got "created -2147 days ago" as a reason and a confident
+    probability), text where the model reads a number. `loc` is where, from the lead on."""
 
     def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
         super().__init__(message)

@@ -24,9 +24,9 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from propensity.coding import Column, Vocabulary, encode, number
+from propensity.coding import Column, Vocabulary, encode, not_a_number, number
 from propensity.features.definitions import FeaturePlan
-from propensity.features.online import OnlineFeatures
+from propensity.features.online import LeadInputError, OnlineFeatures
 from propensity.features.spec import FeatureSpec
 from propensity.models.calibration import Calibrator
 from propensity.models.linear import LinearScorer
@@ -123,6 +123,9 @@ class ModelBundle:
         for r, record in enumerate(records):
             for i, (col, coder) in enumerate(zip(self.columns, coders, strict=True)):
                 value = record.get(col.name)
+                if coder is None and not_a_number(value):  # as `score --table` refuses it
+                    raise LeadInputError((r, col.name), f"{value!r} is not a number, and the "
+                                         f"model reads {col.name} as one")
                 out[r, i] = number(value) if coder is None else coder.code(value)
         return out
 

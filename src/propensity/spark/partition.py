@@ -161,11 +161,14 @@ def keyed_union(export: SparkExport, lay: Layout, buckets: int | None = None,
         elif name == "leads":
             keyed = frame.withColumn("_lid", _text("lead_id")).join(keys, "_lid", "inner")
         else:  # an orphan goes to its own bucket, where validation names it
+            own = bucket(F.concat(F.lit("~"), F.coalesce(F.col("_lid"), F.lit(""))), buckets)
+            with_accounts = name == "opportunities" and "account_id" in frame.columns
+            if with_accounts:  # ... or, with an account, to the account's: where the account
+                # is, so that only the missing lead is named, as pandas does
+                own = F.coalesce(bucket(_text("account_id"), buckets), own)
             keyed = (frame.withColumn("_lid", _text("lead_id")).join(keys, "_lid", "left")
-                     .withColumn(PART, F.coalesce(F.col(PART), bucket(
-                         F.concat(F.lit("~"), F.coalesce(F.col("_lid"), F.lit(""))),
-                         buckets))))
-            if name == "opportunities":  # an account's own opportunities count for it too
+                     .withColumn(PART, F.coalesce(F.col(PART), own)))
+            if with_accounts:  # an account's own opportunities count for it too
                 by_account = frame.where(_text("account_id").isNotNull()).withColumn(
                     PART, bucket(_text("account_id"), buckets))
                 keyed = keyed.drop("_lid").unionByName(by_account).dropDuplicates([ROW, PART])

@@ -82,6 +82,11 @@ def _per_distinct(values: pd.Series, rule: Any) -> np.ndarray:
                     rule(None))
 
 
+def not_numbers(values: pd.Series) -> np.ndarray:
+    """`not_a_number` over a column as a mask, each distinct value judged once."""
+    return _per_distinct(values, not_a_number) > 0
+
+
 def numbers(values: pd.Series) -> np.ndarray:
     """`number` over a column (numeric columns pass straight through: same result)."""
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):

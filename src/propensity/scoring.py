@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from propensity.coding import not_a_number
+from propensity.coding import not_numbers
 from propensity.features.online import OnlineLead
 from propensity.models.bundle import ModelBundle
 from propensity.problems import PropensityError
@@ -60,7 +60,7 @@ def text_in_numbers(values: pd.Series, source: SourceFile, column: str, rows: np
     its row; `rows` are the values' positions in their file."""
     if pd.api.types.is_numeric_dtype(values):
         return None
-    text = values.map(not_a_number, na_action="ignore").fillna(False).to_numpy(dtype=bool)
+    text = not_numbers(values)
     if not text.any():
         return None
     at = np.flatnonzero(text)

@@ -32,6 +32,7 @@ from pathlib import Path
 import psutil
 
 CLI = [str(Path(sys.executable).with_name("propensity"))]
+SHUFFLE_PARTITIONS = 32
 
 
 @dataclass
@@ -125,13 +126,16 @@ def speed(work: Path, big: Path, args: argparse.Namespace, env: dict[str, str],
     # local[1] is one task slot, not one core: its JVM compiles code and feeds Arrow batches
     # while the Python worker computes, on the machine's other cores. Pinned to one core, it
     # shows what a second core buys.
+    # Every run cuts the partition job into the same SHUFFLE_PARTITIONS tasks: small enough
+    # that a task sorts its share without spilling at local[2]'s memory per task (8 tasks
+    # spilled 3.2 GB there, and 4 at local[1], which is work a second core is not asked to do)
     runs = {}
     for name, cores, cpus in (("2", 2, None), ("1", 1, None), ("1p", 1, "0")):
         label = f"spark local[{cores}]" + (", pinned to 1 core" if cpus else "")
         runs[name] = run(label, [
             *score, "--out", str(work / f"s{name}.parquet"), "--engine", "spark",
             "--master", f"local[{cores}]", "--conf",
-            f"spark.sql.shuffle.partitions={4 * cores}", *spark_conf], env, cpus=cpus)
+            f"spark.sql.shuffle.partitions={SHUFFLE_PARTITIONS}", *spark_conf], env, cpus=cpus)
     two = runs["2"]
     for name, what in (("1", "local[1] -> local[2]"),
                        ("1p", "1 core (local[1], pinned) -> 2 cores (local[2])")):

@@ -138,17 +138,16 @@ async def score(body: ScoreBody, request: Request) -> Response:
             x, context = online_lead(lead, i, now, stages, source)
             inputs.append(x)
             used.append(context)
-        try:
-            scored: Scored = score_leads(bundle, inputs, explain=body.explain)
-        except LeadInputError as exc:  # times the contract refuses (as validation would)
-            raise _invalid(["leads", *exc.loc], str(exc)) from None
     else:
         used = [None] * len(body.leads)
-        try:
+    try:  # what the contract refuses in an export's rows, or text where a number is read
+        if bundle.kind == "export":
+            scored: Scored = score_leads(bundle, inputs, explain=body.explain)
+        else:
             scored = score_records(bundle, [lead.attributes() for lead in body.leads],
                                    explain=body.explain)
-        except LeadInputError as exc:
-            raise _invalid(["leads", *exc.loc], str(exc)) from None
+    except LeadInputError as exc:
+        raise _invalid(["leads", *exc.loc], str(exc)) from None
     p = scored.probability
     next_model = state.store.get(NEXT)
     p_next = None

@@ -100,3 +100,26 @@ def test_the_union_is_as_wide_as_the_widest_table(
                     "b": [("u", "timestamp_ntz"), ("v", "string"), ("w", "decimal(10,2)")]})
     assert odd == {"a": {"x": "decimal_10_2__0", "y": "array_string__0", "z": "string_0"},
                    "b": {"u": "timestamp_ntz_0", "v": "string_0", "w": "decimal_10_2__0"}}
+
+
+def test_attribute_typing_equals_pandas(spark: Any, spark_csv_dir: Path, tmp_path: Path) -> None:
+    """Spark types an attribute by its distinct values; the pandas reader by all of them. A
+    column is numeric only when every non-blank value parses, in both engines."""
+    import shutil
+
+    from propensity.spark.export import numeric_attributes
+
+    out = tmp_path / "typed"
+    shutil.copytree(spark_csv_dir, out)
+    leads = pd.read_csv(out / "leads.csv", dtype=str, keep_default_na=False)
+    n = len(leads)
+    leads["score"] = [str(i % 7) if i % 5 else "" for i in range(n)]  # numbers and blanks
+    leads["tier"] = ["1"] * (n - 1) + ["gold"]  # one label among numbers
+    leads["blank"] = ""  # never filled in
+    leads["ratio"] = [f"{i / 3:.4f}" for i in range(n)]  # many distinct numbers
+    leads.to_csv(out / "leads.csv", index=False)
+    pandas_typed = load_export(out).leads
+    spark_numeric = numeric_attributes(read_spark_export(spark, str(out)), "leads")
+    for col in ("score", "tier", "blank", "ratio"):
+        assert (col in spark_numeric) == pd.api.types.is_float_dtype(pandas_typed[col]), col
+    assert {"score", "ratio"} <= spark_numeric and not {"tier", "blank"} & spark_numeric

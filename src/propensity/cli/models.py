@@ -249,10 +249,6 @@ def score(
     """Batch scoring from the registered champion: an id and a probability per lead."""
     import sys
 
-    from propensity.export import load_export, read_raw
-    from propensity.models.registry import load_model
-    from propensity.scoring import as_utc, check_table, score_export, score_table
-
     if out is not None and out.suffix not in (".csv", ".parquet"):
         raise fail("--out must end in .csv or .parquet")
     if table is not None:
@@ -261,12 +257,17 @@ def score(
         refuse("only for an export folder", as_of=as_of, drop_bad_rows=drop_bad_rows)
     if table is None and (path is None or as_of is None):
         raise fail("give an export folder and --as-of TIME (or --table FILE)")
-    spark = spark_for(engine, master, conf)
-    if spark is not None:
+    if engine == "spark":
         if table is not None or path is None or as_of is None:
             raise fail("--engine spark scores an export folder with --as-of TIME")
-        _score_spark(spark, str(path), pd.Timestamp(as_of), model, alias, out, drop_bad_rows)
+        _score_spark(str(path), pd.Timestamp(as_of), model, alias, out, drop_bad_rows,
+                     master, conf)
         return
+    spark_for(engine, master, conf)  # refuses an unknown engine, and Spark options here
+    from propensity.export import load_export, read_raw
+    from propensity.models.registry import load_model
+    from propensity.scoring import as_utc, check_table, score_export, score_table
+
     with stages() as note:
         note(f"loading {model}@{alias}")
         bundle, version = load_model(model, alias)
@@ -312,26 +313,38 @@ def _warn_about_the_time(latest: pd.Timestamp, as_of: pd.Timestamp, scored: int)
                           highlight=False)
 
 
-def _score_spark(spark: Any, path: str, as_of: pd.Timestamp, model: str, alias: str,
-                 out: Path | None, drop_bad_rows: bool) -> None:
+def _score_spark(path: str, as_of: pd.Timestamp, model: str, alias: str, out: Path | None,
+                 drop_bad_rows: bool, master: str | None, conf: list[str] | None) -> None:
     """`score --engine spark`: validated like the pandas engine, scored in the executors,
     written by Spark (a Parquet dataset, or one CSV) or printed when small."""
     import sys
+    from concurrent.futures import ThreadPoolExecutor
 
-    from pyspark.sql import functions as F
-
-    from propensity.models.registry import load_model
-    from propensity.spark.export import read_spark_export
-    from propensity.spark.scoring import checked_scores
-    from propensity.spark.session import to_pandas
     from propensity.spark.validation import refuse_drop_bad_rows
 
+    refuse_drop_bad_rows(drop_bad_rows)
+
+    def load() -> tuple[Any, str]:
+        from propensity.models.registry import load_model
+
+        return load_model(model, alias)
+
     with stages() as note:
-        note(f"loading {model}@{alias}")
-        bundle, version = load_model(model, alias)
+        note(f"starting Spark and loading {model}@{alias}")
+        # the JVM takes seconds to start and importing MLflow and loading the model as long:
+        # side by side, not one after the other (nothing else can run while either does)
+        with ThreadPoolExecutor(1) as pool:
+            loading = pool.submit(load)
+            spark = spark_for("spark", master, conf)
+            from pyspark.sql import functions as F
+
+            from propensity.spark.export import read_spark_export
+            from propensity.spark.scoring import checked_scores
+            from propensity.spark.session import to_pandas
+
+            bundle, version = loading.result()
         if bundle.kind != "export":
             raise fail(f"{model}@{alias} was trained on a single table: use the pandas engine")
-        refuse_drop_bad_rows(drop_bad_rows)
         note(f"validating {path} and scoring every lead open at {as_of:%Y-%m-%d %H:%M} in "
              "the executors (one pass)")
         scored = checked_scores(spark, read_spark_export(spark, path), bundle, as_of

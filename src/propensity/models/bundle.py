@@ -80,8 +80,7 @@ class ModelBundle:
         """What the model matrix is built from (spec and columns): two models with equal keys
         score one matrix, so a request's second model skips the features (compared per
         request, where comparing the specs themselves cost 10 us)."""
-        spec = None if self.spec is None else self.spec.model_dump(mode="json")
-        return json.dumps([spec, self.feature_names], sort_keys=True, default=str)
+        return json.dumps([None if self.spec is None else self.spec.key, self.feature_names])
 
     @cached_property
     def plan(self) -> FeaturePlan:

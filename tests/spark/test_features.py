@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +106,6 @@ def test_the_union_is_as_wide_as_the_widest_table(
 def test_attribute_typing_equals_pandas(spark: Any, spark_csv_dir: Path, tmp_path: Path) -> None:
     """Spark types an attribute by its distinct values; the pandas reader by all of them. A
     column is numeric only when every non-blank value parses, in both engines."""
-    import shutil
-
     from propensity.spark.export import numeric_attributes
 
     out = tmp_path / "typed"

@@ -202,6 +202,18 @@ def test_one_pass_score_equals_two_passes_and_refuses_a_broken_export(
     blank.unpersist()
 
 
+def _counted_alike(spark: Any, folder: Path) -> tuple[pd.DataFrame, Any]:
+    """Both engines' problem counts per rule on `folder`, asserted equal: (pandas' summary,
+    Spark's result)."""
+    expected = read_export(folder).report.summary()
+    got = spark_validate(spark, read_spark_export(spark, str(folder)))
+    key = ["severity", "table", "rule"]
+    pd.testing.assert_frame_equal(
+        got.counts[[*key, "count"]].astype(str).sort_values(key).reset_index(drop=True),
+        expected[[*key, "count"]].astype(str).sort_values(key).reset_index(drop=True))
+    return expected, got
+
+
 def test_an_export_whose_leads_have_no_rows_is_refused_alike(spark: Any, spark_csv_dir: Path,
                                                              tmp_path: Path) -> None:
     """Every other row is then an orphan: the engines count the same problems per rule (an
@@ -210,13 +222,8 @@ def test_an_export_whose_leads_have_no_rows_is_refused_alike(spark: Any, spark_c
     shutil.copytree(spark_csv_dir, folder)
     header = (folder / "leads.csv").read_text().splitlines()[0]
     (folder / "leads.csv").write_text(header + "\n")
-    expected = read_export(folder).report.summary()
-    got = spark_validate(spark, read_spark_export(spark, str(folder)))
+    expected, got = _counted_alike(spark, folder)
     assert "empty_table" in set(expected["rule"]) and not got.ok
-    key = ["severity", "table", "rule"]
-    pd.testing.assert_frame_equal(
-        got.counts[[*key, "count"]].astype(str).sort_values(key).reset_index(drop=True),
-        expected[[*key, "count"]].astype(str).sort_values(key).reset_index(drop=True))
 
 
 def test_opportunities_without_account_ids_validate_alike(spark: Any, spark_csv_dir: Path,
@@ -226,9 +233,4 @@ def test_opportunities_without_account_ids_validate_alike(spark: Any, spark_csv_
     shutil.copytree(spark_csv_dir, folder)
     opps = pd.read_csv(folder / "opportunities.csv", dtype=str, keep_default_na=False)
     opps.drop(columns=["account_id"]).to_csv(folder / "opportunities.csv", index=False)
-    expected = read_export(folder).report.summary()
-    got = spark_validate(spark, read_spark_export(spark, str(folder)))
-    key = ["severity", "table", "rule"]
-    pd.testing.assert_frame_equal(
-        got.counts[[*key, "count"]].astype(str).sort_values(key).reset_index(drop=True),
-        expected[[*key, "count"]].astype(str).sort_values(key).reset_index(drop=True))
+    _counted_alike(spark, folder)

@@ -48,8 +48,8 @@ def test_score_spark_equals_score(spark: Any, spark_export_dir: Path, models: Pa
     cli("train", spark_export_dir, "--horizon-days", "60", "--config",
         Path(__file__).parent / "quick.toml")
     cli("score", spark_export_dir, "--as-of", AS_OF, "--out", tmp_path / "pandas.csv")
-    cli("score", spark_export_dir, "--as-of", AS_OF, "--out", tmp_path / "spark.parquet",
-        "--engine", "spark")
+    spark_out = cli("score", spark_export_dir, "--as-of", AS_OF, "--out",
+                    tmp_path / "spark.parquet", "--engine", "spark")
     expected = pd.read_csv(tmp_path / "pandas.csv").sort_values("lead_id").reset_index(drop=True)
     got = pd.read_parquet(tmp_path / "spark.parquet").sort_values("lead_id").reset_index(drop=True)
     assert len(expected) >= 30
@@ -58,6 +58,13 @@ def test_score_spark_equals_score(spark: Any, spark_export_dir: Path, models: Pa
     ) <= 1e-9
     assert expected["probability"].std() > 0.01  # real scores, not a constant
     assert (got["model_version"].astype(str) == expected["model_version"].astype(str)).all()
+    assert "warning" not in spark_out
+    # an --as-of the export does not reach is warned about as by the pandas engine
+    for when, says in (("1999-01-01", "no lead was open at 1999-01-01"),
+                       ("2031-01-01", "days after the export's last record")):
+        args = ["score", spark_export_dir, "--as-of", when, "--out", tmp_path / f"{when}.csv"]
+        assert says in cli(*args)
+        assert says in cli(*args, "--engine", "spark")
 
 
 def _broken(folder: Path, out: Path) -> Path:
@@ -170,8 +177,11 @@ def test_one_pass_score_equals_two_passes_and_refuses_a_broken_export(
     t = pd.Timestamp(AS_OF, tz="UTC")
     clean = read_spark_export(spark, str(spark_csv_dir))
     one = checked_scores(spark, clean, bundle, t)
-    got = to_pandas(one).sort_values("lead_id").reset_index(drop=True)
-    one.unpersist()
+    got = to_pandas(one.frame).sort_values("lead_id").reset_index(drop=True)
+    one.frame.unpersist()
+    # the pass also learns what `score` warns about: how many were open, the latest record
+    assert one.scored == len(got)
+    assert one.latest == load_export(spark_csv_dir).latest_time()
     two = to_pandas(spark_score(spark, clean, bundle, t)).sort_values("lead_id").reset_index(
         drop=True)
     assert len(got) >= 30 and got["lead_id"].tolist() == two["lead_id"].tolist()
@@ -198,8 +208,8 @@ def test_one_pass_score_equals_two_passes_and_refuses_a_broken_export(
     accounts["employees"] = ""
     accounts.to_csv(tmp_path / "text" / "accounts.csv", index=False)
     blank = checked_scores(spark, read_spark_export(spark, str(tmp_path / "text")), bundle, t)
-    assert blank.count() == len(got)
-    blank.unpersist()
+    assert blank.frame.count() == len(got)
+    blank.frame.unpersist()
 
 
 def _counted_alike(spark: Any, folder: Path) -> tuple[pd.DataFrame, Any]:

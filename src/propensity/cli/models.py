@@ -300,14 +300,15 @@ def score(
                   highlight=False)
 
 
-def _warn_about_the_time(latest: pd.Timestamp, as_of: pd.Timestamp, scored: int) -> None:
+def _warn_about_the_time(latest: pd.Timestamp | None, as_of: pd.Timestamp, scored: int
+                         ) -> None:
     """An as-of time the export does not reach is almost always a typo, yet it scores
     without error: before the first lead, nothing; long after the last record, leads that
     went quiet only because the export stops (their idleness counts against them)."""
     if not scored:
         err_console.print(f"[yellow]warning:[/] no lead was open at {as_of:%Y-%m-%d %H:%M}",
                           highlight=False)
-    elif (late := (as_of - latest).days) > 30:
+    elif latest is not None and (late := (as_of - latest).days) > 30:
         err_console.print(f"[yellow]warning:[/] --as-of is {late} days after the export's "
                           f"last record ({latest:%Y-%m-%d}): its leads look idle since then",
                           highlight=False)
@@ -338,6 +339,7 @@ def _score_spark(path: str, as_of: pd.Timestamp, model: str, alias: str, out: Pa
             spark = spark_for("spark", master, conf)
             from pyspark.sql import functions as F
 
+            from propensity.scoring import as_utc
             from propensity.spark.export import read_spark_export
             from propensity.spark.scoring import checked_scores
             from propensity.spark.session import to_pandas
@@ -347,9 +349,10 @@ def _score_spark(path: str, as_of: pd.Timestamp, model: str, alias: str, out: Pa
             raise fail(f"{model}@{alias} was trained on a single table: use the pandas engine")
         note(f"validating {path} and scoring every lead open at {as_of:%Y-%m-%d %H:%M} in "
              "the executors (one pass)")
-        scored = checked_scores(spark, read_spark_export(spark, path), bundle, as_of
-                                ).withColumns({"model": F.lit(model),
-                                               "model_version": F.lit(str(version))})
+        checked = checked_scores(spark, read_spark_export(spark, path), bundle, as_of)
+        _warn_about_the_time(checked.latest, as_utc(as_of), checked.scored)
+        scored = checked.frame.withColumns({"model": F.lit(model),
+                                            "model_version": F.lit(str(version))})
         if out is None:
             to_pandas(scored).to_csv(sys.stdout, index=False)
             return

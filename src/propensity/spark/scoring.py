@@ -15,6 +15,7 @@ rows, exactly as `checked_export` does.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -32,6 +33,20 @@ if TYPE_CHECKING:
 
 ERRORS = "_errors"
 """Column of `checked_scores`' partition rows: broken-rule problems found there."""
+LATEST = "_latest"
+"""... and the partition's latest timestamp in any table (`CrmExport.latest_time`)."""
+
+
+@dataclass(frozen=True)
+class CheckedScores:
+    """`checked_scores`' result: the scores, and what the pass learnt of the export."""
+
+    frame: DataFrame
+    """(key, as_of, probability), cached: unpersist it when done."""
+    scored: int
+    """Entities open at T (rows of `frame`)."""
+    latest: pd.Timestamp | None
+    """The export's latest timestamp (UTC), None when it has none."""
 
 
 def _scorer(spark: SparkSession, bundle: ModelBundle, as_of: pd.Timestamp
@@ -51,7 +66,7 @@ def _scorer(spark: SparkSession, bundle: ModelBundle, as_of: pd.Timestamp
     return key, score
 
 
-def _schema(key: str, errors: bool) -> StructType:
+def _schema(key: str, checked: bool) -> StructType:
     from pyspark.sql.types import (
         DoubleType,
         LongType,
@@ -63,7 +78,8 @@ def _schema(key: str, errors: bool) -> StructType:
 
     fields = [StructField(key, StringType()), StructField("as_of", TimestampType()),
               StructField("probability", DoubleType())]
-    return StructType(fields + ([StructField(ERRORS, LongType())] if errors else []))
+    return StructType(fields + ([StructField(ERRORS, LongType()),
+                                  StructField(LATEST, TimestampType())] if checked else []))
 
 
 def _check_numbers(export: SparkExport, lay: Layout, bundle: ModelBundle) -> None:
@@ -97,13 +113,21 @@ def spark_score(spark: SparkSession, export: SparkExport, bundle: ModelBundle,
         return score(part_export(pdf, lay))
 
     return each_partition(keyed_union(export, lay, buckets), run,
-                          _schema(key, errors=False))
+                          _schema(key, checked=False))
+
+
+def _latest(part: CrmExport) -> pd.Timestamp | None:
+    """A partition's latest timestamp as Spark takes it (naive UTC); None when it has none."""
+    try:
+        return as_utc(part.latest_time()).tz_localize(None)
+    except PropensityError:  # no timestamp at all in this partition
+        return None
 
 
 def checked_scores(spark: SparkSession, export: SparkExport, bundle: ModelBundle,
-                   as_of: pd.Timestamp, *, buckets: int | None = None) -> DataFrame:
+                   as_of: pd.Timestamp, *, buckets: int | None = None) -> CheckedScores:
     """`spark_score`'s frame, computed in the same pass as the contract's rules; raises
-    ContractError (naming rows) when the export breaks them. Unpersist the frame when done."""
+    ContractError (naming rows) when the export breaks them."""
     from pyspark.sql import functions as F
 
     from propensity.spark.validation import (
@@ -124,18 +148,24 @@ def checked_scores(spark: SparkSession, export: SparkExport, bundle: ModelBundle
         errors = int((problems["severity"] == "error").sum())
         summary = pd.DataFrame({key: pd.Series([None], dtype=object),
                                 "as_of": pd.Series([pd.NaT], dtype="datetime64[us]"),
-                                "probability": [float("nan")], ERRORS: [errors]})
+                                "probability": [float("nan")], ERRORS: [errors],
+                                LATEST: pd.Series([_latest(part)], dtype="datetime64[us]")})
         if errors:  # the export will be refused: scoring broken rows is wasted (or fails)
             return summary
         rows = score(part)
         rows[ERRORS] = 0
+        rows[LATEST] = pd.Series(pd.NaT, index=rows.index, dtype="datetime64[us]")
         return pd.concat([rows, summary], ignore_index=True)
 
     both = each_partition(keyed_union(export, lay, buckets), run,
-                          _schema(key, errors=True)).cache()
-    broken = int(both.agg(F.sum(ERRORS)).first()[0] or 0)  # type: ignore[index]
+                          _schema(key, checked=True)).cache()
+    facts = both.agg(F.sum(ERRORS), F.count(key), F.max(LATEST)).first()
+    assert facts is not None  # an aggregate has one row
+    broken = int(facts[0] or 0)
     dupes = duplicate_opportunities(export)
     if broken or (dupes is not None and not dupes.isEmpty()):
         both.unpersist()
         raise_problems(spark, export)
-    return both.where(F.col(key).isNotNull()).drop(ERRORS)
+    latest = None if facts[2] is None else pd.Timestamp(facts[2]).tz_localize("UTC")
+    return CheckedScores(both.where(F.col(key).isNotNull()).drop(ERRORS, LATEST),
+                         scored=int(facts[1]), latest=latest)

@@ -64,8 +64,9 @@ def online_lead(lead: LeadIn, i: int, now: datetime, stages: list[str],
                        "on an export and needs when each lead was created")
     check_stages(lead, ["leads", i], stages)
     history = [(row.stage, row.entered_at) for row in lead.stage_history]
-    if lead.stage is not None:  # a stage without its entry time counts from creation
-        history.append((lead.stage, lead.stage_entered_at or lead.created_at))
+    stage = None  # a stage without its entry time counts from creation
+    if lead.stage is not None:
+        stage = (lead.stage, lead.stage_entered_at or lead.created_at)
     attributes = lead.attributes()
     account = lead.account
     contacts: AccountContext | None = None
@@ -87,7 +88,7 @@ def online_lead(lead: LeadIn, i: int, now: datetime, stages: list[str],
         used_opps = "none" if opportunities is None else "data source"
     return OnlineLead(
         lead_id=lead.lead_id, created_at=lead.created_at, as_of=lead.as_of or now,
-        attributes=attributes, events=lead.events, stage_history=history,
+        attributes=attributes, events=lead.events, stage_history=history, stage=stage,
         account=None if account is None else account.model_extra, opportunities=opportunities,
         contacts=contacts), ContextUsed(contacts=used_contacts,  # type: ignore[arg-type]
                                         opportunities=used_opps)  # type: ignore[arg-type]

@@ -54,9 +54,9 @@ def lead_from_row(row: Mapping[str, Any], now: datetime) -> OnlineLead:
               for e in _json(row.get("events"), [])]
     history = [(str(h["stage"]), _time(h["entered_at"]))
                for h in _json(row.get("stage_history"), [])]
+    stage = None
     if category_text(row.get("stage")) is not None:
-        history.append((str(row["stage"]), _maybe_time(row.get("stage_entered_at"))
-                        or created_at))
+        stage = (str(row["stage"]), _maybe_time(row.get("stage_entered_at")) or created_at)
     account = _json(row.get("account"), None)
     contacts = None
     if isinstance(account, Mapping):
@@ -69,7 +69,7 @@ def lead_from_row(row: Mapping[str, Any], now: datetime) -> OnlineLead:
     return OnlineLead(
         lead_id=str(row["lead_id"]), created_at=created_at,
         as_of=_maybe_time(row.get("as_of")) or now, attributes=attributes, events=events,
-        stage_history=history, account=account,
+        stage_history=history, stage=stage, account=account,
         opportunities=None if opps is None else OpportunityRows.of(
             [{**o, "created_at": _time(o["created_at"]),
               "closed_at": _maybe_time(o.get("closed_at"))} for o in opps]),

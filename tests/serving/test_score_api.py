@@ -126,6 +126,22 @@ def test_bad_input_is_a_4xx_with_the_field(server: Server) -> None:
         ({"leads": [{**LEAD, "opportunities": [{
             "created_at": "2025-05-10T00:00:00Z", "status": "lost"}]}]},
          ["body", "leads", 0, "opportunities", 0]),
+        ({"leads": [{**LEAD, "opportunities": [{
+            "created_at": "2025-05-10T00:00:00Z", "closed_at": "2025-05-20T00:00:00Z",
+            "status": "open"}]}]}, ["body", "leads", 0, "opportunities", 0]),
+        ({"leads": [{**LEAD, "opportunities": [{  # won before the lead was created
+            "created_at": "2025-01-10T00:00:00Z", "closed_at": "2025-02-01T00:00:00Z",
+            "status": "won"}]}]}, ["body", "leads", 0, "opportunities", 0, "closed_at"]),
+        ({"leads": [{**LEAD, "stage_history": [
+            {"stage": "mql", "entered_at": "2025-05-02T00:00:00Z"},
+            {"stage": "sql", "entered_at": "2024-12-01T00:00:00Z"}]}]},
+         ["body", "leads", 0, "stage_history", 1, "entered_at"]),
+        ({"leads": [{**LEAD, "stage_entered_at": "2025-03-01T00:00:00Z"}]},
+         ["body", "leads", 0, "stage_entered_at"]),
+        ({"leads": [{**LEAD, "stage_history": [  # sql entered before mql
+            {"stage": "mql", "entered_at": "2025-05-25T00:00:00Z"},
+            {"stage": "sql", "entered_at": "2025-05-22T00:00:00Z"}]}]},
+         ["body", "leads", 0, "stage_history", 1, "entered_at"]),
     ]
     with server.client(server.score_key) as http:
         for body, loc in cases:

@@ -86,6 +86,10 @@ class OpportunityRows:
 
     @classmethod
     def of(cls, rows: Sequence[Mapping[str, Any]]) -> OpportunityRows:
+        for k, r in enumerate(rows):  # what validation refuses in an export's rows
+            if category_text(r.get("status")) == "open" and r.get("closed_at") is not None:
+                raise LeadInputError(("opportunities", k, "closed_at"), "an open opportunity "
+                                     "has no closed_at (the contract's open_with_close_date)")
         return cls(
             created=np.array([micros(r["created_at"]) for r in rows], dtype="int64"),
             closed=np.array([NEVER if r.get("closed_at") is None else micros(r["closed_at"])
@@ -106,7 +110,10 @@ class OnlineLead:
     """source, campaign, persona, owner_id, product, account_id and any other lead column."""
     events: Sequence[Mapping[str, Any]] = ()
     stage_history: Sequence[tuple[str, datetime]] = ()
-    """Stage entries (a current stage without its entry time counts from creation)."""
+    """Rows of the stage history (the stage_history table without lead_id)."""
+    stage: tuple[str, datetime] | None = None
+    """The lead's current stage and when it entered it (from creation when the CRM does not
+    say): one more entry of its history, but not a row of it."""
     account: Mapping[str, Any] | None = None
     """The account's attributes."""
     opportunities: OpportunityRows | None = None
@@ -173,10 +180,16 @@ class OnlineFeatures:
         values = np.array([v if type(v := e.get("value")) is float else number(v)
                            for e in events], dtype="float64")
         age = (t - when) / DAY_US
-        stage_rows = [(self.ranks[s], micros(w)) for s, w in lead.stage_history
-                      if s in self.ranks]
-        stage_rows = [r for r in stage_rows if r[1] < t]
+        entries = self._stage_entries(lead, created)
+        stage_rows = [(self.ranks[s], w) for s, w in entries if s in self.ranks and w < t]
         opps = lead.opportunities
+        if opps is not None:
+            won = (opps.closed != NEVER) & ~opps.lost
+            early = np.flatnonzero(won & (opps.closed < created - _SKEW_US))
+            if early.size:
+                raise LeadInputError(("opportunities", int(early[0]), "closed_at"),
+                                     "won more than one day before the lead was created (the "
+                                     "contract's conversion_before_lead_created)")
         o = np.flatnonzero(opps.created < t) if opps is not None else empty()
         x = FeatureInputs(
             n=1, as_of=np.array([t], dtype="int64"), created=np.array([created], dtype="int64"),
@@ -199,6 +212,33 @@ class OnlineFeatures:
         if self.committee and has_account:
             self._committee(x, lead, t, created, age)
         return x
+
+    def _stage_entries(self, lead: OnlineLead, created: int) -> list[tuple[str, int]]:
+        """The lead's stage entries (history rows, then its current stage), in microseconds;
+        what validation refuses in an export's stage_history is refused here: an entry more
+        than a day before the lead was created, a stage entered before a lower one."""
+        final = self.plan.spec.stages[-1]
+        rows = [(s, micros(w)) for s, w in lead.stage_history]
+        current = [] if lead.stage is None else [(lead.stage[0], micros(lead.stage[1]))]
+        for j, (s, w) in enumerate(rows + current):
+            if w < created - _SKEW_US:
+                rule = ("conversion_before_lead_created" if s == final
+                        else "stage_before_lead_created")
+                loc: tuple[str | int, ...] = (("stage_history", j, "entered_at") if j < len(rows)
+                                              else ("stage_entered_at",))
+                raise LeadInputError(loc, f"entered {s} more than one day before the lead was "
+                                     f"created (the contract's {rule})")
+        ranked = sorted((self.ranks[s], w, j) for j, (s, w) in enumerate(rows)
+                        if s in self.ranks)
+        latest, previous_rank = NEVER, None  # the latest entry of the lower ranks so far
+        for rank, w, j in ranked:
+            if rank != previous_rank and latest != NEVER and w < latest:
+                raise LeadInputError(("stage_history", j, "entered_at"), "entered before a "
+                                     "lower stage of the same lead (the contract's "
+                                     "stages_out_of_order)")
+            latest = w if latest == NEVER else max(latest, w)
+            previous_rank = rank
+        return rows + current
 
     @staticmethod
     def _committee(x: FeatureInputs, lead: OnlineLead, t: int, created: int,

@@ -16,6 +16,7 @@ on some days than on others.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
+import psutil
 
 from propensity.api_keys import create_key
 from propensity.database import engine_for, migrate
@@ -60,6 +62,28 @@ def wait(url: str, seconds: float = 120) -> None:
             pass
         time.sleep(0.5)
     raise RuntimeError(f"{url} did not come up")
+
+
+def settled(proc: subprocess.Popen[bytes], seconds: float = 120) -> None:
+    """Wait until the server's processes are idle: every worker has loaded its models.
+
+    `/readyz` answers as soon as one worker is up. wrk opens its connections at its start
+    and keeps them, so a worker still loading then gets none of them for the whole run: the
+    first 2-worker figure was once one worker's (777 req/s, below the 1-worker 855)."""
+    tree = psutil.Process(proc.pid)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        procs = [tree, *tree.children(recursive=True)]
+        for p in procs:
+            p.cpu_percent()
+        time.sleep(1.0)
+        busy = 0.0
+        for p in procs:
+            with contextlib.suppress(psutil.Error):  # a process that has just ended
+                busy += p.cpu_percent()
+        if busy < 10:
+            return
+    raise RuntimeError("the server's workers did not settle")
 
 
 def wrk(url: str, body: dict | None, headers: dict[str, str], seconds: int, conns: int
@@ -173,6 +197,7 @@ def main() -> None:
                            "--workers", str(workers)], env, tmp)
             try:
                 wait(f"http://127.0.0.1:{port}/readyz")
+                settled(ours)
                 url = f"http://127.0.0.1:{port}/v1/score"
                 check = httpx.post(url, json={"leads": [lead]}, headers=auth, timeout=30)
                 check.raise_for_status()
@@ -209,6 +234,7 @@ def main() -> None:
                             mlflow_env, tmp)
             try:
                 wait(f"http://127.0.0.1:{mport}/ping")
+                settled(theirs)
                 murl = f"http://127.0.0.1:{mport}/invocations"
                 httpx.post(murl, json=theirs_body, timeout=60).raise_for_status()
                 r = wrk(murl, theirs_body, {}, args.seconds, args.connections)

@@ -87,8 +87,6 @@ class OpportunityIn(BaseModel):
         if self.status != "open" and self.closed_at is None:
             raise ValueError(f"a {self.status} opportunity needs closed_at "
                              "(closed_without_date)")
-        if self.status == "open" and self.closed_at is not None:
-            raise ValueError("an open opportunity has no closed_at (open_with_close_date)")
         return self
 
 

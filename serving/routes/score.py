@@ -136,7 +136,10 @@ async def score(body: ScoreBody, request: Request) -> Response:
                 raise _invalid(["leads", i, "lead_id"], f"lead {lead.lead_id!r} is also "
                                f"leads[{first}], as of the same time: one score per lead, "
                                "time and request")
-            x, context = online_lead(lead, i, now, stages, source)
+            try:  # the opportunities' rows are read here
+                x, context = online_lead(lead, i, now, stages, source)
+            except LeadInputError as exc:
+                raise _invalid(["leads", i, *exc.loc], str(exc)) from None
             inputs.append(x)
             used.append(context)
     else:
@@ -148,6 +151,13 @@ async def score(body: ScoreBody, request: Request) -> Response:
             scored = score_records(bundle, [lead.attributes() for lead in body.leads],
                                    explain=body.explain)
     except LeadInputError as exc:
+        at, *where = exc.loc
+        ctx = used[int(at)]
+        if where[:1] == ["opportunities"] and ctx is not None and (
+                ctx.opportunities == "data source"):
+            # not a field of the request: its created_at is what disagrees with them
+            raise _invalid(["leads", at, "created_at"], f"{exc}: an opportunity the data "
+                           "source holds for this lead") from None
         raise _invalid(["leads", *exc.loc], str(exc)) from None
     p = scored.probability
     next_model = state.store.get(NEXT)

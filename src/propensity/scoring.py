@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from propensity.coding import not_numbers
-from propensity.features.online import OnlineLead
+from propensity.features.online import LeadInputError, OnlineLead
 from propensity.models.bundle import ModelBundle
 from propensity.problems import PropensityError
 from propensity.rows import lead_from_row, rows_to_export
@@ -182,7 +182,12 @@ def score_rows(bundle: ModelBundle, frame: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame({"account_id": accounts["account_id"].to_numpy(),
                              "probability": scored.probability})
     now = datetime.now(UTC)
-    leads = [lead_from_row(r, now) for r in frame.to_dict("records")]
+    leads = []
+    for i, r in enumerate(frame.to_dict("records")):
+        try:
+            leads.append(lead_from_row(r, now))
+        except LeadInputError as exc:  # as `OnlineFeatures.matrix` names a lead
+            raise LeadInputError((i, *exc.loc), f"lead {r.get('lead_id')!r}: {exc}") from None
     scored = score_leads(bundle, leads, explain=False)
     return pd.DataFrame({"lead_id": [x.lead_id for x in leads],
                          "probability": scored.probability})

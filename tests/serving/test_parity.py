@@ -11,6 +11,7 @@ export and the CLI scores it, to the same numbers.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -25,10 +26,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from propensity.features.online import LeadInputError
 from propensity.models.bundle import ModelBundle
 from propensity.models.registry import configure, load_model
 from propensity.rows import lead_rows
-from propensity.scoring import score_export
+from propensity.scoring import score_export, score_rows
 from propensity.settings import Settings
 from tests.serving.conftest import Server
 from tests.worlds import T, request_lead, to_export, worlds, write_world
@@ -146,4 +148,32 @@ def test_context_from_the_data_source_gives_the_batch_score(
         bare = np.array([s["probability"] for s in http.post("/v1/score", json=alone).json()[
             "scores"]])
     assert np.abs(bare - expected).max() > 1e-6
+    # a lead said to be created after the win the data source holds for it: the request's
+    # created_at is named, not an opportunity the request never sent
+    opps = small_export.opportunities
+    won = opps[(opps["status"] == "won") & opps["lead_id"].notna()].iloc[0]
+    late = won["closed_at"] + pd.Timedelta(days=3)
+    lead = {"lead_id": str(won["lead_id"]), "created_at": late.isoformat(),
+            "as_of": (late + pd.Timedelta(days=1)).isoformat()}
+    with server.client(server.score_key) as http:
+        refused = http.post("/v1/score", json={"leads": [lead]})
+    assert refused.status_code == 422, refused.text
+    detail = refused.json()["detail"][0]
+    assert detail["loc"] == ["body", "leads", 0, "created_at"], detail
+    assert "data source" in detail["msg"] and "won" in detail["msg"], detail
     assert httpx.get(f"{server.url}/healthz").status_code == 200
+
+
+def test_the_pyfunc_names_the_lead_whose_rows_the_contract_refuses(
+        champion: tuple[ModelBundle, Any], small_export: Any) -> None:
+    """An open opportunity with a close date, in the second of two rows: refused with the
+    row's position and lead id, as the online executor names a lead."""
+    bundle, _ = champion
+    ids = small_export.leads["lead_id"].head(2)
+    rows = lead_rows(small_export, pd.DataFrame({"lead_id": ids, "as_of": T}))
+    rows.loc[1, "opportunities"] = json.dumps([{
+        "created_at": "2025-01-01T00:00:00Z", "closed_at": "2025-02-01T00:00:00Z",
+        "status": "open"}])
+    with pytest.raises(LeadInputError, match=f"lead '{ids.iloc[1]}'.*open_with_close_date") as e:
+        score_rows(bundle, rows)
+    assert e.value.loc == (1, "opportunities", 0, "closed_at")

@@ -128,7 +128,7 @@ def test_bad_input_is_a_4xx_with_the_field(server: Server) -> None:
          ["body", "leads", 0, "opportunities", 0]),
         ({"leads": [{**LEAD, "opportunities": [{
             "created_at": "2025-05-10T00:00:00Z", "closed_at": "2025-05-20T00:00:00Z",
-            "status": "open"}]}]}, ["body", "leads", 0, "opportunities", 0]),
+            "status": "open"}]}]}, ["body", "leads", 0, "opportunities", 0, "closed_at"]),
         ({"leads": [{**LEAD, "opportunities": [{  # won before the lead was created
             "created_at": "2025-01-10T00:00:00Z", "closed_at": "2025-02-01T00:00:00Z",
             "status": "won"}]}]}, ["body", "leads", 0, "opportunities", 0, "closed_at"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -161,8 +162,18 @@ def test_engine_options_fail_in_one_line(spark_export_dir: Path) -> None:
         assert len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.fixture
+def new_york(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The driver's local time zone away from UTC (what Spark turns collected times into)."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
 def test_one_pass_score_equals_two_passes_and_refuses_a_broken_export(
-        spark: Any, spark_csv_dir: Path, tmp_path: Path) -> None:
+        spark: Any, spark_csv_dir: Path, tmp_path: Path, new_york: None) -> None:
     """`score --engine spark` validates and scores in one pass: the same scores as checking
     first and scoring after, and a broken export raises the same report as `checked_export`."""
     from propensity.export import load_export
@@ -178,8 +189,9 @@ def test_one_pass_score_equals_two_passes_and_refuses_a_broken_export(
     clean = read_spark_export(spark, str(spark_csv_dir))
     one = checked_scores(spark, clean, bundle, t)
     got = to_pandas(one.frame).sort_values("lead_id").reset_index(drop=True)
-    one.frame.unpersist()
+    one.unpersist()
     # the pass also learns what `score` warns about: how many were open, the latest record
+    # (in UTC, though the driver's clock is on New York time)
     assert one.scored == len(got)
     assert one.latest == load_export(spark_csv_dir).latest_time()
     two = to_pandas(spark_score(spark, clean, bundle, t)).sort_values("lead_id").reset_index(
@@ -209,7 +221,7 @@ def test_one_pass_score_equals_two_passes_and_refuses_a_broken_export(
     accounts.to_csv(tmp_path / "text" / "accounts.csv", index=False)
     blank = checked_scores(spark, read_spark_export(spark, str(tmp_path / "text")), bundle, t)
     assert blank.frame.count() == len(got)
-    blank.frame.unpersist()
+    blank.unpersist()
 
 
 def _counted_alike(spark: Any, folder: Path) -> tuple[pd.DataFrame, Any]:

@@ -42,11 +42,17 @@ class CheckedScores:
     """`checked_scores`' result: the scores, and what the pass learnt of the export."""
 
     frame: DataFrame
-    """(key, as_of, probability), cached: unpersist it when done."""
+    """(key, as_of, probability), read from the cached pass: `unpersist()` when done."""
     scored: int
     """Entities open at T (rows of `frame`)."""
     latest: pd.Timestamp | None
     """The export's latest timestamp (UTC), None when it has none."""
+    cached: DataFrame
+    """The pass itself (scores and partition summaries), which Spark holds in memory."""
+
+    def unpersist(self) -> None:
+        """Free the pass (unpersisting `frame`, a query on it, would free nothing)."""
+        self.cached.unpersist()
 
 
 def _scorer(spark: SparkSession, bundle: ModelBundle, as_of: pd.Timestamp
@@ -159,13 +165,15 @@ def checked_scores(spark: SparkSession, export: SparkExport, bundle: ModelBundle
 
     both = each_partition(keyed_union(export, lay, buckets), run,
                           _schema(key, checked=True)).cache()
-    facts = both.agg(F.sum(ERRORS), F.count(key), F.max(LATEST)).first()
+    # the latest time as microseconds: a collected timestamp is turned into the driver's
+    # local time, whatever the session's time zone
+    facts = both.agg(F.sum(ERRORS), F.count(key), F.unix_micros(F.max(LATEST))).first()
     assert facts is not None  # an aggregate has one row
     broken = int(facts[0] or 0)
     dupes = duplicate_opportunities(export)
     if broken or (dupes is not None and not dupes.isEmpty()):
         both.unpersist()
         raise_problems(spark, export)
-    latest = None if facts[2] is None else pd.Timestamp(facts[2]).tz_localize("UTC")
+    latest = None if facts[2] is None else pd.Timestamp(int(facts[2]), unit="us", tz="UTC")
     return CheckedScores(both.where(F.col(key).isNotNull()).drop(ERRORS, LATEST),
-                         scored=int(facts[1]), latest=latest)
+                         scored=int(facts[1]), latest=latest, cached=both)

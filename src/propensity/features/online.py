@@ -135,6 +135,7 @@ class OnlineFeatures:
         self.types = {t: i for i, t in enumerate(spec.event_types)}
         self.channels = {c: i for i, c in enumerate(spec.channels)}
         self.ranks = stage_rank(spec.stages)
+        self.final_stage = spec.stages[-1]
         self.committee = spec.has_accounts
 
     @staticmethod
@@ -153,7 +154,8 @@ class OnlineFeatures:
     def inputs(self, lead: OnlineLead) -> FeatureInputs:
         t = micros(lead.as_of)
         created = micros(lead.created_at)
-        if t < created - _SKEW_US:  # the contract's clock skew: a CRM's clock runs ahead
+        earliest = created - _SKEW_US  # the contract's clock skew: a CRM's clock runs ahead
+        if t < earliest:
             raise LeadInputError(("as_of",), f"as_of {lead.as_of.isoformat()} is more than a "
                                  "day before the lead was created "
                                  f"({lead.created_at.isoformat()}): a lead is scored from its "
@@ -164,7 +166,7 @@ class OnlineFeatures:
         type_code, channel_code = self.types.get, self.channels.get
         events = lead.events  # comprehensions, not a loop: ~half the cost
         when = np.array([micros(e["occurred_at"]) for e in events], dtype="int64")
-        if when.size and when.min() < created - _SKEW_US:
+        if when.size and when.min() < earliest:
             raise LeadInputError(("events", int(when.argmin()), "occurred_at"),
                                  "more than one day before the lead was created (the "
                                  "contract's event_before_lead_created)")
@@ -180,12 +182,12 @@ class OnlineFeatures:
         values = np.array([v if type(v := e.get("value")) is float else number(v)
                            for e in events], dtype="float64")
         age = (t - when) / DAY_US
-        entries = self._stage_entries(lead, created)
+        entries = self._stage_entries(lead, earliest)
         stage_rows = [(self.ranks[s], w) for s, w in entries if s in self.ranks and w < t]
         opps = lead.opportunities
         if opps is not None:
             won = (opps.closed != NEVER) & ~opps.lost
-            early = np.flatnonzero(won & (opps.closed < created - _SKEW_US))
+            early = np.flatnonzero(won & (opps.closed < earliest))
             if early.size:
                 raise LeadInputError(("opportunities", int(early[0]), "closed_at"),
                                      "won more than one day before the lead was created (the "
@@ -213,16 +215,16 @@ class OnlineFeatures:
             self._committee(x, lead, t, created, age)
         return x
 
-    def _stage_entries(self, lead: OnlineLead, created: int) -> list[tuple[str, int]]:
+    def _stage_entries(self, lead: OnlineLead, earliest: int) -> list[tuple[str, int]]:
         """The lead's stage entries (history rows, then its current stage), in microseconds;
-        what validation refuses in an export's stage_history is refused here: an entry more
-        than a day before the lead was created, a stage entered before a lower one."""
-        final = self.plan.spec.stages[-1]
+        what validation refuses in an export's stage_history is refused here: an entry before
+        `earliest` (more than a day before the lead was created), a stage entered before a
+        lower one."""
         rows = [(s, micros(w)) for s, w in lead.stage_history]
         current = [] if lead.stage is None else [(lead.stage[0], micros(lead.stage[1]))]
         for j, (s, w) in enumerate(rows + current):
-            if w < created - _SKEW_US:
-                rule = ("conversion_before_lead_created" if s == final
+            if w < earliest:
+                rule = ("conversion_before_lead_created" if s == self.final_stage
                         else "stage_before_lead_created")
                 loc: tuple[str | int, ...] = (("stage_history", j, "entered_at") if j < len(rows)
                                               else ("stage_entered_at",))
@@ -230,13 +232,14 @@ class OnlineFeatures:
                                      f"created (the contract's {rule})")
         ranked = sorted((self.ranks[s], w, j) for j, (s, w) in enumerate(rows)
                         if s in self.ranks)
-        latest, previous_rank = NEVER, None  # the latest entry of the lower ranks so far
+        latest: int | None = None  # the latest entry of the lower ranks so far
+        previous_rank = None
         for rank, w, j in ranked:
-            if rank != previous_rank and latest != NEVER and w < latest:
+            if rank != previous_rank and latest is not None and w < latest:
                 raise LeadInputError(("stage_history", j, "entered_at"), "entered before a "
                                      "lower stage of the same lead (the contract's "
                                      "stages_out_of_order)")
-            latest = w if latest == NEVER else max(latest, w)
+            latest = w if latest is None else max(latest, w)
             previous_rank = rank
         return rows + current
 

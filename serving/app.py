@@ -34,6 +34,7 @@ from serving.errors import (
     http_handler,
     validation_handler,
 )
+from serving.fast_path import ScoreFastPath
 from serving.limits import BodyLimitMiddleware
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.model_store import ModelStore
@@ -126,7 +127,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, http_handler)
     for outage in (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError):
         app.add_exception_handler(outage, database_handler)
-    # the limit runs inside the metrics, so refused bodies are counted too
+    # the fast path runs inside the limit (bodies arrive whole) and the metrics (its requests
+    # are counted); the limit runs inside the metrics, so refused bodies are counted too
+    app.add_middleware(ScoreFastPath, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 

@@ -71,7 +71,7 @@ async def _key_of(state: AppState, creds: HTTPAuthorizationCredentials | None) -
     return info
 
 
-def _allowed(info: KeyInfo, scopes: tuple[str, ...]) -> KeyInfo:
+def allowed(info: KeyInfo, scopes: tuple[str, ...]) -> KeyInfo:
     if not any(info.allows(s) for s in scopes):
         raise HTTPException(status.HTTP_403_FORBIDDEN,
                             f"key {info.name!r} lacks the {scopes[0]!r} scope")
@@ -87,7 +87,7 @@ async def _caller(state: StateDep,
 @functools.cache
 def _require(scope: str, *also: str) -> Callable[[KeyInfo], Awaitable[KeyInfo]]:
     async def check(info: Annotated[KeyInfo, Depends(_caller)]) -> KeyInfo:
-        return _allowed(info, (scope, *also))
+        return allowed(info, (scope, *also))
     return check
 
 
@@ -113,7 +113,7 @@ def json_body(model: type[M], scope: str, *also: str) -> Callable[..., Coroutine
 
     async def parse(request: Request) -> M:
         info = await _key_of(request.app.state.propensity, await bearer(request))
-        _allowed(info, scopes)
+        allowed(info, scopes)
         try:
             return model.model_validate_json(await request.body())
         except ValidationError as exc:

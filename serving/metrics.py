@@ -25,6 +25,10 @@ class Metrics:
                                  ["path"], buckets=BUCKETS, registry=self.registry)
         self.scores = Counter("propensity_scores_total", "Leads scored, by grade",
                               ["model", "grade"], registry=self.registry)
+        self.fast_path = Counter("propensity_score_fast_path_total", "POST /v1/score requests "
+                                 "by who answered: the fast path, or the app (a key not checked "
+                                 "within its ttl, a refusal, an error)", ["answered_by"],
+                                 registry=self.registry)
         self.model_version = Gauge("propensity_model_info", "Model version being served",
                                    ["model", "version"], registry=self.registry)
         self.log_pending = Gauge("propensity_score_log_pending", "Score log rows not yet "

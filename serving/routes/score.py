@@ -109,7 +109,15 @@ ScoreBody = Annotated[ScoreRequest, Depends(json_body(ScoreRequest, "score"))]
 @router.post("/score", response_model=ScoreResponse, openapi_extra=body_doc(ScoreRequest))
 async def score(body: ScoreBody, request: Request) -> Response:
     """Score 1 to 1,000 leads: probability, score, grade, MQL flag and the reasons."""
-    state: AppState = request.app.state.propensity  # the hot path: no dependency to resolve
+    return Response(await scored_json(request.app.state.propensity, body),
+                    media_type="application/json")
+
+
+async def scored_json(state: AppState, body: ScoreRequest) -> bytes:
+    """The answer to a parsed score request, as JSON; what the route and the fast path
+    (`serving.fast_path`) both run. Every refusal (an HTTPException) is raised before the
+    first side effect (score log, metrics, drift counters), so a caller may run a refused
+    request again and change nothing."""
     check_score_request(body.leads, state.settings)
     if not state.log.accepting:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -190,8 +198,19 @@ async def score(body: ScoreBody, request: Request) -> Response:
                          "threshold_version": thresholds.version,
                          "input_hash": input_hash(lead.lead_id, as_of, scored.X[i]),
                          "as_of": as_of})
-        state.metrics.scores.labels(MAIN, grade).inc()
+    out = ScoreResponse(
+        model=ModelRef(name=MAIN, version=loaded.version, horizon_days=bundle.horizon_days),
+        threshold_version=thresholds.version,
+        next_stage_model=None if next_model is None or p_next is None else ModelRef(
+            name=NEXT, version=next_model.version, horizon_days=next_model.bundle.horizon_days),
+        scores=results)
+    # built and checked above: serialised once instead of FastAPI validating it again
+    payload = out.model_dump_json().encode()
+    # the side effects, after the last thing that can fail
     state.log.append(log_rows)
+    counter = state.metrics.scores
+    for row in log_rows:
+        counter.labels(MAIN, row["grade"]).inc()
     if loaded.binning is not None:  # drift's counters: one add per request and as_of day
         days = [as_utc(x.as_of).date() for x in inputs] or [now.date()] * len(p)
         distinct = sorted(set(days))
@@ -200,11 +219,4 @@ async def score(body: ScoreBody, request: Request) -> Response:
                 i for i, day in enumerate(days) if day == d]
             state.log.counters.add((MAIN, loaded.version, d), loaded.binning, scored.X[rows],
                                    p[rows])
-    out = ScoreResponse(
-        model=ModelRef(name=MAIN, version=loaded.version, horizon_days=bundle.horizon_days),
-        threshold_version=thresholds.version,
-        next_stage_model=None if next_model is None or p_next is None else ModelRef(
-            name=NEXT, version=next_model.version, horizon_days=next_model.bundle.horizon_days),
-        scores=results)
-    # built and checked above: serialise once instead of FastAPI validating it again
-    return Response(out.model_dump_json(), media_type="application/json")
+    return payload

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 
+from propensity.api_keys import create_key
 from tests.serving.conftest import Server
 
 LEAD: dict[str, Any] = {
@@ -196,6 +199,50 @@ def test_account_score_with_committee(server: Server) -> None:
     assert out["engaged_personas"] == ["executive"]
     assert set(out["missing_personas"]) == {"end_user", "champion"}
     assert out["reasons"]["positive"] or out["reasons"]["negative"]
+
+
+def _fast_path_counts(http: httpx.Client) -> dict[str, float]:
+    """Who answered POST /v1/score so far, and (as "200") how many 200s /v1/score counted."""
+    text = http.get("/metrics").text
+    found = re.findall(r'propensity_score_fast_path_total\{answered_by="([^"]+)"\} (\S+)', text)
+    ok = re.search(r'propensity_requests_total\{path="/v1/score",status="200"\} (\S+)', text)
+    return {**{who: float(n) for who, n in found}, "200": float(ok.group(1)) if ok else 0.0}
+
+
+def test_the_fast_path_answers_as_the_route_does(server: Server) -> None:
+    """A key's first request goes through FastAPI's route (the key is not cached yet), the
+    next ones through `serving.fast_path`: the same bytes, one score-log row each, and a
+    refusal handed on to the app is answered as before and logged nowhere."""
+    engine = sa.create_engine(server.db_url)
+    key = create_key(engine, "fast-path-test", ["score"])
+    engine.dispose()
+    body = {"leads": [{**LEAD, "lead_id": "fast-1"}]}
+    refused = {"leads": [{**LEAD, "lead_id": "fast-refused", "as_of": "2025-04-01T00:00:00Z"}]}
+    with server.client(key) as http:
+        before = _fast_path_counts(http)
+        first = http.post("/v1/score", json=body)
+        assert first.status_code == 200, first.text
+        answers = []
+        for _ in range(20):  # the key is cached for key_cache_seconds (1 s by default)
+            answers.append(http.post("/v1/score", json=body))
+            if _fast_path_counts(http).get("fast_path", 0) > before.get("fast_path", 0):
+                break
+        after = _fast_path_counts(http)
+        assert after["fast_path"] > before.get("fast_path", 0), after
+        assert after["app"] > before.get("app", 0)  # the first, with the key not yet cached
+        assert all(a.status_code == 200 and a.content == first.content for a in answers)
+        assert first.headers["content-type"] == answers[-1].headers["content-type"]
+        no = http.post("/v1/score", json=refused)
+        assert no.status_code == 422 and no.json()["detail"][0]["loc"] == [
+            "body", "leads", 0, "as_of"], no.text
+        assert _fast_path_counts(http)["app"] > after["app"]
+        text = http.get("/metrics").text
+    served = 1 + len(answers)
+    assert after["200"] - before["200"] == served  # the fast path's are labelled by the route
+    assert len(_wait_rows(server, "fast-1", served)) == served
+    time.sleep(1.5)  # three writer passes: a row written twice would show by now
+    assert len(_rows(server, "fast-1")) == served and _rows(server, "fast-refused") == []
+    assert 'propensity_requests_total{path="/v1/score",status="422"}' in text
 
 
 def test_readyz_and_metrics(server: Server) -> None:

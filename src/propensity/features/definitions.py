@@ -124,7 +124,8 @@ class Opportunities(Family):
         rows = x.opportunity_row
         still_open = x.opportunity_closed >= x.as_of[rows]  # NEVER (open) is the int64 max
         count = np.bincount(rows[still_open], minlength=n).astype("float64")
-        amount = np.nan_to_num(x.opportunity_amount[still_open])
+        amount = x.opportunity_amount[still_open]
+        amount = np.where(np.isnan(amount), 0.0, amount)  # nan_to_num's cost, 20x over
         total = np.bincount(rows[still_open], weights=amount, minlength=n)
         lost = ~still_open & x.opportunity_lost
         out[:, 0] = count
@@ -185,14 +186,19 @@ class Engagement(Family):
         grid = np.bincount((rows * k + x.event_type) * nw + smallest,
                            minlength=n * k * nw).reshape(n, k, nw).cumsum(axis=2)
         per_window = grid.transpose(0, 2, 1)  # (rows, windows, types)
-        out[:, self.type_cols[:, :k]] = per_window
-        out[:, self.type_cols[:, k]] = per_window.sum(axis=2)
+        # the type columns are one block, [window, type | total]: a slice, not fancy indexing
+        block = np.empty((n, nw, k + 1))
+        block[:, :, :k] = per_window
+        block[:, :, k] = per_window.sum(axis=2)
+        out[:, :self.type_cols.size] = block.reshape(n, self.type_cols.size)
         kc, nc = len(self.channels), len(self.CHANNEL_WINDOWS)
         has = x.event_channel >= 0
         smallest_c = np.searchsorted(self.channel_edges, age[has], side="left")
         grid_c = np.bincount((rows[has] * kc + x.event_channel[has]) * nc + smallest_c,
                              minlength=n * kc * nc).reshape(n, kc, nc).cumsum(axis=2)
-        out[:, self.channel_cols] = grid_c.transpose(0, 2, 1)
+        first = int(self.channel_cols[0, 0])
+        out[:, first:first + self.channel_cols.size] = grid_c.transpose(0, 2, 1).reshape(
+            n, self.channel_cols.size)
         out[:, self.last_col] = _min_per_row(rows, age, n)
         since = np.full(n * k, np.inf)
         np.minimum.at(since, rows * k + x.event_type, age)
@@ -234,7 +240,10 @@ class Committee(Family):
         out[:, 0] = np.bincount(x.contact_row, minlength=n)
         contact = x.account_event_contact[recent]
         span = int(contact.max()) + 1 if contact.size else 1
-        pairs = np.unique(rows[recent] * span + contact)  # distinct (row, contact)
+        pairs = np.sort(rows[recent] * span + contact)  # distinct (row, contact): what
+        first = np.ones(pairs.size, dtype=bool)  # np.unique does, without its wrappers
+        first[1:] = pairs[1:] != pairs[:-1]
+        pairs = pairs[first]
         out[:, 1] = np.bincount(pairs // span, minlength=n)
         out[:, 2] = np.bincount(rows[age <= 30], minlength=n)
         out[:, 3] = _min_per_row(rows, age, n)

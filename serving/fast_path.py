@@ -1,0 +1,99 @@
+"""`POST /v1/score` without the framework's layers, for the requests that need none of them.
+
+Routing a one-lead request through Starlette's router and FastAPI's request, dependency and
+exception machinery cost 0.14 to 0.15 ms of CPU on top of the scoring (the app called
+in-process, best of 5 runs of 1,000: 961 against 815 us a request). This middleware answers
+the common case itself: a key the key ring checked within its ttl, a body that parses, a
+request the route accepts. It runs the route's own function (`scored_json`), so the answer is
+the route's, byte for byte (`tests/serving/test_score_api.py` compares them).
+
+Anything else (no key, or one not checked within the ttl; a body that does not parse; any
+refusal or fault) goes to the app unchanged, with the body replayed: FastAPI then answers as
+it always has, with the same 401, 422 or 503. `scored_json` raises every refusal before its
+first side effect, so a request handed on is scored and logged once.
+`propensity_score_fast_path_total` counts who answered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+
+from serving.deps import AppState, allowed
+from serving.metrics import Metrics
+from serving.routes.score import router, scored_json
+from serving.schemas import ScoreRequest
+
+PATH = "/v1/score"
+_HEADERS = [(b"content-type", b"application/json")]
+
+
+class ScoreFastPath:
+    """Pure ASGI, inside the body limit (the body arrives whole) and the metrics."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        # the route the router would have picked: the metrics label a request by it
+        self._route = next(r for r in router.routes if getattr(r, "path_format", "") == PATH)
+        self._answered = metrics.fast_path.labels("fast_path")
+        self._handed_on = metrics.fast_path.labels("app")
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        message = await receive()
+        body = message.get("body", b"")
+        payload = None
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            payload = await self._answer(scope, body)
+        if payload is None:
+            self._handed_on.inc()
+            await self.app(scope, _replay(message, receive), send)
+            return
+        self._answered.inc()
+        scope["route"] = self._route
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [*_HEADERS, (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
+
+    @staticmethod
+    async def _answer(scope: Any, body: bytes) -> bytes | None:
+        """The route's answer, or None for anything the app should answer itself."""
+        state: AppState | None = getattr(scope["app"].state, "propensity", None)
+        if state is None:
+            return None
+        token = _bearer(scope["headers"])
+        info = None if token is None else state.keys.cached(token)
+        if info is None:
+            return None
+        try:
+            allowed(info, ("score",))
+            return await scored_json(state, ScoreRequest.model_validate_json(body))
+        except (HTTPException, ValidationError):
+            return None  # the app answers it, as it would have
+        except Exception:
+            return None
+
+
+def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() or None if scheme.lower() == "bearer" else None
+    return None
+
+
+def _replay(first: dict[str, Any], receive: Any) -> Any:
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return first
+        return await receive()
+
+    return replay

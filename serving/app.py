@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -29,6 +28,7 @@ from propensity.threshold_store import ThresholdStore
 from serving.config import ServingSettings, get_serving_settings
 from serving.deps import BODY_MODELS, AppState
 from serving.errors import (
+    DATABASE_OUTAGES,
     database_handler,
     document_errors,
     http_handler,
@@ -125,7 +125,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         app.include_router(router)
     app.add_exception_handler(RequestValidationError, validation_handler)
     app.add_exception_handler(StarletteHTTPException, http_handler)
-    for outage in (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError):
+    for outage in DATABASE_OUTAGES:
         app.add_exception_handler(outage, database_handler)
     # the fast path runs inside the limit (bodies arrive whole) and the metrics (its requests
     # are counted); the limit runs inside the metrics, so refused bodies are counted too

@@ -12,6 +12,7 @@ import math
 import re
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -19,6 +20,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 MAX_ERRORS = 20
+DATABASE_OUTAGES: tuple[type[Exception], ...] = (
+    sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+"""Errors that mean the database is unreachable: a 503 (`database_handler`), not a 500."""
 MAX_INPUT = 80
 
 

@@ -10,7 +10,9 @@ the route's, byte for byte (`tests/serving/test_score_api.py` compares them).
 Anything else (no key, or one not checked within the ttl; a body that does not parse; any
 refusal or fault) goes to the app unchanged, with the body replayed: FastAPI then answers as
 it always has, with the same 401, 422 or 503. `scored_json` raises every refusal before its
-first side effect, so a request handed on is scored and logged once.
+first side effect, so a request handed on is scored and logged once. Any other exception is
+not handed on: it is a 500 on either path (the app has no handler for it), and running it
+twice would only cost twice.
 `propensity_score_fast_path_total` counts who answered.
 """
 
@@ -22,12 +24,15 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from serving.deps import AppState, allowed
+from serving.errors import DATABASE_OUTAGES
 from serving.metrics import Metrics
 from serving.routes.score import router, scored_json
 from serving.schemas import ScoreRequest
 
 PATH = "/v1/score"
 _HEADERS = [(b"content-type", b"application/json")]
+HANDED_ON: tuple[type[Exception], ...] = (HTTPException, ValidationError, *DATABASE_OUTAGES)
+"""What the app answers itself: refusals, a body that does not parse, a database outage."""
 
 
 class ScoreFastPath:
@@ -41,7 +46,7 @@ class ScoreFastPath:
         self._handed_on = metrics.fast_path.labels("app")
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
+        if scope["type"] != "http" or scope["method"] != "POST" or _route_path(scope) != PATH:
             await self.app(scope, receive, send)
             return
         message = await receive()
@@ -72,10 +77,15 @@ class ScoreFastPath:
         try:
             allowed(info, ("score",))
             return await scored_json(state, ScoreRequest.model_validate_json(body))
-        except (HTTPException, ValidationError):
-            return None  # the app answers it, as it would have
-        except Exception:
-            return None
+        except HANDED_ON:
+            return None  # the app answers it, as it would have (an outage: 503)
+
+
+def _route_path(scope: Any) -> str:
+    """The path the router matches: without the root path a proxy mounts the app under."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
 
 
 def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:

@@ -265,9 +265,11 @@ class ScoreLog:
 
     def flush(self, counters: bool = True) -> int:
         """One pass: the spool first (older), then what requests appended since; and the
-        served histograms, unless `counters` is false."""
+        served histograms, which are only binned and kept when `counters` is false."""
         if counters:
             self._flush_counters()
+        else:
+            self.counters.fold()
         with self._io:
             with self._lock:
                 rows, self._rows = self._rows, []
@@ -294,9 +296,10 @@ class ScoreLog:
 
     def _run(self) -> None:
         # the histograms' upsert costs the same whatever the traffic (every cell a request
-        # touched, ~1,000 for one lead): on every pass it took a worker's GIL for ~4 ms five
-        # times a second, and drift is read by the day, so it runs every COUNTER_SECONDS
-        every = max(1, round(COUNTER_SECONDS / self.flush_seconds))
+        # touched, ~1,000 for one lead): on every pass it took a worker's GIL for ~4 ms, and
+        # drift is read by the day, so it runs every COUNTER_SECONDS; the passes between bin
+        # what was served and let the matrices go
+        every = max(1, round(COUNTER_SECONDS / max(self.flush_seconds, 1e-3)))
         passes = 0
         while not self._stop.wait(self.flush_seconds):
             passes += 1

@@ -17,6 +17,7 @@ from propensity.features.spec import FeatureSpec
 from propensity.timestamps import DAY_US, NEVER
 
 PERSONA_GROUPS = ("end_user", "champion", "executive")
+_FLOAT_MAX = float(np.finfo("float64").max)
 
 
 def _grid(rows: np.ndarray, codes: np.ndarray, n: int, k: int,
@@ -125,7 +126,8 @@ class Opportunities(Family):
         still_open = x.opportunity_closed >= x.as_of[rows]  # NEVER (open) is the int64 max
         count = np.bincount(rows[still_open], minlength=n).astype("float64")
         amount = x.opportunity_amount[still_open]
-        amount = np.where(np.isnan(amount), 0.0, amount)  # nan_to_num's cost, 20x over
+        # nan_to_num's values (NaN 0, infinity the largest float) without its cost, 20x over
+        amount = np.where(np.isnan(amount), 0.0, np.clip(amount, -_FLOAT_MAX, _FLOAT_MAX))
         total = np.bincount(rows[still_open], weights=amount, minlength=n)
         lost = ~still_open & x.opportunity_lost
         out[:, 0] = count

@@ -86,8 +86,9 @@ class ServedCounters:
     A request only appends its model matrix and probabilities (references, no copy); the
     score log's writer thread bins everything gathered since its last beat in one vectorised
     pass per model version and day (about a seventh of the per-lead cost of binning one lead
-    at a time) and adds the counts to the stored ones. Matrices live until that beat (half a
-    second); nothing per lead is ever stored.
+    at a time) and keeps the counts; every few seconds it adds them to the stored ones.
+    Matrices live until the next beat (half a second by default); nothing per lead is ever
+    stored.
     """
 
     def __init__(self) -> None:
@@ -104,12 +105,9 @@ class ServedCounters:
     def pending(self) -> bool:
         return bool(self._seen or self._kept)
 
-    def drain(self) -> list[dict[str, object]]:
-        """Every non-zero count as a served_histograms row (one per key, what a failed write
-        gave back included); the counters start again at 0."""
-        with self._lock:
-            seen, self._seen = self._seen, []
-            summed, self._kept = self._kept, {}
+    def _binned(self, seen: list[tuple[Key, Binning, np.ndarray, np.ndarray]],
+                summed: dict[tuple[str, str, object, str, int], int]) -> None:
+        """Add the counts of `seen` to `summed`, one vectorised pass per model and day."""
         groups: dict[tuple[Key, int], list[tuple[Binning, np.ndarray, np.ndarray]]] = {}
         for key, binning, X, p in seen:
             groups.setdefault((key, id(binning)), []).append((binning, X, p))
@@ -120,6 +118,27 @@ class ServedCounters:
             for f, b in zip(*np.nonzero(counts), strict=True):
                 cell = (model, version, day, binning.names[f], int(b))
                 summed[cell] = summed.get(cell, 0) + int(counts[f, b])
+
+    def fold(self) -> None:
+        """Bin what requests gathered into the kept counts, without writing them: the
+        matrices are let go at every beat, the database is written less often."""
+        with self._lock:
+            seen, self._seen = self._seen, []
+        if not seen:
+            return
+        summed: dict[tuple[str, str, object, str, int], int] = {}
+        self._binned(seen, summed)
+        with self._lock:
+            for cell, n in summed.items():
+                self._kept[cell] = self._kept.get(cell, 0) + n
+
+    def drain(self) -> list[dict[str, object]]:
+        """Every non-zero count as a served_histograms row (one per key, what a failed write
+        gave back included); the counters start again at 0."""
+        with self._lock:
+            seen, self._seen = self._seen, []
+            summed, self._kept = self._kept, {}
+        self._binned(seen, summed)
         return [{"model_name": m, "model_version": v, "day": d, "feature": f, "bin": b,
                  "count": c} for (m, v, d, f, b), c in summed.items()]
 

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from serving.deps import AppState, allowed
 from serving.errors import DATABASE_OUTAGES
+from serving.limits import replaying
 from serving.metrics import Metrics
 from serving.routes.score import router, scored_json
 from serving.schemas import ScoreRequest
@@ -56,7 +58,7 @@ class ScoreFastPath:
             payload = await self._answer(scope, body)
         if payload is None:
             self._handed_on.inc()
-            await self.app(scope, _replay(message, receive), send)
+            await self.app(scope, replaying(message, receive), send)
             return
         self._answered.inc()
         scope["route"] = self._route
@@ -89,21 +91,9 @@ def _route_path(scope: Any) -> str:
 
 
 def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The bearer token, read as FastAPI's HTTPBearer reads it (its own helper)."""
     for name, value in headers:
         if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            return token.strip() or None if scheme.lower() == "bearer" else None
+            scheme, token = get_authorization_scheme_param(value.decode("latin-1"))
+            return token or None if scheme.lower() == "bearer" else None
     return None
-
-
-def _replay(first: dict[str, Any], receive: Any) -> Any:
-    sent = False
-
-    async def replay() -> dict[str, Any]:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return first
-        return await receive()
-
-    return replay

@@ -10,6 +10,7 @@ one place, so the routes and the documentation name the same numbers.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import HTTPException, status
@@ -26,6 +27,21 @@ def _reply(status_code: int, detail: str) -> tuple[dict[str, Any], dict[str, Any
                          (b"content-length", str(len(body)).encode()),
                          (b"connection", b"close")]}
     return start, {"type": "http.response.body", "body": body}
+
+
+def replaying(first: dict[str, Any], receive: Any) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """An ASGI `receive` that gives `first` (a body already read), then what `receive`
+    gives (after the body: the disconnect, as uvicorn sends it)."""
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return first
+        return await receive()
+
+    return replay
 
 
 class BodyLimitMiddleware:
@@ -74,17 +90,8 @@ class BodyLimitMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
-        sent = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()  # after the body: wait for the disconnect, as uvicorn does
-
-        await self.app(scope, replay, send)
+        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, replaying(body, receive), send)
 
     def _too_large(self) -> str:
         return (f"the body is larger than {self.max_bytes:,} bytes (PROPENSITY_MAX_BODY_BYTES): "

@@ -29,6 +29,11 @@ class Metrics:
                                  "by who answered: the fast path, or the app (a key not checked "
                                  "within its ttl, a refusal, an error)", ["answered_by"],
                                  registry=self.registry)
+        self.score_batch = Histogram("propensity_score_batch_requests", "POST /v1/score "
+                                     "requests the fast path scored together (those that "
+                                     "arrived together): 1 on an idle server",
+                                     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32),
+                                     registry=self.registry)
         self.model_version = Gauge("propensity_model_info", "Model version being served",
                                    ["model", "version"], registry=self.registry)
         self.log_pending = Gauge("propensity_score_log_pending", "Score log rows not yet "

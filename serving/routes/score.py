@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -11,18 +14,21 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from propensity.context import ContextSource
+from propensity.features.inputs import FeatureInputs
 from propensity.features.online import (
     AccountContext,
     LeadInputError,
     OnlineLead,
     OpportunityRows,
 )
+from propensity.models.bundle import ModelBundle
 from propensity.models.reasons import explain
-from propensity.scoring import Scored, score_leads, score_records
-from propensity.thresholds import to_score
+from propensity.scoring import Scored, score_matrix
+from propensity.thresholds import ThresholdSet, to_score
 from propensity.timestamps import as_utc, micros
 from serving.deps import AppState, body_doc, json_body
 from serving.limits import check_score_request
+from serving.model_store import Loaded
 from serving.schemas import (
     ContextUsed,
     LeadIn,
@@ -114,10 +120,35 @@ async def score(body: ScoreBody, request: Request) -> Response:
 
 
 async def scored_json(state: AppState, body: ScoreRequest) -> bytes:
-    """The answer to a parsed score request, as JSON; what the route and the fast path
-    (`serving.fast_path`) both run. Every refusal (an HTTPException) is raised before the
-    first side effect (score log, metrics, drift counters), so a caller may run a refused
-    request again and change nothing."""
+    """The answer to a parsed score request, as JSON (the route's, and the fast path's for a
+    request it answers alone)."""
+    return (await answers(state, [accept(state, body)]))[0]
+
+
+@dataclass
+class Accepted:
+    """A score request every check has passed: what is left to do cannot refuse it."""
+
+    body: ScoreRequest
+    loaded: Loaded
+    now: datetime
+    leads: list[OnlineLead]
+    """Export models: the leads as the online executor reads them."""
+    inputs: list[FeatureInputs]
+    """Export models: each lead's feature inputs."""
+    X: np.ndarray | None
+    """Single-table models: the request's matrix."""
+    used: list[ContextUsed | None]
+
+    @property
+    def n(self) -> int:
+        return len(self.body.leads)
+
+
+def accept(state: AppState, body: ScoreRequest) -> Accepted:
+    """Every check of a score request, and the work that can refuse it (reading its leads):
+    an HTTPException for each refusal, raised before any side effect, so a caller may run a
+    refused request again and change nothing."""
     check_score_request(body.leads, state.settings)
     if not state.log.accepting:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -130,34 +161,33 @@ async def scored_json(state: AppState, body: ScoreRequest) -> bytes:
                             f"no {MAIN} champion is loaded: train and promote one")
     now = datetime.now(UTC)
     bundle = loaded.bundle
-    inputs: list[OnlineLead] = []
+    leads: list[OnlineLead] = []
     used: list[ContextUsed | None] = []
-    if bundle.kind == "export":
-        stages = list(bundle.plan.spec.stages)
-        source = state.context
-        seen: dict[tuple[str, int | None], int] = {}
-        for i, lead in enumerate(body.leads):
-            # a lead may be scored as of several times in one request (a backfill), but
-            # twice as of the same time is two answers to one question
-            key = (lead.lead_id, None if lead.as_of is None else micros(lead.as_of))
-            if (first := seen.setdefault(key, i)) != i:
-                raise _invalid(["leads", i, "lead_id"], f"lead {lead.lead_id!r} is also "
-                               f"leads[{first}], as of the same time: one score per lead, "
-                               "time and request")
-            try:  # the opportunities' rows are read here
-                x, context = online_lead(lead, i, now, stages, source)
-            except LeadInputError as exc:
-                raise _invalid(["leads", i, *exc.loc], str(exc)) from None
-            inputs.append(x)
-            used.append(context)
-    else:
-        used = [None] * len(body.leads)
-    try:  # what the contract refuses in an export's rows, or text where a number is read
-        if bundle.kind == "export":
-            scored: Scored = score_leads(bundle, inputs, explain=body.explain)
-        else:
-            scored = score_records(bundle, [lead.attributes() for lead in body.leads],
-                                   explain=body.explain)
+    if bundle.kind != "export":
+        try:  # text where a number is read
+            X = bundle.features_for_records([lead.attributes() for lead in body.leads])
+        except LeadInputError as exc:
+            raise _invalid(["leads", *exc.loc], str(exc)) from None
+        return Accepted(body, loaded, now, leads, [], X, [None] * len(body.leads))
+    stages = list(bundle.plan.spec.stages)
+    source = state.context
+    seen: dict[tuple[str, int | None], int] = {}
+    for i, lead in enumerate(body.leads):
+        # a lead may be scored as of several times in one request (a backfill), but
+        # twice as of the same time is two answers to one question
+        key = (lead.lead_id, None if lead.as_of is None else micros(lead.as_of))
+        if (first := seen.setdefault(key, i)) != i:
+            raise _invalid(["leads", i, "lead_id"], f"lead {lead.lead_id!r} is also "
+                           f"leads[{first}], as of the same time: one score per lead, "
+                           "time and request")
+        try:  # the opportunities' rows are read here
+            x, context = online_lead(lead, i, now, stages, source)
+        except LeadInputError as exc:
+            raise _invalid(["leads", i, *exc.loc], str(exc)) from None
+        leads.append(x)
+        used.append(context)
+    try:  # what the contract refuses in an export's rows
+        inputs = bundle.online.inputs_of(leads)
     except LeadInputError as exc:
         at, *where = exc.loc
         ctx = used[int(at)]
@@ -167,19 +197,93 @@ async def scored_json(state: AppState, body: ScoreRequest) -> bytes:
             raise _invalid(["leads", at, "created_at"], f"{exc}: an opportunity the data "
                            "source holds for this lead") from None
         raise _invalid(["leads", *exc.loc], str(exc)) from None
-    p = scored.probability
-    next_model = state.store.get(NEXT)
-    p_next = None
-    if next_model is not None and inputs and next_model.bundle.kind == "export":
-        nb = next_model.bundle
-        p_next = nb.predict(scored.X) if nb.matrix_key == bundle.matrix_key else score_leads(
-            nb, inputs, explain=False).probability
+    return Accepted(body, loaded, now, leads, inputs, None, used)
+
+
+def _scored(bundle: ModelBundle, X: np.ndarray, group: Sequence[Accepted]) -> list[Scored]:
+    """Each request's share of one matrix: contributions for the rows of the requests that
+    asked for reasons (and only for them), probabilities for all."""
+    spans = list(itertools.pairwise(np.cumsum([0, *(a.n for a in group)]).tolist()))
+    out: list[Scored | None] = [None] * len(group)
+    for flag in {a.body.explain for a in group}:
+        mine = [k for k, a in enumerate(group) if a.body.explain == flag]
+        rows = slice(None) if len(mine) == len(group) else np.concatenate(
+            [np.arange(*spans[k]) for k in mine])
+        part = score_matrix(bundle, X[rows], explain=flag)
+        at = 0
+        for k in mine:
+            end = at + group[k].n
+            out[k] = Scored(part.X[at:end], part.probability[at:end],
+                            None if part.contributions is None else part.contributions[at:end])
+            at = end
+    return [s for s in out if s is not None]
+
+
+async def answers(state: AppState, accepted: Sequence[Accepted]) -> list[bytes]:
+    """The answers to accepted requests, as JSON, scored together: their leads' features in
+    one pass of the definitions and one call of each model, which costs little more than one
+    lead's (the fast path gathers the requests that arrive together, `serving.batching`)."""
     thresholds = state.thresholds.fresh(MAIN)
     if thresholds is None:  # a query, perhaps to a database that hangs: off the event loop
         thresholds = await run_in_threadpool(state.thresholds.active, MAIN)
+    next_model = state.store.get(NEXT)
+    groups: dict[int, list[int]] = {}  # one group unless a new champion came in between
+    for k, acc in enumerate(accepted):
+        groups.setdefault(id(acc.loaded), []).append(k)
+    scored: list[Scored] = [None] * len(accepted)  # type: ignore[list-item]
+    p_next: list[np.ndarray | None] = [None] * len(accepted)
+    for members in groups.values():
+        group = [accepted[k] for k in members]
+        bundle = group[0].loaded.bundle
+        if bundle.kind == "export":
+            X = bundle.online.matrix_of([x for acc in group for x in acc.inputs])
+        else:
+            X = np.vstack([acc.X for acc in group if acc.X is not None])
+        nxt = None
+        if next_model is not None and bundle.kind == "export" and (
+                next_model.bundle.kind == "export"):
+            nb = next_model.bundle
+            nxt = nb.predict(X) if nb.matrix_key == bundle.matrix_key else nb.predict(
+                nb.online.matrix([x for acc in group for x in acc.leads]))
+        start = 0
+        for k, part in zip(members, _scored(bundle, X, group), strict=True):
+            scored[k] = part
+            p_next[k] = None if nxt is None else nxt[start:start + accepted[k].n]
+            start += accepted[k].n
+    payloads, log_rows = [], []
+    for acc, part, nxt in zip(accepted, scored, p_next, strict=True):
+        payload, rows = _answer(acc, part, nxt, thresholds, next_model)
+        payloads.append(payload)
+        log_rows.append(rows)
+    # the side effects, after the last thing that can fail
+    state.log.append([row for rows in log_rows for row in rows])
+    counter = state.metrics.scores
+    for rows in log_rows:
+        for row in rows:
+            counter.labels(MAIN, row["grade"]).inc()
+    for acc, part in zip(accepted, scored, strict=True):
+        loaded = acc.loaded
+        if loaded.binning is None:
+            continue
+        # drift's counters: one add per request and as_of day
+        days = [as_utc(x.as_of).date() for x in acc.leads] or [acc.now.date()] * acc.n
+        distinct = sorted(set(days))
+        for d in distinct:
+            which = slice(None) if len(distinct) == 1 else [
+                i for i, day in enumerate(days) if day == d]
+            state.log.counters.add((MAIN, loaded.version, d), loaded.binning, part.X[which],
+                                   part.probability[which])
+    return payloads
+
+
+def _answer(acc: Accepted, scored: Scored, p_next: np.ndarray | None, thresholds: ThresholdSet,
+            next_model: Loaded | None) -> tuple[bytes, list[dict[str, Any]]]:
+    """One request's JSON and its score log rows."""
+    loaded, now, bundle = acc.loaded, acc.now, acc.loaded.bundle
+    p = scored.probability
     names, cats = bundle.feature_names, bundle.categories
     results, log_rows = [], []
-    for i, lead in enumerate(body.leads):
+    for i, lead in enumerate(acc.body.leads):
         reasons = None
         if scored.contributions is not None:
             pos, neg = explain(names, scored.X[i], scored.contributions[i, :-1], cats)
@@ -189,7 +293,7 @@ async def scored_json(state: AppState, body: ScoreRequest) -> bytes:
         grade = thresholds.grade(s)
         results.append(LeadScore(
             lead_id=lead.lead_id, probability=float(p[i]), score=s, grade=grade,  # type: ignore[arg-type]
-            mql=thresholds.is_mql(s), reasons=reasons, context=used[i],
+            mql=thresholds.is_mql(s), reasons=reasons, context=acc.used[i],
             next_stage=None if p_next is None else float(p_next[i])))
         as_of = as_utc(lead.as_of) if lead.as_of else now
         log_rows.append({"scored_at": now, "lead_id": lead.lead_id, "probability": float(p[i]),
@@ -205,18 +309,4 @@ async def scored_json(state: AppState, body: ScoreRequest) -> bytes:
             name=NEXT, version=next_model.version, horizon_days=next_model.bundle.horizon_days),
         scores=results)
     # built and checked above: serialised once instead of FastAPI validating it again
-    payload = out.model_dump_json().encode()
-    # the side effects, after the last thing that can fail
-    state.log.append(log_rows)
-    counter = state.metrics.scores
-    for row in log_rows:
-        counter.labels(MAIN, row["grade"]).inc()
-    if loaded.binning is not None:  # drift's counters: one add per request and as_of day
-        days = [as_utc(x.as_of).date() for x in inputs] or [now.date()] * len(p)
-        distinct = sorted(set(days))
-        for d in distinct:
-            rows = slice(None) if len(distinct) == 1 else [
-                i for i, day in enumerate(days) if day == d]
-            state.log.counters.add((MAIN, loaded.version, d), loaded.binning, scored.X[rows],
-                                   p[rows])
-    return payload
+    return out.model_dump_json().encode(), log_rows

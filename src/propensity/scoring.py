@@ -139,17 +139,18 @@ class Scored:
 def score_leads(bundle: ModelBundle, leads: Sequence[OnlineLead], *,
                 explain: bool = True) -> Scored:
     """Leads as a CRM sends them (online executor): what the scorer and the pyfunc call."""
-    X = bundle.online.matrix(leads)
-    return _finish(bundle, X, explain)
+    return score_matrix(bundle, bundle.online.matrix(leads), explain)
 
 
 def score_records(bundle: ModelBundle, records: Sequence[Mapping[str, Any]], *,
                   explain: bool = True) -> Scored:
     """Rows of a single-table model as mappings of column -> value."""
-    return _finish(bundle, bundle.features_for_records(records), explain)
+    return score_matrix(bundle, bundle.features_for_records(records), explain)
 
 
-def _finish(bundle: ModelBundle, X: np.ndarray, explain: bool) -> Scored:
+def score_matrix(bundle: ModelBundle, X: np.ndarray, explain: bool) -> Scored:
+    """Probabilities of a model matrix's rows, and their contributions when asked (the
+    probability is then calibrated from the contributions' sum: one pass of the trees)."""
     if not len(X):
         return Scored(X, np.zeros(0), None)
     if explain:
@@ -165,7 +166,7 @@ def score_account_rows(bundle: ModelBundle, frame: pd.DataFrame) -> tuple[pd.Dat
     accounts = entities.assign(account_id=export.leads["account_id"].to_numpy()).dropna(
         subset=["account_id"]).groupby("account_id", as_index=False)["as_of"].max()
     X = bundle.features_for_export(export, accounts)
-    return accounts, _finish(bundle, X, explain=True)
+    return accounts, score_matrix(bundle, X, explain=True)
 
 
 def score_rows(bundle: ModelBundle, frame: pd.DataFrame) -> pd.DataFrame:

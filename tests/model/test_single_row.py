@@ -51,3 +51,33 @@ def test_linear_margin_equals_its_terms_and_the_tails_survive_a_nan() -> None:
     alone, beside_nan = iso(np.array([-5.0, 5.0])), iso(np.array([np.nan, -5.0, 5.0]))[1:]
     assert alone[0] < 0.1 and alone[1] > 0.9
     assert np.array_equal(alone, beside_nan)
+
+
+def test_a_rows_score_does_not_depend_on_the_rows_beside_it() -> None:
+    """The scorer scores the requests that arrive together in one matrix, so a lead's margin
+    must be the same, to the last bit, alone and beside any others. A matrix product is not:
+    BLAS sums a row in an order that depends on how many rows it is given (and numpy sums a
+    Fortran-ordered array's rows sequentially, one row alone pairwise)."""
+    from propensity.coding import Column
+    from propensity.models.linear import LinearScorer
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(600, 140)) * 10 ** rng.uniform(-3, 4, size=140)
+    X[rng.random(X.shape) < 0.1] = np.nan
+    X[:, -12:] = rng.integers(0, 4, size=(len(X), 12))  # enough categoricals for pairwise sums
+    y = (np.nan_to_num(X[:, 0]) + rng.normal(size=len(X)) > 0).astype(int)
+    columns = ([Column(f"x{i}") for i in range(128)]
+               + [Column(f"c{i}", ("a", "b", "c", "d")) for i in range(12)])
+    lin = LinearScorer(columns).fit(X, y)
+    rows = X[:300]
+    together = lin.margin(rows)
+    for size in (1, 2, 3, 7):
+        apart = np.concatenate([lin.margin(rows[a:a + size]) for a in range(0, len(rows), size)])
+        assert np.array_equal(apart, together), size
+    booster = lgb.train({"objective": "binary", "verbose": -1, "num_leaves": 15},
+                        lgb.Dataset(X, y), 20)
+    fast = SingleRow(booster)
+    assert np.array_equal(np.array([fast.margin(r) for r in rows]),
+                          booster.predict(rows, raw_score=True))
+    assert np.array_equal(np.vstack([fast.contributions(r) for r in rows]),
+                          booster.predict(rows, pred_contrib=True))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -243,6 +245,61 @@ def test_the_fast_path_answers_as_the_route_does(server: Server) -> None:
     time.sleep(1.5)  # three writer passes: a row written twice would show by now
     assert len(_rows(server, "fast-1")) == served and _rows(server, "fast-refused") == []
     assert 'propensity_requests_total{path="/v1/score",status="422"}' in text
+
+
+def _batches(http: httpx.Client) -> tuple[float, float]:
+    """(batches, requests in them) of the fast path so far."""
+    text = http.get("/metrics").text
+    count = re.search(r"propensity_score_batch_requests_count (\S+)", text)
+    total = re.search(r"propensity_score_batch_requests_sum (\S+)", text)
+    assert count and total, "the batch histogram is not exported"
+    return float(count.group(1)), float(total.group(1))
+
+
+def test_requests_that_arrive_together_are_answered_as_each_alone(server: Server) -> None:
+    """Requests that reach the fast path together are scored in one pass: each still gets
+    the bytes it gets alone (reasons or not), a refused one among them gets its 422 and
+    touches no other, and every accepted one is logged once."""
+    leads = [{**LEAD, "lead_id": f"together-{i}", "events": LEAD["events"][:i % 4],
+              "as_of": f"2025-06-{1 + i % 9:02d}T00:00:00Z"} for i in range(12)]
+    bodies: list[dict[str, Any]] = [{"leads": [lead], "explain": i % 2 == 0}
+                                    for i, lead in enumerate(leads)]
+    bodies[5] = {"leads": [{**leads[5], "as_of": "2025-04-01T00:00:00Z"}]}  # before created
+    with server.client(server.score_key) as http:
+        alone = [http.post("/v1/score", json=b) for b in bodies]
+        before = _batches(http)
+    assert [r.status_code for r in alone] == [422 if i == 5 else 200 for i in range(12)]
+    clients = [server.client(server.score_key) for _ in bodies]
+    bursts = 0
+    try:
+        for c in clients:  # connected before the burst, so the requests arrive together
+            assert c.get("/healthz").status_code == 200
+        with ThreadPoolExecutor(len(clients)) as pool:
+            for _ in range(10):
+                clients[0].post("/v1/score", json=bodies[0])  # the key is cached for 1 s
+                start = threading.Barrier(len(clients))
+
+                def send(c: httpx.Client, body: dict[str, Any],
+                         start: threading.Barrier = start) -> httpx.Response:
+                    start.wait()
+                    return c.post("/v1/score", json=body)
+
+                together = list(pool.map(send, clients, bodies))
+                bursts += 1
+                for got, want in zip(together, alone, strict=True):
+                    assert got.status_code == want.status_code, got.text
+                    assert got.content == want.content
+                batches, requests = _batches(clients[0])
+                if requests - before[1] > batches - before[0]:
+                    break  # at least one batch held several requests
+    finally:
+        for c in clients:
+            c.close()
+    assert requests - before[1] > batches - before[0], "no two requests were scored together"
+    # each accepted request once: alone, in every burst, and lead 0 also before each burst
+    assert len(_wait_rows(server, "together-0", 1 + 2 * bursts)) == 1 + 2 * bursts
+    assert len(_wait_rows(server, "together-1", 1 + bursts)) == 1 + bursts
+    assert _rows(server, "together-5") == []
 
 
 def test_readyz_and_metrics(server: Server) -> None:

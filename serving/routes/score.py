@@ -14,10 +14,10 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from propensity.context import ContextSource
-from propensity.features.inputs import FeatureInputs
 from propensity.features.online import (
     AccountContext,
     LeadInputError,
+    LeadRows,
     OnlineLead,
     OpportunityRows,
 )
@@ -134,8 +134,8 @@ class Accepted:
     now: datetime
     leads: list[OnlineLead]
     """Export models: the leads as the online executor reads them."""
-    inputs: list[FeatureInputs]
-    """Export models: each lead's feature inputs."""
+    inputs: list[LeadRows]
+    """Export models: each lead's feature inputs, read and checked."""
     X: np.ndarray | None
     """Single-table models: the request's matrix."""
     used: list[ContextUsed | None]
@@ -187,7 +187,7 @@ def accept(state: AppState, body: ScoreRequest) -> Accepted:
         leads.append(x)
         used.append(context)
     try:  # what the contract refuses in an export's rows
-        inputs = bundle.online.inputs_of(leads)
+        inputs = bundle.online.read_all(leads)
     except LeadInputError as exc:
         at, *where = exc.loc
         ctx = used[int(at)]

@@ -11,8 +11,7 @@ look at the future, because the future is not in its input.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -65,30 +64,5 @@ class FeatureInputs:
     """index into PERSONA_GROUPS, -1 for any other persona."""
 
 
-ROW_FIELDS = frozenset({"event_row", "stage_row", "opportunity_row", "contact_row",
-                        "account_event_row"})
-"""The arrays that say which entity row an item belongs to."""
-
-
 def empty(dtype: str | np.dtype = INT) -> np.ndarray:
     return np.zeros(0, dtype=dtype)
-
-
-def concat(parts: Sequence[FeatureInputs]) -> FeatureInputs:
-    """Several entities' inputs as one, rows in order: the definitions then run once for all
-    of them. Every definition works row by row (counts, sums and minima per entity row), so
-    a row's features do not depend on which rows it is computed with; what this saves is the
-    definitions' fixed cost per call (about 0.1 ms a lead when leads were computed one by
-    one), which is most of their cost for one lead."""
-    if len(parts) == 1:
-        return parts[0]
-    offsets = np.cumsum([0, *(p.n for p in parts[:-1])])
-    columns: dict[str, np.ndarray] = {}
-    for f in fields(FeatureInputs):
-        if f.name == "n":
-            continue
-        arrays = [getattr(p, f.name) for p in parts]
-        if f.name in ROW_FIELDS:
-            arrays = [a + o for a, o in zip(arrays, offsets, strict=True)]
-        columns[f.name] = np.concatenate(arrays)
-    return FeatureInputs(n=sum(p.n for p in parts), **columns)

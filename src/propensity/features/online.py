@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from propensity.features.definitions import (
     account_attribute_columns,
     lead_attribute_columns,
 )
-from propensity.features.inputs import FeatureInputs, concat, empty
+from propensity.features.inputs import FeatureInputs
 from propensity.problems import PropensityError
 from propensity.timestamps import DAY_US, NEVER, micros
 
@@ -122,6 +123,32 @@ class OnlineLead:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class LeadRows:
+    """One lead's feature inputs as plain values, read and checked (`OnlineFeatures.read`):
+    what `OnlineFeatures.gather` turns into the arrays of any number of leads at once."""
+
+    as_of: int
+    created: int
+    lead_attributes: list[float]
+    account_attributes: list[float]
+    has_account: bool
+    event_time: list[int]
+    event_type: list[int]
+    event_channel: list[int]
+    event_value: list[float]
+    stage_rank: list[int] = field(default_factory=list)
+    stage_time: list[int] = field(default_factory=list)
+    opportunity_closed: list[int] = field(default_factory=list)
+    opportunity_lost: list[bool] = field(default_factory=list)
+    opportunity_amount: list[float] = field(default_factory=list)
+    contacts: int = 0
+    """The account's contacts created before as_of, the lead included (0 without one)."""
+    account_event_time: list[int] = field(default_factory=list)
+    account_event_contact: list[int] = field(default_factory=list)
+    account_event_persona: list[int] = field(default_factory=list)
+
+
 class OnlineFeatures:
     """The online executor of one feature plan: everything that can be prepared once is."""
 
@@ -140,18 +167,20 @@ class OnlineFeatures:
 
     @staticmethod
     def _attributes(values: Mapping[str, Any] | None, columns: list[tuple[str, Vocabulary | None]],
-                    fill_unknown: bool) -> np.ndarray:
-        out = np.full((1, len(columns)), np.nan)
+                    fill_unknown: bool) -> list[float]:
         if values is None:
-            return out
-        for i, (name, vocabulary) in enumerate(columns):
+            return [np.nan] * len(columns)
+        out = []
+        for name, vocabulary in columns:
             value = values.get(name)
             if fill_unknown and name in UNKNOWN_WHEN_MISSING and category_text(value) is None:
                 value = "unknown"
-            out[0, i] = number(value) if vocabulary is None else vocabulary.code(value)
+            out.append(number(value) if vocabulary is None else float(vocabulary.code(value)))
         return out
 
-    def inputs(self, lead: OnlineLead) -> FeatureInputs:
+    def read(self, lead: OnlineLead) -> LeadRows:
+        """The lead's inputs as plain values, checked as validation checks an export's rows
+        (LeadInputError, located from the lead on). Only what happened before `as_of` is kept."""
         t = micros(lead.as_of)
         created = micros(lead.created_at)
         earliest = created - _SKEW_US  # the contract's clock skew: a CRM's clock runs ahead
@@ -165,55 +194,115 @@ class OnlineFeatures:
         n_types, n_channels = len(self.types), len(self.channels)
         type_code, channel_code = self.types.get, self.channels.get
         events = lead.events  # comprehensions, not a loop: ~half the cost
-        when = np.array([micros(e["occurred_at"]) for e in events], dtype="int64")
-        if when.size and when.min() < earliest:
-            raise LeadInputError(("events", int(when.argmin()), "occurred_at"),
+        when = [micros(e["occurred_at"]) for e in events]
+        if when and (first := min(when)) < earliest:
+            raise LeadInputError(("events", when.index(first), "occurred_at"),
                                  "more than one day before the lead was created (the "
                                  "contract's event_before_lead_created)")
-        past = when < t  # only events before as_of go further, and only they are read
-        if not past.all():
-            events = [e for e, keep in zip(events, past.tolist(), strict=True) if keep]
-            when = when[past]
-        types = np.array([type_code(e["event_type"], n_types) for e in events], dtype="int64")
-        channels = np.array([  # the common case (a non-empty text) skips category_text
-            channel_code(c, n_channels) if type(c := e.get("channel")) is str and c
-            else _code_or_none(channel_code, category_text(c), n_channels) for e in events],
-            dtype="int64")
-        values = np.array([v if type(v := e.get("value")) is float else number(v)
-                           for e in events], dtype="float64")
-        age = (t - when) / DAY_US
-        entries = self._stage_entries(lead, earliest)
-        stage_rows = [(self.ranks[s], w) for s, w in entries if s in self.ranks and w < t]
-        opps = lead.opportunities
-        if opps is not None:
-            won = (opps.closed != NEVER) & ~opps.lost
-            early = np.flatnonzero(won & (opps.closed < earliest))
-            if early.size:
-                raise LeadInputError(("opportunities", int(early[0]), "closed_at"),
-                                     "won more than one day before the lead was created (the "
-                                     "contract's conversion_before_lead_created)")
-        o = np.flatnonzero(opps.created < t) if opps is not None else empty()
-        x = FeatureInputs(
-            n=1, as_of=np.array([t], dtype="int64"), created=np.array([created], dtype="int64"),
+        if when and max(when) >= t:  # only events before as_of go further, and only they are read
+            past = [w < t for w in when]
+            events = [e for e, keep in zip(events, past, strict=True) if keep]
+            when = [w for w in when if w < t]
+        rows = LeadRows(
+            as_of=t, created=created,
             lead_attributes=self._attributes(attrs, self.lead_columns, True),
             account_attributes=self._attributes(lead.account if has_account else None,
                                                 self.account_columns, False),
-            has_account=np.array([has_account]),
-            event_row=np.zeros(age.size, dtype="int64"), event_age=age, event_type=types,
-            event_channel=channels, event_value=values,
-            stage_row=np.zeros(len(stage_rows), dtype="int64"),
-            stage_rank=np.array([r for r, _ in stage_rows], dtype="int64"),
-            stage_time=np.array([w for _, w in stage_rows], dtype="int64"),
-            opportunity_row=np.zeros(o.size, dtype="int64"),
-            opportunity_closed=opps.closed[o] if opps is not None else empty(),
-            opportunity_lost=opps.lost[o] if opps is not None else empty("bool"),
-            opportunity_amount=opps.amount[o] if opps is not None else empty("float64"),
-            contact_row=empty(), account_event_row=empty(), account_event_age=empty("float64"),
-            account_event_contact=empty(), account_event_persona=empty(),
-        )
+            has_account=has_account, event_time=when,
+            event_type=[type_code(e["event_type"], n_types) for e in events],
+            event_channel=[  # the common case (a non-empty text) skips category_text
+                channel_code(c, n_channels) if type(c := e.get("channel")) is str and c
+                else _code_or_none(channel_code, category_text(c), n_channels) for e in events],
+            event_value=[v if type(v := e.get("value")) is float else number(v)
+                         for e in events])
+        for s, w in self._stage_entries(lead, earliest):
+            if s in self.ranks and w < t:
+                rows.stage_rank.append(self.ranks[s])
+                rows.stage_time.append(w)
+        if (opps := lead.opportunities) is not None:
+            closed, lost = opps.closed.tolist(), opps.lost.tolist()
+            for k, (c, gone) in enumerate(zip(closed, lost, strict=True)):
+                if c != NEVER and not gone and c < earliest:
+                    raise LeadInputError(("opportunities", k, "closed_at"), "won more than one "
+                                         "day before the lead was created (the contract's "
+                                         "conversion_before_lead_created)")
+            amount = opps.amount.tolist()
+            for k, c in enumerate(opps.created.tolist()):
+                if c < t:
+                    rows.opportunity_closed.append(closed[k])
+                    rows.opportunity_lost.append(lost[k])
+                    rows.opportunity_amount.append(amount[k])
         if self.committee and has_account:
-            self._committee(x, lead, t, created, age)
-        return x
+            self._committee(rows, lead, t, created)
+        return rows
+
+    @staticmethod
+    def _committee(rows: LeadRows, lead: OnlineLead, t: int, created: int) -> None:
+        """The lead is contact 0 of its account; the context's contacts follow it."""
+        own = persona_code(lead.attributes.get("persona"))
+        rows.contacts = int(created < t)
+        rows.account_event_time = list(rows.event_time)
+        rows.account_event_contact = [0] * len(rows.event_time)
+        rows.account_event_persona = [own] * len(rows.event_time)
+        ctx = lead.contacts
+        if ctx is None:
+            return
+        rows.contacts += sum(c < t for c in ctx.created.tolist())
+        persona = ctx.persona.tolist()
+        for when, who in zip(ctx.event_time.tolist(), ctx.event_contact.tolist(), strict=True):
+            if when < t:
+                rows.account_event_time.append(when)
+                rows.account_event_contact.append(who + 1)
+                rows.account_event_persona.append(persona[who])
+
+    def gather(self, leads: Sequence[LeadRows]) -> FeatureInputs:
+        """The feature inputs of leads read by `read`, rows in order: each array is made once
+        for all of them (a numpy call costs about a microsecond whatever its size)."""
+        n = len(leads)
+        as_of = np.array([r.as_of for r in leads], dtype="int64")
+
+        def flat(name: str, dtype: str) -> np.ndarray:
+            if n == 1:
+                return np.array(getattr(leads[0], name), dtype=dtype)
+            return np.array(list(chain.from_iterable(getattr(r, name) for r in leads)),
+                            dtype=dtype)
+
+        def owner(name: str) -> np.ndarray:
+            if n == 1:
+                return np.zeros(len(getattr(leads[0], name)), dtype="int64")
+            return np.repeat(np.arange(n, dtype="int64"), [len(getattr(r, name)) for r in leads])
+
+        def age(rows: np.ndarray, times: np.ndarray) -> np.ndarray:
+            return (as_of[rows] - times) / DAY_US
+
+        event_row = owner("event_time")
+        account_event_row = owner("account_event_time")
+        return FeatureInputs(
+            n=n, as_of=as_of, created=np.array([r.created for r in leads], dtype="int64"),
+            lead_attributes=np.array([r.lead_attributes for r in leads],
+                                     dtype="float64").reshape(n, len(self.lead_columns)),
+            account_attributes=np.array([r.account_attributes for r in leads],
+                                        dtype="float64").reshape(n, len(self.account_columns)),
+            has_account=np.array([r.has_account for r in leads], dtype=bool),
+            event_row=event_row, event_age=age(event_row, flat("event_time", "int64")),
+            event_type=flat("event_type", "int64"), event_channel=flat("event_channel", "int64"),
+            event_value=flat("event_value", "float64"),
+            stage_row=owner("stage_rank"), stage_rank=flat("stage_rank", "int64"),
+            stage_time=flat("stage_time", "int64"),
+            opportunity_row=owner("opportunity_closed"),
+            opportunity_closed=flat("opportunity_closed", "int64"),
+            opportunity_lost=flat("opportunity_lost", "bool"),
+            opportunity_amount=flat("opportunity_amount", "float64"),
+            contact_row=np.repeat(np.arange(n, dtype="int64"), [r.contacts for r in leads])
+            if n > 1 else np.zeros(leads[0].contacts, dtype="int64"),
+            account_event_row=account_event_row,
+            account_event_age=age(account_event_row, flat("account_event_time", "int64")),
+            account_event_contact=flat("account_event_contact", "int64"),
+            account_event_persona=flat("account_event_persona", "int64"),
+        )
+
+    def inputs(self, lead: OnlineLead) -> FeatureInputs:
+        return self.gather([self.read(lead)])
 
     def _stage_entries(self, lead: OnlineLead, earliest: int) -> list[tuple[str, int]]:
         """The lead's stage entries (history rows, then its current stage), in microseconds;
@@ -243,53 +332,29 @@ class OnlineFeatures:
             previous_rank = rank
         return rows + current
 
-    @staticmethod
-    def _committee(x: FeatureInputs, lead: OnlineLead, t: int, created: int,
-                   own_age: np.ndarray) -> None:
-        """The lead is contact 0 of its account; the context's contacts follow it."""
-        ctx = lead.contacts
-        own_persona = persona_code(lead.attributes.get("persona"))
-        if ctx is None:
-            x.contact_row = np.zeros(int(created < t), dtype="int64")
-            x.account_event_row = np.zeros(own_age.size, dtype="int64")
-            x.account_event_age = own_age
-            x.account_event_contact = np.zeros(own_age.size, dtype="int64")
-            x.account_event_persona = np.full(own_age.size, own_persona, dtype="int64")
-            return
-        x.contact_row = np.zeros(int(created < t) + int((ctx.created < t).sum()), dtype="int64")
-        past = ctx.event_time < t
-        other_age = (t - ctx.event_time[past]) / DAY_US
-        who = ctx.event_contact[past]
-        x.account_event_age = np.concatenate([own_age, other_age])
-        x.account_event_row = np.zeros(x.account_event_age.size, dtype="int64")
-        x.account_event_contact = np.concatenate([np.zeros(own_age.size, dtype="int64"),
-                                                  who + 1])
-        x.account_event_persona = np.concatenate([
-            np.full(own_age.size, own_persona, dtype="int64"), ctx.persona[who]])
-
     def row(self, lead: OnlineLead) -> np.ndarray:
         """The lead's feature vector, in the plan's column order."""
         return self.plan.matrix(self.inputs(lead))[0]
 
-    def inputs_of(self, leads: Sequence[OnlineLead]) -> list[FeatureInputs]:
-        """Each lead's inputs; a lead the contract refuses raises LeadInputError located at
-        its position (`(i, *field)`)."""
-        parts = []
+    def read_all(self, leads: Sequence[OnlineLead]) -> list[LeadRows]:
+        """Each lead read (`read`); a lead the contract refuses raises LeadInputError located
+        at its position (`(i, *field)`)."""
+        out = []
         for i, lead in enumerate(leads):
             try:
-                parts.append(self.inputs(lead))
+                out.append(self.read(lead))
             except LeadInputError as exc:  # the pyfunc's caller sees the message alone
                 raise LeadInputError((i, *exc.loc), f"lead {lead.lead_id!r}: {exc}") from None
-        return parts
+        return out
 
-    def matrix_of(self, parts: Sequence[FeatureInputs]) -> np.ndarray:
-        """The rows of leads' inputs, in order, computed in one pass of the definitions:
-        leads scored together (a request's, or requests' that arrived together) pay the
-        definitions' fixed cost once."""
-        if not parts:
+    def matrix_of(self, leads: Sequence[LeadRows]) -> np.ndarray:
+        """The rows of read leads, in order, in one pass of the definitions: leads scored
+        together (a request's, or requests' that arrived together) pay the definitions' fixed
+        cost once."""
+        if not leads:
             return np.zeros((0, len(self.plan.columns)))
-        return self.plan.matrix(concat(parts))
+        return self.plan.matrix(self.gather(leads))
 
     def matrix(self, leads: Sequence[OnlineLead]) -> np.ndarray:
-        """The leads' rows (see `inputs_of` for a lead the contract refuses)."""
-        return self.matrix_of(self.inputs_of(leads))
+        """The leads' rows (see `read_all` for a lead the contract refuses)."""
+        return self.matrix_of(self.read_all(leads))

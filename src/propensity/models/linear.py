@@ -23,7 +23,6 @@ from sklearn.linear_model import LogisticRegression
 
 from propensity.coding import Column
 
-
 _CHUNK = 8192
 
 

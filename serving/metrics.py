@@ -68,6 +68,8 @@ class MetricsMiddleware:
     def __init__(self, app: Any, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # a series' child looked up once (labels() costs a lock and a few microseconds)
+        self._series: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -86,5 +88,9 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             path = getattr(route, "path_format", None) or "unmatched"
-            self.metrics.requests.labels(path, str(status["code"])).inc()
-            self.metrics.latency.labels(path).observe(time.perf_counter() - start)
+            key = (path, status["code"])
+            if (series := self._series.get(key)) is None:
+                series = self._series[key] = (self.metrics.requests.labels(path, str(key[1])),
+                                              self.metrics.latency.labels(path))
+            series[0].inc()
+            series[1].observe(time.perf_counter() - start)

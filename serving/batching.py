@@ -7,12 +7,14 @@ are waiting at once (the server is busy), scoring them in one pass pays those co
 
 No request waits for another: a batch is what has already arrived. The first request to
 reach the batcher schedules the batch and every request the event loop runs before the batch
-starts (those whose bytes came in the same read of the sockets) joins it. An idle server
-scores each request alone, as soon as it arrives; a busy one scores bigger batches.
+starts (those whose bytes came in the same read of the sockets) joins it, up to `MAX_LEADS`
+leads. An idle server scores each request alone, as soon as it arrives; a busy one scores
+bigger batches.
 
 Each request was accepted on its own first (`accept`: every refusal raised, nothing done), so
-one request's refusal never touches another's answer. A fault while scoring the batch reaches
-every request in it, as it would have reached each alone.
+one request's refusal never touches another's answer. Should scoring the batch fail, nothing
+has been written yet (the side effects come last), and each request is scored again alone:
+a fault one request's data causes reaches that request only.
 """
 
 from __future__ import annotations
@@ -20,18 +22,27 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from starlette.exceptions import HTTPException
+
 from serving.deps import AppState
+from serving.errors import DATABASE_OUTAGES
 from serving.metrics import Metrics
 from serving.routes.score import Accepted, answers
 
-MAX_LEADS = 64
-"""A request with more leads than this is scored alone: it pays the fixed costs over its own
-leads, and would only make the small requests beside it wait for it."""
+MAX_LEADS = 32
+"""Leads in one batch at most. A request with more is scored alone (it pays the fixed costs
+over its own leads, and would only make the small requests beside it wait); a batch stays
+under `FEW_ROWS`, so LightGBM scores it on one thread, as it scores one request."""
+
+
+NOT_THE_DATA: tuple[type[Exception], ...] = (HTTPException, *DATABASE_OUTAGES)
+"""Faults no request's data causes: each request would meet them alone too."""
 
 
 class Batcher:
     def __init__(self, metrics: Metrics) -> None:
-        self._waiting: list[tuple[Accepted, asyncio.Future[bytes]]] = []
+        self._open: list[tuple[Accepted, asyncio.Future[bytes]]] | None = None
+        self._open_leads = 0
         self._sizes = metrics.score_batch
         self._running: set[asyncio.Task[Any]] = set()  # the loop keeps weak references only
 
@@ -42,23 +53,52 @@ class Batcher:
             return (await answers(state, [accepted]))[0]
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bytes] = loop.create_future()
-        self._waiting.append((accepted, future))
-        if len(self._waiting) == 1:  # the first to wait starts the next batch
-            task = loop.create_task(self._run(state))
+        if self._open is None or self._open_leads + accepted.n > MAX_LEADS:
+            self._open, self._open_leads = [], 0  # a new batch, scored on the loop's next turn
+            task = loop.create_task(self._run(state, self._open))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
+        self._open.append((accepted, future))
+        self._open_leads += accepted.n
         return await future
 
-    async def _run(self, state: AppState) -> None:
-        batch, self._waiting = self._waiting, []
+    async def _run(self, state: AppState,
+                   batch: list[tuple[Accepted, asyncio.Future[bytes]]]) -> None:
+        if batch is self._open:  # closed: later requests start the next batch
+            self._open = None
+        batch = [(a, f) for a, f in batch if not f.done()]  # a request cancelled meanwhile
+        if not batch:
+            return
         self._sizes.observe(len(batch))
         try:
-            payloads = await answers(state, [accepted for accepted, _ in batch])
-        except Exception as exc:  # each request raises it, as it would alone
+            try:
+                payloads = await answers(state, [accepted for accepted, _ in batch])
+            except NOT_THE_DATA:
+                raise  # the same for every request in it (a refusal, a database outage)
+            except Exception:
+                if len(batch) == 1:
+                    raise
+                # one request's data may be what failed (nothing was written: the side
+                # effects come last), so each is answered alone, as it would have been
+                payloads = None
+            if payloads is not None:
+                for (_, future), payload in zip(batch, payloads, strict=True):
+                    if not future.done():
+                        future.set_result(payload)
+                return
+            for accepted, future in batch:
+                try:
+                    payload = (await answers(state, [accepted]))[0]
+                except Exception as exc:
+                    if not future.done():
+                        future.set_exception(exc)
+                else:
+                    if not future.done():
+                        future.set_result(payload)
+        except BaseException as exc:  # this task cancelled (shutdown), or the one request's fault
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(exc)
-            return
-        for (_, future), payload in zip(batch, payloads, strict=True):
-            if not future.done():  # a request whose client went away was cancelled
-                future.set_result(payload)
+                    future.set_exception(exc if isinstance(exc, Exception)
+                                         else asyncio.CancelledError())
+            if not isinstance(exc, Exception):
+                raise

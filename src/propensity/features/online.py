@@ -9,6 +9,7 @@ executors agree on every column, and the scorer's parity test checks it over HTT
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -167,7 +168,9 @@ class OnlineFeatures:
 
     @staticmethod
     def _attributes(values: Mapping[str, Any] | None, columns: list[tuple[str, Vocabulary | None]],
-                    fill_unknown: bool) -> list[float]:
+                    fill_unknown: bool, where: tuple[str, ...] = ()) -> list[float]:
+        """Coded values; text read as an infinite number ("inf", "1e999") is refused: a model
+        has no answer for it (a logistic term of +inf beside one of -inf is NaN)."""
         if values is None:
             return [np.nan] * len(columns)
         out = []
@@ -175,7 +178,12 @@ class OnlineFeatures:
             value = values.get(name)
             if fill_unknown and name in UNKNOWN_WHEN_MISSING and category_text(value) is None:
                 value = "unknown"
-            out.append(number(value) if vocabulary is None else float(vocabulary.code(value)))
+            if vocabulary is None:
+                if math.isinf(x := number(value)):
+                    raise LeadInputError((*where, name), f"{value!r} is not a finite number")
+                out.append(x)
+            else:
+                out.append(float(vocabulary.code(value)))
         return out
 
     def read(self, lead: OnlineLead) -> LeadRows:
@@ -207,7 +215,7 @@ class OnlineFeatures:
             as_of=t, created=created,
             lead_attributes=self._attributes(attrs, self.lead_columns, True),
             account_attributes=self._attributes(lead.account if has_account else None,
-                                                self.account_columns, False),
+                                                self.account_columns, False, ("account",)),
             has_account=has_account, event_time=when,
             event_type=[type_code(e["event_type"], n_types) for e in events],
             event_channel=[  # the common case (a non-empty text) skips category_text

@@ -14,6 +14,7 @@ LightGBM, `booster.txt` in LightGBM's own text format: nothing pickled.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -125,7 +126,9 @@ class ModelBundle:
                 if coder is None and not_a_number(value):  # as `score --table` refuses it
                     raise LeadInputError((r, col.name), f"{value!r} is not a number, and the "
                                          f"model reads {col.name} as one")
-                out[r, i] = number(value) if coder is None else coder.code(value)
+                if coder is None and math.isinf(x := number(value)):
+                    raise LeadInputError((r, col.name), f"{value!r} is not a finite number")
+                out[r, i] = x if coder is None else coder.code(value)
         return out
 
     # --- scoring ----------------------------------------------------------------------------

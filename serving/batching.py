@@ -71,34 +71,42 @@ class Batcher:
             return
         self._sizes.observe(len(batch))
         try:
-            try:
-                payloads = await answers(state, [accepted for accepted, _ in batch])
-            except NOT_THE_DATA:
-                raise  # the same for every request in it (a refusal, a database outage)
-            except Exception:
-                if len(batch) == 1:
-                    raise
-                # one request's data may be what failed (nothing was written: the side
-                # effects come last), so each is answered alone, as it would have been
-                payloads = None
-            if payloads is not None:
-                for (_, future), payload in zip(batch, payloads, strict=True):
-                    if not future.done():
-                        future.set_result(payload)
-                return
-            for accepted, future in batch:
-                try:
-                    payload = (await answers(state, [accepted]))[0]
-                except Exception as exc:
-                    if not future.done():
-                        future.set_exception(exc)
-                else:
-                    if not future.done():
-                        future.set_result(payload)
-        except BaseException as exc:  # this task cancelled (shutdown), or the one request's fault
+            results = await _answers(state, [accepted for accepted, _ in batch])
+        except BaseException as exc:  # the same for all, or this task cancelled (shutdown)
             for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc if isinstance(exc, Exception)
-                                         else asyncio.CancelledError())
+                _settle(future, exc if isinstance(exc, Exception)
+                        else asyncio.CancelledError())
             if not isinstance(exc, Exception):
                 raise
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            _settle(future, result)
+
+
+async def _answers(state: AppState, accepted: list[Accepted]) -> list[bytes | Exception]:
+    """Each request's JSON, or the fault it alone meets. Should the batch fail, nothing was
+    written (the side effects come last), and one request's data may be the cause: each is
+    then answered alone, as it would have been."""
+    try:
+        return list(await answers(state, accepted))
+    except NOT_THE_DATA:
+        raise  # the same for every request in it (a refusal, a database outage)
+    except Exception:
+        if len(accepted) == 1:
+            raise
+    out: list[bytes | Exception] = []
+    for one in accepted:
+        try:
+            out.append((await answers(state, [one]))[0])
+        except Exception as exc:
+            out.append(exc)
+    return out
+
+
+def _settle(future: asyncio.Future[bytes], result: bytes | BaseException) -> None:
+    if future.done():  # cancelled: its client is gone
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)

@@ -121,8 +121,8 @@ async def score(body: ScoreBody, request: Request) -> Response:
 
 
 async def scored_json(state: AppState, body: ScoreRequest) -> bytes:
-    """The answer to a parsed score request, as JSON (the route's, and the fast path's for a
-    request it answers alone)."""
+    """The answer to a parsed score request, as JSON: the route's (the fast path runs the
+    same `accept` and `answers`, for several requests at once)."""
     return (await answers(state, [accept(state, body)]))[0]
 
 

@@ -44,6 +44,15 @@ class LeadInputError(PropensityError):
         self.loc = loc
 
 
+def finite_number(value: Any, loc: tuple[str | int, ...]) -> float:
+    """`number(value)`, refused when it is infinite (text such as "inf" or "1e999"): a model
+    has no answer for it (a logistic term of +inf beside one of -inf is NaN, and a 500)."""
+    x = number(value)
+    if math.isinf(x):
+        raise LeadInputError(loc, f"{value!r} is not a finite number")
+    return x
+
+
 def _code_or_none(code: Callable[[str, int], int], text: str | None, unseen: int) -> int:
     """-1 for a missing value, else its code (`unseen` for one the spec does not know)."""
     return -1 if text is None else int(code(text, unseen))
@@ -169,8 +178,6 @@ class OnlineFeatures:
     @staticmethod
     def _attributes(values: Mapping[str, Any] | None, columns: list[tuple[str, Vocabulary | None]],
                     fill_unknown: bool, where: tuple[str, ...] = ()) -> list[float]:
-        """Coded values; text read as an infinite number ("inf", "1e999") is refused: a model
-        has no answer for it (a logistic term of +inf beside one of -inf is NaN)."""
         if values is None:
             return [np.nan] * len(columns)
         out = []
@@ -178,12 +185,8 @@ class OnlineFeatures:
             value = values.get(name)
             if fill_unknown and name in UNKNOWN_WHEN_MISSING and category_text(value) is None:
                 value = "unknown"
-            if vocabulary is None:
-                if math.isinf(x := number(value)):
-                    raise LeadInputError((*where, name), f"{value!r} is not a finite number")
-                out.append(x)
-            else:
-                out.append(float(vocabulary.code(value)))
+            out.append(finite_number(value, (*where, name)) if vocabulary is None
+                       else float(vocabulary.code(value)))
         return out
 
     def read(self, lead: OnlineLead) -> LeadRows:
@@ -275,16 +278,20 @@ class OnlineFeatures:
             return np.array(list(chain.from_iterable(getattr(r, name) for r in leads)),
                             dtype=dtype)
 
-        def owner(name: str) -> np.ndarray:
+        def owner(counts: list[int]) -> np.ndarray:
+            """The entity row of each item, from the items per lead."""
             if n == 1:
-                return np.zeros(len(getattr(leads[0], name)), dtype="int64")
-            return np.repeat(np.arange(n, dtype="int64"), [len(getattr(r, name)) for r in leads])
+                return np.zeros(counts[0], dtype="int64")
+            return np.repeat(np.arange(n, dtype="int64"), counts)
+
+        def items(name: str) -> np.ndarray:
+            return owner([len(getattr(r, name)) for r in leads])
 
         def age(rows: np.ndarray, times: np.ndarray) -> np.ndarray:
             return (as_of[rows] - times) / DAY_US
 
-        event_row = owner("event_time")
-        account_event_row = owner("account_event_time")
+        event_row = items("event_time")
+        account_event_row = items("account_event_time")
         return FeatureInputs(
             n=n, as_of=as_of, created=np.array([r.created for r in leads], dtype="int64"),
             lead_attributes=np.array([r.lead_attributes for r in leads],
@@ -295,22 +302,18 @@ class OnlineFeatures:
             event_row=event_row, event_age=age(event_row, flat("event_time", "int64")),
             event_type=flat("event_type", "int64"), event_channel=flat("event_channel", "int64"),
             event_value=flat("event_value", "float64"),
-            stage_row=owner("stage_rank"), stage_rank=flat("stage_rank", "int64"),
+            stage_row=items("stage_rank"), stage_rank=flat("stage_rank", "int64"),
             stage_time=flat("stage_time", "int64"),
-            opportunity_row=owner("opportunity_closed"),
+            opportunity_row=items("opportunity_closed"),
             opportunity_closed=flat("opportunity_closed", "int64"),
             opportunity_lost=flat("opportunity_lost", "bool"),
             opportunity_amount=flat("opportunity_amount", "float64"),
-            contact_row=np.repeat(np.arange(n, dtype="int64"), [r.contacts for r in leads])
-            if n > 1 else np.zeros(leads[0].contacts, dtype="int64"),
+            contact_row=owner([r.contacts for r in leads]),
             account_event_row=account_event_row,
             account_event_age=age(account_event_row, flat("account_event_time", "int64")),
             account_event_contact=flat("account_event_contact", "int64"),
             account_event_persona=flat("account_event_persona", "int64"),
         )
-
-    def inputs(self, lead: OnlineLead) -> FeatureInputs:
-        return self.gather([self.read(lead)])
 
     def _stage_entries(self, lead: OnlineLead, earliest: int) -> list[tuple[str, int]]:
         """The lead's stage entries (history rows, then its current stage), in microseconds;
@@ -339,10 +342,6 @@ class OnlineFeatures:
             latest = w if latest is None else max(latest, w)
             previous_rank = rank
         return rows + current
-
-    def row(self, lead: OnlineLead) -> np.ndarray:
-        """The lead's feature vector, in the plan's column order."""
-        return self.plan.matrix(self.inputs(lead))[0]
 
     def read_all(self, leads: Sequence[OnlineLead]) -> list[LeadRows]:
         """Each lead read (`read`); a lead the contract refuses raises LeadInputError located

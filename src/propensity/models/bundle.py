@@ -14,7 +14,6 @@ LightGBM, `booster.txt` in LightGBM's own text format: nothing pickled.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -25,9 +24,9 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from propensity.coding import Column, Vocabulary, encode, not_a_number, number
+from propensity.coding import Column, Vocabulary, encode, not_a_number
 from propensity.features.definitions import FeaturePlan
-from propensity.features.online import LeadInputError, OnlineFeatures
+from propensity.features.online import LeadInputError, OnlineFeatures, finite_number
 from propensity.features.spec import FeatureSpec
 from propensity.models.calibration import Calibrator
 from propensity.models.linear import LinearScorer
@@ -126,9 +125,8 @@ class ModelBundle:
                 if coder is None and not_a_number(value):  # as `score --table` refuses it
                     raise LeadInputError((r, col.name), f"{value!r} is not a number, and the "
                                          f"model reads {col.name} as one")
-                if coder is None and math.isinf(x := number(value)):
-                    raise LeadInputError((r, col.name), f"{value!r} is not a finite number")
-                out[r, i] = x if coder is None else coder.code(value)
+                out[r, i] = (finite_number(value, (r, col.name)) if coder is None
+                             else coder.code(value))
         return out
 
     # --- scoring ----------------------------------------------------------------------------

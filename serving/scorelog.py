@@ -30,6 +30,7 @@ import logging
 import os
 import secrets
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -42,6 +43,10 @@ from propensity.monitoring.counters import ServedCounters
 log = logging.getLogger("propensity.scorelog")
 QUARANTINE = "quarantine.jsonl"
 REPLAY_CHUNK = 1000
+WRITE_CHUNK = 64
+"""Rows per insert. The writer holds the GIL while SQLAlchemy prepares an insert's rows
+(~8 us a row on SQLite), and a request waiting for it waits out the switch interval (5 ms):
+between chunks the writer lets go, so a flush delays a request by one chunk at most."""
 COUNTER_SECONDS = 5.0
 """How often the writer adds the served histograms to their stored counts."""
 
@@ -66,9 +71,16 @@ def _encode(row: dict[str, Any]) -> str:
                        for k, v in row.items()})
 
 
+_TIMES = ("scored_at", "as_of")
+"""The score log's time columns: JSON holds them as text, and SQLite's driver takes only
+datetimes (a replayed as_of left as text had every spooled row quarantined on SQLite)."""
+
+
 def _decode(line: str) -> dict[str, Any]:
     row: dict[str, Any] = json.loads(line)
-    row["scored_at"] = datetime.fromisoformat(row["scored_at"])
+    for name in _TIMES:
+        if row.get(name) is not None:
+            row[name] = datetime.fromisoformat(row[name])
     return row
 
 
@@ -173,6 +185,16 @@ class ScoreLog:
             self._insert(rows[half:])
             return
         self.written += len(rows)
+
+    def _insert_yielding(self, rows: list[dict[str, Any]]) -> None:
+        """`_insert` a chunk at a time, letting the requests run between chunks."""
+        for at in range(0, len(rows), WRITE_CHUNK):
+            try:
+                self._insert(rows[at:at + WRITE_CHUNK])
+            except _Outage as out:
+                out.unwritten = out.unwritten + rows[at + WRITE_CHUNK:]
+                raise
+            time.sleep(0)  # releases the GIL: a request waiting for it takes it now
 
     def _quarantine(self, row: dict[str, Any], reason: str) -> None:
         self.quarantined += 1
@@ -280,7 +302,7 @@ class ScoreLog:
                 except _Outage as out:  # none of this pass's rows were tried: keep them all
                     out.unwritten = rows
                     raise
-                self._insert(rows)
+                self._insert_yielding(rows)
             except _Outage as out:
                 self.failures += 1
                 if self.outage is None:

@@ -38,8 +38,23 @@ def before(events: SortedEvents, key: np.ndarray, as_of: np.ndarray) -> tuple[np
 
     Returns (entity_rows, event_positions, age_us) where age_us = as_of - event time > 0.
     """
-    n = key.size
     lo = events.start[np.maximum(key, 0)]
+    if as_of.size and (as_of == as_of[0]).all():
+        hi = _ends_at_one_time(events, key, int(as_of[0]))
+    else:
+        hi = _ends_merged(events, key, as_of)
+    hi = np.where(key >= 0, hi, lo)
+    counts = np.maximum(hi - lo, 0)
+    rows = np.repeat(np.arange(key.size), counts)
+    offsets = np.cumsum(counts) - counts
+    ev = np.arange(counts.sum()) - np.repeat(offsets, counts) + np.repeat(lo, counts)
+    age = as_of[rows] - events.time[ev]
+    return rows, ev, age
+
+
+def _ends_merged(events: SortedEvents, key: np.ndarray, as_of: np.ndarray) -> np.ndarray:
+    """Each row's end of slice, by merging the rows into the events' (key, time) order."""
+    n = key.size
     all_key = np.concatenate([events.key, key])
     all_time = np.concatenate([events.time, as_of])
     # entity rows sort before events at the same (key, time): only strictly earlier events count
@@ -49,11 +64,15 @@ def before(events: SortedEvents, key: np.ndarray, as_of: np.ndarray) -> tuple[np
     preceding = np.cumsum(is_event) - is_event
     position = np.empty(merged.size, dtype="int64")
     position[merged] = preceding
-    hi = position[events.key.size:]
-    hi = np.where(key >= 0, hi, lo)
-    counts = np.maximum(hi - lo, 0)
-    rows = np.repeat(np.arange(n), counts)
-    offsets = np.cumsum(counts) - counts
-    ev = np.arange(counts.sum()) - np.repeat(offsets, counts) + np.repeat(lo, counts)
-    age = as_of[rows] - events.time[ev]
-    return rows, ev, age
+    return position[events.key.size:]
+
+
+def _ends_at_one_time(events: SortedEvents, key: np.ndarray, t: int) -> np.ndarray:
+    """Each row's end of slice when every row is as of the same time t (batch scoring): a
+    key's events before t are the first ones of its block, so one pass over the events counts
+    them, where the merge sorts them all again (1.7 of 6.3 s of 1M leads' features)."""
+    earlier = np.zeros(events.time.size + 1, dtype="int64")
+    np.cumsum(events.time < t, out=earlier[1:])
+    k = np.maximum(key, 0)
+    start = events.start[k]
+    return start + earlier[events.start[k + 1]] - earlier[start]

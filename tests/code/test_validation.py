@@ -81,6 +81,12 @@ CASES = [
     (_set("opportunities", 1, account_id="A77"), "opportunities", 3, "account_id",
      "orphan_reference"),
     (_set("accounts", 1, account_id="A1"), "accounts", 3, "account_id", "duplicate_id"),
+    # infinite numbers: a contract column, an attribute, and text that overflows a float
+    (_set("events", 1, value="inf"), "events", 3, "value", "infinite_number"),
+    (_set("accounts", 0, employees="-Infinity"), "accounts", 2, "employees",
+     "infinite_number"),
+    (_set("opportunities", 0, amount="1e999"), "opportunities", 2, "amount",
+     "infinite_number"),
 ]
 
 

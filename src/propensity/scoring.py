@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from propensity.coding import not_numbers
+from propensity.coding import not_numbers, numbers
 from propensity.features.online import LeadInputError, OnlineLead
 from propensity.models.bundle import ModelBundle
 from propensity.problems import PropensityError
@@ -55,19 +55,20 @@ def check_tables(bundle: ModelBundle, present: Sequence[str], where: str) -> Non
 
 def text_in_numbers(values: pd.Series, source: SourceFile, column: str, rows: np.ndarray
                     ) -> PropensityError | None:
-    """The first value of a column the model reads as numbers that is text (`not_a_number`:
-    blank and NaN read as missing, as the scorer's encoders read them), as an error naming
-    its row; `rows` are the values' positions in their file."""
-    if pd.api.types.is_numeric_dtype(values):
-        return None
-    text = not_numbers(values)
+    """The first value of a column the model reads as numbers that it cannot read: text
+    (`not_a_number`: blank and NaN read as missing, as the scorer's encoders read them) or an
+    infinite number ("inf", "1e999": no model has an answer for it), as an error naming its
+    row; `rows` are the values' positions in their file."""
+    infinite = np.isinf(numbers(values))
+    text = infinite if pd.api.types.is_numeric_dtype(values) else not_numbers(values) | infinite
     if not text.any():
         return None
     at = np.flatnonzero(text)
     more = f" (and {len(at) - 1} more rows)" if len(at) > 1 else ""
+    what = "an infinite number" if infinite[at[0]] else "not a number"
     return PropensityError(f"{source.name} row {int(source.row_of(rows[at[:1]])[0])} column "
-                           f"{column} value {values.iloc[at[0]]!r}: not a number, and the "
-                           f"model reads {column} as one{more}")
+                           f"{column} value {values.iloc[at[0]]!r}: {what}, and the "
+                           f"model reads {column} as a finite number{more}")
 
 
 def check_export(bundle: ModelBundle, export: CrmExport) -> None:

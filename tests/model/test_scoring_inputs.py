@@ -120,3 +120,9 @@ def test_text_in_an_attribute_the_model_reads_as_numbers_is_refused(
     with pytest.raises(PropensityError, match=r"accounts\.csv row 9 column employees value "
                                               r"'many': not a number"):
         score_export(result.bundle, load_export(folder), t)
+    # text that reads as an infinite number, in a column that stays text
+    frame.loc[7, "employees"], frame.loc[8, "employees"] = "1e999", "n/a"
+    frame.to_csv(folder / "accounts.csv", index=False)
+    with pytest.raises(PropensityError, match=r"accounts\.csv row 9 column employees value "
+                                              r"'1e999': an infinite number"):
+        score_export(result.bundle, load_export(folder), t)

@@ -67,9 +67,14 @@ class Batcher:
         # that came in while the ones before were parsed join this batch (the batches of a
         # busy 2-worker server doubled, its CPU a request fell by ~10%); on an idle server
         # the turn finds nothing and costs microseconds
-        await asyncio.sleep(0)
-        if batch is self._open:  # closed: later requests start the next batch
-            self._open = None
+        try:
+            await asyncio.sleep(0)
+        except BaseException:  # cancelled (the loop shuts down): no one waits forever
+            self._close(batch)
+            for _, future in batch:
+                _settle(future, asyncio.CancelledError())
+            raise
+        self._close(batch)
         batch = [(a, f) for a, f in batch if not f.done()]  # a request cancelled meanwhile
         if not batch:
             return
@@ -85,6 +90,10 @@ class Batcher:
             return
         for (_, future), result in zip(batch, results, strict=True):
             _settle(future, result)
+
+    def _close(self, batch: list[tuple[Accepted, asyncio.Future[bytes]]]) -> None:
+        if batch is self._open:  # closed: later requests start the next batch
+            self._open = None
 
 
 async def _answers(state: AppState, accepted: list[Accepted]) -> list[bytes | Exception]:

@@ -247,7 +247,11 @@ class ScoreLog:
         try:
             while done < len(lines):
                 chunk = [_decode(line) for line in lines[done:done + REPLAY_CHUNK]]
-                self._insert(chunk)
+                try:
+                    self._insert(chunk)
+                except _Outage as out:  # the chunk's head may be in (a refusal split it)
+                    done += len(chunk) - len(out.unwritten)
+                    raise
                 done += len(chunk)
         finally:
             if done:

@@ -6,12 +6,12 @@ checked: rows at one time (batch scoring: one pass over the events) and rows at 
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from propensity.features.asof import SortedEvents, before
 
-keys = st.integers(min_value=-1, max_value=5)
+keys = st.integers(min_value=-1, max_value=5)  # -1: no key (a lead without an account)
 times = st.integers(min_value=0, max_value=12)  # a narrow range: ties are the common case
 
 
@@ -28,8 +28,9 @@ def _expected(events: list[tuple[int, int]], key: list[int], as_of: list[int]
 
 def _seen(events: list[tuple[int, int]], key: list[int], as_of: list[int]
           ) -> list[tuple[int, int, int]]:
+    n_keys = 1 + max([-1, *(e for e, _ in events), *key])  # 0 when nothing has a key
     sorted_ = SortedEvents.build(np.array([e for e, _ in events], dtype="int64"),
-                                 np.array([w for _, w in events], dtype="int64"), n_keys=6)
+                                 np.array([w for _, w in events], dtype="int64"), n_keys)
     rows, ev, age = before(sorted_, np.array(key, dtype="int64"), np.array(as_of, dtype="int64"))
     assert (age > 0).all()
     assert np.array_equal(np.array(as_of, dtype="int64")[rows] - age, sorted_.time[ev])
@@ -40,6 +41,7 @@ def _seen(events: list[tuple[int, int]], key: list[int], as_of: list[int]
 @settings(max_examples=300, deadline=None)
 @given(events=st.lists(st.tuples(keys, times), max_size=40),
        key=st.lists(keys, min_size=1, max_size=12), t=times)
+@example(events=[(-1, 3)], key=[-1], t=10)  # no key anywhere
 def test_rows_at_one_time_see_exactly_the_earlier_events_of_their_key(
         events: list[tuple[int, int]], key: list[int], t: int) -> None:
     as_of = [t] * len(key)

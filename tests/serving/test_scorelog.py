@@ -50,22 +50,37 @@ def test_a_refused_row_and_a_lock_between_chunks_lose_and_repeat_nothing(tmp_pat
 
     # another process takes the write lock once the first chunk of the next flush is in
     locker = sqlite3.connect(path, isolation_level=None)
-    checkins = 0
+    checkins, lock_at = 0, 1
 
     @sa.event.listens_for(engine, "checkin")
-    def _lock_after_first_chunk(*_: Any) -> None:
+    def _lock(*_: Any) -> None:
         nonlocal checkins
         checkins += 1
-        if checkins == 1:
+        if checkins == lock_at:
             locker.execute("BEGIN IMMEDIATE")
 
     more = [_row(i) for i in range(1000, 1000 + 2 * WRITE_CHUNK + 7)]
+    spilled = more[WRITE_CHUNK:]
+    spilled[50]["lead_id"] = None  # refused when the spool is replayed, in its second half
     log.append(more)
     log.flush(counters=False)
     assert log.outage is not None and "locked" in log.outage
     assert _logged(engine)[len(want):] == [r["lead_id"] for r in more[:WRITE_CHUNK]]
     assert log.spooled_bytes > 0
     locker.execute("ROLLBACK")
+
+    # the replay: the whole spool is refused (the NULL), its first half goes in, and the lock
+    # is back before the second: the half written must not be replayed again
+    checkins, lock_at = 0, 2
+    log.flush(counters=False)
+    assert log.outage is not None
+    written = [r["lead_id"] for r in more[:WRITE_CHUNK]] + [
+        r["lead_id"] for r in spilled[:len(spilled) // 2]]
+    assert _logged(engine)[len(want):] == written
+    locker.execute("ROLLBACK")
+    lock_at = 0
     log.flush(counters=False)  # the spool first, then anything new
     assert log.outage is None and log.spooled_bytes == 0
-    assert _logged(engine) == want + [r["lead_id"] for r in more]
+    assert _logged(engine) == want + [r["lead_id"] for r in more if r["lead_id"] is not None]
+    lines = (tmp_path / "spool" / QUARANTINE).read_text().splitlines()
+    assert [json.loads(line)["row"]["lead_id"] for line in lines] == [None, None]

@@ -73,6 +73,7 @@ def _ends_at_one_time(events: SortedEvents, key: np.ndarray, t: int) -> np.ndarr
     them, where the merge sorts them all again (1.7 of 6.3 s of 1M leads' features)."""
     earlier = np.zeros(events.time.size + 1, dtype="int64")
     np.cumsum(events.time < t, out=earlier[1:])
-    k = np.maximum(key, 0)
-    start = events.start[k]
-    return start + earlier[events.start[k + 1]] - earlier[start]
+    k = np.maximum(key, 0)  # a row without a key (-1) is masked by the caller
+    start = events.start[np.minimum(k, events.start.size - 1)]
+    end = events.start[np.minimum(k + 1, events.start.size - 1)]  # no keys at all: start=[0]
+    return start + earlier[end] - earlier[start]

@@ -111,7 +111,8 @@ def gather(export: CrmExport, spec: FeatureSpec, entities: pd.DataFrame) -> Feat
         accounts_wanted = np.zeros(len(acc_uniques), dtype=bool)
         own = acc_codes[pos]
         accounts_wanted[own[own >= 0]] = True
-        wanted |= (acc_codes >= 0) & accounts_wanted[np.maximum(acc_codes, 0)]
+        if len(acc_uniques):  # else no lead has an account
+            wanted |= (acc_codes >= 0) & accounts_wanted[np.maximum(acc_codes, 0)]
     events = export.events
     if events is not None and len(events):
         keep, lead_of = _wanted_rows(export, events, wanted)

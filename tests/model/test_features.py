@@ -116,3 +116,22 @@ def test_rare_levels_share_one_level_and_ids_are_left_out(small_export: CrmExpor
     assert "noise" not in spec.lead_categorical
     owners = spec.lead_categorical["owner_id"]
     assert owners[-1] == "__other__" and len(owners) > 10
+
+
+def test_a_model_with_accounts_scores_an_export_where_no_lead_has_one(
+    small_export: CrmExport, plan: FeaturePlan,
+) -> None:
+    """Both executors: the committee is unknown (NaN), the lead's own features are there, at one
+    time (batch scoring) and at several (training snapshots)."""
+    assert plan.spec.has_accounts
+    leads = small_export.leads.assign(account_id=pd.NA)
+    export = CrmExport(leads=leads, events=small_export.events,
+                       stage_history=small_export.stage_history)
+    t = pd.Timestamp("2025-04-01 12:00", tz="UTC")
+    ids = leads["lead_id"][leads["created_at"] < t].astype("str").head(8).to_numpy()
+    for as_of in ([t] * len(ids), [t + pd.Timedelta(days=i) for i in range(len(ids))]):
+        entities = pd.DataFrame({"lead_id": ids, "as_of": as_of})
+        batch = lead_feature_matrix(export, plan, entities)
+        _assert_same(plan, batch, _online(plan, export, entities))
+        assert np.isnan(batch[:, plan.index["account_contacts"]]).all()
+        assert batch[:, plan.index["n_events_all"]].sum() > 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import lightgbm as lgb
 import numpy as np
+import pytest
 
 from propensity.models.single_row import SingleRow
 
@@ -81,3 +82,14 @@ def test_a_rows_score_does_not_depend_on_the_rows_beside_it() -> None:
                           booster.predict(rows, raw_score=True))
     assert np.array_equal(np.vstack([fast.contributions(r) for r in rows]),
                           booster.predict(rows, pred_contrib=True))
+
+
+def test_a_row_of_the_wrong_length_is_refused_not_read_past_its_end() -> None:
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(200, 5))
+    booster = lgb.train({"objective": "binary", "verbose": -1}, lgb.Dataset(X, X[:, 0] > 0), 5)
+    fast = SingleRow(booster)
+    for bad in (X[0, :4], X[:2].ravel(), X[:1]):
+        with pytest.raises(ValueError, match="the model reads 5"):
+            fast.margin(bad)
+    assert fast.margin(X[0]) == booster.predict(X[:1], raw_score=True)[0]

@@ -47,6 +47,8 @@ class SingleRow:
     def _run(self, config: ctypes.c_void_p, row: np.ndarray, out: np.ndarray,
              out_p: ctypes._Pointer[ctypes.c_double]) -> np.ndarray:
         data = np.ascontiguousarray(row, dtype=np.float64)
+        if data.shape != (self.n_features,):  # LightGBM would read past the end of it
+            raise ValueError(f"a row of {data.shape} values; the model reads {self.n_features}")
         with self._lock:
             _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFast(
                 config, ctypes.c_void_p(data.ctypes.data), ctypes.byref(self._len), out_p))

@@ -83,6 +83,7 @@ def _broken(folder: Path, out: Path) -> Path:
     events.loc[2, "lead_id"] = "L-GHOST"
     events.loc[4, "occurred_at"] = "2019-01-01T00:00:00"
     events.loc[7, "value"] = "lots"
+    events.loc[9, "value"] = "1e999"  # an infinite number
     events.to_csv(out / "events.csv", index=False)
     stages = pd.read_csv(out / "stage_history.csv", dtype=str, keep_default_na=False)
     stages.loc[1, "stage"] = "nirvana"
@@ -106,7 +107,8 @@ def test_validation_report_equals_pandas(spark: Any, spark_csv_dir: Path,
     got = got.astype({"row": "int64"}).sort_values(key).reset_index(drop=True)
     assert len(expected) >= 10 and set(expected["rule"]) >= {
         "unparseable_timestamp", "duplicate_id", "orphan_reference", "not_a_number",
-        "unknown_stage", "negative_amount", "value_not_allowed", "event_before_lead_created"}
+        "unknown_stage", "negative_amount", "value_not_allowed", "event_before_lead_created",
+        "infinite_number"}
     pd.testing.assert_frame_equal(got.astype(str), expected.astype(str))
     assert result.error_count == len(expected) and not result.ok
     capped = spark_validate(spark, read_spark_export(spark, str(broken)), cap=1)

@@ -68,7 +68,7 @@ class Batcher:
         # at 1 worker under wrk). It matters beyond its count: answered together, the clients
         # send together again, so the batches stay whole instead of splitting (a busy
         # server's batches doubled, its CPU a request fell by ~10%). On an idle server the
-        # turn finds nothing and costs microseconds
+        # turn finds nothing: one connection at a time, p50 0.60 ms as before (0.58-0.61)
         try:
             await asyncio.sleep(0)
         except BaseException:  # cancelled (the loop shuts down): no one waits forever

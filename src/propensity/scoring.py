@@ -53,7 +53,7 @@ def check_tables(bundle: ModelBundle, present: Sequence[str], where: str) -> Non
             "scores would be made up: add the table, or train a model on exports without it")
 
 
-def text_in_numbers(values: pd.Series, source: SourceFile, column: str, rows: np.ndarray
+def unreadable_number(values: pd.Series, source: SourceFile, column: str, rows: np.ndarray
                     ) -> PropensityError | None:
     """The first value of a column the model reads as numbers that it cannot read: text
     (`not_a_number`: blank and NaN read as missing, as the scorer's encoders read them) or an
@@ -84,7 +84,7 @@ def check_export(bundle: ModelBundle, export: CrmExport) -> None:
         if frame is None or source is None:
             continue
         for col in columns:
-            if col in frame and (error := text_in_numbers(
+            if col in frame and (error := unreadable_number(
                     frame[col], source, col, frame.index.to_numpy())) is not None:
                 raise error
 
@@ -113,7 +113,7 @@ def check_table(bundle: ModelBundle, frame: pd.DataFrame, source: SourceFile) ->
                               f"{len(bundle.columns)} columns are absent ({shown}); score a "
                               "table with the columns the model was trained on")
     for col in bundle.columns:
-        if col.categories is None and (error := text_in_numbers(
+        if col.categories is None and (error := unreadable_number(
                 frame[col.name], source, col.name, np.arange(len(frame)))) is not None:
             raise error
 

@@ -388,8 +388,7 @@ def take_fields(frame: pd.DataFrame, file: str, table: str, rules: dict[str, Fie
         elif rule.use == "elsewhere":
             ledger.field(file, name, rule.target, rule.reason)
         else:
-            ledger.field(file, name, USE_TEXT.get(rule.use, f"left out: {rule.use}"),
-                         rule.reason)
+            ledger.field(file, name, USE_TEXT.get(rule.use, "left out"), rule.reason)
     out = frame[list(taken)].rename(columns=taken)
     ordered = [c for c in contract if c in out.columns]
     return out[ordered + [c for c in out.columns if c not in contract]]
@@ -478,7 +477,7 @@ CONTRACT_EVENT_COLUMNS = ("event_type", "channel", "value")
 def activity_events(src: Source | None, who: dict[str, str], ledger: Ledger,
                     times: Callable[[pd.DataFrame], tuple[pd.Series, str]], channel_field: str,
                     value_field: str, default_type: str, who_field: str = "WhoId",
-                    ) -> pd.DataFrame:
+                    type_field: str = "Type", tz: str = "UTC") -> pd.DataFrame:
     """Activities of a lead or contact as events. `event_type` is the activity's Type (else
     `default_type`), `channel` its subtype and `value` `value_field`; a field named after an
     event column (`Channel__c`, "Value") fills that column instead."""
@@ -487,9 +486,9 @@ def activity_events(src: Source | None, who: dict[str, str], ledger: Ledger,
         return pd.DataFrame(columns=columns)
     raw = src.frame
     named = {attribute_name(c): c for c in raw.columns
-             if attribute_name(c) in CONTRACT_EVENT_COLUMNS and c != "Type"}
+             if attribute_name(c) in CONTRACT_EVENT_COLUMNS and c != type_field}
     when, time_field = times(raw)
-    t = parse_times(when, src.source, time_field, ledger, raw.get("Id"))
+    t = parse_times(when, src.source, time_field, ledger, raw.get("Id"), tz=tz)
     lead = raw.get(who_field, pd.Series(index=raw.index, dtype="object")).map(who)
     orphan = lead.isna() & t.notna()
     ledger.leave_out(src.source, raw.index[orphan], who_field, raw.get(who_field, pd.Series(
@@ -505,11 +504,11 @@ def activity_events(src: Source | None, who: dict[str, str], ledger: Ledger,
             return raw[fallback]
         return pd.Series(None, index=raw.index, dtype="object")
 
-    kind = pick("event_type", "Type").fillna(default_type)
+    kind = pick("event_type", type_field).fillna(default_type)
     value = numbers(pick("value", value_field), src.source, named.get("value", value_field),
                     ledger, raw.get("Id", pd.Series(index=raw.index)))
     used = {who_field: "events.lead_id", time_field: "events.occurred_at",
-            named.get("event_type", "Type"): "events.event_type",
+            named.get("event_type", type_field): "events.event_type",
             named.get("channel", channel_field): "events.channel",
             named.get("value", value_field): "events.value"}
     for col in raw.columns:
@@ -517,3 +516,35 @@ def activity_events(src: Source | None, who: dict[str, str], ledger: Ledger,
     out = pd.DataFrame({"lead_id": lead, "occurred_at": t, "event_type": kind,
                         "channel": pick("channel", channel_field), "value": value})
     return out[use].reset_index(drop=True)
+
+
+def opportunity_stages(opps: pd.DataFrame, file: str) -> pd.DataFrame:
+    """Stage candidates an opportunity of a lead dates: `opportunity` at its creation,
+    `customer` / `lost` at its close."""
+    linked = opps[opps["lead_id"].notna()]
+    parts = [stage_candidates(pd.DataFrame({
+        "lead_id": linked["lead_id"], "stage": "opportunity", "entered_at": linked["created_at"],
+        "value": linked["opportunity_id"]}), file, "created")]
+    for status, stage in (("won", "customer"), ("lost", "lost")):
+        part = linked[linked["status"] == status]
+        parts.append(stage_candidates(pd.DataFrame({
+            "lead_id": part["lead_id"], "stage": stage, "entered_at": part["closed_at"],
+            "value": part["opportunity_id"]}), file, "closed"))
+    return pd.concat(parts, ignore_index=True)
+
+
+OPPORTUNITY_COLUMNS = ["opportunity_id", "lead_id", "account_id", "created_at", "closed_at",
+                       "amount", "status", "owner_id", "product"]
+
+
+def keep_linked_accounts(frame: pd.DataFrame, src: Source, column: str, key: str,
+                         accounts: pd.DataFrame, ledger: Ledger) -> None:
+    """Blank (and name) each account id that is not in the accounts file: the row comes in
+    without its account rather than breaking the contract."""
+    if "account_id" not in frame.columns or not len(accounts):
+        return
+    bad = frame["account_id"].notna() & ~frame["account_id"].isin(accounts["account_id"])
+    ledger.leave_out(src.source, frame.index[bad], column, frame.loc[bad, "account_id"],
+                     frame.loc[bad, key], "no such account in the accounts file: the row "
+                     "comes in without it", whole_row=False)
+    frame.loc[bad, "account_id"] = None

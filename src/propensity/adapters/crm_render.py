@@ -216,3 +216,58 @@ def _sf_activities(ev: pd.DataFrame, leads: pd.DataFrame, opps: pd.DataFrame,
         "CreatedDate": _fmt(m["occurred_at"] - pd.Timedelta(days=2), SF_TIME),
         "DurationInMinutes": "30", "Channel__c": m["channel"], "Value__c": _num(m["value"]),
     }).to_csv(out / "Event.csv", index=False)
+
+
+def render_hubspot(tables: dict[str, pa.Table | pd.DataFrame], out_dir: Path) -> dict[str, Path]:
+    """Write the company as HubSpot CSV exports: contacts, companies, deals and activities.
+    Times are naive, in the portal's time zone (UTC here)."""
+    f = _frames(tables)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    leads, sh, opps, ev, acc = (f["leads"], f["stage_history"], f["opportunities"],
+                                f["events"], f["accounts"])
+    final = leads["lead_id"].map(sh.groupby("lead_id")["stage"].last()).fillna("lead")
+    contacts = pd.DataFrame({
+        "Record ID": leads["lead_id"], "First Name": "Pat", "Last Name": "Lead " +
+        leads["lead_id"], "Email": leads["lead_id"].str.lower() + "@example.com",
+        "Create Date": _fmt(leads["created_at"], HS_TIME),
+        "Lifecycle Stage": final.map(HS_LIFECYCLE),
+        "Lead Status": final.map(lambda s: "Unqualified" if s == "disqualified" else "Open"),
+        "Original Source": leads["source"], "Campaign": leads["campaign"],
+        "Associated Company ID": leads["account_id"], "Contact owner": leads["owner_id"],
+        "Persona": leads["persona"], "Product": leads["product"],
+    })
+    for col in (c for c in leads.columns if c not in CONTRACT_LEAD):
+        label = "Country/Region" if col == "country" else col.replace("_", " ").capitalize()
+        contacts[label] = leads[col]
+    for stage, label in HS_BECAME.items():
+        first = sh[sh["stage"] == stage].drop_duplicates("lead_id").set_index(
+            "lead_id")["entered_at"]
+        contacts[label] = _fmt(leads["lead_id"].map(first), HS_TIME)
+    contacts["Number of Pageviews"] = _page_views(f, leads["lead_id"])
+    contacts["Last Activity Date"] = _last_event(f, "lead_id", leads["lead_id"], HS_TIME)
+    pd.DataFrame({
+        "Record ID": acc["account_id"], "Company name": "Account " + acc["account_id"],
+        "Industry": acc["industry"], "Number of Employees": _num(acc["employees"]),
+        "Annual Revenue": _num(acc["annual_revenue"]), "Country/Region": acc["country"],
+        "Create Date": "2020-01-01 00:00:00",
+    }).to_csv(out / "companies.csv", index=False)
+    forecast = _fmt(opps["created_at"] + pd.Timedelta(days=30), HS_TIME)
+    pd.DataFrame({
+        "Record ID": opps["opportunity_id"], "Deal Name": "Deal " + opps["opportunity_id"],
+        "Pipeline": "Sales Pipeline",
+        "Deal Stage": opps["status"].map({"open": "Appointment Scheduled",
+                                          "won": "Closed Won", "lost": "Closed Lost"}),
+        "Amount": _num(opps["amount"]), "Create Date": _fmt(opps["created_at"], HS_TIME),
+        "Close Date": _fmt(opps["closed_at"], HS_TIME).fillna(forecast),
+        "Deal owner": opps["owner_id"], "Associated Contact IDs": opps["lead_id"],
+        "Associated Company IDs": opps["account_id"], "Product": opps["product"],
+    }).to_csv(out / "deals.csv", index=False)
+    pd.DataFrame({
+        "Activity ID": [f"E{i:09d}" for i in range(len(ev))],
+        "Activity date": _fmt(ev["occurred_at"], HS_TIME), "Activity type": ev["event_type"],
+        "Associated Contact IDs": ev["lead_id"], "Channel": ev["channel"],
+        "Value": _num(ev["value"]),
+    }).to_csv(out / "activities.csv", index=False)
+    contacts.to_csv(out / "contacts.csv", index=False)
+    return {n: out / f"{n}.csv" for n in ("contacts", "companies", "deals", "activities")}

@@ -27,6 +27,7 @@ from propensity.adapters.crm_mapping import (
     DEFAULT_DEAL_STAGE,
     DEFAULT_LEAD_STATUS,
     NOT_A_STAGE,
+    OPPORTUNITY_COLUMNS,
     SNAPSHOT,
     CrmMapping,
     FieldRule,
@@ -34,9 +35,11 @@ from propensity.adapters.crm_mapping import (
     Source,
     activity_events,
     build_stage_history,
+    keep_linked_accounts,
     link_column,
     load_mapping,
     numbers,
+    opportunity_stages,
     parse_times,
     read_object,
     refuse_unlinked,
@@ -58,8 +61,8 @@ def _rules(columns: dict[str, str], attributes: dict[str, str], snapshots: dict[
     rules |= {k: FieldRule(SNAPSHOT, reason=v) for k, v in snapshots.items()}
     rules |= {k: FieldRule("identity") for k in identity.split()}
     rules |= {k: FieldRule("system") for k in system.split()}
-    rules |= {k: FieldRule("elsewhere", v.split(": ")[0], v.split(": ", 1)[-1])
-              for k, v in (elsewhere or {}).items()}
+    rules |= {k: FieldRule("elsewhere", *v.split(": ", 1)) if ": " in v
+              else FieldRule("elsewhere", v) for k, v in (elsewhere or {}).items()}
     return rules
 
 
@@ -243,14 +246,7 @@ def _leads(lead: tuple[Source, pd.DataFrame] | None, contact: tuple[Source, pd.D
             conv = src.frame.get("ConvertedContactId", pd.Series(index=src.frame.index))
             has = keep & conv.notna()
             converted = dict(zip(conv[has], frame.loc[has, "lead_id"], strict=True))
-        if "account_id" in frame.columns and len(accounts):
-            bad = keep & frame["account_id"].notna() & ~frame["account_id"].isin(
-                accounts["account_id"])
-            ledger.leave_out(src.source, frame.index[bad], "account_id",
-                             frame.loc[bad, "account_id"], frame.loc[bad, "lead_id"],
-                             "no such account in Account.csv: the lead comes in without it",
-                             whole_row=False)
-            frame.loc[bad, "account_id"] = None
+        keep_linked_accounts(frame, src, "account_id", "lead_id", accounts, ledger)
         ledger.count(src.name, len(src.frame), int(keep.sum()))
         parts.append(frame[keep])
         who |= {i: i for i in frame.loc[keep, "lead_id"]}
@@ -327,12 +323,7 @@ def _opportunities(taken: tuple[Source, pd.DataFrame] | None, srcs: dict[str, So
                   "closed with no OpportunityHistory row: closed at the end of CloseDate")
     frame["status"] = status
     frame["closed_at"] = closed_at.where(status != "open")
-    if len(accounts) and "account_id" in frame.columns:
-        bad = frame["account_id"].notna() & ~frame["account_id"].isin(accounts["account_id"])
-        ledger.leave_out(src.source, frame.index[bad], "AccountId", frame.loc[bad, "account_id"],
-                         frame.loc[bad, "opportunity_id"], "no such account in Account.csv",
-                         whole_row=False)
-        frame.loc[bad, "account_id"] = None
+    keep_linked_accounts(frame, src, "AccountId", "opportunity_id", accounts, ledger)
     keep = refuse_unlinked(src, frame, "opportunity_id", "Id", ledger) & \
         frame["created_at"].notna()
     no_close = keep & (status != "open") & frame["closed_at"].isna()
@@ -347,19 +338,8 @@ def _opportunities(taken: tuple[Source, pd.DataFrame] | None, srcs: dict[str, So
     keep &= ~no_close & ~alone
     ledger.count(src.name, len(raw), int(keep.sum()))
     opps = frame[keep].reset_index(drop=True)
-    columns = ["opportunity_id", "lead_id", "account_id", "created_at", "closed_at", "amount",
-               "status", "owner_id", "product"]
-    opps = opps[[c for c in columns if c in opps.columns]]
-    linked = opps[opps["lead_id"].notna()]
-    stages = [stage_candidates(pd.DataFrame({
-        "lead_id": linked["lead_id"], "stage": "opportunity", "entered_at": linked["created_at"],
-        "value": linked["opportunity_id"]}), src.name, "CreatedDate")]
-    for status_name, stage in (("won", "customer"), ("lost", "lost")):
-        part = linked[linked["status"] == status_name]
-        stages.append(stage_candidates(pd.DataFrame({
-            "lead_id": part["lead_id"], "stage": stage, "entered_at": part["closed_at"],
-            "value": part["opportunity_id"]}), src.name, "StageName"))
-    return opps, pd.concat(stages, ignore_index=True)
+    opps = opps[[c for c in OPPORTUNITY_COLUMNS if c in opps.columns]]
+    return opps, opportunity_stages(opps, src.name)
 
 
 def _history_close(hist: Source, opp_ids: pd.Series, mapping: CrmMapping, ledger: Ledger,

@@ -214,6 +214,50 @@ def import_olist(
     console.print(result.summary(), highlight=False)
 
 
+MappingOpt = Annotated[Path | None, typer.Option(
+    "--mapping", help="TOML file mapping your statuses, lifecycle stages, deal stages and "
+    "fields to the contract (docs/crm.md)")]
+AllowSnapshotOpt = Annotated[list[str] | None, typer.Option(
+    "--allow-snapshot", help="Use this snapshot field (its value as of the export) as an "
+    "attribute anyway; repeatable")]
+
+
+@import_app.command("salesforce")
+def import_salesforce(
+    directory: Annotated[Path, typer.Argument(help="Salesforce Data Export folder (Lead.csv, "
+                                              "LeadHistory.csv, Opportunity.csv, ...)")],
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the export into")],
+    mapping: MappingOpt = None,
+    allow_snapshot: AllowSnapshotOpt = None,
+) -> None:
+    """Salesforce weekly Data Export -> a CRM export; every row and field accounted for."""
+    from propensity.adapters.salesforce import import_salesforce as run
+
+    result = run(directory, out_dir, mapping, allow_snapshot or [])
+    console.print(result.summary(), highlight=False)
+
+
+@import_app.command("hubspot")
+def import_hubspot(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the export into")],
+    contacts: Annotated[Path, typer.Option(help="HubSpot contacts export (CSV)")],
+    companies: Annotated[Path | None, typer.Option(help="HubSpot companies export")] = None,
+    deals: Annotated[Path | None, typer.Option(help="HubSpot deals export")] = None,
+    activities: Annotated[Path | None, typer.Option(
+        help="Activities CSV (Activity date, Activity type, Associated Contact IDs)")] = None,
+    timezone: Annotated[str, typer.Option(
+        help="Time zone of the export's times (HubSpot writes the portal's)")] = "UTC",
+    mapping: MappingOpt = None,
+    allow_snapshot: AllowSnapshotOpt = None,
+) -> None:
+    """HubSpot CSV exports -> a CRM export; every row and property accounted for."""
+    from propensity.adapters.hubspot import import_hubspot as run
+
+    result = run(contacts, out_dir, companies, deals, activities, mapping,
+                 allow_snapshot or [], timezone)
+    console.print(result.summary(), highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(validate)
     app.command()(generate)

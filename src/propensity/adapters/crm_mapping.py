@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -348,6 +348,28 @@ class FieldRule:
 
 
 SNAPSHOT = "snapshot"
+
+
+def field_rules(columns: dict[str, str], attributes: dict[str, str], snapshots: dict[str, str],
+                identity: Iterable[str] = (), system: Iterable[str] = (),
+                elsewhere: dict[str, str] | None = None) -> dict[str, FieldRule]:
+    """An object's known fields: contract columns, attributes (renamed), snapshots with why,
+    identifying and bookkeeping fields, and fields read by another step (`"target: why"`)."""
+    rules = {k: FieldRule("column", v) for k, v in columns.items()}
+    rules |= {k: FieldRule("attribute", v) for k, v in attributes.items()}
+    rules |= {k: FieldRule(SNAPSHOT, reason=v) for k, v in snapshots.items()}
+    rules |= {k: FieldRule("identity") for k in identity}
+    rules |= {k: FieldRule("system") for k in system}
+    rules |= {k: FieldRule("elsewhere", *v.split(": ", 1)) if ": " in v
+              else FieldRule("elsewhere", v) for k, v in (elsewhere or {}).items()}
+    return rules
+
+
+def mapped_fields(rules: dict[str, FieldRule], mapping: CrmMapping,
+                  obj: str) -> dict[str, FieldRule]:
+    """`rules` with the mapping file's fields of `obj` laid over them."""
+    return rules | {k: FieldRule("column", v, "named in the mapping file")
+                    for k, v in mapping.field_map(obj).items()}
 USE_TEXT = {"identity": "left out: identifies a person or company, not a feature",
             "system": "left out: CRM bookkeeping", "empty": "left out: no value in any row"}
 

@@ -36,8 +36,10 @@ from propensity.adapters.crm_mapping import (
     Source,
     activity_events,
     build_stage_history,
+    field_rules,
     keep_linked_accounts,
     load_mapping,
+    mapped_fields,
     numbers,
     opportunity_stages,
     parse_times,
@@ -73,13 +75,7 @@ SNAPSHOTS = {
 
 
 def _rules(columns: dict[str, str], elsewhere: dict[str, str]) -> dict[str, FieldRule]:
-    rules = {k: FieldRule("identity") for k in IDENTITY}
-    rules |= {k: FieldRule("attribute", v) for k, v in DESCRIPTIVE.items()}
-    rules |= {k: FieldRule(SNAPSHOT, reason=v) for k, v in SNAPSHOTS.items()}
-    rules |= {k: FieldRule("column", v) for k, v in columns.items()}
-    rules |= {k: FieldRule("elsewhere", *v.split(": ", 1)) if ": " in v
-              else FieldRule("elsewhere", v) for k, v in elsewhere.items()}
-    return rules
+    return field_rules(columns, DESCRIPTIVE, SNAPSHOTS, IDENTITY, elsewhere=elsewhere)
 
 
 CONTACT_RULES = _rules({"Record ID": "lead_id", "Original Source": "source",
@@ -109,9 +105,7 @@ def _object_rules(base: dict[str, FieldRule], columns: list[str], mapping: CrmMa
                                     "(a count, a last/recent value or a date)")
         else:
             rules[name] = FieldRule("attribute")
-    rules |= {k: FieldRule("column", v, "named in the mapping file")
-              for k, v in mapping.field_map(obj).items()}
-    return rules
+    return mapped_fields(rules, mapping, obj)
 
 
 def _first_id(values: pd.Series) -> pd.Series:

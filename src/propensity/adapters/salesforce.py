@@ -28,16 +28,17 @@ from propensity.adapters.crm_mapping import (
     DEFAULT_LEAD_STATUS,
     NOT_A_STAGE,
     OPPORTUNITY_COLUMNS,
-    SNAPSHOT,
     CrmMapping,
     FieldRule,
     Ledger,
     Source,
     activity_events,
     build_stage_history,
+    field_rules,
     keep_linked_accounts,
     link_column,
     load_mapping,
+    mapped_fields,
     numbers,
     opportunity_stages,
     parse_times,
@@ -51,19 +52,6 @@ from propensity.contract import DEFAULT_STAGES
 from propensity.problems import PropensityError
 
 FIELD_DEFAULTS = {"Lead": {"Account__c": "account_id"}}
-
-
-def _rules(columns: dict[str, str], attributes: dict[str, str], snapshots: dict[str, str],
-           identity: str = "", system: str = "", elsewhere: dict[str, str] | None = None,
-           ) -> dict[str, FieldRule]:
-    rules = {k: FieldRule("column", v) for k, v in columns.items()}
-    rules |= {k: FieldRule("attribute", v) for k, v in attributes.items()}
-    rules |= {k: FieldRule(SNAPSHOT, reason=v) for k, v in snapshots.items()}
-    rules |= {k: FieldRule("identity") for k in identity.split()}
-    rules |= {k: FieldRule("system") for k in system.split()}
-    rules |= {k: FieldRule("elsewhere", *v.split(": ", 1)) if ": " in v
-              else FieldRule("elsewhere", v) for k, v in (elsewhere or {}).items()}
-    return rules
 
 
 SYSTEM = ("IsDeleted CreatedById LastModifiedById LastModifiedDate SystemModstamp MasterRecordId "
@@ -81,7 +69,7 @@ ACTIVITY_SNAPSHOTS = {
     "EmailBouncedDate": AS_OF_EXPORT, "EmailBouncedReason": AS_OF_EXPORT,
     "LastCURequestDate": AS_OF_EXPORT, "LastCUUpdateDate": AS_OF_EXPORT,
 }
-LEAD_RULES = _rules(
+LEAD_RULES = field_rules(
     {"Id": "lead_id", "CreatedDate": "created_at", "LeadSource": "source", "OwnerId": "owner_id"},
     {"Country": "country", "State": "state", "Industry": "industry",
      "NumberOfEmployees": "employees", "AnnualRevenue": "annual_revenue", "Title": "title"},
@@ -95,25 +83,28 @@ LEAD_RULES = _rules(
                            "the lead)",
      "ConvertedOpportunityId": "set at conversion (used only to link the opportunity)",
      **ACTIVITY_SNAPSHOTS},
-    PERSON, SYSTEM)
-CONTACT_RULES = _rules(
+    PERSON.split(), SYSTEM.split())
+CONTACT_RULES = field_rules(
     {"Id": "lead_id", "CreatedDate": "created_at", "LeadSource": "source", "OwnerId": "owner_id",
      "AccountId": "account_id"},
     {"MailingCountry": "country", "MailingState": "state", "Title": "title",
      "Department": "department"},
-    {"HasOptedOutOfEmail": AS_OF_EXPORT, **ACTIVITY_SNAPSHOTS}, PERSON, SYSTEM)
-ACCOUNT_RULES = _rules(
+    {"HasOptedOutOfEmail": AS_OF_EXPORT, **ACTIVITY_SNAPSHOTS}, PERSON.split(), SYSTEM.split())
+ACCOUNT_IDENTITY = (
+    "Name", "Phone", "Fax", "Website", "BillingStreet", "BillingCity", "BillingPostalCode",
+    "ShippingStreet", "ShippingCity", "ShippingPostalCode", "ShippingState", "ShippingCountry",
+    "Description", "AccountNumber", "Site", "TickerSymbol", "ParentId", "Sic", "SicDesc",
+    "NaicsCode", "NaicsDesc")
+ACCOUNT_RULES = field_rules(
     {"Id": "account_id"},
     {"Industry": "industry", "NumberOfEmployees": "employees", "AnnualRevenue": "annual_revenue",
      "BillingCountry": "country", "BillingState": "state", "Ownership": "ownership",
      "AccountSource": "account_source"},
     {"Type": "Customer vs Prospect: changes when the account buys",
      "Rating": "filled in by sales as they learn the account's chances", **ACTIVITY_SNAPSHOTS},
-    "Name Phone Fax Website BillingStreet BillingCity BillingPostalCode ShippingStreet "
-    "ShippingCity ShippingPostalCode ShippingState ShippingCountry Description AccountNumber "
-    "Site TickerSymbol ParentId Sic SicDesc NaicsCode NaicsDesc",
-    SYSTEM + " CreatedDate")
-OPPORTUNITY_RULES = _rules(
+    ACCOUNT_IDENTITY,
+    [*SYSTEM.split(), "CreatedDate"])
+OPPORTUNITY_RULES = field_rules(
     {"Id": "opportunity_id", "AccountId": "account_id", "CreatedDate": "created_at",
      "Amount": "amount", "OwnerId": "owner_id"},
     {},
@@ -123,7 +114,7 @@ OPPORTUNITY_RULES = _rules(
      "ForecastCategoryName": "follows the current stage",
      "ExpectedRevenue": "follows the current stage", "NextStep": AS_OF_EXPORT,
      **ACTIVITY_SNAPSHOTS},
-    "Name Description", SYSTEM,
+    ["Name", "Description"], SYSTEM.split(),
     {"StageName": "opportunities.status: mapped to open/won/lost; dated by OpportunityHistory",
      "CloseDate": "opportunities.closed_at: only for a closed opportunity with no "
                   "OpportunityHistory row (a date: the end of that day; listed in repairs.csv)"})
@@ -135,7 +126,7 @@ def _unknown(name: str) -> FieldRule:
     return FieldRule("attribute") if name.endswith("__c") else UNKNOWN_STANDARD
 
 
-def _object_rules(obj: str, base: dict[str, FieldRule], columns: list[str],
+def _objectfield_rules(obj: str, base: dict[str, FieldRule], columns: list[str],
                   mapping: CrmMapping, allowed: set[str]) -> dict[str, FieldRule]:
     """The object's rules, with custom fields as attributes, the mapping file's fields laid
     over them, and unknown standard fields allowed by name taken as attributes."""
@@ -146,9 +137,7 @@ def _object_rules(obj: str, base: dict[str, FieldRule], columns: list[str],
             if rule is UNKNOWN_STANDARD and name in allowed:
                 rule = FieldRule("attribute", reason="allowed by --allow-snapshot")
             rules[name] = rule
-    rules |= {k: FieldRule("column", v, "named in the mapping file")
-              for k, v in mapping.field_map(obj).items()}
-    return rules
+    return mapped_fields(rules, mapping, obj)
 
 
 def import_salesforce(directory: Path, out_dir: Path, mapping_file: Path | None = None,
@@ -176,7 +165,7 @@ def import_salesforce(directory: Path, out_dir: Path, mapping_file: Path | None 
         mine = {a.split(".", 1)[-1]: a for a in allow_snapshot
                 if "." not in a or a.startswith(f"{obj}.")}
         used_allow.update(a for f, a in mine.items() if f in src.frame.columns)
-        rules = _object_rules(obj, base, list(src.frame.columns), mapping, set(mine))
+        rules = _objectfield_rules(obj, base, list(src.frame.columns), mapping, set(mine))
         return src, take_fields(src.frame, src.name, table, rules, FieldRule("left out"),
                                 set(mine), ledger, attributes)
 

@@ -166,6 +166,9 @@ def test_bad_rows_are_named_by_file_row_and_column(company: dict[str, Path],
     hist = pd.read_csv(folder / "LeadHistory.csv", dtype=str, keep_default_na=False)
     status_row = int(np.flatnonzero(hist["Field"] == "Status")[0])
     _edit(folder / "LeadHistory.csv", status_row, "NewValue", "Recycled")
+    early_row = int(np.flatnonzero(hist["Field"] == "Status")[1])
+    _edit(folder / "LeadHistory.csv", early_row, "CreatedDate", "2000-01-01T00:00:00.000Z")
+    _edit(folder / "Task.csv", 9, "CompletedDateTime", "2000-01-01T00:00:00.000Z")
     result = import_salesforce(folder, tmp_path / "out")
     left = pd.read_csv(tmp_path / "out" / LEFT_OUT_FILE, dtype=str)
     got = {(r.file, int(r.row), r.column) for r in left.itertuples()}
@@ -173,6 +176,8 @@ def test_bad_rows_are_named_by_file_row_and_column(company: dict[str, Path],
     assert ("Task.csv", 7, "WhoId") in got
     assert ("Lead.csv", 9, "IsDeleted") in got
     assert ("LeadHistory.csv", status_row + 2, "NewValue") in got
+    assert ("LeadHistory.csv", early_row + 2, "NewValue") in got  # before the lead existed
+    assert ("Task.csv", 11, "CompletedDateTime") in got
     assert (left["reason"].str.len() > 0).all()
     assert not any("unexplained" in n for n in result.notes)
     accounted(tmp_path / "out", folder)

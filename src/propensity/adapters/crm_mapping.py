@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from propensity.adapters._result import REPAIR_COLUMNS, REPAIRS_FILE, ImportResult, snake_case
 from propensity.contract import (
+    CLOCK_SKEW,
     DEFAULT_STAGES,
     OPPORTUNITY_STATUSES,
     TABLES,
@@ -245,13 +246,21 @@ def parse_times(raw: pd.Series, source: SourceFile, column: str, ledger: Ledger,
 
 
 def build_stage_history(candidates: pd.DataFrame, stages: tuple[str, ...],
-                        ledger: Ledger, sources: dict[str, SourceFile]) -> pd.DataFrame:
+                        ledger: Ledger, sources: dict[str, SourceFile],
+                        created: pd.Series) -> pd.DataFrame:
     """Stage rows from dated candidates (lead_id, stage, entered_at, file, index, column,
     value, whole_row: the candidate is a row of its file, not one value of a row): the first
     stage is implied by creation and the first entry of a stage is kept;
     a later entry of a stage at or below the highest one reached is a move back the contract
-    cannot hold, so it is left out by name."""
+    cannot hold, so it is left out by name, as is a stage dated before its lead was created
+    (`created`: lead id -> creation time)."""
     rank = {s: i for i, s in enumerate(stages)}
+    early = candidates["entered_at"] < candidates["lead_id"].map(created)
+    for (file, whole), part in candidates[early].groupby(["file", "whole_row"]):
+        ledger.leave_out(sources[str(file)], part["index"].to_numpy(),
+                         str(part["column"].iloc[0]), part["value"], part["lead_id"],
+                         "a stage dated before its lead was created", bool(whole))
+    candidates = candidates[~early]
     frame = candidates.assign(rank=candidates["stage"].map(rank)).sort_values(
         ["lead_id", "entered_at", "rank"], kind="stable")
     first = frame["stage"] == stages[0]
@@ -499,10 +508,12 @@ CONTRACT_EVENT_COLUMNS = ("event_type", "channel", "value")
 def activity_events(src: Source | None, who: dict[str, str], ledger: Ledger,
                     times: Callable[[pd.DataFrame], tuple[pd.Series, str]], channel_field: str,
                     value_field: str, default_type: str, who_field: str = "WhoId",
-                    type_field: str = "Type", tz: str = "UTC") -> pd.DataFrame:
+                    type_field: str = "Type", tz: str = "UTC",
+                    created: pd.Series | None = None) -> pd.DataFrame:
     """Activities of a lead or contact as events. `event_type` is the activity's Type (else
     `default_type`), `channel` its subtype and `value` `value_field`; a field named after an
-    event column (`Channel__c`, "Value") fills that column instead."""
+    event column (`Channel__c`, "Value") fills that column instead. An activity more than the
+    contract's clock skew before its lead's creation (`created`) is left out by name."""
     columns = ["lead_id", "occurred_at", "event_type", "channel", "value"]
     if src is None:
         return pd.DataFrame(columns=columns)
@@ -517,6 +528,12 @@ def activity_events(src: Source | None, who: dict[str, str], ledger: Ledger,
         index=raw.index))[orphan], raw.get("Id", pd.Series(index=raw.index))[orphan],
         "not tied to an imported lead or contact")
     use = lead.notna() & t.notna()
+    if created is not None:
+        early = use & (t < lead.map(created) - CLOCK_SKEW)
+        ledger.leave_out(src.source, raw.index[early], time_field, when[early],
+                         raw.get("Id", pd.Series(index=raw.index))[early],
+                         "more than a day before its lead was created")
+        use &= ~early
     ledger.count(src.name, len(raw), int(use.sum()))
 
     def pick(col: str, fallback: str | None) -> pd.Series:

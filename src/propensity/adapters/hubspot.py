@@ -172,8 +172,9 @@ def import_hubspot(contacts: Path, out_dir: Path, companies: Path | None = None,
         opps = _deals(*taken, who, accounts, mapping, ledger, timezone)
         candidates.append(opportunity_stages(opps, taken[0].name))
     sources = {s.name: s.source for s in srcs.values() if s is not None}
+    created = leads.set_index("lead_id")["created_at"]
     stage_history = build_stage_history(pd.concat(candidates, ignore_index=True),
-                                        DEFAULT_STAGES, ledger, sources)
+                                        DEFAULT_STAGES, ledger, sources, created)
     act = srcs["activities"]
     if act is not None:
         for col in ("Associated Contact IDs", "Associated Contact ID"):
@@ -186,7 +187,7 @@ def import_hubspot(contacts: Path, out_dir: Path, companies: Path | None = None,
     events = activity_events(act, who, ledger, lambda r: (r["Activity date"], "Activity date"),
                              "Channel", "Value", "activity", who_field="Associated Contact IDs"
                              if act is None else who_field, type_field="Activity type",
-                             tz=timezone)
+                             tz=timezone, created=created)
     events = events.sort_values(["lead_id", "occurred_at"], kind="stable").reset_index(drop=True)
     tables = {"leads": leads, "accounts": accounts, "events": events,
               "stage_history": stage_history.sort_values(["lead_id", "entered_at"],

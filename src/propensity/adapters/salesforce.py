@@ -181,13 +181,14 @@ def import_salesforce(directory: Path, out_dir: Path, mapping_file: Path | None 
         candidates.append(_lead_history(srcs["LeadHistory"], leads, mapping, ledger))
     candidates.append(_undated_status(srcs["Lead"], srcs["LeadHistory"], leads, mapping, ledger))
     sources = {s.name: s.source for s in srcs.values() if s is not None}
+    created = leads.set_index("lead_id")["created_at"]
     stage_history = build_stage_history(pd.concat(candidates, ignore_index=True),
-                                        DEFAULT_STAGES, ledger, sources)
+                                        DEFAULT_STAGES, ledger, sources, created)
     events = pd.concat([
         activity_events(srcs["Task"], who, ledger, _task_times, "TaskSubtype",
-                        "CallDurationInSeconds", "task"),
+                        "CallDurationInSeconds", "task", created=created),
         activity_events(srcs["Event"], who, ledger, _event_times, "EventSubtype",
-                        "DurationInMinutes", "meeting"),
+                        "DurationInMinutes", "meeting", created=created),
         _responses(srcs["CampaignMember"], who, ledger)], ignore_index=True)
     events = events.sort_values(["lead_id", "occurred_at"], kind="stable").reset_index(drop=True)
     tables = {"leads": leads, "accounts": accounts, "events": events,

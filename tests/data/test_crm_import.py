@@ -247,3 +247,49 @@ def test_cli_imports_both_and_fails_in_one_line(company: dict[str, Path],
     out = run("import", "salesforce", tmp_path / "nowhere", tmp_path / "x")
     assert out.returncode != 0
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def small_hubspot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A smaller company for the API: every engagement is a request's worth of JSON."""
+    folder = tmp_path_factory.mktemp("hs-api") / "hubspot"
+    tables, _ = generate_export(SyntheticConfig(n_leads=200, seed=3))
+    render_hubspot(tables, folder)
+    return folder
+
+
+def test_hubspot_api_reads_what_the_csv_exports_hold(small_hubspot: Path,
+                                                      tmp_path: Path) -> None:
+    """Through the official client against the stand-in: paging, internal names and option
+    values turned into labels, two 429s waited out for their Retry-After."""
+    from propensity.adapters.hubspot_api import import_hubspot_api
+    from tests.data.hubspot_standin import StandIn
+
+    _import_hubspot(small_hubspot, tmp_path / "csv")
+    with StandIn(small_hubspot, "pat-test", rate_limit_every=5, retry_after=1) as server:
+        import_hubspot_api(tmp_path / "api", "pat-test", server.url)
+    want, got = load_export(tmp_path / "csv"), load_export(tmp_path / "api")
+    for name in TABLES:
+        pd.testing.assert_frame_equal(got.table(name).reset_index(drop=True),  # type: ignore[union-attr]
+                                      want.table(name).reset_index(drop=True),  # type: ignore[union-attr]
+                                      check_dtype=False, check_categorical=False, obj=name)
+    limited = server.limited()
+    assert len(limited) == 2
+    for when, path, _ in limited:  # each refused request asked again, not before Retry-After
+        again = [t for t, p, s in server.requests if p == path and s == 200 and t > when]
+        assert again and again[0] - when >= 0.9
+    pages = [p for _, p, s in server.requests if "/objects/notes" in p and s == 200]
+    assert len(pages) > 10 and any("after=" in p for p in pages)
+
+
+def test_hubspot_api_wrong_token_is_one_clear_error(small_hubspot: Path,
+                                                    tmp_path: Path) -> None:
+    from propensity.adapters.hubspot_api import import_hubspot_api
+    from tests.data.hubspot_standin import StandIn
+
+    with StandIn(small_hubspot, "pat-test") as server:
+        with pytest.raises(PropensityError, match="401"):
+            import_hubspot_api(tmp_path / "api", "pat-wrong", server.url)
+        out = run("import", "hubspot", "--api", "--base-url", server.url, tmp_path / "cli")
+    assert out.returncode != 0 and "HUBSPOT_ACCESS_TOKEN" in out.stderr
+    assert "Traceback" not in out.stderr

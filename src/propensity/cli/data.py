@@ -240,21 +240,38 @@ def import_salesforce(
 @import_app.command("hubspot")
 def import_hubspot(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the export into")],
-    contacts: Annotated[Path, typer.Option(help="HubSpot contacts export (CSV)")],
+    contacts: Annotated[Path | None, typer.Option(help="HubSpot contacts export (CSV)")] = None,
     companies: Annotated[Path | None, typer.Option(help="HubSpot companies export")] = None,
     deals: Annotated[Path | None, typer.Option(help="HubSpot deals export")] = None,
     activities: Annotated[Path | None, typer.Option(
         help="Activities CSV (Activity date, Activity type, Associated Contact IDs)")] = None,
+    api: Annotated[bool, typer.Option(
+        "--api", help="Read over HubSpot's CRM API instead (token in HUBSPOT_ACCESS_TOKEN)")]
+    = False,
+    base_url: Annotated[str, typer.Option(
+        help="API base URL with --api (e.g. https://api-eu1.hubapi.com)")]
+    = "https://api.hubapi.com",
     timezone: Annotated[str, typer.Option(
         help="Time zone of the export's times (HubSpot writes the portal's)")] = "UTC",
     mapping: MappingOpt = None,
     allow_snapshot: AllowSnapshotOpt = None,
 ) -> None:
-    """HubSpot CSV exports -> a CRM export; every row and property accounted for."""
-    from propensity.adapters.hubspot import import_hubspot as run
+    """HubSpot CSV exports (or --api) -> a CRM export; every row and property accounted for."""
+    if api:
+        from propensity.adapters.hubspot_api import import_hubspot_api
 
-    result = run(contacts, out_dir, companies, deals, activities, mapping,
-                 allow_snapshot or [], timezone)
+        refuse("not with --api (it reads all four over the API)", contacts=contacts,
+               companies=companies, deals=deals, activities=activities)
+        result = import_hubspot_api(out_dir, None, base_url, mapping, allow_snapshot or [],
+                                    timezone)
+    else:
+        from propensity.adapters.hubspot import import_hubspot as run
+
+        if contacts is None:
+            raise fail("give --contacts FILE (and --companies, --deals, --activities), "
+                       "or --api")
+        result = run(contacts, out_dir, companies, deals, activities, mapping,
+                     allow_snapshot or [], timezone)
     console.print(result.summary(), highlight=False)
 
 

@@ -49,7 +49,7 @@ def hubspot_files(folder: Path) -> dict[str, Path]:
 def _import_hubspot(folder: Path, out: Path, **kw: object) -> object:
     f = hubspot_files(folder)
     return import_hubspot(f["contacts"], out, f["companies"], f["deals"], f["activities"],
-                          **kw)  # type: ignore[arg-type]
+                          **kw)
 
 
 @pytest.fixture(scope="module")
@@ -270,8 +270,8 @@ def test_hubspot_api_reads_what_the_csv_exports_hold(small_hubspot: Path,
         import_hubspot_api(tmp_path / "api", "pat-test", server.url)
     want, got = load_export(tmp_path / "csv"), load_export(tmp_path / "api")
     for name in TABLES:
-        pd.testing.assert_frame_equal(got.table(name).reset_index(drop=True),  # type: ignore[union-attr]
-                                      want.table(name).reset_index(drop=True),  # type: ignore[union-attr]
+        pd.testing.assert_frame_equal(got.table(name).reset_index(drop=True),
+                                      want.table(name).reset_index(drop=True),
                                       check_dtype=False, check_categorical=False, obj=name)
     limited = server.limited()
     assert len(limited) == 2
@@ -293,3 +293,19 @@ def test_hubspot_api_wrong_token_is_one_clear_error(small_hubspot: Path,
         out = run("import", "hubspot", "--api", "--base-url", server.url, tmp_path / "cli")
     assert out.returncode != 0 and "HUBSPOT_ACCESS_TOKEN" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_times_mixed_offsets_portal_zone_and_date_only_end_of_day() -> None:
+    from propensity.adapters.crm_mapping import Ledger, parse_times
+    from propensity.tables import SourceFile
+
+    ledger = Ledger()
+    raw = pd.Series(["2024-01-01T00:00:00+02:00", "2024-01-01T00:00:00.000Z", None, "soon",
+                     "2024-03-05", "2024-07-01 10:00:00"])
+    got = parse_times(raw, SourceFile(Path("x.csv"), 1), "When", ledger, tz="Europe/Berlin")
+    want = ["2023-12-31T22:00:00Z", "2024-01-01T00:00:00Z", None, None,
+            "2024-03-05T23:00:00Z",  # the end of 5 March in Berlin (CET, +1)
+            "2024-07-01T08:00:00Z"]  # 10:00 in Berlin in summer (CEST, +2)
+    assert got.tolist() == [pd.NaT if w is None else pd.Timestamp(w) for w in want]
+    left = ledger.left_out_frame()
+    assert left[["row", "column", "value"]].values.tolist() == [[5, "When", "soon"]]

@@ -43,6 +43,8 @@ FIELD_COLUMNS = ["file", "field", "use", "reason"]
 NOT_A_STAGE = "none"
 """Mapping value for a status or lifecycle stage that is no step of the funnel."""
 DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+ZONED = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
+"""A time that names its offset; any other is in the export's time zone."""
 
 DEFAULT_LEAD_STATUS = {
     "Open - Not Contacted": "lead", "New": "lead", "Open": "lead",
@@ -232,10 +234,14 @@ def parse_times(raw: pd.Series, source: SourceFile, column: str, ledger: Ledger,
     its row is named in the ledger."""
     text = raw.astype("string").str.strip()
     dated = text.str.fullmatch(DATE_ONLY.pattern).fillna(False).astype(bool)
-    parsed = pd.to_datetime(text, errors="coerce", format="ISO8601")
-    if parsed.dt.tz is None:
-        parsed = parsed.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
-    out = parsed.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+    aware = text.str.contains(ZONED.pattern, regex=True).fillna(False).astype(bool)
+    out = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
+    if aware.any():  # each with its own offset, as UTC
+        out[aware] = pd.to_datetime(text[aware], errors="coerce", format="ISO8601", utc=True)
+    if (~aware).any():
+        naive = pd.to_datetime(text[~aware], errors="coerce", format="ISO8601")
+        out[~aware] = naive.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT").dt.tz_convert(
+            "UTC")
     out[dated] = out[dated] + pd.Timedelta(days=1)
     bad = text.notna() & out.isna()
     if refuse and bad.any():

@@ -169,6 +169,8 @@ def test_bad_rows_are_named_by_file_row_and_column(company: dict[str, Path],
     early_row = int(np.flatnonzero(hist["Field"] == "Status")[1])
     _edit(folder / "LeadHistory.csv", early_row, "CreatedDate", "2000-01-01T00:00:00.000Z")
     _edit(folder / "Task.csv", 9, "CompletedDateTime", "2000-01-01T00:00:00.000Z")
+    _edit(folder / "Opportunity.csv", 2, "CreatedDate", "2000-01-01T00:00:00.000Z")
+    pd.DataFrame({"Id": ["500x"], "Subject": ["help"]}).to_csv(folder / "Case.csv", index=False)
     result = import_salesforce(folder, tmp_path / "out")
     left = pd.read_csv(tmp_path / "out" / LEFT_OUT_FILE, dtype=str)
     got = {(r.file, int(r.row), r.column) for r in left.itertuples()}
@@ -178,6 +180,8 @@ def test_bad_rows_are_named_by_file_row_and_column(company: dict[str, Path],
     assert ("LeadHistory.csv", status_row + 2, "NewValue") in got
     assert ("LeadHistory.csv", early_row + 2, "NewValue") in got  # before the lead existed
     assert ("Task.csv", 11, "CompletedDateTime") in got
+    assert ("Opportunity.csv", 4, "CreatedDate") in got  # its stage, dated before the lead
+    assert any("not read" in n and "Case.csv" in n for n in result.notes)
     assert (left["reason"].str.len() > 0).all()
     assert not any("unexplained" in n for n in result.notes)
     accounted(tmp_path / "out", folder)

@@ -187,6 +187,28 @@ class Ledger:
     def field(self, file: str, name: str, use: str, reason: str = "") -> None:
         self.fields.append({"file": file, "field": name, "use": use, "reason": reason})
 
+    def fields_of(self, src: Source, used: dict[str, str]) -> None:
+        """List every column of a file read by hand: `used` ones with their use, the rest
+        as not needed."""
+        for col in src.frame.columns:
+            self.field(src.name, col, used.get(col, "left out: not needed"))
+
+    def unused_files(self, sources: dict[str, Source | None], directory: Path,
+                     ) -> list[str]:
+        """Files read but not drawn on (their rows are explained), and the CSV files of the
+        folder not read at all: named, not passed over in silence."""
+        for src in sources.values():
+            if src is not None and src.name not in self.totals:
+                self.count(src.name, len(src.frame), 0)
+                self.explain(src.name, "not used: nothing in the export refers to it",
+                             len(src.frame))
+        read = {s.name for s in sources.values() if s is not None}
+        other = sorted(p.name for p in Path(directory).glob("*.csv") if p.name not in read)
+        if not other:
+            return []
+        shown = ", ".join(other[:12]) + (", ..." if len(other) > 12 else "")
+        return [f"not read ({len(other)} file(s) no table of the contract draws on): {shown}"]
+
     def repair(self, source: SourceFile, index: pd.Index | np.ndarray, column: str,
                original: object, repaired: object, reason: str) -> None:
         index = np.asarray(index)
@@ -563,18 +585,20 @@ def activity_events(src: Source | None, who: dict[str, str], ledger: Ledger,
     return out[use].reset_index(drop=True)
 
 
-def opportunity_stages(opps: pd.DataFrame, file: str) -> pd.DataFrame:
+def opportunity_stages(opps: pd.DataFrame, file: str, created_column: str,
+                       closed_column: str) -> pd.DataFrame:
     """Stage candidates an opportunity of a lead dates: `opportunity` at its creation,
-    `customer` / `lost` at its close."""
+    `customer` / `lost` at its close. `opps` keeps its source rows' index, so a candidate
+    left out later is named by its row."""
     linked = opps[opps["lead_id"].notna()]
     parts = [stage_candidates(pd.DataFrame({
         "lead_id": linked["lead_id"], "stage": "opportunity", "entered_at": linked["created_at"],
-        "value": linked["opportunity_id"]}), file, "created")]
+        "value": linked["opportunity_id"]}), file, created_column)]
     for status, stage in (("won", "customer"), ("lost", "lost")):
         part = linked[linked["status"] == status]
         parts.append(stage_candidates(pd.DataFrame({
             "lead_id": part["lead_id"], "stage": stage, "entered_at": part["closed_at"],
-            "value": part["opportunity_id"]}), file, "closed"))
+            "value": part["opportunity_id"]}), file, closed_column))
     return pd.concat(parts, ignore_index=True)
 
 

@@ -169,8 +169,8 @@ def import_hubspot(contacts: Path, out_dir: Path, companies: Path | None = None,
     candidates = [_became(src, keep, mapping, ledger, timezone)]
     opps = pd.DataFrame(columns=OPPORTUNITY_COLUMNS)
     if (taken := fields("deals", "opportunities", DEAL_RULES, attributes=False)) is not None:
-        opps = _deals(*taken, who, accounts, mapping, ledger, timezone)
-        candidates.append(opportunity_stages(opps, taken[0].name))
+        opps, deal_stages = _deals(*taken, who, accounts, mapping, ledger, timezone)
+        candidates.append(deal_stages)
     sources = {s.name: s.source for s in srcs.values() if s is not None}
     created = leads.set_index("lead_id")["created_at"]
     stage_history = build_stage_history(pd.concat(candidates, ignore_index=True),
@@ -227,7 +227,7 @@ def _became(src: Source, keep: pd.Series, mapping: CrmMapping, ledger: Ledger,
 
 
 def _deals(src: Source, frame: pd.DataFrame, who: dict[str, str], accounts: pd.DataFrame,
-           mapping: CrmMapping, ledger: Ledger, tz: str) -> pd.DataFrame:
+           mapping: CrmMapping, ledger: Ledger, tz: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     raw = src.frame
     frame = frame.copy()
     ids = raw["Record ID"]
@@ -262,5 +262,6 @@ def _deals(src: Source, frame: pd.DataFrame, who: dict[str, str], accounts: pd.D
                      "linked to no contact and no company")
     keep &= ~alone
     ledger.count(src.name, len(raw), int(keep.sum()))
-    opps = frame[keep].reset_index(drop=True)
-    return opps[[c for c in OPPORTUNITY_COLUMNS if c in opps.columns]]
+    opps = frame.loc[keep, [c for c in OPPORTUNITY_COLUMNS if c in frame.columns]]
+    stages = opportunity_stages(opps, src.name, "Create Date", "Close Date")
+    return opps.reset_index(drop=True), stages

@@ -118,6 +118,17 @@ OPPORTUNITY_RULES = field_rules(
     {"StageName": "opportunities.status: mapped to open/won/lost; dated by OpportunityHistory",
      "CloseDate": "opportunities.closed_at: only for a closed opportunity with no "
                   "OpportunityHistory row (a date: the end of that day; listed in repairs.csv)"})
+HAND_READ = {
+    "LeadHistory": {"LeadId": "stage_history.lead_id", "CreatedDate": "stage_history.entered_at",
+                    "Field": "only Status changes are stages",
+                    "OldValue": "the status a lead was created with (first change)",
+                    "NewValue": "stage_history.stage (by the mapping)"},
+    "OpportunityHistory": {"OpportunityId": "opportunities", "CreatedDate":
+                           "opportunities.closed_at (when the stage closed)",
+                           "StageName": "opportunities.status (by the mapping)"},
+    "Campaign": {"Id": "leads.campaign", "Name": "leads.campaign (the name)"},
+}
+"""Files read row by row rather than field by field: what each column is used for."""
 UNKNOWN_STANDARD = FieldRule("left out", reason="a standard field not known to be fixed at "
                              "creation; --allow-snapshot FIELD takes it as an attribute")
 
@@ -197,6 +208,10 @@ def import_salesforce(directory: Path, out_dir: Path, mapping_file: Path | None 
               "opportunities": opps}
     unused = [a for a in allow_snapshot if a not in used_allow]
     notes = [f"--allow-snapshot {a}: no such field in the export" for a in unused]
+    notes += ledger.unused_files(srcs, directory)
+    for name, used in HAND_READ.items():
+        if (src := srcs[name]) is not None:
+            ledger.fields_of(src, used)
     return write_import(out_dir, tables, ledger, f"Salesforce Data Export {directory.name} via "
                         "propensity import salesforce", notes)
 
@@ -327,9 +342,9 @@ def _opportunities(taken: tuple[Source, pd.DataFrame] | None, srcs: dict[str, So
                      "linked to no lead (ConvertedOpportunityId) and no account")
     keep &= ~no_close & ~alone
     ledger.count(src.name, len(raw), int(keep.sum()))
-    opps = frame[keep].reset_index(drop=True)
-    opps = opps[[c for c in OPPORTUNITY_COLUMNS if c in opps.columns]]
-    return opps, opportunity_stages(opps, src.name)
+    opps = frame.loc[keep, [c for c in OPPORTUNITY_COLUMNS if c in frame.columns]]
+    stages = opportunity_stages(opps, src.name, "CreatedDate", "StageName")
+    return opps.reset_index(drop=True), stages
 
 
 def _history_close(hist: Source, opp_ids: pd.Series, mapping: CrmMapping, ledger: Ledger,
@@ -453,9 +468,8 @@ def _responses(src: Source | None, who: dict[str, str], ledger: Ledger) -> pd.Da
                      raw.loc[idle].get("HasResponded"), raw.loc[idle, "Id"],
                      "added to a campaign without responding: not an engagement")
     ledger.count(src.name, len(raw), int((use | (campaign & ~nobody)).sum()))
-    for col in raw.columns:
-        ledger.field(src.name, col, "events (campaign_response)" if col in (
-            "LeadId", "ContactId", "HasResponded", "FirstRespondedDate", "CampaignId")
-            else "left out: not needed", "")
+    ledger.fields_of(src, {c: "events (campaign_response) and leads.campaign" for c in (
+        "LeadId", "ContactId", "HasResponded", "FirstRespondedDate", "CampaignId",
+        "CreatedDate")})
     return pd.DataFrame({"lead_id": member[use], "occurred_at": t[use],
                          "event_type": "campaign_response", "channel": "campaign"})

@@ -100,7 +100,7 @@ def test_scores_equal_the_contract_exports(company: dict[str, Path],
     for name, folder in (("contract", company["contract"]), *imported.items()):
         export = load_export(folder)
         bundle = train_export(export, quick_config(
-            snapshots={"every_days": 28, "horizon_days": 90})).bundle
+            snapshots={"every_days": 28, "horizon_days": 90}, learners=["lightgbm"])).bundle
         scores[name] = score_export(bundle, export, AS_OF).set_index("lead_id")["probability"]
     assert len(scores["contract"]) > 20
     for name in imported:
@@ -313,3 +313,12 @@ def test_times_mixed_offsets_portal_zone_and_date_only_end_of_day() -> None:
     assert got.tolist() == [pd.NaT if w is None else pd.Timestamp(w) for w in want]
     left = ledger.left_out_frame()
     assert left[["row", "column", "value"]].values.tolist() == [[5, "When", "soon"]]
+
+
+def test_what_breaks_the_contract_after_mapping_is_said(company: dict[str, Path],
+                                                        tmp_path: Path) -> None:
+    folder = _copy(company["salesforce"], tmp_path / "sf")
+    _edit(folder / "Lead.csv", 0, "Persona__c", "Decision Maker")
+    result = import_salesforce(folder, tmp_path / "out")
+    assert any("1 contract problem(s)" in n and "propensity validate" in n
+               for n in result.notes)

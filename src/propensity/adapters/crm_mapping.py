@@ -368,6 +368,12 @@ def write_import(out_dir: Path, tables: dict[str, pd.DataFrame], ledger: Ledger,
                      + ", ".join(f"{f['file']}:{f['field']}" for f in snapshots))
     lines.append(f"what became of every source column: {out_dir / FIELDS_FILE}")
     Manifest(source=source, notes=lines).write(out_dir)
+    from propensity.export import read_export
+
+    report = read_export(out_dir).report  # what came in, against the contract
+    if not report.ok:
+        lines.append(f"{report.error_count:,} contract problem(s) in what came in (e.g. a "
+                     f"persona outside the allowed values): propensity validate {out_dir}")
     repairs = (pd.concat(ledger.repairs, ignore_index=True) if ledger.repairs
                else pd.DataFrame(columns=REPAIR_COLUMNS))
     return ImportResult(out_dir, {k: len(v) for k, v in tables.items()}, repairs, lines)

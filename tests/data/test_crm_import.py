@@ -322,3 +322,15 @@ def test_what_breaks_the_contract_after_mapping_is_said(company: dict[str, Path]
     result = import_salesforce(folder, tmp_path / "out")
     assert any("1 contract problem(s)" in n and "propensity validate" in n
                for n in result.notes)
+
+
+def test_a_file_not_given_is_a_table_absent_not_empty(company: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    """Contacts alone: nothing is known of companies, deals or activities, so those tables
+    are absent (an empty one would say nothing happened, and orphan every company id)."""
+    f = hubspot_files(company["hubspot"])
+    result = import_hubspot(f["contacts"], tmp_path / "out")
+    assert set(result.counts) == {"leads", "stage_history"}
+    export = load_export(tmp_path / "out")
+    assert export.accounts is None and export.events is None and export.opportunities is None
+    assert export.leads["account_id"].notna().any()

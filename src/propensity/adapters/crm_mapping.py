@@ -320,16 +320,18 @@ def attribute_name(field_name: str) -> str:
     return snake_case(re.sub(r"__c$", "", field_name))
 
 
-def write_import(out_dir: Path, tables: dict[str, pd.DataFrame], ledger: Ledger,
+def write_import(out_dir: Path, tables: dict[str, pd.DataFrame | None], ledger: Ledger,
                  source: str, notes: list[str]) -> ImportResult:
     """Write the contract tables, `left-out.csv`, `fields.csv`, `repairs.csv` and the
-    manifest; the result's summary accounts for every source row."""
+    manifest; the result's summary accounts for every source row. A table is None when no
+    source file feeds it: absent (nothing known), not empty (nothing happened)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in TABLES:
         (out_dir / f"{name}.parquet").unlink(missing_ok=True)
         (out_dir / f"{name}.csv").unlink(missing_ok=True)
-    for name, table in tables.items():
+    present = {k: v for k, v in tables.items() if v is not None}
+    for name, table in present.items():
         out = table.copy()
         for col in out.columns:
             if isinstance(out[col].dtype, pd.DatetimeTZDtype):
@@ -376,7 +378,7 @@ def write_import(out_dir: Path, tables: dict[str, pd.DataFrame], ledger: Ledger,
                      f"persona outside the allowed values): propensity validate {out_dir}")
     repairs = (pd.concat(ledger.repairs, ignore_index=True) if ledger.repairs
                else pd.DataFrame(columns=REPAIR_COLUMNS))
-    return ImportResult(out_dir, {k: len(v) for k, v in tables.items()}, repairs, lines)
+    return ImportResult(out_dir, {k: len(v) for k, v in present.items()}, repairs, lines)
 
 
 @dataclass(frozen=True)
@@ -456,7 +458,14 @@ def take_fields(frame: pd.DataFrame, file: str, table: str, rules: dict[str, Fie
             ledger.field(file, name, USE_TEXT.get(rule.use, "left out"), rule.reason)
     out = frame[list(taken)].rename(columns=taken)
     ordered = [c for c in contract if c in out.columns]
-    return out[ordered + [c for c in out.columns if c not in contract]]
+    out = out[ordered + [c for c in out.columns if c not in contract]]
+    out.attrs["source_columns"] = {v: k for k, v in taken.items()}
+    return out
+
+
+def source_column(frame: pd.DataFrame, column: str) -> str:
+    """The source field a column of `take_fields`' result came from (to name it in reports)."""
+    return str(frame.attrs.get("source_columns", {}).get(column, column))
 
 
 @dataclass

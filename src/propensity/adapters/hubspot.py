@@ -189,10 +189,11 @@ def import_hubspot(contacts: Path, out_dir: Path, companies: Path | None = None,
                              if act is None else who_field, type_field="Activity type",
                              tz=timezone, created=created)
     events = events.sort_values(["lead_id", "occurred_at"], kind="stable").reset_index(drop=True)
-    tables = {"leads": leads, "accounts": accounts, "events": events,
+    tables = {"leads": leads, "accounts": accounts if companies is not None else None,
+              "events": events if activities is not None else None,
               "stage_history": stage_history.sort_values(["lead_id", "entered_at"],
                                                          kind="stable"),
-              "opportunities": opps}
+              "opportunities": opps if deals is not None else None}
     notes = [f"--allow-snapshot {a}: no such property in the exports"
              for a in allow_snapshot if a not in seen]
     names = ", ".join(Path(p).name for p in paths.values() if p is not None)

@@ -44,6 +44,7 @@ from propensity.adapters.crm_mapping import (
     parse_times,
     read_object,
     refuse_unlinked,
+    source_column,
     stage_candidates,
     take_fields,
     write_import,
@@ -137,7 +138,7 @@ def _unknown(name: str) -> FieldRule:
     return FieldRule("attribute") if name.endswith("__c") else UNKNOWN_STANDARD
 
 
-def _objectfield_rules(obj: str, base: dict[str, FieldRule], columns: list[str],
+def _object_rules(obj: str, base: dict[str, FieldRule], columns: list[str],
                   mapping: CrmMapping, allowed: set[str]) -> dict[str, FieldRule]:
     """The object's rules, with custom fields as attributes, the mapping file's fields laid
     over them, and unknown standard fields allowed by name taken as attributes."""
@@ -176,7 +177,7 @@ def import_salesforce(directory: Path, out_dir: Path, mapping_file: Path | None 
         mine = {a.split(".", 1)[-1]: a for a in allow_snapshot
                 if "." not in a or a.startswith(f"{obj}.")}
         used_allow.update(a for f, a in mine.items() if f in src.frame.columns)
-        rules = _objectfield_rules(obj, base, list(src.frame.columns), mapping, set(mine))
+        rules = _object_rules(obj, base, list(src.frame.columns), mapping, set(mine))
         return src, take_fields(src.frame, src.name, table, rules, FieldRule("left out"),
                                 set(mine), ledger, attributes)
 
@@ -202,10 +203,13 @@ def import_salesforce(directory: Path, out_dir: Path, mapping_file: Path | None 
                         "DurationInMinutes", "meeting", created=created),
         _responses(srcs["CampaignMember"], who, ledger)], ignore_index=True)
     events = events.sort_values(["lead_id", "occurred_at"], kind="stable").reset_index(drop=True)
-    tables = {"leads": leads, "accounts": accounts, "events": events,
+    has = {name: srcs[name] is not None for name in srcs}
+    tables = {"leads": leads, "accounts": accounts if has["Account"] else None,
+              "events": events if has["Task"] or has["Event"] or has["CampaignMember"]
+              else None,
               "stage_history": stage_history.sort_values(["lead_id", "entered_at"],
                                                          kind="stable"),
-              "opportunities": opps}
+              "opportunities": opps if has["Opportunity"] else None}
     unused = [a for a in allow_snapshot if a not in used_allow]
     notes = [f"--allow-snapshot {a}: no such field in the export" for a in unused]
     notes += ledger.unused_files(srcs, directory)
@@ -251,7 +255,8 @@ def _leads(lead: tuple[Source, pd.DataFrame] | None, contact: tuple[Source, pd.D
             conv = src.frame.get("ConvertedContactId", pd.Series(index=src.frame.index))
             has = keep & conv.notna()
             converted = dict(zip(conv[has], frame.loc[has, "lead_id"], strict=True))
-        keep_linked_accounts(frame, src, "account_id", "lead_id", accounts, ledger)
+        keep_linked_accounts(frame, src, source_column(frame, "account_id"), "lead_id",
+                             accounts, ledger)
         ledger.count(src.name, len(src.frame), int(keep.sum()))
         parts.append(frame[keep])
         who |= {i: i for i in frame.loc[keep, "lead_id"]}

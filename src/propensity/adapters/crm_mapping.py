@@ -105,6 +105,15 @@ class CrmMapping(BaseModel):
         """open, won or lost for an opportunity / deal stage (unknown stages are open)."""
         return _lookup(self.deal_stage, label) or "open"
 
+    def stages(self, kind: str, labels: pd.Series) -> pd.Series:
+        """`stage_of` for a column, looked up once per distinct label."""
+        return labels.map({v: self.stage_of(kind, v) for v in labels.dropna().unique()})
+
+    def statuses(self, labels: pd.Series) -> pd.Series:
+        """`status_of` for a column (a missing stage is open)."""
+        return labels.map({v: self.status_of(v) for v in labels.dropna().unique()}).fillna(
+            "open")
+
     def field_map(self, obj: str) -> dict[str, str]:
         return dict(self.fields.get(obj, {}))
 

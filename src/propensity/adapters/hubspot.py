@@ -247,7 +247,7 @@ def _deals(src: Source, frame: pd.DataFrame, who: dict[str, str], accounts: pd.D
                                       ids, tz=tz)
     if "amount" in frame.columns:
         frame["amount"] = numbers(frame["amount"], src.source, "Amount", ledger, ids)
-    frame["status"] = raw["Deal Stage"].map(mapping.status_of)
+    frame["status"] = mapping.statuses(raw["Deal Stage"])
     closed = frame["status"] != "open"
     close = parse_times(raw["Close Date"].where(closed), src.source, "Close Date", ledger, ids,
                         tz=tz)

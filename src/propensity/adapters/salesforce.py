@@ -313,7 +313,7 @@ def _opportunities(taken: tuple[Source, pd.DataFrame] | None, srcs: dict[str, So
                                       raw["Id"])
     frame["amount"] = numbers(raw.get("Amount", pd.Series(index=raw.index, dtype="object")),
                               src.source, "Amount", ledger, raw["Id"])
-    status = raw["StageName"].map(mapping.status_of)
+    status = mapping.statuses(raw["StageName"])
     closed_at = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
     dated = pd.Series(False, index=raw.index)
     hist = srcs["OpportunityHistory"]
@@ -364,7 +364,7 @@ def _history_close(hist: Source, opp_ids: pd.Series, mapping: CrmMapping, ledger
                      "no such opportunity in Opportunity.csv")
     ledger.count(hist.name, len(raw), int(known.sum()))
     rows = pd.DataFrame({"opp": raw.loc[known, "OpportunityId"], "t": t[known],
-                         "status": raw.loc[known, "StageName"].map(mapping.status_of)})
+                         "status": mapping.statuses(raw.loc[known, "StageName"])})
     rows = rows.sort_values(["opp", "t"], kind="stable")
     final = rows.groupby("opp")["status"].transform("last")
     broken = (rows["status"] != final).astype(int)
@@ -394,7 +394,7 @@ def _lead_history(src: Source, leads: pd.DataFrame, mapping: CrmMapping,
     ledger.leave_out(src.source, rows.index[~known], "LeadId", rows.loc[~known, "LeadId"],
                      None, "no such lead in Lead.csv (or the lead was left out)")
     rows = rows[known]
-    stage = rows["NewValue"].map(lambda v: mapping.stage_of("lead_status", v))
+    stage = mapping.stages("lead_status", rows["NewValue"])
     unmapped = stage.isna()
     ledger.leave_out(src.source, rows.index[unmapped], "NewValue",
                      rows.loc[unmapped, "NewValue"], rows.loc[unmapped, "LeadId"],
@@ -404,7 +404,7 @@ def _lead_history(src: Source, leads: pd.DataFrame, mapping: CrmMapping,
     use = ~unmapped & ~skip
     first = rows.sort_values("CreatedDate", kind="stable").drop_duplicates("LeadId")
     born = first["LeadId"].map(leads.set_index("lead_id")["created_at"])
-    initial = first["OldValue"].map(lambda v: mapping.stage_of("lead_status", v))
+    initial = mapping.stages("lead_status", first["OldValue"])
     start = initial.notna() & (initial != NOT_A_STAGE) & (initial != DEFAULT_STAGES[0])
     return pd.concat([
         stage_candidates(pd.DataFrame({"lead_id": rows.loc[use, "LeadId"],
@@ -428,7 +428,7 @@ def _undated_status(lead: Source | None, history: Source | None, leads: pd.DataF
     dated: set[str] = set()
     if history is not None:
         dated = set(history.frame.loc[history.frame["Field"] == "Status", "LeadId"])
-    stage = raw["Status"].map(lambda v: mapping.stage_of("lead_status", v))
+    stage = mapping.stages("lead_status", raw["Status"])
     past = (raw["Id"].isin(set(leads["lead_id"])) & stage.notna()
             & ~stage.isin([DEFAULT_STAGES[0], NOT_A_STAGE]) & ~raw["Id"].isin(dated))
     ledger.leave_out(lead.source, raw.index[past], "Status", raw.loc[past, "Status"],

@@ -6,11 +6,15 @@ out in the comment beside it from the counts the rules give.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from propensity.features import FeaturePlan, fit_feature_spec
+from propensity.features.batch import lead_feature_matrix
 from propensity.models.baselines import odoo_naive_bayes
 from propensity.models.odoo_pls import (
     OdooPlsConfig,
@@ -19,9 +23,13 @@ from propensity.models.odoo_pls import (
     fit_as_of,
     fit_table,
     lead_values,
+    log_odds,
+    matrix_leads,
     open_leads,
     probability,
     reasons,
+    table_from_dict,
+    table_to_dict,
 )
 from propensity.snapshots import lead_entities
 from propensity.tables import CrmExport, truncate_export
@@ -250,3 +258,34 @@ def test_the_baseline_ranks_the_holdout(small_export: CrmExport) -> None:
                          OdooPlsConfig(), horizon_days=90)
     assert ((p >= 0) & (p <= 1)).all()
     assert roc_auc_score(entities["converted"], p) > 0.65
+
+
+# --- shipping it -----------------------------------------------------------------------------
+
+def test_a_table_survives_json_and_its_log_odds_are_odoos_probability(
+        small_export: CrmExport) -> None:
+    t = pd.Timestamp("2025-01-01", tz="UTC")
+    table = fit_as_of(small_export, t)
+    again = table_from_dict(json.loads(json.dumps(table_to_dict(table))))
+    leads = open_leads(small_export, lead_entities(small_export, [t], 90, labelled=False),
+                       OdooPlsConfig())
+    p = probability(table, leads)
+    assert np.array_equal(probability(again, leads), p)
+    bias, terms = log_odds(table, leads)
+    margin = bias + np.bincount(terms["lead"], weights=terms["log_odds"], minlength=len(leads))
+    percent = 100 / (1 + np.exp(-margin))
+    assert np.abs(np.clip(percent, 0.01, 99.99) - p).max() <= 0.005 + 1e-9
+    assert len(set(terms["field"])) >= 3
+
+
+def test_the_model_matrix_gives_the_same_scores_as_the_export(small_export: CrmExport) -> None:
+    t = pd.Timestamp("2025-01-01", tz="UTC")
+    entities = lead_entities(small_export, [t], 90, labelled=False)
+    plan = FeaturePlan(fit_feature_spec(truncate_export(small_export, t)))
+    X = lead_feature_matrix(small_export, plan, entities)
+    table, config = fit_as_of(small_export, t), OdooPlsConfig()
+    leads = matrix_leads(X, plan.columns, config)
+    assert {"stage_id", "country_id", "source_id", "email_state"} <= set(leads.columns)
+    from_matrix = probability(table, leads)
+    assert np.array_equal(from_matrix, probability(table, open_leads(small_export, entities,
+                                                                      config)))

@@ -24,12 +24,15 @@ Its reasons are Odoo's tooltip: the top 3 and bottom 3 criteria by their score (
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from propensity.coding import Column
 from propensity.funnel.journeys import Journeys, build_journeys
 from propensity.tables import CrmExport
 from propensity.timestamps import DAY_US, NEVER, to_micros
@@ -282,3 +285,47 @@ def fit_as_of(export: CrmExport, t: pd.Timestamp, config: OdooPlsConfig | None =
     cfg = config or OdooPlsConfig()
     return fit_table(closed_leads(export, t, cfg, stale_days=stale_days, journeys=journeys),
                      export.stages)
+
+
+# --- shipping it: the table as JSON, scores from the model matrix, exact log-odds -----------
+
+def table_to_dict(table: PlsTable) -> dict[str, Any]:
+    """The table as plain JSON (a model file holds it; nothing pickled)."""
+    cells = table.cells
+    return {"stages": list(table.stages),
+            "cells": {c: [None if pd.isna(v) else v for v in cells[c]] for c in cells.columns}}
+
+
+def table_from_dict(data: dict[str, Any]) -> PlsTable:
+    cells = pd.DataFrame({c: pd.Series(v, dtype="float64" if c in ("won", "lost") else "object")
+                          for c, v in data["cells"].items()})
+    return PlsTable(tuple(data["stages"]), cells)
+
+
+def matrix_leads(X: np.ndarray, columns: Sequence[Column], config: OdooPlsConfig) -> pd.DataFrame:
+    """Odoo's fields from a lead model matrix (what a shipped model scores): the stage from
+    `current_stage`, the fields from the coded columns that play them. A level the vocabulary
+    folded into `__other__` has no cell and is skipped, as a value never seen."""
+    decoded = {}
+    for i, col in enumerate(columns):
+        if col.categories is not None:
+            levels = np.array(col.categories, dtype=object)
+            codes = X[:, i]
+            seen = ~np.isnan(codes)
+            decoded[col.name] = np.where(seen, levels[np.where(seen, codes, 0).astype("int64")],
+                                         None)
+    frame = pd.DataFrame(decoded, index=range(len(X)), dtype="object")
+    out = lead_values(frame.drop(columns="current_stage", errors="ignore"), config)
+    out[STAGE] = frame.get("current_stage")
+    return out
+
+
+def log_odds(table: PlsTable, leads: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """Odoo's score as exactly additive log-odds: per lead, the priors' log ratio (the bias),
+    and per counted criterion log(P(value | won) / P(value | lost)) (lead, field, value,
+    log_odds). The sigmoid of their sum is Odoo's probability before rounding: what a
+    shipped model's margin and contributions are made of."""
+    hit, prior = criteria(table, leads)
+    bias = np.log(prior["prior_won"] / prior["prior_lost"]).to_numpy(dtype="float64")
+    terms = hit.assign(log_odds=np.log(hit["p_won"] / hit["p_lost"]))
+    return bias, terms[["lead", "field", "value", "log_odds"]].reset_index(drop=True)

@@ -7,12 +7,15 @@ out in the comment beside it from the counts the rules give.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from propensity.export import load_export
 from propensity.features import FeaturePlan, fit_feature_spec
 from propensity.features.batch import lead_feature_matrix
 from propensity.models.baselines import odoo_naive_bayes
@@ -31,6 +34,7 @@ from propensity.models.odoo_pls import (
     table_from_dict,
     table_to_dict,
 )
+from propensity.problems import PropensityError
 from propensity.snapshots import lead_entities
 from propensity.tables import CrmExport, truncate_export
 
@@ -226,6 +230,34 @@ def test_closed_leads_are_those_closed_before_t(small_export: CrmExport) -> None
     assert {"country_id", "source_id", "email_state"} <= set(closed.columns)
 
 
+def test_the_contract_export_by_hand(make_export: Callable[..., Path]) -> None:
+    """conftest's export: L1 won (customer) on 2024-02-01; L2 disqualified in mql on 01-20;
+    L3 open in the first stage since 01-02 22:00 UTC, with no source and no country."""
+    export = load_export(make_export())
+    config = OdooPlsConfig()
+
+    def closed(at: str, stale: int | None = None) -> dict[str, tuple[bool, str]]:
+        frame = closed_leads(export, pd.Timestamp(at, tz="UTC"), config, stale_days=stale)
+        ids = export.leads["lead_id"].iloc[frame.index]  # closed rows are in leads order
+        return dict(zip(ids, zip(frame["won"], frame["stage_id"], strict=True), strict=True))
+
+    assert closed("2024-01-25") == {"L2": (False, "mql")}
+    assert closed("2024-02-01") == {"L2": (False, "mql")}  # won at 02-01 00:00: not before
+    assert closed("2024-02-02") == {"L1": (True, "customer"), "L2": (False, "mql")}
+    # 30 days idle in its first stage: lost at 02-01 22:00 (strictly before t counts)
+    assert "L3" not in closed("2024-02-01T22:00:00", stale=30)
+    assert closed("2024-02-01T22:00:01", stale=30)["L3"] == (False, "lead")
+    table = fit_as_of(export, pd.Timestamp("2024-02-02", tz="UTC"), config)
+    assert _cell(table, "stage_id", "mql", None) == pytest.approx((1.1, 1.1))
+    assert _cell(table, "stage_id", "sql", None) == pytest.approx((1.1, 0.1))
+    assert _cell(table, "country_id", "FR", None) == pytest.approx((0.1, 1.1))
+    l3 = open_leads(export, pd.DataFrame({"lead_id": ["L3"], "as_of": [pd.Timestamp(
+        "2024-02-02", tz="UTC")]}), config)
+    # first stage (1.1 : 1.1), source `unknown` and no country: no cell, skipped -> 50%
+    assert l3["source_id"].tolist() == ["unknown"]
+    assert probability(table, l3).tolist() == [50.0]
+
+
 def test_changing_the_future_does_not_move_a_score_as_of_t(small_export: CrmExport) -> None:
     t = pd.Timestamp("2025-01-01", tz="UTC")
     entities = lead_entities(small_export, [t], 90, labelled=False)
@@ -238,6 +270,13 @@ def test_changing_the_future_does_not_move_a_score_as_of_t(small_export: CrmExpo
     later = probability(fit_as_of(small_export, t + pd.Timedelta(days=120), config),
                         open_leads(small_export, entities, config))
     assert not np.array_equal(full, later)  # the table as of a later time does differ
+
+
+def test_a_lead_missing_from_the_export_is_refused(small_export: CrmExport) -> None:
+    entities = pd.DataFrame({"lead_id": ["nobody"], "as_of": [pd.Timestamp("2025-01-01",
+                                                                           tz="UTC")]})
+    with pytest.raises(PropensityError, match="lead ids not in the export: nobody"):
+        open_leads(small_export, entities, OdooPlsConfig())
 
 
 def test_teams_from_the_owner_or_a_column() -> None:

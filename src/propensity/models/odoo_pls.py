@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from propensity.coding import Column
 from propensity.funnel.journeys import Journeys, build_journeys
+from propensity.problems import PropensityError
 from propensity.tables import CrmExport
 from propensity.timestamps import DAY_US, NEVER, to_micros
 
@@ -253,7 +254,8 @@ def closed_leads(export: CrmExport, t: pd.Timestamp, config: OdooPlsConfig, *,
                  stale_days: int | None = None, journeys: Journeys | None = None
                  ) -> pd.DataFrame:
     """Odoo's history as of t: the leads won or lost strictly before t, each with the stage
-    it closed in (won: the last; lost: the highest it had reached)."""
+    it closed in (won: the last; lost: the highest it had reached), indexed by position in
+    the export's leads."""
     j = journeys if journeys is not None else build_journeys(export)
     won_at, lost_at = j.reached[:, -1], j.ended
     if stale_days is not None:
@@ -261,11 +263,12 @@ def closed_leads(export: CrmExport, t: pd.Timestamp, config: OdooPlsConfig, *,
     at = int(to_micros(pd.Series([t]))[0])
     rows = np.flatnonzero(np.minimum(won_at, lost_at) < at)
     won = won_at[rows] <= lost_at[rows]
-    stage = np.where(won, len(j.stages) - 1, _stage_before(j, rows, lost_at[rows] + 1))
+    lost_by = np.minimum(lost_at[rows], NEVER - 1) + 1  # the stage entered at the loss counts
+    stage = np.where(won, len(j.stages) - 1, _stage_before(j, rows, lost_by))
     out = lead_values(j.leads.iloc[rows], config, export.manifest.post_outcome_columns("leads"))
     out[STAGE] = np.array(j.stages, dtype=object)[stage]
     out["won"] = won
-    return out
+    return out.set_axis(rows)  # each lead's position in the export's leads
 
 
 def open_leads(export: CrmExport, entities: pd.DataFrame, config: OdooPlsConfig, *,
@@ -273,6 +276,9 @@ def open_leads(export: CrmExport, entities: pd.DataFrame, config: OdooPlsConfig,
     """Values of (lead_id, as_of) rows, each as of its own time: the stage it had reached."""
     j = journeys if journeys is not None else build_journeys(export)
     rows = export.lead_positions(entities["lead_id"])
+    if (rows < 0).any():
+        missing = entities["lead_id"].to_numpy()[rows < 0][:5]
+        raise PropensityError(f"lead ids not in the export: {', '.join(map(str, missing))}")
     stage = _stage_before(j, rows, to_micros(entities["as_of"]))
     out = lead_values(j.leads.iloc[rows], config, export.manifest.post_outcome_columns("leads"))
     out[STAGE] = np.where(stage >= 0, np.array(j.stages, dtype=object)[stage], None)

@@ -34,11 +34,17 @@ from propensity.features import FeatureConfig, FeaturePlan, FeatureSpec, fit_fea
 from propensity.features.account import account_columns, build_account_features
 from propensity.features.batch import lead_feature_matrix
 from propensity.funnel.journeys import build_journeys
-from propensity.models.baselines import FrequencyNaiveBayes, PointsModel, derived_points
+from propensity.models.baselines import (
+    PointsModel,
+    derived_points,
+    odoo_naive_bayes,
+    odoo_table_naive_bayes,
+)
 from propensity.models.bundle import LEARNERS, Kind, Learner, ModelBundle
 from propensity.models.calibration import fit_calibrator
 from propensity.models.evaluation import evaluation_report
 from propensity.models.linear import LinearScorer
+from propensity.models.odoo_pls import OdooPlsConfig
 from propensity.models.selection import (
     Choice,
     Fold,
@@ -101,6 +107,8 @@ class TrainConfig(BaseModel):
     booster: dict[str, Any] = Field(default_factory=dict)
     """LightGBM parameters applied over every setting tried (e.g. num_threads)."""
     points: PointsConfig = Field(default_factory=PointsConfig)
+    odoo: OdooPlsConfig = Field(default_factory=OdooPlsConfig)
+    """Where the naive-Bayes baseline (Odoo's lead scoring) finds teams and fields."""
     seed: int = 13
 
     @classmethod
@@ -155,6 +163,8 @@ class TrainingSets:
     horizon_days: int | None = None
     stale_days: int | None = None
     id_column: str | None = None
+    baselines: dict[str, np.ndarray] = field(default_factory=dict)
+    """Holdout predictions of baselines that read the raw data, not the matrix (Odoo's)."""
 
 
 @dataclass
@@ -318,8 +328,12 @@ def build_export_sets(export: CrmExport, config: TrainConfig,
     X_eval = feature_matrix(export, FeaturePlan(evaluation_spec), eval_entities, target)
     _note(progress, f"features for {len(entities):,} labelled rows (whole export's vocabulary)")
     X_ship = feature_matrix(export, FeaturePlan(shipping_spec), entities, target)
-    return assemble_sets(entities, X_eval, X_ship, (evaluation_spec, shipping_spec), times,
+    sets = assemble_sets(entities, X_eval, X_ship, (evaluation_spec, shipping_spec), times,
                          config)
+    sets.baselines["naive_bayes"] = odoo_naive_bayes(
+        export, sets.holdout, cutoff, config.odoo, horizon_days=horizon,
+        stale_days=config.snapshots.stale_days, journeys=journeys)
+    return sets
 
 
 def train_export(export: CrmExport, config: TrainConfig,
@@ -360,6 +374,8 @@ def build_table_sets(table: SingleTable, config: TrainConfig) -> TrainingSets:
     return TrainingSets(kind="table", target="lead-conversion", evaluation=evaluation,
                         test=test, shipping=shipping, holdout=holdout,
                         id_column=table.id_column,
+                        baselines={"naive_bayes": odoo_table_naive_bayes(table, rest, test,
+                                                                         config.odoo)},
                         split={"holdout_rows": int(test.size), "train_rows": int(rest.size),
                                "stratified": True, "seed": config.seed})
 
@@ -432,7 +448,7 @@ def _span(rows: LabelledRows) -> dict[str, Any]:
 
 
 def _baselines(train: LabelledRows, test: LabelledRows, config: TrainConfig,
-               kind: Kind) -> dict[str, np.ndarray]:
+               kind: Kind, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Points, naive Bayes and logistic regression, fitted on the evaluation fit's rows."""
     X_train, X_test = as_frame(train.X, train.columns), as_frame(test.X, test.columns)
     out: dict[str, np.ndarray] = {}
@@ -442,7 +458,7 @@ def _baselines(train: LabelledRows, test: LabelledRows, config: TrainConfig,
     points = PointsModel(**points_cfg).fit(X_train, train.y)
     if np.unique(points.predict_proba(X_train)[:, 1]).size > 1:  # a constant is no baseline
         out["points"] = points.predict_proba(X_test)[:, 1]
-    out["naive_bayes"] = FrequencyNaiveBayes().fit(X_train, train.y).predict_proba(X_test)[:, 1]
+    out.update(raw)  # Odoo's naive Bayes, where the sets could compute it
     w = lead_weights(train.groups) if config.weights == "lead" else None
     linear = LinearScorer(train.columns).fit(train.X, train.y, w)
     out["logistic_regression"] = 1 / (1 + np.exp(-linear.margin(test.X)))
@@ -476,7 +492,8 @@ def fit_sets(sets: TrainingSets, config: TrainConfig,
                           sample.y, sets.evaluation_spec, {"fit": _span(train)})
     p_model = eval_bundle.predict(test.X, threads=0)
     _note(progress, "baselines: points, naive Bayes, logistic regression")
-    predictions = {"model": p_model, **_baselines(train, test, config, sets.kind)}
+    predictions = {"model": p_model, **_baselines(train, test, config, sets.kind,
+                                                             sets.baselines)}
     contrib = eval_bundle.contributions(test.X[:20_000], threads=0)[:, :-1]
     importance = pd.DataFrame({"feature": [c.name for c in test.columns],
                                "mean_abs_shap": np.abs(contrib).mean(axis=0)}).sort_values(

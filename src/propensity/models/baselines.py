@@ -2,13 +2,15 @@
 
 - `PointsModel`: what marketing ops write by hand: points per event type (recent events
   count more: each older window is worth half) and per attribute value.
-- `FrequencyNaiveBayes`: Odoo's predictive lead scoring: per field, the frequency of each value
-  among won and lost leads, multiplied as independent evidence (numbers binned by quantile).
+- naive Bayes: Odoo's predictive lead scoring, exactly (`models/odoo_pls.py`): fitted on the
+  leads closed before the cutoff, as Odoo's nightly rebuild would have been, and scored on each
+  holdout row as of its own time. It needs the export (closed leads, stages), not the model
+  matrix, so it is computed where the training sets are built.
 - logistic regression: `models/linear.py`, the same definition that can also ship.
 
-Each follows the scikit-learn contract (parameters stored in `__init__`, learned state ending
-in `_`, `fit` returns self) and outputs a probability; the points score is mapped to one by an
-isotonic fit so that calibration metrics compare like with like.
+The points model follows the scikit-learn contract (parameters stored in `__init__`, learned
+state ending in `_`, `fit` returns self) and outputs a probability: its score is mapped to one
+by an isotonic fit so that calibration metrics compare like with like.
 """
 
 from __future__ import annotations
@@ -19,6 +21,20 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.utils.validation import check_is_fitted
+
+from propensity.contract import DEFAULT_STAGES
+from propensity.funnel.journeys import Journeys, build_journeys
+from propensity.models.odoo_pls import (
+    OdooPlsConfig,
+    fit_as_of,
+    fit_table,
+    lead_values,
+    open_leads,
+    probability,
+)
+from propensity.single_table import SingleTable
+from propensity.snapshots import lead_entities
+from propensity.tables import CrmExport
 
 DEFAULT_EVENT_POINTS: dict[str, float] = {
     "email_open": 1, "email_click": 3, "page_view": 1, "pricing_page_view": 10,
@@ -78,64 +94,41 @@ class PointsModel(ClassifierMixin, BaseEstimator):
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
 
 
-class FrequencyNaiveBayes(ClassifierMixin, BaseEstimator):
-    """Per-field value frequencies among won and lost, combined as independent evidence."""
+def odoo_naive_bayes(export: CrmExport, holdout: pd.DataFrame, cutoff: pd.Timestamp,
+                     config: OdooPlsConfig, *, horizon_days: int, stale_days: int | None = None,
+                     journeys: Journeys | None = None) -> np.ndarray:
+    """Odoo's probability (0..1) of each holdout row (key, as_of), from the frequency table
+    of the leads closed before the cutoff: what the evaluation fit knew. An account gets the
+    probability that any of its leads open at that time is won, taking them as independent
+    (0 when it has none): Odoo scores leads, and an account buys when one of them does."""
+    j = journeys if journeys is not None else build_journeys(export)
+    table = fit_as_of(export, cutoff, config, stale_days=stale_days, journeys=j)
+    if "lead_id" in holdout:
+        return probability(table, open_leads(export, holdout, config, journeys=j)) / 100
+    times = sorted(holdout["as_of"].unique())
+    leads = lead_entities(export, times, horizon_days, journeys=j, labelled=False,
+                          stale_days=stale_days)
+    leads["p"] = probability(table, open_leads(export, leads, config, journeys=j)) / 100
+    leads["account_id"] = export.leads["account_id"].to_numpy()[
+        export.lead_positions(leads["lead_id"])]
+    leads["log_none"] = np.log1p(-leads["p"])
+    none = leads.dropna(subset=["account_id"]).groupby(["account_id", "as_of"])["log_none"].sum()
+    keys = pd.MultiIndex.from_frame(holdout[["account_id", "as_of"]])
+    return 1 - np.exp(none.reindex(keys).fillna(0.0).to_numpy(dtype="float64"))
 
-    def __init__(self, bins: int = 10, alpha: float = 1.0, max_fields: int | None = None) -> None:
-        self.bins = bins
-        self.alpha = alpha
-        self.max_fields = max_fields
 
-    def _tokens(self, X: pd.DataFrame) -> pd.DataFrame:
-        out = {}
-        for col in self.fields_:
-            if col in self.edges_ or (pd.api.types.is_numeric_dtype(X[col]) and col not in (
-                    self.edges_)):
-                if col not in self.edges_:
-                    out[col] = np.full(len(X), -1.0)
-                    continue
-                v = X[col].to_numpy(dtype="float64", na_value=np.nan)
-                b = np.searchsorted(self.edges_[col], v, side="right").astype("float64")
-                b[np.isnan(v)] = -1
-                out[col] = b
-            else:
-                out[col] = X[col].astype("str").where(X[col].notna(), "<missing>").to_numpy()
-        return pd.DataFrame(out, index=X.index)
-
-    def fit(self, X: pd.DataFrame, y: np.ndarray) -> FrequencyNaiveBayes:
-        y = np.asarray(y)
-        self.fields_ = list(X.columns)[: self.max_fields]
-        self.edges_ = {}
-        for col in self.fields_:
-            if pd.api.types.is_numeric_dtype(X[col]) and X[col].notna().any():
-                q = np.nanquantile(X[col].to_numpy(dtype="float64", na_value=np.nan),
-                                   np.linspace(0, 1, self.bins + 1)[1:-1])
-                self.edges_[col] = np.unique(q)
-        tokens = self._tokens(X)
-        self.prior_ = float(np.log((y.sum() + self.alpha) / ((1 - y).sum() + self.alpha)))
-        self.tables_ = {}
-        n_pos, n_neg = y.sum(), (1 - y).sum()
-        for col in self.fields_:
-            frame = pd.DataFrame({"v": tokens[col], "y": y})
-            counts = frame.groupby("v")["y"].agg(["sum", "count"])
-            k = len(counts) + 1
-            pos = (counts["sum"] + self.alpha) / (n_pos + self.alpha * k)
-            neg = (counts["count"] - counts["sum"] + self.alpha) / (n_neg + self.alpha * k)
-            self.tables_[col] = (np.log(pos) - np.log(neg)).to_dict()
-        return self
-
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        check_is_fitted(self)
-        tokens = self._tokens(X)
-        logit = np.full(len(X), self.prior_)
-        for col in self.fields_:
-            logit += pd.Series(tokens[col]).map(self.tables_[col]).fillna(0).to_numpy(
-                dtype="float64")
-        p = 1 / (1 + np.exp(-np.clip(logit, -30, 30)))
-        return np.column_stack([1 - p, p])
-
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+def odoo_table_naive_bayes(table: SingleTable, train_rows: np.ndarray, test_rows: np.ndarray,
+                           config: OdooPlsConfig) -> np.ndarray:
+    """Odoo's probability (0..1) of held-out table rows. A table has no stages: every training
+    row is a closed lead (won: the won stage, lost: the open one), every held-out row is
+    scored in the open stage, where the stage weighs nothing and the priors decide."""
+    stages = (DEFAULT_STAGES[0], DEFAULT_STAGES[-1])
+    values = lead_values(table.frame[table.feature_columns], config)
+    won = table.y[train_rows] == 1
+    history = values.iloc[train_rows].assign(
+        stage_id=np.where(won, stages[1], stages[0]), won=won)
+    scored = values.iloc[test_rows].assign(stage_id=stages[0])
+    return probability(fit_table(history, stages), scored) / 100
 
 
 def derived_points(X: pd.DataFrame, y: np.ndarray, columns: int = 5,

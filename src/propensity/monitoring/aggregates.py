@@ -40,6 +40,15 @@ _AT = sa.func.coalesce(score_log.c.as_of, score_log.c.scored_at)
 """The time a logged score describes (the expression `ix_score_log_model_as_of` indexes)."""
 
 
+def fetch(conn: sa.Connection, query: sa.Select[Any], columns: list[str]) -> pd.DataFrame:
+    """The rows as the driver returns them (a date is text on SQLite), as a frame built
+    column by column: SQLAlchemy's processing of each row, then pandas' of each tuple, cost
+    more than the rest of a report (tens of thousands of histogram rows)."""
+    rows = conn.execute(query).cursor.fetchall()
+    return pd.DataFrame(dict(zip(columns, map(list, zip(*rows, strict=True)), strict=True))
+                        if rows else {c: [] for c in columns})
+
+
 def _day(dialect: str, at: Any) -> Any:
     if dialect == "postgresql":
         return sa.func.date(sa.func.timezone("UTC", at))
@@ -61,8 +70,10 @@ def changes(dialect: str, *, lo: int = 0, hi: int | None = None, model: str | No
             matured_by: datetime | None = None) -> sa.Select[Any]:
     """The deduplicated cells' change from the log up to id `lo` to the log up to id `hi`
     (all of it when None), for the keys the rows in that range touch, or, with `since` /
-    `until`, for the keys whose as_of is in [since, until). `matured_by` splits the cells by
-    as_of <= it (else they all count as not matured)."""
+    `until`, for the keys whose as_of is in [since, until); of `model` only when given (an id
+    range is better read for every model: SQLite, without statistics, would look the rows up
+    by model rather than by id). `matured_by` splits the cells by as_of <= it (else they all
+    count as not matured)."""
     s = score_log
     keys = []
     if since is None and until is None:
@@ -93,17 +104,30 @@ def changes(dialect: str, *, lo: int = 0, hi: int | None = None, model: str | No
     sign = (sa.case((c.c.rn_new == 1, 1), else_=0)
             - sa.case((sa.and_(c.c.old == 1, c.c.rn_old == 1), 1), else_=0))
     day, bucket = _day(dialect, c.c.at), _bucket(dialect, c.c.probability)
-    matured = (sa.case((c.c.at <= matured_by, 1), else_=0) if matured_by is not None
-               else sa.literal(0))
+    groups = [c.c.model_name, day, c.c.score, bucket]
+    if matured_by is not None:
+        matured: Any = sa.case((c.c.at <= matured_by, 1), else_=0)
+        groups.append(matured)
+    else:
+        matured = sa.literal_column("0")  # not a GROUP BY term: SQLite reads 0 as a position
     return (sa.select(c.c.model_name, day.label("day"), c.c.score, bucket.label("bucket"),
                       matured.label("matured"), sa.func.sum(sign).label("leads"),
                       sa.func.sum(sign * c.c.probability).label("probability_sum"))
-            .where(sign != 0).group_by(c.c.model_name, day, c.c.score, bucket, matured))
+            .where(sign != 0).group_by(*groups))
 
 
-def _frame(rows: Sequence[Any]) -> pd.DataFrame:
-    frame = pd.DataFrame([tuple(r) for r in rows], columns=CELLS)
-    frame["day"] = [_as_date(d) for d in frame["day"]]
+def _monday(dialect: str, day: Any) -> Any:
+    if dialect == "postgresql":
+        return sa.cast(sa.func.date_trunc("week", day), sa.Date)
+    return sa.func.date(day, "weekday 0", "-6 days")
+
+
+def _frame(rows: Sequence[Any] | pd.DataFrame) -> pd.DataFrame:
+    """Cells as a frame, by week (the Monday it starts) rather than by day."""
+    frame = (rows.copy() if isinstance(rows, pd.DataFrame)
+             else pd.DataFrame([tuple(r) for r in rows], columns=CELLS))
+    days = pd.to_datetime(frame["day"].astype("str"))
+    frame["day"] = (days - pd.to_timedelta(days.dt.day_of_week, unit="D")).dt.date
     frame["matured"] = frame["matured"].astype(bool)
     return frame.astype({"score": "int64", "bucket": "int64", "leads": "int64",
                          "probability_sum": "float64"})
@@ -187,9 +211,10 @@ def _spans(start: datetime, end: datetime, cutoff: datetime) -> tuple[date, date
 
 def served_cells(engine: sa.Engine, model: str, start: datetime, end: datetime,
                  matured_by: datetime) -> pd.DataFrame:
-    """The deduplicated scores with as_of in [start, end) as cells (day, score, bucket,
-    matured, leads, probability_sum): whole days from the aggregates (folded first), the
-    rest live. Scores with as_of <= `matured_by` are matured."""
+    """The deduplicated scores with as_of in [start, end) as cells (week, score, bucket,
+    matured, leads, probability_sum; `day` holds the week's Monday): whole days from the
+    aggregates (folded first), the rest live. Scores with as_of <= `matured_by` are
+    matured."""
     fold(engine)
     dialect = engine.dialect.name
     first, last, live = _spans(start, end, matured_by)
@@ -198,18 +223,23 @@ def served_cells(engine: sa.Engine, model: str, start: datetime, end: datetime,
     with engine.connect() as conn:
         folded = conn.execute(sa.select(monitoring_folds.c.last_id).where(
             monitoring_folds.c.name == FOLD)).scalar_one_or_none() or 0
-        stored = conn.execute(sa.select(
-            d.c.model_name, d.c.day, d.c.score, d.c.bucket, sa.literal(0), d.c.leads,
-            d.c.probability_sum).where(d.c.model_name == model, d.c.day >= first,
-                                       d.c.day < last, d.c.day != cut_day, d.c.leads != 0)
-        ).all()
-        tail = conn.execute(changes(dialect, lo=int(folded), model=model)).all()
+        week = _monday(dialect, d.c.day)
+        matured = sa.case((d.c.day < cut_day, 1), else_=0)
+        stored = fetch(conn, sa.select(
+            d.c.model_name, week, d.c.score, d.c.bucket, matured, sa.func.sum(d.c.leads),
+            sa.func.sum(d.c.probability_sum)).where(
+            d.c.model_name == model, d.c.day >= first, d.c.day < last, d.c.day != cut_day,
+            d.c.leads != 0).group_by(d.c.model_name, week, d.c.score, d.c.bucket, matured),
+            CELLS)
+        tail = conn.execute(changes(dialect, lo=int(folded))).all()
         spans = [conn.execute(changes(dialect, model=model, since=a, until=b,
                                       matured_by=matured_by)).all() for a, b in live]
-    whole = pd.concat([_frame(stored), _frame(tail)], ignore_index=True)
-    whole = whole[(whole["day"] >= first) & (whole["day"] < last) & (whole["day"] != cut_day)]
-    whole = whole.assign(matured=whole["day"] < cut_day)
-    cells = pd.concat([whole, *[_frame(r) for r in spans]], ignore_index=True)
+    kept = [(r.model_name, _as_date(r.day), r.score, r.bucket, int(_as_date(r.day) < cut_day),
+             r.leads, r.probability_sum) for r in tail
+            if r.model_name == model and first <= _as_date(r.day) < last
+            and _as_date(r.day) != cut_day]
+    cells = pd.concat([_frame(stored), _frame(kept), *[_frame(r) for r in spans]],
+                      ignore_index=True)
     cells = cells.groupby(["day", "score", "bucket", "matured"], as_index=False)[
         ["leads", "probability_sum"]].sum()
     return cells[cells["leads"] != 0].reset_index(drop=True)
@@ -219,7 +249,7 @@ def converted_cells(engine: sa.Engine, model: str, start: datetime, end: datetim
                     matured_by: datetime, horizon_days: int,
                     conversion_stages: Sequence[str]) -> pd.DataFrame:
     """Matured deduplicated scores whose lead converted within the horizon after their as_of,
-    as (day, score, bucket, converted): the query starts from the converted leads, so it
+    as (week's Monday, score, bucket, converted): the query starts from the converted leads, so it
     costs their scores, not the window's."""
     s, o = score_log, outcomes
     dialect = engine.dialect.name
@@ -242,7 +272,9 @@ def converted_cells(engine: sa.Engine, model: str, start: datetime, end: datetim
         rows = conn.execute(query).all() if matured_by >= start else []
     frame = pd.DataFrame([tuple(r) for r in rows], columns=["day", "score", "bucket",
                                                             "converted"])
-    frame["day"] = [_as_date(x) for x in frame["day"]]
+    days = pd.to_datetime(frame["day"].astype("str"))
+    frame["day"] = (days - pd.to_timedelta(days.dt.day_of_week, unit="D")).dt.date
+    frame = frame.groupby(["day", "score", "bucket"], as_index=False)["converted"].sum()
     return frame.astype({"score": "int64", "bucket": "int64", "converted": "int64"})
 
 

@@ -155,9 +155,8 @@ def performance_of_cells(cells: pd.DataFrame, converted: pd.DataFrame, *, model:
     conv = converted.assign(matured=True)
     cells = cells.merge(conv, on=keys, how="left").fillna({"converted": 0}).astype(
         {"converted": "int64"})
-    days = pd.to_datetime(cells["day"])
-    cells["week"] = (days - pd.to_timedelta(days.dt.day_of_week, unit="D")).dt.strftime("%Y-%m-%d")
-    weeks = [_cell_figures(str(w), part, mql) for w, part in cells.groupby("week", sort=True)]
+    weeks = [_cell_figures(f"{w:%Y-%m-%d}", part, mql)
+             for w, part in cells.groupby("day", sort=True)]
     ripe = cells[cells["matured"]]
     band = np.minimum(ripe["score"].to_numpy() // BAND_WIDTH, 100 // BAND_WIDTH - 1)
     bands = []

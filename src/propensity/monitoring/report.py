@@ -24,8 +24,8 @@ from propensity.monitoring.aggregates import converted_cells, served_cells
 from propensity.monitoring.drift import (
     PeriodDrift,
     drift_over_time,
-    period_drift,
     served_counts,
+    window_drift,
 )
 from propensity.monitoring.outcomes import conversion_stages
 from propensity.monitoring.performance import Performance, performance_of_cells
@@ -176,11 +176,7 @@ def build_report(engine: sa.Engine, *, model: str, version: str | None,
         counts = served_counts(engine, model, version, start.date(), last_day)
         days = drift_over_time(reference, counts, "day")
         weeks = drift_over_time(reference, counts, "week")
-        if not counts.empty:
-            per = {str(f): rows.groupby("bin")["count"].sum().reindex(
-                range(int(rows["bin"].max()) + 1), fill_value=0).to_numpy()
-                for f, rows in counts.groupby("feature")}
-            window = period_drift(reference, per, "window")
+        window = window_drift(reference, counts)
     matured_by = (now_ts - pd.Timedelta(days=horizon_days)).to_pydatetime()
     cells = served_cells(engine, model, start, end, matured_by)
     perf = None

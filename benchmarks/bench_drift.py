@@ -1,13 +1,21 @@
 """Does drift monitoring cry wolf, and does it find the wolf?
 
-For each seed: a generated export (4,000 leads over two years), a champion trained on what was
-known on 2025-07-01, and the leads open every 14 days for 8 weeks after it, counted by the same
-bins the scorer counts (batch executor; parity with the scorer is tested elsewhere). Unshifted
-exports give the false-alarm rate (any alarm of the verdict: score or a top-10 feature over
-PSI 0.2); exports shifted on 2025-07-01 (referral share, pricing page views) give the detection
-rates of the score, the source and the pricing-page features.
+For each seed: a generated export (4,000 leads over two years) and a champion, and the leads
+it serves, counted by the same bins the scorer counts (batch executor, every attribute, event,
+stage and account row known at the time; parity with the scorer is tested elsewhere):
+
+- `--served after-cut` (default): a champion trained on what was known on 2025-07-01, serving
+  the leads open every 14 days for 8 weeks after it; shifted exports change on 2025-07-01.
+- `--served at-end`: a champion trained on the whole export, serving the leads open at its end
+  T (2026-01-01), as `propensity train` then `serve` would; shifted exports change on
+  2025-11-01 (after the last labelled snapshot, so the champion never saw the shift).
+
+Unshifted exports give the false-alarm rate (any alarm of the verdict: score or a top-10
+feature over PSI 0.2); shifted ones (referral share, pricing page views) the detection rates
+of the score, the source and the pricing-page features.
 
     .venv/bin/python benchmarks/bench_drift.py --seeds 20
+    .venv/bin/python benchmarks/bench_drift.py --seeds 20 --served at-end --leads 8000
 """
 
 from __future__ import annotations
@@ -32,22 +40,28 @@ from propensity.training import TrainConfig, train_export
 
 CUT = pd.Timestamp("2025-07-01", tz="UTC")
 AS_OF = [CUT + pd.Timedelta(days=14 * k) for k in range(1, 5)]
+END = pd.Timestamp(SyntheticConfig.end, tz="UTC")
+LATE_SHIFT = pd.Timestamp("2025-11-01", tz="UTC")
 
 
-def one(seed: int, shift: bool, leads: int, work: Path) -> dict[str, object]:
-    config = SyntheticConfig(n_leads=leads, seed=seed, shift_at=str(CUT.date()) if shift
-                             else None)
+def one(seed: int, shift: bool, leads: int, work: Path, served: str) -> dict[str, object]:
+    at_end = served == "at-end"
+    shift_at = (LATE_SHIFT if at_end else CUT) if shift else None
+    config = SyntheticConfig(n_leads=leads, seed=seed,
+                             shift_at=None if shift_at is None else str(shift_at.date()))
     tables, truth = generate_export(config)
     folder = work / f"{seed}-{int(shift)}"
     write_export(tables, truth, folder)
     export = load_export(folder)
-    result = train_export(truncate_export(export, CUT), TrainConfig.model_validate(
-        {"snapshots": {"every_days": 14, "horizon_days": 90}, "search": False}))
+    result = train_export(export if at_end else truncate_export(export, CUT),
+                          TrainConfig.model_validate(
+                              {"snapshots": {"every_days": 14, "horizon_days": 90},
+                               "search": False}))
     bundle, reference = result.bundle, result.reference
     assert reference is not None
     binning = Binning.of(reference)
     total = np.zeros((len(binning.names), binning.width), dtype="int64")
-    for t in AS_OF:
+    for t in [END] if at_end else AS_OF:
         entities = open_entities(bundle, export, t)
         X = bundle.features_for_export(export, entities)
         total += binning.counts(X, bundle.predict(X))
@@ -56,7 +70,9 @@ def one(seed: int, shift: bool, leads: int, work: Path) -> dict[str, object]:
     return {"seed": seed, "shift": shift, "served": window.served, "alarm": v.drift,
             "score": window.score_psi > 0.2, "source": "source" in v.drifted,
             "pricing": any("pricing_page_view" in f for f in v.drifted),
-            "any_feature": bool(v.drifted), "score_psi": round(window.score_psi, 3)}
+            "any_feature": bool(v.drifted), "score_psi": round(window.score_psi, 3),
+            "top_psi": {f.feature: round(f.psi, 2) for f in window.features
+                        if f.feature in set(reference.top(10)) and f.psi > 0.1}}
 
 
 def main() -> None:
@@ -64,6 +80,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--shifted-seeds", type=int, default=10)
     parser.add_argument("--leads", type=int, default=4000)
+    parser.add_argument("--served", choices=("after-cut", "at-end"), default="after-cut")
     args = parser.parse_args()
     logging.getLogger("lightgbm").setLevel(logging.ERROR)
     rows = []
@@ -71,7 +88,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for shift, n in ((False, args.seeds), (True, args.shifted_seeds)):
             for seed in range(100, 100 + n):
-                rows.append(one(seed, shift, args.leads, Path(tmp)))
+                rows.append(one(seed, shift, args.leads, Path(tmp), args.served))
                 print(rows[-1], flush=True)
     frame = pd.DataFrame(rows)
     calm, moved = frame[~frame["shift"]], frame[frame["shift"]]

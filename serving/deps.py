@@ -93,6 +93,7 @@ def _require(scope: str, *also: str) -> Callable[[KeyInfo], Awaitable[KeyInfo]]:
 
 ScoreKey = Annotated[KeyInfo, Depends(_require("score"))]
 AdminKey = Annotated[KeyInfo, Depends(_require("admin"))]
+MonitorKey = Annotated[KeyInfo, Depends(_require("monitor"))]
 
 
 def validation_error(exc: ValidationError) -> RequestValidationError:

@@ -3,21 +3,32 @@ history; and the gauges /metrics exports from the same report."""
 
 from __future__ import annotations
 
+import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
 from starlette.concurrency import run_in_threadpool
 
 from propensity.models.registry import champion_history
-from propensity.monitoring.report import Limits, MonitoringReport, build_report
+from propensity.monitoring.report import (
+    Limits,
+    MonitoringReport,
+    build_report,
+    default_window,
+    window_problem,
+)
 from propensity.timestamps import as_utc
-from serving.deps import AppState, ScoreKey, StateDep
+from serving.deps import AppState, MonitorKey, StateDep
 from serving.schemas import When
 
 router = APIRouter(prefix="/v1", tags=["monitoring"])
 MODEL = "lead-conversion"
+ONE_AT_A_TIME = threading.Lock()
+"""Reports are built one at a time per worker: the database does the counting, but what is
+left (a few thousand cells, the drift of each day) holds the GIL, and clients looping on the
+report must queue behind each other, not crowd out the scores."""
 
 
 def _history(state: AppState) -> list[dict[str, Any]]:
@@ -36,30 +47,32 @@ def report_for(state: AppState, start: datetime, end: datetime) -> MonitoringRep
     bundle = None if loaded is None else loaded.bundle
     spec = None if bundle is None else bundle.spec
     kwargs: dict[str, Any] = {} if spec is None else {"stages": spec.stages}
-    return build_report(
-        state.log.engine, model=MODEL, version=None if loaded is None else loaded.version,
-        reference=None if loaded is None else loaded.reference,
-        horizon_days=(bundle.horizon_days if bundle is not None else None) or 90,
-        mql=state.thresholds.active(MODEL).mql, start=start, end=end, limits=Limits(),
-        champions=_history(state), **kwargs)
+    with ONE_AT_A_TIME:
+        return build_report(
+            state.log.engine, model=MODEL, version=None if loaded is None else loaded.version,
+            reference=None if loaded is None else loaded.reference,
+            horizon_days=(bundle.horizon_days if bundle is not None else None) or 90,
+            mql=state.thresholds.active(MODEL).mql, start=start, end=end, limits=Limits(),
+            champions=_history(state), **kwargs)
 
 
 @router.get("/monitoring", response_model=MonitoringReport)
-async def monitoring(state: StateDep, key: ScoreKey,
+async def monitoring(state: StateDep, key: MonitorKey,
                      start: Annotated[When | None, Query(
                          description="first as_of included (default: end - 28 days)")] = None,
                      end: Annotated[When | None, Query(
-                         description="as_of before this (default: now)")] = None,
+                         description="as_of before this (default: the end of today, UTC); "
+                                     "at most 366 days after start")] = None,
                      ) -> MonitoringReport:
     """Drift and realised performance of the served champion over a window, with the verdict."""
-    end = as_utc(end) if end else datetime.now(UTC)
-    start = as_utc(start) if start else end - timedelta(days=state.settings.monitor_days)
-    if start >= end:
+    first, stop = default_window(state.settings.monitor_days, as_utc(end) if end else None)
+    first = as_utc(start) if start else first
+    problem = window_problem(first, stop)
+    if problem is not None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
-            "loc": ["query", "start"], "msg": "start must be before end",
-            "type": "value_error"}])
+            "loc": ["query", problem[0]], "msg": problem[1], "type": "value_error"}])
     await run_in_threadpool(state.log.flush)  # what was served a moment ago counts
-    return await run_in_threadpool(report_for, state, start, end)
+    return await run_in_threadpool(report_for, state, first, stop)
 
 
 def update_gauges(state: AppState) -> None:
@@ -67,8 +80,7 @@ def update_gauges(state: AppState) -> None:
     last = state.metrics.cache.get("monitoring_at", 0.0)
     if time.monotonic() - float(last) < state.settings.monitor_seconds:  # type: ignore[arg-type]
         return
-    end = datetime.now(UTC)
-    report = report_for(state, end - timedelta(days=state.settings.monitor_days), end)
+    report = report_for(state, *default_window(state.settings.monitor_days))
     m = state.metrics
     m.cache["monitoring_at"] = time.monotonic()
     m.psi.clear()

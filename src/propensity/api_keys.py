@@ -1,7 +1,9 @@
 """API keys: shown once at creation, stored as SHA-256 hashes, each with scopes.
 
 `score` is for CRMs, `outcomes` for a CRM webhook that only reports outcomes (a `score` key
-may report them too), `admin` for marketing ops and promotion (admin implies the others). Keys are
+may report them too), `monitor` for reading the monitoring report (dashboards, cron jobs: it
+reads every served score's figures, so a CRM's key does not), `admin` for marketing ops and
+promotion (admin implies the others). Keys are
 256-bit random tokens, so a plain hash (no salt, no slow KDF) is the right tool: there is no
 dictionary to attack, and a lookup stays one indexed query.
 
@@ -27,7 +29,7 @@ import sqlalchemy as sa
 from propensity.database import api_keys
 from propensity.problems import PropensityError
 
-SCOPES = ("score", "outcomes", "admin")
+SCOPES = ("score", "outcomes", "monitor", "admin")
 PREFIX = "prop_"
 
 

@@ -67,6 +67,28 @@ served_histograms = sa.Table(
     sa.PrimaryKeyConstraint("model_name", "model_version", "day", "feature", "bin"),
 )
 
+served_score_days = sa.Table(
+    "served_score_days", metadata,
+    sa.Column("model_name", sa.String(100), nullable=False),
+    sa.Column("day", sa.Date, nullable=False),
+    sa.Column("score", sa.Integer, nullable=False),
+    sa.Column("bucket", sa.Integer, nullable=False),
+    # the probability to 0.1 point (what the AUC ranks by)
+    sa.Column("leads", sa.BigInteger, nullable=False),
+    sa.Column("probability_sum", sa.Float, nullable=False),
+    sa.PrimaryKeyConstraint("model_name", "day", "score", "bucket"),
+)
+
+monitoring_folds = sa.Table(
+    "monitoring_folds", metadata,
+    sa.Column("name", sa.String(50), primary_key=True),
+    sa.Column("last_id", sa.BigInteger, nullable=False),
+    # score_log ids up to last_id are in served_score_days; seen_id was the log's newest id
+    # at seen_at (ids are folded only once they have settled: see monitoring.aggregates)
+    sa.Column("seen_id", sa.BigInteger, nullable=False),
+    sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 thresholds = sa.Table(
     "thresholds", metadata,
     sa.Column("version", sa.Integer, primary_key=True, autoincrement=True),

@@ -56,7 +56,7 @@ from propensity.models.selection import (
     stratified_folds,
     time_folds,
 )
-from propensity.monitoring.reference import Reference, reference_of
+from propensity.monitoring.reference import Reference, reference_of, served_like
 from propensity.problems import PropensityError
 from propensity.single_table import SingleTable
 from propensity.snapshots import (
@@ -181,7 +181,8 @@ class TrainResult:
     """The evaluation model's matrix of the holdout rows (what promotion re-scores)."""
     params: dict[str, Any] = field(default_factory=dict)
     reference: Reference | None = None
-    """The shipped model's training rows, binned: what drift is measured against."""
+    """The shipped model's rows of the holdout period, binned: what drift is measured against
+    (what a served lead looks like; see `monitoring.reference`)."""
 
     @property
     def holdout_auc(self) -> float:
@@ -528,11 +529,12 @@ def fit_sets(sets: TrainingSets, config: TrainConfig,
     holdout["label"] = test.y
     for name, p in predictions.items():
         holdout["probability" if name == "model" else f"p_{name}"] = p
-    _note(progress, "reference distributions of the shipped model's training rows")
+    _note(progress, "reference distributions of the shipped model's rows of the holdout period")
     return TrainResult(target=sets.target, bundle=shipped, evaluation_bundle=eval_bundle,
                        report=report, holdout=holdout, holdout_X=test.X,
                        params=config.model_dump(mode="json"),
-                       reference=reference_of(shipped, ship.X))
+                       reference=reference_of(
+                           shipped, ship.X[served_like(ship.times, test.times)]))
 
 
 def gate(report: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ reference's bins."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,7 +60,8 @@ def test_an_unshifted_world_crosses_no_limit(tmp_path: Path) -> None:
                                      "'__score__'")).scalar_one()
     assert total == served > 400
     env = {"PROPENSITY_MODELS_DIR": str(tmp_path / "models"), "PROPENSITY_DATABASE_URL": db,
-           "PATH": str(BIN.parent)}
+           "PATH": str(BIN.parent), **{k: os.environ[k] for k in ("PYTHONPATH",)
+                                       if k in os.environ}}
     done = subprocess.run([str(BIN), "monitor", "--start", WINDOW["start"], "--end",
                            WINDOW["end"], "--fail-on", "drift", "--json"], env=env, text=True,
                           capture_output=True, cwd=tmp_path, timeout=300)

@@ -130,8 +130,20 @@ def test_bad_outcomes_get_field_paths(loop: Loop) -> None:
             r = http.post("/v1/outcomes", json=body)
             assert r.status_code == 422, (body, r.text)
             assert loc in [d["loc"] for d in r.json()["detail"]], r.text
-        assert http.get("/v1/monitoring", params={"start": "2025-09-01",
-                                                  "end": "2025-08-01"}).status_code == 422
+        assert http.get("/v1/monitoring").status_code == 403  # a CRM's key reads no report
+    engine = engine_for(loop.server.db_url)
+    monitor_key = create_key(engine, "dashboard", ["monitor"])
+    engine.dispose()
+    with loop.server.client(monitor_key) as http:
+        r = http.get("/v1/monitoring", params={"start": "2025-09-01", "end": "2025-08-01"})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "start"]
+        r = http.get("/v1/monitoring", params={"start": "2024-01-01", "end": "2025-08-01"})
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"][0]["loc"] == ["query", "start"]
+        assert "at most 366 days" in r.json()["detail"][0]["msg"]
+        assert http.get("/v1/monitoring", params=WINDOW).json()["window"] == (
+            loop.report["window"])
+        assert http.post("/v1/score", json={"leads": [{"lead_id": "x"}]}).status_code == 403
     with loop.server.client() as http:
         assert http.post("/v1/outcomes", json={"outcomes": [good]}).status_code == 401
         assert http.get("/v1/monitoring").status_code == 401
@@ -186,7 +198,7 @@ def test_outcomes_import_is_idempotent(loop: Loop) -> None:
 
 def test_monitoring_panel_in_the_browser(loop: Loop, tmp_path: Path) -> None:
     report = loop.report
-    with ui_page(loop.server.url, loop.server.score_key, 2600) as (page, errors):
+    with ui_page(loop.server.url, loop.server.admin_key, 2600) as (page, errors):
         page.fill("#monitor-start", WINDOW["start"])
         page.fill("#monitor-end", WINDOW["end"])
         page.click("#connect")

@@ -15,6 +15,8 @@ from propensity.contract import DEFAULT_STAGES
 if TYPE_CHECKING:
     from propensity.monitoring.report import MonitoringReport
 
+UNJUDGED = 3
+"""`monitor --fail-on`'s exit code when the window could not be judged."""
 outcomes_app = typer.Typer(help="Outcomes reported back by the CRM.", no_args_is_help=True)
 MODEL = "lead-conversion"
 
@@ -112,9 +114,11 @@ def print_report(report: MonitoringReport) -> None:
 def monitor(
     start: Annotated[str | None, typer.Option(help="first as_of (default: end - 28 days)")
                      ] = None,
-    end: Annotated[str | None, typer.Option(help="as_of before this (default: now)")] = None,
+    end: Annotated[str | None, typer.Option(
+        help="as_of before this (default: the end of today, UTC)")] = None,
     fail_on: Annotated[list[str] | None, typer.Option(
-        help="drift and/or calibration: exit 1 when that limit is crossed")] = None,
+        help="drift and/or calibration: exit 1 when that limit is crossed, 3 when the window "
+             "could not be judged (nothing served, no reference, no matured outcomes)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="the report as JSON")] = False,
     psi: Annotated[float, typer.Option(min=0.0, help="PSI limit (score, top features)")] = 0.2,
     top_features: Annotated[int, typer.Option(
@@ -127,8 +131,6 @@ def monitor(
         min=1, help="leads served in the window before drift is judged")] = 200,
 ) -> None:
     """Drift and realised performance of the champion, and what to do: for a cron job."""
-    from datetime import UTC, timedelta
-
     from propensity.database import engine_for, migrate
     from propensity.models.registry import (
         CHAMPION,
@@ -138,7 +140,12 @@ def monitor(
         load_reference,
         version_of,
     )
-    from propensity.monitoring.report import Limits, build_report
+    from propensity.monitoring.report import (
+        Limits,
+        build_report,
+        default_window,
+        window_problem,
+    )
     from propensity.settings import get_settings
     from propensity.threshold_store import ThresholdStore
 
@@ -146,10 +153,11 @@ def monitor(
     if bad:
         raise fail(f"--fail-on is drift or calibration, not {', '.join(bad)}")
     settings = get_settings()
-    stop = _when(end, "--end") or datetime.now(UTC)
-    first = _when(start, "--start") or stop - timedelta(days=28)
-    if first >= stop:
-        raise fail("--start must be before --end")
+    first, stop = default_window(28, _when(end, "--end"))
+    first = _when(start, "--start") or first
+    problem = window_problem(first, stop)
+    if problem is not None:
+        raise fail(f"--{problem[0]}: {problem[1]}")
     version = version_of(configure(settings), MODEL, CHAMPION)
     if version is None:
         raise fail(f"no {MODEL} champion to monitor: `propensity train` first")
@@ -175,6 +183,12 @@ def monitor(
     crossed = [f for f in fail_on or [] if getattr(report.verdict, f)]
     if crossed:
         raise typer.Exit(1)
+    unjudged = [f for f in fail_on or [] if not getattr(report.verdict, f"{f}_judged")]
+    if unjudged:  # a cron job must not read "fine" for a window nobody could judge
+        why = [r for r in report.verdict.reasons
+               if any(r.startswith((f"{f} not judged", f"{f} not measured")) for f in unjudged)]
+        raise fail("; ".join(why) + f" (as_of {report.start:%Y-%m-%d}..{report.end:%Y-%m-%d})",
+                   code=UNJUDGED)
 
 
 def retrain(

@@ -62,7 +62,9 @@ def _expiry(text: str | None) -> datetime | None:
 
 @keys_app.command("create")
 def create(
-    scope: Annotated[list[str], typer.Option(help="score (CRMs) and/or admin (marketing ops)")],
+    scope: Annotated[list[str], typer.Option(
+        help="score (CRMs), outcomes (a CRM webhook), monitor (the monitoring report) and/or "
+             "admin (marketing ops; includes the others)")],
     name: Annotated[str, typer.Option(help="Who the key is for (shown in audit logs)")] = "crm",
     expires: Annotated[str | None, typer.Option(
         help="When the key stops working: 90d, 12h, or a date (2026-12-31)")] = None,

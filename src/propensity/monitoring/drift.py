@@ -9,6 +9,8 @@ at training. Computed per day or per ISO week (Monday first).
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from datetime import date
 from typing import Literal
 
@@ -18,7 +20,8 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 
 from propensity.database import served_histograms
-from propensity.monitoring.reference import SCORE, Binned, Reference
+from propensity.monitoring.aggregates import fetch
+from propensity.monitoring.reference import SCORE, Reference
 
 Period = Literal["day", "week"]
 MIN_LEVEL_SHARE = 0.05
@@ -60,47 +63,114 @@ class PeriodDrift(BaseModel):
     """Most drifted first."""
 
 
-def _share(counts: np.ndarray, b: int | None) -> float | None:
-    if b is None:
-        return None
-    return float(counts[b] / counts.sum()) if counts.sum() else 0.0
-
-
 def _fit(counts: np.ndarray, bins: int) -> np.ndarray:
     out = np.zeros(bins)
     out[:min(bins, len(counts))] = counts[:bins]
     return out
 
 
-def _pooled(ref: Binned, expected: np.ndarray, actual: np.ndarray) -> tuple[np.ndarray,
-                                                                              np.ndarray]:
-    if ref.categories is None:
-        return expected, actual
-    small = expected / max(expected.sum(), 1) < MIN_LEVEL_SHARE
-    if small.sum() < 2:
-        return expected, actual
-    return (np.append(expected[~small], expected[small].sum()),
-            np.append(actual[~small], actual[small].sum()))
+@dataclass(frozen=True, eq=False)
+class _Layout:
+    """A reference's features laid out as (features, bins) matrices, so one period's PSI of
+    every feature is a handful of numpy calls (a call per feature and period cost most of a
+    report: 34 periods x 144 features)."""
+
+    names: list[str]
+    bins: np.ndarray
+    ranks: list[int | None]
+    groups: np.ndarray
+    """PSI group of each (feature, bin): small categories pooled into the last; -1 past a
+    feature's bins."""
+    n_groups: np.ndarray
+    expected: np.ndarray
+    expected_share: np.ndarray
+    """Smoothed reference shares per group (1 past a feature's groups: adds 0 to the PSI)."""
+    other: np.ndarray
+    """The `__other__` bin of each feature, -1 for none."""
+
+    @classmethod
+    def of(cls, reference: Reference) -> _Layout:
+        rows = reference.features
+        width = max([b.bins for b in rows] or [1])
+        ranks = {name: i + 1 for i, name in enumerate(reference.top(len(reference.importance)))}
+        groups = np.full((len(rows), width), -1, dtype="int64")
+        expected = np.zeros((len(rows), width))
+        for i, b in enumerate(rows):
+            e = np.asarray(b.counts, dtype="float64")
+            expected[i, :b.bins] = e
+            groups[i, :b.bins] = np.arange(b.bins)
+            if b.categories is not None:
+                small = e / max(e.sum(), 1) < MIN_LEVEL_SHARE
+                if small.sum() >= 2:  # the pooled bin comes last, as `_pooled` orders it
+                    groups[i, :b.bins] = np.where(small, (~small).sum(), np.cumsum(~small) - 1)
+        n_groups = groups.max(axis=1) + 1
+        layout = cls([b.name for b in rows], np.array([b.bins for b in rows], dtype="int64"),
+                     [ranks.get(b.name) for b in rows], groups, n_groups, expected,
+                     np.zeros(0), np.array([-1 if b.other_bin is None else b.other_bin
+                                            for b in rows], dtype="int64"))
+        return dataclasses.replace(layout, expected_share=layout.smoothed(expected))
+
+    def grouped(self, counts: np.ndarray) -> np.ndarray:
+        """(features, groups) sums of (features, bins) counts."""
+        f, g = len(self.names), int(self.groups.max()) + 1 if self.groups.size else 1
+        valid = self.groups >= 0
+        flat = (np.arange(f)[:, None] * g + self.groups)[valid]
+        return np.bincount(flat, weights=counts[valid], minlength=f * g).reshape(f, g)
+
+    def smoothed(self, counts: np.ndarray) -> np.ndarray:
+        """Shares per group smoothed by half a lead (as `psi`), 1 past a feature's groups."""
+        grouped = self.grouped(counts)
+        share = (grouped + 0.5) / (grouped.sum(axis=1, keepdims=True)
+                                   + 0.5 * self.n_groups[:, None])
+        return np.where(np.arange(grouped.shape[1])[None, :] < self.n_groups[:, None],
+                        share, 1.0)
 
 
-def _feature(ref: Binned, served: np.ndarray, rank: int | None) -> FeatureDrift:
-    expected = np.asarray(ref.counts, dtype="float64")
-    actual = _fit(served, ref.bins)
-    return FeatureDrift(
-        feature=ref.name, psi=psi(*_pooled(ref, expected, actual)), importance_rank=rank,
-        missing_share=float(_share(actual, ref.bins - 1) or 0.0),
-        missing_share_reference=float(_share(expected, ref.bins - 1) or 0.0),
-        other_share=_share(actual, ref.other_bin),
-        other_share_reference=_share(expected, ref.other_bin))
+_LAYOUTS: dict[int, tuple[Reference, _Layout]] = {}
+
+
+def _layout(reference: Reference) -> _Layout:
+    hit = _LAYOUTS.get(id(reference))
+    if hit is None or hit[0] is not reference:
+        if len(_LAYOUTS) > 8:
+            _LAYOUTS.clear()
+        hit = _LAYOUTS[id(reference)] = (reference, _Layout.of(reference))
+    return hit[1]
+
+
+def _shares(counts: np.ndarray, rows: np.ndarray, bins: np.ndarray) -> np.ndarray:
+    total = counts.sum(axis=1)
+    picked = np.where(bins >= 0, counts[rows, np.maximum(bins, 0)], 0.0)
+    return np.where(total > 0, picked / np.where(total > 0, total, 1.0), 0.0)
+
+
+def _features(reference: Reference, counts: dict[str, np.ndarray]) -> list[FeatureDrift]:
+    lay = _layout(reference)
+    served = np.zeros_like(lay.expected)
+    for i, name in enumerate(lay.names):
+        c = counts.get(name)
+        if c is not None:
+            k = min(len(c), int(lay.bins[i]))
+            served[i, :k] = c[:k]
+    a, e = lay.smoothed(served), lay.expected_share
+    psis = ((a - e) * np.log(a / e)).sum(axis=1)
+    rows = np.arange(len(lay.names))
+    missing = _shares(served, rows, lay.bins - 1)
+    missing_ref = _shares(lay.expected, rows, lay.bins - 1)
+    other, other_ref = _shares(served, rows, lay.other), _shares(lay.expected, rows, lay.other)
+    return [FeatureDrift.model_construct(  # our own floats: validating them cost 3x building
+        feature=name, psi=float(psis[i]), importance_rank=lay.ranks[i],
+        missing_share=float(missing[i]), missing_share_reference=float(missing_ref[i]),
+        other_share=None if lay.other[i] < 0 else float(other[i]),
+        other_share_reference=None if lay.other[i] < 0 else float(other_ref[i]))
+        for i, name in enumerate(lay.names)]
 
 
 def period_drift(reference: Reference, counts: dict[str, np.ndarray], period: str) -> PeriodDrift:
     """One period's drift from its served counts (feature -> counts per bin)."""
-    ranks = {name: i + 1 for i, name in enumerate(reference.top(len(reference.importance)))}
     score = _fit(counts.get(SCORE, np.zeros(0)), reference.score.bins)
     total = score.sum()
-    features = [_feature(b, counts.get(b.name, np.zeros(0)), ranks.get(b.name))
-                for b in reference.features]
+    features = _features(reference, counts)
     features.sort(key=lambda f: -f.psi)
     ref_score = np.asarray(reference.score.counts, dtype="float64")
     bins = [BinShare(bin=reference.score.label(i), reference=float(ref_score[i] / ref_score.sum()),
@@ -115,10 +185,10 @@ def served_counts(engine: sa.Engine, model: str, version: str, start: date,
     """The stored histograms of one model version, days in [start, end)."""
     h = served_histograms
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(h.c.day, h.c.feature, h.c.bin, h.c["count"]).where(
+        frame = fetch(conn, sa.select(h.c.day, h.c.feature, h.c.bin, h.c["count"]).where(
             h.c.model_name == model, h.c.model_version == version, h.c.day >= start,
-            h.c.day < end)).all()
-    frame = pd.DataFrame(rows, columns=["day", "feature", "bin", "count"])
+            h.c.day < end), ["day", "feature", "bin", "count"])
+    frame["day"] = frame["day"].astype("str")
     frame["day"] = pd.to_datetime(frame["day"])
     return frame
 
@@ -129,17 +199,33 @@ def period_of(days: pd.Series, by: Period) -> pd.Series:
     return (days - pd.to_timedelta(days.dt.weekday, unit="D")).dt.strftime("%Y-%m-%d")
 
 
+def _tables(counts: pd.DataFrame, periods: pd.Series) -> tuple[list[str], list[str],
+                                                                 np.ndarray]:
+    """(periods, features, counts per period, feature and bin) in one bincount: a report
+    holds a row per day, feature and bin, and a groupby per period and feature cost more
+    than everything else the report does."""
+    period_codes, period_names = pd.factorize(periods, sort=True)
+    feature_codes, features = pd.factorize(counts["feature"], sort=True)
+    width = int(counts["bin"].max()) + 1
+    flat = (period_codes * len(features) + feature_codes) * width + counts["bin"].to_numpy()
+    table = np.bincount(flat, weights=counts["count"].to_numpy(dtype="float64"),
+                        minlength=len(period_names) * len(features) * width)
+    return ([str(p) for p in period_names], [str(f) for f in features],
+            table.reshape(len(period_names), len(features), width))
+
+
 def drift_over_time(reference: Reference, counts: pd.DataFrame, by: Period) -> list[PeriodDrift]:
     """Drift of each day or week with served leads, oldest first."""
     if counts.empty:
         return []
-    frame = counts.assign(period=period_of(counts["day"], by))
-    out = []
-    for period, part in frame.groupby("period", sort=True):
-        per: dict[str, np.ndarray] = {}
-        for feature, rows in part.groupby("feature"):
-            arr = np.zeros(int(rows["bin"].max()) + 1)
-            np.add.at(arr, rows["bin"].to_numpy(), rows["count"].to_numpy())
-            per[str(feature)] = arr
-        out.append(period_drift(reference, per, str(period)))
-    return out
+    periods, features, table = _tables(counts, period_of(counts["day"], by))
+    return [period_drift(reference, dict(zip(features, table[i], strict=True)), period)
+            for i, period in enumerate(periods)]
+
+
+def window_drift(reference: Reference, counts: pd.DataFrame) -> PeriodDrift | None:
+    """Drift of the whole window (None when nothing was served in it)."""
+    if counts.empty:
+        return None
+    _, features, table = _tables(counts, pd.Series("window", index=counts.index))
+    return period_drift(reference, dict(zip(features, table[0], strict=True)), "window")

@@ -99,11 +99,16 @@ def from_export(export: CrmExport, since: pd.Timestamp | None = None) -> tuple[l
     return found, skipped
 
 
+def conversion_stages(stages: Sequence[str] = DEFAULT_STAGES) -> list[str]:
+    """The outcome stages that mean a lead converted: the last funnel stage, and `won`."""
+    return [stages[-1], WON]
+
+
 def conversions(engine: sa.Engine, stages: Sequence[str] = DEFAULT_STAGES) -> pd.Series:
     """Each lead's first conversion time (entering the last stage, or a won opportunity)."""
     with engine.connect() as conn:
         rows = conn.execute(sa.select(outcomes.c.lead_id, sa.func.min(outcomes.c.at)).where(
-            outcomes.c.stage.in_([stages[-1], WON])).group_by(outcomes.c.lead_id)).all()
+            outcomes.c.stage.in_(conversion_stages(stages))).group_by(outcomes.c.lead_id)).all()
     return pd.Series(pd.to_datetime([r[1] for r in rows], utc=True),
                      index=pd.Index([r[0] for r in rows], name="lead_id"), name="converted_at",
                      dtype="datetime64[us, UTC]")

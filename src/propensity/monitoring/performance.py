@@ -122,3 +122,51 @@ def performance(scores: pd.DataFrame, converted_at: pd.Series, *, model: str,
     return Performance(model=model, horizon_days=horizon_days, mql_threshold=mql,
                        overall=_figures("all", labelled, mql), weeks=weeks,
                        bands=calibration_bands(labelled))
+
+
+def _cell_figures(period: str, part: pd.DataFrame, mql: float) -> Figures:
+    """`_figures` from cells (counts per day, score and probability bucket): the same
+    numbers, the AUC ranking probabilities to the bucket (0.1 point)."""
+    from propensity.monitoring.aggregates import auc_of
+
+    flagged = (part["score"] >= mql).to_numpy()
+    leads = part["leads"].to_numpy()
+    psum = part["probability_sum"].to_numpy()
+    ripe = part[part["matured"]]
+    r_leads, r_conv = ripe["leads"].to_numpy(), ripe["converted"].to_numpy()
+    r_flagged = (ripe["score"] >= mql).to_numpy()
+    mqls, matured, y = int(leads[flagged].sum()), int(r_leads.sum()), int(r_conv.sum())
+    return Figures(
+        period=period, leads=int(leads.sum()), matured=matured, mqls=mqls,
+        expected_conversions=float(psum.sum()),
+        expected_precision=float(psum[flagged].sum() / mqls) if mqls else None,
+        converted=y if matured else None,
+        precision=float(r_conv[r_flagged].sum() / r_leads[r_flagged].sum())
+        if r_leads[r_flagged].sum() else None,
+        recall=float(r_conv[r_flagged].sum() / y) if y else None,
+        auc=auc_of(ripe["bucket"].to_numpy(), r_leads, r_conv) if matured else None)
+
+
+def performance_of_cells(cells: pd.DataFrame, converted: pd.DataFrame, *, model: str,
+                         horizon_days: int, mql: float) -> Performance:
+    """`performance` from `aggregates.served_cells` and `aggregates.converted_cells`: what
+    the report computes, at the cost of the window's days rather than its scores."""
+    keys = ["day", "score", "bucket", "matured"]
+    conv = converted.assign(matured=True)
+    cells = cells.merge(conv, on=keys, how="left").fillna({"converted": 0}).astype(
+        {"converted": "int64"})
+    weeks = [_cell_figures(f"{w:%Y-%m-%d}", part, mql)
+             for w, part in cells.groupby("day", sort=True)]
+    ripe = cells[cells["matured"]]
+    band = np.minimum(ripe["score"].to_numpy() // BAND_WIDTH, 100 // BAND_WIDTH - 1)
+    bands = []
+    for b, part in ripe.groupby(band):
+        n = int(part["leads"].sum())
+        predicted = float(part["probability_sum"].sum() / n)
+        realised = float(part["converted"].sum() / n)
+        lo = int(b) * BAND_WIDTH
+        hi = 100 if lo + BAND_WIDTH >= 100 else lo + BAND_WIDTH - 1
+        bands.append(Band(band=f"{lo}-{hi}", leads=n, predicted=predicted, realised=realised,
+                          gap_points=abs(predicted - realised) * 100))
+    return Performance(model=model, horizon_days=horizon_days, mql_threshold=mql,
+                       overall=_cell_figures("all", cells, mql), weeks=weeks, bands=bands)

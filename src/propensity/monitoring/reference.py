@@ -1,6 +1,12 @@
 """What a model learned from, binned: each feature's and the score's distribution on its
-training rows, stored with the registered version so drift is always measured against the
-rows that version saw.
+training rows of the holdout period, stored with the registered version so drift is always
+measured against rows that version saw.
+
+Why the holdout period and not every training row: a served lead is a lead open *now*, with
+all the history the export has by now. Early snapshots of any export hold only young leads
+and small accounts (the export began recently, then), so the distribution over all snapshots
+makes a stationary stream look drifted (lead age, days in stage and contacts per account
+at PSI ~1, the score at 0.27). The latest labelled snapshot times look like what is served.
 
 Every column is binned by edges: quantile edges for numbers (at most `MAX_BINS` bins, ties
 merged), half-integer edges for categories (a category's code is its bin; rare and unseen
@@ -129,8 +135,17 @@ def fit_reference(columns: list[Column], X: np.ndarray, probability: np.ndarray,
                                                                         strict=True)}, len(X))
 
 
+def served_like(times: np.ndarray, holdout_times: np.ndarray) -> np.ndarray:
+    """Rows whose snapshot time is in the holdout period (at or after its first time): what a
+    served lead looks like. Every row when there are no times (a single table)."""
+    if not len(holdout_times) or not times.any():
+        return np.arange(len(times))
+    return np.flatnonzero(times >= holdout_times.min())
+
+
 def reference_of(bundle: ModelBundle, X: np.ndarray) -> Reference:
-    """`fit_reference` for a `ModelBundle` and the matrix it was fitted on."""
+    """`fit_reference` for a `ModelBundle` and rows of the matrix it was fitted on (those of
+    `served_like`)."""
     p = bundle.predict(X, threads=0)
     rng = np.random.default_rng(1)
     few = rng.choice(len(X), min(len(X), IMPORTANCE_ROWS), replace=False)

@@ -12,7 +12,7 @@ only with `min_served` leads or more in it: weekly figures are for the charts.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal
 
 import pandas as pd
@@ -20,17 +20,39 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
 from propensity.contract import DEFAULT_STAGES
+from propensity.monitoring.aggregates import converted_cells, served_cells
 from propensity.monitoring.drift import (
     PeriodDrift,
     drift_over_time,
-    period_drift,
     served_counts,
+    window_drift,
 )
-from propensity.monitoring.outcomes import conversions
-from propensity.monitoring.performance import Performance, performance, served_scores
+from propensity.monitoring.outcomes import conversion_stages
+from propensity.monitoring.performance import Performance, performance_of_cells
 from propensity.monitoring.reference import Reference
 
 Action = Literal["retrain", "recalibrate", "review threshold"]
+MAX_WINDOW_DAYS = 366
+"""The longest window a report covers: its cost grows with the window's days (a cell per day,
+score and probability bucket), so one call cannot be asked for the whole history at once."""
+
+
+def default_window(days: int, end: datetime | None = None) -> tuple[datetime, datetime]:
+    """`days` whole days ending with today (UTC) included, unless `end` is given: whole days
+    are what the daily aggregates answer without reading a score."""
+    stop = end if end is not None else datetime.combine(
+        datetime.now(UTC).date() + timedelta(days=1), time(0), tzinfo=UTC)
+    return stop - timedelta(days=days), stop
+
+
+def window_problem(start: datetime, end: datetime) -> tuple[str, str] | None:
+    """(the field at fault, why) when [start, end) is not a window a report covers."""
+    if start >= end:
+        return "start", "start must be before end"
+    if end - start > timedelta(days=MAX_WINDOW_DAYS):
+        return "start", (f"the window is at most {MAX_WINDOW_DAYS} days: start must be on or "
+                         f"after {end - timedelta(days=MAX_WINDOW_DAYS):%Y-%m-%dT%H:%M:%SZ}")
+    return None
 
 
 class Limits(BaseModel):
@@ -45,6 +67,12 @@ class Verdict(BaseModel):
     drift: bool
     calibration: bool
     threshold: bool
+    drift_judged: bool = False
+    """Whether the window could be judged for drift: a reference for this version and
+    `min_served` leads served in it. `drift` false with this false means "not known", not
+    "fine" (`propensity monitor --fail-on drift` exits 3)."""
+    calibration_judged: bool = False
+    """Whether a calibration band had `band_leads` matured leads (outcomes known)."""
     actions: list[Action]
     reasons: list[str]
     drifted: list[str]
@@ -70,13 +98,14 @@ def verdict(window: PeriodDrift | None, perf: Performance | None, reference: Ref
             limits: Limits) -> Verdict:
     reasons: list[str] = []
     drifted: list[str] = []
-    drift = calibration = threshold = False
+    drift = calibration = threshold = drift_judged = calibration_judged = False
     if window is None or reference is None:
         reasons.append("drift not measured: no reference for this version, or nothing served")
     elif window.served < limits.min_served:
         reasons.append(f"drift not judged: {window.served} leads served in the window, fewer "
                        f"than {limits.min_served}")
     else:
+        drift_judged = True
         top = set(reference.top(limits.top_features))
         over = [f for f in window.features if f.psi > limits.psi]
         drifted = ([reference.score.name] if window.score_psi > limits.psi else []) + [
@@ -96,6 +125,7 @@ def verdict(window: PeriodDrift | None, perf: Performance | None, reference: Ref
                 f"{f.feature} ({f.psi:.2f})" for f in others[:8])
                 + (f" and {len(others) - 8} more" if len(others) > 8 else ""))
     if perf is not None:
+        calibration_judged = any(b.leads >= limits.band_leads for b in perf.bands)
         off = [b for b in perf.bands if b.leads >= limits.band_leads and b.gap_points is not None
                and b.gap_points > limits.calibration_points]
         if off:
@@ -120,8 +150,12 @@ def verdict(window: PeriodDrift | None, perf: Performance | None, reference: Ref
         actions.append("review threshold")
     if not actions:
         reasons.insert(0, "nothing crossed a limit: keep serving")
-    return Verdict(drift=drift, calibration=calibration, threshold=threshold, actions=actions,
-                   reasons=reasons, drifted=drifted)
+    if not calibration_judged:
+        reasons.append(f"calibration not judged: no score band with {limits.band_leads} or more "
+                       "matured leads (outcomes known) in the window")
+    return Verdict(drift=drift, calibration=calibration, threshold=threshold,
+                   drift_judged=drift_judged, calibration_judged=calibration_judged,
+                   actions=actions, reasons=reasons, drifted=drifted)
 
 
 def build_report(engine: sa.Engine, *, model: str, version: str | None,
@@ -142,16 +176,15 @@ def build_report(engine: sa.Engine, *, model: str, version: str | None,
         counts = served_counts(engine, model, version, start.date(), last_day)
         days = drift_over_time(reference, counts, "day")
         weeks = drift_over_time(reference, counts, "week")
-        if not counts.empty:
-            per = {str(f): rows.groupby("bin")["count"].sum().reindex(
-                range(int(rows["bin"].max()) + 1), fill_value=0).to_numpy()
-                for f, rows in counts.groupby("feature")}
-            window = period_drift(reference, per, "window")
-    scores = served_scores(engine, model, start, end)
+        window = window_drift(reference, counts)
+    matured_by = (now_ts - pd.Timedelta(days=horizon_days)).to_pydatetime()
+    cells = served_cells(engine, model, start, end, matured_by)
     perf = None
-    if len(scores):
-        perf = performance(scores, conversions(engine, stages), model=model,
-                           horizon_days=horizon_days, mql=mql, now=now_ts)
+    if len(cells):
+        converted = converted_cells(engine, model, start, end, matured_by, horizon_days,
+                                    conversion_stages(stages))
+        perf = performance_of_cells(cells, converted, model=model, horizon_days=horizon_days,
+                                    mql=mql)
     return MonitoringReport(model=model, version=version, start=start, end=end, limits=limits,
                             window=window, days=days, weeks=weeks, performance=perf,
                             verdict=verdict(window, perf, reference, limits),

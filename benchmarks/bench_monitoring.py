@@ -1,0 +1,198 @@
+"""`GET /v1/monitoring` over a big score log, and what it does to a normal score beside it.
+
+A champion trained on a small generated export; a score log of `--rows` (1,000,000) scores
+bulk-inserted with their as_of spread over the default window (the last 28 days), 5% of them
+a lead and as_of scored again, and conversions reported for 3% of the leads; a real uvicorn
+(one worker) on it. Printed: the first call (it folds the whole log into the daily
+aggregates), then the steady calls; and a one-lead score's latency alone, then while three
+other processes loop on `/v1/monitoring`.
+
+    .venv/bin/python benchmarks/bench_monitoring.py --rows 1000000 --db sqlite
+    .venv/bin/python benchmarks/bench_monitoring.py --rows 1000000 --db postgresql
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import multiprocessing as mp
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from propensity.api_keys import create_key
+from propensity.database import engine_for, migrate, outcomes, score_log, served_histograms
+from propensity.export import load_export
+from propensity.models.registry import log_and_register, promote
+from propensity.monitoring.reference import Reference
+from propensity.rows import lead_rows
+from propensity.scoring import open_entities
+from propensity.settings import Settings
+from propensity.synthetic import SyntheticConfig, generate_export, write_export
+from propensity.thresholds import to_score
+from propensity.training import TrainConfig, train_export
+from tests.conftest import fresh_postgres
+from tests.serving.conftest import start_server
+from tests.worlds import request_lead
+
+MODEL = "lead-conversion"
+
+
+def fill(url: str, rows: int, reference: Reference, seed: int = 0) -> None:
+    """`rows` logged scores, the conversions of 3% of their leads, and the served histograms
+    of the same days (as the scorer's counters would have stored them), inserted in bulk."""
+    rng = np.random.default_rng(seed)
+    now = datetime.now(UTC)
+    leads = max(1, rows // 3)
+    engine = engine_for(url)
+    chunk = 100_000
+    with engine.begin() as conn:
+        for at in range(0, rows, chunk):
+            n = min(chunk, rows - at)
+            lead = rng.integers(0, leads, n)
+            as_of = now - timedelta(days=28) + (rng.random(n) * 28 * 86400e6).astype(
+                "timedelta64[us]").astype(object)
+            again = rng.random(n) < 0.05  # the same lead and as_of as the row before
+            lead[1:][again[1:]] = lead[:-1][again[1:]]
+            as_of[1:][again[1:]] = as_of[:-1][again[1:]]
+            p = rng.beta(1.2, 6, n)
+            conn.execute(score_log.insert(), [
+                {"scored_at": t + timedelta(minutes=1), "lead_id": f"L{k}", "probability": float(q),
+                 "score": to_score(float(q)), "grade": "C", "mql": False, "model_name": MODEL,
+                 "model_version": "1", "threshold_version": 0, "input_hash": "-", "as_of": t}
+                for k, t, q in zip(lead, as_of, p, strict=True)])
+        won = rng.choice(leads, leads * 3 // 100, replace=False)
+        conn.execute(outcomes.insert(), [
+            {"lead_id": f"L{k}", "stage": "won", "at": now - timedelta(days=float(d)),
+             "opportunity_id": f"O{k}", "amount": 1000.0, "received_at": now}
+            for k, d in zip(won, rng.random(len(won)) * 20, strict=True)])
+        per_day = rows // 28
+        conn.execute(served_histograms.insert(), [
+            {"model_name": MODEL, "model_version": "1", "day": (now - timedelta(days=k)).date(),
+             "feature": b.name, "bin": i, "count": int(c)}
+            for k in range(28) for b in [*reference.features, reference.score]
+            for i, c in enumerate(rng.multinomial(per_day, np.asarray(b.counts) / sum(b.counts)))
+            if c])
+    engine.dispose()
+
+
+def loop_monitoring(url: str, key: str, stop_at: float, counts: mp.Queue) -> None:
+    n = 0
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"},
+                      timeout=120) as http:
+        while time.time() < stop_at:
+            assert http.get("/v1/monitoring").status_code == 200
+            n += 1
+    counts.put(n)
+
+
+def score_latencies(url: str, key: str, body: dict, seconds: float) -> list[float]:
+    out = []
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"},
+                      timeout=30) as http:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t = time.perf_counter()
+            r = http.post("/v1/score", json=body)
+            out.append((time.perf_counter() - t) * 1000)
+            assert r.status_code == 200, r.text
+            time.sleep(0.005)
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+@contextlib.contextmanager
+def database(kind: str, work: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{work / 'scores.db'}"
+    else:
+        with fresh_postgres() as url:
+            yield url
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--calls", type=int, default=15)
+    parser.add_argument("--seconds", type=float, default=15)
+    args = parser.parse_args()
+    logging.getLogger("lightgbm").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory() as tmp, database(args.db, Path(tmp)) as url:
+        work = Path(tmp)
+        tables, truth = generate_export(SyntheticConfig(n_leads=1500, seed=3))
+        write_export(tables, truth, work / "export")
+        export = load_export(work / "export")
+        result = train_export(export, TrainConfig.model_validate({"search": False}))
+        settings = Settings(models_dir=work / "models")
+        log_and_register(result, data={"path": "bench"}, settings=settings,
+                         input_example=lead_rows(export, result.holdout.head(3)))
+        promote(MODEL, force=True, settings=settings)
+        entities = open_entities(result.bundle, export, export.latest_time()).head(1)
+        body = {"leads": [request_lead(lead_rows(export, entities).to_dict("records")[0])],
+                "explain": False}
+        migrate(url)
+        t = time.perf_counter()
+        assert result.reference is not None
+        fill(url, args.rows, result.reference)
+        print(f"{args.rows:,} scores logged ({args.db}) in {time.perf_counter() - t:.1f} s",
+              flush=True)
+        server = start_server(work / "models", url, work)
+        engine = engine_for(url)
+        key = create_key(engine, "dashboard", ["monitor"])
+        engine.dispose()
+        try:
+            with httpx.Client(base_url=server.url, timeout=600,
+                              headers={"Authorization": f"Bearer {key}"}) as http:
+                t = time.perf_counter()
+                r = http.get("/v1/monitoring")
+                first = time.perf_counter() - t
+                assert r.status_code == 200, r.text
+                perf = r.json()["performance"]
+                print(f"first call (folds the log into the daily aggregates): {first:.2f} s; "
+                      f"{perf['overall']['leads']:,} deduplicated scores in the window, "
+                      f"{r.json()['window']['served']:,} in the histograms", flush=True)
+                time.sleep(6)  # PostgreSQL folds ids once they have settled (5 s)
+                http.get("/v1/monitoring")
+                took = []
+                for _ in range(args.calls):
+                    t = time.perf_counter()
+                    r = http.get("/v1/monitoring")
+                    took.append((time.perf_counter() - t) * 1000)
+                    assert r.status_code == 200
+                print(f"steady calls: median {statistics.median(took):.0f} ms, p90 "
+                      f"{pct(took, 90):.0f} ms, max {max(took):.0f} ms over {args.calls} "
+                      f"({len(r.content) / 1e3:.0f} kB each)", flush=True)
+            alone = score_latencies(server.url, server.score_key, body, args.seconds)
+            stop_at = time.time() + args.seconds + 1
+            counts: mp.Queue = mp.Queue()
+            loopers = [mp.Process(target=loop_monitoring, args=(server.url, key, stop_at, counts))
+                       for _ in range(3)]
+            for p in loopers:
+                p.start()
+            time.sleep(0.5)
+            beside = score_latencies(server.url, server.score_key, body, args.seconds)
+            for p in loopers:
+                p.join()
+            reports = sum(counts.get() for _ in loopers)
+            for label, lat in (("alone", alone), ("3 clients looping on /v1/monitoring", beside)):
+                print(f"one-lead score, {label}: p50 {pct(lat, 50):.1f} ms, p90 "
+                      f"{pct(lat, 90):.1f} ms, p99 {pct(lat, 99):.1f} ms ({len(lat)} requests)",
+                      flush=True)
+            print(f"the loopers got {reports} reports in {args.seconds:.0f} s", flush=True)
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

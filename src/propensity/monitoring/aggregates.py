@@ -1,0 +1,290 @@
+"""Served scores aggregated where it is cheap: per model, as_of day, score and probability to
+0.1 point, in the database, so a monitoring report costs the days of its window, not the rows
+of the score log.
+
+The unit is the one `performance.served_scores` keeps: one score per (model, lead, as_of), the
+last one served (by scored_at, then id). One SQL statement says how the deduplicated cells
+change when the log grows from id `lo` to id `hi` (a score that replaces an earlier one for
+the same lead and as_of adds itself and takes the earlier one away); the same statement,
+over a time range from nothing, gives the cells of that range live. The database does the
+work: the server's thread waits on a socket without the GIL.
+
+`fold` keeps `served_score_days` up to date, a chunk of ids per transaction, claimed with a
+compare-and-set on `monitoring_folds` so several workers never add the same ids twice. On
+PostgreSQL ids are folded once they have settled (`SETTLE_SECONDS` after they were seen): a
+transaction that took an id but has not committed yet must not be skipped. A report adds the
+cells of the ids past the fold live, and reads live the few spans whole days cannot answer: a
+window's partial first and last days, and the day the horizon's maturity boundary cuts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from propensity.database import monitoring_folds, outcomes, score_log, served_score_days
+
+BUCKETS = 1000
+"""Probability buckets per unit (0.1 point): the resolution the AUC ranks scores at."""
+FOLD = "served_scores"
+FOLD_CHUNK = 50_000
+SETTLE_SECONDS = 5.0
+CELLS = ["model_name", "day", "score", "bucket", "matured", "leads", "probability_sum"]
+
+_AT = sa.func.coalesce(score_log.c.as_of, score_log.c.scored_at)
+"""The time a logged score describes (the expression `ix_score_log_model_as_of` indexes)."""
+
+
+def fetch(conn: sa.Connection, query: sa.Select[Any], columns: list[str]) -> pd.DataFrame:
+    """The rows as the driver returns them (a date is text on SQLite), as a frame built
+    column by column: SQLAlchemy's processing of each row, then pandas' of each tuple, cost
+    more than the rest of a report (tens of thousands of histogram rows)."""
+    rows = conn.execute(query).cursor.fetchall()
+    return pd.DataFrame(dict(zip(columns, map(list, zip(*rows, strict=True)), strict=True))
+                        if rows else {c: [] for c in columns})
+
+
+def _day(dialect: str, at: Any) -> Any:
+    if dialect == "postgresql":
+        return sa.func.date(sa.func.timezone("UTC", at))
+    return sa.func.substr(at, 1, 10)  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC)
+
+
+def _bucket(dialect: str, p: Any) -> Any:
+    if dialect == "postgresql":
+        return sa.cast(sa.func.floor(p * BUCKETS), sa.Integer)
+    return sa.cast(p * BUCKETS, sa.Integer)  # SQLite's cast truncates: floor for p >= 0
+
+
+def _as_date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def changes(dialect: str, *, lo: int = 0, hi: int | None = None, model: str | None = None,
+            since: datetime | None = None, until: datetime | None = None,
+            matured_by: datetime | None = None) -> sa.Select[Any]:
+    """The deduplicated cells' change from the log up to id `lo` to the log up to id `hi`
+    (all of it when None), for the keys the rows in that range touch, or, with `since` /
+    `until`, for the keys whose as_of is in [since, until); of `model` only when given (an id
+    range is better read for every model: SQLite, without statistics, would look the rows up
+    by model rather than by id). `matured_by` splits the cells by as_of <= it (else they all
+    count as not matured)."""
+    s = score_log
+    keys = []
+    if since is None and until is None:
+        keys.append(s.c.id > lo)
+    if hi is not None:
+        keys.append(s.c.id <= hi)
+    if model is not None:
+        keys.append(s.c.model_name == model)
+    if since is not None:
+        keys.append(since <= _AT)
+    if until is not None:
+        keys.append(until > _AT)
+    touched = sa.select(s.c.model_name, s.c.lead_id, _AT.label("at")).where(
+        *keys).distinct().subquery("touched")
+    old = s.c.id <= lo
+    part = (s.c.model_name, s.c.lead_id, _AT)
+    order = (s.c.scored_at.desc(), s.c.id.desc())
+    cand = sa.select(
+        s.c.model_name, _AT.label("at"), s.c.probability, s.c.score,
+        sa.func.row_number().over(partition_by=part, order_by=order).label("rn_new"),
+        sa.func.row_number().over(partition_by=(*part, old), order_by=order).label("rn_old"),
+        sa.case((old, 1), else_=0).label("old"),
+    ).join(touched, sa.and_(s.c.model_name == touched.c.model_name,
+                            s.c.lead_id == touched.c.lead_id, touched.c.at == _AT))
+    if hi is not None:
+        cand = cand.where(s.c.id <= hi)
+    c = cand.subquery("cand")
+    sign = (sa.case((c.c.rn_new == 1, 1), else_=0)
+            - sa.case((sa.and_(c.c.old == 1, c.c.rn_old == 1), 1), else_=0))
+    day, bucket = _day(dialect, c.c.at), _bucket(dialect, c.c.probability)
+    groups = [c.c.model_name, day, c.c.score, bucket]
+    if matured_by is not None:
+        matured: Any = sa.case((c.c.at <= matured_by, 1), else_=0)
+        groups.append(matured)
+    else:
+        matured = sa.literal_column("0")  # not a GROUP BY term: SQLite reads 0 as a position
+    return (sa.select(c.c.model_name, day.label("day"), c.c.score, bucket.label("bucket"),
+                      matured.label("matured"), sa.func.sum(sign).label("leads"),
+                      sa.func.sum(sign * c.c.probability).label("probability_sum"))
+            .where(sign != 0).group_by(*groups))
+
+
+def _monday(dialect: str, day: Any) -> Any:
+    if dialect == "postgresql":
+        return sa.cast(sa.func.date_trunc("week", day), sa.Date)
+    return sa.func.date(day, "weekday 0", "-6 days")
+
+
+def _frame(rows: Sequence[Any] | pd.DataFrame) -> pd.DataFrame:
+    """Cells as a frame, by week (the Monday it starts) rather than by day."""
+    frame = (rows.copy() if isinstance(rows, pd.DataFrame)
+             else pd.DataFrame([tuple(r) for r in rows], columns=CELLS))
+    days = pd.to_datetime(frame["day"].astype("str"))
+    frame["day"] = (days - pd.to_timedelta(days.dt.day_of_week, unit="D")).dt.date
+    frame["matured"] = frame["matured"].astype(bool)
+    return frame.astype({"score": "int64", "bucket": "int64", "leads": "int64",
+                         "probability_sum": "float64"})
+
+
+def _add(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    """Add cells to `served_score_days` (insert, or add to the stored counts)."""
+    t = served_score_days
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+        stmt = pg_insert(t)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+        stmt = sqlite_insert(t)  # type: ignore[assignment]
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["model_name", "day", "score", "bucket"],
+        set_={c: t.c[c] + stmt.excluded[c] for c in ("leads", "probability_sum")})
+    for at in range(0, len(rows), 500):
+        conn.execute(stmt, rows[at:at + 500])
+
+
+def _state(engine: sa.Engine, now: datetime) -> tuple[int, int]:
+    """(last folded id, the id folding may reach now), noting what the log holds now."""
+    f = monitoring_folds
+    with engine.begin() as conn:
+        newest = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(score_log.c.id), 0))
+                                  ).scalar_one())
+        row = conn.execute(sa.select(f.c.last_id, f.c.seen_id, f.c.seen_at).where(
+            f.c.name == FOLD)).first()
+        if row is None:
+            conn.execute(f.insert().values(name=FOLD, last_id=0, seen_id=newest, seen_at=now))
+            return 0, newest if engine.dialect.name == "sqlite" else 0
+        last, seen, seen_at = int(row.last_id), int(row.seen_id), row.seen_at
+        if engine.dialect.name == "sqlite":  # one writer at a time: ids commit in order
+            return last, newest
+        aware = seen_at if seen_at.tzinfo else seen_at.replace(tzinfo=UTC)
+        if now - aware >= timedelta(seconds=SETTLE_SECONDS):
+            conn.execute(f.update().where(f.c.name == FOLD, f.c.seen_at == seen_at)
+                         .values(seen_id=newest, seen_at=now))
+            return last, seen
+        return last, last
+
+
+def fold(engine: sa.Engine, now: datetime | None = None, chunk: int = FOLD_CHUNK) -> int:
+    """Add the settled log rows not folded yet to `served_score_days`; returns the last id
+    folded. Safe beside other workers: a chunk another one claimed first is left to it."""
+    last, target = _state(engine, now or datetime.now(UTC))
+    f = monitoring_folds
+    while last < target:
+        hi = min(last + chunk, target)
+        with engine.begin() as conn:
+            rows = conn.execute(changes(engine.dialect.name, lo=last, hi=hi)).all()
+            claimed = conn.execute(f.update().where(f.c.name == FOLD, f.c.last_id == last)
+                                   .values(last_id=hi)).rowcount
+            if claimed != 1:
+                conn.rollback()
+                break
+            _add(conn, [{"model_name": r.model_name, "day": _as_date(r.day), "score": r.score,
+                         "bucket": r.bucket, "leads": r.leads,
+                         "probability_sum": r.probability_sum} for r in rows])
+        last = hi
+    return last
+
+
+def _spans(start: datetime, end: datetime, cutoff: datetime) -> tuple[date, date, list[
+        tuple[datetime, datetime]]]:
+    """Whole days [first, last) the aggregates answer, and the spans read live: the window's
+    partial first and last days and the day the maturity cutoff falls in."""
+    first = pd.Timestamp(start).ceil("D").to_pydatetime()
+    last = pd.Timestamp(end).floor("D").to_pydatetime()
+    if first >= last:
+        return first.date(), first.date(), [(start, end)]
+    live = [(start, first)] if start < first else []
+    if last < end:
+        live.append((last, end))
+    cut = pd.Timestamp(cutoff).floor("D").to_pydatetime()
+    if first <= cut < last:
+        live.append((cut, cut + timedelta(days=1)))
+    return first.date(), last.date(), sorted(live)
+
+
+def served_cells(engine: sa.Engine, model: str, start: datetime, end: datetime,
+                 matured_by: datetime) -> pd.DataFrame:
+    """The deduplicated scores with as_of in [start, end) as cells (week, score, bucket,
+    matured, leads, probability_sum; `day` holds the week's Monday): whole days from the
+    aggregates (folded first), the rest live. Scores with as_of <= `matured_by` are
+    matured."""
+    fold(engine)
+    dialect = engine.dialect.name
+    first, last, live = _spans(start, end, matured_by)
+    cut_day = matured_by.date()
+    d = served_score_days
+    with engine.connect() as conn:
+        folded = conn.execute(sa.select(monitoring_folds.c.last_id).where(
+            monitoring_folds.c.name == FOLD)).scalar_one_or_none() or 0
+        week = _monday(dialect, d.c.day)
+        matured = sa.case((d.c.day < cut_day, 1), else_=0)
+        stored = fetch(conn, sa.select(
+            d.c.model_name, week, d.c.score, d.c.bucket, matured, sa.func.sum(d.c.leads),
+            sa.func.sum(d.c.probability_sum)).where(
+            d.c.model_name == model, d.c.day >= first, d.c.day < last, d.c.day != cut_day,
+            d.c.leads != 0).group_by(d.c.model_name, week, d.c.score, d.c.bucket, matured),
+            CELLS)
+        tail = conn.execute(changes(dialect, lo=int(folded))).all()
+        spans = [conn.execute(changes(dialect, model=model, since=a, until=b,
+                                      matured_by=matured_by)).all() for a, b in live]
+    kept = [(r.model_name, _as_date(r.day), r.score, r.bucket, int(_as_date(r.day) < cut_day),
+             r.leads, r.probability_sum) for r in tail
+            if r.model_name == model and first <= _as_date(r.day) < last
+            and _as_date(r.day) != cut_day]
+    cells = pd.concat([_frame(stored), _frame(kept), *[_frame(r) for r in spans]],
+                      ignore_index=True)
+    cells = cells.groupby(["day", "score", "bucket", "matured"], as_index=False)[
+        ["leads", "probability_sum"]].sum()
+    return cells[cells["leads"] != 0].reset_index(drop=True)
+
+
+def converted_cells(engine: sa.Engine, model: str, start: datetime, end: datetime,
+                    matured_by: datetime, horizon_days: int,
+                    conversion_stages: Sequence[str]) -> pd.DataFrame:
+    """Matured deduplicated scores whose lead converted within the horizon after their as_of,
+    as (week's Monday, score, bucket, converted): the query starts from the converted leads, so it
+    costs their scores, not the window's."""
+    s, o = score_log, outcomes
+    dialect = engine.dialect.name
+    conv = sa.select(o.c.lead_id, sa.func.min(o.c.at).label("c")).where(
+        o.c.stage.in_(list(conversion_stages))).group_by(o.c.lead_id).subquery("conv")
+    rn = sa.func.row_number().over(partition_by=(s.c.lead_id, _AT),
+                                   order_by=(s.c.scored_at.desc(), s.c.id.desc()))
+    cand = sa.select(_AT.label("at"), s.c.probability, s.c.score, conv.c.c, rn.label("rn")
+                     ).join(conv, s.c.lead_id == conv.c.lead_id).where(
+        s.c.model_name == model, start <= _AT, end > _AT, matured_by >= _AT).subquery("cand")
+    if dialect == "postgresql":
+        within = cand.c.c <= cand.c.at + sa.func.make_interval(0, 0, 0, horizon_days)
+    else:
+        within = sa.func.julianday(cand.c.c) - sa.func.julianday(cand.c.at) <= horizon_days
+    day, bucket = _day(dialect, cand.c.at), _bucket(dialect, cand.c.probability)
+    query = sa.select(day.label("day"), cand.c.score, bucket.label("bucket"),
+                      sa.func.count().label("converted")).where(
+        cand.c.rn == 1, cand.c.c > cand.c.at, within).group_by(day, cand.c.score, bucket)
+    with engine.connect() as conn:
+        rows = conn.execute(query).all() if matured_by >= start else []
+    frame = pd.DataFrame([tuple(r) for r in rows], columns=["day", "score", "bucket",
+                                                            "converted"])
+    days = pd.to_datetime(frame["day"].astype("str"))
+    frame["day"] = (days - pd.to_timedelta(days.dt.day_of_week, unit="D")).dt.date
+    frame = frame.groupby(["day", "score", "bucket"], as_index=False)["converted"].sum()
+    return frame.astype({"score": "int64", "bucket": "int64", "converted": "int64"})
+
+
+def auc_of(bucket: np.ndarray, leads: np.ndarray, converted: np.ndarray) -> float | None:
+    """ROC AUC from counts per probability bucket (scores in one bucket are ties)."""
+    order = np.unique(bucket, return_inverse=True)[1]
+    pos = np.bincount(order, weights=converted)
+    neg = np.bincount(order, weights=leads - converted)
+    p, n = pos.sum(), neg.sum()
+    if p == 0 or n == 0:
+        return None
+    below = np.cumsum(neg) - neg
+    return float((pos * (below + 0.5 * neg)).sum() / (p * n))

@@ -5,10 +5,12 @@ exception machinery cost 0.14 to 0.15 ms of CPU on top of the scoring (the app c
 in-process, best of 5 runs of 1,000: 961 against 815 us a request). This middleware answers
 the common case itself: a key the key ring checked within its ttl, a body that parses, a
 request the route accepts. It runs the route's own functions (`accept`, then `answers`), so
-the answer is the route's, byte for byte (`tests/serving/test_score_api.py` compares them),
+the answer is the route's, byte for byte (the route answers when the key ring cannot vouch
+for a key, in a database outage),
 and it scores the requests that arrive together in one pass (`serving.batching`).
 
-Anything else (no key, or one not checked within the ttl; a body that does not parse; any
+Anything else (no key, or one not checked within the ttl, which `serving.limits` has just
+checked from the headers unless the database is down; a body that does not parse; any
 refusal or fault) goes to the app unchanged, with the body replayed: FastAPI then answers as
 it always has, with the same 401, 422 or 503. `accept` raises every refusal before its
 first side effect, so a request handed on is scored and logged once. Any other exception is

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -40,8 +41,16 @@ def _iso_only(value: Any) -> Any:
 
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 """A finite JSON number: not NaN or Infinity (1e309 is Infinity), not true, not "3"."""
+def _in_range(value: datetime) -> datetime:
+    """`When`'s range, compared in UTC (pydantic's own `ge` cannot compare a naive time with
+    an aware bound once a Python validator runs)."""
+    if not EARLIEST <= (value if value.tzinfo else value.replace(tzinfo=UTC)) < LATEST:
+        raise ValueError(f"a time from {EARLIEST:%Y-%m-%d} and before {LATEST:%Y-%m-%d} (UTC)")
+    return value
+
+
 _IN_RANGE = Field(ge=EARLIEST, lt=LATEST)  # compared in UTC, in Rust
-When = Annotated[datetime, BeforeValidator(_iso_only), _IN_RANGE]
+When = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_in_range)]
 """A time in a request: ISO 8601 text (a date alone is its midnight, no zone is UTC), from
 1900 and before 2200 in UTC (`propensity.timestamps.EARLIEST`, `LATEST`)."""
 EventTime = Annotated[datetime, Strict(), _IN_RANGE]

@@ -130,7 +130,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     # the fast path runs inside the limit (bodies arrive whole) and the metrics (its requests
     # are counted); the limit runs inside the metrics, so refused bodies are counted too
     app.add_middleware(ScoreFastPath, metrics=metrics)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
+                       timeout=settings.body_timeout_seconds)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     def openapi() -> dict[str, Any]:

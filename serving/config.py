@@ -17,6 +17,15 @@ class ServingSettings(Settings):
     log_flush_seconds: float = 0.5
     max_body_bytes: int = 16 * 1024 * 1024
     """A larger body is refused (413) while it is read, before any parsing."""
+    body_timeout_seconds: float = 15.0
+    """A body must have arrived whole within this, from the end of its headers (408)."""
+    header_timeout_seconds: float = 5.0
+    """A request's headers must have arrived within this, from the connection or the request's
+    first byte (408, closed): what `propensity serve` runs enforces it (`EdgeProtocol`)."""
+    max_header_bytes: int = 64 * 1024
+    """The request line and headers together (431, closed)."""
+    max_connections: int = 500
+    """Open connections per worker; past it a new one is answered 503 with Retry-After."""
     max_leads: int = 1000
     max_events: int = 10_000
     """Events per lead."""

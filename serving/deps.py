@@ -1,7 +1,8 @@
 """Dependencies as `Annotated` aliases: the app state a route needs, who is calling, the body.
 
-Order matters and is kept by construction: a body dependency (`json_body`) depends on the
-caller's key, so FastAPI checks the key before a byte of the body is parsed. A request
+Order matters and is kept by construction: the key is checked from the headers before a byte
+of the body is read (`serving.limits.BodyLimitMiddleware`, with `key_of` below), and a body
+dependency (`json_body`) checks it again (from the key ring's cache) before parsing. A request
 without a key gets a 401, never a 422 that describes the schema to a stranger.
 """
 
@@ -16,6 +17,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel, ValidationError
 
 from propensity.api_keys import KeyInfo, KeyRing, KeyUnavailable
@@ -24,6 +26,7 @@ from propensity.threshold_store import ThresholdStore
 from serving.config import ServingSettings
 from serving.metrics import Metrics
 from serving.model_store import ModelStore
+from serving.schemas import json_problem
 from serving.scorelog import ScoreLog
 
 bearer = HTTPBearer(auto_error=False)
@@ -52,15 +55,24 @@ async def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-async def _key_of(state: AppState, creds: HTTPAuthorizationCredentials | None) -> KeyInfo:
+def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The bearer token of raw ASGI headers, read as FastAPI's HTTPBearer reads it (its own
+    helper): for the layers that run before FastAPI does."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, token = get_authorization_scheme_param(value.decode("latin-1"))
+            return token or None if scheme.lower() == "bearer" else None
+    return None
+
+
+async def key_of(keys: KeyRing, token: str | None) -> KeyInfo:
     """The caller's key, checked: 401 without a valid one, 503 when it cannot be checked."""
-    if creds is None or creds.scheme.lower() != "bearer":
+    if token is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing API key: send "
                             "'Authorization: Bearer <key>'",
                             headers={"WWW-Authenticate": "Bearer"})
     try:  # a key checked within the ttl costs no query (and no thread hop)
-        info = state.keys.cached(creds.credentials) or await run_in_threadpool(
-            state.keys.lookup, creds.credentials)
+        info = keys.cached(token) or await run_in_threadpool(keys.lookup, token)
     except KeyUnavailable:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the key cannot be checked: "
                             "the database is unreachable; try again shortly",
@@ -69,6 +81,11 @@ async def _key_of(state: AppState, creds: HTTPAuthorizationCredentials | None) -
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown, revoked or expired API key",
                             headers={"WWW-Authenticate": "Bearer"})
     return info
+
+
+async def _key_of(state: AppState, creds: HTTPAuthorizationCredentials | None) -> KeyInfo:
+    token = None if creds is None or creds.scheme.lower() != "bearer" else creds.credentials
+    return await key_of(state.keys, token)
 
 
 def allowed(info: KeyInfo, scopes: tuple[str, ...]) -> KeyInfo:
@@ -101,6 +118,18 @@ def validation_error(exc: ValidationError) -> RequestValidationError:
         [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)])
 
 
+def parse_json(model: type[M], body: bytes) -> M:
+    """A request body as `model`: a key given twice or a NUL anywhere is a 422 like any
+    other field's (`json_problem`); then pydantic, straight from the JSON bytes."""
+    problem = json_problem(body)
+    if problem is not None:
+        raise RequestValidationError([{**problem, "loc": ("body", *problem["loc"])}])
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
 def json_body(model: type[M], scope: str, *also: str) -> Callable[..., Coroutine[Any, Any, M]]:
     """A dependency that checks the key for `scope` (or one of `also`), then parses the body
     with pydantic straight from the JSON bytes (Rust, not json.loads + dicts: a 1,000-lead
@@ -115,10 +144,7 @@ def json_body(model: type[M], scope: str, *also: str) -> Callable[..., Coroutine
     async def parse(request: Request) -> M:
         info = await _key_of(request.app.state.propensity, await bearer(request))
         allowed(info, scopes)
-        try:
-            return model.model_validate_json(await request.body())
-        except ValidationError as exc:
-            raise validation_error(exc) from None
+        return parse_json(model, await request.body())
 
     return parse
 

@@ -5,10 +5,12 @@ exception machinery cost 0.14 to 0.15 ms of CPU on top of the scoring (the app c
 in-process, best of 5 runs of 1,000: 961 against 815 us a request). This middleware answers
 the common case itself: a key the key ring checked within its ttl, a body that parses, a
 request the route accepts. It runs the route's own functions (`accept`, then `answers`), so
-the answer is the route's, byte for byte (`tests/serving/test_score_api.py` compares them),
+the answer is the route's, byte for byte (the route answers when the key ring cannot vouch
+for a key, in a database outage),
 and it scores the requests that arrive together in one pass (`serving.batching`).
 
-Anything else (no key, or one not checked within the ttl; a body that does not parse; any
+Anything else (no key, or one not checked within the ttl, which `serving.limits` has just
+checked from the headers unless the database is down; a body that does not parse; any
 refusal or fault) goes to the app unchanged, with the body replayed: FastAPI then answers as
 it always has, with the same 401, 422 or 503. `accept` raises every refusal before its
 first side effect, so a request handed on is scored and logged once. Any other exception is
@@ -21,12 +23,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi.security.utils import get_authorization_scheme_param
-from pydantic import ValidationError
+from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from serving.batching import Batcher
-from serving.deps import AppState, allowed
+from serving.deps import AppState, allowed, bearer_token, parse_json
 from serving.errors import DATABASE_OUTAGES
 from serving.limits import replaying
 from serving.metrics import Metrics
@@ -35,7 +36,8 @@ from serving.schemas import ScoreRequest
 
 PATH = "/v1/score"
 _HEADERS = [(b"content-type", b"application/json")]
-HANDED_ON: tuple[type[Exception], ...] = (HTTPException, ValidationError, *DATABASE_OUTAGES)
+HANDED_ON: tuple[type[Exception], ...] = (HTTPException, RequestValidationError,
+                                          *DATABASE_OUTAGES)
 """What the app answers itself: refusals, a body that does not parse, a database outage."""
 
 
@@ -74,13 +76,13 @@ class ScoreFastPath:
         state: AppState | None = getattr(scope["app"].state, "propensity", None)
         if state is None:
             return None
-        token = _bearer(scope["headers"])
+        token = bearer_token(scope["headers"])
         info = None if token is None else state.keys.cached(token)
         if info is None:
             return None
         try:
             allowed(info, ("score",))
-            accepted = accept(state, ScoreRequest.model_validate_json(body))
+            accepted = accept(state, parse_json(ScoreRequest, body))
             return await self._batcher.answer(state, accepted)
         except HANDED_ON:
             return None  # the app answers it, as it would have (an outage: 503)
@@ -92,11 +94,3 @@ def _route_path(scope: Any) -> str:
     root: str = scope.get("root_path", "")
     return path[len(root):] if root and path.startswith(root) else path
 
-
-def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """The bearer token, read as FastAPI's HTTPBearer reads it (its own helper)."""
-    for name, value in headers:
-        if name == b"authorization":
-            scheme, token = get_authorization_scheme_param(value.decode("latin-1"))
-            return token or None if scheme.lower() == "bearer" else None
-    return None

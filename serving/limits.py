@@ -1,32 +1,56 @@
-"""Limits applied before any work: body size and media type at the door, list caps per request.
+"""Limits applied before any work: connections, headers, key, body, then list caps per request.
 
-The body is read by this middleware, up to `max_body_bytes`, before a route (or FastAPI's
-parser) sees it: a client that sends more gets a 413 while the server has buffered at most the
-limit, so eight 50 MB posts cost eight times the limit, not 400 MB of parsed JSON. A body that
-is not `application/json` gets a 415 before anything reads it. The list caps live here too, in
-one place, so the routes and the documentation name the same numbers.
+In the order a request meets them:
+- `EdgeProtocol` (uvicorn's httptools protocol, `propensity serve` runs it): past
+  `max_connections` open connections a worker answers 503 + `Retry-After` to each new one as
+  soon as its headers end, without parsing them; headers must end within
+  `header_timeout_seconds` (408, closed) and stay under `max_header_bytes` (431, closed).
+  Without it, 3,000 connections that sent half a request were all still open after 30 s.
+- `BodyLimitMiddleware`: under /v1 the key is checked from the headers before a byte of the
+  body is read (401 and the connection closed: a stranger's upload costs nothing). A body that
+  is not `application/json` gets a 415; the body is then read up to `max_body_bytes` (413
+  past it, with at most the limit buffered) and within `body_timeout_seconds` (408, closed),
+  before a route (or FastAPI's parser) sees it. A client gone before its body arrived is
+  counted as a 499 in /metrics (nginx's "client closed request"), not as a 5xx.
+The list caps live here too, in one place, so the routes and the documentation name the same
+numbers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from functools import cached_property
 from typing import Any
 
 from fastapi import HTTPException, status
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from serving.config import ServingSettings
+from serving.config import ServingSettings, get_serving_settings
+from serving.deps import AppState, bearer_token, key_of
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+CLIENT_GONE = 499
+"""The status /metrics counts a request under when its client left before sending its body."""
 
 
-def _reply(status_code: int, detail: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def _reply(status_code: int, detail: str, headers: Mapping[str, str] | None = None,
+           ) -> tuple[dict[str, Any], dict[str, Any]]:
     body = json.dumps({"detail": detail}).encode()
     start = {"type": "http.response.start", "status": status_code,
              "headers": [(b"content-type", b"application/json"),
                          (b"content-length", str(len(body)).encode()),
-                         (b"connection", b"close")]}
+                         (b"connection", b"close"),
+                         *((k.lower().encode(), v.encode()) for k, v in (headers or {}).items())]}
     return start, {"type": "http.response.body", "body": body}
+
+
+def _raw(status_line: str, detail: str, headers: Mapping[str, str] | None = None) -> bytes:
+    """A whole HTTP/1.1 answer as bytes, for the protocol (no ASGI app involved)."""
+    start, body = _reply(int(status_line.split()[0]), detail, headers)
+    lines = [f"HTTP/1.1 {status_line}".encode(), *(k + b": " + v for k, v in start["headers"])]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body["body"]
 
 
 def replaying(first: dict[str, Any], receive: Any) -> Callable[[], Awaitable[dict[str, Any]]]:
@@ -45,15 +69,27 @@ def replaying(first: dict[str, Any], receive: Any) -> Callable[[], Awaitable[dic
 
 
 class BodyLimitMiddleware:
-    """Pure ASGI: 415 for a body that is not JSON, 413 past `max_bytes` (read, never parsed)."""
+    """Pure ASGI: the key before the body under /v1; 415 for a body that is not JSON, 413 past
+    `max_bytes` (read, never parsed), 408 when it has not all arrived within `timeout`."""
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    def __init__(self, app: Any, max_bytes: int, timeout: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
             await self.app(scope, receive, send)
+            return
+        state: AppState | None = getattr(scope["app"].state, "propensity", None)
+        if state is None or not _route_path(scope).startswith("/v1/"):
+            # no route outside /v1 takes a body: the app answers (404, 405) without reading it
+            await self.app(scope, receive, send)
+            return
+        try:  # the scope is the route's to check; a key that is not one never sends a byte
+            await key_of(state.keys, bearer_token(scope["headers"]))
+        except HTTPException as exc:
+            await self._send(send, exc.status_code, str(exc.detail), exc.headers)
             return
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")
@@ -76,32 +112,137 @@ class BodyLimitMiddleware:
             if declared > self.max_bytes:
                 await self._send(send, status.HTTP_413_CONTENT_TOO_LARGE, self._too_large())
                 return
+        try:
+            async with asyncio.timeout(self.timeout):
+                body = await self._read(receive, send)
+        except TimeoutError:
+            await self._send(send, status.HTTP_408_REQUEST_TIMEOUT,
+                             f"the body did not arrive within {self.timeout:g} s "
+                             "(PROPENSITY_BODY_TIMEOUT_SECONDS)")
+            return
+        if body is not None:
+            await self.app(scope, replaying(body, receive), send)
+
+    async def _read(self, receive: Any, send: Any) -> dict[str, Any] | None:
+        """The whole body as one message, or None once the answer is sent (413, or the
+        client gone)."""
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return
+                # nobody reads this answer; /metrics counts it apart from the server's faults
+                await self._send(send, CLIENT_GONE, "the client left before its body arrived")
+                return None
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
                 await self._send(send, status.HTTP_413_CONTENT_TOO_LARGE, self._too_large())
-                return
+                return None
             chunks.append(chunk)
             if not message.get("more_body", False):
-                break
-        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-        await self.app(scope, replaying(body, receive), send)
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
     def _too_large(self) -> str:
         return (f"the body is larger than {self.max_bytes:,} bytes (PROPENSITY_MAX_BODY_BYTES): "
                 "split the batch")
 
     @staticmethod
-    async def _send(send: Any, code: int, detail: str) -> None:
-        start, body = _reply(code, detail)
+    async def _send(send: Any, code: int, detail: str,
+                    headers: Mapping[str, str] | None = None) -> None:
+        start, body = _reply(code, detail, headers)
         await send(start)
         await send(body)
+
+
+def _route_path(scope: Any) -> str:
+    """The path the router matches: without the root path a proxy mounts the app under."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
+
+
+class EdgeProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits it lacks for connections and headers (it
+    has a keep-alive timeout between requests, and nothing before or during the first one).
+
+    Its settings are the worker's `ServingSettings` (read from the environment, as the app
+    reads them): uvicorn builds the protocol itself, with its own arguments."""
+
+    _refused = False
+    _header_timer: asyncio.TimerHandle | None = None
+    _header_bytes = 0
+    _tail = b""
+
+    @cached_property
+    def _settings(self) -> ServingSettings:
+        return get_serving_settings()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._refused = len(self.connections) > self._settings.max_connections
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._header_timer is not None and b"\r\n\r\n" not in data:
+            # headers still on their way (llhttp would buffer them without end)
+            self._header_bytes += len(data)
+            if self._header_bytes > self._settings.max_header_bytes:
+                self._close_with("431 Request Header Fields Too Large",
+                                 f"the request's headers are over "
+                                 f"{self._settings.max_header_bytes} bytes "
+                                 "(PROPENSITY_MAX_HEADER_BYTES)")
+                return
+        if not self._refused:
+            super().data_received(data)
+            return
+        # over the cap: the request is not parsed, only waited for, to be answered
+        ended = b"\r\n\r\n" in self._tail + data[:3] or b"\r\n\r\n" in data
+        self._tail = (self._tail + data[-3:])[-3:]
+        if ended:
+            self._close_with("503 Service Unavailable",
+                             f"this worker has {self._settings.max_connections} connections "
+                             "open (PROPENSITY_MAX_CONNECTIONS): try again shortly",
+                             {"Retry-After": "1"})
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        self._header_bytes = 0
+        super().on_headers_complete()
+
+    def _arm(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self._settings.header_timeout_seconds,
+                                                      self._headers_late)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if self._refused:
+            self.transport.close()
+            return
+        self._close_with("408 Request Timeout",
+                         f"the request's headers did not arrive within "
+                         f"{self._settings.header_timeout_seconds:g} s "
+                         "(PROPENSITY_HEADER_TIMEOUT_SECONDS)")
+
+    def _close_with(self, status_line: str, detail: str,
+                    headers: Mapping[str, str] | None = None) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(_raw(status_line, detail, headers))
+            self.transport.close()
 
 
 def too_many(where: str, count: int, noun: str, cap: int, setting: str,

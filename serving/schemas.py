@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -17,7 +19,8 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
-from propensity.timestamps import as_utc
+from propensity.monitoring.outcomes import Outcome
+from propensity.timestamps import EARLIEST, LATEST, as_utc
 
 Persona = Literal["end_user", "champion", "executive", "unknown"]
 
@@ -38,11 +41,78 @@ def _iso_only(value: Any) -> Any:
 
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 """A finite JSON number: not NaN or Infinity (1e309 is Infinity), not true, not "3"."""
-When = Annotated[datetime, BeforeValidator(_iso_only)]
-"""A time in a request: ISO 8601 text (a date alone is its midnight, no zone is UTC)."""
-EventTime = Annotated[datetime, Strict()]
+def _in_range(value: datetime) -> datetime:
+    """`When`'s range, compared in UTC (pydantic's own `ge` cannot compare a naive time with
+    an aware bound once a Python validator runs)."""
+    if not EARLIEST <= (value if value.tzinfo else value.replace(tzinfo=UTC)) < LATEST:
+        raise ValueError(f"a time from {EARLIEST:%Y-%m-%d} and before {LATEST:%Y-%m-%d} (UTC)")
+    return value
+
+
+_IN_RANGE = Field(ge=EARLIEST, lt=LATEST)  # compared in UTC, in Rust
+When = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_in_range)]
+"""A time in a request: ISO 8601 text (a date alone is its midnight, no zone is UTC), from
+1900 and before 2200 in UTC (`propensity.timestamps.EARLIEST`, `LATEST`)."""
+EventTime = Annotated[datetime, Strict(), _IN_RANGE]
 """An event's time: RFC 3339 text only, checked in Rust (a batch carries 50,000 of them; a
-Python validator per event would cost 40 ms)."""
+Python validator per event would cost 40 ms), in the same range as `When`."""
+NUL = b"\\u0000"
+"""A NUL in JSON text (a raw one is not JSON): SQLite stores it, PostgreSQL refuses it."""
+
+
+class _Object(list[tuple[str, Any]]):
+    """A JSON object as its pairs in order, duplicates kept (to say where one is)."""
+
+
+def _no_dicts(pairs: list[tuple[str, Any]]) -> None:
+    """`json.loads`' object hook for the check: raises at a key given twice, builds nothing."""
+    if len(pairs) > 1 and len({k for k, _ in pairs}) < len(pairs):
+        raise _Duplicate
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def json_problem(body: bytes) -> dict[str, Any] | None:
+    """What a body's JSON holds that a model cannot see, as a validation error (`loc` from the
+    body, `msg`, `type`): a key given twice in one object (pydantic keeps the last silently)
+    or a NUL in a string (stored on SQLite, refused by PostgreSQL: refused here on both).
+    None when there is neither, or when the body is not JSON (pydantic says why)."""
+    try:
+        json.loads(body, object_pairs_hook=_no_dicts)
+    except _Duplicate:
+        pass
+    except (ValueError, RecursionError):
+        return None
+    else:
+        if NUL not in body:
+            return None
+    try:
+        return _locate(json.loads(body, object_pairs_hook=_Object), [])
+    except RecursionError:
+        return {"loc": [], "msg": "a key given twice or a NUL character (\\u0000)",
+                "type": "value_error"}
+
+
+def _locate(value: Any, loc: list[str | int]) -> dict[str, Any] | None:
+    if isinstance(value, _Object):
+        seen: set[str] = set()
+        for key, item in value:
+            if key in seen:
+                return {"loc": [*loc, key], "type": "duplicate_key",
+                        "msg": f"{key!r} is given twice in one object (which one is meant?)"}
+            seen.add(key)
+            if (found := _locate(key, [*loc, key]) or _locate(item, [*loc, key])) is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if (found := _locate(item, [*loc, i])) is not None:
+                return found
+    elif isinstance(value, str) and "\x00" in value:
+        return {"loc": loc, "type": "nul_character",
+                "msg": "text may not hold a NUL character (\\u0000)"}
+    return None
 
 
 class EventIn(TypedDict):
@@ -88,6 +158,13 @@ class OpportunityIn(BaseModel):
             raise ValueError(f"a {self.status} opportunity needs closed_at "
                              "(closed_without_date)")
         return self
+
+
+class OutcomeIn(Outcome):
+    """An outcome as a CRM sends it: `at` is ISO 8601 text in range, `amount` finite."""
+
+    at: When = Field(description="when it happened (naive means UTC)")
+    amount: Number | None = Field(default=None, ge=0)
 
 
 class ContactEventIn(TypedDict):

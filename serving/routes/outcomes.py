@@ -9,8 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from propensity.contract import DEFAULT_STAGES
-from propensity.monitoring.outcomes import Outcome, outcome_stages, record
+from propensity.monitoring.outcomes import outcome_stages, record
 from serving.deps import StateDep, body_doc, json_body
+from serving.schemas import OutcomeIn
 
 router = APIRouter(prefix="/v1", tags=["outcomes"])
 MODEL = "lead-conversion"
@@ -19,7 +20,7 @@ MAX_OUTCOMES = 10_000
 
 class OutcomesIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    outcomes: list[Outcome] = Field(min_length=1, max_length=MAX_OUTCOMES)
+    outcomes: list[OutcomeIn] = Field(min_length=1, max_length=MAX_OUTCOMES)
 
 
 class OutcomesOut(BaseModel):

@@ -54,14 +54,20 @@ class ThresholdsIn(BaseModel):
         return self
 
 
+MAX_WEEKLY = 1_000_000
+
+
 class RecommendIn(BaseModel):
     """Sales capacity (reps x leads a rep works a week, or leads a week), or a target."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    reps: int | None = Field(None, ge=1)
-    leads_per_rep_per_week: float | None = Field(None, gt=0)
-    capacity_per_week: float | None = Field(None, gt=0)
+    # bounded so their product is a finite float (1 followed by 400 zeros reps overflowed it,
+    # and 1e309 is infinity); a million MQLs a week is past any sales team
+    reps: int | None = Field(None, ge=1, le=MAX_WEEKLY)
+    leads_per_rep_per_week: float | None = Field(None, gt=0, le=MAX_WEEKLY,
+                                                 allow_inf_nan=False)
+    capacity_per_week: float | None = Field(None, gt=0, le=MAX_WEEKLY, allow_inf_nan=False)
     min_precision: float | None = Field(None, gt=0, le=1)
     min_recall: float | None = Field(None, gt=0, le=1)
 
@@ -94,7 +100,8 @@ def _base(body: ThresholdsIn, if_match: str | None) -> int:
         return body.base_version
     if if_match is not None:
         text = if_match.strip().removeprefix("W/").strip('"')
-        if text.isdigit() and int(text) <= VERSION_MAX:
+        # ASCII digits only: "²".isdigit() is true and int("²") fails
+        if text.isascii() and text.isdigit() and int(text) <= VERSION_MAX:
             return int(text)
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
             "loc": ["header", "if-match"], "msg": "If-Match is the version number the change "

@@ -18,6 +18,11 @@ NEVER = np.iinfo("int64").max
 """'Not happened' in int64 microsecond arrays: sorts after every real time."""
 DAY_US = 86_400_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+"""The times a request may carry: from EARLIEST, before LATEST (in UTC). Outside them is a
+placeholder or a typo (0001-01-01, 9999-12-31), and the windows and horizons computed from
+it (as_of - 365 days, end + 1 day, a zone's offset) would leave Python's datetime range."""
 
 
 def to_micros(values: pd.Series) -> np.ndarray:

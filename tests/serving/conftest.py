@@ -91,10 +91,10 @@ def start_server(models_dir: Path, db_url: str, workdir: Path, data: Path | None
            "PROPENSITY_SPOOL_DIR": str(workdir / "spool"), **(env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
     log = (workdir / f"server-{port}.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "serving.app:create_app", "--factory", "--host",
-         "127.0.0.1", "--port", str(port), "--http", "httptools", "--loop", "uvloop",
-         "--no-access-log"], env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(  # as `propensity serve` runs it (its uvicorn settings)
+        [sys.executable, "-c", "from propensity.cli import main; main()", "serve", "--host",
+         "127.0.0.1", "--port", str(port)], env=env, cwd=workdir, stdout=log,
+        stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:

@@ -4,11 +4,14 @@ Generated requests (valid and invalid) go to a real uvicorn serving the three ch
 5xx, an undocumented status, a response that breaks its schema, a valid request refused or an
 invalid one accepted fails the test. Bounded (examples per operation, a fixed seed) so that it
 takes well under a minute; `tests/serving/schemathesis.toml` says which cross-field rules
-JSON Schema cannot state and therefore where a 422 is an expected answer.
+JSON Schema cannot state and therefore where a 422 is an expected answer. The long run
+(issue 27: >= 1,000 examples per operation) is the same test with
+`PROPENSITY_SCHEMATHESIS_EXAMPLES=1000`, outside CI's budget.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,15 +20,17 @@ from tests.serving.conftest import Server
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 BIN = Path(sys.executable).parent / "schemathesis"
+EXAMPLES = os.environ.get("PROPENSITY_SCHEMATHESIS_EXAMPLES", "25")
 
 
 def test_schemathesis_finds_nothing(server: Server, tmp_path: Path) -> None:
     out = subprocess.run(
         [str(BIN), "--config-file", str(CONFIG), "run", f"{server.url}/openapi.json",
-         "--checks", "all", "--max-examples", "25", "--seed", "14",
+         "--checks", "all", "--max-examples", EXAMPLES, "--seed", "14",
          "--header", f"Authorization: Bearer {server.admin_key}",
          "--report", "junit", "--report-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path)
+        capture_output=True, text=True, timeout=300 * max(1, int(EXAMPLES) // 25),
+        check=False, cwd=tmp_path)
     summary = out.stdout[-6000:]
     assert out.returncode == 0, summary + out.stderr[-2000:]
     with server.client() as http:  # every operation the schema lists was exercised

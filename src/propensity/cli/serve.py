@@ -15,6 +15,11 @@ from propensity.cli._common import console, fail
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
+EDGE_PROTOCOL = "serving.limits:EdgeProtocol"
+"""uvicorn's httptools protocol with a connection cap and header limits (imported by each
+worker, as the app is)."""
+KEEP_ALIVE_SECONDS = 5
+"""An idle keep-alive connection is closed after this (uvicorn's timeout_keep_alive)."""
 keys_app = typer.Typer(help="API keys of the scorer.", no_args_is_help=True)
 
 
@@ -24,7 +29,9 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes")] = 1,
     data: Annotated[Path | None, typer.Option(help="Export folder for /v1/funnel")] = None,
 ) -> None:
-    """Run the FastAPI scorer with uvicorn (httptools, uvloop)."""
+    """Run the FastAPI scorer with uvicorn (httptools, uvloop), with the scorer's limits on
+    connections and headers (serving.limits.EdgeProtocol; PROPENSITY_MAX_CONNECTIONS,
+    PROPENSITY_HEADER_TIMEOUT_SECONDS, PROPENSITY_MAX_HEADER_BYTES)."""
     import uvicorn
 
     if data is not None:
@@ -32,8 +39,8 @@ def serve(
         os.environ["PROPENSITY_DATA_PATH"] = str(data.resolve())
     console.print(f"scorer on http://{host}:{port} (docs at /docs)", highlight=False)
     uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers,
-                http="httptools", loop="uvloop", access_log=False, log_level="warning",
-                timeout_graceful_shutdown=30)
+                http=EDGE_PROTOCOL, loop="uvloop", access_log=False, log_level="warning",
+                timeout_keep_alive=KEEP_ALIVE_SECONDS, timeout_graceful_shutdown=30)
 
 
 def _engine() -> sa.Engine:

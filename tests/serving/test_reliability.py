@@ -482,8 +482,11 @@ def test_27_2_kill_9_of_a_worker_and_of_the_server_loses_no_acknowledged_score(
                                                       "base_version": base})
                 assert r.status_code == 200, (trial, r.text)
         master = psutil.Process(srv.process.pid)
-        workers = _until(lambda: len(master.children()) == 2 and master.children())
-        assert workers
+        def spawned() -> list[Any]:
+            return [p for p in master.children() if "spawn_main" in " ".join(p.cmdline())]
+
+        workers = _until(lambda: len(spawned()) == 2 and spawned())
+        assert workers, [p.cmdline() for p in master.children()]
         loader = threading.Thread(target=_load, args=(srv, "k9-", stop, acked))
         loader.start()
         _until(lambda: len(acked) > 100, timeout=30, every=0.05)

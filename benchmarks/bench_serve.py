@@ -11,6 +11,12 @@ framework and the machine cost that day: this shared machine runs the same code 
 on some days than on others.
 
     .venv/bin/python benchmarks/bench_serve.py --seconds 15
+
+Each worker count runs the scorer twice, with the durable score log (the default: a score is
+answered once its row is fdatasynced to local disk) and without (`PROPENSITY_LOG_DURABLE=
+false`: rows wait in memory for the next flush), so the durable log's cost is measured beside
+what it costs nothing, in one run. `--log durable` (or `fast`) runs one of them only;
+`--no-mlflow` leaves out `mlflow models serve`.
 """
 
 from __future__ import annotations
@@ -151,8 +157,29 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _line(label: str, r: dict) -> str:
+    cpu = f"   CPU {r['cpu_ms']:.2f} ms a request" if "cpu_ms" in r else ""
     return (f"{label:<44} {r['rps']:>9,.0f} req/s   p50 {r['p50_ms']:6.1f} ms   "
-            f"p99 {r['p99_ms']:6.1f} ms   non-2xx {r['errors']}")
+            f"p99 {r['p99_ms']:6.1f} ms   non-2xx {r['errors']}{cpu}")
+
+
+def _cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
+    """CPU time the server's processes have used: on a machine other sessions load, CPU a
+    request moves far less than requests a second do."""
+    tree = psutil.Process(proc.pid)
+    total = 0.0
+    for p in [tree, *tree.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def _wrk_cpu(proc: subprocess.Popen[bytes], url: str, body: dict | None,
+             headers: dict[str, str], seconds: int, conns: int) -> dict:
+    before = _cpu_seconds(proc)
+    r = wrk(url, body, headers, seconds, conns)
+    r["cpu_ms"] = (_cpu_seconds(proc) - before) * 1e3 / max(r["rps"] * seconds, 1.0)
+    return r
 
 
 def main() -> None:
@@ -160,6 +187,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--log", choices=["both", "durable", "fast"], default="both")
+    parser.add_argument("--no-mlflow", action="store_true")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the log modes this many times, alternating")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -191,42 +222,48 @@ def main() -> None:
     theirs_body = {"dataframe_records": [row]}
     lines = []
     try:
+        modes = {"both": [True, False], "durable": [True], "fast": [False]}[args.log]
         for workers in args.workers:
-            port = free_port()
-            ours = _start([str(BIN / "propensity"), "serve", "--port", str(port),
-                           "--workers", str(workers)], env, tmp)
-            try:
-                wait(f"http://127.0.0.1:{port}/readyz")
-                settled(ours)
-                url = f"http://127.0.0.1:{port}/v1/score"
-                check = httpx.post(url, json={"leads": [lead]}, headers=auth, timeout=30)
-                check.raise_for_status()
-                assert check.json()["scores"][0]["reasons"]["positive"], check.text
-                for explain in (True, False):
-                    r = wrk(url, {"leads": [lead], "explain": explain}, auth, args.seconds,
-                            args.connections)
-                    lines.append(_line(f"propensity serve, {workers} worker(s), "
-                                       f"{'reasons' if explain else 'explain=false'}", r))
+            for durable in modes * args.rounds:
+                log_env = {**env, "PROPENSITY_LOG_DURABLE": str(durable).lower()}
+                mode = "durable log" if durable else "log not durable"
+                port = free_port()
+                ours = _start([str(BIN / "propensity"), "serve", "--port", str(port),
+                               "--workers", str(workers)], log_env, tmp)
+                try:
+                    wait(f"http://127.0.0.1:{port}/readyz")
+                    settled(ours)
+                    url = f"http://127.0.0.1:{port}/v1/score"
+                    check = httpx.post(url, json={"leads": [lead]}, headers=auth, timeout=30)
+                    check.raise_for_status()
+                    assert check.json()["scores"][0]["reasons"]["positive"], check.text
+                    for explain in (True, False):
+                        r = _wrk_cpu(ours, url, {"leads": [lead], "explain": explain}, auth,
+                                     args.seconds, args.connections)
+                        lines.append(_line(f"ours, {workers} w, {mode}, "
+                                           f"{'reasons' if explain else 'explain=false'}", r))
+                        print(lines[-1], flush=True)
+                    # the framework's and the machine's share (see the module's docstring)
+                    r = _wrk_cpu(ours, f"http://127.0.0.1:{port}/healthz", None, {},
+                                 args.seconds, args.connections)
+                    lines.append(_line(f"ours, {workers} w, {mode}, GET /healthz", r))
                     print(lines[-1], flush=True)
-                # the framework's and the machine's share (see the module's docstring)
-                r = wrk(f"http://127.0.0.1:{port}/healthz", None, {}, args.seconds,
-                        args.connections)
-                lines.append(_line(f"propensity serve, {workers} worker(s), GET /healthz", r))
-                print(lines[-1], flush=True)
-                if workers == max(args.workers):
-                    batch = {"leads": [{**lead, "lead_id": f"b{i}"} for i in range(1000)]}
-                    times = []
-                    with httpx.Client(timeout=60) as http:
-                        for _ in range(5):
-                            t0 = time.perf_counter()
-                            http.post(url, json=batch, headers=auth).raise_for_status()
-                            times.append(time.perf_counter() - t0)
-                    lines.append(f"a batch of 1,000 such leads: median "
-                                 f"{statistics.median(times):.3f} s, best {min(times):.3f} s "
-                                 "(5 runs, JSON in and out included)")
-                    print(lines[-1], flush=True)
-            finally:
-                _stop(ours)
+                    if workers == max(args.workers):
+                        batch = {"leads": [{**lead, "lead_id": f"b{i}"} for i in range(1000)]}
+                        times = []
+                        with httpx.Client(timeout=60) as http:
+                            for _ in range(5):
+                                t0 = time.perf_counter()
+                                http.post(url, json=batch, headers=auth).raise_for_status()
+                                times.append(time.perf_counter() - t0)
+                        lines.append(f"a batch of 1,000 such leads: median "
+                                     f"{statistics.median(times):.3f} s, best {min(times):.3f} s "
+                                     "(5 runs, JSON in and out included)")
+                        print(lines[-1], flush=True)
+                finally:
+                    _stop(ours)
+            if args.no_mlflow:
+                continue
             mport = free_port()
             theirs = _start([str(BIN / "mlflow"), "models", "serve", "-m",
                              "models:/lead-conversion@champion", "-p", str(mport),

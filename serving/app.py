@@ -85,7 +85,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         store = ModelStore(settings, list(settings.models))
         await run_in_threadpool(store.refresh)
         scorelog = ScoreLog(engine, settings.log_flush_seconds, spool_dir=spool_dir(settings),
-                            max_spool_bytes=settings.spool_max_bytes)
+                            max_spool_bytes=settings.spool_max_bytes,
+                            durable=settings.log_durable,
+                            max_memory_rows=settings.log_max_memory_rows)
         scorelog.start()  # its first pass writes what an earlier run left spooled
         thresholds = ThresholdStore(engine)
         await run_in_threadpool(thresholds.active)  # the last known set, should the db go

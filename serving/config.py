@@ -46,6 +46,16 @@ class ServingSettings(Settings):
     (default: a `spool` folder beside the models directory)."""
     spool_max_bytes: int = 256 * 1024 * 1024
     """Past this the spool refuses new scores (503) rather than fill the disk."""
+    log_durable: bool = True
+    """A score is answered only once its log row is on local disk (one fdatasync for the
+    requests answered together): a `kill -9` of a worker or of the server loses nothing.
+    False answers first and writes the rows within `log_flush_seconds` (faster; a crash loses
+    what was not written yet). PROPENSITY_LOG_DURABLE."""
+    log_backlog_degraded: int = 10_000
+    """Rows acknowledged and not yet in the database past which /readyz says degraded."""
+    log_max_memory_rows: int = 100_000
+    """Score log rows held in memory at most: past it they wait on disk only (durable), or
+    new scores are refused with 503 (not durable, and the spool's disk refuses them)."""
     monitor_days: int = 28
     """The window /metrics' drift and calibration gauges cover (PROPENSITY_MONITOR_DAYS)."""
     monitor_seconds: float = 300.0

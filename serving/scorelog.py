@@ -1,44 +1,56 @@
-"""The score log: every score served, written in batches off the request path, never lost.
+"""The score log: every score served is on local disk before it is answered, then written to
+the database in batches off the request path.
 
-A request appends its rows to memory and returns; a writer thread inserts what has gathered
-every `flush_seconds` in one transaction. What can go wrong, and what happens then:
+Acknowledged means durable (`durable=True`, the default): `commit` returns once the rows are
+appended to this worker's spool segment and fdatasynced (`serving.spool`). One thread does
+the appends, and takes whatever has gathered while the previous `fdatasync` ran: the requests
+answered together (a batch of the fast path, or requests on other tasks) share one. A
+`kill -9` of a worker or of the whole server then loses nothing: a segment whose writer is
+gone is replayed by another worker, or by the next start. With `durable=False` the rows wait
+in memory until the next flush (faster; a crash loses up to `flush_seconds` of them).
+
+A writer thread inserts what has gathered every `flush_seconds` in one transaction; the
+segment it came from is deleted once it is in. What can go wrong, and what happens then:
 
 - the database refuses some rows (a NUL in a lead id on PostgreSQL, a value too long): the
   batch is split in halves until the refused rows are alone; they go to `quarantine.jsonl`
-  in the spool folder with the database's reason, are counted, and the rest is written. One
-  bad row never blocks the others.
-- the database is down (or locked): the rows are appended to a spool file on local disk and
-  the log reports itself degraded; once the database answers again, the spool is replayed
-  first, oldest first, and deleted. Scoring goes on meanwhile.
-- shutdown (SIGTERM: uvicorn finishes the requests in flight, then the lifespan ends here):
-  what cannot be written is spooled, and the next start replays it.
+  in the spool folder with the database's reason, and the rest is written.
+- bytes in a segment that are not a whole record (a write cut by a full disk before this
+  format, a damaged disk): moved to `quarantine.jsonl` with their file and offset, reported;
+  every readable row around them is written.
+- the database is down (or locked, or its disk full): the rows stay in their segments on
+  local disk, the log reports itself degraded, and once the database answers the segments are
+  written oldest first. Scoring goes on meanwhile.
+- the spool's disk is full: `commit` raises `OSError` and the request is refused (503), never
+  acknowledged and then lost. Past `max_spool_bytes` (with the database down), or past
+  `max_memory_rows` in memory (`durable=False`), `accepting` turns false: 503 too.
 
-Replay is at least once: a crash between a committed insert and the spool file's rewrite
-writes those rows twice, never zero times. The spool is bounded (`max_spool_bytes`): full, and
-with the database down, `accepting` turns false and the scorer answers 503 instead of
-acknowledging scores it could not keep.
-The served histograms (drift's counters) are added to their stored counts on the same
-beat; while the database is down they wait in memory (bounded by the bins, not by traffic).
+Replay is at least once: a crash between a committed insert and the removal of its segment
+writes those rows twice, never zero times. Nothing leaves memory before it is somewhere
+durable: every path that takes rows for the database leaves them in their segment (or puts
+them back) until the insert is committed.
+The served histograms (drift's counters) are added to their stored counts every
+`COUNTER_SECONDS`; while the database is down they wait in memory (bounded by the bins).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import fcntl
 import json
 import logging
 import os
-import secrets
 import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import sqlalchemy as sa
 
 from propensity.database import score_log, served_histograms, upsert_adding
 from propensity.monitoring.counters import ServedCounters
+from serving.spool import PENDING, WAITING, Segment, Unreadable, encode, jsonable, segments
 
 log = logging.getLogger("propensity.scorelog")
 QUARANTINE = "quarantine.jsonl"
@@ -49,6 +61,7 @@ WRITE_CHUNK = 64
 between chunks the writer lets go, so a flush delays a request by one chunk at most."""
 COUNTER_SECONDS = 5.0
 """How often the writer adds the served histograms to their stored counts."""
+UNREADABLE = "unreadable spool bytes"
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -66,64 +79,165 @@ def reason_of(exc: BaseException) -> str:
     return f"{type(orig or exc).__name__}: {text[0] if text else ''}"[:500]
 
 
-def _encode(row: dict[str, Any]) -> str:
-    return json.dumps({k: v.isoformat() if isinstance(v, datetime) else v
-                       for k, v in row.items()})
-
-
-_TIMES = ("scored_at", "as_of")
-"""The score log's time columns: JSON holds them as text, and SQLite's driver takes only
-datetimes (a replayed as_of left as text had every spooled row quarantined on SQLite)."""
-
-
-def _decode(line: str) -> dict[str, Any]:
-    row: dict[str, Any] = json.loads(line)
-    for name in _TIMES:
-        if row.get(name) is not None:
-            row[name] = datetime.fromisoformat(row[name])
-    return row
-
-
 class _Outage(Exception):
     def __init__(self, cause: BaseException, unwritten: list[dict[str, Any]]) -> None:
         super().__init__(reason_of(cause))
         self.unwritten = unwritten
 
 
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():  # its request was cancelled (the client left): nothing to tell
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
 class ScoreLog:
     def __init__(self, engine: sa.Engine, flush_seconds: float = 0.2,
                  spool_dir: Path | None = None, max_spool_bytes: int = 256 * 1024 * 1024,
-                 counters: ServedCounters | None = None) -> None:
+                 counters: ServedCounters | None = None, durable: bool = True,
+                 max_memory_rows: int = 100_000) -> None:
         self.engine = engine
         self.counters = counters or ServedCounters()
         self.flush_seconds = flush_seconds
         self.spool_dir = spool_dir
         self.max_spool_bytes = max_spool_bytes
+        self.durable = durable and spool_dir is not None
+        self.max_memory_rows = max_memory_rows
         self._rows: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self._io = threading.Lock()  # one writer at a time: the thread, or stop()
+        """Rows not yet in the database; when durable, also in `_segment`."""
+        self._lock = threading.Lock()  # _rows, _segment, _behind, backlog
+        self._io = threading.Lock()  # one database writer at a time: the thread, or stop()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._own_file: IO[str] | None = None
+        self._segment: Segment | None = None
+        """Durable: where commits append."""
+        self._behind = False
+        """Durable: `_segment` holds rows `_rows` let go of (during an outage)."""
+        self._spooled: list[Segment] = []
+        """This worker's segments closed for commits, oldest first, waiting for the database."""
+        self._queue: list[tuple[list[dict[str, Any]], asyncio.AbstractEventLoop,
+                                asyncio.Future[None]]] = []
+        self._wake = threading.Condition()
+        self._committer: threading.Thread | None = None
+        self._closing = False
+        self.backlog = 0
+        """Rows this worker acknowledged that are not in the database yet."""
         self.written = 0
         self.failures = 0
-        self.quarantined = 0
+        self._quarantined = 0  # without a spool folder: counted here only
+        self._counted: tuple[tuple[int, int], int] = ((-1, -1), 0)
         self.outage: str | None = None
         """Why the last write found the database unreachable; None once one succeeds."""
         if spool_dir is not None:
             spool_dir.mkdir(parents=True, exist_ok=True)
-            quarantine = spool_dir / QUARANTINE
-            if quarantine.exists():
-                with quarantine.open("rb") as f:
-                    self.quarantined = sum(1 for _ in f)
+
+    # -- what requests call -------------------------------------------------------------------
 
     def append(self, rows: list[dict[str, Any]]) -> None:
+        """`commit` for a caller without an event loop: durable, it appends and fdatasyncs
+        these rows alone, waiting; else they wait in memory for the next flush."""
+        if self.durable:
+            self._journal(rows)
+            return
         with self._lock:
             self._rows.extend(rows)
+            self.backlog += len(rows)
+
+    def _journal(self, rows: list[dict[str, Any]]) -> None:
+        """Rows on local disk (this worker's journal), and in memory for the writer."""
+        data = b"".join(encode(row) for row in rows)
+        with self._lock:
+            if self._segment is None:
+                assert self.spool_dir is not None
+                self._segment = Segment.create(self.spool_dir)
+            self._segment.append(data)
+            if len(self._rows) + len(rows) > self.max_memory_rows:
+                self._rows, self._behind = [], True  # on disk already: read back later
+            if not self._behind:
+                self._rows.extend(rows)
+            self.backlog += len(rows)
+
+    async def commit(self, rows: list[dict[str, Any]]) -> None:
+        """Return once the rows are durable (on local disk, or in memory when not durable);
+        OSError when the disk refuses them: the caller must not acknowledge them."""
+        if not self.durable:
+            self.append(rows)
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._wake:
+            if self._closing:
+                raise OSError("the score log is shut down")
+            self._queue.append((rows, loop, future))
+            self._wake.notify()
+        await future
+
+    def _commit_loop(self) -> None:
+        """Append what has gathered in one write and one fdatasync, then answer them all."""
+        while True:
+            with self._wake:
+                while not self._queue and not self._closing:
+                    self._wake.wait()
+                batch, self._queue = self._queue, []
+            if not batch:
+                return
+            rows = [row for part, _, _ in batch for row in part]
+            error: BaseException | None = None
+            try:
+                self._journal(rows)
+            except Exception as exc:  # the request is refused, never acknowledged
+                log.error("score log: %d rows cannot be kept on local disk (%s): refused",
+                          len(rows), reason_of(exc))
+                error = exc
+            for _, loop, future in batch:
+                with contextlib.suppress(RuntimeError):  # its loop closed: nobody waits
+                    loop.call_soon_threadsafe(_settle, future, error)
 
     @property
     def pending(self) -> int:
-        return len(self._rows)
+        """Rows this worker acknowledged that the database does not hold yet."""
+        return self.backlog
+
+    @property
+    def spooled_bytes(self) -> int:
+        """Bytes of rows that wait for the database on local disk (every worker's)."""
+        total = 0
+        for p in [] if self.spool_dir is None else segments(self.spool_dir, WAITING):
+            with contextlib.suppress(FileNotFoundError):
+                total += p.stat().st_size
+        return total
+
+    def _spool_paths(self) -> list[Path]:
+        return [] if self.spool_dir is None else segments(self.spool_dir)
+
+    @property
+    def accepting(self) -> bool:
+        """False when what is acknowledged could not be kept: rows in memory past their bound,
+        or the database down with the spool full. Refuse (503), do not lose."""
+        if not self.durable and len(self._rows) >= self.max_memory_rows:
+            return False
+        return self.outage is None or self.spooled_bytes < self.max_spool_bytes
+
+    @property
+    def quarantined(self) -> int:
+        """Records in quarantine, counted in the spool folder every worker shares (so each
+        worker reports the same count, whoever quarantined them)."""
+        if self.spool_dir is None:
+            return self._quarantined
+        path = self.spool_dir / QUARANTINE
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return 0
+        key, count = self._counted
+        if key != (st.st_size, st.st_mtime_ns):
+            with path.open("rb") as f:
+                count = sum(1 for _ in f)
+            self._counted = ((st.st_size, st.st_mtime_ns), count)
+        return count
 
     def _flush_counters(self) -> None:
         rows = self.counters.drain()
@@ -139,28 +253,6 @@ class ScoreLog:
                 self.failures += 1
                 log.exception("served histograms write failed; %d counts kept", len(rows))
 
-    def _spool_paths(self) -> list[Path]:
-        if self.spool_dir is None:
-            return []
-        found = []
-        for p in self.spool_dir.glob("pending-*.jsonl"):
-            with contextlib.suppress(FileNotFoundError):  # another worker just finished it
-                found.append((p.stat().st_mtime, p))
-        return [p for _, p in sorted(found)]
-
-    @property
-    def spooled_bytes(self) -> int:
-        total = 0
-        for p in self._spool_paths():
-            with contextlib.suppress(FileNotFoundError):
-                total += p.stat().st_size
-        return total
-
-    @property
-    def accepting(self) -> bool:
-        """False while the database is down and the spool is full: refuse, do not lose."""
-        return self.outage is None or self.spooled_bytes < self.max_spool_bytes
-
     # -- writing ------------------------------------------------------------------------------
 
     def _insert(self, rows: list[dict[str, Any]]) -> None:
@@ -174,7 +266,7 @@ class ScoreLog:
             if is_outage(exc):
                 raise _Outage(exc, rows) from exc
             if len(rows) == 1:
-                self._quarantine(rows[0], reason_of(exc))
+                self._quarantine({"row": jsonable(rows[0])}, reason_of(exc))
                 return
             half = len(rows) // 2
             try:
@@ -186,134 +278,191 @@ class ScoreLog:
             return
         self.written += len(rows)
 
-    def _insert_yielding(self, rows: list[dict[str, Any]]) -> None:
+    def _insert_yielding(self, rows: list[dict[str, Any]], chunk: int = WRITE_CHUNK) -> None:
         """`_insert` a chunk at a time, letting the requests run between chunks."""
-        for at in range(0, len(rows), WRITE_CHUNK):
+        for at in range(0, len(rows), chunk):
             try:
-                self._insert(rows[at:at + WRITE_CHUNK])
+                self._insert(rows[at:at + chunk])
             except _Outage as out:
-                out.unwritten = out.unwritten + rows[at + WRITE_CHUNK:]
+                out.unwritten = out.unwritten + rows[at + chunk:]
                 raise
             time.sleep(0)  # releases the GIL: a request waiting for it takes it now
 
-    def _quarantine(self, row: dict[str, Any], reason: str) -> None:
-        self.quarantined += 1
-        log.error("score log: the database refused a row (%s); kept in %s", reason,
-                  self.spool_dir / QUARANTINE if self.spool_dir else "memory (no spool)")
+    def _quarantine(self, record: dict[str, Any], reason: str) -> None:
+        """Keep what the log cannot write, with why; OSError (as an outage) when the disk
+        refuses even that, so the caller keeps it where it was."""
+        self._quarantined += 1
+        log.error("score log: %s; kept in %s", reason,
+                  self.spool_dir / QUARANTINE if self.spool_dir else "nowhere (no spool)")
         if self.spool_dir is None:
             return
-        record = json.dumps({"reason": reason, "at": datetime.now(UTC).isoformat(),
-                             "row": json.loads(_encode(row))})
-        with (self.spool_dir / QUARANTINE).open("a", encoding="utf-8") as f:
-            f.write(record + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    def _own(self) -> IO[str]:
-        """This worker's spool file, opened at the first outage and locked while it lives:
-        another worker replays it only once this one is gone (its lock with it)."""
-        if self._own_file is None:
-            assert self.spool_dir is not None
-            name = f"pending-{os.getpid()}-{secrets.token_hex(4)}.jsonl"
-            f = (self.spool_dir / name).open("a+", encoding="utf-8")
-            fcntl.flock(f, fcntl.LOCK_EX)
-            self._own_file = f
-        return self._own_file
-
-    def _spill(self, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        if self.spool_dir is None:  # nowhere to put them: keep them in memory
-            with self._lock:
-                self._rows[:0] = rows
-            return
+        line = json.dumps({"reason": reason, "at": datetime.now(UTC).isoformat(), **record})
         try:
-            f = self._own()
-            f.seek(0, os.SEEK_END)
-            f.write("".join(_encode(r) + "\n" for r in rows))
-            f.flush()
-            os.fsync(f.fileno())
-        except OSError:  # the disk refuses too: memory is the last place left
-            log.exception("score log: the spool cannot be written; %d rows kept in memory",
-                          len(rows))
-            with self._lock:
-                self._rows[:0] = rows
+            with (self.spool_dir / QUARANTINE).open("a", encoding="utf-8") as f:
+                f.write(line + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise _Outage(exc, []) from exc
 
-    def _replay_file(self, f: IO[str]) -> None:
-        """Write a locked spool file's rows and empty it; at an outage it keeps the rest."""
-        f.seek(0)
-        lines = [line for line in f.read().splitlines() if line.strip()]
+    def _set_aside(self, segment: Segment, bad: list[Unreadable]) -> None:
+        for b in bad:
+            self._quarantine({"file": segment.path.name, "offset": b.offset,
+                              "bytes": b.data.decode("utf-8", "backslashreplace")},
+                             f"{UNREADABLE}: {b.reason}")
+
+    def _write_segment(self, segment: Segment, own: bool) -> None:
+        """Write a segment's rows and remove it; at an outage it keeps what is not written
+        (rewritten without what is, so a replay repeats nothing) and raises."""
+        rows = segment.rows
+        if rows is None:
+            rows, bad = segment.read()
+            if bad:  # moved out first: a later pass must not find them again
+                self._set_aside(segment, bad)
+                segment.replace(rows)
         done = 0
         try:
-            while done < len(lines):
-                chunk = [_decode(line) for line in lines[done:done + REPLAY_CHUNK]]
+            for at in range(0, len(rows), REPLAY_CHUNK):
+                chunk = rows[at:at + REPLAY_CHUNK]
                 try:
-                    self._insert(chunk)
+                    self._insert_yielding(chunk, REPLAY_CHUNK if not own else WRITE_CHUNK)
                 except _Outage as out:  # the chunk's head may be in (a refusal split it)
                     done += len(chunk) - len(out.unwritten)
                     raise
                 done += len(chunk)
-        finally:
+        except _Outage:
             if done:
-                f.seek(0)
-                f.truncate()
-                f.write("".join(line + "\n" for line in lines[done:]))
-                f.flush()
-                os.fsync(f.fileno())
-        if lines:
-            log.warning("score log: %d spooled rows written", len(lines))
+                segment.replace(rows[done:])
+            raise
+        finally:
+            if own:
+                with self._lock:
+                    self.backlog = max(0, self.backlog - done)
+        segment.remove()
+        if not own and rows:
+            log.warning("score log: %d rows spooled by an earlier process written (%s)",
+                        len(rows), segment.path.name)
 
-    def _replay(self) -> None:
-        """Write the spooled rows, this worker's and those left by gone workers or runs;
-        stops at an outage, keeping what is not written."""
-        if self._own_file is not None:
-            self._replay_file(self._own_file)
-        own = None if self._own_file is None else Path(self._own_file.name).name
+    def _ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def _write(self) -> None:
+        """One pass: this worker's spooled segments (oldest), those of gone workers, then the
+        rows committed since the last pass."""
+        if self.outage is not None:  # no segment is read while the database cannot take it
+            try:
+                self._ping()
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                raise _Outage(exc, []) from exc
+        while self._spooled:
+            self._write_segment(self._spooled[0], own=True)
+            self._spooled.pop(0)
         for path in self._spool_paths():
-            if path.name == own:
+            segment = None if self._is_mine(path) else Segment.claim(path)
+            if segment is None:
                 continue
             try:
-                f = path.open("r+", encoding="utf-8")
-            except FileNotFoundError:
-                continue
-            with f:
-                try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # a live worker's: it replays it itself
-                try:
-                    if os.fstat(f.fileno()).st_ino != path.stat().st_ino:
-                        continue  # replaced while we waited
-                except FileNotFoundError:
-                    continue  # another worker finished it
-                self._replay_file(f)
-                path.unlink()
+                self._write_segment(segment, own=False)
+            finally:
+                segment.file.close()  # a no-op once removed; else released for a later pass
+        if self.durable:
+            self._rotate()
+            return
+        with self._lock:
+            rows, self._rows = self._rows, []
+        try:
+            self._insert_yielding(rows)
+        except _Outage as out:
+            self._spill(out.unwritten, written=len(rows) - len(out.unwritten))
+            raise
+        except BaseException:
+            with self._lock:
+                self._rows[:0] = rows
+            raise
+        with self._lock:
+            self.backlog = max(0, self.backlog - len(rows))
+
+    def _is_mine(self, path: Path) -> bool:
+        return path in {s.path for s in self._spooled} or (
+            self._segment is not None and self._segment.path == path)
+
+    def _rotate(self) -> None:
+        """The commits' segment joins the spooled ones and is written; commits go on in a
+        new one (created before, so the commit thread never waits for a file creation)."""
+        if self._segment is None or (not self._rows and not self._behind):
+            return
+        assert self.spool_dir is not None
+        fresh = Segment.create(self.spool_dir)
+        with self._lock:
+            old, self._segment = self._segment, fresh
+            old.rows = None if self._behind else self._rows
+            self._rows, self._behind = [], False
+        self._spooled.append(old)
+        self._write_segment(old, own=True)
+        self._spooled.pop()
+
+    def _spill(self, rows: list[dict[str, Any]], written: int = 0) -> None:
+        """Not durable: rows the database did not take go to a spool segment; should the
+        disk refuse, back to memory (bounded: `accepting` refuses past `max_memory_rows`)."""
+        with self._lock:
+            self.backlog = max(0, self.backlog - written)
+        if not rows:
+            return
+        if self.spool_dir is not None:
+            try:
+                if not self._spooled:
+                    self._spooled.append(Segment.create(self.spool_dir, PENDING))
+                self._spooled[-1].append(b"".join(encode(r) for r in rows))
+                self._spooled[-1].rows = None
+                return
+            except OSError:
+                log.exception("score log: the spool cannot be written; %d rows kept in memory",
+                              len(rows))
+        with self._lock:
+            self._rows[:0] = rows
+
+    def _hold(self) -> None:
+        """At an outage: what waits for the database stays on disk, not in memory, in
+        segments named pending (the spool `/readyz` reports)."""
+        for segment in self._spooled:
+            segment.rows = None
+        if self.durable:
+            with self._lock:
+                if self._rows:
+                    self._rows, self._behind = [], True
+                if self._behind and self._segment is not None:
+                    self._segment.waiting()
+            for segment in self._spooled:
+                segment.waiting()
+        else:
+            with self._lock:
+                rows, self._rows = self._rows, []
+            self._spill(rows)
 
     def flush(self, counters: bool = True) -> int:
-        """One pass: the spool first (older), then what requests appended since; and the
+        """One pass: the spool first (older), then what requests committed since; and the
         served histograms, which are only binned and kept when `counters` is false."""
         if counters:
             self._flush_counters()
         else:
             self.counters.fold()
         with self._io:
-            with self._lock:
-                rows, self._rows = self._rows, []
             before = self.written
             try:
                 try:
-                    self._replay()
-                except _Outage as out:  # none of this pass's rows were tried: keep them all
-                    out.unwritten = rows
-                    raise
-                self._insert_yielding(rows)
+                    self._write()
+                except OSError as exc:  # the spool's disk refuses: try again next pass
+                    raise _Outage(exc, []) from exc
             except _Outage as out:
                 self.failures += 1
                 if self.outage is None:
-                    log.error("score log: the database is unreachable (%s); spooling to %s",
+                    log.error("score log: the database is unreachable (%s); rows wait in %s",
                               out, self.spool_dir)
                 self.outage = str(out)
-                self._spill(out.unwritten)
+                self._hold()
                 return self.written - before
             if self.outage is not None:
                 log.warning("score log: the database is back")
@@ -335,24 +484,32 @@ class ScoreLog:
                 log.exception("score log: unexpected error in the writer")
 
     def start(self) -> None:
+        if self.durable:
+            assert self.spool_dir is not None
+            self._segment = Segment.create(self.spool_dir)
+            self._committer = threading.Thread(target=self._commit_loop, name="score-commit",
+                                               daemon=True)
+            self._committer.start()
         self._thread = threading.Thread(target=self._run, name="score-log", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         """Write what is left; what the database will not take now stays spooled on disk."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        if self._committer is not None:
+            self._committer.join(timeout=30)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
         self.flush()
-        if self._rows:
+        if self._rows and not self.durable and self.spool_dir is None:
             log.error("score log: %d rows could not be written at shutdown and there is no "
                       "spool folder", len(self._rows))
         elif self.outage is not None:
             log.error("score log: the database is unreachable at shutdown; %d bytes of rows "
                       "kept in %s for the next start", self.spooled_bytes, self.spool_dir)
-        if self._own_file is not None:
-            path = Path(self._own_file.name)
-            if os.fstat(self._own_file.fileno()).st_size == 0:
-                path.unlink(missing_ok=True)
-            self._own_file.close()  # releases the lock: the next start replays what is left
-            self._own_file = None
+        for segment in [*self._spooled, *([self._segment] if self._segment else [])]:
+            segment.close()  # releases the lock: the next start replays what is left
+        self._spooled, self._segment = [], None

@@ -27,8 +27,10 @@ async def readyz(state: StateDep, response: Response) -> Health:
     """Ready (200): models loaded, database reachable, score log clean.
 
     Degraded (still 200, status "degraded"): scores are served, but the database is
-    unreachable (scores wait in the local spool, thresholds are the last known) or rows were
-    quarantined; `reasons` says which. A balancer keeps sending traffic, which is the point:
+    unreachable (scores wait in the local spool, thresholds are the last known), acknowledged
+    rows pile up past their bound, records were quarantined (a count every worker reads from
+    the shared spool folder), or a champion failed to load and the last good one serves in
+    its place; `reasons` says which. A balancer keeps sending traffic, which is the point:
     the models are in memory. Not ready (503): no lead-conversion champion loaded, or the
     spool is full while the database is down (new scores are refused).
     """
@@ -54,15 +56,23 @@ async def readyz(state: StateDep, response: Response) -> Health:
                        "are the last known")
     if spooled:
         reasons.append(f"{spooled} bytes of score log rows wait in the local spool")
-    if log.quarantined:
-        reasons.append(f"{log.quarantined} score log rows were refused by the database; "
-                       f"see {log.spool_dir}/quarantine.jsonl")
+    bound = state.settings.log_backlog_degraded
+    if log.pending > bound:
+        reasons.append(f"{log.pending} acknowledged score log rows wait for the database "
+                       f"(more than PROPENSITY_LOG_BACKLOG_DEGRADED={bound})")
+    quarantined = await run_in_threadpool(lambda: log.quarantined)
+    if quarantined:
+        reasons.append(f"{quarantined} score log records were quarantined (refused by the "
+                       f"database, or unreadable in the spool); see "
+                       f"{log.spool_dir}/quarantine.jsonl")
+    for name, (serving, failed, why) in sorted(state.store.fallbacks.items()):
+        reasons.append(f"{name}: serving v{serving}, champion v{failed} failed: {why}")
     if not ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     return Health(status="not ready" if not ready else "degraded" if reasons else "ready",
                   models=models, errors=dict(state.store.errors), database=db,
                   score_log=ScoreLogHealth(pending=log.pending, spooled_bytes=spooled,
-                                           quarantined=log.quarantined),
+                                           quarantined=quarantined),
                   reasons=reasons)
 
 
@@ -71,7 +81,7 @@ async def metrics(state: StateDep) -> Response:
     scorelog = state.log
     state.metrics.log_pending.set(scorelog.pending)
     state.metrics.log_spooled.set(await run_in_threadpool(lambda: scorelog.spooled_bytes))
-    state.metrics.log_quarantined.set(scorelog.quarantined)
+    state.metrics.log_quarantined.set(await run_in_threadpool(lambda: scorelog.quarantined))
     state.metrics.database_up.set(0 if scorelog.outage else 1)
     for name, m in state.store.models.items():
         state.metrics.model_version.labels(name, m.version).set(1)

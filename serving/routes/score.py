@@ -256,8 +256,15 @@ async def answers(state: AppState, accepted: Sequence[Accepted]) -> list[bytes]:
         payload, rows = _answer(acc, part, nxt, thresholds, next_model)
         payloads.append(payload)
         log_rows.append(rows)
-    # the side effects, after the last thing that can fail
-    state.log.append([row for rows in log_rows for row in rows])
+    # the side effects, after the last thing that can fail: the log rows first, on local disk
+    # before anything is answered (one append and fdatasync for the requests answered
+    # together); a disk that refuses them refuses the requests, nothing else done yet
+    try:
+        await state.log.commit([row for rows in log_rows for row in rows])
+    except OSError:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            "the score log cannot be kept on local disk: no score is served "
+                            "that could not be kept", headers={"Retry-After": "30"}) from None
     grades = Counter(row["grade"] for rows in log_rows for row in rows)
     for grade, n in grades.items():
         state.metrics.scores.labels(MAIN, grade).inc(n)

@@ -92,10 +92,23 @@ class ThresholdStore:
             self._cache[model] = (time.monotonic(), found)
         return found
 
+    def current(self, model: str = "lead-conversion") -> ThresholdSet:
+        """The active set as the database holds it now, not as this worker's cache did up to
+        a ttl ago: what an admin reads before a change must be what the change is checked
+        against (else a read on one worker, then a PUT, is a 409). The last known set while
+        the database is unreachable."""
+        try:
+            found = self._read(model)
+        except sa.exc.SQLAlchemyError:
+            return self.active(model)
+        with self._lock:
+            self._cache[model] = (time.monotonic(), found)
+        return found
+
     def details(self, model: str = "lead-conversion", version: int | None = None,
                 ) -> dict[str, Any]:
-        """A version (default the active one) with who changed it, when and why."""
-        current = self.active(model) if version is None else self.get(version)
+        """A version (default the active one, read now) with who changed it, when and why."""
+        current = self.current(model) if version is None else self.get(version)
         if current is None:
             raise KeyError(version)
         meta: dict[str, Any] = {"changed_by": None, "changed_at": None, "reason": "defaults"}

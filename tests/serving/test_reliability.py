@@ -379,13 +379,13 @@ def test_3_sigterm_during_an_outage_keeps_every_acknowledged_row(
         assert pg_server.stop()
     finally:
         database.up()
-    spooled = list((pg_work / "spool").glob("pending-*.jsonl"))
+    spooled = list((pg_work / "spool").glob("pending-*"))
     assert spooled and sum(len(p.read_text().splitlines()) for p in spooled) >= 1
     again = start_server(registry, database.url, pg_work, data=small_dir)
     try:
         got = _wait_logged(again, "term-", set(during))
         assert got >= set(during), set(during) - got
-        assert not list((pg_work / "spool").glob("pending-*.jsonl"))
+        assert not list((pg_work / "spool").glob("pending-*"))
     finally:
         again.stop()
 
@@ -402,3 +402,194 @@ def test_10_the_schema_says_what_the_server_requires(server: Server) -> None:
                                                    "base_version": base}).json()
         assert changed["changed_at"].endswith(("+00:00", "Z"))  # SQLite too
         assert http.options("/v1/thresholds").headers["allow"] == "GET, PUT"
+
+
+# --- issue 27: nothing acknowledged is lost, even in a crash ---------------------------------
+
+def _spool(work: Path) -> Path:
+    return work / "spool"
+
+
+def test_27_1_a_partial_spool_line_is_quarantined_and_every_score_logged(
+        tmp_path: Path, registry: Path) -> None:
+    spool = _spool(tmp_path)
+    spool.mkdir()
+    planted = b'{"scored_at": "2026-12-06T03:00:00+00:00", "lead_id": "trunc'
+    (spool / "pending-1-crashed.jsonl").write_bytes(planted)
+    srv = start_server(registry, f"sqlite:///{tmp_path / 'log.db'}", tmp_path)
+    try:
+        acked = _score_all(srv, [f"poison-{i}" for i in range(25)])
+        assert _wait_logged(srv, "poison-", set(acked)) == set(acked)
+        records = [json.loads(line) for line in (spool / "quarantine.jsonl").read_text()
+                   .splitlines()]
+        assert [(r["file"], r["offset"], r["bytes"]) for r in records] == [
+            ("pending-1-crashed.jsonl", 0, planted.decode())]
+        assert not (spool / "pending-1-crashed.jsonl").exists()
+        with srv.client() as http:
+            ready = http.get("/readyz").json()
+        assert ready["status"] == "degraded" and ready["score_log"]["quarantined"] == 1
+        assert any("quarantined" in r for r in ready["reasons"]), ready
+    finally:
+        assert srv.stop()
+
+
+def _load(server: Server, prefix: str, stop: Any, acked: list[str], clients: int = 4) -> None:
+    """Score one lead a request from `clients` threads until `stop` is set; the ids answered
+    200 go to `acked` (refused or cut connections are not acknowledged)."""
+    def client(c: int) -> None:
+        import httpx
+
+        i = 0
+        with server.client(server.score_key) as http:
+            while not stop.is_set():
+                lead_id = f"{prefix}{c}-{i}"
+                i += 1
+                try:
+                    r = http.post("/v1/score", json={"leads": [_lead(lead_id)],
+                                                     "explain": False})
+                except httpx.HTTPError:
+                    continue
+                if r.status_code == 200:
+                    acked.append(lead_id)
+
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_27_2_kill_9_of_a_worker_and_of_the_server_loses_no_acknowledged_score(
+        backend: str, tmp_path: Path, registry: Path, request: pytest.FixtureRequest) -> None:
+    import threading
+
+    import psutil
+
+    if backend == "postgresql":
+        db: Database | None = Database()
+        url = db.url
+        request.addfinalizer(db.drop)
+    else:
+        db, url = None, f"sqlite:///{tmp_path / 'log.db'}"
+    srv = start_server(registry, url, tmp_path, env={"WEB_CONCURRENCY": "2"})
+    acked: list[str] = []
+    stop = threading.Event()
+    try:
+        # 8: thresholds read on one worker, changed through another: no 409
+        for trial in range(10):
+            with srv.client(srv.admin_key) as admin:
+                base = admin.get("/v1/thresholds").json()["version"]
+            with srv.client(srv.admin_key) as admin:
+                r = admin.put("/v1/thresholds", json={"mql": 50 + trial, "reason": "read, then",
+                                                      "base_version": base})
+                assert r.status_code == 200, (trial, r.text)
+        master = psutil.Process(srv.process.pid)
+        def spawned() -> list[Any]:
+            return [p for p in master.children() if "spawn_main" in " ".join(p.cmdline())]
+
+        workers = _until(lambda: len(spawned()) == 2 and spawned())
+        assert workers, [p.cmdline() for p in master.children()]
+        loader = threading.Thread(target=_load, args=(srv, "k9-", stop, acked))
+        loader.start()
+        _until(lambda: len(acked) > 100, timeout=30, every=0.05)
+        workers[0].kill()  # kill -9 of one worker, mid-load
+        _until(lambda: len(acked) > 300, timeout=30, every=0.05)
+        for p in [master, *master.children()]:
+            p.kill()  # kill -9 of the whole server, mid-load
+        stop.set()
+        loader.join()
+        srv.process.wait(timeout=30)
+    finally:
+        stop.set()
+        for p in psutil.Process().children(recursive=True):
+            if p.pid == srv.process.pid or srv.process.pid in [a.pid for a in p.parents()]:
+                p.kill()
+    assert len(acked) > 300
+    again = start_server(registry, url, tmp_path)
+    try:
+        got = _wait_logged(again, "k9-", set(acked))
+        assert got >= set(acked), f"{len(set(acked) - got)} acknowledged scores lost"
+        assert not list(_spool(tmp_path).glob("pending-*"))
+    finally:
+        assert again.stop()
+
+
+def test_27_6_a_full_disk_refuses_scores_and_loses_none_and_readyz_says_so(
+        tmp_path: Path, registry: Path) -> None:
+    """The spool's disk and SQLite's fill up (a file size limit on the server process, as a
+    disk that refuses writes): rows acknowledged are on disk, the rest are refused (503);
+    /readyz is degraded past the backlog's bound; once the disk takes writes again, every
+    acknowledged row is in the log."""
+    import resource
+
+    srv = start_server(registry, f"sqlite:///{tmp_path / 'log.db'}", tmp_path,
+                       env={"PROPENSITY_LOG_BACKLOG_DEGRADED": "20"})
+    pid = srv.process.pid
+    unlimited = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+    acked: list[str] = []
+    refused = 0
+    try:
+        warm = _score_all(srv, ["full-warm"])
+        assert _wait_logged(srv, "full-", set(warm)) == set(warm)
+        acked += warm
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (48 * 1024, unlimited[1]))
+        degraded = None
+        with srv.client(srv.score_key) as http, srv.client() as anonymous:
+            for i in range(1500):
+                r = http.post("/v1/score", json={"leads": [_lead(f"full-{i}")],
+                                                 "explain": False})
+                assert r.status_code in (200, 503), r.text
+                if r.status_code == 200:
+                    acked.append(f"full-{i}")
+                else:
+                    refused += 1
+                    assert "local disk" in r.json()["detail"] or "spool" in r.json()["detail"]
+                    if refused >= 5:
+                        break
+                if degraded is None and len(acked) > 40:
+                    ready = anonymous.get("/readyz").json()
+                    if any("PROPENSITY_LOG_BACKLOG_DEGRADED" in x for x in ready["reasons"]):
+                        degraded = ready
+        assert refused >= 5 and len(acked) > 40
+        assert degraded is not None and degraded["status"] == "degraded"
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, unlimited)
+    try:
+        got = _wait_logged(srv, "full-", set(acked), timeout=60)
+        assert got >= set(acked), f"{len(set(acked) - got)} acknowledged scores lost"
+        with srv.client() as http:
+            assert _until(lambda: http.get("/readyz").json()["score_log"]["pending"] == 0)
+    finally:
+        assert srv.stop()
+
+
+def test_27_9_a_corrupt_champion_falls_back_to_the_last_good_one(
+        tmp_path: Path, registry: Path, small_export: Any, small_dir: Path) -> None:
+    import shutil
+
+    from propensity.models.registry import configure, promote
+    from propensity.settings import Settings
+    from tests.serving.conftest import register
+
+    models = tmp_path / "models"
+    shutil.copytree(registry, models)
+    settings = Settings(models_dir=models)
+    good = configure(settings).get_model_version_by_alias("lead-conversion", "champion").version
+    broken = register(small_export, small_dir, settings, booster={"num_leaves": 4})
+    assert promote("lead-conversion", force=True, settings=settings).version == broken
+    client = configure(settings)
+    model_id = client.get_model_version("lead-conversion", broken).source.removeprefix(
+        "models:/")
+    where = client.get_logged_model(model_id).artifact_location.removeprefix("file://")
+    [booster] = list(Path(where).rglob("booster.txt"))
+    booster.write_text("not a model")
+    srv = start_server(models, f"sqlite:///{tmp_path / 'log.db'}", tmp_path)
+    try:
+        with srv.client(srv.score_key) as http:
+            r = http.post("/v1/score", json={"leads": [_lead("fallback-1")]})
+            assert r.status_code == 200 and r.json()["model"]["version"] == str(good), r.text
+        with srv.client() as http:
+            ready = http.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+        assert any(x.startswith(f"lead-conversion: serving v{good}, champion v{broken} failed: ")
+                   for x in ready.json()["reasons"]), ready.json()
+    finally:
+        assert srv.stop()

@@ -1,6 +1,7 @@
 """The score log writes a flush a chunk at a time (so that a request waiting for the GIL waits
 one chunk, not the whole flush): a row the database refuses, or a database that locks up
-between two chunks, still leaves every row in the table exactly once."""
+between two chunks, still leaves every row in the table exactly once. Its spool never poisons
+itself: bytes that are not a whole record are quarantined with their offset, the rest written."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 
 from propensity.database import engine_for, migrate
 from serving.scorelog import QUARANTINE, WRITE_CHUNK, ScoreLog
+from serving.spool import encode
 
 
 def _row(i: int) -> dict[str, Any]:
@@ -69,14 +71,14 @@ def test_a_refused_row_and_a_lock_between_chunks_lose_and_repeat_nothing(tmp_pat
     assert log.spooled_bytes > 0
     locker.execute("ROLLBACK")
 
-    # the replay: the whole spool is refused (the NULL), its first half goes in, and the lock
-    # is back before the second: the half written must not be replayed again
-    checkins, lock_at = 0, 2
+    # the replay: the spooled rows are refused (the NULL) and split, some go in, and the
+    # lock is back before the rest: what was written must not be replayed again
+    checkins, lock_at = 0, 3
     log.flush(counters=False)
     assert log.outage is not None
-    written = [r["lead_id"] for r in more[:WRITE_CHUNK]] + [
-        r["lead_id"] for r in spilled[:len(spilled) // 2]]
-    assert _logged(engine)[len(want):] == written
+    logged = _logged(engine)[len(want):]
+    assert len(logged) > WRITE_CHUNK and len(set(logged)) == len(logged)
+    assert logged == [r["lead_id"] for r in more if r["lead_id"] is not None][:len(logged)]
     locker.execute("ROLLBACK")
     lock_at = 0
     log.flush(counters=False)  # the spool first, then anything new
@@ -84,3 +86,34 @@ def test_a_refused_row_and_a_lock_between_chunks_lose_and_repeat_nothing(tmp_pat
     assert _logged(engine) == want + [r["lead_id"] for r in more if r["lead_id"] is not None]
     lines = (tmp_path / "spool" / QUARANTINE).read_text().splitlines()
     assert [json.loads(line)["row"]["lead_id"] for line in lines] == [None, None]
+
+
+def test_unreadable_spool_bytes_are_quarantined_with_their_offset(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'scores.db'}"
+    migrate(url)
+    engine = engine_for(url)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    good = [_row(i) for i in range(5)]
+    damaged = encode(_row(90)).replace(b"L0090", b"L0091")  # its checksum no longer matches
+    legacy = json.dumps({**_row(7), "scored_at": "2026-12-06T03:00:00+00:00",
+                         "as_of": "2026-12-06T03:00:00+00:00"}).encode() + b"\n"
+    partial = b'{"scored_at": "2026-12-06T03:00:00+00:00", "lead_id": "trunc'
+    data = encode(good[0]) + damaged + encode(good[1]) + legacy + b"".join(
+        encode(r) for r in good[2:]) + partial
+    (spool / "pending-1-dead.jsonl").write_bytes(data)
+    log = ScoreLog(engine, spool_dir=spool)
+    log.append([_row(100)])  # this worker's own rows go in beside them
+    log.flush(counters=False)
+    assert log.outage is None
+    assert sorted(_logged(engine)) == ["L0000", "L0001", "L0002", "L0003", "L0004", "L0007",
+                                       "L0100"]
+    records = [json.loads(line) for line in (spool / QUARANTINE).read_text().splitlines()]
+    assert [(r["file"], r["offset"]) for r in records] == [
+        ("pending-1-dead.jsonl", len(encode(good[0]))),
+        ("pending-1-dead.jsonl", len(data) - len(partial))]
+    assert "checksum" in records[0]["reason"] and records[1]["bytes"] == partial.decode()
+    assert log.quarantined == 2 and log.pending == 0
+    assert not list(spool.glob("pending-*"))
+    log.stop()
+    assert not list(spool.glob("*.spool"))  # an empty journal leaves nothing behind

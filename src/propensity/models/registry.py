@@ -197,6 +197,13 @@ def load_model(name: str, alias: str = CHAMPION,
     return _bundle(name, version), version
 
 
+def load_version(name: str, version: str, settings: Settings | None = None) -> ModelBundle:
+    """The bundle of one registered version (the scorer falls back to an earlier champion
+    when the champion's files do not load)."""
+    configure(settings)
+    return _bundle(name, version)
+
+
 def load_holdout(name: str, version: str, settings: Settings | None = None) -> pd.DataFrame:
     """The holdout a version was evaluated on, with its predictions (for threshold curves)."""
     client = configure(settings)

@@ -17,6 +17,7 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
+from propensity.context import ContextFrom
 from propensity.timestamps import as_utc
 
 Persona = Literal["end_user", "champion", "executive", "unknown"]
@@ -171,12 +172,14 @@ class Reasons(BaseModel):
     negative: list[ReasonOut]
 
 
-ContextFrom = Literal["request", "data source", "none"]
-
-
 class ContextUsed(BaseModel):
-    """Where the account context of a score came from."""
+    """Where the account context of a score came from: the request, the scorer's data source
+    (serve --data) for what the request left out, or neither ("none": read as missing)."""
 
+    account: dict[str, ContextFrom] = Field(
+        default_factory=dict, description="each account attribute the model reads, with where "
+        "its value came from (a field the request sends is the request's, null included); "
+        "empty for a lead without an account_id")
     contacts: ContextFrom
     opportunities: ContextFrom
 

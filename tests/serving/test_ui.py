@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
-from tests.browser import keep_screenshot, ui_page
+from tests.browser import CHROMIUM_ARGS, chromium, keep_screenshot, ui_page
 from tests.serving.conftest import Server
 
 
@@ -63,3 +65,44 @@ def test_threshold_page_end_to_end(server: Server, tmp_path: Path) -> None:
     assert active["version"] == version and active["mql"] == expected_rec["threshold"]
     assert active["reason"] == "capacity of 3 reps x 10 leads"
     assert errors == []
+
+
+def _offline_page(p: Any, url: str, outside: list[str]) -> Any:
+    """A page of a Chromium that reaches nothing but the scorer: any other request is
+    aborted and recorded (a CDN-loaded Swagger UI then stays blank)."""
+    browser = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    here = urlsplit(url).netloc
+
+    def route(r: Any) -> None:
+        if urlsplit(r.request.url).netloc == here or r.request.url.startswith("data:"):
+            r.continue_()
+        else:
+            outside.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    return browser, page
+
+
+def test_docs_and_redoc_render_with_no_network(server: Server) -> None:
+    """/docs (Swagger UI) and /redoc draw the API's operations from files the scorer serves
+    itself: no request leaves the machine."""
+    from playwright.sync_api import sync_playwright
+
+    outside: list[str] = []
+    with sync_playwright() as p:
+        browser, page = _offline_page(p, server.url, outside)
+        try:
+            page.goto(f"{server.url}/docs")
+            page.wait_for_selector(".opblock-summary-path", timeout=30_000)
+            paths = [t.strip() for t in page.locator(".opblock-summary-path").all_inner_texts()]
+            assert "/v1/score" in paths and "/v1/accounts/score" in paths, paths
+            page.goto(f"{server.url}/redoc")
+            page.wait_for_function("document.body.textContent.includes('/v1/accounts/score')",
+                                   timeout=30_000)
+            assert "Score 1 to 1,000 leads" in (page.text_content("body") or "")
+        finally:
+            browser.close()
+    # ReDoc's "powered by" image is the one thing it asks its CDN for; failing, it is hidden
+    assert [u for u in outside if not u.endswith("/redoc/logo-mini.svg")] == [], outside

@@ -217,9 +217,16 @@ class AccountContactLeadIn(LeadIn):
 
 
 class AccountIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """An account as `/v1/score` takes a lead's `account`: its attributes as fields of the
+    account itself (`"industry": "software"`), beside its contacts. The older shape, the
+    attributes under `"attributes"`, is still read (both at once: a field in both must agree)."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, Scalar]  # an attribute is a value, not a list or an object
     account_id: str = Field(min_length=1, max_length=200)
-    attributes: dict[str, Scalar] = Field(default_factory=dict)
+    attributes: dict[str, Scalar] = Field(
+        default_factory=dict, description="the account's attributes (the older shape; they "
+                                          "can be fields of the account itself)")
     contacts: list[AccountContactLeadIn] = Field(min_length=1,
                                                  description="the account's leads")
     as_of: When | None = None

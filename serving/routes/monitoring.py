@@ -7,9 +7,11 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Query, status
 from starlette.concurrency import run_in_threadpool
 
+from propensity.database import score_log
 from propensity.models.registry import champion_history
 from propensity.monitoring.report import Limits, MonitoringReport, build_report
 from propensity.timestamps import as_utc
@@ -31,6 +33,24 @@ def _history(state: AppState) -> list[dict[str, Any]]:
     return cached
 
 
+def default_window(state: AppState, end: datetime | None = None) -> tuple[datetime, datetime]:
+    """The window a report covers when the caller names no start: `monitor_days` (28) up to
+    `end`, by default the end of the newest day the score log holds for the model (as_of,
+    else scored_at), not the wall clock: a scorer scoring as of other dates (a backfill, the
+    demo's own) shows its latest scored period. With nothing logged yet: up to now."""
+    if end is None:
+        when = sa.func.coalesce(score_log.c.as_of, score_log.c.scored_at)
+        with state.log.engine.connect() as conn:
+            newest = conn.execute(sa.select(sa.func.max(when)).where(
+                score_log.c.model_name == MODEL)).scalar()
+        if newest is None:
+            end = datetime.now(UTC)
+        else:  # SQLite hands the time back without its zone; it was written in UTC
+            day = as_utc(newest).replace(hour=0, minute=0, second=0, microsecond=0)
+            end = day + timedelta(days=1)
+    return end - timedelta(days=state.settings.monitor_days), end
+
+
 def report_for(state: AppState, start: datetime, end: datetime) -> MonitoringReport:
     loaded = state.store.get(MODEL)
     bundle = None if loaded is None else loaded.bundle
@@ -49,17 +69,22 @@ async def monitoring(state: StateDep, key: ScoreKey,
                      start: Annotated[When | None, Query(
                          description="first as_of included (default: end - 28 days)")] = None,
                      end: Annotated[When | None, Query(
-                         description="as_of before this (default: now)")] = None,
+                         description="as_of before this (default: the end of the newest day "
+                                     "scored, as_of, in the score log; now when it is "
+                                     "empty)")] = None,
                      ) -> MonitoringReport:
     """Drift and realised performance of the served champion over a window, with the verdict."""
-    end = as_utc(end) if end else datetime.now(UTC)
-    start = as_utc(start) if start else end - timedelta(days=state.settings.monitor_days)
-    if start >= end:
+    await run_in_threadpool(state.log.flush)  # what was served a moment ago counts
+    if start is None:
+        first, last = await run_in_threadpool(default_window, state,
+                                              None if end is None else as_utc(end))
+    else:
+        first, last = as_utc(start), as_utc(end) if end else datetime.now(UTC)
+    if first >= last:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
             "loc": ["query", "start"], "msg": "start must be before end",
             "type": "value_error"}])
-    await run_in_threadpool(state.log.flush)  # what was served a moment ago counts
-    return await run_in_threadpool(report_for, state, start, end)
+    return await run_in_threadpool(report_for, state, first, last)
 
 
 def update_gauges(state: AppState) -> None:
@@ -67,8 +92,7 @@ def update_gauges(state: AppState) -> None:
     last = state.metrics.cache.get("monitoring_at", 0.0)
     if time.monotonic() - float(last) < state.settings.monitor_seconds:  # type: ignore[arg-type]
         return
-    end = datetime.now(UTC)
-    report = report_for(state, end - timedelta(days=state.settings.monitor_days), end)
+    report = report_for(state, *default_window(state))
     m = state.metrics
     m.cache["monitoring_at"] = time.monotonic()
     m.psi.clear()

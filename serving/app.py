@@ -40,6 +40,7 @@ from serving.metrics import Metrics, MetricsMiddleware
 from serving.model_store import ModelStore
 from serving.routes import (
     accounts,
+    docs,
     funnel,
     monitoring,
     ops,
@@ -119,11 +120,13 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             await run_in_threadpool(scorelog.stop)
             engine.dispose()
 
+    # /docs and /redoc are served by routes.docs from installed files, not from a CDN
     app = FastAPI(title="propensity scorer", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None,
                   description="Calibrated lead and account scores with reasons, and the "
                               "funnel metrics beside them.")
     for router in (score.router, outcomes.router, monitoring.router, accounts.router,
-                   funnel.router, thresholds.router, ops.router, ui.router):
+                   funnel.router, thresholds.router, ops.router, ui.router, docs.router):
         app.include_router(router)
     app.add_exception_handler(RequestValidationError, validation_handler)
     app.add_exception_handler(StarletteHTTPException, http_handler)

@@ -19,6 +19,7 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
+from propensity.context import ContextFrom
 from propensity.monitoring.outcomes import Outcome
 from propensity.timestamps import EARLIEST, LATEST, as_utc
 
@@ -248,12 +249,14 @@ class Reasons(BaseModel):
     negative: list[ReasonOut]
 
 
-ContextFrom = Literal["request", "data source", "none"]
-
-
 class ContextUsed(BaseModel):
-    """Where the account context of a score came from."""
+    """Where the account context of a score came from: the request, the scorer's data source
+    (serve --data) for what the request left out, or neither ("none": read as missing)."""
 
+    account: dict[str, ContextFrom] = Field(
+        default_factory=dict, description="each account attribute the model reads, with where "
+        "its value came from (a field the request sends is the request's, null included); "
+        "empty for a lead without an account_id")
     contacts: ContextFrom
     opportunities: ContextFrom
 
@@ -291,9 +294,16 @@ class AccountContactLeadIn(LeadIn):
 
 
 class AccountIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """An account as `/v1/score` takes a lead's `account`: its attributes as fields of the
+    account itself (`"industry": "software"`), beside its contacts. The older shape, the
+    attributes under `"attributes"`, is still read (both at once: a field in both must agree)."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, Scalar]  # an attribute is a value, not a list or an object
     account_id: str = Field(min_length=1, max_length=200)
-    attributes: dict[str, Scalar] = Field(default_factory=dict)
+    attributes: dict[str, Scalar] = Field(
+        default_factory=dict, description="the account's attributes (the older shape; they "
+                                          "can be fields of the account itself)")
     contacts: list[AccountContactLeadIn] = Field(min_length=1,
                                                  description="the account's leads")
     as_of: When | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, status
@@ -22,6 +22,19 @@ router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
 NAME = "account-propensity"
 
 
+def account_attributes(body: AccountIn) -> dict[str, Any]:
+    """The account's attributes: its own fields, and those under `attributes` (the older
+    shape); a field given both ways with two values is a 422 naming it."""
+    extra = body.model_extra or {}
+    for name, value in body.attributes.items():
+        if name in extra and extra[name] != value:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
+                "loc": ["body", "attributes", name], "type": "value_error",
+                "msg": f"{name!r} is also a field of the account, with another value: give "
+                       "it once"}])
+    return {**body.attributes, **extra}
+
+
 AccountBody = Annotated[AccountIn, Depends(json_body(AccountIn, "score"))]
 
 
@@ -29,6 +42,7 @@ AccountBody = Annotated[AccountIn, Depends(json_body(AccountIn, "score"))]
 async def score_account(body: AccountBody, state: StateDep) -> AccountScore:
     """Propensity of an account to buy, which personas are engaged, and why."""
     check_account_request(body.contacts, state.settings)
+    attributes = account_attributes(body)
     loaded = state.store.get(NAME)
     if loaded is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -43,7 +57,7 @@ async def score_account(body: AccountBody, state: StateDep) -> AccountScore:
         rows.append({**c.attributes(), "lead_id": c.lead_id, "created_at": c.created_at,
                      "account_id": body.account_id, "as_of": as_of,
                      "events": [dict(e) for e in c.events],
-                     "account": dict(body.attributes)})
+                     "account": attributes})
     frame = pd.DataFrame(rows)
     bundle = loaded.bundle
     _, scored = await run_in_threadpool(score_account_rows, bundle, frame)

@@ -17,9 +17,9 @@ log = logging.getLogger("propensity.serving")
 
 
 @router.get("/healthz", response_model=Health)
-async def healthz() -> Health:
-    """The process is up."""
-    return Health(status="ok")
+async def healthz(state: StateDep) -> Health:
+    """The process is up, and the champions it has in memory (as /readyz lists them)."""
+    return Health(status="ok", models={n: m.version for n, m in state.store.models.items()})
 
 
 @router.get("/readyz", response_model=Health)

@@ -14,7 +14,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from propensity.context import ContextSource
+from propensity.context import ContextFrom, ContextSource, fill_account
 from propensity.features.online import (
     AccountContext,
     LeadInputError,
@@ -63,9 +63,11 @@ def check_stages(lead: LeadIn, loc: list[Any], stages: list[str]) -> None:
 
 
 def online_lead(lead: LeadIn, i: int, now: datetime, stages: list[str],
-                source: ContextSource | None) -> tuple[OnlineLead, ContextUsed]:
+                source: ContextSource | None, account_fields: Sequence[str] = (),
+                ) -> tuple[OnlineLead, ContextUsed]:
     """A request's lead as the online executor's input; what it leaves out of its account
-    context comes from the data source when that knows the lead (or its account)."""
+    context (the account's attributes, field by field, its other contacts, the lead's
+    opportunities) comes from the data source when that knows the lead (or its account)."""
     if lead.created_at is None:
         raise _invalid(["leads", i, "created_at"], "Field required: the champion was trained "
                        "on an export and needs when each lead was created")
@@ -76,8 +78,16 @@ def online_lead(lead: LeadIn, i: int, now: datetime, stages: list[str],
         stage = (lead.stage, lead.stage_entered_at or lead.created_at)
     attributes = lead.attributes()
     account = lead.account
+    known = None
+    if source is not None and lead.account_id is not None:
+        known = source.account(lead.account_id)
+    account_attributes, used_account = fill_account(
+        None if account is None else account.model_extra, known, account_fields)
+    if lead.account_id is None:  # without an account the model reads none of it
+        used_account = {}
     contacts: AccountContext | None = None
-    used_contacts = used_opps = "none"
+    used_contacts: ContextFrom = "none"
+    used_opps: ContextFrom = "none"
     if account is not None and account.contacts is not None:
         contacts = AccountContext.of([
             (c.created_at, c.persona, [e["occurred_at"] for e in c.events])
@@ -96,9 +106,8 @@ def online_lead(lead: LeadIn, i: int, now: datetime, stages: list[str],
     return OnlineLead(
         lead_id=lead.lead_id, created_at=lead.created_at, as_of=lead.as_of or now,
         attributes=attributes, events=lead.events, stage_history=history, stage=stage,
-        account=None if account is None else account.model_extra, opportunities=opportunities,
-        contacts=contacts), ContextUsed(contacts=used_contacts,  # type: ignore[arg-type]
-                                        opportunities=used_opps)  # type: ignore[arg-type]
+        account=account_attributes, opportunities=opportunities, contacts=contacts,
+    ), ContextUsed(account=used_account, contacts=used_contacts, opportunities=used_opps)
 
 
 def input_hash(lead_id: str, as_of: datetime, row: np.ndarray) -> str:
@@ -172,6 +181,7 @@ def accept(state: AppState, body: ScoreRequest) -> Accepted:
         return Accepted(body, loaded, now, leads, [], X, [None] * len(body.leads))
     stages = list(bundle.plan.spec.stages)
     source = state.context
+    fields = [name for name, _ in bundle.online.account_columns]
     seen: dict[tuple[str, int | None], int] = {}
     for i, lead in enumerate(body.leads):
         # a lead may be scored as of several times in one request (a backfill), but
@@ -182,7 +192,7 @@ def accept(state: AppState, body: ScoreRequest) -> Accepted:
                            f"leads[{first}], as of the same time: one score per lead, "
                            "time and request")
         try:  # the opportunities' rows are read here
-            x, context = online_lead(lead, i, now, stages, source)
+            x, context = online_lead(lead, i, now, stages, source, fields)
         except LeadInputError as exc:
             raise _invalid(["leads", i, *exc.loc], str(exc)) from None
         leads.append(x)

@@ -96,8 +96,22 @@ async function loadFunnel() {
   }
 }
 
+// what an empty chart says (a CSS rule shows it while the div is empty)
+function emptyChart(id, text) {
+  const el = $(id);
+  Plotly.purge(el);
+  el.innerHTML = "";
+  el.dataset.empty = text;
+}
+
 async function connect() {
+  if (!$("key").value) {
+    $("status").textContent = "paste an API key first";
+    $("status").className = "error";
+    return;
+  }
   sessionStorage.setItem("propensity-key", $("key").value);
+  $("hint").hidden = true;
   $("status").textContent = "loading...";
   $("status").className = "muted";
   try {
@@ -114,6 +128,7 @@ async function connect() {
   } catch (e) {
     $("status").textContent = e.message;
     $("status").className = "error";
+    $("hint").hidden = false;
   }
 }
 

@@ -72,13 +72,29 @@ async function loadMonitoring() {
       li.textContent = reason;
       $("verdict-reasons").appendChild(li);
     }
+    const from = r.start.slice(0, 10), to = r.end.slice(0, 10);
+    $("monitor-window").textContent = `showing as_of ${from} to ${to} (before ${to})`;
     $("served").textContent = r.window ? r.window.served : "0";
     $("score-psi").textContent = r.window ? num(r.window.score_psi, 3) : "-";
-    if (r.window) drawDrift(r.window);
+    if (r.window && r.window.score_bins.length) {
+      drawDrift(r.window);
+    } else {
+      const why = `no data yet: no scores logged as of ${from} to ${to}`;
+      emptyChart("drift-score-chart", why);
+      emptyChart("drift-features-chart", why);
+    }
     const o = r.performance ? r.performance.overall : null;
     $("realised-precision").textContent = o ? pct(o.precision) : "-";
     $("expected-precision").textContent = o ? pct(o.expected_precision) : "-";
-    if (r.performance) drawPerformance(r.performance);
+    if (r.performance && r.performance.bands.length) {
+      drawPerformance(r.performance);
+    } else {
+      const why = r.window ? "no data yet: no score in this window has reached its horizon " +
+        "with its outcome reported (POST /v1/outcomes)" :
+        `no data yet: no scores logged as of ${from} to ${to}`;
+      emptyChart("calibration-chart", why);
+      emptyChart("precision-chart", why);
+    }
     showChampions(r.champions);
   } catch (e) {
     $("verdict").textContent = e.message;
@@ -87,5 +103,5 @@ async function loadMonitoring() {
 }
 
 $("monitor-load").addEventListener("click", loadMonitoring);
-$("connect").addEventListener("click", loadMonitoring);
+$("connect").addEventListener("click", () => { if ($("key").value) loadMonitoring(); });
 if (sessionStorage.getItem("propensity-key")) loadMonitoring();

@@ -32,6 +32,30 @@ def test_each_kind_of_feature_reads_as_a_sentence() -> None:
     assert describe("employees", 250.0, CATS) == "employees 250"
 
 
+def test_numbers_read_as_a_person_writes_them() -> None:
+    """No "account days since last event 1.59722": days are whole, amounts have separators,
+    other fractions two significant digits."""
+    assert describe("account_days_since_last_event", 1.59722, CATS) == (
+        "last activity at the account 2 days ago")
+    assert describe("account_days_since_last_event", 0.4, CATS) == (
+        "last activity at the account less than a day ago")
+    assert describe("account_days_since_last_event", math.nan, CATS) == (
+        "no activity at the account yet")
+    assert describe("days_since_last_event", 1.0, CATS) == "last activity 1 day ago"
+    assert describe("account_events_30d", 12.0, CATS) == (
+        "12 events at the account in the last 30 days")
+    assert describe("open_opportunity_amount", 48000.0, CATS) == (
+        "48,000 in open opportunities")
+    assert describe("lost_opportunities", 1.0, CATS) == "1 lost opportunity so far"
+    assert describe("value_sum_30d", 1234.5678, CATS) == (
+        "event value 1,235 in the last 30 days")
+    assert describe("account_annual_revenue", 12_500_000.4, CATS) == (
+        "account annual revenue 12,500,000")
+    assert describe("account_employees", 850.0, CATS) == "account employees 850"
+    assert describe("score_ratio", 1.59722, CATS) == "score ratio 1.6"
+    assert describe("score_ratio", 0.0123, CATS) == "score ratio 0.012"
+
+
 def test_top_reasons_are_the_largest_contributions_of_each_sign() -> None:
     names = ["lead_age_days", "open_opportunities", "stage_changes", "employees"]
     values = np.array([10.0, 1.0, 2.0, 40.0])

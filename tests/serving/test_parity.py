@@ -177,3 +177,75 @@ def test_the_pyfunc_names_the_lead_whose_rows_the_contract_refuses(
     with pytest.raises(LeadInputError, match=f"lead '{ids.iloc[1]}'.*open_with_close_date") as e:
         score_rows(bundle, rows)
     assert e.value.loc == (1, "opportunities", 0, "closed_at")
+
+
+@pytest.fixture(scope="module")
+def data_source_batch(champion: tuple[ModelBundle, Any], small_export: Any
+                      ) -> dict[pd.Timestamp, pd.DataFrame]:
+    """The data source's open leads scored by the batch executor, as of a few times."""
+    bundle, _ = champion
+    out = {}
+    for day in ("2025-03-15", "2025-05-01", "2025-06-20T13:30"):
+        t = pd.Timestamp(day, tz="UTC")
+        out[t] = score_export(bundle, small_export, t).set_index("lead_id")
+    return out
+
+
+PARTS = ("account", "attributes", "contacts", "opportunities")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_what_a_request_leaves_out_the_data_source_fills_to_the_batch_score(
+        server: Server, champion: tuple[ModelBundle, Any], small_export: Any,
+        data_source_batch: dict[pd.Timestamp, pd.DataFrame], data: st.DataObject) -> None:
+    """Leads of the data source sent with their account block, its attributes (some or all),
+    its contacts or their opportunities left out, in any mix: each gets its batch score to
+    1e-9, and its `context` says, part by part and attribute by attribute, where each came
+    from."""
+    bundle, _ = champion
+    t = data.draw(st.sampled_from(sorted(data_source_batch)))
+    batch = data_source_batch[t]
+    ids = data.draw(st.lists(st.sampled_from(sorted(batch.index)), min_size=1, max_size=8,
+                             unique=True))
+    rows = lead_rows(small_export, pd.DataFrame({"lead_id": ids, "as_of": t}))
+    fields = [name for name, _ in bundle.online.account_columns]
+    accounts = small_export.accounts.astype({"account_id": "str"}).set_index("account_id")
+    leads, expect_from = [], []
+    for r in rows.to_dict("records"):
+        lead = request_lead(r)
+        left_out = data.draw(st.sets(st.sampled_from(PARTS)), label=lead["lead_id"])
+        account = lead.get("account")
+        kept = set(fields)
+        if "opportunities" in left_out:
+            lead.pop("opportunities")
+        if account is not None:
+            if "contacts" in left_out:
+                account.pop("contacts")
+            if "attributes" in left_out:  # some of the attributes the model reads
+                kept = set(data.draw(st.lists(st.sampled_from(fields), unique=True)))
+                for name in set(fields) - kept:
+                    account.pop(name, None)
+            if "account" in left_out:
+                lead.pop("account")
+                kept = set()
+        if lead.get("account_id") is None:
+            where = {}
+        else:
+            known = accounts.loc[lead["account_id"]]
+            where = {name: "request" if name in kept and name in lead.get("account", {}) else
+                     "data source" if pd.notna(known.get(name)) else "none" for name in fields}
+        expect_from.append({
+            "account": where,
+            "contacts": "request" if account is not None and "contacts" in lead.get(
+                "account", {}) else "data source" if lead.get("account_id") else "none",
+            "opportunities": "request" if "opportunities" in lead else "data source"})
+        leads.append(lead)
+    with server.client(server.score_key) as http:
+        r = http.post("/v1/score", json={"leads": leads, "explain": False})
+    assert r.status_code == 200, r.text
+    scores = r.json()["scores"]
+    got = np.array([s["probability"] for s in scores])
+    assert np.abs(got - batch.loc[ids, "probability"].to_numpy()).max() < TOLERANCE
+    assert [s["context"] for s in scores] == expect_from

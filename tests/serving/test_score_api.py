@@ -201,6 +201,26 @@ def test_account_score_with_committee(server: Server) -> None:
     assert out["engaged_personas"] == ["executive"]
     assert set(out["missing_personas"]) == {"end_user", "champion"}
     assert out["reasons"]["positive"] or out["reasons"]["negative"]
+    # the account's attributes as fields of the account, as /v1/score takes a lead's account:
+    # the same answer as the older shape (attributes under "attributes")
+    flat = {**{k: v for k, v in body.items() if k != "attributes"}, **body["attributes"]}
+    with server.client(server.score_key) as http:
+        same = http.post("/v1/accounts/score", json=flat)
+        other = http.post("/v1/accounts/score", json={**flat, "employees": 5})
+        both = http.post("/v1/accounts/score", json={**body, "employees": 5})
+    assert same.status_code == 200, same.text
+    assert same.json() == out
+    assert other.json()["probability"] != out["probability"]  # the flat attributes are read
+    assert both.status_code == 422
+    assert both.json()["detail"][0]["loc"] == ["body", "attributes", "employees"]
+
+
+def test_healthz_and_readyz_list_the_same_models(server: Server) -> None:
+    health = httpx.get(f"{server.url}/healthz").json()
+    ready = httpx.get(f"{server.url}/readyz").json()
+    assert set(health["models"]) == {"lead-conversion", "stage-advancement",
+                                     "account-propensity"}
+    assert health["models"] == ready["models"]
 
 
 def _fast_path_counts(http: httpx.Client) -> dict[str, float]:

@@ -17,6 +17,7 @@ import numpy as np
 from propensity.coding import OTHER
 
 WINDOW = re.compile(r"^n_(?P<what>.+)_(?P<w>\d+d|all)$")
+VALUE_SUM = re.compile(r"^value_sum_(?P<w>\d+)d$")
 PERSONA_EVENTS = re.compile(r"^account_events_(?P<who>end_user|champion|executive)_(?P<w>\d+)d$")
 
 
@@ -46,6 +47,20 @@ def _count(n: float, what: str) -> str:
     return f"{n:.0f} {_plural(what, round(n))}"
 
 
+def figure(value: float) -> str:
+    """A value as a reader takes it in: whole numbers and anything from 100 up without
+    decimals and with thousands separators (48,000), smaller ones to two significant digits
+    (1.6, 0.25): "account days since last event 1.59722" said nothing the digits added."""
+    if value == round(value) or abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.2g}"
+
+
+def _days_ago(v: float) -> str:
+    """Days as a reader says them: whole days, "less than a day ago" under one."""
+    return "less than a day ago" if v < 1 else f"{v:.0f} {'day' if round(v) == 1 else 'days'} ago"
+
+
 _SIMPLE: dict[str, Callable[[float], str]] = {
     # one formatter per feature, called only for the feature asked about (formatting them all
     # on every call was half of the reasons' cost)
@@ -61,6 +76,10 @@ _SIMPLE: dict[str, Callable[[float], str]] = {
                                             "no executive engaged"),
     "account_champion_engaged": lambda v: "a champion is engaged" if v else "no champion engaged",
     "open_opportunities": lambda v: _count(v, "open opportunity"),
+    "open_opportunity_amount": lambda v: f"{figure(v)} in open opportunities",
+    "lost_opportunities": lambda v: f"{_count(v, 'lost opportunity')} so far",
+    "account_events_30d": lambda v: f"{_count(v, 'event')} at the account in the last 30 days",
+    "account_days_since_last_event": lambda v: f"last activity at the account {_days_ago(v)}",
     "stage_changes": lambda v: f"{_count(v, 'stage change')} so far",
 }
 
@@ -83,6 +102,8 @@ def describe(name: str, value: float, categories: dict[str, list[str]]) -> str:
         if name.startswith("days_since_"):
             what = name.removeprefix("days_since_")
             return "no activity yet" if what == "last_event" else f"no {_label(what)} yet"
+        if name == "account_days_since_last_event":
+            return "no activity at the account yet"
         return f"{_label(name)} not known"
     if m := PERSONA_EVENTS.match(name):
         n = int(value)
@@ -99,11 +120,13 @@ def describe(name: str, value: float, categories: dict[str, list[str]]) -> str:
     if name.startswith("days_since_"):
         what = name.removeprefix("days_since_")
         what = "activity" if what == "last_event" else _label(what)
-        return f"last {what} {value:.0f} days ago"
+        return f"last {what} {_days_ago(value)}"
     simple = _SIMPLE.get(name)
     if simple is not None:
         return simple(value)
-    return f"{_label(name)} {value:g}"
+    if m := VALUE_SUM.match(name):
+        return f"event value {figure(value)} in the last {m.group('w')} days"
+    return f"{_label(name)} {figure(value)}"
 
 
 def explain(names: list[str], values: np.ndarray, contributions: np.ndarray,

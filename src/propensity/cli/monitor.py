@@ -34,7 +34,7 @@ def import_outcomes(
     from propensity.settings import get_settings
 
     if not export.is_dir():
-        raise fail(f"{export}: not an export folder")
+        raise fail(f"{export}: not an export folder", code=1)
     try:
         start = None if since is None else pd.Timestamp(since)
     except ValueError:
@@ -152,7 +152,7 @@ def monitor(
         raise fail("--start must be before --end")
     version = version_of(configure(settings), MODEL, CHAMPION)
     if version is None:
-        raise fail(f"no {MODEL} champion to monitor: `propensity train` first")
+        raise fail(f"no {MODEL} champion to monitor: `propensity train` first", code=1)
     bundle, _ = load_model(MODEL, CHAMPION, settings=settings)
     try:
         reference = load_reference(MODEL, version, settings=settings)
@@ -200,14 +200,15 @@ def retrain(
     from propensity.training import train_export
 
     if not export.is_dir():
-        raise fail(f"{export}: not an export folder")
-    champion = None
-    if version_of(configure(), MODEL, CHAMPION) is not None:
-        champion, _ = load_model(MODEL, CHAMPION)
-    cfg = _config(config, MODEL,
-                  horizon_days or (champion.horizon_days if champion else None),
-                  stale_days or (champion.stale_days if champion else None))
+        raise fail(f"{export}: not an export folder", code=1)
     with stages() as note:
+        note(f"loading the {MODEL} champion (its horizon and stale days)")
+        champion = None
+        if version_of(configure(), MODEL, CHAMPION) is not None:
+            champion, _ = load_model(MODEL, CHAMPION)
+        cfg = _config(config, MODEL,
+                      horizon_days or (champion.horizon_days if champion else None),
+                      stale_days or (champion.stale_days if champion else None))
         note(f"reading and validating {export}")
         data = load_export(export)
         result = train_export(data, cfg, progress=note)
@@ -215,16 +216,18 @@ def retrain(
         note("registering the challenger")
         reg = log_and_register(
             result, data={"path": str(export.resolve()), "fingerprint": fingerprint(export)},
-            input_example=lead_rows(data, result.holdout[["lead_id", "as_of"]].head(3)))
+            input_example=lead_rows(data, result.holdout[["lead_id", "as_of"]].head(3)),
+            note=note)
         note("the gate")
-        outcome = promote(MODEL, reg.version)
+        outcome = promote(MODEL, reg.version, note=note)
     if outcome.promoted:
         console.print(f"{MODEL} v{reg.version} is the champion: {outcome.reason}"
                       + (f" (was v{outcome.previous})" if outcome.previous else ""),
                       highlight=False)
-    else:
+    else:  # the README's exit 1: a challenger that does not pass the gate
         console.print(f"{MODEL} v{reg.version} stays challenger: {outcome.reason}",
                       highlight=False)
+        raise typer.Exit(1)
 
 
 def register(root: typer.Typer) -> None:

@@ -293,8 +293,8 @@ def score(
 
     with stages() as note, ThreadPoolExecutor(1) as pool:
         # importing MLflow and reading the model take seconds: beside the data, not before
-        note(f"loading {model or 'the model'}@{alias}"
-             + (f" while reading {table or path}" if model else ""))
+        note(f"loading {model or ('the single-table model' if table else 'lead-conversion')}"
+             f"@{alias} while reading {table or path}")
         loading = pool.submit(_load, model, alias, table is not None)
         if table is not None:
             frame, source = read_raw(table)

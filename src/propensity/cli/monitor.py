@@ -10,7 +10,6 @@ import typer
 from rich.table import Table
 
 from propensity.cli._common import console, fail, stages
-from propensity.contract import DEFAULT_STAGES
 
 if TYPE_CHECKING:
     from propensity.monitoring.report import MonitoringReport
@@ -129,6 +128,7 @@ def monitor(
     """Drift and realised performance of the champion, and what to do: for a cron job."""
     from datetime import UTC, timedelta
 
+    from propensity import contract
     from propensity.database import engine_for, migrate
     from propensity.models.registry import (
         CHAMPION,
@@ -167,7 +167,7 @@ def monitor(
         limits=Limits(psi=psi, top_features=top_features, calibration_points=calibration_points,
                       band_leads=band_leads, min_served=min_served),
         champions=champion_history(MODEL, settings=settings),
-        stages=bundle.spec.stages if bundle.spec is not None else DEFAULT_STAGES)
+        stages=bundle.spec.stages if bundle.spec is not None else contract.DEFAULT_STAGES)
     if as_json:
         console.print_json(report.model_dump_json())
     else:

@@ -24,16 +24,15 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
-from sklearn.metrics import roc_auc_score
 
-from propensity.models.bundle import ModelBundle
-from propensity.models.evaluation import dumps, report_html
 from propensity.problems import PropensityError
 from propensity.settings import Settings, get_settings
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # models, plots and scikit-learn are imported where used: `promote
+    # --rollback`, `models` and the alias look-ups of every command need none of them
     from mlflow.entities.model_registry import RegisteredModel
 
+    from propensity.models.bundle import ModelBundle
     from propensity.monitoring.reference import Reference
     from propensity.training import TrainResult
 
@@ -156,6 +155,7 @@ def log_and_register(result: TrainResult, *, data: dict[str, Any],
     """
     from mlflow.entities import Metric, Param
 
+    from propensity.models.evaluation import dumps, report_html
     from propensity.scoring import score_rows
 
     client = configure(settings)
@@ -291,6 +291,8 @@ def load_reference(name: str, version: str, settings: Settings | None = None) ->
 
 
 def _bundle(name: str, version: str) -> ModelBundle:
+    from propensity.models.bundle import ModelBundle
+
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))
     return ModelBundle.load(local / "artifacts" / "bundle")
 
@@ -327,6 +329,8 @@ def _evaluation(client: MlflowClient, name: str, version: str,
                 holdout: bool = True) -> Evaluation:
     """What `version` was judged on; `holdout=False`: its evaluation model only (the
     champion's part in the gate), its holdout left unread."""
+    from propensity.models.bundle import ModelBundle
+
     mv = client.get_model_version(name, version)
     folder = _artifacts(client, str(mv.run_id), "evaluation")
     if not (folder / EVALUATION_BUNDLE).exists():
@@ -520,6 +524,8 @@ def champion_history(name: str, settings: Settings | None = None) -> list[dict[s
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
     return float(roc_auc_score(y, p)) if len(np.unique(y)) > 1 else float("nan")
 
 

@@ -4,19 +4,65 @@
 #   ./dev.sh test     the whole test suite
 #   ./dev.sh ARGS...  any `propensity` subcommand
 # The first run creates .venv from requirements.lock (exact versions); later runs reuse it
-# until the lock or pyproject.toml changes.
+# until the lock or pyproject.toml changes. It takes minutes (pyspark and mlflow are large):
+# a line at least every 10 seconds says which step it is on and how far it got.
 set -euo pipefail
 cd "$(dirname "$0")"
 venv="${PROPENSITY_VENV:-.venv}"
 py="${PYTHON:-python3}"
 stamp="$venv/.lock-$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)"
+
+# step TITLE COMMAND...: run COMMAND with its output in a log, and every 10 s print how long
+# it has run and pip's latest step (with how many of the lock's packages it has reached);
+# on failure, the log's end. pip's own output is a screenful a package, or silence with -q.
+step() {
+  local title="$1" log start pid last n rc
+  shift
+  log="$(mktemp)"
+  start=$SECONDS
+  echo "dev.sh: $title..." >&2
+  "$@" >"$log" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+      sleep 1
+      kill -0 "$pid" 2>/dev/null || break
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      n=$(grep -c '^Collecting ' "$log" || true)
+      last=$(grep -E '^ *(Collecting|Downloading|Installing|Building|Successfully)' "$log" \
+             | tail -n 1 | sed -e 's/^ *//' -e 's/ (from .*//' | cut -c1-90 || true)
+      case "$last" in
+        Installing*) last="installing the $n packages collected (unpacking the wheels)" ;;
+        ?*) last="$last ($n of $packages packages collected)" ;;
+      esac
+      echo "dev.sh:   $((SECONDS - start))s ${last:-working}" >&2
+    fi
+  done
+  rc=0
+  wait "$pid" || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    tail -n 30 "$log" >&2
+    echo "dev.sh: $title failed (exit $rc); the lines above are its end" >&2
+    rm -f "$log"
+    exit 1
+  fi
+  grep -v -e "^WARNING: Location" -e "^Requirement already satisfied" "$log" \
+    | grep -E "^(WARNING|ERROR)" >&2 || true
+  echo "dev.sh: $title: done in $((SECONDS - start))s" >&2
+  rm -f "$log"
+}
+
 if [ ! -f "$stamp" ]; then
-  echo "setting up $venv (first run, or the lock changed)..." >&2
-  "$py" -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r requirements.lock 2>&1 \
-    | grep -v "^WARNING: Location" >&2 || true
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e . 2>&1 \
-    | grep -v "^WARNING: Location" >&2 || true
+  packages=$(grep -c '==' requirements.lock)
+  echo "dev.sh: setting up $venv (first run, or the lock changed): $packages packages" >&2
+  step "creating $venv" "$py" -m venv "$venv"
+  step "installing $packages packages from requirements.lock" \
+    "$venv/bin/python" -m pip install --disable-pip-version-check --progress-bar off \
+    -r requirements.lock
+  step "installing propensity itself (editable)" \
+    "$venv/bin/python" -m pip install --disable-pip-version-check --progress-bar off \
+    --no-deps -e .
   "$venv/bin/python" -c "import propensity, lightgbm, pandera" \
     || { echo "dev.sh: installing into $venv failed" >&2; exit 1; }
   rm -f "$venv"/.lock-*

@@ -6,6 +6,7 @@ is a conversion model from attributes, with the post-outcome columns kept out of
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,21 @@ def _binary(raw: pd.Series) -> tuple[pd.Series, pd.Series]:
     return out, unknown
 
 
+def obvious_id_column(raw: pd.DataFrame, skip: set[str] | frozenset[str] = frozenset()
+                      ) -> str | None:
+    """The table's id column when there is exactly one obvious one: named like an id (`id`,
+    `lead_id`, `Prospect ID`, `LeadId`), every value present and unique, and not a decimal
+    measure. Guessing between two would be a guess: then None (give --id-col)."""
+    def named_like_an_id(name: str) -> bool:
+        spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", str(name))
+        return "id" in re.split(r"[^a-z0-9]+", spaced.lower())
+
+    found = [c for c in raw.columns if c not in skip and named_like_an_id(c)
+             and not pd.api.types.is_float_dtype(raw[c]) and len(raw)
+             and raw[c].notna().all() and raw[c].is_unique]
+    return str(found[0]) if len(found) == 1 else None
+
+
 def read_single_table(
     path: Path,
     target: str,
@@ -59,8 +75,11 @@ def read_single_table(
     exclude: list[str] | tuple[str, ...] = (),
     post_outcome: list[str] | tuple[str, ...] = (),
 ) -> SingleTable:
-    """Parse and check a single table; bad rows stay in, named in `report`."""
+    """Parse and check a single table; bad rows stay in, named in `report`. Without an
+    `id_column`, the table's obvious one (`obvious_id_column`) is its id."""
     raw, source = read_raw(Path(path))
+    if id_column is None and target in raw.columns:
+        id_column = obvious_id_column(raw, {target, *exclude, *post_outcome})
     report = ProblemReport()
     name = source.name
 

@@ -24,9 +24,8 @@ import sqlalchemy as sa
 
 from propensity.database import thresholds
 from propensity.problems import PropensityError
-from propensity.thresholds import ThresholdSet
+from propensity.thresholds import BANDS, ThresholdSet
 
-BANDS = ("mql", "grade_a", "grade_b", "grade_c")
 log = logging.getLogger("propensity.thresholds")
 
 
@@ -123,13 +122,18 @@ class ThresholdStore:
     def set(self, values: ThresholdSet, changed_by: str, reason: str,
             base_version: int) -> ThresholdSet:
         """Write `values` as the successor of `base_version`; StaleVersion when that is not
-        the active version any more (or another change to it won the race)."""
+        the active version any more (or another change to it won the race). Values equal to
+        the active version's are not written again: the active set comes back, its version
+        unchanged (a history of identical versions says nothing)."""
         try:
             with self.engine.begin() as conn:
                 current = conn.execute(sa.select(sa.func.max(thresholds.c.version)).where(
                     thresholds.c.model == values.model)).scalar_one_or_none() or 0
                 if current != base_version:
                     raise StaleVersion(base_version, int(current))
+                active = self._row(conn, values.model, int(current))
+                if active.same_values(values):
+                    return active
                 version = conn.execute(thresholds.insert().values(
                     model=values.model, changed_by=changed_by, changed_at=datetime.now(UTC),
                     reason=reason, base_version=base_version,
@@ -149,6 +153,9 @@ class ThresholdStore:
         return [{**r._mapping, "changed_at": _utc(r.changed_at)} for r in rows]
 
     def get(self, version: int) -> ThresholdSet | None:
+        """Version `version`; 0 is the defaults (what `restore 0` brings back)."""
+        if version == 0:
+            return ThresholdSet()
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(thresholds).where(
                 thresholds.c.version == version)).first()
@@ -156,3 +163,11 @@ class ThresholdStore:
             return None
         return ThresholdSet(version=row.version, model=row.model,
                             **{b: getattr(row, b) for b in BANDS})
+
+    @staticmethod
+    def _row(conn: sa.Connection, model: str, version: int) -> ThresholdSet:
+        """Version `version` of `model` inside a transaction (0: the defaults)."""
+        row = conn.execute(sa.select(thresholds).where(thresholds.c.version == version)
+                           ).first() if version else None
+        return ThresholdSet(model=model) if row is None else ThresholdSet(
+            version=row.version, model=model, **{b: getattr(row, b) for b in BANDS})

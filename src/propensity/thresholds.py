@@ -44,6 +44,22 @@ class ThresholdSet(BaseModel):
     def is_mql(self, score: float) -> bool:
         return score >= self.mql
 
+    def same_values(self, other: ThresholdSet) -> bool:
+        """The same threshold and bands (version and model aside)."""
+        return all(getattr(self, b) == getattr(other, b) for b in BANDS)
+
+    def warnings(self) -> list[str]:
+        """Allowed but probably not meant: an MQL threshold below grade C's start makes
+        leads graded D (the lowest) marketing-qualified."""
+        if self.mql < self.grade_c:
+            return [f"MQL at {self.mql:g} is below grade C's start ({self.grade_c:g}): leads "
+                    f"scoring {self.mql:g}-{self.grade_c:g} are MQLs graded D"]
+        return []
+
+
+BANDS = ("mql", "grade_a", "grade_b", "grade_c")
+"""The values a version holds."""
+
 
 def to_score(probability: float) -> int:
     """0-100, half away from zero (so 0.125 -> 13, as a person would round it)."""
@@ -89,9 +105,14 @@ def threshold_curve(rows: pd.DataFrame, source: str = "holdout") -> Curve:
     """Every threshold 0..100 over scored rows (`lead_id`, `probability`, `label`, `as_of`?).
 
     A lead can be scored many times (every snapshot, every CRM call): it becomes an MQL the
-    first time its score reaches the threshold, and counts once, with the outcome that
-    followed that moment. Per-week figures need `as_of`; without it (a single table) they
-    are left out.
+    first time its score reaches the threshold, and counts once. Its outcome is one for every
+    figure: it bought when any of its scorings is labelled converted (it bought within the
+    horizon of one of them), so the header's "N bought", the base rate, the precision at
+    threshold 0 and the recall's denominator are the same count. (Judging each lead by the
+    label of the scoring that flags it made the precision at 0 the rate at the first scoring,
+    below the header's, and let recall pass 1.) Expected customers are the flagged scorings'
+    probabilities: a forecast made at the flag. Per-week figures need `as_of`; without it
+    (a single table) they are left out.
     """
     frame = rows.copy()
     if "lead_id" not in frame:
@@ -110,12 +131,8 @@ def threshold_curve(rows: pd.DataFrame, source: str = "holdout") -> Curve:
     best = per_lead["score"].max()
     ever = per_lead["label"].max()
     n_leads, n_conv = len(best), int(ever.sum())
-    # the rate among all leads, each judged where the lowest threshold flags it (its first
-    # scoring): so flagging everyone has a lift of exactly 1
-    first_labels = per_lead["label"].first()
-    base = float(first_labels.mean()) if n_leads else None
+    base = n_conv / n_leads if n_leads else None  # = precision at 0: flagging all, lift 1
     scores = frame["score"].to_numpy()
-    labels = frame["label"].to_numpy(dtype="int64")
     probs = frame["probability"].to_numpy(dtype="float64")
     codes, order = pd.factorize(frame["lead_id"])
     conv_of_lead = ever.reindex(order).to_numpy()
@@ -129,18 +146,17 @@ def threshold_curve(rows: pd.DataFrame, source: str = "holdout") -> Curve:
         first[idx[first_pos]] = True
         seen[codes[idx[first_pos]]] = True
         flagged = int(first.sum())
-        conv_flagged = int(labels[first].sum())
+        conv_flagged = int(conv_of_lead[seen].sum())
         expected = float(probs[first].sum())
         never = ~seen
         below_n = int(never.sum())
         below_conv = int(conv_of_lead[never].sum())
-        recall_num = int(conv_of_lead[seen].sum())
         precision = conv_flagged / flagged if flagged else None
         points.append(CurvePoint(
             threshold=s, flagged=flagged,
             flagged_per_week=None if weeks is None else flagged / weeks,
             converted_flagged=conv_flagged, precision=precision,
-            recall=recall_num / n_conv if n_conv else None,
+            recall=conv_flagged / n_conv if n_conv else None,
             expected_customers=expected,
             expected_customers_per_week=None if weeks is None else expected / weeks,
             rate_above=precision, rate_below=below_conv / below_n if below_n else None,

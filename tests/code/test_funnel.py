@@ -135,6 +135,23 @@ def test_group_by_period_of_creation(export_dir: Path) -> None:
     assert {g.group: g.leads for g in report.groups if g.leads} == {"2024-01": 5, "2024-02": 1}
 
 
+def test_period_mode_lists_groups_that_moved_and_periods_in_time_order(
+        export_dir: Path) -> None:
+    """Issue 31: a group where nothing happened in the window is no row (s2 and the lead-less
+    open deal in late February), and creation periods read in time order, not by size."""
+    export = load_export(export_dir)
+    by_month = funnel_report(export, by="created_month", start="2024-02-02",
+                             end="2024-03-01", mode="period")
+    # 2024-01 lost B on 02-10 (and its deal): activity, though none of its leads is new
+    assert [g.group for g in by_month.groups] == ["2024-01", "2024-02"]
+    assert [g.leads for g in by_month.groups] == [0, 1]
+    by_source = funnel_report(export, by="source", start="2024-02-11", end="2024-03-01",
+                              mode="period")
+    assert [g.group for g in by_source.groups] == ["s1"]  # F's MQL on 02-12
+    cohort = funnel_report(export, by="created_month")
+    assert [g.group for g in cohort.groups] == ["2024-01", "2024-02", "(no lead)"]
+
+
 def test_leads_only_export_is_all_in_flight(tmp_path: Path) -> None:
     path = write_tables(tmp_path, {"leads": [{"lead_id": "x", "created_at": "2024-01-01"},
                                              {"lead_id": "y", "created_at": "2024-01-02"}]})

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -18,22 +21,69 @@ ROWS = pd.DataFrame({
 
 def test_curve_counts_each_lead_once_at_its_first_crossing() -> None:
     curve = threshold_curve(ROWS)
-    # base rate: each lead at its first scoring (b had not bought yet at W0)
-    assert (curve.leads, curve.converted, curve.base_rate, curve.weeks) == (4, 2, 0.25, 2.0)
+    # a lead bought when one of its scorings is labelled so: a and b of a, b, c, d
+    assert (curve.leads, curve.converted, curve.base_rate, curve.weeks) == (4, 2, 0.5, 2.0)
     p = curve.at(50)  # a@W0 (80, bought), b@W1 (60, bought), d@W1 (55, not)
     assert (p.flagged, p.converted_flagged) == (3, 2)
     assert p.precision == pytest.approx(2 / 3) and p.recall == 1.0
     assert p.flagged_per_week == 1.5
     assert p.expected_customers == pytest.approx(0.8 + 0.6 + 0.55)
-    assert p.rate_below == 0.0 and p.lift == pytest.approx((2 / 3) / 0.25)
+    assert p.rate_below == 0.0 and p.lift == pytest.approx((2 / 3) / 0.5)
     p = curve.at(70)
     assert (p.flagged, p.precision, p.recall) == (1, 1.0, 0.5)
     assert p.rate_below == pytest.approx(1 / 3)
-    p = curve.at(0)  # everyone, b at W0 where it had not bought yet
-    assert (p.flagged, p.converted_flagged, p.recall) == (4, 1, 1.0)
+    p = curve.at(0)  # everyone, at their first scoring; b bought after its W1 scoring
+    assert (p.flagged, p.converted_flagged, p.recall) == (4, 2, 1.0)
     assert p.lift == 1.0  # flagging everyone is the base rate, by definition
     assert curve.at(100).flagged == 0 and curve.at(100).precision is None
     assert sum(curve.distribution) == 4 and curve.distribution[90] == 1
+
+
+def test_precision_at_0_is_the_headers_base_rate() -> None:
+    """Issue 31: the curve said "689 of 3,632 bought" (19.0%) over a precision at 0 of 15.9%:
+    precision judged a lead by the label of the scoring that flagged it, the header by all of
+    them. One outcome per lead now, in every figure; recall never passes 1."""
+    rng = np.random.default_rng(3)
+    n = 400
+    rows = pd.DataFrame({"lead_id": [f"l{i % 150}" for i in range(n)],
+                         "as_of": [W0 + pd.Timedelta(days=7 * (i // 150)) for i in range(n)],
+                         "probability": rng.random(n),
+                         "label": (rng.random(n) < 0.3).astype(int)})
+    curve = threshold_curve(rows)
+    assert curve.base_rate == pytest.approx(curve.converted / curve.leads)
+    assert curve.at(0).precision == pytest.approx(curve.base_rate)
+    assert curve.at(0).recall == 1.0 and curve.at(0).lift == pytest.approx(1.0)
+    for p in curve.points:
+        assert p.recall is None or p.recall <= 1.0
+        assert p.converted_flagged <= curve.converted
+
+
+def test_mql_below_grade_c_is_allowed_with_a_warning() -> None:
+    assert ThresholdSet().warnings() == []
+    low = ThresholdSet(mql=10, grade_c=25)
+    [warning] = low.warnings()
+    assert "MQL at 10" in warning and "grade C" in warning and "D" in warning
+    assert low.same_values(ThresholdSet(version=4, mql=10, grade_c=25))
+    assert not low.same_values(ThresholdSet())
+
+
+def test_store_restores_the_defaults_and_does_not_repeat_a_version(tmp_path: Path) -> None:
+    """Issue 31: `--restore 0` (the defaults) was refused, and saving the active values again
+    wrote an identical new version."""
+    from propensity.database import engine_for, migrate
+    from propensity.threshold_store import ThresholdStore
+
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    migrate(url)
+    store = ThresholdStore(engine_for(url), ttl=0)
+    first = store.set(ThresholdSet(mql=35), "me", "tighter", 0)
+    again = store.set(ThresholdSet(mql=35), "me", "again", first.version)
+    assert again.version == first.version and len(store.history()) == 1
+    defaults = store.get(0)
+    assert defaults is not None and defaults.same_values(ThresholdSet())
+    restored = store.set(defaults, "me", "back to defaults", first.version)
+    assert restored.version > first.version and restored.mql == ThresholdSet().mql
+    assert len(store.history()) == 2
 
 
 def test_recommendation_within_capacity_precision_or_recall() -> None:

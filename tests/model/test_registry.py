@@ -7,11 +7,13 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import pytest
 
 from propensity.export import fingerprint
 from propensity.models.registry import (
     CHALLENGER,
     CHAMPION,
+    UnknownModel,
     configure,
     list_versions,
     load_model,
@@ -19,6 +21,7 @@ from propensity.models.registry import (
     promote,
     rollback,
 )
+from propensity.problems import PropensityError
 from propensity.rows import lead_rows
 from propensity.scoring import score_rows
 from propensity.settings import Settings
@@ -59,10 +62,20 @@ def _roundtrip(small_export: CrmExport, small_dir: Path, settings: Settings) -> 
     assert load_model("lead-conversion", settings=settings)[1] == v2
     back = rollback("lead-conversion", settings=settings)
     assert back.version == v1 and load_model("lead-conversion", settings=settings)[1] == v1
+    # issue 31: a second rollback went forward again, to v2; each goes one further back
+    for version in (v2, v3):
+        assert promote("lead-conversion", version=version, force=True,
+                       settings=settings).promoted
+    assert [rollback("lead-conversion", settings=settings).version for _ in "ab"] == [v2, v1]
+    with pytest.raises(PropensityError, match="no earlier champion"):
+        rollback("lead-conversion", settings=settings)
+    assert load_model("lead-conversion", settings=settings)[1] == v1
     versions = list_versions(settings).set_index("version")
     assert list(versions.index) == [int(v1), int(v2), int(v3)]
     assert versions.loc[int(v1), "aliases"] == "champion"
     assert list(versions["gate"]) == ["passed", "failed", "passed"]
+    with pytest.raises(UnknownModel, match="models: lead-conversion"):
+        load_model("lead-convresion", settings=settings)
     assert versions["roc_auc"].notna().all()
     # the pyfunc carries feature building, learner and calibrator: same number as the library
     pyfunc = mlflow.pyfunc.load_model("models:/lead-conversion@champion")
@@ -87,3 +100,36 @@ def test_registry_on_postgresql(tmp_path: Path, small_export: CrmExport, small_d
     assert settings.tracking_uri.startswith("postgresql://")
     _roundtrip(small_export, small_dir, settings)
     assert configure(settings).search_registered_models()[0].name == "lead-conversion"
+
+
+def test_a_table_model_never_shares_a_name_with_export_models(
+        tmp_path: Path, small_export: CrmExport, small_dir: Path) -> None:
+    """Issue 31: `train --table` registered under lead-conversion and took the export model's
+    challenger alias. A table model has its own name; one under an export model's is refused
+    before anything is logged."""
+    from propensity.models.registry import table_model_name, table_models
+    from propensity.single_table import load_single_table
+    from propensity.training import train_table
+
+    settings = Settings(models_dir=tmp_path / "models")
+    _register(small_export, small_dir, settings)
+    rng = np.random.default_rng(0)
+    n = 600
+    visits = rng.poisson(3, n)
+    pd.DataFrame({"Lead Id": [f"x{i}" for i in range(n)], "visits": visits,
+                  "Won": np.where(rng.random(n) < 0.2 + 0.1 * (visits > 3), "yes", "no")}
+                 ).to_csv(tmp_path / "t.csv", index=False)
+    table = load_single_table(tmp_path / "t.csv", "Won")
+    assert table.id_column == "Lead Id"  # found without being named: unique, named like an id
+    result = train_table(table, quick_config())
+    example = table.frame.head(3).drop(columns="Won")
+    with pytest.raises(PropensityError, match="lead-conversion holds models that score exports"):
+        log_and_register(result, data={"path": "t.csv"}, input_example=example,
+                         settings=settings)
+    name = table_model_name("Won")
+    assert name == "table-won"
+    reg = log_and_register(result, data={"path": "t.csv"}, input_example=example,
+                           settings=settings, name=name)
+    assert (reg.name, reg.version) == (name, "1") and table_models(settings) == [name]
+    assert load_model("lead-conversion", CHALLENGER, settings=settings)[0].kind == "export"
+    assert load_model(name, CHALLENGER, settings=settings)[0].id_column == "Lead Id"

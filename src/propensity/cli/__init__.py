@@ -50,25 +50,46 @@ monitor.register(app)
 demo.register(app)
 
 
+def global_options_first(args: list[str]) -> list[str]:
+    """`--encoding X` moved in front of the subcommand: click reads the root's options only
+    there, and users write it where it occurs to them (`propensity validate --encoding
+    latin-1 PATH`). Nothing after a `--` is touched."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest += args[i:]
+            break
+        if arg.startswith("--encoding="):
+            front.append(arg)
+        elif arg == "--encoding" and i + 1 < len(args):
+            front += args[i:i + 2]
+            i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
 def main() -> None:
     """Entry point: user errors end in one line and a non-zero exit, never a traceback."""
     try:  # not standalone: a usage error would be printed as a box of five lines
-        code = app(standalone_mode=False)
+        code = app(args=global_options_first(sys.argv[1:]), standalone_mode=False)
     except typer.TyperException as exc:  # typer's click errors: a wrong command line
         if type(exc).__name__ == "NoArgsIsHelpError":  # `propensity` alone: typer has
             sys.exit(exc.exit_code)  # printed the help
         raise SystemExit(fail(exc.format_message(), code=exc.exit_code).exit_code) from None
-    except typer.Abort:
-        sys.exit(130)
-    except PropensityError as exc:
-        raise SystemExit(fail(str(exc), code=1).exit_code) from None
+    except (typer.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+        raise SystemExit(fail("interrupted (Ctrl-C)", code=130).exit_code) from None
+    except PropensityError as exc:  # an unknown model name is a usage error (exit_code 2)
+        raise SystemExit(fail(str(exc), code=getattr(exc, "exit_code", 1)).exit_code) from None
     except UnicodeDecodeError as exc:  # a reader that does not name its file: say what we can
         raise SystemExit(fail(f"a file is not valid {exc.encoding} text (byte "
                               f"0x{exc.object[exc.start]:02x}); name its encoding: "
                               "propensity --encoding latin-1 ...", code=1).exit_code) from None
     except (OSError, ValueError) as exc:
         raise SystemExit(fail(f"{type(exc).__name__}: {exc}", code=1).exit_code) from None
-    except KeyboardInterrupt:
-        sys.exit(130)
     if isinstance(code, int) and code:  # typer.Exit(code) returns it when not standalone
         sys.exit(code)

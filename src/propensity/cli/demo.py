@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from propensity.cli._common import console
+from propensity.cli._common import console, stages
 
 
 def _example_lead(export_dir: Path, out: Path) -> str:
@@ -76,9 +76,12 @@ def demo(
     from propensity.database import engine_for, migrate
 
     example = workdir / "example-lead.json"
-    who = _example_lead(export_dir, example)
-    migrate(settings.db_url)
-    key = create_key(engine_for(settings.db_url), "demo", ["score", "admin"])
+    with stages() as note:
+        note("picking an example lead: the champion scores the export's open leads")
+        who = _example_lead(export_dir, example)
+        note("creating an API key")
+        migrate(settings.db_url)
+        key = create_key(engine_for(settings.db_url), "demo", ["score", "admin"])
     base = f"http://127.0.0.1:{port}"
     console.rule("7. the scorer")
     console.print(f"API docs: {base}/docs\nthreshold page for marketing ops: {base}/ui\n"

@@ -29,9 +29,11 @@ from propensity.cli._common import (
     split_columns,
     stages,
 )
+from propensity.problems import PropensityError
 
 ModelOpt = Annotated[str, typer.Option(
-    "--model", help="lead-conversion, stage-advancement or account-propensity")]
+    "--model", help="lead-conversion, stage-advancement, account-propensity, or a single-table "
+                    "model's name (table-TARGET, or the --name it was trained with)")]
 
 
 def _config(config: Path | None, model: str | None, horizon_days: int | None,
@@ -42,7 +44,7 @@ def _config(config: Path | None, model: str | None, horizon_days: int | None,
     data: dict[str, Any] = {}
     if config is not None:
         if not config.exists():
-            raise fail(f"{config}: no such config file")
+            raise fail(f"{config}: no such config file", code=1)
         try:
             data = tomllib.loads(config.read_text())
         except tomllib.TOMLDecodeError as exc:
@@ -108,6 +110,9 @@ def train(
     id_col: IdColOpt = None,
     exclude: ExcludeOpt = "",
     post_outcome: PostOutcomeOpt = "",
+    name: Annotated[str | None, typer.Option(
+        help="Registered name of a single-table model (default: table-TARGET); it keeps "
+             "its own champion and challenger")] = None,
     register: Annotated[bool, typer.Option(help="Log to MLflow and register")] = True,
     drop_bad_rows: Annotated[bool, typer.Option(
         help="Leave out rows that break the contract (each is named)")] = False,
@@ -124,7 +129,14 @@ def train(
     """Train a model with out-of-time evaluation against baselines; register it as challenger."""
     from propensity.contract import Manifest
     from propensity.export import fingerprint, load_export
-    from propensity.models.registry import CHAMPION, log_and_register, promote, version_of
+    from propensity.models.registry import (
+        CHAMPION,
+        configure,
+        log_and_register,
+        promote,
+        table_model_name,
+        version_of,
+    )
     from propensity.rows import account_rows, lead_rows
     from propensity.settings import get_settings
     from propensity.single_table import TABLE, load_single_table, single_table_options
@@ -139,8 +151,10 @@ def train(
                horizon_days=horizon_days, stale_days=stale_days, drop_bad_rows=drop_bad_rows)
     elif path is not None:
         refuse(f"only for a single table, given as --table FILE ({path} is read as an "
-               "export folder)",
-               target=target, id_col=id_col, exclude=exclude, post_outcome=post_outcome)
+               "export folder)", target=target, id_col=id_col, exclude=exclude,
+               post_outcome=post_outcome, name=name)
+    if name is not None and (not name.strip() or any(c in name for c in "/:")):
+        raise fail(f"--name {name!r}: a registered name cannot be empty or hold '/' or ':'")
     cfg = _config(config, model, horizon_days, stale_days)
     holdout_rows = None
     spark = spark_for(engine, master, conf)
@@ -162,7 +176,9 @@ def train(
             single = load_single_table(
                 table, target, id_column=id_col, exclude=split_columns(exclude),
                 post_outcome=split_columns(post_outcome))
-            note(f"{len(single.frame):,} rows, {len(single.feature_columns)} columns")
+            note(f"{len(single.frame):,} rows, {len(single.feature_columns)} columns"
+                 + (f", id column {single.id_column}" if single.id_column else
+                    ", no id column (scores name spreadsheet rows; --id-col COLUMN)"))
             result = train_table(single, cfg, progress=note)
             columns = [c for c in single.frame.columns if c != single.target]
             holdout_rows = single.frame.iloc[result.holdout["row"].to_numpy()][
@@ -170,6 +186,7 @@ def train(
             example = holdout_rows.head(3)
             data = {"path": str(table.resolve()), "fingerprint": fingerprint(table),
                     "target": target}
+            registered_name = name or table_model_name(target)
         else:
             if path is None:
                 raise fail("give an export folder, or --table FILE --target COLUMN")
@@ -187,20 +204,22 @@ def train(
                 example = lead_rows(export, result.holdout[["lead_id", "as_of"]].head(3))
             data = {"path": str(Path(path).resolve()), "engine": engine,
                     "fingerprint": fingerprint(path) if Path(path).is_dir() else str(path)}
+            registered_name = cfg.model
         _print_metrics(result.report)
         if not register:
             return
         settings = get_settings()
-        note(f"logging to MLflow at {settings.tracking_uri} and registering")
+        note(f"opening the MLflow store at {settings.tracking_uri}")
         reg = log_and_register(result, data=data, input_example=example,
-                               holdout_rows=holdout_rows)
-    console.print(f"registered {reg.name} v{reg.version} as challenger "
-                  f"(holdout ROC AUC {reg.holdout_auc:.4f}, run {reg.run_id}) in "
-                  f"{settings.models_dir}", highlight=False)
-    from propensity.models.registry import configure
-
-    if version_of(configure(), reg.name, CHAMPION) is None:
-        outcome = promote(reg.name, reg.version)
+                               holdout_rows=holdout_rows, name=registered_name, note=note)
+        console.print(f"registered {reg.name} v{reg.version} as challenger "
+                      f"(holdout ROC AUC {reg.holdout_auc:.4f}, run {reg.run_id}) in "
+                      f"{settings.models_dir}", highlight=False)
+        first = version_of(configure(), reg.name, CHAMPION) is None
+        if first:
+            note(f"the gate for the first {reg.name} champion")
+            outcome = promote(reg.name, reg.version, note=note)
+    if first:
         if outcome.promoted:
             console.print(f"{reg.name} v{outcome.version} is the champion ({outcome.reason})",
                           highlight=False)
@@ -235,7 +254,10 @@ def score(
     path: Annotated[Path | None, typer.Argument(help="Export folder")] = None,
     as_of: Annotated[datetime | None, typer.Option(help="Score leads open at this time (UTC)")
                      ] = None,
-    model: ModelOpt = "lead-conversion",
+    model: Annotated[str | None, typer.Option(
+        "--model", help="lead-conversion (default for an export), stage-advancement, "
+                        "account-propensity, or a single-table model's name (default for "
+                        "--table: the one registered)")] = None,
     out: Annotated[Path | None, typer.Option(
         help="Output .csv or .parquet (default: CSV to standard output)")] = None,
     table: Annotated[Path | None, typer.Option(help="Score a single table instead")] = None,
@@ -248,6 +270,7 @@ def score(
 ) -> None:
     """Batch scoring from the registered champion: an id and a probability per lead."""
     import sys
+    from concurrent.futures import ThreadPoolExecutor
 
     if out is not None and out.suffix not in (".csv", ".parquet"):
         raise fail("--out must end in .csv or .parquet")
@@ -260,31 +283,38 @@ def score(
     if engine == "spark":
         if table is not None or path is None or as_of is None:
             raise fail("--engine spark scores an export folder with --as-of TIME")
-        _score_spark(str(path), pd.Timestamp(as_of), model, alias, out, drop_bad_rows,
-                     master, conf)
+        _score_spark(str(path), pd.Timestamp(as_of), model or "lead-conversion", alias, out,
+                     drop_bad_rows, master, conf)
         return
     spark_for(engine, master, conf)  # refuses an unknown engine, and Spark options here
     from propensity.export import load_export, read_raw
-    from propensity.models.registry import load_model
     from propensity.scoring import as_utc, check_table, score_export, score_table
+    from propensity.single_table import obvious_id_column
 
-    with stages() as note:
-        note(f"loading {model}@{alias}")
-        bundle, version = load_model(model, alias)
+    with stages() as note, ThreadPoolExecutor(1) as pool:
+        # importing MLflow and reading the model take seconds: beside the data, not before
+        note(f"loading {model or ('the single-table model' if table else 'lead-conversion')}"
+             f"@{alias} while reading {table or path}")
+        loading = pool.submit(_load, model, alias, table is not None)
         if table is not None:
+            frame, source = read_raw(table)
+            bundle, version, model = loading.result()
             if bundle.kind != "table":
                 raise fail(f"{model}@{alias} was trained on an export: score an export folder")
-            note(f"scoring {table}")
-            frame, source = read_raw(table)
+            note(f"scoring {table} with {model} v{version}")
             check_table(bundle, frame, source)
             result = score_table(bundle, frame)
+            ids = None if bundle.id_column else obvious_id_column(frame)
+            if ids is not None:  # trained without one: the rows are still named by it
+                result.insert(0, ids, frame[ids].astype("str").to_numpy())
         else:
             assert path is not None and as_of is not None
-            if bundle.kind != "export":
-                raise fail(f"{model}@{alias} was trained on a single table: use --table FILE")
             note(f"reading and validating {path}")
             export = load_export(path, drop_bad_rows=drop_bad_rows)
-            note(f"scoring every lead open at {as_of:%Y-%m-%d %H:%M}")
+            bundle, version, model = loading.result()
+            if bundle.kind != "export":
+                raise fail(f"{model}@{alias} was trained on a single table: use --table FILE")
+            note(f"scoring every lead open at {as_of:%Y-%m-%d %H:%M} with {model} v{version}")
             result = score_export(bundle, export, pd.Timestamp(as_of))
             _warn_about_the_time(export.latest_time(), as_utc(as_of), len(result))
     result["model"] = model
@@ -298,6 +328,24 @@ def score(
         result.to_parquet(output(out), index=False)
     console.print(f"scored {len(result):,} rows with {model} v{version} -> {out}",
                   highlight=False)
+
+
+def _load(model: str | None, alias: str, table: bool) -> tuple[Any, str, str]:
+    """The bundle, version and name `score` uses: `model`, or for a table the single-table
+    model registered (one only: with several, the user names it)."""
+    from propensity.models.registry import MODEL_NAMES, load_model, table_models
+
+    if model is None and table:
+        names = table_models()
+        if not names:
+            raise PropensityError("no single-table model in the registry: `propensity train "
+                                  "--table FILE --target COLUMN` first")
+        if len(names) > 1:
+            raise fail(f"several single-table models ({', '.join(names)}): give --model NAME")
+        model = names[0]
+    model = model or MODEL_NAMES[0]
+    bundle, version = load_model(model, alias)
+    return bundle, version, model
 
 
 def _warn_about_the_time(latest: pd.Timestamp | None, as_of: pd.Timestamp, scored: int
@@ -368,14 +416,20 @@ def promote_cmd(
     version: Annotated[str | None, typer.Option(help="Version to promote (default challenger)")
                        ] = None,
     force: Annotated[bool, typer.Option(help="Promote without beating the champion")] = False,
-    rollback: Annotated[bool, typer.Option(help="Give champion back to the previous one")
-                        ] = False,
+    rollback: Annotated[bool, typer.Option(
+        help="Give champion back to the one it replaced; again: one further back")] = False,
 ) -> None:
     """Move `champion` to the challenger when it beats the champion on the same holdout."""
-    from propensity.models.registry import promote
-    from propensity.models.registry import rollback as do_rollback
+    if rollback:
+        refuse("a rollback goes back to the champion replaced last, through no gate",
+               force=force, version=version)
+    with stages() as note:
+        note("opening the model registry")
+        from propensity.models.registry import promote
+        from propensity.models.registry import rollback as do_rollback
 
-    result = do_rollback(model) if rollback else promote(model, version, force=force)
+        result = do_rollback(model) if rollback else promote(model, version, force=force,
+                                                            note=note)
     if result.warning:
         console.print(f"[yellow]warning:[/] {result.warning}", highlight=False)
     if result.promoted:

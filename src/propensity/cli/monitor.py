@@ -10,7 +10,6 @@ import typer
 from rich.table import Table
 
 from propensity.cli._common import console, fail, stages
-from propensity.contract import DEFAULT_STAGES
 
 if TYPE_CHECKING:
     from propensity.monitoring.report import MonitoringReport
@@ -36,7 +35,7 @@ def import_outcomes(
     from propensity.settings import get_settings
 
     if not export.is_dir():
-        raise fail(f"{export}: not an export folder")
+        raise fail(f"{export}: not an export folder", code=1)
     try:
         start = None if since is None else pd.Timestamp(since)
     except ValueError:
@@ -131,6 +130,7 @@ def monitor(
         min=1, help="leads served in the window before drift is judged")] = 200,
 ) -> None:
     """Drift and realised performance of the champion, and what to do: for a cron job."""
+    from propensity import contract
     from propensity.database import engine_for, migrate
     from propensity.models.registry import (
         CHAMPION,
@@ -160,7 +160,7 @@ def monitor(
         raise fail(f"--{problem[0]}: {problem[1]}")
     version = version_of(configure(settings), MODEL, CHAMPION)
     if version is None:
-        raise fail(f"no {MODEL} champion to monitor: `propensity train` first")
+        raise fail(f"no {MODEL} champion to monitor: `propensity train` first", code=1)
     bundle, _ = load_model(MODEL, CHAMPION, settings=settings)
     try:
         reference = load_reference(MODEL, version, settings=settings)
@@ -175,7 +175,7 @@ def monitor(
         limits=Limits(psi=psi, top_features=top_features, calibration_points=calibration_points,
                       band_leads=band_leads, min_served=min_served),
         champions=champion_history(MODEL, settings=settings),
-        stages=bundle.spec.stages if bundle.spec is not None else DEFAULT_STAGES)
+        stages=bundle.spec.stages if bundle.spec is not None else contract.DEFAULT_STAGES)
     if as_json:
         console.print_json(report.model_dump_json())
     else:
@@ -214,14 +214,15 @@ def retrain(
     from propensity.training import train_export
 
     if not export.is_dir():
-        raise fail(f"{export}: not an export folder")
-    champion = None
-    if version_of(configure(), MODEL, CHAMPION) is not None:
-        champion, _ = load_model(MODEL, CHAMPION)
-    cfg = _config(config, MODEL,
-                  horizon_days or (champion.horizon_days if champion else None),
-                  stale_days or (champion.stale_days if champion else None))
+        raise fail(f"{export}: not an export folder", code=1)
     with stages() as note:
+        note(f"loading the {MODEL} champion (its horizon and stale days)")
+        champion = None
+        if version_of(configure(), MODEL, CHAMPION) is not None:
+            champion, _ = load_model(MODEL, CHAMPION)
+        cfg = _config(config, MODEL,
+                      horizon_days or (champion.horizon_days if champion else None),
+                      stale_days or (champion.stale_days if champion else None))
         note(f"reading and validating {export}")
         data = load_export(export)
         result = train_export(data, cfg, progress=note)
@@ -229,16 +230,18 @@ def retrain(
         note("registering the challenger")
         reg = log_and_register(
             result, data={"path": str(export.resolve()), "fingerprint": fingerprint(export)},
-            input_example=lead_rows(data, result.holdout[["lead_id", "as_of"]].head(3)))
+            input_example=lead_rows(data, result.holdout[["lead_id", "as_of"]].head(3)),
+            note=note)
         note("the gate")
-        outcome = promote(MODEL, reg.version)
+        outcome = promote(MODEL, reg.version, note=note)
     if outcome.promoted:
         console.print(f"{MODEL} v{reg.version} is the champion: {outcome.reason}"
                       + (f" (was v{outcome.previous})" if outcome.previous else ""),
                       highlight=False)
-    else:
+    else:  # the README's exit 1: a challenger that does not pass the gate
         console.print(f"{MODEL} v{reg.version} stays challenger: {outcome.reason}",
                       highlight=False)
+        raise typer.Exit(1)
 
 
 def register(root: typer.Typer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -88,14 +89,20 @@ def create(
 
 
 @keys_app.command("list")
-def list_() -> None:
+def list_(as_json: Annotated[bool, typer.Option(
+        "--json", help="A JSON array, for scripts (times in ISO 8601, UTC)")] = False) -> None:
     """Every key: id, name, scopes, created, expires, revoked, status (never the key)."""
     from propensity.api_keys import list_keys
 
+    keys = list_keys(_engine())
+    if as_json:
+        print(json.dumps([{k: v.isoformat() if isinstance(v, datetime) else v
+                           for k, v in key.items()} for key in keys], indent=1))
+        return
     table = Table(title="API keys")
     for c in ("id", "name", "scopes", "created", "expires", "revoked", "status"):
         table.add_column(c)
-    for k in list_keys(_engine()):
+    for k in keys:
         table.add_row(str(k["id"]), k["name"], k["scopes"], _when(k["created_at"]),
                       _when(k["expires_at"]), _when(k["revoked_at"]), k["status"])
     console.print(table)
@@ -105,22 +112,50 @@ def _when(value: datetime | None) -> str:
     return "-" if value is None else f"{value:%Y-%m-%d %H:%M}"
 
 
+KeyArg = Annotated[str, typer.Argument(
+    metavar="KEY", help="The key's id or name (`keys list`); a name held by two keys not "
+                        "revoked is refused: give the id")]
+
+
+def _key_id(engine: sa.Engine, key: str) -> int:
+    """The id `key` names: a number is an id; a name must be held by one key not revoked
+    (revoking one of two keys of the same name by guess would cut off the wrong client)."""
+    from propensity.api_keys import list_keys
+
+    text = key.strip()
+    if text.isdigit():
+        return int(text)
+    keys = list_keys(engine)
+    live = [k for k in keys if k["name"] == text and k["status"] != "revoked"]
+    if len(live) > 1:
+        ids = ", ".join(str(k["id"]) for k in live)
+        raise fail(f"{len(live)} keys are named {text!r} (ids {ids}): give the id")
+    if not live:
+        was = [k for k in keys if k["name"] == text]
+        raise fail(f"no key named {text!r}" + (" that is not revoked already" if was else "")
+                   + ": `propensity keys list` shows them", code=1)
+    return int(live[0]["id"])
+
+
 @keys_app.command("revoke")
-def revoke(key_id: Annotated[int, typer.Argument(help="The key's id (`keys list`)")]) -> None:
+def revoke(key: KeyArg) -> None:
     """Revoke a key: every scorer refuses it within PROPENSITY_KEY_CACHE_SECONDS."""
     from propensity.api_keys import revoke_key
 
-    name = revoke_key(_engine(), key_id)
+    engine = _engine()
+    key_id = _key_id(engine, key)
+    name = revoke_key(engine, key_id)
     console.print(f"key {key_id} ({name}) revoked", highlight=False)
 
 
 @keys_app.command("rotate")
-def rotate(key_id: Annotated[int, typer.Argument(help="The key's id (`keys list`)")]) -> None:
+def rotate(key: KeyArg) -> None:
     """A new key with the same name, scopes and expiry; the old one revoked. Prints the new
     key once."""
     from propensity.api_keys import rotate_key
 
-    console.print(rotate_key(_engine(), key_id), highlight=False)
+    engine = _engine()
+    console.print(rotate_key(engine, _key_id(engine, key)), highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,11 +9,11 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from propensity.cli._common import console, fail, invalid
+from propensity.cli._common import console, err_console, fail, invalid
 
 if TYPE_CHECKING:
     from propensity.threshold_store import ThresholdStore
-    from propensity.thresholds import Curve
+    from propensity.thresholds import Curve, ThresholdSet
 
 app = typer.Typer(help="MQL threshold and grade bands.", no_args_is_help=True)
 MODEL = "lead-conversion"
@@ -35,7 +35,7 @@ def _curve() -> Curve:
 
     version = version_of(configure(), MODEL, CHAMPION)
     if version is None:
-        raise fail(f"no {MODEL} champion: `propensity train` first")
+        raise fail(f"no {MODEL} champion: `propensity train` first", code=1)
     return threshold_curve(load_holdout(MODEL, version), source=f"{MODEL} v{version} holdout")
 
 
@@ -53,6 +53,7 @@ def show() -> None:
                       f"{r['grade_b']:g}", f"{r['grade_c']:g}", str(r["changed_by"] or "-"),
                       str(r["changed_at"] or "-")[:19], str(r["reason"]))
     console.print(table)
+    _warn(store.active(MODEL))
 
 
 @app.command()
@@ -60,7 +61,9 @@ def curve(step: Annotated[int, typer.Option(min=1, max=50, help="Rows every N po
           ) -> None:
     """What each threshold means on the champion's holdout."""
     c = _curve()
-    table = Table(title=f"thresholds on {c.source} ({c.leads:,} leads, {c.converted:,} bought)")
+    base = "" if c.base_rate is None else f" = {_p(c.base_rate)}"
+    table = Table(title=f"thresholds on {c.source} ({c.converted:,} of {c.leads:,} leads "
+                        f"bought{base})")
     for col in ("threshold", "MQLs/week", "precision", "recall", "exp. customers/week",
                 "rate below", "lift"):
         table.add_column(col, justify="right")
@@ -112,8 +115,8 @@ def set_(
     grade_a: Annotated[float | None, typer.Option(min=0, max=100)] = None,
     grade_b: Annotated[float | None, typer.Option(min=0, max=100)] = None,
     grade_c: Annotated[float | None, typer.Option(min=0, max=100)] = None,
-    restore: Annotated[int | None, typer.Option(min=1, max=2**31 - 1,
-                                                help="Bring back this version")] = None,
+    restore: Annotated[int | None, typer.Option(
+        min=0, max=2**31 - 1, help="Bring back this version (0: the defaults)")] = None,
     base_version: Annotated[int | None, typer.Option(
         min=0, help="Refuse the change unless this is still the active version (what you "
                     "looked at with `thresholds show`)")] = None,
@@ -132,7 +135,7 @@ def set_(
         if values is None or values.model != MODEL:
             raise fail(f"no threshold version {restore}: `propensity thresholds show` lists "
                        "them", code=1)
-        reason = f"restore v{restore}: {reason}"
+        reason = f"restore v{restore}{' (the defaults)' if restore == 0 else ''}: {reason}"
     else:
         changes = {k: v for k, v in (("mql", mql), ("grade_a", grade_a), ("grade_b", grade_b),
                                      ("grade_c", grade_c)) if v is not None}
@@ -146,8 +149,16 @@ def set_(
         saved = store.set(values, f"cli:{getpass.getuser()}", reason, base)
     except StaleVersion as exc:
         raise fail(str(exc), code=1) from None
+    unchanged = " (unchanged: the active version holds these values already)" if (
+        saved.version == current.version) else ""
     console.print(f"thresholds v{saved.version}: MQL at {saved.mql:g}, A {saved.grade_a:g} / "
-                  f"B {saved.grade_b:g} / C {saved.grade_c:g}", highlight=False)
+                  f"B {saved.grade_b:g} / C {saved.grade_c:g}{unchanged}", highlight=False)
+    _warn(saved)
+
+
+def _warn(values: ThresholdSet) -> None:
+    for w in values.warnings():
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
 
 
 def register(root: typer.Typer) -> None:

@@ -194,13 +194,27 @@ def funnel_report(
                     deals_all, convert_all)
     per_group = [build(str(g), counts.loc[g], {s: step_days[s][g] for s in range(last)},
                        deals[g], convert[g]) for g in groups]
-    per_group.sort(key=lambda gf: (-gf.leads, gf.group))
+    if mode == "period":  # a group where nothing happened in the window is no row
+        per_group = [gf for gf in per_group if _happened(gf)]
+    if by in PERIODS:  # periods in time order, the unplaced ones last
+        per_group.sort(key=lambda gf: (gf.group.startswith("("), gf.group))
+    else:
+        per_group.sort(key=lambda gf: (-gf.leads, gf.group))
     return FunnelReport(
         mode=mode, by=by, start=pd.Timestamp(start).to_pydatetime() if start else None,
         end=pd.Timestamp(end).to_pydatetime() if end else None,
         as_of=pd.Timestamp(as_of, unit="us", tz="UTC").to_pydatetime(),
         stages=stages, stale_days=stale_days, overall=overall, groups=per_group,
     )
+
+
+def _happened(group: GroupFunnel) -> bool:
+    """Something happened in the window: a lead created, a stage entered, a lead lost or
+    converted, an opportunity closed (leads in flight and open deals are states, not events).
+    """
+    return bool(group.leads or group.lead_to_customer.numerator or group.deals.won
+                or group.deals.lost or any(s.reached or s.advanced or s.lost
+                                           for s in group.steps))
 
 
 def _opportunity_keys(export: CrmExport, j: Journeys, by: str | None) -> pd.Series:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,22 +24,47 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
-from sklearn.metrics import roc_auc_score
 
-from propensity.models.bundle import ModelBundle
-from propensity.models.evaluation import dumps, report_html
 from propensity.problems import PropensityError
 from propensity.settings import Settings, get_settings
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # models, plots and scikit-learn are imported where used: `promote
+    # --rollback`, `models` and the alias look-ups of every command need none of them
     from mlflow.entities.model_registry import RegisteredModel
 
+    from propensity.models.bundle import ModelBundle
     from propensity.monitoring.reference import Reference
     from propensity.training import TrainResult
 
 MODEL_NAMES = ("lead-conversion", "stage-advancement", "account-propensity")
 CHAMPION, CHALLENGER = "champion", "challenger"
 PREVIOUS_TAG = "previous_champion"
+CHAIN_TAG = "earlier_champions"
+"""The champions replaced, oldest first, comma-separated: each rollback takes the last one
+off, so a second rollback goes further back instead of forward again."""
+KIND_TAG = "kind"
+"""`export` or `table` on the registered model: what its versions score."""
+TABLE_PREFIX = "table-"
+
+Note = Callable[[str], None]
+
+
+def _silent(_: str) -> None:
+    """The default progress note: library callers that show no progress."""
+
+
+class UnknownModel(PropensityError):
+    """A model name that is neither one of MODEL_NAMES nor registered: a mistyped command
+    line (the CLI exits 2), not a state of the registry."""
+
+    exit_code = 2
+
+
+def table_model_name(target: str) -> str:
+    """The registered name of a single-table model of `target`: its own name, so that it
+    never takes the aliases of the export models (MLflow refuses '/' and ':' in names)."""
+    text = re.sub(r"[^a-z0-9_.-]+", "-", target.strip().lower()).strip("-.")
+    return TABLE_PREFIX + (text or "target")
 
 
 def configure(settings: Settings | None = None) -> MlflowClient:
@@ -80,34 +106,78 @@ MONITORING, REFERENCE_FILE = "monitoring", "reference.json"
 EVALUATION_BUNDLE = "bundle"
 
 
+def _same_kind(client: MlflowClient, name: str, kind: str) -> None:
+    """Refuse to register a version under a name whose versions score the other shape: their
+    champion and challenger could not be compared, nor one stand in for the other."""
+    try:
+        held = (client.get_registered_model(name).tags or {}).get(KIND_TAG)
+    except mlflow.exceptions.MlflowException:
+        return
+    if held is not None and held != kind:
+        what = {"table": "a single table", "export": "exports"}
+        raise PropensityError(f"{name} holds models that score {what.get(held, held)}, this "
+                              f"one scores {what.get(kind, kind)}: register it under another "
+                              "name (train --table ... --name NAME)")
+
+
+PYFUNC_PACKAGES = ("propensity", "mlflow", "numpy", "pandas", "pyarrow", "scipy",
+                   "scikit-learn", "lightgbm", "pydantic")
+"""What the pyfunc imports when it loads and scores, pinned to the installed versions. Named
+here, not inferred: MLflow's inference starts a Python process that loads the model to see
+what it imports (11 of the 13 s registering took on the demo), and missed lightgbm."""
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    pins = []
+    for package in PYFUNC_PACKAGES:
+        try:
+            pins.append(f"{package}=={installed(package)}")
+        except PackageNotFoundError:  # run from a checkout without `pip install -e`
+            pins.append(package)
+    return pins
+
+
 def log_and_register(result: TrainResult, *, data: dict[str, Any],
                      input_example: pd.DataFrame, settings: Settings | None = None,
-                     holdout_rows: pd.DataFrame | None = None) -> Registered:
+                     holdout_rows: pd.DataFrame | None = None, name: str | None = None,
+                     note: Note = _silent) -> Registered:
     """Log params, metrics, evaluation artifacts and the pyfunc; register as `challenger`.
 
     Stored with the version, under `monitoring/`: the binned training distributions drift is
-measured against; under `evaluation/`: the report, the holdout with every model's
+    measured against; under `evaluation/`: the report, the holdout with every model's
     predictions, the evaluation model and its matrix of the holdout rows (what promotion
     re-scores: never whatever lies at the training path later), and for a single table the
-    holdout's raw rows.
+    holdout's raw rows. `name`: the registered model (default: the bundle's target; a
+    single table's model has its own, `table_model_name`). `note` hears each step.
     """
+    from mlflow.entities import Metric, Param
+
+    from propensity.models.evaluation import dumps, report_html
     from propensity.scoring import score_rows
 
     client = configure(settings)
     bundle = result.bundle
-    name = bundle.target
+    name = name or bundle.target
+    _same_kind(client, name, bundle.kind)
     with _quiet(), mlflow.start_run(run_name=f"{name}") as run, \
             tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
+        note(f"logging the {name} run: parameters, metrics, evaluation")
         flat = pd.json_normalize(result.params, sep=".").iloc[0].to_dict()
-        mlflow.log_params({k: str(v)[:500] for k, v in flat.items()})
-        mlflow.log_params({f"data.{k}": str(v)[:500] for k, v in data.items()})
+        params = {k: str(v)[:500] for k, v in flat.items()}
+        params.update({f"data.{k}": str(v)[:500] for k, v in data.items()})
         if bundle.spec is not None:
-            mlflow.log_param("feature_set", bundle.spec.key)
-        mlflow.log_param("learner", str(result.report["selection"]["chosen"])[:500])
-        for model, values in result.report["metrics"].items():
-            prefix = "holdout" if model == "model" else f"baseline.{model}"
-            mlflow.log_metrics({f"{prefix}.{k}": float(v) for k, v in values.items()})
+            params["feature_set"] = bundle.spec.key
+        params["learner"] = str(result.report["selection"]["chosen"])[:500]
+        metrics = {f"{'holdout' if model == 'model' else f'baseline.{model}'}.{k}": float(v)
+                   for model, values in result.report["metrics"].items()
+                   for k, v in values.items()}
+        # one call for all of them (MLflow writes each log_* call in its own transaction)
+        client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()],
+                         metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
         folder = tmpdir / "evaluation"
         folder.mkdir()
         (folder / "evaluation.json").write_text(dumps(result.report))
@@ -122,6 +192,7 @@ measured against; under `evaluation/`: the report, the holdout with every model'
         mlflow.log_artifacts(str(folder), artifact_path="evaluation")
         if result.reference is not None:
             mlflow.log_text(result.reference.to_json(), f"{MONITORING}/{REFERENCE_FILE}")
+        note(f"registering the {name} model (pyfunc)")
         bundle.save(tmpdir / "bundle")
         example_out = score_rows(bundle, input_example)
         signature = mlflow.models.infer_signature(input_example, example_out)
@@ -133,10 +204,12 @@ measured against; under `evaluation/`: the report, the holdout with every model'
             name="model", python_model=str(Path(__file__).with_name("pyfunc_model.py")),
             artifacts={"bundle": str(tmpdir / "bundle")}, signature=signature,
             input_example=input_example, registered_model_name=name,
+            pip_requirements=_pip_requirements(),
         )
         version = str(info.registered_model_version)
     gate = result.report["gate"]
     client.set_registered_model_alias(name, CHALLENGER, version)
+    client.set_registered_model_tag(name, KIND_TAG, bundle.kind)
     client.set_model_version_tag(name, version, "holdout_roc_auc",
                                  f"{result.holdout_auc:.6f}")
     client.set_model_version_tag(name, version, GATE_TAG, _gate_text(gate))
@@ -190,6 +263,7 @@ def load_model(name: str, alias: str = CHAMPION,
     client = configure(settings)
     version = version_of(client, name, alias)
     if version is None:
+        _registered(client, name, settings)  # an unknown name says so, and lists the known
         raise PropensityError(f"no {name}@{alias} in the registry at "
                               f"{(settings or get_settings()).tracking_uri}: train one first "
                               f"(`propensity train`)" + (" and promote it" if alias == CHAMPION
@@ -224,6 +298,8 @@ def load_reference(name: str, version: str, settings: Settings | None = None) ->
 
 
 def _bundle(name: str, version: str) -> ModelBundle:
+    from propensity.models.bundle import ModelBundle
+
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))
     return ModelBundle.load(local / "artifacts" / "bundle")
 
@@ -241,20 +317,40 @@ class Evaluation:
     gate: str
 
 
-def _evaluation(client: MlflowClient, name: str, version: str) -> Evaluation:
+def _artifacts(client: MlflowClient, run_id: str, path: str) -> Path:
+    """A run's artifact folder: read where it lies in a local store (MLflow would copy it to
+    a temporary folder first), downloaded from a server."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    uri = str(client.get_run(run_id).info.artifact_uri)
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        local = Path(url2pathname(parsed.path) if parsed.scheme else uri) / path
+        if local.is_dir():
+            return local
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path))
+
+
+def _evaluation(client: MlflowClient, name: str, version: str,
+                holdout: bool = True) -> Evaluation:
+    """What `version` was judged on; `holdout=False`: its evaluation model only (the
+    champion's part in the gate), its holdout left unread."""
+    from propensity.models.bundle import ModelBundle
+
     mv = client.get_model_version(name, version)
-    folder = Path(mlflow.artifacts.download_artifacts(run_id=str(mv.run_id),
-                                                      artifact_path="evaluation"))
+    folder = _artifacts(client, str(mv.run_id), "evaluation")
     if not (folder / EVALUATION_BUNDLE).exists():
         raise PropensityError(f"{name} v{version} was registered before evaluation models were "
                               "stored with versions: retrain it, or --force")
     params = client.get_run(str(mv.run_id)).data.params
     rows = folder / "holdout_rows.parquet"
+    empty = pd.DataFrame()
     return Evaluation(
         bundle=ModelBundle.load(folder / EVALUATION_BUNDLE),
-        holdout=pd.read_parquet(folder / "holdout.parquet"),
-        features=pd.read_parquet(folder / HOLDOUT_FEATURES),
-        rows=pd.read_parquet(rows) if rows.exists() else None,
+        holdout=pd.read_parquet(folder / "holdout.parquet") if holdout else empty,
+        features=pd.read_parquet(folder / HOLDOUT_FEATURES) if holdout else empty,
+        rows=pd.read_parquet(rows) if holdout and rows.exists() else None,
         data_path=params.get("data.path"), fingerprint=params.get("data.fingerprint"),
         gate=(mv.tags or {}).get(GATE_TAG, ""))
 
@@ -291,17 +387,26 @@ def _score_holdout(champion: ModelBundle, challenger: Evaluation) -> np.ndarray:
 
 def _registered(client: MlflowClient, name: str, settings: Settings | None) -> RegisteredModel:
     """The registered model `name`, or a one-line error naming the registry looked in (a name
-    mistyped on the command line must not surface as MLflow's exception)."""
+    mistyped on the command line must not surface as MLflow's exception): UnknownModel for a
+    name no command knows, a PropensityError for a known one not trained yet."""
     try:
         return client.get_registered_model(name)
     except mlflow.exceptions.MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
+    where = f"in the registry at {(settings or get_settings()).tracking_uri}"
+    if name in MODEL_NAMES:
+        raise PropensityError(f"no model named {name} {where}: train one first") from None
     known = [rm.name for rm in client.search_registered_models()]
-    raise PropensityError(
-        f"no model named {name} in the registry at {(settings or get_settings()).tracking_uri}"
-        + (": train one first" if name in MODEL_NAMES else
-           f" (models: {', '.join(sorted(known)) or 'none yet'})")) from None
+    raise UnknownModel(f"no model named {name} {where} (models: "
+                       f"{', '.join(sorted(known)) or 'none yet'})") from None
+
+
+def table_models(settings: Settings | None = None) -> list[str]:
+    """The registered single-table models, by name."""
+    client = configure(settings)
+    return sorted(rm.name for rm in client.search_registered_models()
+                  if (rm.tags or {}).get(KIND_TAG) == "table")
 
 
 def _existing_version(client: MlflowClient, name: str, version: str) -> str:
@@ -328,21 +433,23 @@ class Promotion:
 
 
 def promote(name: str, version: str | None = None, *, force: bool = False,
-            settings: Settings | None = None) -> Promotion:
+            settings: Settings | None = None, note: Note = _silent) -> Promotion:
     """Move `champion` to the challenger (or `version`) when it passes the gate.
 
     The gate, the first champion included: the challenger ranks its own holdout at least as
     well as each of its baselines, and (when there is a champion) better than the champion's
     evaluation model does on the same rows. `force` skips it and says what was skipped.
     A model or version the registry does not hold is a PropensityError naming what it holds.
+    `note` hears each step (the comparison reads both versions' evaluations).
     """
     client = configure(settings)
-    _registered(client, name, settings)
+    registered = _registered(client, name, settings)
     candidate = (_existing_version(client, name, version) if version is not None
                  else version_of(client, name, CHALLENGER))
     if candidate is None:
         raise PropensityError(f"{name} has no challenger: train one first")
-    current = version_of(client, name, CHAMPION)
+    current = (str(registered.aliases[CHAMPION]) if CHAMPION in (registered.aliases or {})
+               else None)
     if current == candidate:
         return Promotion(name, False, candidate, current, None, None, "already the champion")
     tag = (client.get_model_version(name, candidate).tags or {}).get(GATE_TAG, "")
@@ -355,8 +462,10 @@ def promote(name: str, version: str | None = None, *, force: bool = False,
         warning = f"v{candidate} {tag}: promoted anyway (--force)"
     cand_auc = champ_auc = None
     if current is not None and not force:
+        note(f"the gate: reading v{candidate}'s holdout and v{current}'s evaluation model")
         challenger = _evaluation(client, name, candidate)
-        champion = _evaluation(client, name, current).bundle
+        champion = _evaluation(client, name, current, holdout=False).bundle
+        note(f"the gate: scoring v{candidate}'s holdout with both")
         y = challenger.holdout["label"].to_numpy()
         cand_auc = _auc(y, challenger.holdout["probability"].to_numpy())
         champ_auc = _auc(y, _score_holdout(champion, challenger))
@@ -368,15 +477,29 @@ def promote(name: str, version: str | None = None, *, force: bool = False,
     elif current is not None and force:
         warning = warning or (f"v{candidate} was not compared with the champion v{current} "
                               "(--force)")
+    note(f"moving {name}@champion to v{candidate}")
     client.set_registered_model_alias(name, CHAMPION, candidate)
     if current is not None:
-        client.set_registered_model_tag(name, PREVIOUS_TAG, current)
+        _set_chain(client, name, [*_chain(registered), current])
     reason = "forced" if force else ("first champion: passes the gate" if current is None
                                      else "beats the champion on the same holdout")
     if cand_auc is not None and champ_auc is not None:
         reason += f" (AUC {cand_auc:.4f} vs {champ_auc:.4f})"
     _record_promotion(client, name, candidate, reason)
     return Promotion(name, True, candidate, current, cand_auc, champ_auc, reason, warning)
+
+
+def _chain(registered: RegisteredModel) -> list[str]:
+    """The champions replaced, oldest first (a store from before the chain: its one
+    previous champion)."""
+    tags = registered.tags or {}
+    text = tags.get(CHAIN_TAG, tags.get(PREVIOUS_TAG, ""))
+    return [v for v in text.split(",") if v]
+
+
+def _set_chain(client: MlflowClient, name: str, chain: list[str]) -> None:
+    client.set_registered_model_tag(name, CHAIN_TAG, ",".join(chain))
+    client.set_registered_model_tag(name, PREVIOUS_TAG, chain[-1] if chain else "")
 
 
 PROMOTED_TAG = "champion_since"
@@ -408,19 +531,27 @@ def champion_history(name: str, settings: Settings | None = None) -> list[dict[s
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
     return float(roc_auc_score(y, p)) if len(np.unique(y)) > 1 else float("nan")
 
 
 def rollback(name: str, settings: Settings | None = None) -> Promotion:
-    """Give `champion` back to the version it replaced last."""
+    """Give `champion` back to the version it replaced last; a second rollback goes one
+    further back (the version replaced before that), never forward again."""
     client = configure(settings)
-    previous = _registered(client, name, settings).tags.get(PREVIOUS_TAG)
-    if not previous:
-        raise PropensityError(f"{name} has no previous champion to roll back to")
-    current = version_of(client, name, CHAMPION)
+    registered = _registered(client, name, settings)
+    chain = _chain(registered)
+    current = (str(registered.aliases[CHAMPION]) if CHAMPION in (registered.aliases or {})
+               else None)
+    while chain and chain[-1] == current:  # a promotion of the champion it had replaced
+        chain.pop()
+    if not chain:
+        raise PropensityError(f"{name} has no earlier champion to roll back to"
+                              + (f" (v{current} is the first)" if current else ""))
+    previous = chain.pop()
     client.set_registered_model_alias(name, CHAMPION, previous)
-    if current is not None:
-        client.set_registered_model_tag(name, PREVIOUS_TAG, current)
+    _set_chain(client, name, chain)
     _record_promotion(client, name, previous, f"rolled back from v{current}")
     return Promotion(name, True, previous, current, None, None, "rolled back")
 

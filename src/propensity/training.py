@@ -1,15 +1,18 @@
-"""Training: measure the pipeline out of time, then ship it refitted on all labelled history.
+"""Training: choose on all labelled history, measure out of time, ship what does not lose.
 
-1. **Evaluate.** The latest snapshot times are the holdout. The vocabulary is fitted on the
+1. **Choose.** Folds of whole entities over every labelled snapshot (what the shipped model
+   learns from) compare LightGBM settings, logistic regression and their blend, and fix the
+   tree count; a fixed count of fits, no clock.
+2. **Evaluate.** The latest snapshot times are the holdout. The vocabulary is fitted on the
    export as it was at the holdout's first time (the cutoff), and the model learns only from
    snapshots whose label window closed by then (a label not yet known at the cutoff would be a
-   peek at the holdout period). On those rows, time-ordered folds compare LightGBM settings,
-   logistic regression and their blend; the winner is refitted on all of them, calibrated on
-   its out-of-fold margins, and judged on the holdout beside the baselines.
-2. **Ship.** The same learner, settings and tree count are refitted on every labelled
-   snapshot up to the latest complete label window (holdout included), with a vocabulary from
-   the whole export, and calibrated on out-of-fold margins over all those rows. The report
-   says what was measured and what shipped.
+   peek at the holdout period). The chosen learner is refitted on those rows (its tree count
+   decided again on their folds), calibrated on its out-of-fold margins, and judged on the
+   holdout beside the baselines. If it loses to one, the best other learner that does not is
+   what ships, and the report says so.
+3. **Ship.** That learner, setting and tree count refitted on every labelled snapshot up to
+   the latest complete label window (holdout included), with a vocabulary from the whole
+   export, calibrated on its out-of-fold margins of the latest snapshot times.
 
 Single tables, which have no dates, get a stratified holdout for the report and stratified
 folds; the shipped model learns from every row.
@@ -36,7 +39,7 @@ from propensity.features.batch import lead_feature_matrix
 from propensity.funnel.journeys import build_journeys
 from propensity.models.baselines import FrequencyNaiveBayes, PointsModel, derived_points
 from propensity.models.bundle import LEARNERS, Kind, Learner, ModelBundle
-from propensity.models.calibration import fit_calibrator
+from propensity.models.calibration import ISOTONIC_MIN_ROWS, fit_calibrator
 from propensity.models.evaluation import evaluation_report
 from propensity.models.linear import LinearScorer
 from propensity.models.selection import (
@@ -75,6 +78,8 @@ MIN_POSITIVES = 50
 below it, folds hold a handful each and no choice or calibration means anything."""
 MIN_NEGATIVES = 50
 """Fewest entities that never convert there, for the same reason."""
+CALIBRATION_SHARES = (1 / 3, 1 / 2)
+"""Latest shares of the snapshot times a calibration tries, smallest first (`_recent`)."""
 OUTCOME_NOUNS = {"converted": ("conversions", "leads that never converted"),
                  "advanced": ("advancements", "leads that never advanced"),
                  "bought": ("purchases", "accounts that never bought")}
@@ -100,7 +105,7 @@ class TrainConfig(BaseModel):
     holdout_share: float = Field(0.25, gt=0, lt=1)
     """Share of the (latest) snapshot times, or of single-table rows, held out for evaluation."""
     folds: int = Field(4, ge=2, le=10)
-    """Time-ordered (or stratified) folds for choosing the learner and for calibration."""
+    """Folds of whole entities (or stratified, for a table) for choosing and calibrating."""
     learners: list[Learner] = Field(default_factory=lambda: list(LEARNERS))
     search: bool = True
     """Try the small LightGBM grid (`models/booster.py`), not only its default setting."""
@@ -420,7 +425,7 @@ def _bundle(sets: TrainingSets, rows: LabelledRows, choice: Choice, fitted: tupl
             margins: np.ndarray, y: np.ndarray, spec: FeatureSpec | None,
             info: dict[str, Any]) -> ModelBundle:
     booster, linear = fitted
-    seen = ~np.isnan(margins)
+    seen = ~np.isnan(margins) & _recent(rows.times, y)
     calibrator = fit_calibrator(margins[seen], y[seen])
     return ModelBundle(
         kind=sets.kind, target=sets.target, columns=rows.columns,
@@ -428,7 +433,22 @@ def _bundle(sets: TrainingSets, rows: LabelledRows, choice: Choice, fitted: tupl
         calibrator=calibrator, booster=booster, linear=linear, blend_weight=choice.blend_weight,
         horizon_days=sets.horizon_days, stale_days=sets.stale_days, spec=spec,
         id_column=sets.id_column, info={**info, "calibration": {
-            "kind": calibrator.kind, "rows": int(seen.sum())}})
+            "kind": calibrator.kind, "rows": int(seen.sum()),
+            **_span(rows.take(np.flatnonzero(seen)))}})
+
+
+def _recent(times: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The rows a calibration is fitted on: the latest third of the snapshot times (else half,
+    else all) that holds `ISOTONIC_MIN_ROWS` rows and `MIN_POSITIVES` positives. Scores are
+    read at the latest time, where leads are older than early in the export, and a margin
+    does not mean the same there: on long-lived leads the top decile at T was predicted 0.21
+    against 0.136 realised when calibrated over all history, 0.16 over its latest quarter."""
+    distinct = np.unique(times)
+    for share in CALIBRATION_SHARES:
+        recent = times >= distinct[int(len(distinct) * (1 - share))]
+        if recent.sum() >= ISOTONIC_MIN_ROWS and y[recent].sum() >= MIN_POSITIVES:
+            return recent
+    return np.ones(len(times), dtype=bool)
 
 
 def _span(rows: LabelledRows) -> dict[str, Any]:

@@ -88,7 +88,9 @@ def _print_metrics(report: dict[str, Any]) -> None:
             span = f", {fit['from'][:10]}..{fit['to'][:10]}" if "from" in fit else ""
             console.print(f"{label}: fitted on {fit['rows']:,} rows ({fit['entities']:,} "
                           f"entities{span}), calibrated ({part['calibration']['kind']}) on "
-                          f"{part['calibration']['rows']:,} out-of-fold rows", highlight=False)
+                          f"{part['calibration']['rows']:,} out-of-fold rows"
+                          + (f" from {part['calibration']['from'][:10]}"
+                             if "from" in part["calibration"] else ""), highlight=False)
     gate = report.get("gate", {})
     if fallback := gate.get("fallback"):
         losses = ", ".join(f"{k} {v:.4f}" for k, v in fallback["lost_to"].items())

@@ -278,6 +278,8 @@ class ModelRef(BaseModel):
     name: str
     version: str
     horizon_days: int | None = None
+    fallback: bool = Field(False, description="true when the learner training chose lost its "
+                                              "holdout and this one, which did not, shipped")
 
 
 class ScoreResponse(BaseModel):

@@ -72,7 +72,8 @@ async def score_account(body: AccountBody, state: StateDep) -> AccountScore:
                if (per_persona.get(f"account_events_{p_}_{window}d") or 0) > 0]
     return AccountScore(
         account_id=body.account_id, probability=p, score=to_score(p),
-        model=ModelRef(name=NAME, version=loaded.version, horizon_days=bundle.horizon_days),
+        model=ModelRef(name=NAME, version=loaded.version, horizon_days=bundle.horizon_days,
+                       fallback="fallback" in bundle.info),
         engaged_personas=engaged, missing_personas=[x for x in PERSONA_GROUPS if x not in engaged],
         reasons=Reasons(positive=[ReasonOut(**r.__dict__) for r in pos],
                         negative=[ReasonOut(**r.__dict__) for r in neg]))

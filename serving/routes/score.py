@@ -320,10 +320,12 @@ def _answer(acc: Accepted, scored: Scored, p_next: np.ndarray | None, thresholds
                          "input_hash": input_hash(lead.lead_id, as_of, scored.X[i]),
                          "as_of": as_of})
     out = ScoreResponse(
-        model=ModelRef(name=MAIN, version=loaded.version, horizon_days=bundle.horizon_days),
+        model=ModelRef(name=MAIN, version=loaded.version, horizon_days=bundle.horizon_days,
+                       fallback="fallback" in bundle.info),
         threshold_version=thresholds.version,
         next_stage_model=None if next_model is None or p_next is None else ModelRef(
-            name=NEXT, version=next_model.version, horizon_days=next_model.bundle.horizon_days),
+            name=NEXT, version=next_model.version, horizon_days=next_model.bundle.horizon_days,
+            fallback="fallback" in next_model.bundle.info),
         scores=results)
     # built and checked above: serialised once instead of FastAPI validating it again
     return out.model_dump_json().encode(), log_rows

@@ -1,15 +1,18 @@
-"""Training: measure the pipeline out of time, then ship it refitted on all labelled history.
+"""Training: choose on all labelled history, measure out of time, ship what does not lose.
 
-1. **Evaluate.** The latest snapshot times are the holdout. The vocabulary is fitted on the
+1. **Choose.** Folds of whole entities over every labelled snapshot (what the shipped model
+   learns from) compare LightGBM settings, logistic regression and their blend, and fix the
+   tree count; a fixed count of fits, no clock.
+2. **Evaluate.** The latest snapshot times are the holdout. The vocabulary is fitted on the
    export as it was at the holdout's first time (the cutoff), and the model learns only from
    snapshots whose label window closed by then (a label not yet known at the cutoff would be a
-   peek at the holdout period). On those rows, time-ordered folds compare LightGBM settings,
-   logistic regression and their blend; the winner is refitted on all of them, calibrated on
-   its out-of-fold margins, and judged on the holdout beside the baselines.
-2. **Ship.** The same learner, settings and tree count are refitted on every labelled
-   snapshot up to the latest complete label window (holdout included), with a vocabulary from
-   the whole export, and calibrated on out-of-fold margins over all those rows. The report
-   says what was measured and what shipped.
+   peek at the holdout period). The chosen learner is refitted on those rows (its tree count
+   decided again on their folds), calibrated on its out-of-fold margins, and judged on the
+   holdout beside the baselines. If it loses to one, the best other learner that does not is
+   what ships, and the report says so.
+3. **Ship.** That learner, setting and tree count refitted on every labelled snapshot up to
+   the latest complete label window (holdout included), with a vocabulary from the whole
+   export, calibrated on its out-of-fold margins of the latest snapshot times.
 
 Single tables, which have no dates, get a stratified holdout for the report and stratified
 folds; the shipped model learns from every row.
@@ -41,20 +44,24 @@ from propensity.models.baselines import (
     odoo_table_naive_bayes,
 )
 from propensity.models.bundle import LEARNERS, Kind, Learner, ModelBundle
-from propensity.models.calibration import fit_calibrator
+from propensity.models.calibration import ISOTONIC_MIN_ROWS, fit_calibrator
 from propensity.models.evaluation import evaluation_report
 from propensity.models.linear import LinearScorer
 from propensity.models.odoo_pls import OdooPlsConfig
 from propensity.models.selection import (
+    Candidate,
     Choice,
     Fold,
     Problem,
+    as_choice,
+    entity_folds,
     fit_choice,
+    fold_rates,
     lead_weights,
     oof_margins,
+    resize,
     select,
     stratified_folds,
-    time_folds,
 )
 from propensity.monitoring.reference import Reference, reference_of, served_like
 from propensity.problems import PropensityError
@@ -67,11 +74,21 @@ from propensity.snapshots import (
     snapshot_times,
 )
 from propensity.tables import CrmExport, truncate_export
-from propensity.timestamps import DAY_US, to_micros
+from propensity.timestamps import to_micros
 
 LABELS: dict[str, str] = {"lead-conversion": "converted", "stage-advancement": "advanced",
                           "account-propensity": "bought"}
 LEAKY_AUC = 0.9
+MIN_POSITIVES = 50
+"""Fewest converting entities (leads, accounts; rows of a table) in the labelled history:
+below it, folds hold a handful each and no choice or calibration means anything."""
+MIN_NEGATIVES = 50
+"""Fewest entities that never convert there, for the same reason."""
+CALIBRATION_SHARES = (1 / 3, 1 / 2)
+"""Latest shares of the snapshot times a calibration tries, smallest first (`_recent`)."""
+OUTCOME_NOUNS = {"converted": ("conversions", "leads that never converted"),
+                 "advanced": ("advancements", "leads that never advanced"),
+                 "bought": ("purchases", "accounts that never bought")}
 Progress = Callable[[str], None]
 
 
@@ -94,12 +111,10 @@ class TrainConfig(BaseModel):
     holdout_share: float = Field(0.25, gt=0, lt=1)
     """Share of the (latest) snapshot times, or of single-table rows, held out for evaluation."""
     folds: int = Field(4, ge=2, le=10)
-    """Time-ordered (or stratified) folds for choosing the learner and for calibration."""
+    """Folds of whole entities (or stratified, for a table) for choosing and calibrating."""
     learners: list[Learner] = Field(default_factory=lambda: list(LEARNERS))
     search: bool = True
     """Try the small LightGBM grid (`models/booster.py`), not only its default setting."""
-    search_seconds: float = 180.0
-    """Stop trying LightGBM settings once this much time has gone into the search."""
     max_search_rows: int = 150_000
     """Choose the learner on a sample of at most this many rows (whole leads); fits use all."""
     weights: Literal["lead", "row"] = "lead"
@@ -404,8 +419,7 @@ def _problem(rows: LabelledRows, config: TrainConfig) -> Problem:
 
 
 def _folds(rows: LabelledRows, kind: Kind, config: TrainConfig) -> list[Fold]:
-    horizon_us = config.snapshots.horizon_days * DAY_US
-    folds = (time_folds(rows.times, rows.groups, rows.y, config.folds, horizon_us)
+    folds = (entity_folds(rows.groups, rows.y, config.folds, config.seed)
              if kind == "export" else stratified_folds(rows.y, config.folds, config.seed))
     if len(folds) < 2:
         raise PropensityError(
@@ -428,7 +442,7 @@ def _bundle(sets: TrainingSets, rows: LabelledRows, choice: Choice, fitted: tupl
             margins: np.ndarray, y: np.ndarray, spec: FeatureSpec | None,
             info: dict[str, Any]) -> ModelBundle:
     booster, linear = fitted
-    seen = ~np.isnan(margins)
+    seen = ~np.isnan(margins) & _recent(rows.times, y)
     calibrator = fit_calibrator(margins[seen], y[seen])
     return ModelBundle(
         kind=sets.kind, target=sets.target, columns=rows.columns,
@@ -436,7 +450,22 @@ def _bundle(sets: TrainingSets, rows: LabelledRows, choice: Choice, fitted: tupl
         calibrator=calibrator, booster=booster, linear=linear, blend_weight=choice.blend_weight,
         horizon_days=sets.horizon_days, stale_days=sets.stale_days, spec=spec,
         id_column=sets.id_column, info={**info, "calibration": {
-            "kind": calibrator.kind, "rows": int(seen.sum())}})
+            "kind": calibrator.kind, "rows": int(seen.sum()),
+            **_span(rows.take(np.flatnonzero(seen)))}})
+
+
+def _recent(times: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The rows a calibration is fitted on: the latest third of the snapshot times (else half,
+    else all) that holds `ISOTONIC_MIN_ROWS` rows and `MIN_POSITIVES` positives. Scores are
+    read at the latest time, where leads are older than early in the export, and a margin
+    does not mean the same there: on long-lived leads the top decile at T was predicted 0.21
+    against 0.136 realised when calibrated over all history, 0.16 over its latest quarter."""
+    distinct = np.unique(times)
+    for share in CALIBRATION_SHARES:
+        recent = times >= distinct[int(len(distinct) * (1 - share))]
+        if recent.sum() >= ISOTONIC_MIN_ROWS and y[recent].sum() >= MIN_POSITIVES:
+            return recent
+    return np.ones(len(times), dtype=bool)
 
 
 def _span(rows: LabelledRows) -> dict[str, Any]:
@@ -466,53 +495,118 @@ def _baselines(train: LabelledRows, test: LabelledRows, config: TrainConfig,
     return out
 
 
+def enough_outcomes(rows: LabelledRows, target: str) -> None:
+    """Refuse, in one line, labelled history too thin to produce a model that beats the rules:
+    the minimums (`MIN_POSITIVES`, `MIN_NEGATIVES`) and what was found."""
+    ever = np.zeros(int(rows.groups.max(initial=-1)) + 1, dtype=bool)
+    ever[rows.groups[rows.y == 1]] = True
+    seen = np.zeros_like(ever)
+    seen[rows.groups] = True
+    positives, negatives = int(ever.sum()), int((seen & ~ever).sum())
+    yes, no = OUTCOME_NOUNS[LABELS[target]]
+    if positives < MIN_POSITIVES:
+        raise PropensityError(f"{positives} {yes} in the labelled history; at least "
+                              f"{MIN_POSITIVES} are needed")
+    if negatives < MIN_NEGATIVES:
+        raise PropensityError(f"{negatives} {no} in the labelled history; at least "
+                              f"{MIN_NEGATIVES} are needed")
+
+
+def _decided_on(rows: LabelledRows, folds: list[Fold]) -> dict[str, Any]:
+    """The rows a decision was made on, and each fold's positive rate learnt vs held."""
+    return {**_span(rows), "folds": len(folds), "fold_rates": fold_rates(rows.y, folds)}
+
+
+def _fallbacks(winner: Candidate, tried: list[Candidate]) -> list[Candidate]:
+    """The chosen candidate, then the best of every other learner by mean fold AUC: what is
+    judged on the holdout, in order, until one does not lose there."""
+    best: dict[str, Candidate] = {}
+    for c in sorted(tried, key=lambda c: -c.auc):
+        best.setdefault(c.learner, c)
+    return [winner, *sorted((c for c in best.values() if c.learner != winner.learner),
+                            key=lambda c: -c.auc)]
+
+
 def fit_sets(sets: TrainingSets, config: TrainConfig,
              progress: Progress | None = None) -> TrainResult:
-    """Choose, evaluate on the holdout, then refit and calibrate what ships."""
+    """Choose on all labelled history, evaluate on the holdout (falling back to a candidate
+    that does not lose there), then refit and calibrate what ships."""
     started = time.perf_counter()
     ev = sets.evaluation
     is_test = np.zeros(len(ev.y), dtype=bool)
     is_test[sets.test] = True
     train, test = ev.take(np.flatnonzero(~is_test)), ev.take(sets.test)
+    ship = sets.shipping
+    enough_outcomes(ship, sets.target)
     for name, part in (("training", train), ("holdout", test)):
         if len(part.y) == 0 or len(np.unique(part.y)) < 2:
             raise PropensityError(
                 f"the {name} rows ({len(part.y)}) hold only one class: too little data or too "
                 "few conversions for this horizon and snapshot spacing")
-    # 1. choose the learner on time-ordered folds of the evaluation fit's rows
-    sample = train.take(_sample(train, config.max_search_rows, config.seed))
+    # 1. choose the learner, its setting and tree count on folds over all labelled history
+    sample = ship.take(_sample(ship, config.max_search_rows, config.seed))
     problem = _problem(sample, config)
     folds = _folds(sample, sets.kind, config)
-    _note(progress, f"choosing a learner on {len(sample.y):,} rows, {len(folds)} folds")
+    _note(progress, f"choosing a learner on {len(sample.y):,} rows of all labelled history, "
+                    f"{len(folds)} folds")
     choice, winner, tried = select(problem, folds, search=config.search,
-                                   learners=config.learners, budget_seconds=config.search_seconds)
-    # 2. the evaluation model: refit on every row before the cutoff, judged on the holdout
-    _note(progress, f"evaluation fit: {choice.name} on {len(train.y):,} rows")
+                                   learners=config.learners)
+    # 2. the evaluation model: the same learner fitted before the cutoff (its tree count
+    #    decided again on folds of those rows), judged on the holdout beside the baselines
     train_problem = _problem(train, config)
-    eval_bundle = _bundle(sets, train, choice, fit_choice(choice, train_problem), winner.oof,
-                          sample.y, sets.evaluation_spec, {"fit": _span(train)})
-    p_model = eval_bundle.predict(test.X, threads=0)
+    train_folds = _folds(train, sets.kind, config)
     _note(progress, "baselines: points, naive Bayes, logistic regression")
-    predictions = {"model": p_model, **_baselines(train, test, config, sets.kind,
-                                                             sets.baselines)}
+    baselines = _baselines(train, test, config, sets.kind, sets.baselines)
+    judged: list[dict[str, Any]] = []
+    chosen: tuple[Candidate, Choice, Any, np.ndarray] | None = None
+    for cand in _fallbacks(winner, tried):
+        _note(progress, f"evaluation fit: {cand.name} on {len(train.y):,} rows before the "
+                        "cutoff")
+        eval_choice, eval_oof = resize(as_choice(cand, ""), train_problem, train_folds)
+        bundle = _bundle(sets, train, eval_choice, fit_choice(eval_choice, train_problem),
+                         eval_oof, train.y, sets.evaluation_spec,
+                         {"fit": _span(train), "learner": eval_choice.name,
+                          "decided_on": _decided_on(train, train_folds)})
+        p = bundle.predict(test.X, threads=0)
+        verdict = judge(test.y, {"model": p, **baselines})
+        judged.append({"candidate": cand.name, "holdout": eval_choice.name, **verdict})
+        if chosen is None or verdict["passed"]:
+            chosen = (cand, eval_choice, bundle, p)
+        if verdict["passed"]:
+            break
+    assert chosen is not None
+    ship_cand, eval_choice, eval_bundle, p_model = chosen
+    fallback = ship_cand is not winner
+    if fallback:
+        choice = as_choice(ship_cand, f"fallback: {winner.name} lost on the holdout "
+                                      f"({_losses(judged[0])}); {ship_cand.name} did not")
+    predictions = {"model": p_model, **baselines}
     contrib = eval_bundle.contributions(test.X[:20_000], threads=0)[:, :-1]
     importance = pd.DataFrame({"feature": [c.name for c in test.columns],
                                "mean_abs_shap": np.abs(contrib).mean(axis=0)}).sort_values(
         "mean_abs_shap", ascending=False)
     warnings = leaky_columns(as_frame(train.X, train.columns), train.y)
     report = evaluation_report(test.y, predictions, importance, warnings)
-    # 3. what ships: the same choice on every labelled row, calibrated out of fold
-    ship = sets.shipping
+    # 3. what ships: the choice fitted on every labelled row, calibrated out of fold
     ship_problem = _problem(ship, config)
-    ship_folds = _folds(ship, sets.kind, config)
-    _note(progress, f"shipping fit: {choice.name} on {len(ship.y):,} rows, out-of-fold "
-                    f"calibration over {len(ship_folds)} folds")
-    margins = oof_margins(choice, ship_problem, ship_folds)
-    shipped = _bundle(sets, ship, choice, fit_choice(choice, ship_problem), margins, ship.y,
-                      sets.shipping_spec, {"fit": _span(ship), "learner": choice.name,
-                                           "why": choice.why})
+    if len(sample.y) == len(ship.y):
+        margins, calib_y = ship_cand.oof, ship.y
+        _note(progress, f"shipping fit: {choice.name} on {len(ship.y):,} rows")
+    else:  # the choice was made on a sample: calibrate over every row
+        ship_folds = _folds(ship, sets.kind, config)
+        _note(progress, f"shipping fit: {choice.name} on {len(ship.y):,} rows, out-of-fold "
+                        f"calibration over {len(ship_folds)} folds")
+        margins, calib_y = oof_margins(choice, ship_problem, ship_folds), ship.y
+    info: dict[str, Any] = {"fit": _span(ship), "learner": choice.name, "why": choice.why}
+    if fallback:
+        info["fallback"] = {"chosen": winner.name, "shipped": ship_cand.name,
+                            "lost_to": judged[0]["loses_to"]}
+    shipped = _bundle(sets, ship, choice, fit_choice(choice, ship_problem), margins, calib_y,
+                      sets.shipping_spec, info)
     report["selection"] = {"chosen": choice.name, "learner": choice.learner, "why": choice.why,
                            "rows": len(sample.y), "folds": len(folds),
+                           "decided_on": _decided_on(sample, folds),
+                           "fits": len(folds) * sum(c.learner != "blend" for c in tried),
                            "candidates": [c.summary() for c in tried]}
     report["evaluation"] = {**eval_bundle.info,
                             "feature_set": None if sets.evaluation_spec is None
@@ -524,6 +618,9 @@ def fit_sets(sets: TrainingSets, config: TrainConfig,
     report["rows"] = {"train": len(train.y), "test": len(test.y),
                       "shipped": len(ship.y)}
     report["gate"] = gate(report)
+    report["holdout_judged"] = judged
+    if fallback:
+        report["gate"]["fallback"] = info["fallback"]
     report["seconds"] = round(time.perf_counter() - started, 1)
     holdout = sets.holdout.copy()
     holdout["label"] = test.y
@@ -537,10 +634,22 @@ def fit_sets(sets: TrainingSets, config: TrainConfig,
                            shipped, ship.X[served_like(ship.times, test.times)]))
 
 
+def _losses(verdict: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in verdict["loses_to"].items()) + (
+        f" vs {verdict['model_auc']:.4f}")
+
+
+def judge(y: np.ndarray, predictions: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The gate's verdict on holdout predictions (`model` first, then the baselines)."""
+    return _verdict({name: float(roc_auc_score(y, p)) for name, p in predictions.items()})
+
+
+def _verdict(auc: dict[str, float]) -> dict[str, Any]:
+    model = auc["model"]
+    losses = {name: round(a, 4) for name, a in auc.items() if name != "model" and a > model}
+    return {"passed": not losses, "model_auc": round(model, 4), "loses_to": losses}
+
+
 def gate(report: dict[str, Any]) -> dict[str, Any]:
     """Does the model rank the holdout at least as well as every baseline? Promotion asks."""
-    metrics = report["metrics"]
-    model = metrics["model"]["roc_auc"]
-    losses = {name: round(m["roc_auc"], 4) for name, m in metrics.items()
-              if name != "model" and m["roc_auc"] > model}
-    return {"passed": not losses, "model_auc": round(model, 4), "loses_to": losses}
+    return _verdict({name: m["roc_auc"] for name, m in report["metrics"].items()})

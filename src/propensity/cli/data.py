@@ -154,8 +154,9 @@ def generate(
     seed: Annotated[int, typer.Option(help="Same seed, same export")] = 7,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "parquet",
     profile: Annotated[str, typer.Option(
-        help="default, or stress: four years, slow decisions, ~2% buying in 90 days, noise "
-             "columns with hundreds of levels")] = "default",
+        help="default; stress: four years, slow decisions, ~2% buying in 90 days, noise "
+             "columns with hundreds of levels; long-lived: a year before 2025-10-01, leads "
+             "open 6-12 months, ~2% buying in 90 days, six leads per account")] = "default",
     shift_at: Annotated[str | None, typer.Option(
         help="from this day on, referral brings 45% of new leads and every lead views the "
              "pricing page 0.5 more times a day: drift for monitoring to find")] = None,

@@ -65,8 +65,8 @@ def _config(config: Path | None, model: str | None, horizon_days: int | None,
 
 def _print_metrics(report: dict[str, Any]) -> None:
     table = Table(title="holdout: model vs baselines")
-    cols = ["roc_auc", "pr_auc", "log_loss", "brier", "ece", "precision_top_10",
-            "recall_top_30"]
+    cols = ["roc_auc", "pr_auc", "log_loss", "brier", "ece", "ece_equal_mass",
+            "top_decile_predicted", "top_decile_realised", "precision_top_10", "recall_top_30"]
     table.add_column("model")
     for c in cols:
         table.add_column(c, justify="right")
@@ -77,6 +77,12 @@ def _print_metrics(report: dict[str, Any]) -> None:
     if selection:
         console.print(f"learner: {selection['chosen']} ({selection['why'].split(';')[0]})",
                       highlight=False)
+        on = selection.get("decided_on", {})
+        if on:
+            span = f", {on['from'][:10]}..{on['to'][:10]}" if "from" in on else ""
+            console.print(f"chosen on: {on['rows']:,} rows ({on['entities']:,} entities{span}), "
+                          f"{on['folds']} folds of whole entities, {selection['fits']} fits",
+                          highlight=False)
     evaluation = report.get("evaluation", {})
     for label, part in (("measured", evaluation), ("shipped", shipped)):
         fit = part.get("fit", {})
@@ -84,8 +90,14 @@ def _print_metrics(report: dict[str, Any]) -> None:
             span = f", {fit['from'][:10]}..{fit['to'][:10]}" if "from" in fit else ""
             console.print(f"{label}: fitted on {fit['rows']:,} rows ({fit['entities']:,} "
                           f"entities{span}), calibrated ({part['calibration']['kind']}) on "
-                          f"{part['calibration']['rows']:,} out-of-fold rows", highlight=False)
+                          f"{part['calibration']['rows']:,} out-of-fold rows"
+                          + (f" from {part['calibration']['from'][:10]}"
+                             if "from" in part["calibration"] else ""), highlight=False)
     gate = report.get("gate", {})
+    if fallback := gate.get("fallback"):
+        losses = ", ".join(f"{k} {v:.4f}" for k, v in fallback["lost_to"].items())
+        console.print(f"[yellow]fallback:[/] {fallback['chosen']} lost to {losses} on its "
+                      f"holdout; {fallback['shipped']} ships instead", highlight=False)
     if gate and not gate.get("passed"):
         losses = ", ".join(f"{k} {v:.4f}" for k, v in gate["loses_to"].items())
         console.print(f"[yellow]gate:[/] the model ({gate['model_auc']:.4f}) loses to {losses} "
@@ -453,12 +465,16 @@ def models() -> None:
         console.print("no registered models yet: `propensity train PATH`")
         return
     table = Table(title="registered models")
-    for c in ("model", "version", "aliases", "roc_auc", "pr_auc", "ece", "gate", "created"):
+    numbers = ("roc_auc", "pr_auc", "ece", "ece_equal_mass", "top_decile_predicted",
+               "top_decile_realised")
+    heads = ("roc_auc", "pr_auc", "ece", "ece (15 equal-mass)", "top 10% predicted",
+             "top 10% realised")
+    for c in ("model", "version", "aliases", *heads, "gate", "created"):
         table.add_column(c)
     for r in frame.to_dict("records"):
         table.add_row(str(r["model"]), str(r["version"]), str(r["aliases"]),
-                      *(f"{r[c]:.4f}" if r[c] is not None and r[c] == r[c] else "-"
-                        for c in ("roc_auc", "pr_auc", "ece")), str(r["gate"]),
+                      *(f"{r[c]:.4f}" if r.get(c) is not None and r[c] == r[c] else "-"
+                        for c in numbers), str(r["gate"]),
                       f"{r['created']:%Y-%m-%d %H:%M}")
     console.print(table)
 

@@ -7,7 +7,11 @@ corrects the model rather than memorising its training rows. Two forms:
   the centres of its blocks, with smooth tails beyond the first and last centre. Every step is
   strictly increasing, so two leads the model ranks apart never get the same probability (a
   plain isotonic step function collapses thousands of leads onto a few dozen values and loses
-  ranking, measured at -0.004 AUC / -0.036 PR AUC on a bank-marketing table).
+  ranking, measured at -0.004 AUC / -0.036 PR AUC on a bank-marketing table). Beyond the
+  first and last centre the log-odds go on rising one for one with the margin: a margin past
+  the top block is read as that much more likely, not as nearly certain (the tail that
+  rose toward 1 made the top decile of long-lived leads 0.218 predicted vs 0.136 realised;
+  this one 0.17x, below).
 - **Platt** (few rows): a logistic fit on the margin; two parameters cannot overfit.
 
 Both are plain numbers in the model file and apply with `np.interp` / `exp` in microseconds.
@@ -25,6 +29,14 @@ from sklearn.linear_model import LogisticRegression
 ISOTONIC_MIN_ROWS = 2000
 FLOOR = 0.0005
 """No lead is certain either way: probabilities stay within [FLOOR, 1 - FLOOR] at the centres."""
+
+
+def _logit(p: float) -> float:
+    return float(np.log(p / (1.0 - p)))
+
+
+def _logistic(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
 
 
 @dataclass
@@ -50,8 +62,8 @@ class Calibrator:
         p = np.interp(m, x, y)
         if m.size and not (x[0] <= m.min() and m.max() <= x[-1]):  # NaN: masks run too
             low, high = m < x[0], m > x[-1]
-            p[low] = y[0] * np.exp(m[low] - x[0])
-            p[high] = 1.0 - (1.0 - y[-1]) * np.exp(-(m[high] - x[-1]))
+            p[low] = _logistic(_logit(y[0]) + m[low] - x[0])
+            p[high] = _logistic(_logit(y[-1]) + m[high] - x[-1])
         return p
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """How good a model is, in the numbers revenue teams and data scientists both use.
 
 Ranking (ROC AUC, PR AUC, lift and gain by decile, precision/recall in the top 10/20/30%),
-probability quality (log loss, Brier, expected calibration error, a reliability curve) and
+probability quality (log loss, Brier, expected calibration error over equal-width and over
+equal-mass bins, predicted vs realised rate per decile, a reliability curve) and
 what the model leans on (gain and mean |SHAP|), for the model and each baseline on one holdout.
 """
 
@@ -31,8 +32,21 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
     return float(total)
 
 
+def equal_mass_ece(y: np.ndarray, p: np.ndarray, bins: int = 15) -> float:
+    """ECE over `bins` groups of equal size by predicted probability. At a 2% base rate nearly
+    every lead falls in the first equal-width bin, which then hides how wrong the scores are
+    within it; equal-mass bins put as many leads in every bin."""
+    order = np.argsort(p, kind="stable")
+    total = 0.0
+    for group in np.array_split(order, bins):
+        if group.size:
+            total += group.size * abs(y[group].mean() - p[group].mean())
+    return float(total / len(y)) if len(y) else float("nan")
+
+
 def deciles(y: np.ndarray, p: np.ndarray) -> pd.DataFrame:
-    """Leads sorted by score into ten equal groups: rate, lift and cumulative gain per decile."""
+    """Leads sorted by score into ten equal groups: predicted and realised rate, lift and
+    cumulative gain per decile."""
     order = np.argsort(-p, kind="stable")
     ys = y[order]
     groups = np.array_split(np.arange(len(ys)), 10)
@@ -44,6 +58,7 @@ def deciles(y: np.ndarray, p: np.ndarray) -> pd.DataFrame:
         cum += hits
         rate = hits / len(g) if len(g) else np.nan
         rows.append({"decile": i, "leads": len(g), "converted": hits,
+                     "predicted": float(p[order][g].mean()) if len(g) else np.nan,
                      "rate": rate, "lift": rate / base if base else np.nan,
                      "cumulative_gain": cum / y.sum() if y.sum() else np.nan})
     return pd.DataFrame(rows)
@@ -58,11 +73,15 @@ def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
         "log_loss": float(log_loss(y, p, labels=[0, 1])),
         "brier": float(brier_score_loss(y, p)),
         "ece": expected_calibration_error(y, p),
+        "ece_equal_mass": equal_mass_ece(y, p),
         "base_rate": float(y.mean()),
         "mean_prediction": float(p.mean()),
         "rows": float(len(y)),
     }
     order = np.argsort(-p, kind="stable")
+    top = order[:max(1, round(0.1 * len(y)))]
+    out["top_decile_predicted"] = float(p[top].mean())
+    out["top_decile_realised"] = float(y[top].mean())
     for share in TOP_SHARES:
         k = max(1, round(share * len(y)))
         hits = y[order[:k]].sum()

@@ -221,6 +221,10 @@ GATE_TAG = "gate"
 
 
 def _gate_text(gate: dict[str, Any]) -> str:
+    if gate.get("passed") and (fallback := gate.get("fallback")):
+        lost = ", ".join(f"{k} {v:.4f}" for k, v in fallback["lost_to"].items())
+        return (f"passed as fallback: {fallback['shipped']} ships, {fallback['chosen']} lost "
+                f"to {lost} on the holdout")
     if gate.get("passed"):
         return "passed: at least as good as every baseline on its holdout"
     losses = ", ".join(f"{k} {v:.4f}" for k, v in gate.get("loses_to", {}).items())
@@ -571,6 +575,9 @@ def list_versions(settings: Settings | None = None) -> pd.DataFrame:
                 "aliases": ",".join(sorted(aliases.get(str(mv.version), []))),
                 "roc_auc": metrics.get("holdout.roc_auc"), "pr_auc": metrics.get("holdout.pr_auc"),
                 "ece": metrics.get("holdout.ece"),
+                "ece_equal_mass": metrics.get("holdout.ece_equal_mass"),
+                "top_decile_predicted": metrics.get("holdout.top_decile_predicted"),
+                "top_decile_realised": metrics.get("holdout.top_decile_realised"),
                 "gate": (mv.tags or {}).get(GATE_TAG, "-").split(":")[0],
                 "created": pd.Timestamp(mv.creation_timestamp, unit="ms", tz="UTC"),
             })

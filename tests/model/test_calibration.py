@@ -1,0 +1,49 @@
+"""Calibration read at a 2% base rate: equal-mass ECE, predicted vs realised per decile, and a
+calibrator whose tails do not run off toward certainty."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from propensity.models.calibration import Calibrator, fit_calibrator
+from propensity.models.evaluation import deciles, equal_mass_ece, expected_calibration_error
+
+
+def _world(n: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    p = 1 / (1 + np.exp(-rng.normal(-4.6, 1.2, n)))  # about 2% buy
+    return p, (rng.random(n) < p).astype("int64")
+
+
+def test_equal_mass_bins_show_squeezed_probabilities_that_equal_width_bins_hide() -> None:
+    p, y = _world()
+    squeezed = p.mean() + 0.3 * (p - p.mean())  # the top predicted far too low, the rest high
+    assert equal_mass_ece(y, p) < 0.003  # honest probabilities pass either way
+    assert expected_calibration_error(y, squeezed) < 0.002  # nearly all in the first bin
+    assert equal_mass_ece(y, squeezed) > 4 * expected_calibration_error(y, squeezed)
+    assert equal_mass_ece(y, squeezed) > 0.008
+
+
+def test_deciles_carry_the_mean_prediction_beside_the_realised_rate() -> None:
+    p, y = _world(20_000)
+    table = deciles(y, p)
+    order = np.argsort(-p, kind="stable")
+    top = order[:2000]
+    assert table.loc[0, "predicted"] == np.float64(p[top].mean())
+    assert table.loc[0, "rate"] == y[top].mean()
+    assert table["predicted"].is_monotonic_decreasing
+
+
+def test_the_calibrated_log_odds_rise_one_for_one_past_the_last_centre() -> None:
+    p, y = _world()
+    margin = np.log(p / (1 - p))
+    cal = fit_calibrator(margin, y)
+    top = cal.x[-1]
+    beyond = cal(np.array([top + 1.0, top + 2.0]))
+    at = cal(np.array([top]))[0]
+    logit = np.log(beyond / (1 - beyond))
+    assert np.allclose(logit - np.log(at / (1 - at)), [1.0, 2.0])
+    # a margin one past a top block at 20% is 40.5% likely (the old tail said 70.6%)
+    assert Calibrator("isotonic", x=[-5.0, -2.0], y=[0.01, 0.2])(np.array([-1.0]))[0] == (
+        pytest.approx(1 / (1 + 4 / np.e)))

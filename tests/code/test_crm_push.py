@@ -5,6 +5,7 @@ refusals, a CRM that stops answering and a process killed mid-run."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -213,3 +215,90 @@ def test_fields_from_toml(tmp_path: Path) -> None:
     path.write_text('[hubspot]\nscor = "x"\n')
     with pytest.raises(Exception, match=r"fields.toml: \[hubspot\] scor: Extra inputs"):
         load_fields("hubspot", path)
+
+
+# --- the command, end to end: a registered champion scores an export, the CLI pushes it -------
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """An export, a model store whose lead-conversion champion was trained on it, and an
+    as-of time inside it."""
+    from propensity.export import fingerprint
+    from propensity.models.registry import log_and_register, promote
+    from propensity.rows import lead_rows
+    from propensity.settings import Settings
+    from propensity.training import train_export
+    from tests.conftest import quick_config, synthetic_export
+
+    work = tmp_path_factory.mktemp("push-model")
+    export = synthetic_export(work / "export", 1000, seed=7)
+    result = train_export(export, quick_config(snapshots={"every_days": 28, "horizon_days": 90},
+                                               learners=["lightgbm"]))
+    settings = Settings(models_dir=work / "models")
+    log_and_register(result, data={"path": str(work / "export"),
+                                   "fingerprint": fingerprint(work / "export")},
+                     input_example=lead_rows(export, result.holdout[["lead_id", "as_of"]].head(3)),
+                     settings=settings)
+    assert promote("lead-conversion", force=True, settings=settings).promoted
+    latest = export.latest_time()
+    assert latest is not None
+    return work / "export", work / "models", f"{latest - pd.Timedelta(days=60):%Y-%m-%d}"
+
+
+def cli(models: Path, *args: str | Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(Path(sys.executable).parent / "propensity"), *map(str, args)],
+                          capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, "PROPENSITY_MODELS_DIR": str(models), **env})
+
+
+def test_push_command_writes_the_champions_scores_once(champion: tuple[Path, Path, str],
+                                                       crm_of: type) -> None:
+    """The values written are the batch scorer's (`score_export`), rounded as documented."""
+    from propensity.export import load_export
+    from propensity.models.registry import load_model
+    from propensity.scoring import score_export
+    from propensity.settings import Settings
+
+    export, models, as_of = champion
+    leads = pd.read_parquet(export / "leads.parquet")["lead_id"].astype(str).tolist()
+    standin, _ = crm_of.start("hubspot", leads)
+    url = f"http://127.0.0.1:{standin.server.server_address[1]}"
+    args = ("push", "hubspot", export, "--as-of", as_of, "--base-url", url)
+    dry = cli(models, *args, "--dry-run", HUBSPOT_ACCESS_TOKEN=TOKEN)
+    assert dry.returncode == 0, dry.stderr
+    n = int(re.search(r"(\d[\d,]*) open leads; would write \1, 0 unchanged", dry.stdout)
+            .group(1).replace(",", ""))  # type: ignore[union-attr]
+    assert n > 0 and not standin.log
+    done = cli(models, *args, HUBSPOT_ACCESS_TOKEN=TOKEN)
+    assert done.returncode == 0 and f"wrote {n:,}, 0 unchanged, 0 refused" in done.stdout
+    bundle, _ = load_model("lead-conversion", settings=Settings(models_dir=models))
+    expected = score_export(bundle, load_export(export), pd.Timestamp(as_of, tz="UTC"))
+    written = {i: v for i, v in standin.values.items() if v}
+    assert set(written) == set(expected["lead_id"]) and len(written) == n
+    for row in expected.astype({"lead_id": str}).itertuples():
+        v = written[row.lead_id]
+        assert v["propensity_probability"] == f"{row.probability:.4f}"
+        assert v["propensity_score"] == str(int(row.probability * 100 + 0.5))
+        assert v["propensity_grade"] in "ABCD" and v["propensity_model_version"] == \
+            "lead-conversion v1"
+    assert all(written[i]["propensity_reasons"] for i in written)  # each has a reason
+    again = cli(models, *args, HUBSPOT_ACCESS_TOKEN=TOKEN)
+    assert f"wrote 0, {n:,} unchanged" in again.stdout and set(standin.writes.values()) == {1}
+
+
+def test_push_command_reports_refused_records_and_exits_1(
+        champion: tuple[Path, Path, str], crm_of: type, tmp_path: Path,
+        tls: tuple[Path, Path]) -> None:
+    export, models, as_of = champion
+    leads = pd.read_parquet(export / "leads.parquet")["lead_id"].astype(str).tolist()
+    standin, _ = crm_of.start("salesforce", leads, refuse=set(leads[::50]))
+    url = f"https://127.0.0.1:{standin.server.server_address[1]}"
+    out = cli(models, "push", "salesforce", export, "--as-of", as_of, "--refused",
+              tmp_path / "refused.csv", SALESFORCE_INSTANCE_URL=url,
+              SALESFORCE_SESSION_ID=TOKEN, REQUESTS_CA_BUNDLE=str(tls[0]))
+    assert out.returncode == 1 and "records refused by salesforce" in out.stderr
+    refused = pd.read_csv(tmp_path / "refused.csv", dtype=str)
+    assert len(refused) > 0 and set(refused["record_id"]) <= set(leads[::50])
+    assert (refused["reason"] == "ENTITY_IS_DELETED: entity is deleted").all()
+    assert not any(standin.writes[i] for i in refused["record_id"])
+    assert "Traceback" not in out.stderr

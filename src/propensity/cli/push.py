@@ -86,6 +86,7 @@ def _push(crm: Crm, export: Path, as_of: datetime, dry: bool, fields_file: Path 
     from propensity.threshold_store import ThresholdStore
 
     fields = load_fields(crm, fields_file)
+    target = None if dry else writer(fields.object)  # a missing token fails before the work
     settings = get_settings()
     with stages() as note:
         note(f"loading {model}@{alias}")
@@ -99,11 +100,11 @@ def _push(crm: Crm, export: Path, as_of: datetime, dry: bool, fields_file: Path 
         note(f"reading and scoring {export} as of {as_of:%Y-%m-%d %H:%M}")
         plan = outgoing_scores(bundle, model, version, load_export(export),
                                pd.Timestamp(as_of), thresholds, fields)
-        if dry:
+        if target is None:
             result = dry_run(engine, crm, plan)
         else:
             note(f"writing changed scores to {crm} ({fields.object})")
-            result = push(engine, crm, plan, writer(fields.object))
+            result = push(engine, crm, plan, target)
     verb = "would write" if dry else "wrote"
     resumed = f", resumed at record {result.resumed_at:,}" if result.resumed_at else ""
     console.print(f"{crm}: {result.total:,} open leads; {verb} {result.written:,}, "

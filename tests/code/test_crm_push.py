@@ -191,9 +191,9 @@ def test_killed_process_resumes_rewriting_at_most_the_batch_in_flight(
     assert len(twice) <= {"hubspot": 100, "salesforce": 200}[crm]
 
 
-def _writer(crm: Crm, url: str) -> Writer:
-    return (HubSpotWriter(TOKEN, "contacts", url, FAST) if crm == "hubspot" else
-            SalesforceWriter(url, TOKEN, "Lead", FAST))
+def _writer(crm: Crm, url: str, retries: Retries = FAST) -> Writer:
+    return (HubSpotWriter(TOKEN, "contacts", url, retries) if crm == "hubspot" else
+            SalesforceWriter(url, TOKEN, "Lead", retries))
 
 
 @CRMS
@@ -302,3 +302,14 @@ def test_push_command_reports_refused_records_and_exits_1(
     assert (refused["reason"] == "ENTITY_IS_DELETED: entity is deleted").all()
     assert not any(standin.writes[i] for i in refused["record_id"])
     assert "Traceback" not in out.stderr
+
+
+@CRMS
+def test_a_crm_that_cannot_be_reached_stops_in_one_line(crm: Crm, crm_of: type,
+                                                        engine: sa.Engine) -> None:
+    standin, _ = crm_of.start(crm, ["x"])
+    scheme = "http" if crm == "hubspot" else "https"
+    url = f"{scheme}://127.0.0.1:{standin.server.server_address[1]}"
+    standin.stop()
+    with pytest.raises(PushStopped, match="did not answer"):
+        push(engine, crm, plan_of(crm, 5), _writer(crm, url, Retries(attempts=1, backoff=0)))

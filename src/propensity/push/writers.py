@@ -70,6 +70,7 @@ class HubSpotWriter:
             SimplePublicObjectBatchInput,
         )
         from hubspot.crm.objects.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
 
         body = BatchInputSimplePublicObjectBatchInput(inputs=[
             SimplePublicObjectBatchInput(id=o.record_id, properties=o.values) for o in batch])
@@ -77,7 +78,10 @@ class HubSpotWriter:
             answer: Any = self.client.crm.objects.batch_api.update(self.object_type, body)
         except ApiException as exc:
             raise PushStopped(f"HubSpot refused a batch of {len(batch)} {self.object_type} "
-                              f"(HTTP {exc.status}): {_message(exc.body)}") from None
+                              f"(HTTP {exc.status}): {_message(exc.body or exc.reason)}"
+                              ) from None
+        except HTTPError as exc:  # connection refused, reset, timed out: after the retries
+            raise PushStopped(f"HubSpot did not answer: {exc}") from None
         done = {str(r.id) for r in answer.results or ()}
         refused: dict[str, str] = {}
         for error in getattr(answer, "errors", None) or ():
@@ -106,6 +110,7 @@ class SalesforceWriter:
                                  version=version, session=session)
 
     def write(self, batch: Sequence[Outgoing]) -> dict[str, str]:
+        from requests import RequestException
         from simple_salesforce.exceptions import SalesforceError
 
         records = [{"attributes": {"type": self.object_type}, "id": o.record_id, **o.values}
@@ -116,6 +121,8 @@ class SalesforceWriter:
         except SalesforceError as exc:
             raise PushStopped(f"Salesforce refused a batch of {len(batch)} {self.object_type} "
                               f"records (HTTP {exc.status}): {_message(exc.content)}") from None
+        except RequestException as exc:  # unreachable, TLS refused: after the retries
+            raise PushStopped(f"Salesforce did not answer: {exc}") from None
         if not isinstance(answer, list) or len(answer) != len(batch):
             raise PushStopped(f"Salesforce answered a batch of {len(batch)} with "
                               f"{len(answer) if isinstance(answer, list) else 'no'} results")

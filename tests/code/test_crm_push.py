@@ -313,3 +313,21 @@ def test_a_crm_that_cannot_be_reached_stops_in_one_line(crm: Crm, crm_of: type,
     standin.stop()
     with pytest.raises(PushStopped, match="did not answer"):
         push(engine, crm, plan_of(crm, 5), _writer(crm, url, Retries(attempts=1, backoff=0)))
+
+
+def test_cursor_and_last_written_on_postgresql(postgres_url: str, crm_of: type) -> None:
+    """The migration and the upsert of what was written, on PostgreSQL as on SQLite."""
+    migrate(postgres_url)
+    engine = engine_for(postgres_url)
+    plan = plan_of("hubspot", 450)
+    ids = [o.record_id for o in plan]
+    standin, writer = crm_of.start("hubspot", ids, retries=Retries(attempts=1, backoff=0),
+                                   down_after=2)
+    with pytest.raises(PushStopped):
+        push(engine, "hubspot", plan, writer)
+    standin.down_after = None
+    result = push(engine, "hubspot", plan, writer)
+    assert (result.resumed_at, result.written) == (200, 450)
+    assert push(engine, "hubspot", plan, writer).written == 0
+    assert all(standin.writes[i] == 1 for i in ids)
+    engine.dispose()

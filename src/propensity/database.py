@@ -104,6 +104,40 @@ thresholds = sa.Table(
     sa.UniqueConstraint("model", "base_version", name="uq_thresholds_successor"),
 )
 
+crm_push_runs = sa.Table(
+    # one `propensity push`: its plan (every open lead in record-id order) and the cursor, the
+    # plan's position up to which every record is written, unchanged or reported
+    "crm_push_runs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("crm", sa.String(20), nullable=False),
+    sa.Column("plan_digest", sa.String(64), nullable=False),
+    sa.Column("total", sa.Integer, nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("written", sa.Integer, nullable=False),
+    sa.Column("failed", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+crm_push_written = sa.Table(
+    # what was last written to each CRM record: a push writes only records whose values differ
+    "crm_push_written", metadata,
+    sa.Column("crm", sa.String(20), nullable=False),
+    sa.Column("record_id", sa.String(200), nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("run_id", sa.Integer, nullable=False),
+    sa.PrimaryKeyConstraint("crm", "record_id"),
+)
+
+crm_push_failures = sa.Table(
+    # records a run's CRM refused, with its reason: reported, and tried again by the next run
+    "crm_push_failures", metadata,
+    sa.Column("run_id", sa.Integer, nullable=False),
+    sa.Column("record_id", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.PrimaryKeyConstraint("run_id", "record_id"),
+)
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from propensity.cli import data, demo, funnel, models, monitor, serve, thresholds
+from propensity.cli import data, demo, funnel, models, monitor, push, serve, thresholds
 from propensity.cli._common import fail
 from propensity.problems import PropensityError
 
@@ -48,6 +48,7 @@ serve.register(app)
 thresholds.register(app)
 monitor.register(app)
 demo.register(app)
+push.register(app)
 
 
 def global_options_first(args: list[str]) -> list[str]:

@@ -1,0 +1,89 @@
+"""What a push writes: each open lead's probability, score, grade, top reasons and model
+version, as the text values of the CRM fields named for them.
+
+Values are text rounded as a person reads them (a probability to 4 places), so a score that
+moves by 1e-9 between two runs is not a change, and nothing is written for it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from propensity.models.bundle import ModelBundle
+from propensity.models.reasons import explain
+from propensity.problems import PropensityError
+from propensity.push.records import Crm, Outgoing
+from propensity.scoring import check_export, open_entities, score_matrix
+from propensity.tables import CrmExport
+from propensity.thresholds import ThresholdSet, to_score
+
+REASONS_LENGTH = 255
+"""Longest reasons text written: a Salesforce Text field holds 255 characters."""
+
+
+class PushFields(BaseModel):
+    """The CRM field (HubSpot property internal name, Salesforce field API name) each value
+    goes to; `object` is the record type written (HubSpot: contacts; Salesforce: Lead)."""
+
+    model_config = ConfigDict(extra="forbid")
+    object: str
+    probability: str
+    score: str
+    grade: str
+    reasons: str
+    model_version: str
+
+
+DEFAULT_FIELDS: dict[Crm, PushFields] = {
+    "hubspot": PushFields(object="contacts", probability="propensity_probability",
+                          score="propensity_score", grade="propensity_grade",
+                          reasons="propensity_reasons", model_version="propensity_model_version"),
+    "salesforce": PushFields(object="Lead", probability="Propensity_Probability__c",
+                             score="Propensity_Score__c", grade="Propensity_Grade__c",
+                             reasons="Propensity_Reasons__c",
+                             model_version="Propensity_Model_Version__c"),
+}
+
+
+def load_fields(crm: Crm, path: Path | None) -> PushFields:
+    """The defaults, with the keys of the file's `[hubspot]` or `[salesforce]` table over them."""
+    if path is None:
+        return DEFAULT_FIELDS[crm]
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8")).get(crm, {})
+    except tomllib.TOMLDecodeError as exc:
+        raise PropensityError(f"{path}: not valid TOML ({exc})") from None
+    try:
+        return PushFields.model_validate(DEFAULT_FIELDS[crm].model_dump() | table)
+    except ValidationError as exc:
+        where = "; ".join(f"[{crm}] {'.'.join(map(str, e['loc']))}: {e['msg']}"
+                          for e in exc.errors(include_url=False))
+        raise PropensityError(f"{path}: {where}") from None
+
+
+def outgoing_scores(bundle: ModelBundle, model: str, version: str, export: CrmExport,
+                    as_of: pd.Timestamp, thresholds: ThresholdSet, fields: PushFields
+                    ) -> list[Outgoing]:
+    """Every lead open at T (the batch scorer's entities and matrix), in record-id order: the
+    order a push walks, so a resumed run meets the records in the same places."""
+    if bundle.target == "account-propensity":
+        raise PropensityError(f"{model} scores accounts: push writes lead scores")
+    check_export(bundle, export)
+    entities = open_entities(bundle, export, as_of).reset_index(drop=True)
+    scored = score_matrix(bundle, bundle.features_for_export(export, entities), explain=True)
+    assert scored.contributions is not None
+    names, categories = bundle.feature_names, bundle.categories
+    out = []
+    for i, lead_id in enumerate(entities["lead_id"].astype(str)):
+        positive, _ = explain(names, scored.X[i], scored.contributions[i, :-1], categories)
+        s = to_score(float(scored.probability[i]))
+        out.append(Outgoing(lead_id, {
+            fields.probability: f"{scored.probability[i]:.4f}", fields.score: str(s),
+            fields.grade: thresholds.grade(s),
+            fields.reasons: "; ".join(r.text for r in positive)[:REASONS_LENGTH],
+            fields.model_version: f"{model} v{version}"}))
+    return sorted(out, key=lambda o: o.record_id)

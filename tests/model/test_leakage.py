@@ -9,6 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from propensity.features import build_lead_features, fit_feature_spec
+from propensity.features.account import build_account_features
+from propensity.features.definitions import FeaturePlan
 from propensity.features.spec import FeatureSpec
 from propensity.scoring import score_export
 from propensity.tables import CrmExport, truncate_export
@@ -189,3 +191,54 @@ def test_post_outcome_columns_never_reach_a_model(small_export: CrmExport) -> No
     assert "country" not in result.feature_names and "owner_id" not in result.feature_names
     assert "job_function" in result.feature_names
     assert result.bundle.spec is not None and "country" in result.bundle.spec.excluded
+
+
+def _accounts_at(export: CrmExport, t: pd.Timestamp) -> pd.DataFrame:
+    ids = export.leads.loc[export.leads["created_at"] < t, "account_id"].dropna().astype("str")
+    return pd.DataFrame({"account_id": ids.unique(), "as_of": t})
+
+
+@settings(max_examples=10, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                 HealthCheck.too_slow])
+@given(data=st.data())
+def test_changing_the_future_changes_no_account_feature(small_export: CrmExport,
+                                                        spec: FeatureSpec,
+                                                        data: st.DataObject) -> None:
+    """An account's numbers (its open leads and their stage too) as of t ignore every event,
+    stage (a lead ending at or after t included) and opportunity from t on."""
+    plan = FeaturePlan(spec)
+    t = data.draw(st.sampled_from(TIMES))
+    entities = _accounts_at(small_export, t)
+    past = build_account_features(small_export, plan, entities)
+    again = build_account_features(data.draw(futures(small_export, t)), plan, entities)
+    pd.testing.assert_frame_equal(past, again, check_exact=True)
+
+
+def test_a_lead_ended_before_t_is_no_longer_open_at_t(small_export: CrmExport,
+                                                      spec: FeatureSpec) -> None:
+    """The property above is not vacuous: every lead of the accounts disqualified one second
+    before t leaves them no open lead; at exactly t they are still open."""
+    plan = FeaturePlan(spec)
+    t = TIMES[1]
+    entities = _accounts_at(small_export, t).head(40)
+    leads = small_export.leads[small_export.leads["account_id"].astype("str").isin(
+        entities["account_id"]) & (small_export.leads["created_at"] < t)]
+    assert small_export.stage_history is not None
+
+    def ended_at(when: pd.Timestamp) -> CrmExport:
+        stages = pd.concat([small_export.stage_history.astype({"lead_id": "str", "stage": "str"}),
+                            pd.DataFrame({"lead_id": leads["lead_id"].astype("str"),
+                                          "stage": "disqualified", "entered_at": when})],
+                           ignore_index=True)
+        return CrmExport(leads=small_export.leads, events=small_export.events,
+                         stage_history=stages, opportunities=small_export.opportunities,
+                         accounts=small_export.accounts, manifest=small_export.manifest)
+
+    before = build_account_features(small_export, plan, entities)
+    at_t = build_account_features(ended_at(t), plan, entities)
+    earlier = build_account_features(ended_at(t - pd.Timedelta(seconds=1)), plan, entities)
+    assert (before["n_open_leads"] > 0).any()
+    pd.testing.assert_series_equal(at_t["n_open_leads"], before["n_open_leads"])
+    assert (earlier["n_open_leads"] == 0).all() and earlier["max_open_stage_index"].isna().all()
+    assert (earlier["n_leads"] == before["n_leads"]).all()

@@ -108,6 +108,7 @@ def _require(scope: str, *also: str) -> Callable[[KeyInfo], Awaitable[KeyInfo]]:
     return check
 
 
+AnyKey = Annotated[KeyInfo, Depends(_caller)]
 ScoreKey = Annotated[KeyInfo, Depends(_require("score"))]
 AdminKey = Annotated[KeyInfo, Depends(_require("admin"))]
 MonitorKey = Annotated[KeyInfo, Depends(_require("monitor"))]

@@ -330,6 +330,12 @@ class ScoreLogHealth(BaseModel):
                                          "quarantine.jsonl in the spool folder")
 
 
+class KeyOut(BaseModel):
+    name: str
+    scopes: list[str] = Field(description="what the key may call; admin includes every scope")
+    expires_at: datetime | None = None
+
+
 class Health(BaseModel):
     status: Literal["ok", "ready", "degraded", "not ready"]
     models: dict[str, str] = Field(default_factory=dict)

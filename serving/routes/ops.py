@@ -8,9 +8,9 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from serving.deps import AdminKey, StateDep
+from serving.deps import AdminKey, AnyKey, StateDep
 from serving.routes.monitoring import update_gauges
-from serving.schemas import Health, ScoreLogHealth
+from serving.schemas import Health, KeyOut, ScoreLogHealth
 
 router = APIRouter(tags=["operations"])
 log = logging.getLogger("propensity.serving")
@@ -20,6 +20,12 @@ log = logging.getLogger("propensity.serving")
 async def healthz(state: StateDep) -> Health:
     """The process is up, and the champions it has in memory (as /readyz lists them)."""
     return Health(status="ok", models={n: m.version for n, m in state.store.models.items()})
+
+
+@router.get("/v1/key", response_model=KeyOut)
+async def key(info: AnyKey) -> KeyOut:
+    """The calling key's name, scopes and expiry: what a client (the /ui page) may call."""
+    return KeyOut(name=info.name, scopes=sorted(info.scopes), expires_at=info.expires_at)
 
 
 @router.get("/readyz", response_model=Health)

@@ -1,7 +1,7 @@
 // The marketing-ops page: reads the API with the key typed above, draws with Plotly.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const state = { curve: null, recommended: null, version: null };
+const state = { curve: null, recommended: null, version: null, key: null };
 const pct = (v) => (v === null || v === undefined ? "-" : (100 * v).toFixed(1) + "%");
 const num = (v, d = 1) => (v === null || v === undefined ? "-" : Number(v).toFixed(d));
 
@@ -124,7 +124,9 @@ async function connect() {
                    yaxis: { title: { text: "leads" } } }, { displayModeBar: false });
     showThreshold(Math.round(active.mql));
     await loadFunnel();
+    state.key = await api("/v1/key");
     $("status").textContent = "connected";
+    await monitoringOnConnect();
   } catch (e) {
     $("status").textContent = e.message;
     $("status").className = "error";

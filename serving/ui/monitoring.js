@@ -102,6 +102,17 @@ async function loadMonitoring() {
   }
 }
 
+// After Connect: the report needs the monitor scope (admin includes it); a key without it is
+// told so here rather than refused by the server.
+async function monitoringOnConnect() {
+  const scopes = state.key.scopes;
+  if (scopes.includes("monitor") || scopes.includes("admin")) return loadMonitoring();
+  const why = `the key ${state.key.name} cannot read monitoring: it needs the monitor scope ` +
+    "(admin includes it): propensity keys create --scope monitor --name NAME";
+  $("verdict").textContent = why;
+  $("verdict").className = "muted";
+  for (const id of ["drift-score-chart", "drift-features-chart", "calibration-chart",
+                    "precision-chart"]) emptyChart(id, why);
+}
+
 $("monitor-load").addEventListener("click", loadMonitoring);
-$("connect").addEventListener("click", () => { if ($("key").value) loadMonitoring(); });
-if (sessionStorage.getItem("propensity-key")) loadMonitoring();

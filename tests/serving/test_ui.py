@@ -22,6 +22,8 @@ def _number(text: str | None) -> float:
 
 def test_threshold_page_end_to_end(server: Server, tmp_path: Path) -> None:
     with server.client(server.score_key) as http:
+        me = http.get("/v1/key").json()
+        assert me["scopes"] == ["score"] and me["name"], me
         curve = http.get("/v1/thresholds/curve").json()
         expected_rec = http.post("/v1/thresholds/recommend", json={
             "reps": 3, "leads_per_rep_per_week": 10}).json()
@@ -61,6 +63,9 @@ def test_threshold_page_end_to_end(server: Server, tmp_path: Path) -> None:
                                f"=== '{version}'")
         assert page.query_selector("#funnel-chart .plot-container") is not None
         assert page.query_selector("#distribution-chart .plot-container") is not None
+        # a score key cannot read monitoring: the panel says so, the page asks nothing refused
+        assert "needs the monitor scope" in (page.text_content("#verdict") or "")
+        assert _empty_text(page, "#drift-score-chart").startswith("the key ")
         shot = tmp_path / "ui.png"
         keep_screenshot(page, shot, "ui.png")
     assert shot.stat().st_size > 50_000
@@ -125,7 +130,7 @@ def test_the_page_says_what_to_do_and_monitoring_shows_the_latest_scored_period(
     charts with nothing to draw say "no data yet"; and the monitoring panel (and
     /v1/monitoring) default to the 28 days up to the newest as_of scored, not the wall clock:
     leads scored as of 2025 show up in a scorer running later."""
-    with ui_page(server.url, server.score_key, 2400) as (page, errors):
+    with ui_page(server.url, server.admin_key, 2400) as (page, errors):
         assert page.is_visible("#hint")
         assert "Paste an API key" in (page.text_content("#hint") or "")
         for chart in ("#funnel-chart", "#distribution-chart", "#drift-score-chart"):
@@ -145,6 +150,7 @@ def test_the_page_says_what_to_do_and_monitoring_shows_the_latest_scored_period(
             scored = http.post("/v1/score", json={
                 "leads": [request_lead(r) for r in rows.to_dict("records")], "explain": False})
             assert scored.status_code == 200, scored.text
+        with server.client(server.admin_key) as http:
             report = http.get("/v1/monitoring").json()
         assert report["start"].startswith("2025-04-04") and report["end"].startswith("2025-05-02")
         assert report["window"]["served"] == len(ids)

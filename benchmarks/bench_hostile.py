@@ -68,12 +68,20 @@ async def _stalled(port: int, send: bytes, stall: float) -> float | None:
         writer.close()
 
 
-def _score_loop(url: str, key: str, lead: dict, stop: threading.Event,
-                out: list[float]) -> None:
+def _score_loop(url: str, key: str, lead: dict, stop: threading.Event, out: list[float],
+                refused: list[int]) -> None:
+    """One lead at a time over one keep-alive connection (a new one if the server closed
+    it); a 503 (the worker's connection cap, when that connection had to be reopened during
+    the attack) is counted and retried after its Retry-After."""
     with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {key}"}) as http:
         while not stop.is_set():
             t0 = time.perf_counter()
-            http.post(url, json={"leads": [lead], "explain": True}).raise_for_status()
+            answer = http.post(url, json={"leads": [lead], "explain": True})
+            if answer.status_code == 503:
+                refused.append(1)
+                time.sleep(float(answer.headers.get("retry-after", "1")))
+                continue
+            answer.raise_for_status()
             out.append((time.perf_counter() - t0) * 1000)
             time.sleep(0.005)
 
@@ -97,7 +105,8 @@ def run(src: Path, models: Path, db: str, key: str, lead: dict, n: int, send_mb:
         url = f"http://127.0.0.1:{port}/v1/score"
         quiet: list[float] = []
         stop = threading.Event()
-        t = threading.Thread(target=_score_loop, args=(url, key, lead, stop, quiet))
+        refused: list[int] = []
+        t = threading.Thread(target=_score_loop, args=(url, key, lead, stop, quiet, refused))
         t.start()
         time.sleep(5)
         stop.set()
@@ -115,8 +124,10 @@ def run(src: Path, models: Path, db: str, key: str, lead: dict, n: int, send_mb:
 
         sampler = threading.Thread(target=sample)
         sampler.start()
-        scorer = threading.Thread(target=_score_loop, args=(url, key, lead, stop, attacked))
+        scorer = threading.Thread(target=_score_loop,
+                                  args=(url, key, lead, stop, attacked, refused))
         scorer.start()
+        time.sleep(1)  # its connection open before the attack's
         body = b"[" * int(send_mb * 1_000_000)
 
         async def attack() -> list[float | None]:
@@ -132,7 +143,8 @@ def run(src: Path, models: Path, db: str, key: str, lead: dict, n: int, send_mb:
                 f"{len(done)}/{n} closed by the server within {stall:g} s, the last after "
                 f"{max(done, default=float('nan')):.2f} s; score p50/p99 "
                 f"{_p(quiet, 50):.1f}/{_p(quiet, 99):.1f} ms quiet ({len(quiet)}), "
-                f"{_p(attacked, 50):.1f}/{_p(attacked, 99):.1f} ms during ({len(attacked)})")
+                f"{_p(attacked, 50):.1f}/{_p(attacked, 99):.1f} ms during ({len(attacked)}, "
+                f"{len(refused)} refused 503); load average {os.getloadavg()[0]:.1f}")
     finally:
         proc.terminate()
         proc.wait(timeout=60)

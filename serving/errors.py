@@ -74,6 +74,7 @@ WHY = {
     "401": "no key, or an unknown, revoked or expired one",
     "403": "the key lacks the scope",
     "404": "nothing configured or found (no export, no such version)",
+    "408": "the body did not arrive within PROPENSITY_BODY_TIMEOUT_SECONDS",
     "409": "the thresholds changed since the version the change is based on",
     "413": "the body, or one of its lists, is over its limit",
     "415": "the body is not application/json",
@@ -93,7 +94,7 @@ def document_errors(schema: dict[str, Any]) -> None:
             if path.startswith("/v1/"):
                 codes |= {"401", "403", "404", "503"}
             if "requestBody" in op:
-                codes |= {"400", "413", "415", "422"}
+                codes |= {"400", "408", "413", "415", "422"}
             if op.get("parameters"):
                 codes.add("422")
             if method == "put" and path == "/v1/thresholds":

@@ -217,6 +217,10 @@ class EdgeProtocol(HttpToolsProtocol):
         self._disarm()
         self._header_bytes = 0
         super().on_headers_complete()
+        # nothing more is read until the app asks for the body (uvicorn's `receive` resumes
+        # reading): an upload refused on its headers (401, 413) never fills a buffer
+        if not self.transport.is_closing():
+            self.flow.pause_reading()
 
     def _arm(self) -> None:
         if self._header_timer is None:

@@ -417,7 +417,7 @@ EXIT_CODES = [  # (command, arguments, the README's code); Ctrl-C and the gate: 
     ("validate", ["validate", "MISSING"], 1),
     ("generate", ["generate", "OUT", "--leads", "0"], 2),
     ("import", ["import", "x-education", "MISSING", "OUT"], 1),
-    ("import", ["import", "salesforce", "MISSING", "OUT"], 2),
+    ("import", ["import", "no-such-source", "MISSING", "OUT"], 2),
     ("funnel", ["funnel", "MISSING"], 1),
     ("funnel", ["funnel", "EXPORT", "--format", "xml"], 2),
     ("train", ["train", "EMPTY"], 1),

@@ -29,11 +29,13 @@ step() {
     # by the clock, not by counting sleeps: on a busy machine ten `sleep 1` take longer
     if [ $((SECONDS - shown)) -ge 8 ] && kill -0 "$pid" 2>/dev/null; then
       shown=$SECONDS
-      n=$(grep -c '^Collecting ' "$log" || true)
-      last=$(grep -E '^ *(Collecting|Downloading|Installing|Building|Successfully)' "$log" \
-             | tail -n 1 | sed -e 's/^ *//' -e 's/ (from .*//' | cut -c1-90 || true)
+      # a package from an index is "Collecting", one from a local wheel "Processing"
+      n=$(grep -c -E '^(Collecting|Processing) ' "$log" || true)
+      last=$(grep -E '^ *(Collecting|Processing|Downloading|Installing|Building|Successfully)' "$log" \
+             | tail -n 1 | sed -e 's/^ *//' -e 's/ (from .*//' -e 's|^Processing .*/|Processing |' \
+             | cut -c1-90 || true)
       case "$last" in
-        Installing*) last="installing the $n packages collected (unpacking the wheels)" ;;
+        Installing*) last="installing the $n packages (unpacking the wheels)" ;;
         ?*) last="$last ($n of $packages packages collected)" ;;
       esac
       echo "dev.sh:   $((SECONDS - start))s ${last:-working}" >&2

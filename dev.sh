@@ -16,24 +16,26 @@ stamp="$venv/.lock-$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-
 # it has run and pip's latest step (with how many of the lock's packages it has reached);
 # on failure, the log's end. pip's own output is a screenful a package, or silence with -q.
 step() {
-  local title="$1" log start pid last n rc
+  local title="$1" log start pid last n rc shown
   shift
   log="$(mktemp)"
   start=$SECONDS
   echo "dev.sh: $title..." >&2
   "$@" >"$log" 2>&1 &
   pid=$!
+  shown=$SECONDS
   while kill -0 "$pid" 2>/dev/null; do
-    for _ in 1 2 3 4 5 6 7 8 9 10; do
-      sleep 1
-      kill -0 "$pid" 2>/dev/null || break
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-      n=$(grep -c '^Collecting ' "$log" || true)
-      last=$(grep -E '^ *(Collecting|Downloading|Installing|Building|Successfully)' "$log" \
-             | tail -n 1 | sed -e 's/^ *//' -e 's/ (from .*//' | cut -c1-90 || true)
+    sleep 1
+    # by the clock, not by counting sleeps: on a busy machine ten `sleep 1` take longer
+    if [ $((SECONDS - shown)) -ge 8 ] && kill -0 "$pid" 2>/dev/null; then
+      shown=$SECONDS
+      # a package from an index is "Collecting", one from a local wheel "Processing"
+      n=$(grep -c -E '^(Collecting|Processing) ' "$log" || true)
+      last=$(grep -E '^ *(Collecting|Processing|Downloading|Installing|Building|Successfully)' "$log" \
+             | tail -n 1 | sed -e 's/^ *//' -e 's/ (from .*//' -e 's|^Processing .*/|Processing |' \
+             | cut -c1-90 || true)
       case "$last" in
-        Installing*) last="installing the $n packages collected (unpacking the wheels)" ;;
+        Installing*) last="installing the $n packages (unpacking the wheels)" ;;
         ?*) last="$last ($n of $packages packages collected)" ;;
       esac
       echo "dev.sh:   $((SECONDS - start))s ${last:-working}" >&2

@@ -53,7 +53,7 @@ class ThresholdSet(BaseModel):
         leads graded D (the lowest) marketing-qualified."""
         if self.mql < self.grade_c:
             return [f"MQL at {self.mql:g} is below grade C's start ({self.grade_c:g}): leads "
-                    f"scoring {self.mql:g}-{self.grade_c:g} are MQLs graded D"]
+                    f"scoring at least {self.mql:g} and under {self.grade_c:g} are MQLs graded D"]
         return []
 
 

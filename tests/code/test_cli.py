@@ -15,6 +15,14 @@ import pytest
 BIN = Path(sys.executable).parent / "propensity"
 
 
+def error_line(stderr: str) -> str:
+    """The one `error:` line of a failure, the last on stderr (after any progress lines)."""
+    lines = stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], stderr
+    return errors[0]
+
+
 def run(*args: str | Path, models: Path | None = None) -> subprocess.CompletedProcess[str]:
     """The CLI in a subprocess; `models` is its model store (never the checkout's)."""
     env = {**os.environ}
@@ -276,8 +284,8 @@ def test_promote_an_unknown_model_or_version_is_one_line(
     trained yet, or a version not there, is the registry's state (1)."""
     out = run("promote", *args, models=two_versions)
     assert out.returncode == (2 if "foo" in args else 1), out.stdout + out.stderr
-    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
-    assert says in " ".join(out.stderr.split())
+    assert "Traceback" not in out.stderr
+    assert says in " ".join(error_line(out.stderr).split())
 
 
 def test_train_suggests_a_validate_line_that_shows_its_problems(tmp_path: Path) -> None:
@@ -409,7 +417,7 @@ EXIT_CODES = [  # (command, arguments, the README's code); Ctrl-C and the gate: 
     ("validate", ["validate", "MISSING"], 1),
     ("generate", ["generate", "OUT", "--leads", "0"], 2),
     ("import", ["import", "x-education", "MISSING", "OUT"], 1),
-    ("import", ["import", "salesforce", "MISSING", "OUT"], 2),
+    ("import", ["import", "no-such-source", "MISSING", "OUT"], 2),
     ("funnel", ["funnel", "MISSING"], 1),
     ("funnel", ["funnel", "EXPORT", "--format", "xml"], 2),
     ("train", ["train", "EMPTY"], 1),
@@ -473,9 +481,7 @@ def test_exit_codes_are_the_readmes(make_export: Callable[..., Path], tmp_path: 
     assert (ended.value.code or 0) == code, out.out[-1000:] + out.err[-1000:]
     assert "Traceback" not in out.err
     if code:
-        lines = [line for line in out.err.strip().splitlines() if line.strip()]
-        assert lines[-1].startswith("error: "), out.err
-        assert not any(line.startswith("error: ") for line in lines[:-1]), out.err
+        error_line(out.err)
 
 
 def test_ctrl_c_is_130_and_one_line(tmp_path: Path) -> None:
@@ -495,7 +501,7 @@ def test_ctrl_c_is_130_and_one_line(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    assert "Traceback" not in err and err.strip().splitlines()[-1] == "error: interrupted (Ctrl-C)"
+    assert "Traceback" not in err and error_line(err) == "error: interrupted (Ctrl-C)"
 
 
 def test_retrain_refused_by_the_gate_exits_1(small_dir: Path, tmp_path: Path) -> None:

@@ -51,6 +51,9 @@ demo.register(app)
 push.register(app)
 
 
+INTERRUPTED = 130
+
+
 def global_options_first(args: list[str]) -> list[str]:
     """`--encoding X` moved in front of the subcommand: click reads the root's options only
     there, and users write it where it occurs to them (`propensity validate --encoding
@@ -82,8 +85,8 @@ def main() -> None:
         if type(exc).__name__ == "NoArgsIsHelpError":  # `propensity` alone: typer has
             sys.exit(exc.exit_code)  # printed the help
         raise SystemExit(fail(exc.format_message(), code=exc.exit_code).exit_code) from None
-    except (typer.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
-        raise SystemExit(fail("interrupted (Ctrl-C)", code=130).exit_code) from None
+    except (typer.Abort, KeyboardInterrupt):
+        code = INTERRUPTED
     except PropensityError as exc:  # an unknown model name is a usage error (exit_code 2)
         raise SystemExit(fail(str(exc), code=getattr(exc, "exit_code", 1)).exit_code) from None
     except UnicodeDecodeError as exc:  # a reader that does not name its file: say what we can
@@ -92,5 +95,7 @@ def main() -> None:
                               "propensity --encoding latin-1 ...", code=1).exit_code) from None
     except (OSError, ValueError) as exc:
         raise SystemExit(fail(f"{type(exc).__name__}: {exc}", code=1).exit_code) from None
+    if code == INTERRUPTED:  # typer answers Ctrl-C with Exit(130), silently
+        raise SystemExit(fail("interrupted (Ctrl-C)", code=INTERRUPTED).exit_code)
     if isinstance(code, int) and code:  # typer.Exit(code) returns it when not standalone
         sys.exit(code)

@@ -40,6 +40,7 @@ from serving.metrics import Metrics, MetricsMiddleware
 from serving.model_store import ModelStore
 from serving.routes import (
     accounts,
+    crm,
     funnel,
     monitoring,
     ops,
@@ -121,7 +122,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                   description="Calibrated lead and account scores with reasons, and the "
                               "funnel metrics beside them.")
     for router in (score.router, outcomes.router, monitoring.router, accounts.router,
-                   funnel.router, thresholds.router, ops.router, ui.router):
+                   funnel.router, thresholds.router, ops.router, ui.router, crm.router):
         app.include_router(router)
     app.add_exception_handler(RequestValidationError, validation_handler)
     app.add_exception_handler(StarletteHTTPException, http_handler)
@@ -130,7 +131,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     # the fast path runs inside the limit (bodies arrive whole) and the metrics (its requests
     # are counted); the limit runs inside the metrics, so refused bodies are counted too
     app.add_middleware(ScoreFastPath, metrics=metrics)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
+                       other_media={crm.SALESFORCE_PATH: crm.XML_MEDIA})
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     def openapi() -> dict[str, Any]:

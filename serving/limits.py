@@ -47,9 +47,12 @@ def replaying(first: dict[str, Any], receive: Any) -> Callable[[], Awaitable[dic
 class BodyLimitMiddleware:
     """Pure ASGI: 415 for a body that is not JSON, 413 past `max_bytes` (read, never parsed)."""
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    def __init__(self, app: Any, max_bytes: int,
+                 other_media: dict[str, frozenset[bytes]] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.other_media = other_media or {}
+        """Paths that take another media type (a SOAP endpoint takes text/xml)."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
@@ -61,7 +64,8 @@ class BodyLimitMiddleware:
         has_body = chunked or (length is not None and length.strip() not in (b"", b"0"))
         if has_body:
             media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-            if media != b"application/json":
+            if media != b"application/json" and media not in self.other_media.get(
+                    scope["path"], ()):
                 shown = media.decode("latin-1")[:100] or "none"
                 await self._send(send, status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
                                  f"the body must be application/json, not {shown}")

@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from bench_serve import _start, _stop, free_port, settled, wait
+from bench_serve import _stop, free_port, settled, wait
 from propensity.api_keys import create_key
 from propensity.database import engine_for, migrate
 from propensity.export import load_export
@@ -83,7 +84,12 @@ async def load(url: str, rate: float, seconds: float, key: str | None = None
             payload = body(k) if key is None else score_body(k)
             headers = signed(url, payload) if key is None else {
                 "Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-            r = await http.post(url, content=payload, headers=headers)
+            try:
+                r = await http.post(url, content=payload, headers=headers)
+            except httpx.TransportError as exc:  # counted, not fatal: the figures still come
+                codes[-1] = codes.get(-1, 0) + 1  # -1: a connection error
+                print(f"request {k}: {type(exc).__name__} {exc}", flush=True)
+                return
             latencies.append((time.perf_counter() - planned) * 1000)
             codes[r.status_code] = codes.get(r.status_code, 0) + 1
             if key is None and r.status_code == 200 and (
@@ -130,8 +136,10 @@ def main() -> None:
         env = {**os.environ, "PROPENSITY_MODELS_DIR": str(tmp / "models"),
                "PROPENSITY_DATABASE_URL": db, "PROPENSITY_HUBSPOT_CLIENT_SECRET": SECRET}
         port = free_port()
-        server = _start([str(BIN / "propensity"), "serve", "--port", str(port), "--workers",
-                         str(args.workers)], env, tmp)
+        log = (tmp / "server.log").open("wb")
+        server = subprocess.Popen([str(BIN / "propensity"), "serve", "--port", str(port),
+                                   "--workers", str(args.workers)], env=env, cwd=tmp,
+                                  stdout=log, stderr=subprocess.STDOUT)
         try:
             wait(f"http://127.0.0.1:{port}/readyz")
             settled(server)
@@ -149,6 +157,9 @@ def main() -> None:
                       f"FAIL_CONTINUE {failed}", flush=True)
         finally:
             _stop(server)
+            errors = [line for line in (tmp / "server.log").read_text().splitlines()
+                      if "Error" in line or "Traceback" in line]
+            print(f"server log: {len(errors)} error lines", *errors[-10:], sep="\n")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

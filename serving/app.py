@@ -40,6 +40,7 @@ from serving.metrics import Metrics, MetricsMiddleware
 from serving.model_store import ModelStore
 from serving.routes import (
     accounts,
+    crm,
     docs,
     funnel,
     monitoring,
@@ -126,7 +127,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                   description="Calibrated lead and account scores with reasons, and the "
                               "funnel metrics beside them.")
     for router in (score.router, outcomes.router, monitoring.router, accounts.router,
-                   funnel.router, thresholds.router, ops.router, ui.router, docs.router):
+                   funnel.router, thresholds.router, ops.router, ui.router, docs.router,
+                   crm.router):
         app.include_router(router)
     app.add_exception_handler(RequestValidationError, validation_handler)
     app.add_exception_handler(StarletteHTTPException, http_handler)
@@ -136,7 +138,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     # are counted); the limit runs inside the metrics, so refused bodies are counted too
     app.add_middleware(ScoreFastPath, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
-                       timeout=settings.body_timeout_seconds)
+                       timeout=settings.body_timeout_seconds,
+                       other_media={crm.SALESFORCE_PATH: crm.XML_MEDIA},
+                       own_auth=crm.OWN_AUTH)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     def openapi() -> dict[str, Any]:

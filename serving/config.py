@@ -8,9 +8,10 @@ from pathlib import Path
 from pydantic import Field
 
 from propensity.settings import Settings
+from serving.crm_config import CrmInboundSettings
 
 
-class ServingSettings(Settings):
+class ServingSettings(Settings, CrmInboundSettings):
     data_path: Path | None = None
     """Export folder the funnel endpoint reports on (PROPENSITY_DATA_PATH)."""
     reload_seconds: float = 30.0

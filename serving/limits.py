@@ -72,10 +72,17 @@ class BodyLimitMiddleware:
     """Pure ASGI: the key before the body under /v1; 415 for a body that is not JSON, 413 past
     `max_bytes` (read, never parsed), 408 when it has not all arrived within `timeout`."""
 
-    def __init__(self, app: Any, max_bytes: int, timeout: float) -> None:
+    def __init__(self, app: Any, max_bytes: int, timeout: float,
+                 other_media: dict[str, frozenset[bytes]] | None = None,
+                 own_auth: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.timeout = timeout
+        self.other_media = other_media or {}
+        """Paths that take another media type (a SOAP endpoint takes text/xml)."""
+        self.own_auth = own_auth
+        """Paths whose route checks the caller itself, from the body (a CRM's signature over
+        it, an org allow-list inside it): no API key is asked; the size and time limits hold."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
@@ -86,8 +93,10 @@ class BodyLimitMiddleware:
             # no route outside /v1 takes a body: the app answers (404, 405) without reading it
             await self.app(scope, receive, send)
             return
+        path = _route_path(scope)
         try:  # the scope is the route's to check; a key that is not one never sends a byte
-            await key_of(state.keys, bearer_token(scope["headers"]))
+            if path not in self.own_auth:
+                await key_of(state.keys, bearer_token(scope["headers"]))
         except HTTPException as exc:
             await self._send(send, exc.status_code, str(exc.detail), exc.headers)
             return
@@ -97,7 +106,8 @@ class BodyLimitMiddleware:
         has_body = chunked or (length is not None and length.strip() not in (b"", b"0"))
         if has_body:
             media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-            if media != b"application/json":
+            if media != b"application/json" and media not in self.other_media.get(
+                    scope["path"], ()):
                 shown = media.decode("latin-1")[:100] or "none"
                 await self._send(send, status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
                                  f"the body must be application/json, not {shown}")

@@ -1,0 +1,242 @@
+"""CRMs calling the scorer: a HubSpot custom workflow action, a Salesforce Outbound Message.
+
+Neither carries an API key: HubSpot signs each request with the app's client secret, and a
+Salesforce message names its organisation, which must be allow-listed. Both score through
+the score route's own functions (`accept`, then `answers`: the same checks, model, log rows
+and metrics as `POST /v1/score`) and store outcomes as `POST /v1/outcomes` does. What each
+call was answered is kept in the database (`propensity.crm_inbound.store`), so a retry, on
+any worker, is answered alike and stores nothing twice.
+
+HubSpot retries a 5xx or a 429, never another 4xx: a lead that cannot be scored is a 200
+with `hs_execution_state` FAIL_CONTINUE and the reason (a retry would fail alike), a bad
+signature a 401, a saturated worker a 429 with Retry-After. Salesforce retries until it
+gets `<Ack>true</Ack>`, which is sent only once every notification is recorded.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from propensity.adapters.crm_mapping import CrmMapping
+from propensity.crm_inbound import records, signatures, soap, store
+from propensity.monitoring.outcomes import Outcome, record
+from propensity.problems import PropensityError
+from serving.deps import AppState
+from serving.routes.score import accept, answers
+from serving.schemas import LeadIn, ScoreRequest, ScoreResponse
+
+router = APIRouter(prefix="/v1/crm", tags=["crm"])
+SALESFORCE_PATH = "/v1/crm/salesforce/outbound"
+XML_MEDIA = frozenset({b"text/xml", b"application/soap+xml"})
+HUBSPOT_PATH = "/v1/crm/hubspot/action"
+OWN_AUTH = frozenset({HUBSPOT_PATH, SALESFORCE_PATH})
+"""Routes that authenticate the CRM from the request itself (HubSpot's signature, Salesforce's
+organisation id), not with an API key."""
+REFUSALS = (status.HTTP_422_UNPROCESSABLE_CONTENT, status.HTTP_413_CONTENT_TOO_LARGE)
+"""What `accept` answers for a lead that cannot be scored: the CRM's data, not a fault."""
+_in_flight = 0
+
+
+class Origin(BaseModel):
+    portalId: int | str
+
+
+class ActionObject(BaseModel):
+    objectId: int | str
+    objectType: str | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class ActionIn(BaseModel):
+    """What HubSpot POSTs when a workflow runs the action (fields it adds are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+    callbackId: str = Field(min_length=1, max_length=200)
+    origin: Origin
+    object: ActionObject
+    inputFields: dict[str, Any] = Field(default_factory=dict)
+
+
+@functools.cache
+def _mapping(crm: str, path: Path | None) -> CrmMapping:
+    return (records.hubspot_mapping if crm == "hubspot" else records.salesforce_mapping)(path)
+
+
+def _mapping_or_500(crm: str, path: Path | None) -> CrmMapping:
+    try:
+        return _mapping(crm, path)
+    except PropensityError as exc:  # the server's configuration, not the CRM's data
+        raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR,
+                            f"PROPENSITY_CRM_MAPPING_FILE: {exc}") from None
+
+
+def _refusal(exc: HTTPException) -> str:
+    """An `accept` refusal as one line: the field and why."""
+    if isinstance(exc.detail, list):
+        return "; ".join(".".join(str(p) for p in e["loc"][3:]) + f": {e['msg']}"
+                         if len(e["loc"]) > 3 else str(e["msg"]) for e in exc.detail)
+    return str(exc.detail)
+
+
+def _invalid(exc: ValidationError) -> str:
+    return "; ".join(".".join(map(str, e["loc"])) + f": {e['msg']}"
+                     for e in exc.errors(include_url=False))
+
+
+def _output(response: ScoreResponse) -> dict[str, Any]:
+    lead = response.scores[0]
+    top = ""
+    if lead.reasons is not None:
+        reasons = lead.reasons.positive or lead.reasons.negative
+        top = reasons[0].text if reasons else ""
+    return {"hs_execution_state": "SUCCESS", "propensity_probability": lead.probability,
+            "propensity_score": lead.score, "propensity_grade": lead.grade,
+            "propensity_mql": lead.mql, "propensity_top_reason": top,
+            "propensity_model_version": response.model.version}
+
+
+def _failed(message: str) -> dict[str, Any]:
+    return {"hs_execution_state": "FAIL_CONTINUE", "propensity_error": message[:1000]}
+
+
+async def _score_action(state: AppState, action: ActionIn) -> dict[str, Any]:
+    """The action's outputFields: the lead's score, or FAIL_CONTINUE and why."""
+    mapping = _mapping_or_500("hubspot", state.settings.crm_mapping_file)
+    try:
+        body = records.hubspot_lead(str(action.object.objectId), action.object.properties,
+                                    action.inputFields, mapping)
+        lead = LeadIn.model_validate(body)
+        accepted = accept(state, ScoreRequest(leads=[lead], explain=True))
+    except records.RecordError as exc:
+        return _failed(str(exc))
+    except ValidationError as exc:
+        return _failed(_invalid(exc))
+    except PropensityError as exc:
+        return _failed(str(exc))
+    except HTTPException as exc:
+        if exc.status_code in REFUSALS:
+            return _failed(_refusal(exc))
+        raise  # 503: no champion, or the score log cannot keep a score; HubSpot retries
+    answer = (await answers(state, [accepted]))[0]
+    return _output(ScoreResponse.model_validate_json(answer))
+
+
+def _signed_uri(request: Request, public_url: str | None) -> str:
+    if not public_url:
+        return str(request.url)
+    query = request.url.query
+    return public_url.rstrip("/") + request.url.path + (f"?{query}" if query else "")
+
+
+@router.post(HUBSPOT_PATH.removeprefix("/v1/crm"))
+async def hubspot_action(request: Request) -> Response:
+    """A HubSpot custom workflow action: the contact scored, as outputFields."""
+    global _in_flight
+    state: AppState = request.app.state.propensity
+    settings = state.settings
+    if settings.hubspot_client_secret is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "no HubSpot client secret is "
+                            "configured (PROPENSITY_HUBSPOT_CLIENT_SECRET): nothing is signed")
+    body = await request.body()
+    try:
+        signatures.check(settings.hubspot_client_secret.get_secret_value(), request.method,
+                         _signed_uri(request, settings.crm_public_url), body, request.headers,
+                         int(time.time() * 1000))
+    except signatures.SignatureError as exc:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc)) from None
+    try:
+        action = ActionIn.model_validate_json(body)
+    except ValidationError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST,
+                            f"not a workflow action request: {_invalid(exc)}") from None
+    if _in_flight >= settings.crm_max_in_flight:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
+                            f"{_in_flight} actions in flight on this worker "
+                            "(PROPENSITY_CRM_MAX_IN_FLIGHT)", headers={"Retry-After": "1"})
+    _in_flight += 1
+    try:
+        engine = state.log.engine
+        output = await run_in_threadpool(store.answered, engine, action.callbackId)
+        if output is None:
+            output = await _score_action(state, action)
+            output = await run_in_threadpool(
+                store.keep_answer, engine, action.callbackId, str(action.origin.portalId),
+                str(action.object.objectId), output)
+    finally:
+        _in_flight -= 1
+    return Response(json.dumps({"outputFields": output}), media_type="application/json")
+
+
+async def _notifications(state: AppState, message: soap.OutboundMessage,
+                         new: list[soap.Notification]) -> list[dict[str, Any]]:
+    """Score the Lead notifications together, store every outcome, and say of each
+    notification what became of it."""
+    settings = state.settings
+    mapping = _mapping_or_500("salesforce", settings.crm_mapping_file)
+    rows: list[dict[str, Any]] = []
+    outcomes: list[Outcome] = []
+    scored: list[tuple[dict[str, Any], Any]] = []
+    for note in new:
+        row = {"notification_id": note.id, "organization_id": message.organization_id,
+               "object_type": note.object_type, "record_id": note.fields.get("Id") or ""}
+        rows.append(row)
+        try:
+            if note.object_type == "Lead":
+                body, outcome = records.salesforce_lead(note.fields, mapping)
+                accepted = accept(state, ScoreRequest(leads=[LeadIn.model_validate(body)],
+                                                      explain=False))
+                scored.append((row, accepted))
+                outcomes += [outcome] if outcome is not None else []
+                row["result"] = "scored" + (f"; entered {outcome.stage}" if outcome else "")
+            elif note.object_type == "Opportunity":
+                outcome = records.salesforce_outcome(note.fields, mapping,
+                                                     settings.salesforce_lead_field)
+                outcomes += [outcome] if outcome is not None else []
+                row["result"] = "open: nothing to record" if outcome is None else (
+                    f"outcome {outcome.stage} of lead {outcome.lead_id}")
+            else:
+                row["result"] = f"ignored: {note.object_type} notifications are not read"
+        except (records.RecordError, PropensityError) as exc:
+            row["result"] = f"refused: {exc}"
+        except ValidationError as exc:
+            row["result"] = f"refused: {_invalid(exc)}"
+        except HTTPException as exc:
+            if exc.status_code not in REFUSALS:
+                raise  # 503: no Ack, Salesforce delivers again later
+            row["result"] = f"refused: {_refusal(exc)}"
+    if scored:
+        for (row, _), answer in zip(scored, await answers(state, [a for _, a in scored]),
+                                    strict=True):
+            lead = json.loads(answer)["scores"][0]
+            row["result"] += f": score {lead['score']} ({lead['grade']})"
+    await run_in_threadpool(record, state.log.engine, outcomes)
+    return rows
+
+
+@router.post(SALESFORCE_PATH.removeprefix("/v1/crm"))
+async def salesforce_outbound(request: Request) -> Response:
+    """A Salesforce Outbound Message: Leads scored, won and lost Opportunities stored as
+    outcomes, acknowledged once every notification is recorded."""
+    state: AppState = request.app.state.propensity
+    settings = state.settings
+    try:
+        message = soap.parse(await request.body(), settings.salesforce_max_bytes)
+    except soap.EnvelopeError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+    if not soap.same_org(message.organization_id, settings.salesforce_org_ids):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"organisation "
+                            f"{message.organization_id} is not in PROPENSITY_SALESFORCE_ORG_IDS")
+    engine = state.log.engine
+    seen = await run_in_threadpool(store.known, engine, [n.id for n in message.notifications])
+    new = list({n.id: n for n in message.notifications if n.id not in seen}.values())
+    rows = await _notifications(state, message, new)
+    await run_in_threadpool(store.record_notifications, engine, rows)
+    return Response(soap.ACK, media_type="text/xml")

@@ -1,0 +1,91 @@
+"""What the CRMs were answered, kept in the database so every worker (and a restarted one)
+gives a retry the first answer and stores nothing twice.
+
+`crm_actions`: one row per HubSpot `callbackId`, with the `outputFields` answered. Two workers
+given the same callback at once both score it; the first insert wins and the other answers
+what it stored. `crm_notifications`: one row per Salesforce notification `Id`, with what
+became of it (scored, an outcome, or refused and why), written before the `Ack`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from propensity.database import metadata
+
+crm_actions = sa.Table(
+    "crm_actions", metadata,
+    sa.Column("callback_id", sa.String(200), primary_key=True),
+    sa.Column("portal_id", sa.String(40), nullable=False),
+    sa.Column("object_id", sa.String(200), nullable=False),
+    sa.Column("output", sa.Text, nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+crm_notifications = sa.Table(
+    "crm_notifications", metadata,
+    sa.Column("notification_id", sa.String(40), primary_key=True),
+    sa.Column("organization_id", sa.String(18), nullable=False),
+    sa.Column("object_type", sa.String(100), nullable=False),
+    sa.Column("record_id", sa.String(40), nullable=False),
+    sa.Column("result", sa.String(1000), nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+def _insert(engine: sa.Engine, table: sa.Table) -> Any:
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+    return sqlite_insert(table).on_conflict_do_nothing()
+
+
+def answered(engine: sa.Engine, callback_id: str) -> dict[str, Any] | None:
+    """The outputFields a callback was answered, if it was."""
+    with engine.connect() as conn:
+        text = conn.execute(sa.select(crm_actions.c.output).where(
+            crm_actions.c.callback_id == callback_id)).scalar()
+    return None if text is None else dict(json.loads(text))
+
+
+def keep_answer(engine: sa.Engine, callback_id: str, portal_id: str, object_id: str,
+                output: dict[str, Any]) -> dict[str, Any]:
+    """Store `output` as the callback's answer unless one is stored already; the stored one
+    (the first) is returned, so concurrent deliveries answer alike."""
+    row = {"callback_id": callback_id, "portal_id": portal_id, "object_id": object_id,
+           "output": json.dumps(output), "received_at": datetime.now(UTC)}
+    with engine.begin() as conn:
+        if conn.execute(_insert(engine, crm_actions).returning(
+                crm_actions.c.callback_id), [row]).first() is not None:
+            return output
+        text = conn.execute(sa.select(crm_actions.c.output).where(
+            crm_actions.c.callback_id == callback_id)).scalar_one()
+    return dict(json.loads(text))
+
+
+def known(engine: sa.Engine, ids: Iterable[str]) -> set[str]:
+    """The notification ids recorded before."""
+    ids = list(ids)
+    if not ids:
+        return set()
+    with engine.connect() as conn:
+        return set(conn.execute(sa.select(crm_notifications.c.notification_id).where(
+            crm_notifications.c.notification_id.in_(ids))).scalars())
+
+
+def record_notifications(engine: sa.Engine, rows: Sequence[dict[str, Any]]) -> int:
+    """Record notifications (notification_id, organization_id, object_type, record_id,
+    result) in one transaction; returns how many were new."""
+    if not rows:
+        return 0
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        return len(conn.execute(_insert(engine, crm_notifications).returning(
+            crm_notifications.c.notification_id),
+            [{**r, "result": r["result"][:1000], "received_at": now} for r in rows]).all())

@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from propensity.api_keys import create_key
+from propensity.api_keys import SCOPES, create_key
 from propensity.database import engine_for, migrate, outcomes, score_log, served_histograms
 from propensity.export import load_export
 from propensity.models.registry import log_and_register, promote
@@ -63,11 +63,21 @@ def fill(url: str, rows: int, reference: Reference, seed: int = 0) -> None:
             lead[1:][again[1:]] = lead[:-1][again[1:]]
             as_of[1:][again[1:]] = as_of[:-1][again[1:]]
             p = rng.beta(1.2, 6, n)
-            conn.execute(score_log.insert(), [
-                {"scored_at": t + timedelta(minutes=1), "lead_id": f"L{k}", "probability": float(q),
-                 "score": to_score(float(q)), "grade": "C", "mql": False, "model_name": MODEL,
-                 "model_version": "1", "threshold_version": 0, "input_hash": "-", "as_of": t}
-                for k, t, q in zip(lead, as_of, p, strict=True)])
+            values = [{"scored_at": t + timedelta(minutes=1), "lead_id": f"L{k}",
+                       "probability": float(q), "score": to_score(float(q)), "grade": "C",
+                       "mql": False, "model_name": MODEL, "model_version": "1",
+                       "threshold_version": 0, "input_hash": "-", "as_of": t}
+                      for k, t, q in zip(lead, as_of, p, strict=True)]
+            if engine.dialect.name == "sqlite":  # the driver's executemany: 5x faster
+                stamp = "%Y-%m-%d %H:%M:%S.%f"
+                columns = list(values[0])
+                conn.exec_driver_sql(
+                    f"INSERT INTO score_log ({', '.join(columns)}) VALUES "
+                    f"({', '.join('?' * len(columns))})",
+                    [tuple(v.strftime(stamp) if isinstance(v, datetime) else v
+                           for v in row.values()) for row in values])
+            else:
+                conn.execute(score_log.insert(), values)
         won = rng.choice(leads, leads * 3 // 100, replace=False)
         conn.execute(outcomes.insert(), [
             {"lead_id": f"L{k}", "stage": "won", "at": now - timedelta(days=float(d)),
@@ -149,7 +159,7 @@ def main() -> None:
               flush=True)
         server = start_server(work / "models", url, work)
         engine = engine_for(url)
-        key = create_key(engine, "dashboard", ["monitor"])
+        key = create_key(engine, "dashboard", ["monitor"] if "monitor" in SCOPES else ["admin"])
         engine.dispose()
         try:
             with httpx.Client(base_url=server.url, timeout=600,
@@ -164,15 +174,20 @@ def main() -> None:
                       f"{r.json()['window']['served']:,} in the histograms", flush=True)
                 time.sleep(6)  # PostgreSQL folds ids once they have settled (5 s)
                 http.get("/v1/monitoring")
-                took = []
-                for _ in range(args.calls):
-                    t = time.perf_counter()
-                    r = http.get("/v1/monitoring")
-                    took.append((time.perf_counter() - t) * 1000)
-                    assert r.status_code == 200
-                print(f"steady calls: median {statistics.median(took):.0f} ms, p90 "
-                      f"{pct(took, 90):.0f} ms, max {max(took):.0f} ms over {args.calls} "
-                      f"({len(r.content) / 1e3:.0f} kB each)", flush=True)
+                end = datetime.fromisoformat(r.json()["end"])
+                for label, fresh in (("fresh (a window not asked for before)", True),
+                                     ("the same window again (reused for 5 s)", False)):
+                    took = []
+                    for k in range(args.calls):  # 28 to 42 days: the log's days, each new
+                        start = end - timedelta(days=28 + (k if fresh else 0))
+                        t = time.perf_counter()
+                        r = http.get("/v1/monitoring", params={"start": start.isoformat(),
+                                                               "end": end.isoformat()})
+                        took.append((time.perf_counter() - t) * 1000)
+                        assert r.status_code == 200, r.text
+                    print(f"calls, {label}: median {statistics.median(took):.0f} ms, p90 "
+                          f"{pct(took, 90):.0f} ms, max {max(took):.0f} ms over {args.calls} "
+                          f"({len(r.content) / 1e3:.0f} kB each)", flush=True)
             alone = score_latencies(server.url, server.score_key, body, args.seconds)
             stop_at = time.time() + args.seconds + 1
             counts: mp.Queue = mp.Queue()

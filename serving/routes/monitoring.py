@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from propensity.database import score_log
@@ -31,6 +31,11 @@ ONE_AT_A_TIME = threading.Lock()
 """Reports are built one at a time per worker: the database does the counting, but what is
 left (a few thousand cells, the drift of each day) holds the GIL, and clients looping on the
 report must queue behind each other, not crowd out the scores."""
+REUSE_SECONDS = 5.0
+"""A report is answered again, as it was, to requests for the same window within this long:
+dashboards polling the default window cost one report per worker every few seconds."""
+_recent: dict[tuple[Any, ...], tuple[float, MonitoringReport]] = {}
+_json: dict[int, tuple[MonitoringReport, bytes]] = {}
 
 
 def _history(state: AppState) -> list[dict[str, Any]]:
@@ -65,13 +70,33 @@ def report_for(state: AppState, start: datetime, end: datetime) -> MonitoringRep
     bundle = None if loaded is None else loaded.bundle
     spec = None if bundle is None else bundle.spec
     kwargs: dict[str, Any] = {} if spec is None else {"stages": spec.stages}
-    with ONE_AT_A_TIME:
-        return build_report(
+    mql = state.thresholds.active(MODEL).mql
+    key = (id(loaded), start, end, mql)
+    with ONE_AT_A_TIME:  # a request for the window being built waits, then reuses it
+        hit = _recent.get(key)
+        if hit is not None and time.monotonic() - hit[0] < REUSE_SECONDS:
+            return hit[1]
+        report = build_report(
             state.log.engine, model=MODEL, version=None if loaded is None else loaded.version,
             reference=None if loaded is None else loaded.reference,
             horizon_days=(bundle.horizon_days if bundle is not None else None) or 90,
-            mql=state.thresholds.active(MODEL).mql, start=start, end=end, limits=Limits(),
-            champions=_history(state), **kwargs)
+            mql=mql, start=start, end=end, limits=Limits(), champions=_history(state),
+            **kwargs)
+        _recent.clear()  # one window kept: bounded, whatever windows clients ask for
+        _recent[key] = (time.monotonic(), report)
+        return report
+
+
+def report_json(state: AppState, start: datetime, end: datetime) -> bytes:
+    """`report_for` as JSON, serialised once per report (a report is ~1 MB of JSON with a
+    month of daily drift; serialising it again for every reuse held the GIL for nothing)."""
+    report = report_for(state, start, end)
+    with ONE_AT_A_TIME:
+        hit = _json.get(id(report))
+        if hit is None or hit[0] is not report:
+            _json.clear()
+            hit = _json[id(report)] = (report, report.model_dump_json().encode())
+    return hit[1]
 
 
 @router.get("/monitoring", response_model=MonitoringReport)
@@ -82,7 +107,7 @@ async def monitoring(state: StateDep, key: MonitorKey,
                          description="as_of before this (default: the end of the newest day "
                                      "scored, as_of, in the score log; the end of today when it "
                                      "is empty); at most 366 days after start")] = None,
-                     ) -> MonitoringReport:
+                     ) -> Response:
     """Drift and realised performance of the served champion over a window, with the verdict."""
     await run_in_threadpool(state.log.flush)  # what was served a moment ago counts
     last = as_utc(end) if end else await run_in_threadpool(newest_end, state)
@@ -92,7 +117,8 @@ async def monitoring(state: StateDep, key: MonitorKey,
     if problem is not None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
             "loc": ["query", problem[0]], "msg": problem[1], "type": "value_error"}])
-    return await run_in_threadpool(report_for, state, first, stop)
+    return Response(await run_in_threadpool(report_json, state, first, stop),
+                    media_type="application/json")
 
 
 def update_gauges(state: AppState) -> None:

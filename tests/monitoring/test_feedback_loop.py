@@ -181,8 +181,12 @@ def test_monitor_exits_1_on_drift_and_says_retrain(loop: Loop) -> None:
     bands = json.loads(strict.stdout)["performance"]["bands"]
     off = [b for b in bands if b["leads"] >= 50 and b["gap_points"] > 5]
     assert off and strict.returncode == 1, strict.stdout[-2000:]
-    assert _cli(loop, *args, "--fail-on", "calibration", "--calibration-points",
-                "99").returncode == 0
+    assert _cli(loop, *args, "--fail-on", "calibration", "--calibration-points", "99",
+                "--band-leads", "50").returncode == 0
+    unjudged = _cli(loop, *args, "--fail-on", "calibration", "--calibration-points", "99")
+    assert unjudged.returncode == 3, unjudged.stdout[-2000:]  # no band has 200 matured leads
+    assert unjudged.stderr.strip().count("\n") == 0
+    assert "calibration not judged" in unjudged.stderr
     bad = _cli(loop, *args, "--fail-on", "mood")
     assert bad.returncode == 2 and "--fail-on is drift or calibration" in bad.stderr
     assert "Traceback" not in bad.stderr

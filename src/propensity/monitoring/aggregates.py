@@ -20,7 +20,7 @@ window's partial first and last days, and the day the horizon's maturity boundar
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import numpy as np
@@ -196,14 +196,17 @@ def _spans(start: datetime, end: datetime, cutoff: datetime) -> tuple[date, date
         tuple[datetime, datetime]]]:
     """Whole days [first, last) the aggregates answer, and the spans read live: the window's
     partial first and last days and the day the maturity cutoff falls in."""
-    first = pd.Timestamp(start).ceil("D").to_pydatetime()
-    last = pd.Timestamp(end).floor("D").to_pydatetime()
+    def midnight(t: datetime) -> datetime:  # datetime, not pandas: years past 2262 too
+        return datetime.combine(t.date(), time(0), tzinfo=t.tzinfo)
+
+    first = start if midnight(start) == start else midnight(start) + timedelta(days=1)
+    last = midnight(end)
     if first >= last:
         return first.date(), first.date(), [(start, end)]
     live = [(start, first)] if start < first else []
     if last < end:
         live.append((last, end))
-    cut = pd.Timestamp(cutoff).floor("D").to_pydatetime()
+    cut = midnight(cutoff)
     if first <= cut < last:
         live.append((cut, cut + timedelta(days=1)))
     return first.date(), last.date(), sorted(live)

@@ -104,13 +104,16 @@ def calibration_bands(labelled: pd.DataFrame) -> list[Band]:
     band = np.minimum(ripe["score"].to_numpy() // BAND_WIDTH, 100 // BAND_WIDTH - 1)
     out = []
     for b, part in ripe.groupby(band):
-        predicted = float(part["probability"].mean())
-        realised = float(part["label"].mean())
-        lo = int(b) * BAND_WIDTH
-        hi = 100 if lo + BAND_WIDTH >= 100 else lo + BAND_WIDTH - 1
-        out.append(Band(band=f"{lo}-{hi}", leads=len(part), predicted=predicted,
-                        realised=realised, gap_points=abs(predicted - realised) * 100))
+        out.append(_band(int(b), len(part), float(part["probability"].mean()),
+                         float(part["label"].mean())))
     return out
+
+
+def _band(b: int, leads: int, predicted: float, realised: float) -> Band:
+    lo = b * BAND_WIDTH
+    hi = 100 if lo + BAND_WIDTH >= 100 else lo + BAND_WIDTH - 1
+    return Band(band=f"{lo}-{hi}", leads=leads, predicted=predicted, realised=realised,
+                gap_points=abs(predicted - realised) * 100)
 
 
 def performance(scores: pd.DataFrame, converted_at: pd.Series, *, model: str,
@@ -162,11 +165,7 @@ def performance_of_cells(cells: pd.DataFrame, converted: pd.DataFrame, *, model:
     bands = []
     for b, part in ripe.groupby(band):
         n = int(part["leads"].sum())
-        predicted = float(part["probability_sum"].sum() / n)
-        realised = float(part["converted"].sum() / n)
-        lo = int(b) * BAND_WIDTH
-        hi = 100 if lo + BAND_WIDTH >= 100 else lo + BAND_WIDTH - 1
-        bands.append(Band(band=f"{lo}-{hi}", leads=n, predicted=predicted, realised=realised,
-                          gap_points=abs(predicted - realised) * 100))
+        bands.append(_band(int(b), n, float(part["probability_sum"].sum() / n),
+                           float(part["converted"].sum() / n)))
     return Performance(model=model, horizon_days=horizon_days, mql_threshold=mql,
                        overall=_cell_figures("all", cells, mql), weeks=weeks, bands=bands)

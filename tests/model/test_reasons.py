@@ -63,3 +63,25 @@ def test_top_reasons_are_the_largest_contributions_of_each_sign() -> None:
     assert [r.feature for r in pos] == ["open_opportunities", "lead_age_days"]
     assert [r.feature for r in neg] == ["stage_changes"]
     assert pos[0].text == "1 open opportunity" and pos[0].impact == 1.5
+
+
+def test_a_reason_speaks_for_its_family_with_the_family_sign() -> None:
+    """Demo requests counted over 7 days, 30 days, in total and as days since the last one
+    are one piece of evidence: a model (its logistic part) weighing the 7-day count below
+    zero while the family raises the score gives no negative "3 demo requests" reason. The
+    family's reason has the summed impact and the words of the member that did most."""
+    names = ["n_demo_request_7d", "n_demo_request_30d", "n_demo_request_all",
+             "days_since_demo_request", "lead_age_days", "n_email_open_7d"]
+    values = np.array([3.0, 4.0, 5.0, 2.2, 30.0, 0.0])
+    contrib = np.array([-0.06, -0.04, 0.055, 0.133, -0.2, -0.01])
+    pos, neg = explain(names, values, contrib, {})
+    assert [(r.feature, r.text, r.impact) for r in pos] == [
+        ("days_since_demo_request", "last demo request 2 days ago", 0.088)]
+    assert [r.feature for r in neg] == ["lead_age_days", "n_email_open_7d"]
+    assert not any("demo" in r.text for r in neg)
+    pos, neg = explain(names, values, np.array([-0.3, -0.1, 0.05, 0.1, 0.2, 0.0]), {})
+    # the family weighs against the lead (the model's genuine verdict): the member that
+    # pulled it down speaks, in words that do not read as a buying signal
+    assert [(r.feature, r.text, r.impact) for r in neg] == [(
+        "n_demo_request_7d",
+        "3 demo requests in the last 7 days, which this model weighs against buying", -0.25)]

@@ -9,10 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import pandas as pd
 import sqlalchemy as sa
 
 from propensity.api_keys import create_key
+from propensity.rows import lead_rows
 from tests.serving.conftest import Server
+from tests.worlds import request_lead
 
 LEAD: dict[str, Any] = {
     "lead_id": "api-1", "created_at": "2025-05-01T10:00:00Z", "source": "referral",
@@ -214,6 +217,29 @@ def test_account_score_with_committee(server: Server) -> None:
     assert other.json()["probability"] != out["probability"]  # the flat attributes are read
     assert both.status_code == 422
     assert both.json()["detail"][0]["loc"] == ["body", "attributes", "employees"]
+
+
+def test_reasons_read_as_words_and_a_family_speaks_once(server: Server, small_export: Any
+                                                        ) -> None:
+    """Leads of the data source with their reasons: no number printed to five places, each
+    reason's impact has its list's sign, and no two reasons of one lead speak for one family
+    of features (one event type's windows and days since its last)."""
+    t = pd.Timestamp("2025-05-01T00:00:00Z")
+    ids = small_export.leads[small_export.leads["created_at"] < t]["lead_id"].head(60)
+    rows = lead_rows(small_export, pd.DataFrame({"lead_id": ids, "as_of": t}))
+    with server.client(server.score_key) as http:
+        r = http.post("/v1/score", json={"leads": [request_lead(x) for x in
+                                                   rows.to_dict("records")]})
+    assert r.status_code == 200, r.text
+    family = re.compile(r"^(?:n_(.+)_(?:\d+d|all)|days_since_(.+))$")
+    for s in r.json()["scores"]:
+        pos, neg = s["reasons"]["positive"], s["reasons"]["negative"]
+        assert all(x["impact"] > 0 for x in pos) and all(x["impact"] < 0 for x in neg)
+        assert not [x["text"] for x in pos + neg if re.search(r"\d\.\d{3,}", x["text"])]
+        kinds = [m.group(1) or m.group(2) for x in pos + neg
+                 if (m := family.match(x["feature"]))]
+        kinds = ["events" if k == "last_event" else k for k in kinds]
+        assert len(kinds) == len(set(kinds)), (pos, neg)
 
 
 def test_healthz_and_readyz_list_the_same_models(server: Server) -> None:

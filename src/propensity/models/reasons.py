@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -129,14 +130,52 @@ def describe(name: str, value: float, categories: dict[str, list[str]]) -> str:
     return f"{_label(name)} {figure(value)}"
 
 
+@lru_cache(maxsize=16)
+def families(names: tuple[str, ...]) -> tuple[np.ndarray, list[list[int]]]:
+    """Each feature's family, and each family's members. The counts of one event type (or
+    channel) over every window and the days since its last one are one piece of evidence
+    that the model's features measure several times over: a logistic part, given the 30-day
+    and all-time counts and the days since, can weigh the 7-day count below zero (it was
+    seen: "3 demo requests in the last 7 days" a negative reason while demo requests as a
+    whole raised the lead's score). A family speaks with its members' summed contribution."""
+    keys: dict[str, int] = {}
+    group = np.empty(len(names), dtype="int64")
+    for i, name in enumerate(names):
+        if m := WINDOW.match(name):
+            key = m.group("what")
+        elif name.startswith("days_since_"):
+            what = name.removeprefix("days_since_")
+            key = "events" if what == "last_event" else what
+        else:
+            key = f"\x00{name}"  # a family of one
+        group[i] = keys.setdefault(key, len(keys))
+    members: list[list[int]] = [[] for _ in keys]
+    for i, g in enumerate(group.tolist()):
+        members[g].append(i)
+    return group, members
+
+
 def explain(names: list[str], values: np.ndarray, contributions: np.ndarray,
             categories: dict[str, list[str]], top: int = 3) -> tuple[list[Reason], list[Reason]]:
-    """Top positive and negative reasons of one row (contributions without the bias column)."""
-    order = np.argsort(contributions, kind="stable")
-    positive = [Reason(names[i], describe(names[i], values[i], categories),
-                       round(float(contributions[i]), 4))
-                for i in order[::-1][:top] if contributions[i] > 0]
-    negative = [Reason(names[i], describe(names[i], values[i], categories),
-                       round(float(contributions[i]), 4))
-                for i in order[:top] if contributions[i] < 0]
+    """Top positive and negative reasons of one row (contributions without the bias column),
+    one per family of features (`families`): its impact is the family's summed contribution,
+    so a reason's sign is the sign of what its evidence did to the score, and its words are
+    those of the member that did most of it."""
+    group, members = families(tuple(names))
+    net = np.bincount(group, weights=contributions, minlength=len(members))
+    order = np.argsort(net, kind="stable")
+
+    def reason(g: int) -> Reason:
+        sign = 1.0 if net[g] > 0 else -1.0
+        mine = members[g]
+        i = mine[int(np.argmax(sign * contributions[mine]))] if len(mine) > 1 else mine[0]
+        text = describe(names[i], values[i], categories)
+        if sign < 0 and values[i] > 0 and WINDOW.match(names[i]):
+            # the model's own verdict on this evidence: "3 demo requests" alone reads as a
+            # buying signal, which is not what a negative reason says
+            text += ", which this model weighs against buying"
+        return Reason(names[i], text, round(float(net[g]), 4))
+
+    positive = [reason(g) for g in order[::-1][:top].tolist() if net[g] > 0]
+    negative = [reason(g) for g in order[:top].tolist() if net[g] < 0]
     return positive, negative

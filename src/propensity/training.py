@@ -86,9 +86,9 @@ MIN_NEGATIVES = 50
 """Fewest entities that never convert there, for the same reason."""
 CALIBRATION_SHARES = (1 / 3, 1 / 2)
 """Latest shares of the snapshot times a calibration tries, smallest first (`_recent`)."""
-OUTCOME_NOUNS = {"converted": ("conversions", "leads that never converted"),
-                 "advanced": ("advancements", "leads that never advanced"),
-                 "bought": ("purchases", "accounts that never bought")}
+OUTCOME_NOUNS = dict(converted=("conversions", "leads that never converted"),
+                     advanced=("advancements", "leads that never advanced"),
+                     bought=("purchases", "accounts that never bought"))
 Progress = Callable[[str], None]
 
 

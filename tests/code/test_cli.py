@@ -500,8 +500,8 @@ def test_ctrl_c_is_130_and_one_line(tmp_path: Path) -> None:
                             stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PROPENSITY_MODELS_DIR": str(tmp_path / "m")})
     assert proc.stderr is not None
-    first = proc.stderr.readline()  # the first stage line: Python is running our code
-    assert "reading" in first, first
+    first = proc.stderr.readline()  # the first progress line: Python is running our code
+    assert first.startswith("[") and "s]" in first, first
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

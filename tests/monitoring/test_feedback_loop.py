@@ -197,7 +197,7 @@ def test_outcomes_import_is_idempotent(loop: Loop) -> None:
     assert done.returncode == 0, done.stderr
     assert f"{len(loop.outcomes):,} outcomes read, 0 new" in done.stdout
     missing = _cli(loop, "outcomes", "import", str(loop.work / "nowhere"))
-    assert missing.returncode == 2 and "not an export folder" in missing.stderr
+    assert missing.returncode == 1 and "not an export folder" in missing.stderr  # README: 1
 
 
 def test_monitoring_panel_in_the_browser(loop: Loop, tmp_path: Path) -> None:

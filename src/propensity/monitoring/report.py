@@ -48,7 +48,7 @@ def default_window(days: int, end: datetime | None = None) -> tuple[datetime, da
 def window_problem(start: datetime, end: datetime) -> tuple[str, str] | None:
     """(the field at fault, why) when [start, end) is not a window a report covers."""
     if start >= end:
-        return "start", "start must be before end"
+        return ("start", "start must be before end")
     if end - start > timedelta(days=MAX_WINDOW_DAYS):
         return "start", (f"the window is at most {MAX_WINDOW_DAYS} days: start must be on or "
                          f"after {end - timedelta(days=MAX_WINDOW_DAYS):%Y-%m-%dT%H:%M:%SZ}")

@@ -221,7 +221,12 @@ async def _notifications(state: AppState, message: soap.OutboundMessage,
     return rows
 
 
-@router.post(SALESFORCE_PATH.removeprefix("/v1/crm"))
+@router.post(SALESFORCE_PATH.removeprefix("/v1/crm"), responses={
+    400: {"description": "the body is not a Salesforce notifications envelope (not "
+                         "well-formed XML, a DTD or an entity, too large)"}},
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "text/xml": {"schema": {"type": "string",
+                                "description": "a SOAP notifications envelope"}}}}})
 async def salesforce_outbound(request: Request) -> Response:
     """A Salesforce Outbound Message: Leads scored, won and lost Opportunities stored as
     outcomes, acknowledged once every notification is recorded."""

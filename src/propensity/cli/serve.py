@@ -27,7 +27,9 @@ keys_app = typer.Typer(help="API keys of the scorer.", no_args_is_help=True)
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 8000,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes")] = 1,
+    workers: Annotated[int, typer.Option(
+        min=1, envvar="WEB_CONCURRENCY",
+        help="Worker processes (uvicorn's WEB_CONCURRENCY when not given)")] = 1,
     data: Annotated[Path | None, typer.Option(help="Export folder for /v1/funnel")] = None,
 ) -> None:
     """Run the FastAPI scorer with uvicorn (httptools, uvloop), with the scorer's limits on

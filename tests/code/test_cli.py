@@ -498,7 +498,10 @@ def test_ctrl_c_is_130_and_one_line(tmp_path: Path) -> None:
     proc = subprocess.Popen([str(BIN), "train", "--table", str(tmp_path / "big.csv"),
                              "--target", "won", "--no-register"], stderr=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PROPENSITY_MODELS_DIR": str(tmp_path / "m")})
+                            env={**os.environ, "PROPENSITY_MODELS_DIR": str(tmp_path / "m")},
+                            # as a terminal's Ctrl-C finds it: a runner started in the
+                            # background (`cmd &`) hands its children SIGINT ignored
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stderr is not None
     first = proc.stderr.readline()  # the first progress line: Python is running our code
     assert first.startswith("[") and "s]" in first, first

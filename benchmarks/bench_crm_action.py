@@ -34,11 +34,10 @@ from bench_serve import _stop, free_port, settled, wait
 from propensity.api_keys import create_key
 from propensity.database import engine_for, migrate
 from propensity.export import load_export
-from propensity.models.registry import log_and_register, promote
-from propensity.rows import lead_rows
+from propensity.lifecycle import train_and_register
 from propensity.settings import Settings
 from propensity.synthetic import SyntheticConfig, generate_export, write_export
-from propensity.training import TrainConfig, train_export
+from propensity.training import TrainConfig
 
 BIN = Path(sys.executable).parent
 SECRET = "bench-client-secret"
@@ -125,11 +124,9 @@ def main() -> None:
         write_export(tables, truth, tmp / "export")
         export = load_export(tmp / "export")
         settings = Settings(models_dir=tmp / "models")
-        result = train_export(export, TrainConfig.model_validate(
-            {"model": "lead-conversion", "search": False}))
-        log_and_register(result, data={"path": "bench"}, settings=settings,
-                         input_example=lead_rows(export, result.holdout.head(3)))
-        promote("lead-conversion", force=True, settings=settings)
+        train_and_register(export, TrainConfig.model_validate(
+            {"model": "lead-conversion", "search": False}), tmp / "export", gate="force",
+            settings=settings)
         db = f"sqlite:///{tmp / 'scores.db'}"
         migrate(db)
         key = create_key(engine_for(db), "bench", ["score"])

@@ -30,14 +30,14 @@ import numpy as np
 from propensity.api_keys import SCOPES, create_key
 from propensity.database import engine_for, migrate, outcomes, score_log, served_histograms
 from propensity.export import load_export
-from propensity.models.registry import log_and_register, promote
+from propensity.lifecycle import train_and_register
 from propensity.monitoring.reference import Reference
 from propensity.rows import lead_rows
 from propensity.scoring import open_entities
 from propensity.settings import Settings
 from propensity.synthetic import SyntheticConfig, generate_export, write_export
 from propensity.thresholds import to_score
-from propensity.training import TrainConfig, train_export
+from propensity.training import TrainConfig
 from tests.conftest import fresh_postgres
 from tests.serving.conftest import start_server
 from tests.worlds import request_lead
@@ -143,11 +143,9 @@ def main() -> None:
         tables, truth = generate_export(SyntheticConfig(n_leads=1500, seed=3))
         write_export(tables, truth, work / "export")
         export = load_export(work / "export")
-        result = train_export(export, TrainConfig.model_validate({"search": False}))
         settings = Settings(models_dir=work / "models")
-        log_and_register(result, data={"path": "bench"}, settings=settings,
-                         input_example=lead_rows(export, result.holdout.head(3)))
-        promote(MODEL, force=True, settings=settings)
+        result = train_and_register(export, TrainConfig.model_validate({"search": False}),
+                                    work / "export", gate="force", settings=settings).result
         entities = open_entities(result.bundle, export, export.latest_time()).head(1)
         body = {"leads": [request_lead(lead_rows(export, entities).to_dict("records")[0])],
                 "explain": False}

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import propensity
+from propensity import registry
 from propensity.export import load_export
-from propensity.models import registry
 from propensity.rows import lead_rows
 from propensity.settings import Settings
 from propensity.synthetic import SyntheticConfig, generate_export, write_export

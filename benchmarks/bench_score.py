@@ -22,12 +22,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from propensity.export import fingerprint, load_export
-from propensity.models.registry import log_and_register, promote
-from propensity.rows import lead_rows
+from propensity.export import load_export
+from propensity.lifecycle import train_and_register
 from propensity.settings import Settings
 from propensity.synthetic import SyntheticConfig, generate_export, write_export
-from propensity.training import TrainConfig, train_export
+from propensity.training import TrainConfig
 
 BIN = Path(sys.executable).parent
 
@@ -44,13 +43,11 @@ def main() -> None:
         tables, truth = generate_export(SyntheticConfig(n_leads=args.train_leads, seed=5))
         write_export(tables, truth, root / "train")
         export = load_export(root / "train")
-        result = train_export(export, TrainConfig())
-        log_and_register(result, data={"path": str(root / "train"),
-                                       "fingerprint": fingerprint(root / "train")},
-                         input_example=lead_rows(export, result.holdout.head(3)),
-                         settings=settings)
-        print(f"champion: {result.report['selection']['chosen']}; "
-              f"{promote('lead-conversion', force=True, settings=settings).reason}", flush=True)
+        trained = train_and_register(export, TrainConfig(), root / "train", gate="force",
+                                     settings=settings)
+        assert trained.promotion is not None
+        print(f"champion: {trained.result.report['selection']['chosen']}; "
+              f"{trained.promotion.reason}", flush=True)
         del export, tables, truth
         tables, truth = generate_export(SyntheticConfig(n_leads=args.leads, seed=9))
         write_export(tables, truth, root / "big")

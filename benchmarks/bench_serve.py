@@ -43,11 +43,10 @@ import psutil
 from propensity.api_keys import create_key
 from propensity.database import engine_for, migrate
 from propensity.export import load_export
-from propensity.models.registry import log_and_register, promote
-from propensity.rows import lead_rows
+from propensity.lifecycle import train_and_register
 from propensity.settings import Settings
 from propensity.synthetic import SyntheticConfig, generate_export, write_export
-from propensity.training import TrainConfig, train_export
+from propensity.training import TrainConfig
 
 BIN = Path(sys.executable).parent
 
@@ -200,10 +199,8 @@ def main() -> None:
     export = load_export(tmp / "export")
     settings = Settings(models_dir=tmp / "models")
     for name in ("lead-conversion", "stage-advancement"):
-        result = train_export(export, TrainConfig(model=name))
-        log_and_register(result, data={"path": "bench"}, settings=settings,
-                         input_example=lead_rows(export, result.holdout.head(3)))
-        promote(name, force=True, settings=settings)
+        result = train_and_register(export, TrainConfig(model=name), tmp / "export",
+                                    gate="force", settings=settings).result
         if name == "lead-conversion":
             print(f"model: {result.report['selection']['chosen']}", flush=True)
     db = f"sqlite:///{tmp / 'scores.db'}"

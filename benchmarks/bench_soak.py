@@ -34,11 +34,10 @@ from bench_serve import _lead, free_port, wait
 from propensity.api_keys import create_key
 from propensity.database import engine_for, migrate, score_log
 from propensity.export import load_export
-from propensity.models.registry import log_and_register, promote
-from propensity.rows import account_rows, lead_rows
+from propensity.lifecycle import train_and_register
 from propensity.settings import Settings
 from propensity.synthetic import SyntheticConfig, generate_export, write_export
-from propensity.training import TrainConfig, train_export
+from propensity.training import TrainConfig
 
 BIN = Path(sys.executable).parent
 
@@ -56,14 +55,10 @@ def _train(tmp: Path) -> Settings:
     export = load_export(tmp / "export")
     settings = Settings(models_dir=tmp / "models")
     for name in ("lead-conversion", "account-propensity"):
-        result = train_export(export, TrainConfig.model_validate(
+        train_and_register(export, TrainConfig.model_validate(
             {"model": name, "search": False,
-             "snapshots": {"every_days": 14, "horizon_days": 90}}))
-        example = (account_rows(export, result.holdout[["account_id", "as_of"]].head(3))
-                   if name == "account-propensity"
-                   else lead_rows(export, result.holdout[["lead_id", "as_of"]].head(3)))
-        log_and_register(result, data={"path": "soak"}, settings=settings, input_example=example)
-        promote(name, force=True, settings=settings)
+             "snapshots": {"every_days": 14, "horizon_days": 90}}), tmp / "export",
+            gate="force", settings=settings)
     return settings
 
 

@@ -24,6 +24,7 @@ from propensity.context import ContextSource
 from propensity.database import engine_for, migrate
 from propensity.export import load_export
 from propensity.problems import PropensityError
+from propensity.targets import LEAD_CONVERSION
 from propensity.threshold_store import ThresholdStore
 from serving.config import ServingSettings, get_serving_settings
 from serving.deps import BODY_MODELS, AppState
@@ -147,7 +148,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         """FastAPI's schema, plus the request models routes parse themselves, every status
         they answer, and what the loaded champion requires of a lead."""
         state = getattr(app.state, "propensity", None)
-        loaded = None if state is None else state.store.get("lead-conversion")
+        loaded = None if state is None else state.store.get(LEAD_CONVERSION)
         kind = None if loaded is None else loaded.bundle.kind
         if app.openapi_schema is None or app.openapi_schema.get("x-champion-kind") != kind:
             schema = get_openapi(title=app.title, version=app.version,

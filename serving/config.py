@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field
 
 from propensity.settings import Settings
+from propensity.targets import target_names
 from serving.crm_config import CrmInboundSettings
 
 
@@ -61,8 +62,8 @@ class ServingSettings(Settings, CrmInboundSettings):
     """The window /metrics' drift and calibration gauges cover (PROPENSITY_MONITOR_DAYS)."""
     monitor_seconds: float = 300.0
     """How long /metrics reuses the gauges' report before computing it again."""
-    models: list[str] = Field(default_factory=lambda: [
-        "lead-conversion", "stage-advancement", "account-propensity"])
+    models: list[str] = Field(default_factory=lambda: list(target_names()))
+    """The models the scorer loads: every target's (`propensity.targets`)."""
 
 
 @lru_cache

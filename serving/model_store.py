@@ -20,7 +20,9 @@ from datetime import UTC, datetime
 import pandas as pd
 
 from propensity.models.bundle import ModelBundle
-from propensity.models.registry import (
+from propensity.monitoring.counters import Binning
+from propensity.monitoring.reference import Reference
+from propensity.registry import (
     CHAMPION,
     champion_history,
     configure,
@@ -29,8 +31,6 @@ from propensity.models.registry import (
     load_version,
     version_of,
 )
-from propensity.monitoring.counters import Binning
-from propensity.monitoring.reference import Reference
 from propensity.settings import Settings
 
 log = logging.getLogger("propensity.models")

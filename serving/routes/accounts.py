@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from propensity.features.definitions import PERSONA_GROUPS
 from propensity.models.reasons import explain
 from propensity.scoring import score_account_rows
+from propensity.targets import ACCOUNT_PROPENSITY
 from propensity.thresholds import to_score
 from serving.deps import StateDep, body_doc, json_body
 from serving.limits import check_account_request
@@ -19,7 +20,6 @@ from serving.routes.score import MAIN, check_stages
 from serving.schemas import AccountIn, AccountScore, ModelRef, ReasonOut, Reasons
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
-NAME = "account-propensity"
 
 
 def account_attributes(body: AccountIn) -> dict[str, Any]:
@@ -43,10 +43,10 @@ async def score_account(body: AccountBody, state: StateDep) -> AccountScore:
     """Propensity of an account to buy, which personas are engaged, and why."""
     check_account_request(body.contacts, state.settings)
     attributes = account_attributes(body)
-    loaded = state.store.get(NAME)
+    loaded = state.store.get(ACCOUNT_PROPENSITY)
     if loaded is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                            f"no {NAME} champion is loaded: train and promote one")
+                            f"no {ACCOUNT_PROPENSITY} champion is loaded: train and promote one")
     as_of = body.as_of or datetime.now(UTC)
     leads = state.store.get(MAIN)
     if leads is not None and leads.bundle.kind == "export":  # one funnel, as the schema says
@@ -72,8 +72,8 @@ async def score_account(body: AccountBody, state: StateDep) -> AccountScore:
                if (per_persona.get(f"account_events_{p_}_{window}d") or 0) > 0]
     return AccountScore(
         account_id=body.account_id, probability=p, score=to_score(p),
-        model=ModelRef(name=NAME, version=loaded.version, horizon_days=bundle.horizon_days,
-                       fallback="fallback" in bundle.info),
+        model=ModelRef(name=ACCOUNT_PROPENSITY, version=loaded.version,
+                       horizon_days=bundle.horizon_days, fallback="fallback" in bundle.info),
         engaged_personas=engaged, missing_personas=[x for x in PERSONA_GROUPS if x not in engaged],
         reasons=Reasons(positive=[ReasonOut(**r.__dict__) for r in pos],
                         negative=[ReasonOut(**r.__dict__) for r in neg]))

@@ -13,7 +13,6 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from propensity.database import score_log
-from propensity.models.registry import champion_history
 from propensity.monitoring.report import (
     Limits,
     MonitoringReport,
@@ -21,12 +20,13 @@ from propensity.monitoring.report import (
     default_window,
     window_problem,
 )
+from propensity.registry import champion_history
+from propensity.targets import LEAD_CONVERSION
 from propensity.timestamps import as_utc
 from serving.deps import AppState, MonitorKey, StateDep
 from serving.schemas import When
 
 router = APIRouter(prefix="/v1", tags=["monitoring"])
-MODEL = "lead-conversion"
 ONE_AT_A_TIME = threading.Lock()
 """Reports are built one at a time per worker: the database does the counting, but what is
 left (a few thousand cells, the drift of each day) holds the GIL, and clients looping on the
@@ -39,12 +39,12 @@ _json: dict[int, tuple[MonitoringReport, bytes]] = {}
 
 
 def _history(state: AppState) -> list[dict[str, Any]]:
-    loaded = state.store.get(MODEL)
+    loaded = state.store.get(LEAD_CONVERSION)
     if loaded is None:
         return []
     cached = loaded.cache.get("champions")
     if not isinstance(cached, list):
-        cached = champion_history(MODEL, settings=state.settings)
+        cached = champion_history(LEAD_CONVERSION, settings=state.settings)
         loaded.cache["champions"] = cached
     return cached
 
@@ -57,7 +57,7 @@ def newest_end(state: AppState) -> datetime | None:
     when = sa.func.coalesce(score_log.c.as_of, score_log.c.scored_at)
     with state.log.engine.connect() as conn:
         newest = conn.execute(sa.select(sa.func.max(when)).where(
-            score_log.c.model_name == MODEL)).scalar()
+            score_log.c.model_name == LEAD_CONVERSION)).scalar()
     if newest is None:
         return None
     # SQLite hands the time back without its zone; it was written in UTC
@@ -66,18 +66,19 @@ def newest_end(state: AppState) -> datetime | None:
 
 
 def report_for(state: AppState, start: datetime, end: datetime) -> MonitoringReport:
-    loaded = state.store.get(MODEL)
+    loaded = state.store.get(LEAD_CONVERSION)
     bundle = None if loaded is None else loaded.bundle
     spec = None if bundle is None else bundle.spec
     kwargs: dict[str, Any] = {} if spec is None else {"stages": spec.stages}
-    mql = state.thresholds.active(MODEL).mql
+    mql = state.thresholds.active(LEAD_CONVERSION).mql
     key = (id(loaded), start, end, mql)
     with ONE_AT_A_TIME:  # a request for the window being built waits, then reuses it
         hit = _recent.get(key)
         if hit is not None and time.monotonic() - hit[0] < REUSE_SECONDS:
             return hit[1]
         report = build_report(
-            state.log.engine, model=MODEL, version=None if loaded is None else loaded.version,
+            state.log.engine, model=LEAD_CONVERSION,
+            version=None if loaded is None else loaded.version,
             reference=None if loaded is None else loaded.reference,
             horizon_days=(bundle.horizon_days if bundle is not None else None) or 90,
             mql=mql, start=start, end=end, limits=Limits(), champions=_history(state),

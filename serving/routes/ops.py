@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Response, status
 from starlette.concurrency import run_in_threadpool
 
+from propensity.targets import LEAD_CONVERSION
 from serving.deps import AdminKey, AnyKey, StateDep
 from serving.routes.monitoring import update_gauges
 from serving.schemas import Health, KeyOut, ScoreLogHealth
@@ -52,8 +53,8 @@ async def readyz(state: StateDep, response: Response) -> Health:
     spooled = await run_in_threadpool(lambda: log.spooled_bytes)
     models = {n: m.version for n, m in state.store.models.items()}
     reasons = []
-    if "lead-conversion" not in models:
-        reasons.append("no lead-conversion champion is loaded")
+    if LEAD_CONVERSION not in models:
+        reasons.append(f"no {LEAD_CONVERSION} champion is loaded")
     if not log.accepting:
         reasons.append("the database is down and the score log spool is full")
     ready = not reasons

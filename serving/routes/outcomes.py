@@ -10,11 +10,11 @@ from starlette.concurrency import run_in_threadpool
 
 from propensity.contract import DEFAULT_STAGES
 from propensity.monitoring.outcomes import outcome_stages, record
+from propensity.targets import LEAD_CONVERSION
 from serving.deps import StateDep, body_doc, json_body
 from serving.schemas import OutcomeIn
 
 router = APIRouter(prefix="/v1", tags=["outcomes"])
-MODEL = "lead-conversion"
 MAX_OUTCOMES = 10_000
 
 
@@ -38,7 +38,7 @@ a webhook that should not read scores. The key is checked before the body is rea
 @router.post("/outcomes", response_model=OutcomesOut, openapi_extra=body_doc(OutcomesIn))
 async def post_outcomes(body: OutcomesBody, state: StateDep) -> OutcomesOut:
     """Report outcomes (idempotent: the same outcome twice is stored once)."""
-    loaded = state.store.get(MODEL)
+    loaded = state.store.get(LEAD_CONVERSION)
     spec = None if loaded is None else loaded.bundle.spec
     allowed = outcome_stages(spec.stages if spec is not None else DEFAULT_STAGES)
     bad = [{"loc": ["body", "outcomes", i, "stage"], "type": "value_error",

@@ -9,13 +9,13 @@ from fastapi import APIRouter, Depends, Header, HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.concurrency import run_in_threadpool
 
+from propensity.targets import LEAD_CONVERSION
 from propensity.threshold_store import StaleVersion, ThresholdStore
 from propensity.thresholds import Curve, Recommendation, ThresholdSet, recommend, threshold_curve
 from serving.deps import AdminKey, ScoreKey, StateDep, body_doc, json_body
 from serving.schemas import DataProblems, data_problems
 
 router = APIRouter(prefix="/v1/thresholds", tags=["thresholds"])
-MODEL = "lead-conversion"
 
 
 class ThresholdsOut(ThresholdSet):
@@ -90,7 +90,7 @@ class RecommendOut(Recommendation):
 @router.get("", response_model=ThresholdsOut)
 async def get_thresholds(state: StateDep, key: ScoreKey) -> ThresholdsOut:
     """The active MQL threshold and grade bands, with who set them, when and why."""
-    details = await run_in_threadpool(state.thresholds.details, MODEL)
+    details = await run_in_threadpool(state.thresholds.details, LEAD_CONVERSION)
     return ThresholdsOut(**details)
 
 
@@ -112,8 +112,8 @@ def _base(body: ThresholdsIn, if_match: str | None) -> int:
 
 
 def _conflict(store: ThresholdStore, base: int) -> dict[str, object]:
-    current = store.active(MODEL).version
-    return {"msg": f"version {base} is not a version of the {MODEL} thresholds; version "
+    current = store.active(LEAD_CONVERSION).version
+    return {"msg": f"version {base} is not a version of the {LEAD_CONVERSION} thresholds; version "
                    f"{current} is active", "base_version": base, "current_version": current}
 
 
@@ -134,14 +134,14 @@ async def put_thresholds(body: ThresholdsBody, state: StateDep, key: AdminKey,
     base = _base(body, if_match)
     if body.restore_version is not None:
         old = await run_in_threadpool(store.get, body.restore_version)
-        if old is None or old.model != MODEL:
+        if old is None or old.model != LEAD_CONVERSION:
             raise HTTPException(status.HTTP_404_NOT_FOUND,
                                 f"no threshold version {body.restore_version}")
         values = old
         reason = f"restore v{old.version}: {body.reason}"
     else:
         current = await run_in_threadpool(store.get, base) if base else ThresholdSet()
-        if current is None or current.model != MODEL:
+        if current is None or current.model != LEAD_CONVERSION:
             raise HTTPException(status.HTTP_409_CONFLICT,
                                 await run_in_threadpool(_conflict, store, base))
         merged = {**current.model_dump(), **body.model_dump(
@@ -159,14 +159,14 @@ async def put_thresholds(body: ThresholdsBody, state: StateDep, key: AdminKey,
         raise HTTPException(status.HTTP_409_CONFLICT, {
             "msg": str(exc), "base_version": exc.base, "current_version": exc.current}
         ) from None
-    details = await run_in_threadpool(store.details, MODEL, saved.version)
+    details = await run_in_threadpool(store.details, LEAD_CONVERSION, saved.version)
     return ThresholdsOut(**details)
 
 
 @router.get("/history", response_model=list[ThresholdsOut])
 async def history(state: StateDep, key: ScoreKey) -> list[ThresholdsOut]:
     """Every version, newest first."""
-    rows = await run_in_threadpool(state.thresholds.history, MODEL)
+    rows = await run_in_threadpool(state.thresholds.history, LEAD_CONVERSION)
     return [ThresholdsOut(**r) for r in rows]
 
 
@@ -186,14 +186,14 @@ def _score_log_curve(state: StateDep) -> CurveOut:
     from propensity.thresholds import outcomes_of_scores
 
     path = state.settings.data_path
-    loaded = state.store.get(MODEL)
+    loaded = state.store.get(LEAD_CONVERSION)
     if path is None or loaded is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             "the score-log curve needs PROPENSITY_DATA_PATH and a champion")
     with state.log.engine.connect() as conn:
         rows = pd.DataFrame(conn.execute(sa.select(
             score_log.c.lead_id, score_log.c.scored_at, score_log.c.probability).where(
-            score_log.c.model_name == MODEL)).all(), columns=["lead_id", "scored_at",
+            score_log.c.model_name == LEAD_CONVERSION)).all(), columns=["lead_id", "scored_at",
                                                              "probability"])
     export = load_export(path, drop_bad_rows=True)
     joined = outcomes_of_scores(rows, export, loaded.bundle.horizon_days or 90)
@@ -206,13 +206,14 @@ def _score_log_curve(state: StateDep) -> CurveOut:
 
 
 def _curve(state: StateDep) -> Curve:
-    loaded = state.store.get(MODEL)
+    loaded = state.store.get(LEAD_CONVERSION)
     if loaded is None or loaded.holdout is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             "no champion with holdout predictions is loaded")
     curve = loaded.cache.get("curve")
     if not isinstance(curve, Curve):
-        curve = threshold_curve(loaded.holdout, source=f"{MODEL} v{loaded.version} holdout")
+        curve = threshold_curve(loaded.holdout,
+                                source=f"{LEAD_CONVERSION} v{loaded.version} holdout")
         loaded.cache["curve"] = curve
     return curve
 
@@ -241,4 +242,4 @@ async def recommend_threshold(body: RecommendBody, state: StateDep) -> Recommend
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
             "loc": ["body"], "msg": str(exc), "type": "value_error"}]) from None
     return RecommendOut(**rec.model_dump(), capacity_per_week=body.capacity_per_week,
-                        current=await run_in_threadpool(state.thresholds.active, MODEL))
+                        current=await run_in_threadpool(state.thresholds.active, LEAD_CONVERSION))

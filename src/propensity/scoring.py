@@ -22,8 +22,8 @@ from propensity.features.online import LeadInputError, OnlineLead
 from propensity.models.bundle import ModelBundle
 from propensity.problems import PropensityError
 from propensity.rows import lead_from_row, rows_to_export
-from propensity.snapshots import account_entities, lead_entities
 from propensity.tables import CrmExport, SourceFile
+from propensity.targets import ACCOUNT, target_named
 
 
 def as_utc(t: pd.Timestamp | datetime | str) -> pd.Timestamp:
@@ -35,10 +35,9 @@ def open_entities(bundle: ModelBundle, export: CrmExport, as_of: pd.Timestamp) -
     """The leads (or accounts) a model scores at T: those its training would have counted open."""
     ts = as_utc(as_of)
     horizon = bundle.horizon_days or 90
-    if bundle.target == "account-propensity":
-        return account_entities(export, [ts], horizon, labelled=False)
-    return lead_entities(export, [ts], horizon, labelled=False,
-                         stale_days=bundle.stale_days)[["lead_id", "as_of"]]
+    target = target_named(bundle.target)
+    return target.entities(export, [ts], horizon, labelled=False,
+                           stale_days=bundle.stale_days)[[target.entity.key, "as_of"]]
 
 
 def check_tables(bundle: ModelBundle, present: Sequence[str], where: str) -> None:
@@ -179,7 +178,7 @@ def score_rows(bundle: ModelBundle, frame: pd.DataFrame) -> pd.DataFrame:
         if bundle.id_column and bundle.id_column in frame:
             out.insert(0, bundle.id_column, frame[bundle.id_column].astype("str").to_numpy())
         return out
-    if bundle.target == "account-propensity":
+    if target_named(bundle.target).entity is ACCOUNT:
         accounts, scored = score_account_rows(bundle, frame)
         return pd.DataFrame({"account_id": accounts["account_id"].to_numpy(),
                              "probability": scored.probability})

@@ -8,7 +8,7 @@ their labels are not known yet.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -19,8 +19,9 @@ from propensity.problems import PropensityError
 from propensity.tables import CrmExport
 from propensity.timestamps import DAY_US, NEVER, to_micros
 
-Target = Literal["lead-conversion", "stage-advancement", "account-propensity"]
-TARGETS: tuple[Target, ...] = ("lead-conversion", "stage-advancement", "account-propensity")
+LeadLabel = Callable[[Journeys, np.ndarray, np.ndarray, int, int], np.ndarray]
+"""(journeys, rows, each row's stage index at t, t, horizon) -> whether the outcome happened in
+(t, t + horizon], per row (times in microseconds): how a lead target's label is read."""
 
 
 class SnapshotConfig(BaseModel):
@@ -58,21 +59,38 @@ def current_stage(journeys: Journeys, rows: np.ndarray, t: int) -> np.ndarray:
     return reached.shape[1] - 1 - np.argmax(reached[:, ::-1], axis=1)
 
 
+def converted(j: Journeys, rows: np.ndarray, stage: np.ndarray, t: int, h: int) -> np.ndarray:
+    """The lead reaches the last stage (or an opportunity of it is won) within the horizon."""
+    return j.reached[rows, -1] <= t + h
+
+
+def advanced(j: Journeys, rows: np.ndarray, stage: np.ndarray, t: int, h: int) -> np.ndarray:
+    """The lead reaches the stage above the one it is in within the horizon."""
+    nxt = np.minimum(stage + 1, j.reached.shape[1] - 1)
+    up = j.reached[rows, nxt]
+    return (up != NEVER) & (up > t) & (up <= t + h)
+
+
+LEAD_LABELS: dict[str, LeadLabel] = {"converted": converted, "advanced": advanced}
+
+
 def lead_entities(export: CrmExport, times: list[pd.Timestamp], horizon_days: int,
                   *, journeys: Journeys | None = None, labelled: bool = True,
                   config: SnapshotConfig | None = None,
-                  stale_days: int | None = None) -> pd.DataFrame:
-    """Open leads at each time with their conversion and advancement labels."""
+                  stale_days: int | None = None,
+                  labels: Mapping[str, LeadLabel] = LEAD_LABELS) -> pd.DataFrame:
+    """Open leads at each time, with one column per label of `labels` (default: conversion
+    and advancement)."""
     j = journeys if journeys is not None else build_journeys(export)
     created = j.reached[:, 0]
-    converted = j.reached[:, -1]
+    won = j.reached[:, -1]
     h = horizon_days * DAY_US
     rng = np.random.default_rng(config.seed if config else 0)
     stale = stale_days if stale_days is not None else (config.stale_days if config else None)
     parts = []
     for ts in times:
         t = int(to_micros(pd.Series([ts]))[0])
-        rows = np.flatnonzero((created < t) & (converted > t) & (j.ended > t))
+        rows = np.flatnonzero((created < t) & (won > t) & (j.ended > t))
         stage = current_stage(j, rows, t)
         if stale is not None:
             fresh = t - j.reached[rows, stage] <= stale * DAY_US
@@ -84,10 +102,8 @@ def lead_entities(export: CrmExport, times: list[pd.Timestamp], horizon_days: in
         part = pd.DataFrame({"lead_id": j.leads["lead_id"].to_numpy()[rows],
                              "as_of": ts, "stage_index": stage})
         if labelled:
-            part["converted"] = (converted[rows] <= t + h).astype("int8")
-            nxt = np.minimum(stage + 1, j.reached.shape[1] - 1)
-            up = j.reached[rows, nxt]
-            part["advanced"] = ((up != NEVER) & (up > t) & (up <= t + h)).astype("int8")
+            for name, label in labels.items():
+                part[name] = label(j, rows, stage, t, h).astype("int8")
         parts.append(part)
     if not parts:
         return pd.DataFrame(columns=["lead_id", "as_of", "stage_index"])
@@ -116,7 +132,7 @@ def account_entities(export: CrmExport, times: list[pd.Timestamp], horizon_days:
     """Accounts with a lead before t that had not bought by t, labelled by a buy in the horizon."""
     j = journeys if journeys is not None else build_journeys(export)
     if "account_id" not in j.leads or j.leads["account_id"].isna().all():
-        raise PropensityError("account-propensity needs leads with an account_id")
+        raise PropensityError("an account model needs leads with an account_id")
     acc = j.leads["account_id"].astype("str").where(j.leads["account_id"].notna())
     first = pd.DataFrame({"a": acc, "t": j.reached[:, 0]}).dropna().groupby("a")["t"].min()
     buys = account_buy_times(export, j).reindex(first.index).fillna(NEVER).astype("int64")

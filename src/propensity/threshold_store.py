@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from propensity.database import thresholds
 from propensity.problems import PropensityError
+from propensity.targets import LEAD_CONVERSION
 from propensity.thresholds import BANDS, ThresholdSet
 
 log = logging.getLogger("propensity.thresholds")
@@ -62,7 +63,7 @@ class ThresholdStore:
         return ThresholdSet(model=model) if row is None else ThresholdSet(
             version=row.version, model=model, **{b: getattr(row, b) for b in BANDS})
 
-    def fresh(self, model: str = "lead-conversion") -> ThresholdSet | None:
+    def fresh(self, model: str = LEAD_CONVERSION) -> ThresholdSet | None:
         """The active set if read within the ttl, without touching the database (for an
         event loop, which must not wait on a connection that may hang); None: call active."""
         hit = self._cache.get(model)
@@ -70,7 +71,7 @@ class ThresholdStore:
             return hit[1]
         return None
 
-    def active(self, model: str = "lead-conversion") -> ThresholdSet:
+    def active(self, model: str = LEAD_CONVERSION) -> ThresholdSet:
         hit = self._cache.get(model)
         if hit is not None and time.monotonic() - hit[0] < self.ttl:
             return hit[1]
@@ -91,7 +92,7 @@ class ThresholdStore:
             self._cache[model] = (time.monotonic(), found)
         return found
 
-    def current(self, model: str = "lead-conversion") -> ThresholdSet:
+    def current(self, model: str = LEAD_CONVERSION) -> ThresholdSet:
         """The active set as the database holds it now, not as this worker's cache did up to
         a ttl ago: what an admin reads before a change must be what the change is checked
         against (else a read on one worker, then a PUT, is a 409). The last known set while
@@ -104,7 +105,7 @@ class ThresholdStore:
             self._cache[model] = (time.monotonic(), found)
         return found
 
-    def details(self, model: str = "lead-conversion", version: int | None = None,
+    def details(self, model: str = LEAD_CONVERSION, version: int | None = None,
                 ) -> dict[str, Any]:
         """A version (default the active one, read now) with who changed it, when and why."""
         current = self.current(model) if version is None else self.get(version)
@@ -146,7 +147,7 @@ class ThresholdStore:
             self._cache[values.model] = (time.monotonic(), saved)
         return saved
 
-    def history(self, model: str = "lead-conversion") -> list[dict[str, Any]]:
+    def history(self, model: str = LEAD_CONVERSION) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(thresholds).where(thresholds.c.model == model)
                                 .order_by(thresholds.c.version.desc())).all()

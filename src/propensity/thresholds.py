@@ -13,13 +13,15 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field, model_validator
 
+from propensity.targets import LEAD_CONVERSION
+
 if TYPE_CHECKING:
     from propensity.tables import CrmExport
 
 
 class ThresholdSet(BaseModel):
     version: int = 0
-    model: str = "lead-conversion"
+    model: str = LEAD_CONVERSION
     mql: float = Field(default=50.0, ge=0, le=100,
                        description="score at or above which a lead is an MQL")
     grade_a: float = Field(default=75.0, ge=0, le=100)

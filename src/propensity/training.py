@@ -28,14 +28,12 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
 from propensity.coding import Column, as_frame, encode, fit_vocabulary
 from propensity.features import FeatureConfig, FeaturePlan, FeatureSpec, fit_feature_spec
-from propensity.features.account import account_columns, build_account_features
-from propensity.features.batch import lead_feature_matrix
 from propensity.funnel.journeys import build_journeys
 from propensity.models.baselines import (
     PointsModel,
@@ -66,18 +64,11 @@ from propensity.models.selection import (
 from propensity.monitoring.reference import Reference, reference_of, served_like
 from propensity.problems import PropensityError
 from propensity.single_table import SingleTable
-from propensity.snapshots import (
-    SnapshotConfig,
-    Target,
-    account_entities,
-    lead_entities,
-    snapshot_times,
-)
+from propensity.snapshots import SnapshotConfig, snapshot_times
 from propensity.tables import CrmExport, truncate_export
+from propensity.targets import LEAD_CONVERSION, Target, target_named
 from propensity.timestamps import to_micros
 
-LABELS: dict[str, str] = {"lead-conversion": "converted", "stage-advancement": "advanced",
-                          "account-propensity": "bought"}
 LEAKY_AUC = 0.9
 MIN_POSITIVES = 50
 """Fewest converting entities (leads, accounts; rows of a table) in the labelled history:
@@ -86,9 +77,6 @@ MIN_NEGATIVES = 50
 """Fewest entities that never convert there, for the same reason."""
 CALIBRATION_SHARES = (1 / 3, 1 / 2)
 """Latest shares of the snapshot times a calibration tries, smallest first (`_recent`)."""
-OUTCOME_NOUNS = dict(converted=("conversions", "leads that never converted"),
-                     advanced=("advancements", "leads that never advanced"),
-                     bought=("purchases", "accounts that never bought"))
 Progress = Callable[[str], None]
 
 
@@ -105,7 +93,8 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")  # a misspelt setting is an error
 
-    model: Target = "lead-conversion"
+    model: str = LEAD_CONVERSION
+    """A target's name (`propensity.targets`)."""
     snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     holdout_share: float = Field(0.25, gt=0, lt=1)
@@ -125,6 +114,16 @@ class TrainConfig(BaseModel):
     odoo: OdooPlsConfig = Field(default_factory=OdooPlsConfig)
     """Where the naive-Bayes baseline (Odoo's lead scoring) finds teams and fields."""
     seed: int = 13
+
+    @field_validator("model")
+    @classmethod
+    def _known_target(cls, name: str) -> str:
+        target_named(name)  # a name no target defines is refused, naming the targets
+        return name
+
+    @property
+    def target(self) -> Target:
+        return target_named(self.model)
 
     @classmethod
     def from_file(cls, path: Path | str) -> TrainConfig:
@@ -238,30 +237,11 @@ def leaky_columns(X: pd.DataFrame, y: np.ndarray, threshold: float = LEAKY_AUC) 
 
 # --- building the labelled rows of an export --------------------------------------------------
 
-def entity_key(target: str) -> str:
-    return "account_id" if target == "account-propensity" else "lead_id"
-
-
-def feature_columns(plan: FeaturePlan, target: str) -> list[Column]:
-    return account_columns(plan) if target == "account-propensity" else list(plan.columns)
-
-
-def feature_matrix(export: CrmExport, plan: FeaturePlan, entities: pd.DataFrame,
-                   target: str) -> np.ndarray:
-    """Model matrix of entity rows (leads, or accounts as their leads summed up)."""
-    if target == "account-propensity":
-        from propensity.coding import as_matrix
-
-        return as_matrix(build_account_features(export, plan, entities),
-                         account_columns(plan))
-    return lead_feature_matrix(export, plan, entities)
-
-
-def _labelled(X: np.ndarray, columns: list[Column], entities: pd.DataFrame, target: str,
+def _labelled(X: np.ndarray, columns: list[Column], entities: pd.DataFrame, target: Target,
               codes: pd.Index) -> LabelledRows:
     return LabelledRows(
-        X=X, y=entities[LABELS[target]].to_numpy(dtype="int64"), columns=list(columns),
-        groups=codes.get_indexer(entities[entity_key(target)].astype("str").to_numpy()),
+        X=X, y=entities[target.label].to_numpy(dtype="int64"), columns=list(columns),
+        groups=codes.get_indexer(entities[target.entity.key].astype("str").to_numpy()),
         times=to_micros(entities["as_of"]))
 
 
@@ -271,21 +251,21 @@ def assemble_sets(entities: pd.DataFrame, X_eval: np.ndarray, X_ship: np.ndarray
     """TrainingSets from labelled entity rows (in snapshot order) and their two matrices:
     `X_eval` of the rows at evaluation times (vocabulary as of the cutoff), `X_ship` of all
     (the whole export's). Both engines end here."""
-    target = config.model
-    key = entity_key(target)
+    target = config.target
+    key = target.entity.key
     train_times, test_times = holdout_split(times, config)
     evaluation_spec, shipping_spec = specs
     codes = pd.Index(entities[key].astype("str").unique())
     in_eval = entities["as_of"].isin([*train_times, *test_times]).to_numpy()
     eval_entities = entities[in_eval].reset_index(drop=True)
-    evaluation = _labelled(X_eval, feature_columns(FeaturePlan(evaluation_spec), target),
+    evaluation = _labelled(X_eval, target.entity.columns(FeaturePlan(evaluation_spec)),
                            eval_entities, target, codes)
-    shipping = _labelled(X_ship, feature_columns(FeaturePlan(shipping_spec), target),
+    shipping = _labelled(X_ship, target.entity.columns(FeaturePlan(shipping_spec)),
                          entities, target, codes)
     test = np.flatnonzero(eval_entities["as_of"].isin(test_times).to_numpy())
     holdout = eval_entities.iloc[test][[key, "as_of"]].reset_index(drop=True)
     return TrainingSets(
-        kind="export", target=target, evaluation=evaluation, test=test, shipping=shipping,
+        kind="export", target=target.name, evaluation=evaluation, test=test, shipping=shipping,
         holdout=holdout, evaluation_spec=evaluation_spec, shipping_spec=shipping_spec,
         horizon_days=config.snapshots.horizon_days, stale_days=config.snapshots.stale_days,
         split=split_info(times, train_times, test_times, config))
@@ -322,33 +302,30 @@ def split_info(times: list[pd.Timestamp], train_times: list[pd.Timestamp],
 def build_export_sets(export: CrmExport, config: TrainConfig,
                       progress: Progress | None = None) -> TrainingSets:
     """Snapshot rows, labels and features of both phases."""
-    target = config.model
+    target = config.target
     horizon = config.snapshots.horizon_days
     _note(progress, "snapshots and labels")
     journeys = build_journeys(export)
     times = snapshot_times(export, config.snapshots)
     train_times, test_times = holdout_split(times, config)
     cutoff = test_times[0]
-    if target == "account-propensity":
-        entities = account_entities(export, times, horizon, journeys=journeys)
-    else:
-        entities = lead_entities(export, times, horizon, journeys=journeys,
-                                 config=config.snapshots)
-    entities = entities.reset_index(drop=True)
+    entities = target.entities(export, times, horizon, journeys=journeys,
+                               snapshots=config.snapshots).reset_index(drop=True)
     in_eval = entities["as_of"].isin([*train_times, *test_times]).to_numpy()
     evaluation_spec = fit_feature_spec(truncate_export(export, cutoff), config.features)
     shipping_spec = fit_feature_spec(export, config.features)
     eval_entities = entities[in_eval].reset_index(drop=True)
     _note(progress, f"features for {len(eval_entities):,} evaluation rows (vocabulary as of "
                     f"{cutoff:%Y-%m-%d})")
-    X_eval = feature_matrix(export, FeaturePlan(evaluation_spec), eval_entities, target)
+    X_eval = target.entity.matrix(export, FeaturePlan(evaluation_spec), eval_entities)
     _note(progress, f"features for {len(entities):,} labelled rows (whole export's vocabulary)")
-    X_ship = feature_matrix(export, FeaturePlan(shipping_spec), entities, target)
+    X_ship = target.entity.matrix(export, FeaturePlan(shipping_spec), entities)
     sets = assemble_sets(entities, X_eval, X_ship, (evaluation_spec, shipping_spec), times,
                          config)
-    sets.baselines["naive_bayes"] = odoo_naive_bayes(
-        export, sets.holdout, cutoff, config.odoo, horizon_days=horizon,
-        stale_days=config.snapshots.stale_days, journeys=journeys)
+    if "naive_bayes" in target.baselines:
+        sets.baselines["naive_bayes"] = odoo_naive_bayes(
+            export, sets.holdout, cutoff, config.odoo, horizon_days=horizon,
+            stale_days=config.snapshots.stale_days, journeys=journeys)
     return sets
 
 
@@ -387,7 +364,7 @@ def build_table_sets(table: SingleTable, config: TrainConfig) -> TrainingSets:
     holdout = pd.DataFrame({"row": test})
     if table.id_column:
         holdout.insert(0, table.id_column, table.frame[table.id_column].to_numpy()[test])
-    return TrainingSets(kind="table", target="lead-conversion", evaluation=evaluation,
+    return TrainingSets(kind="table", target=LEAD_CONVERSION, evaluation=evaluation,
                         test=test, shipping=shipping, holdout=holdout,
                         id_column=table.id_column,
                         baselines={"naive_bayes": odoo_table_naive_bayes(table, rest, test,
@@ -478,20 +455,24 @@ def _span(rows: LabelledRows) -> dict[str, Any]:
 
 
 def _baselines(train: LabelledRows, test: LabelledRows, config: TrainConfig,
-               kind: Kind, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Points, naive Bayes and logistic regression, fitted on the evaluation fit's rows."""
+               kind: Kind, raw: dict[str, np.ndarray],
+               allowed: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Points, naive Bayes and logistic regression (those of them `allowed`: the target's),
+    fitted on the evaluation fit's rows."""
     X_train, X_test = as_frame(train.X, train.columns), as_frame(test.X, test.columns)
     out: dict[str, np.ndarray] = {}
     points_cfg = config.points.model_dump()
     if kind == "table" and all(v is None for v in points_cfg.values()):
         points_cfg = derived_points(X_train, train.y) or points_cfg
-    points = PointsModel(**points_cfg).fit(X_train, train.y)
-    if np.unique(points.predict_proba(X_train)[:, 1]).size > 1:  # a constant is no baseline
-        out["points"] = points.predict_proba(X_test)[:, 1]
-    out.update(raw)  # Odoo's naive Bayes, where the sets could compute it
-    w = lead_weights(train.groups) if config.weights == "lead" else None
-    linear = LinearScorer(train.columns).fit(train.X, train.y, w)
-    out["logistic_regression"] = 1 / (1 + np.exp(-linear.margin(test.X)))
+    if "points" in allowed:
+        points = PointsModel(**points_cfg).fit(X_train, train.y)
+        if np.unique(points.predict_proba(X_train)[:, 1]).size > 1:  # a constant is no baseline
+            out["points"] = points.predict_proba(X_test)[:, 1]
+    out.update({k: v for k, v in raw.items() if k in allowed})  # Odoo's naive Bayes
+    if "logistic_regression" in allowed:
+        w = lead_weights(train.groups) if config.weights == "lead" else None
+        linear = LinearScorer(train.columns).fit(train.X, train.y, w)
+        out["logistic_regression"] = 1 / (1 + np.exp(-linear.margin(test.X)))
     return out
 
 
@@ -503,7 +484,7 @@ def enough_outcomes(rows: LabelledRows, target: str) -> None:
     seen = np.zeros_like(ever)
     seen[rows.groups] = True
     positives, negatives = int(ever.sum()), int((seen & ~ever).sum())
-    yes, no = OUTCOME_NOUNS[LABELS[target]]
+    yes, no = target_named(target).outcomes
     if positives < MIN_POSITIVES:
         raise PropensityError(f"{positives} {yes} in the labelled history; at least "
                               f"{MIN_POSITIVES} are needed")
@@ -556,7 +537,8 @@ def fit_sets(sets: TrainingSets, config: TrainConfig,
     train_problem = _problem(train, config)
     train_folds = _folds(train, sets.kind, config)
     _note(progress, "baselines: points, naive Bayes, logistic regression")
-    baselines = _baselines(train, test, config, sets.kind, sets.baselines)
+    baselines = _baselines(train, test, config, sets.kind, sets.baselines,
+                           target_named(sets.target).baselines)
     judged: list[dict[str, Any]] = []
     chosen: tuple[Candidate, Choice, Any, np.ndarray] | None = None
     for cand in _fallbacks(winner, tried):

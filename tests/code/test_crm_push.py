@@ -224,7 +224,7 @@ def champion(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]
     """An export, a model store whose lead-conversion champion was trained on it, and an
     as-of time inside it."""
     from propensity.export import fingerprint
-    from propensity.models.registry import log_and_register, promote
+    from propensity.registry import log_and_register, promote
     from propensity.rows import lead_rows
     from propensity.settings import Settings
     from propensity.training import train_export
@@ -255,7 +255,7 @@ def test_push_command_writes_the_champions_scores_once(champion: tuple[Path, Pat
                                                        crm_of: type) -> None:
     """The values written are the batch scorer's (`score_export`), rounded as documented."""
     from propensity.export import load_export
-    from propensity.models.registry import load_model
+    from propensity.registry import load_model
     from propensity.scoring import score_export
     from propensity.settings import Settings
 

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from propensity.export import fingerprint
-from propensity.models.registry import (
+from propensity.problems import PropensityError
+from propensity.registry import (
     CHALLENGER,
     CHAMPION,
     UnknownModel,
@@ -21,7 +22,6 @@ from propensity.models.registry import (
     promote,
     rollback,
 )
-from propensity.problems import PropensityError
 from propensity.rows import lead_rows
 from propensity.scoring import score_rows
 from propensity.settings import Settings
@@ -107,7 +107,7 @@ def test_a_table_model_never_shares_a_name_with_export_models(
     """Issue 31: `train --table` registered under lead-conversion and took the export model's
     challenger alias. A table model has its own name; one under an export model's is refused
     before anything is logged."""
-    from propensity.models.registry import table_model_name, table_models
+    from propensity.registry import table_model_name, table_models
     from propensity.single_table import load_single_table
     from propensity.training import train_table
 

@@ -14,16 +14,16 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from propensity.export import fingerprint, load_export
+from propensity.export import load_export
+from propensity.lifecycle import train_and_register
 from propensity.models.bundle import ModelBundle
-from propensity.models.registry import log_and_register, promote
 from propensity.monitoring.outcomes import from_export
 from propensity.rows import lead_rows
 from propensity.scoring import open_entities
 from propensity.settings import Settings
 from propensity.synthetic import SyntheticConfig, generate_export, write_export
 from propensity.tables import CrmExport, truncate_export
-from propensity.training import TrainResult, train_export
+from propensity.training import TrainResult
 from tests.conftest import fresh_postgres, quick_config
 from tests.serving.conftest import Server, start_server
 from tests.worlds import request_lead
@@ -45,13 +45,10 @@ def world(directory: Path, shift: bool) -> CrmExport:
 
 def champion_before_cut(export: CrmExport, data: Path, models: Path) -> TrainResult:
     """Trained on what was known at CUT, registered and promoted."""
-    settings = Settings(models_dir=models)
-    result = train_export(truncate_export(export, CUT), quick_config())
-    log_and_register(result, data={"path": str(data), "fingerprint": fingerprint(data)},
-                     input_example=lead_rows(export, result.holdout[["lead_id", "as_of"]].head(3)),
-                     settings=settings)
-    assert promote("lead-conversion", settings=settings).promoted
-    return result
+    trained = train_and_register(truncate_export(export, CUT), quick_config(), data,
+                                 gate="always", settings=Settings(models_dir=models))
+    assert trained.promotion is not None and trained.promotion.promoted
+    return trained.result
 
 
 def open_after_cut(bundle: ModelBundle, export: CrmExport) -> pd.DataFrame:

@@ -239,7 +239,7 @@ def test_retrain_goes_through_the_gate_and_enters_the_history(loop: Loop) -> Non
     assert line.startswith("lead-conversion v2 "), done.stdout
     promoted = "is the champion" in line
     assert promoted or "stays challenger" in line
-    from propensity.models.registry import champion_history
+    from propensity.registry import champion_history
     from propensity.settings import Settings
 
     history = champion_history("lead-conversion", Settings(models_dir=loop.server.models_dir))

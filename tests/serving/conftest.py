@@ -17,12 +17,10 @@ import pytest
 
 from propensity.api_keys import create_key
 from propensity.database import engine_for, migrate
-from propensity.export import fingerprint
-from propensity.models.registry import log_and_register, promote
-from propensity.rows import account_rows, lead_rows
+from propensity.lifecycle import Gate, Trained, train_and_register
 from propensity.settings import Settings
 from propensity.tables import CrmExport
-from propensity.training import train_export
+from propensity.targets import ACCOUNT_PROPENSITY, LEAD_CONVERSION, STAGE_ADVANCEMENT
 from tests.conftest import quick_config
 
 
@@ -32,26 +30,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def register(export: CrmExport, data: Path, settings: Settings, model: str = "lead-conversion",
-             **config: object) -> str:
-    result = train_export(export, quick_config(model=model, **config))
-    if model == "account-propensity":
-        example = account_rows(export, result.holdout[["account_id", "as_of"]])
-    else:
-        example = lead_rows(export, result.holdout[["lead_id", "as_of"]].head(3))
-    return log_and_register(result, data={"path": str(data), "fingerprint": fingerprint(data)},
-                            input_example=example, settings=settings).version
+def register(export: CrmExport, data: Path, settings: Settings, model: str = LEAD_CONVERSION,
+             gate: Gate = "never", **config: object) -> Trained:
+    """Train `model` on `export` (read from `data`) and register it, through the gate as
+    `gate` says (default: it stays challenger)."""
+    return train_and_register(export, quick_config(model=model, **config), data, gate=gate,
+                              settings=settings)
 
 
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory, small_export: CrmExport,
              small_dir: Path) -> Path:
-    """A model store with a champion for each of the three models."""
+    """A model store with a champion for each target's model."""
     models = tmp_path_factory.mktemp("store") / "models"
     settings = Settings(models_dir=models)
-    for name in ("lead-conversion", "stage-advancement", "account-propensity"):
-        register(small_export, small_dir, settings, model=name)
-        assert promote(name, settings=settings).promoted, name
+    for name in (LEAD_CONVERSION, STAGE_ADVANCEMENT, ACCOUNT_PROPENSITY):
+        promotion = register(small_export, small_dir, settings, model=name,
+                             gate="always").promotion
+        assert promotion is not None and promotion.promoted, name
     return models
 
 

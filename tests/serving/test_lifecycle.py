@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from propensity.models.registry import configure, promote
+from propensity.registry import configure, promote
 from propensity.settings import Settings
 from propensity.tables import CrmExport
 from tests.serving.conftest import Server, register, start_server
@@ -47,7 +47,8 @@ def test_champion_moves_without_dropping_requests_and_a_broken_version_is_refuse
 
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             futures = [pool.submit(hammer) for _ in range(2)]
-            v2 = register(small_export, small_dir, settings, booster={"num_leaves": 4})
+            v2 = register(small_export, small_dir, settings,
+                          booster={"num_leaves": 4}).registered.version
             assert promote("lead-conversion", force=True, settings=settings).version == v2
             deadline = time.monotonic() + 60
             seen = "1"
@@ -62,7 +63,7 @@ def test_champion_moves_without_dropping_requests_and_a_broken_version_is_refuse
         assert seen == v2  # picked up by the poller, within the minute
         assert codes and set(codes) == {200}  # nothing dropped during the swap
         # a champion whose files are broken: the old one keeps serving, /readyz says why
-        v3 = register(small_export, small_dir, settings)
+        v3 = register(small_export, small_dir, settings).registered.version
         client = configure(settings)
         source = client.get_model_version("lead-conversion", v3).source
         assert source.startswith("models:/m-")

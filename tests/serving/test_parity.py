@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from propensity.features.online import LeadInputError
 from propensity.models.bundle import ModelBundle
-from propensity.models.registry import configure, load_model
+from propensity.registry import configure, load_model
 from propensity.rows import lead_rows
 from propensity.scoring import score_export, score_rows
 from propensity.settings import Settings

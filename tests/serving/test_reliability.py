@@ -566,7 +566,7 @@ def test_27_9_a_corrupt_champion_falls_back_to_the_last_good_one(
         tmp_path: Path, registry: Path, small_export: Any, small_dir: Path) -> None:
     import shutil
 
-    from propensity.models.registry import configure, promote
+    from propensity.registry import configure, promote
     from propensity.settings import Settings
     from tests.serving.conftest import register
 
@@ -574,7 +574,8 @@ def test_27_9_a_corrupt_champion_falls_back_to_the_last_good_one(
     shutil.copytree(registry, models)
     settings = Settings(models_dir=models)
     good = configure(settings).get_model_version_by_alias("lead-conversion", "champion").version
-    broken = register(small_export, small_dir, settings, booster={"num_leaves": 4})
+    broken = register(small_export, small_dir, settings,
+                      booster={"num_leaves": 4}).registered.version
     assert promote("lead-conversion", force=True, settings=settings).version == broken
     client = configure(settings)
     model_id = client.get_model_version("lead-conversion", broken).source.removeprefix(

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from propensity.coding import not_a_number
 from propensity.export import fingerprint, read_raw
-from propensity.models.registry import log_and_register, promote
 from propensity.problems import PropensityError
+from propensity.registry import log_and_register, promote
 from propensity.scoring import check_table, score_table
 from propensity.settings import Settings
 from propensity.single_table import load_single_table

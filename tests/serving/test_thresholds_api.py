@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from propensity.models.registry import load_holdout
+from propensity.registry import load_holdout
 from propensity.settings import Settings
 from propensity.thresholds import recommend, threshold_curve
 from tests.serving.conftest import Server

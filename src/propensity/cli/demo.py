@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from propensity.cli._common import console, stages
+from propensity.targets import ACCOUNT_PROPENSITY, LEAD_CONVERSION, STAGE_ADVANCEMENT
 
 
 def _example_lead(export_dir: Path, out: Path) -> str:
@@ -16,12 +17,12 @@ def _example_lead(export_dir: Path, out: Path) -> str:
     import pandas as pd
 
     from propensity.export import load_export
-    from propensity.models.registry import load_model
+    from propensity.registry import load_model
     from propensity.rows import lead_rows
     from propensity.scoring import score_export
 
     export = load_export(export_dir)
-    bundle, _ = load_model("lead-conversion")
+    bundle, _ = load_model(LEAD_CONVERSION)
     t = export.latest_time().ceil("D")
     scored = score_export(bundle, export, t).sort_values("probability", ascending=False)
     row = lead_rows(export, scored.head(1)[["lead_id", "as_of"]]).iloc[0].to_dict()
@@ -62,9 +63,9 @@ def demo(
     console.rule("4. train lead-conversion, evaluate out of time, register")
     train(export_dir)
     console.rule("5. train stage-advancement (the scorer's next_stage)")
-    train(export_dir, model="stage-advancement")
+    train(export_dir, model=STAGE_ADVANCEMENT)
     console.rule("6. train account-propensity (/v1/accounts/score)")
-    train(export_dir, model="account-propensity")
+    train(export_dir, model=ACCOUNT_PROPENSITY)
     models()
     settings = get_settings()
     console.print(f"funnel page: {page}; model store: MLflow at {settings.models_dir} "

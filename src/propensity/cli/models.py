@@ -30,15 +30,16 @@ from propensity.cli._common import (
     stages,
 )
 from propensity.problems import PropensityError
+from propensity.targets import LEAD_CONVERSION
 
 ModelOpt = Annotated[str, typer.Option(
     "--model", help="lead-conversion, stage-advancement, account-propensity, or a single-table "
                     "model's name (table-TARGET, or the --name it was trained with)")]
 
 
-def _config(config: Path | None, model: str | None, horizon_days: int | None,
+def train_config(config: Path | None, model: str | None, horizon_days: int | None,
             stale_days: int | None = None) -> Any:
-    from propensity.snapshots import TARGETS
+    from propensity.targets import target_names
     from propensity.training import TrainConfig
 
     data: dict[str, Any] = {}
@@ -50,8 +51,8 @@ def _config(config: Path | None, model: str | None, horizon_days: int | None,
         except tomllib.TOMLDecodeError as exc:
             raise fail(f"{config}: not valid TOML ({exc})") from None
     if model is not None:
-        if model not in TARGETS:
-            raise fail(f"--model is one of {', '.join(TARGETS)}")
+        if model not in target_names():
+            raise fail(f"--model is one of {', '.join(target_names())}")
         data["model"] = model
     if horizon_days is not None:
         data.setdefault("snapshots", {})["horizon_days"] = horizon_days
@@ -63,7 +64,7 @@ def _config(config: Path | None, model: str | None, horizon_days: int | None,
         raise fail(f"{config or 'training config'}: {invalid(exc)}") from None
 
 
-def _print_metrics(report: dict[str, Any]) -> None:
+def print_metrics(report: dict[str, Any]) -> None:
     table = Table(title="holdout: model vs baselines")
     cols = ["roc_auc", "pr_auc", "log_loss", "brier", "ece", "ece_equal_mass",
             "top_decile_predicted", "top_decile_realised", "precision_top_10", "recall_top_30"]
@@ -139,105 +140,107 @@ def train(
                        "kept, negatives sampled and weighted; docs/spark.md)")] = None,
 ) -> None:
     """Train a model with out-of-time evaluation against baselines; register it as challenger."""
-    from propensity.contract import Manifest
-    from propensity.export import fingerprint, load_export
-    from propensity.models.registry import (
-        CHAMPION,
-        configure,
-        log_and_register,
-        promote,
-        table_model_name,
-        version_of,
-    )
-    from propensity.rows import account_rows, lead_rows
+    from propensity import lifecycle
+    from propensity.export import load_export
     from propensity.settings import get_settings
-    from propensity.single_table import TABLE, load_single_table, single_table_options
-    from propensity.training import train_export, train_table
+
+    single_dir = _train_shape(path, table, name, horizon_days=horizon_days,
+                              stale_days=stale_days, drop_bad_rows=drop_bad_rows,
+                              target=target, id_col=id_col, exclude=exclude,
+                              post_outcome=post_outcome)
+    cfg = train_config(config, model, horizon_days, stale_days)
+    spark = spark_for(engine, master, conf)
+    with stages() as note:
+        if spark is not None and (table is not None or path is None):
+            raise fail("--engine spark trains from an export folder")
+        if table is not None or single_dir:
+            data, source = _single_table(path if single_dir else None, table, target, id_col,
+                                         exclude, post_outcome, cfg, note)
+            result = lifecycle.train(data, cfg, progress=note)
+        elif path is None:
+            raise fail("give an export folder, or --table FILE --target COLUMN")
+        elif spark is not None:
+            result, data = _train_spark(spark, str(path), cfg, drop_bad_rows, feature_table,
+                                        max_rows, note)
+            source = path
+        else:
+            note(f"reading and validating {path}")
+            data, source = load_export(path, drop_bad_rows=drop_bad_rows), path
+            note(f"{len(data.leads):,} leads")
+            result = lifecycle.train(data, cfg, progress=note)
+        print_metrics(result.report)
+        if not register:
+            return
+        note(f"opening the MLflow store at {get_settings().tracking_uri}")
+        trained = lifecycle.register_and_gate(result, data, source, name=name, engine=engine,
+                                              note=note)
+    _print_registered(trained)
+
+
+def _train_shape(path: Path | None, table: Path | None, name: str | None,
+                 **options: Any) -> bool:
+    """Refuse options of the other shape; True when `path` is an adapter's single-table
+    folder (trained as `--table` would be)."""
+    from propensity.contract import Manifest
 
     if path is not None and table is not None:
         raise fail(f"give an export folder ({path}) or --table FILE ({table}), not both")
     single_dir = table is None and path is not None and path.is_dir() and (
         Manifest.read(path).shape == "single_table")
+    export_only = {k: options[k] for k in ("horizon_days", "stale_days", "drop_bad_rows")}
+    table_only = {k: v for k, v in options.items() if k not in export_only}
     if table is not None or single_dir:
-        refuse("only for an export folder, not a single table",
-               horizon_days=horizon_days, stale_days=stale_days, drop_bad_rows=drop_bad_rows)
+        refuse("only for an export folder, not a single table", **export_only)
     elif path is not None:
         refuse(f"only for a single table, given as --table FILE ({path} is read as an "
-               "export folder)", target=target, id_col=id_col, exclude=exclude,
-               post_outcome=post_outcome, name=name)
+               "export folder)", **table_only, name=name)
     if name is not None and (not name.strip() or any(c in name for c in "/:")):
         raise fail(f"--name {name!r}: a registered name cannot be empty or hold '/' or ':'")
-    cfg = _config(config, model, horizon_days, stale_days)
-    holdout_rows = None
-    spark = spark_for(engine, master, conf)
-    with stages() as note:
-        if spark is not None and (table is not None or path is None):
-            raise fail("--engine spark trains from an export folder")
-        if single_dir and path is not None:
-            table, manifest = single_table_options(path)
-            target = target or manifest.target
-            id_col = id_col or manifest.id_column
-            exclude = exclude or ",".join(manifest.exclude)
-            post_outcome = post_outcome or ",".join(manifest.post_outcome_columns(TABLE))
-        if table is not None:
-            if not target:
-                raise fail("--table needs --target COLUMN")
-            if cfg.model != "lead-conversion":
-                raise fail("a single table trains lead-conversion only")
-            note(f"reading {table}")
-            single = load_single_table(
-                table, target, id_column=id_col, exclude=split_columns(exclude),
-                post_outcome=split_columns(post_outcome))
-            note(f"{len(single.frame):,} rows, {len(single.feature_columns)} columns"
-                 + (f", id column {single.id_column}" if single.id_column else
-                    ", no id column (scores name spreadsheet rows; --id-col COLUMN)"))
-            result = train_table(single, cfg, progress=note)
-            columns = [c for c in single.frame.columns if c != single.target]
-            holdout_rows = single.frame.iloc[result.holdout["row"].to_numpy()][
-                columns].reset_index(drop=True)
-            example = holdout_rows.head(3)
-            data = {"path": str(table.resolve()), "fingerprint": fingerprint(table),
-                    "target": target}
-            registered_name = name or table_model_name(target)
-        else:
-            if path is None:
-                raise fail("give an export folder, or --table FILE --target COLUMN")
-            if spark is not None:
-                result, export = _train_spark(spark, str(path), cfg, drop_bad_rows,
-                                              feature_table, max_rows, note)
-            else:
-                note(f"reading and validating {path}")
-                export = load_export(path, drop_bad_rows=drop_bad_rows)
-                note(f"{len(export.leads):,} leads")
-                result = train_export(export, cfg, progress=note)
-            if cfg.model == "account-propensity":
-                example = account_rows(export, result.holdout[["account_id", "as_of"]])
-            else:
-                example = lead_rows(export, result.holdout[["lead_id", "as_of"]].head(3))
-            data = {"path": str(Path(path).resolve()), "engine": engine,
-                    "fingerprint": fingerprint(path) if Path(path).is_dir() else str(path)}
-            registered_name = cfg.model
-        _print_metrics(result.report)
-        if not register:
-            return
-        settings = get_settings()
-        note(f"opening the MLflow store at {settings.tracking_uri}")
-        reg = log_and_register(result, data=data, input_example=example,
-                               holdout_rows=holdout_rows, name=registered_name, note=note)
-        console.print(f"registered {reg.name} v{reg.version} as challenger "
-                      f"(holdout ROC AUC {reg.holdout_auc:.4f}, run {reg.run_id}) in "
-                      f"{settings.models_dir}", highlight=False)
-        first = version_of(configure(), reg.name, CHAMPION) is None
-        if first:
-            note(f"the gate for the first {reg.name} champion")
-            outcome = promote(reg.name, reg.version, note=note)
-    if first:
-        if outcome.promoted:
-            console.print(f"{reg.name} v{outcome.version} is the champion ({outcome.reason})",
-                          highlight=False)
-        else:
-            console.print(f"[yellow]{reg.name} v{reg.version} is not the champion:[/] "
-                          f"{outcome.reason}", highlight=False)
+    return single_dir
+
+
+def _single_table(folder: Path | None, table: Path | None, target: str | None,
+                  id_col: str | None, exclude: str, post_outcome: str, cfg: Any,
+                  note: Any) -> tuple[Any, Path]:
+    """The single table to train on (from `--table`, or an adapter's folder's manifest)."""
+    from propensity.single_table import TABLE, load_single_table, single_table_options
+
+    if folder is not None:
+        table, manifest = single_table_options(folder)
+        target = target or manifest.target
+        id_col = id_col or manifest.id_column
+        exclude = exclude or ",".join(manifest.exclude)
+        post_outcome = post_outcome or ",".join(manifest.post_outcome_columns(TABLE))
+    assert table is not None
+    if not target:
+        raise fail("--table needs --target COLUMN")
+    if cfg.model != LEAD_CONVERSION:
+        raise fail(f"a single table trains {LEAD_CONVERSION} only")
+    note(f"reading {table}")
+    single = load_single_table(table, target, id_column=id_col, exclude=split_columns(exclude),
+                               post_outcome=split_columns(post_outcome))
+    note(f"{len(single.frame):,} rows, {len(single.feature_columns)} columns"
+         + (f", id column {single.id_column}" if single.id_column else
+            ", no id column (scores name spreadsheet rows; --id-col COLUMN)"))
+    return single, table
+
+
+def _print_registered(trained: Any) -> None:
+    """The version registered, and the gate's answer when it was asked (a first champion)."""
+    from propensity.settings import get_settings
+
+    reg, outcome = trained.registered, trained.promotion
+    console.print(f"registered {reg.name} v{reg.version} as challenger "
+                  f"(holdout ROC AUC {reg.holdout_auc:.4f}, run {reg.run_id}) in "
+                  f"{get_settings().models_dir}", highlight=False)
+    if outcome is None:
+        return
+    if outcome.promoted:
+        console.print(f"{reg.name} v{outcome.version} is the champion ({outcome.reason})",
+                      highlight=False)
+    else:
+        console.print(f"[yellow]{reg.name} v{reg.version} is not the champion:[/] "
+                      f"{outcome.reason}", highlight=False)
 
 
 def _train_spark(spark: Any, path: str, cfg: Any, drop_bad_rows: bool,
@@ -295,7 +298,7 @@ def score(
     if engine == "spark":
         if table is not None or path is None or as_of is None:
             raise fail("--engine spark scores an export folder with --as-of TIME")
-        _score_spark(str(path), pd.Timestamp(as_of), model or "lead-conversion", alias, out,
+        _score_spark(str(path), pd.Timestamp(as_of), model or LEAD_CONVERSION, alias, out,
                      drop_bad_rows, master, conf)
         return
     spark_for(engine, master, conf)  # refuses an unknown engine, and Spark options here
@@ -345,7 +348,7 @@ def score(
 def _load(model: str | None, alias: str, table: bool) -> tuple[Any, str, str]:
     """The bundle, version and name `score` uses: `model`, or for a table the single-table
     model registered (one only: with several, the user names it)."""
-    from propensity.models.registry import MODEL_NAMES, load_model, table_models
+    from propensity.registry import load_model, table_models
 
     if model is None and table:
         names = table_models()
@@ -355,7 +358,7 @@ def _load(model: str | None, alias: str, table: bool) -> tuple[Any, str, str]:
         if len(names) > 1:
             raise fail(f"several single-table models ({', '.join(names)}): give --model NAME")
         model = names[0]
-    model = model or MODEL_NAMES[0]
+    model = model or LEAD_CONVERSION
     bundle, version = load_model(model, alias)
     return bundle, version, model
 
@@ -386,7 +389,7 @@ def _score_spark(path: str, as_of: pd.Timestamp, model: str, alias: str, out: Pa
     refuse_drop_bad_rows(drop_bad_rows)
 
     def load() -> tuple[Any, str]:
-        from propensity.models.registry import load_model
+        from propensity.registry import load_model
 
         return load_model(model, alias)
 
@@ -424,7 +427,7 @@ def _score_spark(path: str, as_of: pd.Timestamp, model: str, alias: str, out: Pa
 
 
 def promote_cmd(
-    model: ModelOpt = "lead-conversion",
+    model: ModelOpt = LEAD_CONVERSION,
     version: Annotated[str | None, typer.Option(help="Version to promote (default challenger)")
                        ] = None,
     force: Annotated[bool, typer.Option(help="Promote without beating the champion")] = False,
@@ -437,8 +440,8 @@ def promote_cmd(
                force=force, version=version)
     with stages() as note:
         note("opening the model registry")
-        from propensity.models.registry import promote
-        from propensity.models.registry import rollback as do_rollback
+        from propensity.registry import promote
+        from propensity.registry import rollback as do_rollback
 
         result = do_rollback(model) if rollback else promote(model, version, force=force,
                                                             note=note)
@@ -458,7 +461,7 @@ def promote_cmd(
 
 def models() -> None:
     """Registered versions, their aliases and holdout metrics."""
-    from propensity.models.registry import list_versions
+    from propensity.registry import list_versions
 
     frame = list_versions()
     if frame.empty:

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from propensity.cli._common import console, fail, stages
+from propensity.targets import LEAD_CONVERSION
 
 if TYPE_CHECKING:
     from propensity.monitoring.report import MonitoringReport
@@ -17,7 +18,6 @@ if TYPE_CHECKING:
 UNJUDGED = 3
 """`monitor --fail-on`'s exit code when the window could not be judged."""
 outcomes_app = typer.Typer(help="Outcomes reported back by the CRM.", no_args_is_help=True)
-MODEL = "lead-conversion"
 
 
 @outcomes_app.command("import")
@@ -132,19 +132,19 @@ def monitor(
     """Drift and realised performance of the champion, and what to do: for a cron job."""
     from propensity import contract
     from propensity.database import engine_for, migrate
-    from propensity.models.registry import (
+    from propensity.monitoring.report import (
+        Limits,
+        build_report,
+        default_window,
+        window_problem,
+    )
+    from propensity.registry import (
         CHAMPION,
         champion_history,
         configure,
         load_model,
         load_reference,
         version_of,
-    )
-    from propensity.monitoring.report import (
-        Limits,
-        build_report,
-        default_window,
-        window_problem,
     )
     from propensity.settings import get_settings
     from propensity.threshold_store import ThresholdStore
@@ -158,23 +158,23 @@ def monitor(
     problem = window_problem(first, stop)
     if problem is not None:
         raise fail(f"--{problem[0]}: {problem[1]}")
-    version = version_of(configure(settings), MODEL, CHAMPION)
+    version = version_of(configure(settings), LEAD_CONVERSION, CHAMPION)
     if version is None:
-        raise fail(f"no {MODEL} champion to monitor: `propensity train` first", code=1)
-    bundle, _ = load_model(MODEL, CHAMPION, settings=settings)
+        raise fail(f"no {LEAD_CONVERSION} champion to monitor: `propensity train` first", code=1)
+    bundle, _ = load_model(LEAD_CONVERSION, CHAMPION, settings=settings)
     try:
-        reference = load_reference(MODEL, version, settings=settings)
+        reference = load_reference(LEAD_CONVERSION, version, settings=settings)
     except Exception:
         reference = None
     migrate(settings.db_url)
     engine = engine_for(settings.db_url)
     report = build_report(
-        engine, model=MODEL, version=version, reference=reference,
+        engine, model=LEAD_CONVERSION, version=version, reference=reference,
         horizon_days=bundle.horizon_days or 90, mql=ThresholdStore(engine, ttl=0).active(
-            MODEL).mql, start=first, end=stop,
+            LEAD_CONVERSION).mql, start=first, end=stop,
         limits=Limits(psi=psi, top_features=top_features, calibration_points=calibration_points,
                       band_leads=band_leads, min_served=min_served),
-        champions=champion_history(MODEL, settings=settings),
+        champions=champion_history(LEAD_CONVERSION, settings=settings),
         stages=bundle.spec.stages if bundle.spec is not None else contract.DEFAULT_STAGES)
     if as_json:
         console.print_json(report.model_dump_json())
@@ -200,46 +200,35 @@ def retrain(
     config: Annotated[Path | None, typer.Option(help="A TOML config (see training/)")] = None,
 ) -> None:
     """Train a challenger on the latest data; it becomes champion only through the gate."""
-    from propensity.cli.models import _config, _print_metrics
-    from propensity.export import fingerprint, load_export
-    from propensity.models.registry import (
-        CHAMPION,
-        configure,
-        load_model,
-        log_and_register,
-        promote,
-        version_of,
-    )
-    from propensity.rows import lead_rows
-    from propensity.training import train_export
+    from propensity.cli.models import print_metrics, train_config
+    from propensity.export import load_export
+    from propensity.lifecycle import register_and_gate, train
+    from propensity.registry import CHAMPION, configure, load_model, version_of
 
     if not export.is_dir():
         raise fail(f"{export}: not an export folder", code=1)
     with stages() as note:
-        note(f"loading the {MODEL} champion (its horizon and stale days)")
+        note(f"loading the {LEAD_CONVERSION} champion (its horizon and stale days)")
         champion = None
-        if version_of(configure(), MODEL, CHAMPION) is not None:
-            champion, _ = load_model(MODEL, CHAMPION)
-        cfg = _config(config, MODEL,
-                      horizon_days or (champion.horizon_days if champion else None),
-                      stale_days or (champion.stale_days if champion else None))
+        if version_of(configure(), LEAD_CONVERSION, CHAMPION) is not None:
+            champion, _ = load_model(LEAD_CONVERSION, CHAMPION)
+        cfg = train_config(config, LEAD_CONVERSION,
+                           horizon_days or (champion.horizon_days if champion else None),
+                           stale_days or (champion.stale_days if champion else None))
         note(f"reading and validating {export}")
         data = load_export(export)
-        result = train_export(data, cfg, progress=note)
-        _print_metrics(result.report)
+        result = train(data, cfg, progress=note)
+        print_metrics(result.report)
         note("registering the challenger")
-        reg = log_and_register(
-            result, data={"path": str(export.resolve()), "fingerprint": fingerprint(export)},
-            input_example=lead_rows(data, result.holdout[["lead_id", "as_of"]].head(3)),
-            note=note)
-        note("the gate")
-        outcome = promote(MODEL, reg.version, note=note)
+        trained = register_and_gate(result, data, export, gate="always", note=note)
+    reg, outcome = trained.registered, trained.promotion
+    assert outcome is not None
     if outcome.promoted:
-        console.print(f"{MODEL} v{reg.version} is the champion: {outcome.reason}"
+        console.print(f"{LEAD_CONVERSION} v{reg.version} is the champion: {outcome.reason}"
                       + (f" (was v{outcome.previous})" if outcome.previous else ""),
                       highlight=False)
     else:  # the README's exit 1: a challenger that does not pass the gate
-        console.print(f"{MODEL} v{reg.version} stays challenger: {outcome.reason}",
+        console.print(f"{LEAD_CONVERSION} v{reg.version} stays challenger: {outcome.reason}",
                       highlight=False)
         raise typer.Exit(1)
 

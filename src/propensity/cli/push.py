@@ -11,6 +11,7 @@ import typer
 
 from propensity.cli._common import console, err_console, fail, output, stages
 from propensity.push.records import Crm
+from propensity.targets import LEAD_CONVERSION
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -35,7 +36,7 @@ RefusedOpt = Annotated[Path | None, typer.Option(
 
 @app.command("hubspot")
 def push_hubspot(export: ExportArg, as_of: AsOfOpt, dry_run: DryRunOpt = False,
-                 fields: FieldsOpt = None, model: ModelOpt = "lead-conversion",
+                 fields: FieldsOpt = None, model: ModelOpt = LEAD_CONVERSION,
                  alias: AliasOpt = "champion", refused: RefusedOpt = None,
                  base_url: Annotated[str, typer.Option(
                      help="API base URL (e.g. https://api-eu1.hubapi.com)")]
@@ -55,7 +56,7 @@ def push_hubspot(export: ExportArg, as_of: AsOfOpt, dry_run: DryRunOpt = False,
 
 @app.command("salesforce")
 def push_salesforce(export: ExportArg, as_of: AsOfOpt, dry_run: DryRunOpt = False,
-                    fields: FieldsOpt = None, model: ModelOpt = "lead-conversion",
+                    fields: FieldsOpt = None, model: ModelOpt = LEAD_CONVERSION,
                     alias: AliasOpt = "champion", refused: RefusedOpt = None) -> None:
     """Scores onto Salesforce Leads (SALESFORCE_INSTANCE_URL, SALESFORCE_SESSION_ID), 200 a
     call."""
@@ -79,9 +80,9 @@ def _push(crm: Crm, export: Path, as_of: datetime, dry: bool, fields_file: Path 
 
     from propensity.database import engine_for, migrate
     from propensity.export import load_export
-    from propensity.models.registry import load_model
     from propensity.push.plan import load_fields, outgoing_scores
     from propensity.push.run import dry_run, push
+    from propensity.registry import load_model
     from propensity.settings import get_settings
     from propensity.threshold_store import ThresholdStore
 

@@ -10,13 +10,13 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from propensity.cli._common import console, err_console, fail, invalid
+from propensity.targets import LEAD_CONVERSION
 
 if TYPE_CHECKING:
     from propensity.threshold_store import ThresholdStore
     from propensity.thresholds import Curve, ThresholdSet
 
 app = typer.Typer(help="MQL threshold and grade bands.", no_args_is_help=True)
-MODEL = "lead-conversion"
 
 
 def _store() -> ThresholdStore:
@@ -30,13 +30,14 @@ def _store() -> ThresholdStore:
 
 
 def _curve() -> Curve:
-    from propensity.models.registry import CHAMPION, configure, load_holdout, version_of
+    from propensity.registry import CHAMPION, configure, load_holdout, version_of
     from propensity.thresholds import threshold_curve
 
-    version = version_of(configure(), MODEL, CHAMPION)
+    version = version_of(configure(), LEAD_CONVERSION, CHAMPION)
     if version is None:
-        raise fail(f"no {MODEL} champion: `propensity train` first", code=1)
-    return threshold_curve(load_holdout(MODEL, version), source=f"{MODEL} v{version} holdout")
+        raise fail(f"no {LEAD_CONVERSION} champion: `propensity train` first", code=1)
+    return threshold_curve(load_holdout(LEAD_CONVERSION, version),
+                           source=f"{LEAD_CONVERSION} v{version} holdout")
 
 
 @app.command()
@@ -46,14 +47,14 @@ def show() -> None:
     table = Table(title="MQL threshold and grade bands (newest first)")
     for c in ("version", "mql", "A", "B", "C", "by", "when", "why"):
         table.add_column(c)
-    active = store.details(MODEL)
-    rows = store.history(MODEL) or [active]
+    active = store.details(LEAD_CONVERSION)
+    rows = store.history(LEAD_CONVERSION) or [active]
     for r in rows:
         table.add_row(str(r["version"]), f"{r['mql']:g}", f"{r['grade_a']:g}",
                       f"{r['grade_b']:g}", f"{r['grade_c']:g}", str(r["changed_by"] or "-"),
                       str(r["changed_at"] or "-")[:19], str(r["reason"]))
     console.print(table)
-    _warn(store.active(MODEL))
+    _warn(store.active(LEAD_CONVERSION))
 
 
 @app.command()
@@ -126,13 +127,13 @@ def set_(
     from propensity.thresholds import ThresholdSet
 
     store = _store()
-    current = store.active(MODEL)
+    current = store.active(LEAD_CONVERSION)
     if base_version is not None and base_version != current.version:
         raise fail(str(StaleVersion(base_version, current.version)), code=1)
     base = current.version if base_version is None else base_version
     if restore is not None:
         values = store.get(restore)
-        if values is None or values.model != MODEL:
+        if values is None or values.model != LEAD_CONVERSION:
             raise fail(f"no threshold version {restore}: `propensity thresholds show` lists "
                        "them", code=1)
         reason = f"restore v{restore}{' (the defaults)' if restore == 0 else ''}: {reason}"

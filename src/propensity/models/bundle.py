@@ -33,6 +33,7 @@ from propensity.models.linear import LinearScorer
 from propensity.models.single_row import SingleRow
 from propensity.problems import PropensityError
 from propensity.tables import CrmExport
+from propensity.targets import target_named
 
 BOOSTER_FILE = "booster.txt"
 META_FILE = "model.json"
@@ -102,16 +103,8 @@ class ModelBundle:
         return OnlineFeatures(self.plan)
 
     def features_for_export(self, export: CrmExport, entities: pd.DataFrame) -> np.ndarray:
-        """The model matrix of entity rows (`lead_id` or `account_id`, `as_of`)."""
-        if self.target == "account-propensity":
-            from propensity.coding import as_matrix
-            from propensity.features.account import build_account_features
-
-            frame = build_account_features(export, self.plan, entities)
-            return as_matrix(frame, self.columns)
-        from propensity.features.batch import lead_feature_matrix
-
-        return lead_feature_matrix(export, self.plan, entities)
+        """The model matrix of entity rows (its target entity's key, `as_of`)."""
+        return target_named(self.target).entity.matrix(export, self.plan, entities)
 
     def features_for_table(self, frame: pd.DataFrame) -> np.ndarray:
         """A single table's rows as the model matrix (absent columns are missing)."""

@@ -19,6 +19,7 @@ from propensity.problems import PropensityError
 from propensity.push.records import Crm, Outgoing
 from propensity.scoring import check_export, open_entities, score_matrix
 from propensity.tables import CrmExport
+from propensity.targets import LEAD, target_named
 from propensity.thresholds import ThresholdSet, to_score
 
 REASONS_LENGTH = 255
@@ -70,7 +71,7 @@ def outgoing_scores(bundle: ModelBundle, model: str, version: str, export: CrmEx
                     ) -> list[Outgoing]:
     """Every lead open at T (the batch scorer's entities and matrix), in record-id order: the
     order a push walks, so a resumed run meets the records in the same places."""
-    if bundle.target == "account-propensity":
+    if target_named(bundle.target).entity is not LEAD:
         raise PropensityError(f"{model} scores accounts: push writes lead scores")
     check_export(bundle, export)
     entities = open_entities(bundle, export, as_of).reset_index(drop=True)

@@ -12,9 +12,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from propensity.coding import Column, as_matrix
-from propensity.features.account import account_columns, build_account_features
-from propensity.features.batch import lead_feature_matrix
 from propensity.features.definitions import FeaturePlan
 from propensity.features.spec import FeatureSpec
 from propensity.spark.export import SparkExport
@@ -27,6 +24,7 @@ from propensity.spark.partition import (
     part_export,
 )
 from propensity.spark.session import to_pandas
+from propensity.targets import Entity, entity_of
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -34,13 +32,9 @@ if TYPE_CHECKING:
 ENTITY = "_entity"
 
 
-def feature_columns(plan: FeaturePlan, account: bool) -> list[Column]:
-    return account_columns(plan) if account else list(plan.columns)
-
-
 def entity_frame(spark: SparkSession, entities: pd.DataFrame) -> DataFrame:
     """Entities (key, as_of) as a Spark frame with `_entity`, their row number."""
-    key = "account_id" if "account_id" in entities else "lead_id"
+    key = entity_of(entities).key
     frame = pd.DataFrame({key: entities[key].astype("str").to_numpy(),
                           "as_of": entities["as_of"].dt.tz_convert("UTC").dt.tz_localize(None)
                           .astype("datetime64[us]").to_numpy(),
@@ -48,19 +42,16 @@ def entity_frame(spark: SparkSession, entities: pd.DataFrame) -> DataFrame:
     return spark.createDataFrame(frame)
 
 
-def partition_features(pdf: pd.DataFrame, lay: Layout, plan: FeaturePlan, account: bool,
-                       key: str) -> pd.DataFrame:
+def partition_features(pdf: pd.DataFrame, lay: Layout, plan: FeaturePlan,
+                       entity: Entity) -> pd.DataFrame:
     """One partition: its export, its entities, their feature rows (float64)."""
     export = part_export(pdf, lay)
-    entities = part_entities(pdf, [key, "as_of", ENTITY])
-    columns = feature_columns(plan, account)
+    entities = part_entities(pdf, [entity.key, "as_of", ENTITY])
+    columns = entity.columns(plan)
     if not len(entities):
         return pd.DataFrame({ENTITY: np.zeros(0, dtype="int64"),
                              **{c.name: np.zeros(0) for c in columns}})
-    if account:
-        X = as_matrix(build_account_features(export, plan, entities), columns)
-    else:
-        X = lead_feature_matrix(export, plan, entities)
+    X = entity.matrix(export, plan, entities)
     out = pd.DataFrame(X, columns=[c.name for c in columns])
     out.insert(0, ENTITY, entities[ENTITY].to_numpy(dtype="int64"))
     return out
@@ -72,17 +63,16 @@ def spark_features(spark: SparkSession, export: SparkExport, spec: FeatureSpec,
     pandas engine's `lead_feature_matrix` / `build_account_features` would give them."""
     from pyspark.sql.types import DoubleType, LongType, StructField, StructType
 
-    account = "account_id" in entities
-    key = "account_id" if account else "lead_id"
+    entity = entity_of(entities)
     plan = FeaturePlan(spec)
     lay = layout(export)
-    columns = feature_columns(plan, account)
+    columns = entity.columns(plan)
     schema = StructType([StructField(ENTITY, LongType()),
                          *[StructField(c.name, DoubleType()) for c in columns]])
     union = keyed_union(export, lay, buckets, entity_frame(spark, entities))
 
     def run(pdf: pd.DataFrame) -> pd.DataFrame:
-        return partition_features(pdf, lay, plan, account, key)
+        return partition_features(pdf, lay, plan, entity)
 
     rows = to_pandas(each_partition(union, run, schema))
     rows = rows.sort_values(ENTITY).reset_index(drop=True)

@@ -26,6 +26,7 @@ from propensity.scoring import as_utc, check_tables, score_export
 from propensity.spark.export import SparkExport
 from propensity.spark.partition import Layout, each_partition, keyed_union, layout, part_export
 from propensity.tables import CrmExport
+from propensity.targets import target_named
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -58,7 +59,7 @@ class CheckedScores:
 def _scorer(spark: SparkSession, bundle: ModelBundle, as_of: pd.Timestamp
             ) -> tuple[str, Callable[[CrmExport], pd.DataFrame]]:
     """The key column, and a partition's export -> (key, as_of, probability) rows."""
-    key = "account_id" if bundle.target == "account-propensity" else "lead_id"
+    key = target_named(bundle.target).entity.key
     ts = as_utc(as_of)
     shared = spark.sparkContext.broadcast(bundle)
 

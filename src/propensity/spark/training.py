@@ -2,8 +2,8 @@
 Parquet feature table, then fitted on the driver by the pandas engine's `fit_sets`.
 
 Per partition, the pandas code builds the journeys, the open leads (or accounts) at every
-snapshot time with their labels (`lead_entities` / `account_entities`: a lead's labels read
-only its own journey), and both feature matrices (the evaluation vocabulary, fitted on the
+snapshot time with their labels (the target's entity frame: a lead's labels read only its
+own journey), and both feature matrices (the evaluation vocabulary, fitted on the
 export as it was at the cutoff, and the whole export's). The driver computes only what is
 global: snapshot times from the export's first lead and latest timestamp, and the two
 vocabularies from the leads, the accounts and the event counts (never the events).
@@ -25,21 +25,18 @@ from propensity.features.definitions import FeaturePlan
 from propensity.features.spec import FeatureSpec, fit_feature_spec
 from propensity.funnel.journeys import build_journeys
 from propensity.problems import PropensityError
-from propensity.snapshots import account_entities, lead_entities, snapshot_times
+from propensity.snapshots import snapshot_times
 from propensity.spark.export import ROW, SparkExport
 from propensity.spark.funnel import driver_export
 from propensity.spark.partition import each_partition, keyed_union, layout, part_export
 from propensity.spark.session import to_pandas
 from propensity.tables import truncate_export
+from propensity.targets import LEAD
 from propensity.training import (
-    LABELS,
     Progress,
     TrainConfig,
     TrainingSets,
     assemble_sets,
-    entity_key,
-    feature_columns,
-    feature_matrix,
     holdout_split,
 )
 
@@ -112,9 +109,8 @@ def spark_feature_table(spark: SparkSession, export: SparkExport, config: TrainC
     if config.snapshots.max_rows_per_snapshot is not None:
         raise PropensityError("max_rows_per_snapshot samples the whole export's open leads: "
                               "use max_rows (the Spark engine's sample) instead")
-    target = config.model
-    key = entity_key(target)
-    label = LABELS[target]
+    target = config.target
+    entity, key, label = target.entity, target.entity.key, target.label
     horizon = config.snapshots.horizon_days
     _say(progress, "snapshot times and vocabularies")
     local = driver_export(export)
@@ -123,8 +119,8 @@ def spark_feature_table(spark: SparkSession, export: SparkExport, config: TrainC
     eval_times = {*train_times, *test_times}
     specs = _specs(spark, export, test_times[0], config)
     plans = (FeaturePlan(specs[0]), FeaturePlan(specs[1]))
-    e_cols = [f"e_{c.name}" for c in feature_columns(plans[0], target)]
-    s_cols = [f"s_{c.name}" for c in feature_columns(plans[1], target)]
+    e_cols = [f"e_{c.name}" for c in entity.columns(plans[0])]
+    s_cols = [f"s_{c.name}" for c in entity.columns(plans[1])]
     schema = StructType([
         StructField(key, StringType()), StructField("as_of", TimestampType()),
         StructField(label, LongType()), StructField(ORDER, LongType()),
@@ -135,22 +131,20 @@ def spark_feature_table(spark: SparkSession, export: SparkExport, config: TrainC
     def run(pdf: pd.DataFrame) -> pd.DataFrame:
         part = part_export(pdf, lay)
         j = build_journeys(part)
-        if target == "account-propensity":
-            ents = account_entities(part, times, horizon, journeys=j) if (
-                part.leads["account_id"].notna().any()) else pd.DataFrame(
-                    {key: [], "as_of": pd.Series(dtype="datetime64[us, UTC]"), label: []})
-            order = np.zeros(len(ents), dtype="int64")
+        ents = target.entities(part, times, horizon, journeys=j, snapshots=config.snapshots) if (
+            key in part.leads and part.leads[key].notna().any()) else pd.DataFrame(
+                {key: [], "as_of": pd.Series(dtype="datetime64[us, UTC]"), label: []})
+        if entity is LEAD and len(ents):
+            order = part.leads.index.to_numpy(dtype="int64")[part.lead_positions(ents[key])]
         else:
-            ents = lead_entities(part, times, horizon, journeys=j, config=config.snapshots)
-            order = part.leads.index.to_numpy(dtype="int64")[
-                part.lead_positions(ents["lead_id"])] if len(ents) else np.zeros(0, "int64")
+            order = np.zeros(len(ents), dtype="int64")
         ents = ents.reset_index(drop=True)
         in_eval = ents["as_of"].isin(list(eval_times)).to_numpy()
         X_eval = np.full((len(ents), len(e_cols)), np.nan)
         if in_eval.any():
-            X_eval[in_eval] = feature_matrix(part, plans[0], ents[in_eval].reset_index(
-                drop=True), target)
-        X_ship = feature_matrix(part, plans[1], ents, target) if len(ents) else np.zeros(
+            X_eval[in_eval] = entity.matrix(part, plans[0], ents[in_eval].reset_index(
+                drop=True))
+        X_ship = entity.matrix(part, plans[1], ents) if len(ents) else np.zeros(
             (0, len(s_cols)))
         out = pd.DataFrame(np.column_stack([X_eval, X_ship]) if len(ents) else np.zeros(
             (0, len(e_cols) + len(s_cols))), columns=[*e_cols, *s_cols])
@@ -176,8 +170,8 @@ def spark_training_sets(spark: SparkSession, export: SparkExport, config: TrainC
     """The pandas engine's TrainingSets, from a feature table built on Spark at `path`."""
     times, specs = spark_feature_table(spark, export, config, path, buckets=buckets,
                                        progress=progress)
-    target = config.model
-    key = entity_key(target)
+    target = config.target
+    key, label = target.entity.key, target.label
     _say(progress, f"reading the feature table {path}")
     table = to_pandas(spark.read.parquet(path))
     table["as_of"] = pd.to_datetime(table["as_of"]).dt.tz_localize("UTC").astype(
@@ -186,11 +180,11 @@ def spark_training_sets(spark: SparkSession, export: SparkExport, config: TrainC
     table = table.sort_values(by, kind="stable").reset_index(drop=True)
     weights = None
     if max_rows is not None and len(table) > max_rows:
-        table, weights = sample_rows(table, LABELS[target], max_rows, config.seed)
+        table, weights = sample_rows(table, label, max_rows, config.seed)
     e_cols = [c for c in table.columns if c.startswith("e_")]
     s_cols = [c for c in table.columns if c.startswith("s_")]
     in_eval = table["in_eval"].to_numpy(dtype=bool)
-    entities = table[[key, "as_of", LABELS[target]]]
+    entities = table[[key, "as_of", label]]
     sets = assemble_sets(entities, table.loc[in_eval, e_cols].to_numpy(dtype="float64"),
                          table[s_cols].to_numpy(dtype="float64"), specs, times, config)
     if weights is not None:

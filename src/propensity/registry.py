@@ -1,15 +1,16 @@
 """MLflow: every run logged, every model registered, promotion gated and reversible.
 
-Registered models are `lead-conversion`, `stage-advancement` and `account-propensity`. A new
-version gets the alias `challenger`; `promote` moves `champion` to it only when it beats the
-current champion on the challenger's own out-of-time holdout (both re-scored on the same
-rows), or when forced; the champion it replaces is remembered for `rollback`. Models are
-always referred to by alias, never by stage or "latest".
+Registered models are named for their target (`propensity.targets`: `lead-conversion`,
+`stage-advancement`, `account-propensity`), or for a single table's. A new version gets the
+alias `challenger`; `promote` moves `champion` to it only when it beats the current champion
+on the challenger's own out-of-time holdout (both re-scored on the same rows), or when
+forced; the champion it replaces is remembered for `rollback`. Models are always referred to
+by alias, never by stage or "latest". It sits above `models/` (the bundle, the learners):
+it imports training, scoring and monitoring, which import `models`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -27,6 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from propensity.problems import PropensityError
 from propensity.settings import Settings, get_settings
+from propensity.targets import target_named, target_names
 
 if TYPE_CHECKING:  # models, plots and scikit-learn are imported where used: `promote
     # --rollback`, `models` and the alias look-ups of every command need none of them
@@ -36,7 +38,6 @@ if TYPE_CHECKING:  # models, plots and scikit-learn are imported where used: `pr
     from propensity.monitoring.reference import Reference
     from propensity.training import TrainResult
 
-MODEL_NAMES = ("lead-conversion", "stage-advancement", "account-propensity")
 CHAMPION, CHALLENGER = "champion", "challenger"
 PREVIOUS_TAG = "previous_champion"
 CHAIN_TAG = "earlier_champions"
@@ -54,7 +55,7 @@ def _silent(_: str) -> None:
 
 
 class UnknownModel(PropensityError):
-    """A model name that is neither one of MODEL_NAMES nor registered: a mistyped command
+    """A model name that is neither a target's nor registered: a mistyped command
     line (the CLI exits 2), not a state of the registry."""
 
     exit_code = 2
@@ -125,6 +126,15 @@ PYFUNC_PACKAGES = ("propensity", "mlflow", "numpy", "pandas", "pyarrow", "scipy"
 """What the pyfunc imports when it loads and scores, pinned to the installed versions. Named
 here, not inferred: MLflow's inference starts a Python process that loads the model to see
 what it imports (11 of the 13 s registering took on the demo), and missed lightgbm."""
+
+
+def _pyfunc_code() -> str:
+    """The models-from-code file MLflow stores with each version (it loads the bundle)."""
+    from importlib.util import find_spec
+
+    spec = find_spec("propensity.models.pyfunc_model")
+    assert spec is not None and spec.origin is not None
+    return spec.origin
 
 
 def _pip_requirements() -> list[str]:
@@ -201,7 +211,7 @@ def log_and_register(result: TrainResult, *, data: dict[str, Any],
             if col.name not in ("lead_id", "created_at"):
                 col._required = False
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+            name="model", python_model=_pyfunc_code(),
             artifacts={"bundle": str(tmpdir / "bundle")}, signature=signature,
             input_example=input_example, registered_model_name=name,
             pip_requirements=_pip_requirements(),
@@ -384,7 +394,7 @@ def _score_holdout(champion: ModelBundle, challenger: Evaluation) -> np.ndarray:
         raise PropensityError(f"{path} changed since the challenger was trained on it: the "
                               "holdout cannot be rebuilt as it was (retrain, or --force)")
     export = load_export(Path(path), drop_bad_rows=True)
-    key = "account_id" if champion.target == "account-propensity" else "lead_id"
+    key = target_named(champion.target).entity.key
     return champion.predict(champion.features_for_export(export, challenger.holdout[[
         key, "as_of"]]))
 
@@ -399,7 +409,7 @@ def _registered(client: MlflowClient, name: str, settings: Settings | None) -> R
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
     where = f"in the registry at {(settings or get_settings()).tracking_uri}"
-    if name in MODEL_NAMES:
+    if name in target_names():
         raise PropensityError(f"no model named {name} {where}: train one first") from None
     known = [rm.name for rm in client.search_registered_models()]
     raise UnknownModel(f"no model named {name} {where} (models: "
@@ -583,7 +593,3 @@ def list_versions(settings: Settings | None = None) -> pd.DataFrame:
             })
     frame = pd.DataFrame(rows)
     return frame.sort_values(["model", "version"]) if len(frame) else frame
-
-
-def metrics_json(frame: pd.DataFrame) -> str:
-    return json.dumps(frame.to_dict("records"), default=str, indent=2)

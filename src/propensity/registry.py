@@ -132,7 +132,7 @@ def _pyfunc_code() -> str:
     """The models-from-code file MLflow stores with each version (it loads the bundle)."""
     from importlib.util import find_spec
 
-    spec = find_spec("propensity.models.pyfunc_model")
+    spec = find_spec("propensity.pyfunc_model")
     assert spec is not None and spec.origin is not None
     return spec.origin
 

@@ -2,7 +2,8 @@
 
 Models-from-code: MLflow stores this file with the model and runs it to get the model object
 (`set_model` below), so nothing is pickled. Scoring goes through the library's one scoring
-path, the same the scorer and batch scoring use.
+path, the same the scorer and batch scoring use. It sits beside the registry, above `models/`:
+it imports scoring, which imports `models`.
 """
 
 from __future__ import annotations

@@ -233,15 +233,22 @@ def test_monitoring_panel_in_the_browser(loop: Loop, tmp_path: Path) -> None:
 
 
 def test_retrain_goes_through_the_gate_and_enters_the_history(loop: Loop) -> None:
-    done = _cli(loop, "retrain", str(loop.export_dir))
-    assert done.returncode == 0, done.stderr
-    line = done.stdout.strip().splitlines()[-1]
-    assert line.startswith("lead-conversion v2 "), done.stdout
-    promoted = "is the champion" in line
-    assert promoted or "stays challenger" in line
+    """The champion never saw the shift; a challenger trained on the shifted export ranks its
+    holdout (after the shift) better and is promoted. Retrained again on the same data it is
+    the same model, which does not beat itself: it stays challenger, exit 1."""
     from propensity.registry import champion_history
     from propensity.settings import Settings
 
+    done = _cli(loop, "retrain", str(loop.export_dir))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    line = done.stdout.strip().splitlines()[-1]
+    assert line.startswith("lead-conversion v2 is the champion: beats the champion on the "
+                           "same holdout"), done.stdout
+    again = _cli(loop, "retrain", str(loop.export_dir))
+    assert again.returncode == 1, again.stdout[-2000:] + again.stderr
+    line = again.stdout.strip().splitlines()[-1]
+    assert line.startswith("lead-conversion v3 stays challenger: v3 does not beat the champion "
+                           "v2 on the same holdout"), again.stdout
     history = champion_history("lead-conversion", Settings(models_dir=loop.server.models_dir))
-    assert [h["version"] for h in history] == (["2", "1"] if promoted else ["1"])
+    assert [h["version"] for h in history] == ["2", "1"]
     assert history[0]["champion"] and history[-1]["reason"].startswith("first champion")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import pandas as pd
 
@@ -41,7 +40,6 @@ class Loaded:
     name: str
     version: str
     bundle: ModelBundle
-    loaded_at: datetime
     holdout: pd.DataFrame | None = None
     """The champion's holdout predictions: what threshold curves are drawn from."""
     cache: dict[str, object] = field(default_factory=dict)
@@ -77,7 +75,7 @@ class ModelStore:
         except Exception:  # registered before references existed: served, not monitored
             log.warning("no drift reference for %s v%s: its drift is not measured", name, got)
             reference = None
-        return Loaded(name, got, bundle, datetime.now(UTC), holdout, reference=reference,
+        return Loaded(name, got, bundle, holdout, reference=reference,
                       binning=None if reference is None else Binning.of(reference))
 
     def refresh(self) -> dict[str, str]:

@@ -126,7 +126,6 @@ class ScoreLog:
         self.backlog = 0
         """Rows this worker acknowledged that are not in the database yet."""
         self.written = 0
-        self.failures = 0
         self._quarantined = 0  # without a spool folder: counted here only
         self._counted: tuple[tuple[int, int], int] = ((-1, -1), 0)
         self.outage: str | None = None
@@ -250,7 +249,6 @@ class ScoreLog:
         except Exception as exc:
             self.counters.restore(rows)  # kept for the next pass, outage or not
             if not is_outage(exc):
-                self.failures += 1
                 log.exception("served histograms write failed; %d counts kept", len(rows))
 
     # -- writing ------------------------------------------------------------------------------
@@ -457,7 +455,6 @@ class ScoreLog:
                 except OSError as exc:  # the spool's disk refuses: try again next pass
                     raise _Outage(exc, []) from exc
             except _Outage as out:
-                self.failures += 1
                 if self.outage is None:
                     log.error("score log: the database is unreachable (%s); rows wait in %s",
                               out, self.spool_dir)

@@ -101,9 +101,6 @@ class ContextSource:
                 self.accounts.setdefault(str(row["account_id"]), {
                     k: _plain(v) for k, v in row.items() if k != "account_id"})
 
-    def knows_lead(self, lead_id: str) -> bool:
-        return lead_id in self.lead_index
-
     def account(self, account_id: str) -> dict[str, Any] | None:
         """The account's attributes (None when the export has no such account)."""
         return self.accounts.get(account_id)

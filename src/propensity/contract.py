@@ -9,7 +9,7 @@ keeps the two in step.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Final, Literal
@@ -62,8 +62,6 @@ class TableSpec:
     """Column that identifies a row (unique), if any."""
     has_attributes: bool = False
     """Extra columns are attributes (candidate features) rather than a mistake."""
-    time_columns: tuple[str, ...] = field(default=())
-    """Columns that date a row for the point-in-time rule."""
 
     def column(self, name: str) -> ColumnSpec:
         for col in self.columns:
@@ -92,7 +90,6 @@ LEADS = TableSpec(
     ),
     key="lead_id",
     has_attributes=True,
-    time_columns=("created_at",),
 )
 EVENTS = TableSpec(
     "events",
@@ -103,7 +100,6 @@ EVENTS = TableSpec(
         ColumnSpec("channel", S, required=False),
         ColumnSpec("value", N, required=False),
     ),
-    time_columns=("occurred_at",),
 )
 STAGE_HISTORY = TableSpec(
     "stage_history",
@@ -112,7 +108,6 @@ STAGE_HISTORY = TableSpec(
         ColumnSpec("stage", S, nullable=False, description="a configured stage or terminal"),
         ColumnSpec("entered_at", T, nullable=False),
     ),
-    time_columns=("entered_at",),
 )
 OPPORTUNITIES = TableSpec(
     "opportunities",
@@ -128,7 +123,6 @@ OPPORTUNITIES = TableSpec(
         ColumnSpec("product", S, required=False),
     ),
     key="opportunity_id",
-    time_columns=("created_at", "closed_at"),
 )
 ACCOUNTS = TableSpec(
     "accounts",

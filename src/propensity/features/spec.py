@@ -63,13 +63,6 @@ class FeatureSpec(BaseModel):
                                 ).hexdigest()[:10]
         return f"{self.config.name}@{self.config.version}+{digest}"
 
-    def categories(self) -> dict[str, list[str]]:
-        """Every categorical feature with its fixed category list."""
-        out = {"current_stage": list(self.stages)}
-        out.update(self.lead_categorical)
-        out.update({f"account_{k}": v for k, v in self.account_categorical.items()})
-        return out
-
 
 def fit_feature_spec(export: CrmExport, config: FeatureConfig | None = None,
                      event_counts: tuple[pd.Series, pd.Series] | None = None) -> FeatureSpec:

@@ -48,10 +48,6 @@ DEFAULT_ATTRIBUTE_POINTS: dict[str, dict[str, float]] = {
 }
 
 
-def _categorical_columns(X: pd.DataFrame) -> list[str]:
-    return [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])]
-
-
 class PointsModel(ClassifierMixin, BaseEstimator):
     def __init__(self, event_points: dict[str, float] | None = None,
                  attribute_points: dict[str, dict[str, float]] | None = None,

@@ -30,7 +30,7 @@ from propensity.cli._common import (
     stages,
 )
 from propensity.problems import PropensityError
-from propensity.targets import LEAD_CONVERSION
+from propensity.targets import LEAD_CONVERSION, target_names
 
 ModelOpt = Annotated[str, typer.Option(
     "--model", help="lead-conversion, stage-advancement, account-propensity, or a single-table "
@@ -38,8 +38,7 @@ ModelOpt = Annotated[str, typer.Option(
 
 
 def train_config(config: Path | None, model: str | None, horizon_days: int | None,
-            stale_days: int | None = None) -> Any:
-    from propensity.targets import target_names
+                 stale_days: int | None = None) -> Any:
     from propensity.training import TrainConfig
 
     data: dict[str, Any] = {}
@@ -109,35 +108,37 @@ def print_metrics(report: dict[str, Any]) -> None:
         console.print(f"[yellow]post-outcome column check:[/] {w}", highlight=False)
 
 
+TargetNameOpt = Annotated[str | None, typer.Option(
+    "--model", help=f"One of {', '.join(target_names())} (propensity/targets.py)")]
+HorizonOpt = Annotated[int | None, typer.Option(min=1, help="Label horizon")]
+StaleOpt = Annotated[int | None, typer.Option(
+    min=1, help="A lead idle this many days in its stage is over (exports that never record a "
+                "loss)")]
+ConfigFileOpt = Annotated[Path | None, typer.Option(help="A TOML config (see training/)")]
+NameOpt = Annotated[str | None, typer.Option(
+    help="Registered name of a single-table model (default: table-TARGET); it keeps its own "
+         "champion and challenger")]
+FeatureTableOpt = Annotated[str | None, typer.Option(
+    help="--engine spark: where to write the Parquet feature table (default: a temporary "
+         "folder)")]
+MaxRowsOpt = Annotated[int | None, typer.Option(
+    min=1000, help="--engine spark: fit on at most about this many rows (every positive kept, "
+                   "negatives sampled and weighted; docs/spark.md)")]
+
+
 def train(
     path: Annotated[Path | None, typer.Argument(help="Export folder")] = None,
-    model: Annotated[str | None, typer.Option(
-        help="lead-conversion, stage-advancement or account-propensity")] = None,
-    horizon_days: Annotated[int | None, typer.Option(min=1, help="Label horizon")] = None,
-    stale_days: Annotated[int | None, typer.Option(
-        min=1, help="A lead idle this many days in its stage is over (exports that never "
-                    "record a loss)")] = None,
-    config: Annotated[Path | None, typer.Option(help="A TOML config (see training/)")] = None,
+    model: TargetNameOpt = None, horizon_days: HorizonOpt = None, stale_days: StaleOpt = None,
+    config: ConfigFileOpt = None,
     table: Annotated[Path | None, typer.Option(help="Train from a single table")] = None,
     target: Annotated[str | None, typer.Option(help="Target column of --table")] = None,
-    id_col: IdColOpt = None,
-    exclude: ExcludeOpt = "",
-    post_outcome: PostOutcomeOpt = "",
-    name: Annotated[str | None, typer.Option(
-        help="Registered name of a single-table model (default: table-TARGET); it keeps "
-             "its own champion and challenger")] = None,
+    id_col: IdColOpt = None, exclude: ExcludeOpt = "", post_outcome: PostOutcomeOpt = "",
+    name: NameOpt = None,
     register: Annotated[bool, typer.Option(help="Log to MLflow and register")] = True,
     drop_bad_rows: Annotated[bool, typer.Option(
         help="Leave out rows that break the contract (each is named)")] = False,
-    engine: EngineOpt = "pandas",
-    master: MasterOpt = None,
-    conf: ConfOpt = None,
-    feature_table: Annotated[str | None, typer.Option(
-        help="--engine spark: where to write the Parquet feature table (default: a "
-             "temporary folder)")] = None,
-    max_rows: Annotated[int | None, typer.Option(
-        min=1000, help="--engine spark: fit on at most about this many rows (every positive "
-                       "kept, negatives sampled and weighted; docs/spark.md)")] = None,
+    engine: EngineOpt = "pandas", master: MasterOpt = None, conf: ConfOpt = None,
+    feature_table: FeatureTableOpt = None, max_rows: MaxRowsOpt = None,
 ) -> None:
     """Train a model with out-of-time evaluation against baselines; register it as challenger."""
     from propensity import lifecycle
@@ -148,6 +149,8 @@ def train(
                               stale_days=stale_days, drop_bad_rows=drop_bad_rows,
                               target=target, id_col=id_col, exclude=exclude,
                               post_outcome=post_outcome)
+    if name is not None and (not name.strip() or any(c in name for c in "/:")):
+        raise fail(f"--name {name!r}: a registered name cannot be empty or hold '/' or ':'")
     cfg = train_config(config, model, horizon_days, stale_days)
     spark = spark_for(engine, master, conf)
     with stages() as note:
@@ -194,8 +197,6 @@ def _train_shape(path: Path | None, table: Path | None, name: str | None,
     elif path is not None:
         refuse(f"only for a single table, given as --table FILE ({path} is read as an "
                "export folder)", **table_only, name=name)
-    if name is not None and (not name.strip() or any(c in name for c in "/:")):
-        raise fail(f"--name {name!r}: a registered name cannot be empty or hold '/' or ':'")
     return single_dir
 
 

@@ -66,7 +66,7 @@ from propensity.problems import PropensityError
 from propensity.single_table import SingleTable
 from propensity.snapshots import SnapshotConfig, snapshot_times
 from propensity.tables import CrmExport, truncate_export
-from propensity.targets import LEAD_CONVERSION, Target, target_named
+from propensity.targets import LEAD_CONVERSION, Target, UnknownTarget, target_named
 from propensity.timestamps import to_micros
 
 LEAKY_AUC = 0.9
@@ -118,7 +118,10 @@ class TrainConfig(BaseModel):
     @field_validator("model")
     @classmethod
     def _known_target(cls, name: str) -> str:
-        target_named(name)  # a name no target defines is refused, naming the targets
+        try:
+            target_named(name)
+        except UnknownTarget as exc:  # a ValueError, so the file and field are named
+            raise ValueError(str(exc)) from None
         return name
 
     @property

@@ -35,7 +35,6 @@ from propensity.models.evaluation import equal_mass_ece
 from propensity.models.linear import LinearScorer
 from propensity.models.selection import lead_weights
 from propensity.scoring import score_export
-from propensity.snapshots import account_entities
 from propensity.synthetic import (
     LONG_LIVED_T,
     compare_with_truth,
@@ -44,6 +43,7 @@ from propensity.synthetic import (
     write_export,
 )
 from propensity.tables import CrmExport, truncate_export
+from propensity.targets import target_named
 from propensity.training import LabelledRows, TrainConfig, build_export_sets, fit_sets
 
 SIGMOID = Calibrator("platt", a=1.0, b=0.0)
@@ -83,22 +83,19 @@ def lead_figures(path: Path, full: CrmExport, cut: CrmExport, t: pd.Timestamp
     for name, bundle in reference_models(result.bundle, sets.shipping).items():
         out[f"{name}_auc"] = compare_with_truth(path, full, score_export(bundle, cut, t), t,
                                                 90).model_auc
-    outcome = compare_rows(full, scored, t, "lead_id", "converted", "lead-conversion")
+    outcome = compare_rows(full, scored, t, "lead-conversion")
     y, p = outcome["label"].to_numpy(), outcome["probability"].to_numpy()
     out["ece_mass"] = equal_mass_ece(y, p)
     out["top_pred"], out["top_real"] = top_decile(y, p)
     return out
 
 
-def compare_rows(full: CrmExport, scored: pd.DataFrame, t: pd.Timestamp, key: str,
-                 label: str, target: str) -> pd.DataFrame:
-    """Scores at T beside what happened in the 90 days after T."""
-    if target == "account-propensity":
-        truth = account_entities(full, [t], 90)
-    else:
-        from propensity.snapshots import lead_entities
-
-        truth = lead_entities(full, [t], 90)
+def compare_rows(full: CrmExport, scored: pd.DataFrame, t: pd.Timestamp,
+                 name: str) -> pd.DataFrame:
+    """Scores at T beside what happened in the 90 days after T (target `name`'s label)."""
+    target = target_named(name)
+    key, label = target.entity.key, target.label
+    truth = target.entities(full, [t], 90)
     rows = scored[[key, "probability"]].merge(truth[[key, label]], on=key)
     return rows.rename(columns={label: "label"})
 
@@ -107,11 +104,9 @@ def account_figures(full: CrmExport, cut: CrmExport, t: pd.Timestamp) -> dict[st
     config = TrainConfig(model="account-propensity")
     sets = build_export_sets(cut, config)
     result = fit_sets(sets, config)
-    rows = compare_rows(full, score_export(result.bundle, cut, t), t, "account_id", "bought",
-                        "account-propensity")
+    rows = compare_rows(full, score_export(result.bundle, cut, t), t, "account-propensity")
     lr = reference_models(result.bundle, sets.shipping)["lr"]
-    lr_rows = compare_rows(full, score_export(lr, cut, t), t, "account_id", "bought",
-                           "account-propensity")
+    lr_rows = compare_rows(full, score_export(lr, cut, t), t, "account-propensity")
     y, p = rows["label"].to_numpy(), rows["probability"].to_numpy()
     pred, real = top_decile(y, p)
     return {"acc_auc": float(roc_auc_score(y, p)), "acc_top_pred": pred, "acc_top_real": real,

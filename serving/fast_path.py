@@ -31,8 +31,9 @@ from serving.deps import AppState, allowed, bearer_token, parse_json
 from serving.errors import DATABASE_OUTAGES
 from serving.limits import replaying
 from serving.metrics import Metrics
-from serving.routes.score import accept, router
+from serving.routes.score import router
 from serving.schemas import ScoreRequest
+from serving.scorer import accept
 
 PATH = "/v1/score"
 _HEADERS = [(b"content-type", b"application/json")]

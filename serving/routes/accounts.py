@@ -10,13 +10,15 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from starlette.concurrency import run_in_threadpool
 
 from propensity.features.definitions import PERSONA_GROUPS
+from propensity.features.online import LeadInputError
+from propensity.lead_input import check_stages
 from propensity.models.reasons import explain
 from propensity.scoring import score_account_rows
 from propensity.thresholds import to_score
 from serving.deps import StateDep, body_doc, json_body
 from serving.limits import check_account_request
-from serving.routes.score import MAIN, check_stages
 from serving.schemas import AccountIn, AccountScore, ModelRef, ReasonOut, Reasons
+from serving.scorer import MAIN, invalid
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
 NAME = "account-propensity"
@@ -51,7 +53,11 @@ async def score_account(body: AccountBody, state: StateDep) -> AccountScore:
     leads = state.store.get(MAIN)
     if leads is not None and leads.bundle.kind == "export":  # one funnel, as the schema says
         for i, c in enumerate(body.contacts):
-            check_stages(c, ["contacts", i], list(leads.bundle.plan.spec.stages))
+            try:
+                check_stages(c.stage, [h.stage for h in c.stage_history],
+                             leads.bundle.plan.spec.stages)
+            except LeadInputError as exc:
+                raise invalid(["contacts", i, *exc.loc], str(exc)) from None
     rows = []
     for c in body.contacts:
         rows.append({**c.attributes(), "lead_id": c.lead_id, "created_at": c.created_at,

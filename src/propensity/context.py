@@ -19,10 +19,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from propensity.coding import plain_value
 from propensity.features.asof import SortedEvents
 from propensity.features.definitions import PERSONA_GROUPS
 from propensity.features.online import AccountContext, OpportunityRows
-from propensity.rows import _plain
 from propensity.tables import CrmExport
 from propensity.timestamps import to_micros
 
@@ -99,7 +99,7 @@ class ContextSource:
             table = export.accounts.astype({"account_id": "str"})
             for row in table.to_dict("records"):
                 self.accounts.setdefault(str(row["account_id"]), {
-                    k: _plain(v) for k, v in row.items() if k != "account_id"})
+                    k: plain_value(v) for k, v in row.items() if k != "account_id"})
 
     def knows_lead(self, lead_id: str) -> bool:
         return lead_id in self.lead_index

@@ -1,4 +1,5 @@
 """Leads as flat rows: the MLflow pyfunc's input, and the examples logged with a model.
+`propensity.lead_input` reads a row (or a request's lead) into the online executor's input.
 
 A row is a `leads` row plus `as_of` and JSON columns for what a CRM sends with a lead:
 `events`, `stage_history`, `opportunities` (rows without lead_id), and `account` (the
@@ -10,93 +11,18 @@ lead the same way and score it through the same online executor.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from propensity.coding import category_text
+from propensity.coding import category_text, plain_value
 from propensity.contract import TIMESTAMP_DTYPE
 from propensity.export import to_utc
-from propensity.features.online import AccountContext, OnlineLead, OpportunityRows
+from propensity.lead_input import ROW_EXTRAS, nested_json
 from propensity.tables import CrmExport
 
-NESTED = ("events", "stage_history", "opportunities", "account")
-ROW_EXTRAS = ("as_of", "stage", "stage_entered_at", *NESTED)
-
-
-def _json(value: object, empty: Any) -> Any:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return empty
-    if isinstance(value, str):
-        return json.loads(value) if value.strip() else empty
-    return value
-
-
-def _time(value: Any) -> datetime:
-    ts = pd.Timestamp(value)
-    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts).to_pydatetime()
-
-
-def _maybe_time(value: Any) -> datetime | None:
-    return None if category_text(value) is None else _time(value)
-
-
-def lead_from_row(row: Mapping[str, Any], now: datetime) -> OnlineLead:
-    """One pyfunc row as the online executor's input (timestamps may be text)."""
-    created = row.get("created_at")
-    if category_text(created) is None:
-        raise ValueError(f"lead {row.get('lead_id')!r}: created_at is required")
-    created_at = _time(created)
-    events = [{**e, "occurred_at": _time(e["occurred_at"])}
-              for e in _json(row.get("events"), [])]
-    history = [(str(h["stage"]), _time(h["entered_at"]))
-               for h in _json(row.get("stage_history"), [])]
-    stage = None
-    if category_text(row.get("stage")) is not None:
-        stage = (str(row["stage"]), _maybe_time(row.get("stage_entered_at")) or created_at)
-    account = _json(row.get("account"), None)
-    contacts = None
-    if isinstance(account, Mapping):
-        account = dict(account)
-        listed = account.pop("contacts", None)
-        if listed is not None:
-            contacts = contact_context(listed, str(row["lead_id"]))
-    opps = _json(row.get("opportunities"), None)
-    attributes = {k: v for k, v in row.items() if k not in ROW_EXTRAS}
-    return OnlineLead(
-        lead_id=str(row["lead_id"]), created_at=created_at,
-        as_of=_maybe_time(row.get("as_of")) or now, attributes=attributes, events=events,
-        stage_history=history, stage=stage, account=account,
-        opportunities=None if opps is None else OpportunityRows.of(
-            [{**o, "created_at": _time(o["created_at"]),
-              "closed_at": _maybe_time(o.get("closed_at"))} for o in opps]),
-        contacts=contacts)
-
-
-def contact_context(contacts: list[Mapping[str, Any]], lead_id: str) -> AccountContext:
-    """The account's other contacts (a contact with the lead's own id is the lead: skipped)."""
-    return AccountContext.of([
-        (_time(c["created_at"]), c.get("persona"),
-         [_time(e["occurred_at"]) for e in c.get("events") or []])
-        for c in contacts if str(c.get("lead_id")) != lead_id])
-
-
 # --- rows from an export: examples for a model's signature, and test fixtures -----------------
-
-def _plain(value: Any) -> Any:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    if hasattr(value, "item"):
-        return value.item()
-    return value if isinstance(value, int | float | bool) else str(value)
-
 
 class _ByKey:
     """A table's rows grouped by a key column once, so taking one lead's rows is a lookup, not
@@ -114,7 +40,7 @@ class _ByKey:
             return []
         part = self.frame.iloc[self.rows[value]]
         mine = part[part[time_col] < t]
-        return [{k: _plain(v) for k, v in r.items() if k != self.key}
+        return [{k: plain_value(v) for k, v in r.items() if k != self.key}
                 for r in mine.to_dict("records")]
 
 
@@ -132,14 +58,14 @@ def lead_rows(export: CrmExport, entities: pd.DataFrame, *, context: bool = True
     rows = []
     for lead_id, t in zip(entities["lead_id"].astype("str"), entities["as_of"], strict=True):
         lead = leads.loc[lead_id]
-        row = {k: _plain(v) for k, v in lead.items()}
+        row = {k: plain_value(v) for k, v in lead.items()}
         row["as_of"] = pd.Timestamp(t).isoformat()
         row["events"] = json.dumps(events.records(lead_id, t, "occurred_at"))
         row["stage_history"] = json.dumps(history.records(lead_id, t, "entered_at"))
         account_id = row.get("account_id")
         account: dict[str, Any] | None = None
         if account_id is not None:
-            account = ({k: _plain(v) for k, v in accounts.loc[account_id].items()}
+            account = ({k: plain_value(v) for k, v in accounts.loc[account_id].items()}
                        if accounts is not None and account_id in accounts.index else {})
         if opportunities is not None and by_account is not None:
             opps = opportunities.records(lead_id, t, "created_at")
@@ -152,7 +78,7 @@ def lead_rows(export: CrmExport, entities: pd.DataFrame, *, context: bool = True
                 others = leads.iloc[mates]
                 others = others[others["lead_id"] != lead_id]
                 account["contacts"] = [{
-                    "lead_id": c["lead_id"], "persona": _plain(c.get("persona")),
+                    "lead_id": c["lead_id"], "persona": plain_value(c.get("persona")),
                     "created_at": pd.Timestamp(c["created_at"]).isoformat(),
                     "events": [{"occurred_at": e["occurred_at"], "event_type": e["event_type"]}
                                for e in events.records(c["lead_id"], t, "occurred_at")]}
@@ -182,7 +108,7 @@ def rows_to_export(frame: pd.DataFrame) -> tuple[CrmExport, pd.DataFrame]:
     events = [{**e, "lead_id": lead_id, "_as_of": t}
               for lead_id, blob, t in zip(leads["lead_id"], frame.get(
                   "events", pd.Series([None] * len(frame))), as_of, strict=True)
-              for e in _json(blob, [])]
+              for e in nested_json(blob, [])]
     ev = pd.DataFrame(events, columns=["lead_id", "occurred_at", "event_type", "channel",
                                        "value", "_as_of"])
     ev["occurred_at"] = to_utc(ev["occurred_at"])
@@ -191,14 +117,14 @@ def rows_to_export(frame: pd.DataFrame) -> tuple[CrmExport, pd.DataFrame]:
     history = [{**h, "lead_id": lead_id}
                for lead_id, blob in zip(leads["lead_id"], frame.get(
                    "stage_history", pd.Series([None] * len(frame))), strict=True)
-               for h in _json(blob, [])]
+               for h in nested_json(blob, [])]
     stage_history = None
     if history:
         sh = pd.DataFrame(history, columns=["lead_id", "stage", "entered_at"])
         stage_history = sh.assign(entered_at=to_utc(sh["entered_at"]))
     accounts = None
     if "account" in frame:
-        records = [{**{k: v for k, v in _json(a, {}).items() if k != "contacts"},
+        records = [{**{k: v for k, v in nested_json(a, {}).items() if k != "contacts"},
                     "account_id": acc}
                    for a, acc in zip(frame["account"], leads["account_id"], strict=True)
                    if category_text(acc) is not None and a is not None]

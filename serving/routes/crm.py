@@ -32,7 +32,7 @@ from propensity.monitoring.outcomes import Outcome, record
 from propensity.problems import PropensityError
 from serving.deps import AppState
 from serving.schemas import LeadIn, ScoreResponse
-from serving.scorer import admit, answers
+from serving.scorer import Accepted, admit, answers
 
 router = APIRouter(prefix="/v1/crm", tags=["crm"])
 SALESFORCE_PATH = "/v1/crm/salesforce/outbound"
@@ -178,44 +178,48 @@ async def hubspot_action(request: Request) -> Response:
     return Response(json.dumps({"outputFields": output}), media_type="application/json")
 
 
+def _note(state: AppState, note: soap.Notification, mapping: CrmMapping,
+          ) -> tuple[str, Accepted | None, Outcome | None]:
+    """What became of one notification (so far), its lead accepted for scoring, its outcome."""
+    try:
+        if note.object_type == "Lead":
+            body, outcome = records.salesforce_lead(note.fields, mapping)
+            accepted = admit(state, [LeadIn.model_validate(body)], explain=False)
+            return "scored" + (f"; entered {outcome.stage}" if outcome else ""), accepted, outcome
+        if note.object_type == "Opportunity":
+            outcome = records.salesforce_outcome(note.fields, mapping,
+                                                 state.settings.salesforce_lead_field)
+            return ("open: nothing to record" if outcome is None else
+                    f"outcome {outcome.stage} of lead {outcome.lead_id}"), None, outcome
+        return f"ignored: {note.object_type} notifications are not read", None, None
+    except LeadInputError as exc:
+        return f"refused: {_refusal(exc)}", None, None
+    except (records.RecordError, PropensityError) as exc:
+        return f"refused: {exc}", None, None
+    except ValidationError as exc:
+        return f"refused: {_invalid(exc)}", None, None
+    except HTTPException as exc:
+        if exc.status_code not in REFUSALS:
+            raise  # 503: no Ack, Salesforce delivers again later
+        return f"refused: {_refusal(exc)}", None, None
+
+
 async def _notifications(state: AppState, message: soap.OutboundMessage,
                          new: list[soap.Notification]) -> list[dict[str, Any]]:
     """Score the Lead notifications together, store every outcome, and say of each
     notification what became of it."""
-    settings = state.settings
-    mapping = _mapping_or_500("salesforce", settings.crm_mapping_file)
+    mapping = _mapping_or_500("salesforce", state.settings.crm_mapping_file)
     rows: list[dict[str, Any]] = []
     outcomes: list[Outcome] = []
-    scored: list[tuple[dict[str, Any], Any]] = []
+    scored: list[tuple[dict[str, Any], Accepted]] = []
     for note in new:
-        row = {"notification_id": note.id, "organization_id": message.organization_id,
-               "object_type": note.object_type, "record_id": note.fields.get("Id") or ""}
-        rows.append(row)
-        try:
-            if note.object_type == "Lead":
-                body, outcome = records.salesforce_lead(note.fields, mapping)
-                accepted = admit(state, [LeadIn.model_validate(body)], explain=False)
-                scored.append((row, accepted))
-                outcomes += [outcome] if outcome is not None else []
-                row["result"] = "scored" + (f"; entered {outcome.stage}" if outcome else "")
-            elif note.object_type == "Opportunity":
-                outcome = records.salesforce_outcome(note.fields, mapping,
-                                                     settings.salesforce_lead_field)
-                outcomes += [outcome] if outcome is not None else []
-                row["result"] = "open: nothing to record" if outcome is None else (
-                    f"outcome {outcome.stage} of lead {outcome.lead_id}")
-            else:
-                row["result"] = f"ignored: {note.object_type} notifications are not read"
-        except LeadInputError as exc:
-            row["result"] = f"refused: {_refusal(exc)}"
-        except (records.RecordError, PropensityError) as exc:
-            row["result"] = f"refused: {exc}"
-        except ValidationError as exc:
-            row["result"] = f"refused: {_invalid(exc)}"
-        except HTTPException as exc:
-            if exc.status_code not in REFUSALS:
-                raise  # 503: no Ack, Salesforce delivers again later
-            row["result"] = f"refused: {_refusal(exc)}"
+        result, accepted, outcome = _note(state, note, mapping)
+        rows.append({"notification_id": note.id, "organization_id": message.organization_id,
+                     "object_type": note.object_type, "record_id": note.fields.get("Id") or "",
+                     "result": result})
+        outcomes += [outcome] if outcome is not None else []
+        if accepted is not None:
+            scored.append((rows[-1], accepted))
     if scored:
         for (row, _), answer in zip(scored, await answers(state, [a for _, a in scored]),
                                     strict=True):

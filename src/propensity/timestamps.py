@@ -45,6 +45,11 @@ def as_utc(t: datetime) -> datetime:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
+def maybe_utc(t: datetime | None) -> datetime | None:
+    """`as_utc`, None kept (SQLite hands back naive datetimes; every stored time is UTC)."""
+    return None if t is None else as_utc(t)
+
+
 def utc(t: pd.Timestamp | datetime | str) -> pd.Timestamp:
     """Any one time (text too) as a UTC timestamp; naive means UTC (the contract)."""
     ts = pd.Timestamp(t)

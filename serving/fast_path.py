@@ -4,10 +4,10 @@ Routing a one-lead request through Starlette's router and FastAPI's request, dep
 exception machinery cost 0.14 to 0.15 ms of CPU on top of the scoring (the app called
 in-process, best of 5 runs of 1,000: 961 against 815 us a request). This middleware answers
 the common case itself: a key the key ring checked within its ttl, a body that parses, a
-request the route accepts. It runs the route's own functions (`accept`, then `answers`), so
-the answer is the route's, byte for byte (the route answers when the key ring cannot vouch
-for a key, in a database outage),
-and it scores the requests that arrive together in one pass (`serving.batching`).
+request the route accepts. It runs the route's own functions (`serving.scorer`'s `accept`,
+then `answers`, around the library's pipeline), so the answer is the route's, byte for byte
+(the route answers when the key ring cannot vouch for a key, in a database outage), and it
+scores the requests that arrive together in one pass (`serving.batching`).
 
 Anything else (no key, or one not checked within the ttl, which `serving.limits` has just
 checked from the headers unless the database is down; a body that does not parse; any

@@ -145,7 +145,9 @@ def online_lead(record: Any, now: datetime, *, source: ContextSource | None = No
     history = [(str(h["stage"]), to_time(h["entered_at"]))
                for h in map(fields_of, nested_json(lead.get("stage_history"), []))]
     if stages is not None:
-        check_stages(lead.get("stage"), [s for s, _ in history], stages)
+        raw = lead.get("stage")  # text is checked, even empty; NaN in a row is no stage
+        check_stages(raw if isinstance(raw, str) else category_text(raw),
+                     [s for s, _ in history], stages)
     stage = None  # a stage without its entry time counts from creation
     if category_text(lead.get("stage")) is not None:
         stage = (str(lead["stage"]), maybe_time(lead.get("stage_entered_at")) or created)

@@ -46,7 +46,7 @@ Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 def _in_range(value: datetime) -> datetime:
     """`When`'s range, compared in UTC (pydantic's own `ge` cannot compare a naive time with
     an aware bound once a Python validator runs)."""
-    if not EARLIEST <= as_utc(value) < LATEST:
+    if not EARLIEST <= (value if value.tzinfo else as_utc(value)) < LATEST:
         raise ValueError(f"a time from {EARLIEST:%Y-%m-%d} and before {LATEST:%Y-%m-%d} (UTC)")
     return value
 

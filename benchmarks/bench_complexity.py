@@ -49,7 +49,8 @@ def measure(path: Path) -> list[Measured]:
         if not isinstance(f, Function):  # a class: its methods are listed on their own
             continue
         name = f"{f.classname}.{f.name}" if f.classname else f.name
-        out.append(Measured(str(path.relative_to(ROOT)), f.lineno, name,
+        shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+        out.append(Measured(str(shown), f.lineno, name,
                             lengths.get((f.lineno, f.name), f.endline - f.lineno + 1),
                             f.complexity))
     return out

@@ -7,7 +7,7 @@ gathered in one beat at once. Both parts are timed: the append on the request pa
 writer's binning per lead at 500 single-lead requests a beat (1,000 requests a second).
 
 The request's work is timed as the route does it: the online feature matrix and the model's
-probabilities and reasons (`score_leads`, explain on and off). HTTP parsing, the threshold
+probabilities and reasons (`score_matrix`, explain on and off). HTTP parsing, the threshold
 lookup and the response make a real request dearer still, so the share printed is an upper
 bound.
 
@@ -26,9 +26,11 @@ from pathlib import Path
 import pandas as pd
 
 from propensity.export import load_export
+from propensity.lead_input import online_lead
+from propensity.lead_scoring import score_matrix
 from propensity.monitoring.counters import Binning, ServedCounters
-from propensity.rows import lead_from_row, lead_rows
-from propensity.scoring import open_entities, score_leads
+from propensity.rows import lead_rows
+from propensity.scoring import open_entities
 from propensity.synthetic import SyntheticConfig, generate_export, write_export
 from propensity.training import TrainConfig, train_export
 
@@ -61,10 +63,10 @@ def main() -> None:
     t = pd.Timestamp("2025-09-01", tz="UTC")
     entities = open_entities(bundle, export, t).head(1000)
     now = pd.Timestamp.now(tz="UTC").to_pydatetime()
-    leads = [lead_from_row(r, now) for r in lead_rows(export, entities).to_dict("records")]
+    leads = [online_lead(r, now)[0] for r in lead_rows(export, entities).to_dict("records")]
     print(f"{len(binning.names) - 1} features + the score, up to {binning.width} bins each")
     day = date(2025, 9, 1)
-    one = score_leads(bundle, leads[:1], explain=False)
+    one = score_matrix(bundle, bundle.online.matrix(leads[:1]), explain=False)
     counters = ServedCounters()
 
     def request_part() -> None:
@@ -81,8 +83,8 @@ def main() -> None:
 
     per_lead = per_call(writer_part, args.seconds) / beat - on_request
     for explain in (True, False):
-        work = per_call(lambda: score_leads(bundle, leads[:1], explain=explain),  # noqa: B023
-                        args.seconds)
+        work = per_call(lambda flag=explain: score_matrix(
+            bundle, bundle.online.matrix(leads[:1]), explain=flag), args.seconds)
         print(f"1 lead, explain={explain!s:<5}: scoring {work:8.1f} us; counters on the request "
               f"path {on_request:5.2f} us (+{on_request / work:.2%}), binned by the writer "
               f"{per_lead:5.1f} us a lead (+{per_lead / work:.1%}); together "

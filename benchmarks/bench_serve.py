@@ -17,6 +17,13 @@ answered once its row is fdatasynced to local disk) and without (`PROPENSITY_LOG
 false`: rows wait in memory for the next flush), so the durable log's cost is measured beside
 what it costs nothing, in one run. `--log durable` (or `fast`) runs one of them only;
 `--no-mlflow` leaves out `mlflow models serve`.
+
+`--src DIR` (given more than once) runs the scorer from each checkout in turn, on the same
+registry, and `--rounds N` repeats the turns (A, B, A, B): a change's cost measured against
+its base in one run, interleaved so that what else loads the machine falls on both alike.
+
+    .venv/bin/python benchmarks/bench_serve.py --workers 2 --log durable --no-mlflow \
+        --rounds 2 --src ../main --src .
 """
 
 from __future__ import annotations
@@ -158,7 +165,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def _line(label: str, r: dict) -> str:
     cpu = f"   CPU {r['cpu_ms']:.2f} ms a request" if "cpu_ms" in r else ""
     return (f"{label:<44} {r['rps']:>9,.0f} req/s   p50 {r['p50_ms']:6.1f} ms   "
-            f"p99 {r['p99_ms']:6.1f} ms   non-2xx {r['errors']}{cpu}")
+            f"p99 {r['p99_ms']:6.1f} ms   non-2xx {r['errors']}{cpu}   "
+            f"load {os.getloadavg()[0]:.1f}")
 
 
 def _cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
@@ -189,7 +197,11 @@ def main() -> None:
     parser.add_argument("--log", choices=["both", "durable", "fast"], default="both")
     parser.add_argument("--no-mlflow", action="store_true")
     parser.add_argument("--rounds", type=int, default=1,
-                        help="run the log modes this many times, alternating")
+                        help="run the log modes (and checkouts) this many times, alternating")
+    parser.add_argument("--src", type=Path, action="append", default=None,
+                        help="a checkout to run the scorer from (again for another)")
+    parser.add_argument("--no-batch", action="store_true",
+                        help="leave out the batch of 1,000 leads")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -220,10 +232,15 @@ def main() -> None:
     lines = []
     try:
         modes = {"both": [True, False], "durable": [True], "fast": [False]}[args.log]
+        srcs: list[Path | None] = [p.resolve() for p in args.src] if args.src else [None]
         for workers in args.workers:
-            for durable in modes * args.rounds:
+            for src, durable in [(src, d) for _ in range(args.rounds) for src in srcs
+                                 for d in modes]:
                 log_env = {**env, "PROPENSITY_LOG_DURABLE": str(durable).lower()}
-                mode = "durable log" if durable else "log not durable"
+                if src is not None:
+                    log_env["PYTHONPATH"] = f"{src / 'src'}:{src}"
+                mode = ("durable log" if durable else "log not durable") + (
+                    "" if src is None else f", {src.name}")
                 port = free_port()
                 ours = _start([str(BIN / "propensity"), "serve", "--port", str(port),
                                "--workers", str(workers)], log_env, tmp)
@@ -245,7 +262,7 @@ def main() -> None:
                                  args.seconds, args.connections)
                     lines.append(_line(f"ours, {workers} w, {mode}, GET /healthz", r))
                     print(lines[-1], flush=True)
-                    if workers == max(args.workers):
+                    if workers == max(args.workers) and not args.no_batch:
                         batch = {"leads": [{**lead, "lead_id": f"b{i}"} for i in range(1000)]}
                         times = []
                         with httpx.Client(timeout=60) as http:

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from propensity import __version__
 from propensity.api_keys import KeyRing
 from propensity.context import ContextSource
+from propensity.contract import TERMINAL_STAGES
 from propensity.database import engine_for, migrate
 from propensity.export import load_export
 from propensity.problems import PropensityError
@@ -164,7 +165,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                 lead["required"] = sorted({*lead.get("required", []), "created_at"})
                 lead["properties"]["created_at"] = {"type": "string", "format": "date-time",
                                                     "title": "Created At"}
-                stages = [*loaded.bundle.plan.spec.stages, "disqualified", "lost"]
+                stages = [*loaded.bundle.plan.spec.stages, *TERMINAL_STAGES]
                 for name in ("LeadIn", "AccountContactLeadIn"):
                     components[name]["properties"]["stage"] = {
                         "anyOf": [{"enum": stages}, {"type": "null"}], "title": "Stage"}

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 from serving.deps import AppState
 from serving.errors import DATABASE_OUTAGES
 from serving.metrics import Metrics
-from serving.routes.score import Accepted, answers
+from serving.scorer import Accepted, answers
 
 MAX_LEADS = 32
 """Leads in one batch at most. A request with more is scored alone (it pays the fixed costs

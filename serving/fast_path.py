@@ -4,10 +4,10 @@ Routing a one-lead request through Starlette's router and FastAPI's request, dep
 exception machinery cost 0.14 to 0.15 ms of CPU on top of the scoring (the app called
 in-process, best of 5 runs of 1,000: 961 against 815 us a request). This middleware answers
 the common case itself: a key the key ring checked within its ttl, a body that parses, a
-request the route accepts. It runs the route's own functions (`accept`, then `answers`), so
-the answer is the route's, byte for byte (the route answers when the key ring cannot vouch
-for a key, in a database outage),
-and it scores the requests that arrive together in one pass (`serving.batching`).
+request the route accepts. It runs the route's own functions (`serving.scorer`'s `accept`,
+then `answers`, around the library's pipeline), so the answer is the route's, byte for byte
+(the route answers when the key ring cannot vouch for a key, in a database outage), and it
+scores the requests that arrive together in one pass (`serving.batching`).
 
 Anything else (no key, or one not checked within the ttl, which `serving.limits` has just
 checked from the headers unless the database is down; a body that does not parse; any
@@ -31,8 +31,9 @@ from serving.deps import AppState, allowed, bearer_token, parse_json
 from serving.errors import DATABASE_OUTAGES
 from serving.limits import replaying
 from serving.metrics import Metrics
-from serving.routes.score import accept, router
+from serving.routes.score import router
 from serving.schemas import ScoreRequest
+from serving.scorer import accept
 
 PATH = "/v1/score"
 _HEADERS = [(b"content-type", b"application/json")]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -266,7 +266,7 @@ def too_many(where: str, count: int, noun: str, cap: int, setting: str,
                          f"{where} has {count} {noun}; at most {cap} ({setting}): {advice}")
 
 
-def check_score_request(leads: list[Any], settings: ServingSettings) -> None:
+def check_score_request(leads: Sequence[Any], settings: ServingSettings) -> None:
     """Leads per request, events per lead, contacts per account and events per contact."""
     if len(leads) > settings.max_leads:
         raise too_many("the request", len(leads), "leads", settings.max_leads,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import (
@@ -19,9 +19,10 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
+from propensity import lead_rules as rules
 from propensity.context import ContextFrom
 from propensity.monitoring.outcomes import Outcome
-from propensity.timestamps import EARLIEST, LATEST, as_utc
+from propensity.timestamps import EARLIEST, LATEST, as_utc, micros
 
 Persona = Literal["end_user", "champion", "executive", "unknown"]
 
@@ -45,7 +46,7 @@ Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 def _in_range(value: datetime) -> datetime:
     """`When`'s range, compared in UTC (pydantic's own `ge` cannot compare a naive time with
     an aware bound once a Python validator runs)."""
-    if not EARLIEST <= (value if value.tzinfo else value.replace(tzinfo=UTC)) < LATEST:
+    if not EARLIEST <= (value if value.tzinfo else as_utc(value)) < LATEST:
         raise ValueError(f"a time from {EARLIEST:%Y-%m-%d} and before {LATEST:%Y-%m-%d} (UTC)")
     return value
 
@@ -153,11 +154,14 @@ class OpportunityIn(BaseModel):
     def _dates_agree(self) -> OpportunityIn:
         """The contract's rules on an opportunity's dates, as validation applies them to an
         export's rows (scored anyway, a lost one without a date counted as open)."""
-        if self.closed_at is not None and as_utc(self.closed_at) < as_utc(self.created_at):
-            raise ValueError("closed_at is before created_at (closed_before_created)")
-        if self.status != "open" and self.closed_at is None:
-            raise ValueError(f"a {self.status} opportunity needs closed_at "
-                             "(closed_without_date)")
+        has_close = self.closed_at is not None
+        if self.closed_at is not None and rules.closed_before_created(
+                micros(self.created_at), micros(self.closed_at)):
+            raise ValueError(rules.CLOSED_BEFORE_CREATED.refusal("closed_at is before "
+                                                                 "created_at"))
+        if rules.closed_without_date(self.status != "open", has_close):
+            raise ValueError(rules.CLOSED_WITHOUT_DATE.refusal(
+                f"a {self.status} opportunity needs closed_at"))
         return self
 
 

@@ -10,14 +10,16 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from starlette.concurrency import run_in_threadpool
 
 from propensity.features.definitions import PERSONA_GROUPS
+from propensity.features.online import LeadInputError
+from propensity.lead_input import check_stages
 from propensity.models.reasons import explain
 from propensity.scoring import score_account_rows
 from propensity.targets import ACCOUNT_PROPENSITY
 from propensity.thresholds import to_score
-from serving.deps import StateDep, body_doc, json_body
+from serving.deps import AppState, StateDep, body_doc, json_body
 from serving.limits import check_account_request
-from serving.routes.score import MAIN, check_stages
 from serving.schemas import AccountIn, AccountScore, ModelRef, ReasonOut, Reasons
+from serving.scorer import MAIN, invalid
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
 
@@ -35,6 +37,19 @@ def account_attributes(body: AccountIn) -> dict[str, Any]:
     return {**body.attributes, **extra}
 
 
+def _check_stages(state: AppState, body: AccountIn) -> None:
+    """The contacts' stages are the lead model's funnel's, as the schema says."""
+    leads = state.store.get(MAIN)
+    if leads is None or leads.bundle.kind != "export":
+        return
+    for i, c in enumerate(body.contacts):
+        try:
+            check_stages(c.stage, [h.stage for h in c.stage_history],
+                         leads.bundle.plan.spec.stages)
+        except LeadInputError as exc:
+            raise invalid(["contacts", i, *exc.loc], str(exc)) from None
+
+
 AccountBody = Annotated[AccountIn, Depends(json_body(AccountIn, "score"))]
 
 
@@ -47,17 +62,12 @@ async def score_account(body: AccountBody, state: StateDep) -> AccountScore:
     if loaded is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             f"no {ACCOUNT_PROPENSITY} champion is loaded: train and promote one")
+    _check_stages(state, body)
     as_of = body.as_of or datetime.now(UTC)
-    leads = state.store.get(MAIN)
-    if leads is not None and leads.bundle.kind == "export":  # one funnel, as the schema says
-        for i, c in enumerate(body.contacts):
-            check_stages(c, ["contacts", i], list(leads.bundle.plan.spec.stages))
-    rows = []
-    for c in body.contacts:
-        rows.append({**c.attributes(), "lead_id": c.lead_id, "created_at": c.created_at,
-                     "account_id": body.account_id, "as_of": as_of,
-                     "events": [dict(e) for e in c.events],
-                     "account": attributes})
+    rows = [{**c.attributes(), "lead_id": c.lead_id, "created_at": c.created_at,
+             "account_id": body.account_id, "as_of": as_of,
+             "events": [dict(e) for e in c.events], "account": attributes}
+            for c in body.contacts]
     frame = pd.DataFrame(rows)
     bundle = loaded.bundle
     _, scored = await run_in_threadpool(score_account_rows, bundle, frame)

@@ -2,10 +2,10 @@
 
 Neither carries an API key: HubSpot signs each request with the app's client secret, and a
 Salesforce message names its organisation, which must be allow-listed. Both score through
-the score route's own functions (`accept`, then `answers`: the same checks, model, log rows
-and metrics as `POST /v1/score`) and store outcomes as `POST /v1/outcomes` does. What each
-call was answered is kept in the database (`propensity.crm_inbound.store`), so a retry, on
-any worker, is answered alike and stores nothing twice.
+the library's pipeline as `POST /v1/score` does (`serving.scorer`: `admit`, then `answers`:
+the same checks, model, log rows and metrics) and store outcomes as `POST /v1/outcomes`
+does. What each call was answered is kept in the database (`propensity.crm_inbound.store`),
+so a retry, on any worker, is answered alike and stores nothing twice.
 
 HubSpot retries a 5xx or a 429, never another 4xx: a lead that cannot be scored is a 200
 with `hs_execution_state` FAIL_CONTINUE and the reason (a retry would fail alike), a bad
@@ -27,11 +27,12 @@ from starlette.concurrency import run_in_threadpool
 
 from propensity.adapters.crm_mapping import CrmMapping
 from propensity.crm_inbound import records, signatures, soap, store
+from propensity.features.online import LeadInputError
 from propensity.monitoring.outcomes import Outcome, record
 from propensity.problems import PropensityError
 from serving.deps import AppState
-from serving.routes.score import accept, answers
-from serving.schemas import LeadIn, ScoreRequest, ScoreResponse
+from serving.schemas import LeadIn, ScoreResponse
+from serving.scorer import Accepted, admit, answers
 
 router = APIRouter(prefix="/v1/crm", tags=["crm"])
 SALESFORCE_PATH = "/v1/crm/salesforce/outbound"
@@ -40,8 +41,9 @@ HUBSPOT_PATH = "/v1/crm/hubspot/action"
 OWN_AUTH = frozenset({HUBSPOT_PATH, SALESFORCE_PATH})
 """Routes that authenticate the CRM from the request itself (HubSpot's signature, Salesforce's
 organisation id), not with an API key."""
-REFUSALS = (status.HTTP_422_UNPROCESSABLE_CONTENT, status.HTTP_413_CONTENT_TOO_LARGE)
-"""What `accept` answers for a lead that cannot be scored: the CRM's data, not a fault."""
+REFUSALS = (status.HTTP_413_CONTENT_TOO_LARGE,)
+"""What `admit` raises over a limit: the CRM's data, not a fault (a lead the contract refuses
+is a `LeadInputError`)."""
 _in_flight = 0
 
 
@@ -78,11 +80,11 @@ def _mapping_or_500(crm: str, path: Path | None) -> CrmMapping:
                             f"PROPENSITY_CRM_MAPPING_FILE: {exc}") from None
 
 
-def _refusal(exc: HTTPException) -> str:
-    """An `accept` refusal as one line: the field and why."""
-    if isinstance(exc.detail, list):
-        return "; ".join(".".join(str(p) for p in e["loc"][3:]) + f": {e['msg']}"
-                         if len(e["loc"]) > 3 else str(e["msg"]) for e in exc.detail)
+def _refusal(exc: HTTPException | LeadInputError) -> str:
+    """A refusal as one line: the field and why."""
+    if isinstance(exc, LeadInputError):
+        field = ".".join(str(p) for p in exc.loc[1:])
+        return f"{field}: {exc}" if field else str(exc)
     return str(exc.detail)
 
 
@@ -113,8 +115,9 @@ async def _score_action(state: AppState, action: ActionIn) -> dict[str, Any]:
     try:
         body = records.hubspot_lead(str(action.object.objectId), action.object.properties,
                                     action.inputFields, mapping)
-        lead = LeadIn.model_validate(body)
-        accepted = accept(state, ScoreRequest(leads=[lead], explain=True))
+        accepted = admit(state, [LeadIn.model_validate(body)], explain=True)
+    except LeadInputError as exc:
+        return _failed(_refusal(exc))
     except records.RecordError as exc:
         return _failed(str(exc))
     except ValidationError as exc:
@@ -175,43 +178,48 @@ async def hubspot_action(request: Request) -> Response:
     return Response(json.dumps({"outputFields": output}), media_type="application/json")
 
 
+def _note(state: AppState, note: soap.Notification, mapping: CrmMapping,
+          ) -> tuple[str, Accepted | None, Outcome | None]:
+    """What became of one notification (so far), its lead accepted for scoring, its outcome."""
+    try:
+        if note.object_type == "Lead":
+            body, outcome = records.salesforce_lead(note.fields, mapping)
+            accepted = admit(state, [LeadIn.model_validate(body)], explain=False)
+            return "scored" + (f"; entered {outcome.stage}" if outcome else ""), accepted, outcome
+        if note.object_type == "Opportunity":
+            outcome = records.salesforce_outcome(note.fields, mapping,
+                                                 state.settings.salesforce_lead_field)
+            return ("open: nothing to record" if outcome is None else
+                    f"outcome {outcome.stage} of lead {outcome.lead_id}"), None, outcome
+        return f"ignored: {note.object_type} notifications are not read", None, None
+    except LeadInputError as exc:
+        return f"refused: {_refusal(exc)}", None, None
+    except (records.RecordError, PropensityError) as exc:
+        return f"refused: {exc}", None, None
+    except ValidationError as exc:
+        return f"refused: {_invalid(exc)}", None, None
+    except HTTPException as exc:
+        if exc.status_code not in REFUSALS:
+            raise  # 503: no Ack, Salesforce delivers again later
+        return f"refused: {_refusal(exc)}", None, None
+
+
 async def _notifications(state: AppState, message: soap.OutboundMessage,
                          new: list[soap.Notification]) -> list[dict[str, Any]]:
     """Score the Lead notifications together, store every outcome, and say of each
     notification what became of it."""
-    settings = state.settings
-    mapping = _mapping_or_500("salesforce", settings.crm_mapping_file)
+    mapping = _mapping_or_500("salesforce", state.settings.crm_mapping_file)
     rows: list[dict[str, Any]] = []
     outcomes: list[Outcome] = []
-    scored: list[tuple[dict[str, Any], Any]] = []
+    scored: list[tuple[dict[str, Any], Accepted]] = []
     for note in new:
-        row = {"notification_id": note.id, "organization_id": message.organization_id,
-               "object_type": note.object_type, "record_id": note.fields.get("Id") or ""}
-        rows.append(row)
-        try:
-            if note.object_type == "Lead":
-                body, outcome = records.salesforce_lead(note.fields, mapping)
-                accepted = accept(state, ScoreRequest(leads=[LeadIn.model_validate(body)],
-                                                      explain=False))
-                scored.append((row, accepted))
-                outcomes += [outcome] if outcome is not None else []
-                row["result"] = "scored" + (f"; entered {outcome.stage}" if outcome else "")
-            elif note.object_type == "Opportunity":
-                outcome = records.salesforce_outcome(note.fields, mapping,
-                                                     settings.salesforce_lead_field)
-                outcomes += [outcome] if outcome is not None else []
-                row["result"] = "open: nothing to record" if outcome is None else (
-                    f"outcome {outcome.stage} of lead {outcome.lead_id}")
-            else:
-                row["result"] = f"ignored: {note.object_type} notifications are not read"
-        except (records.RecordError, PropensityError) as exc:
-            row["result"] = f"refused: {exc}"
-        except ValidationError as exc:
-            row["result"] = f"refused: {_invalid(exc)}"
-        except HTTPException as exc:
-            if exc.status_code not in REFUSALS:
-                raise  # 503: no Ack, Salesforce delivers again later
-            row["result"] = f"refused: {_refusal(exc)}"
+        result, accepted, outcome = _note(state, note, mapping)
+        rows.append({"notification_id": note.id, "organization_id": message.organization_id,
+                     "object_type": note.object_type, "record_id": note.fields.get("Id") or "",
+                     "result": result})
+        outcomes += [outcome] if outcome is not None else []
+        if accepted is not None:
+            scored.append((rows[-1], accepted))
     if scored:
         for (row, _), answer in zip(scored, await answers(state, [a for _, a in scored]),
                                     strict=True):

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 
 from propensity.database import api_keys
 from propensity.problems import PropensityError
+from propensity.timestamps import maybe_utc
 
 SCOPES = ("score", "outcomes", "monitor", "admin")
 PREFIX = "prop_"
@@ -51,25 +52,19 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 def create_key(engine: sa.Engine, name: str, scopes: list[str],
                expires_at: datetime | None = None) -> str:
     bad = [s for s in scopes if s not in SCOPES]
     if bad or not scopes:
         raise ValueError(f"scopes are {', '.join(SCOPES)}; got {', '.join(scopes) or 'none'}")
     now = datetime.now(UTC)
-    if expires_at is not None and _utc(expires_at) <= now:  # type: ignore[operator]
+    if expires_at is not None and maybe_utc(expires_at) <= now:  # type: ignore[operator]
         raise ValueError(f"the expiry {expires_at:%Y-%m-%d %H:%M} is in the past")
     key = PREFIX + secrets.token_urlsafe(32)
     with engine.begin() as conn:
         conn.execute(api_keys.insert().values(name=name, key_hash=digest(key),
                                               scopes=",".join(sorted(set(scopes))),
-                                              created_at=now, expires_at=_utc(expires_at)))
+                                              created_at=now, expires_at=maybe_utc(expires_at)))
     return key
 
 
@@ -82,11 +77,11 @@ def list_keys(engine: sa.Engine) -> list[dict[str, Any]]:
             api_keys.c.expires_at, api_keys.c.revoked_at).order_by(api_keys.c.id)).all()
     out = []
     for r in rows:
-        expires, revoked = _utc(r.expires_at), _utc(r.revoked_at)
+        expires, revoked = maybe_utc(r.expires_at), maybe_utc(r.revoked_at)
         status = ("revoked" if revoked is not None else
                   "expired" if expires is not None and expires <= now else "active")
         out.append({"id": r.id, "name": r.name, "scopes": r.scopes,
-                    "created_at": _utc(r.created_at), "expires_at": expires,
+                    "created_at": maybe_utc(r.created_at), "expires_at": expires,
                     "revoked_at": revoked, "status": status})
     return out
 
@@ -157,7 +152,7 @@ class KeyRing:
                 return self._valid(hit[1])
             raise KeyUnavailable(str(exc)) from None
         info = None if row is None else KeyInfo(row.name, frozenset(row.scopes.split(",")),
-                                                _utc(row.expires_at))
+                                                maybe_utc(row.expires_at))
         with self._lock:
             if len(self._cache) > 10_000:  # anyone can send random keys: stay bounded
                 self._cache.clear()

@@ -39,6 +39,21 @@ def category_text(value: Any) -> str | None:
     return text if text else None
 
 
+def plain_value(value: Any) -> Any:
+    """A cell as JSON carries it: None for missing, ISO 8601 text for a timestamp, a Python
+    number or bool, else text (the pyfunc's rows and the data source's account rows are
+    written alike, so both executors code them alike)."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if hasattr(value, "item"):
+        return value.item()
+    return value if isinstance(value, int | float | bool) else str(value)
+
+
 def not_a_number(value: Any) -> bool:
     """A value `number` reads as missing although it says something: text that is neither
     blank nor a number (NaN spelt out counts as a number, as `float` and Spark read it)."""

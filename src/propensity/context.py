@@ -19,10 +19,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from propensity.coding import plain_value
 from propensity.features.asof import SortedEvents
-from propensity.features.definitions import PERSONA_GROUPS
+from propensity.features.definitions import persona_codes
 from propensity.features.online import AccountContext, OpportunityRows
-from propensity.rows import _plain
 from propensity.tables import CrmExport
 from propensity.timestamps import to_micros
 
@@ -67,10 +67,7 @@ class ContextSource:
         leads = export.leads.reset_index(drop=True)
         self.lead_index = pd.Index(leads["lead_id"].astype("str"))
         self.created = to_micros(leads["created_at"])
-        persona = leads["persona"].astype("str") if "persona" in leads else pd.Series(
-            "unknown", index=leads.index)
-        self.persona = np.asarray(pd.Index(PERSONA_GROUPS).get_indexer(persona.to_numpy()),
-                                  dtype="int64")
+        self.persona = persona_codes(leads.get("persona"), len(leads))
         accounts = (leads["account_id"].astype("str").where(leads["account_id"].notna())
                     if "account_id" in leads else pd.Series(pd.NA, index=leads.index))
         codes, uniques = pd.factorize(accounts)
@@ -99,7 +96,7 @@ class ContextSource:
             table = export.accounts.astype({"account_id": "str"})
             for row in table.to_dict("records"):
                 self.accounts.setdefault(str(row["account_id"]), {
-                    k: _plain(v) for k, v in row.items() if k != "account_id"})
+                    k: plain_value(v) for k, v in row.items() if k != "account_id"})
 
     def account(self, account_id: str) -> dict[str, Any] | None:
         """The account's attributes (None when the export has no such account)."""

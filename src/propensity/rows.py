@@ -1,4 +1,5 @@
 """Leads as flat rows: the MLflow pyfunc's input, and the examples logged with a model.
+`propensity.lead_input` reads a row (or a request's lead) into the online executor's input.
 
 A row is a `leads` row plus `as_of` and JSON columns for what a CRM sends with a lead:
 `events`, `stage_history`, `opportunities` (rows without lead_id), and `account` (the
@@ -10,93 +11,18 @@ lead the same way and score it through the same online executor.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from propensity.coding import category_text
+from propensity.coding import category_text, plain_value
 from propensity.contract import TIMESTAMP_DTYPE
 from propensity.export import to_utc
-from propensity.features.online import AccountContext, OnlineLead, OpportunityRows
+from propensity.lead_input import ROW_EXTRAS, nested_json
 from propensity.tables import CrmExport
 
-NESTED = ("events", "stage_history", "opportunities", "account")
-ROW_EXTRAS = ("as_of", "stage", "stage_entered_at", *NESTED)
-
-
-def _json(value: object, empty: Any) -> Any:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return empty
-    if isinstance(value, str):
-        return json.loads(value) if value.strip() else empty
-    return value
-
-
-def _time(value: Any) -> datetime:
-    ts = pd.Timestamp(value)
-    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts).to_pydatetime()
-
-
-def _maybe_time(value: Any) -> datetime | None:
-    return None if category_text(value) is None else _time(value)
-
-
-def lead_from_row(row: Mapping[str, Any], now: datetime) -> OnlineLead:
-    """One pyfunc row as the online executor's input (timestamps may be text)."""
-    created = row.get("created_at")
-    if category_text(created) is None:
-        raise ValueError(f"lead {row.get('lead_id')!r}: created_at is required")
-    created_at = _time(created)
-    events = [{**e, "occurred_at": _time(e["occurred_at"])}
-              for e in _json(row.get("events"), [])]
-    history = [(str(h["stage"]), _time(h["entered_at"]))
-               for h in _json(row.get("stage_history"), [])]
-    stage = None
-    if category_text(row.get("stage")) is not None:
-        stage = (str(row["stage"]), _maybe_time(row.get("stage_entered_at")) or created_at)
-    account = _json(row.get("account"), None)
-    contacts = None
-    if isinstance(account, Mapping):
-        account = dict(account)
-        listed = account.pop("contacts", None)
-        if listed is not None:
-            contacts = contact_context(listed, str(row["lead_id"]))
-    opps = _json(row.get("opportunities"), None)
-    attributes = {k: v for k, v in row.items() if k not in ROW_EXTRAS}
-    return OnlineLead(
-        lead_id=str(row["lead_id"]), created_at=created_at,
-        as_of=_maybe_time(row.get("as_of")) or now, attributes=attributes, events=events,
-        stage_history=history, stage=stage, account=account,
-        opportunities=None if opps is None else OpportunityRows.of(
-            [{**o, "created_at": _time(o["created_at"]),
-              "closed_at": _maybe_time(o.get("closed_at"))} for o in opps]),
-        contacts=contacts)
-
-
-def contact_context(contacts: list[Mapping[str, Any]], lead_id: str) -> AccountContext:
-    """The account's other contacts (a contact with the lead's own id is the lead: skipped)."""
-    return AccountContext.of([
-        (_time(c["created_at"]), c.get("persona"),
-         [_time(e["occurred_at"]) for e in c.get("events") or []])
-        for c in contacts if str(c.get("lead_id")) != lead_id])
-
-
 # --- rows from an export: examples for a model's signature, and test fixtures -----------------
-
-def _plain(value: Any) -> Any:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    if hasattr(value, "item"):
-        return value.item()
-    return value if isinstance(value, int | float | bool) else str(value)
-
 
 class _ByKey:
     """A table's rows grouped by a key column once, so taking one lead's rows is a lookup, not
@@ -109,68 +35,87 @@ class _ByKey:
             self.rows = {str(k): v for k, v in pd.Series(
                 np.arange(len(frame))).groupby(frame[key].astype("str").to_numpy()).indices.items()}
 
-    def records(self, value: str, t: pd.Timestamp, time_col: str) -> list[dict[str, Any]]:
+    def records(self, value: str, t: pd.Timestamp | None, time_col: str
+                ) -> list[dict[str, Any]]:
+        """The key's rows dated before `t` (all of them when `t` is None)."""
         if self.frame is None or value not in self.rows:
             return []
         part = self.frame.iloc[self.rows[value]]
-        mine = part[part[time_col] < t]
-        return [{k: _plain(v) for k, v in r.items() if k != self.key}
+        mine = part if t is None else part[part[time_col] < t]
+        return [{k: plain_value(v) for k, v in r.items() if k != self.key}
                 for r in mine.to_dict("records")]
 
 
-def lead_rows(export: CrmExport, entities: pd.DataFrame, *, context: bool = True
-              ) -> pd.DataFrame:
-    """Entity rows (`lead_id`, `as_of`) as pyfunc input rows with everything before `as_of`:
-    events, stage history and, with `context`, opportunities and the account's contacts."""
-    leads = export.leads.astype({"lead_id": "str"}).set_index("lead_id", drop=False)
-    accounts = (export.accounts.astype({"account_id": "str"}).set_index("account_id")
-                if export.accounts is not None else None)
-    events = _ByKey(export.events, "lead_id")
-    history = _ByKey(export.stage_history, "lead_id")
-    opportunities = _ByKey(export.opportunities, "lead_id") if context else None
-    by_account = _ByKey(leads.reset_index(drop=True), "account_id") if context else None
-    rows = []
-    for lead_id, t in zip(entities["lead_id"].astype("str"), entities["as_of"], strict=True):
-        lead = leads.loc[lead_id]
-        row = {k: _plain(v) for k, v in lead.items()}
+class _Rows:
+    """An export's tables indexed once, to write one lead's row as of a time at a time."""
+
+    def __init__(self, export: CrmExport, context: bool, cut: bool) -> None:
+        self.leads = export.leads.astype({"lead_id": "str"}).set_index("lead_id", drop=False)
+        self.accounts = (export.accounts.astype({"account_id": "str"}).set_index("account_id")
+                         if export.accounts is not None else None)
+        self.events = _ByKey(export.events, "lead_id")
+        self.history = _ByKey(export.stage_history, "lead_id")
+        self.opportunities = _ByKey(export.opportunities, "lead_id") if context else None
+        self.by_account = _ByKey(self.leads.reset_index(drop=True), "account_id")
+        self.context, self.cut = context, cut
+
+    def row(self, lead_id: str, t: pd.Timestamp) -> dict[str, Any]:
+        row = {k: plain_value(v) for k, v in self.leads.loc[lead_id].items()}
         row["as_of"] = pd.Timestamp(t).isoformat()
-        row["events"] = json.dumps(events.records(lead_id, t, "occurred_at"))
-        row["stage_history"] = json.dumps(history.records(lead_id, t, "entered_at"))
-        account_id = row.get("account_id")
-        account: dict[str, Any] | None = None
-        if account_id is not None:
-            account = ({k: _plain(v) for k, v in accounts.loc[account_id].items()}
-                       if accounts is not None and account_id in accounts.index else {})
-        if opportunities is not None and by_account is not None:
-            opps = opportunities.records(lead_id, t, "created_at")
-            for o in opps:  # a close after as_of has not happened yet
-                if o.get("closed_at") is not None and pd.Timestamp(o["closed_at"]) >= t:
-                    o["closed_at"], o["status"] = None, "open"
-            row["opportunities"] = json.dumps(opps)
-            if account is not None:
-                mates = by_account.rows.get(str(account_id), np.zeros(0, dtype="int64"))
-                others = leads.iloc[mates]
-                others = others[others["lead_id"] != lead_id]
-                account["contacts"] = [{
-                    "lead_id": c["lead_id"], "persona": _plain(c.get("persona")),
-                    "created_at": pd.Timestamp(c["created_at"]).isoformat(),
-                    "events": [{"occurred_at": e["occurred_at"], "event_type": e["event_type"]}
-                               for e in events.records(c["lead_id"], t, "occurred_at")]}
-                    for c in others.to_dict("records")]
+        until = t if self.cut else None
+        row["events"] = json.dumps(self.events.records(lead_id, until, "occurred_at"))
+        row["stage_history"] = json.dumps(self.history.records(lead_id, until, "entered_at"))
+        if self.opportunities is not None:
+            row["opportunities"] = json.dumps(self._opportunities(lead_id, t))
+        account = self._account(row.get("account_id"), lead_id, t)
         row["account"] = None if account is None else json.dumps(account)
-        rows.append(row)
-    return pd.DataFrame(rows)
+        return row
+
+    def _opportunities(self, lead_id: str, t: pd.Timestamp) -> list[dict[str, Any]]:
+        assert self.opportunities is not None
+        opps = self.opportunities.records(lead_id, t if self.cut else None, "created_at")
+        for o in opps if self.cut else ():  # a close after as_of has not happened yet
+            if o.get("closed_at") is not None and pd.Timestamp(o["closed_at"]) >= t:
+                o["closed_at"], o["status"] = None, "open"
+        return opps
+
+    def _account(self, account_id: str | None, lead_id: str, t: pd.Timestamp
+                 ) -> dict[str, Any] | None:
+        """The account's attributes and, with context, its other contacts."""
+        if account_id is None:
+            return None
+        known = self.accounts is not None and account_id in self.accounts.index
+        account = ({k: plain_value(v) for k, v in self.accounts.loc[account_id].items()}
+                   if known and self.accounts is not None else {})
+        if self.context:
+            mates = self.by_account.rows.get(str(account_id), np.zeros(0, dtype="int64"))
+            others = self.leads.iloc[mates]
+            account["contacts"] = [self._contact(c, t) for c in others[
+                others["lead_id"] != lead_id].to_dict("records")]
+        return account
+
+    def _contact(self, c: dict[str, Any], t: pd.Timestamp) -> dict[str, Any]:
+        until = t if self.cut else None
+        return {"lead_id": c["lead_id"], "persona": plain_value(c.get("persona")),
+                "created_at": pd.Timestamp(c["created_at"]).isoformat(),
+                "events": [{"occurred_at": e["occurred_at"], "event_type": e["event_type"]}
+                           for e in self.events.records(c["lead_id"], until, "occurred_at")]}
+
+
+def lead_rows(export: CrmExport, entities: pd.DataFrame, *, context: bool = True,
+              cut: bool = True) -> pd.DataFrame:
+    """Entity rows (`lead_id`, `as_of`) as pyfunc input rows with everything before `as_of`:
+    events, stage history and, with `context`, opportunities and the account's contacts.
+    `cut=False` keeps the rows at and after `as_of` too (as a CRM sends a lead it scores as of
+    an earlier time): the online executor must cut them itself."""
+    writer = _Rows(export, context, cut)
+    return pd.DataFrame([writer.row(lead_id, t) for lead_id, t in zip(
+        entities["lead_id"].astype("str"), entities["as_of"], strict=True)])
 
 
 # --- account models: a small export built from contact rows ----------------------------------
 
-def rows_to_export(frame: pd.DataFrame) -> tuple[CrmExport, pd.DataFrame]:
-    """Contact rows (one per lead of an account) as a small export and its entity frame, so an
-    account is scored by the same batch code that trained it."""
-    frame = frame.reset_index(drop=True)
-    now = pd.Timestamp.now(tz="UTC")
-    as_of = to_utc(frame["as_of"]) if "as_of" in frame else pd.Series(now, index=frame.index)
-    as_of = as_of.fillna(now).astype(TIMESTAMP_DTYPE)
+def _leads_of(frame: pd.DataFrame) -> pd.DataFrame:
     leads = frame[[c for c in frame.columns if c not in ROW_EXTRAS]].copy()
     leads["lead_id"] = leads["lead_id"].astype("str")
     leads["created_at"] = to_utc(leads["created_at"])
@@ -179,33 +124,59 @@ def rows_to_export(frame: pd.DataFrame) -> tuple[CrmExport, pd.DataFrame]:
     for col in ("campaign", "account_id", "owner_id", "product"):
         if col not in leads:
             leads[col] = pd.Series(pd.NA, index=leads.index, dtype="str")
+    return leads
+
+
+def _nested(frame: pd.DataFrame, column: str) -> pd.Series:
+    return frame[column] if column in frame else pd.Series([None] * len(frame))
+
+
+def _events_of(frame: pd.DataFrame, leads: pd.DataFrame, as_of: pd.Series) -> pd.DataFrame:
+    """The rows' events before their as_of (never the future)."""
     events = [{**e, "lead_id": lead_id, "_as_of": t}
-              for lead_id, blob, t in zip(leads["lead_id"], frame.get(
-                  "events", pd.Series([None] * len(frame))), as_of, strict=True)
-              for e in _json(blob, [])]
+              for lead_id, blob, t in zip(leads["lead_id"], _nested(frame, "events"), as_of,
+                                          strict=True)
+              for e in nested_json(blob, [])]
     ev = pd.DataFrame(events, columns=["lead_id", "occurred_at", "event_type", "channel",
                                        "value", "_as_of"])
     ev["occurred_at"] = to_utc(ev["occurred_at"])
-    ev = ev[ev["occurred_at"] < ev["_as_of"]].drop(columns="_as_of")  # never the future
+    ev = ev[ev["occurred_at"] < ev["_as_of"]].drop(columns="_as_of")
     ev["value"] = pd.to_numeric(ev["value"], errors="coerce")
+    return ev.reset_index(drop=True)
+
+
+def _history_of(frame: pd.DataFrame, leads: pd.DataFrame) -> pd.DataFrame | None:
     history = [{**h, "lead_id": lead_id}
-               for lead_id, blob in zip(leads["lead_id"], frame.get(
-                   "stage_history", pd.Series([None] * len(frame))), strict=True)
-               for h in _json(blob, [])]
-    stage_history = None
-    if history:
-        sh = pd.DataFrame(history, columns=["lead_id", "stage", "entered_at"])
-        stage_history = sh.assign(entered_at=to_utc(sh["entered_at"]))
-    accounts = None
-    if "account" in frame:
-        records = [{**{k: v for k, v in _json(a, {}).items() if k != "contacts"},
-                    "account_id": acc}
-                   for a, acc in zip(frame["account"], leads["account_id"], strict=True)
-                   if category_text(acc) is not None and a is not None]
-        if records:
-            accounts = pd.DataFrame(records).drop_duplicates("account_id")
-    export = CrmExport(leads=leads, events=ev.reset_index(drop=True),
-                       stage_history=stage_history, accounts=accounts)
+               for lead_id, blob in zip(leads["lead_id"], _nested(frame, "stage_history"),
+                                        strict=True)
+               for h in nested_json(blob, [])]
+    if not history:
+        return None
+    sh = pd.DataFrame(history, columns=["lead_id", "stage", "entered_at"])
+    return sh.assign(entered_at=to_utc(sh["entered_at"]))
+
+
+def _accounts_of(frame: pd.DataFrame, leads: pd.DataFrame) -> pd.DataFrame | None:
+    if "account" not in frame:
+        return None
+    records = [{**{k: v for k, v in nested_json(a, {}).items() if k != "contacts"},
+                "account_id": acc}
+               for a, acc in zip(frame["account"], leads["account_id"], strict=True)
+               if category_text(acc) is not None and a is not None]
+    return pd.DataFrame(records).drop_duplicates("account_id") if records else None
+
+
+def rows_to_export(frame: pd.DataFrame) -> tuple[CrmExport, pd.DataFrame]:
+    """Contact rows (one per lead of an account) as a small export and its entity frame, so an
+    account is scored by the same batch code that trained it."""
+    frame = frame.reset_index(drop=True)
+    now = pd.Timestamp.now(tz="UTC")
+    as_of = to_utc(frame["as_of"]) if "as_of" in frame else pd.Series(now, index=frame.index)
+    as_of = as_of.fillna(now).astype(TIMESTAMP_DTYPE)
+    leads = _leads_of(frame)
+    export = CrmExport(leads=leads, events=_events_of(frame, leads, as_of),
+                       stage_history=_history_of(frame, leads),
+                       accounts=_accounts_of(frame, leads))
     return export, pd.DataFrame({"lead_id": leads["lead_id"], "as_of": as_of})
 
 

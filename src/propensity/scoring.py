@@ -1,6 +1,6 @@
-"""Scoring, one path: batch (an export as of T, a table), and leads one by one (the scorer, the
-pyfunc). Every path ends in `ModelBundle.predict` / `explain` on a model matrix built by the
-model's own feature plan or table coder.
+"""Scoring in batch: an export as of T, a table, the pyfunc's rows (leads one by one, as the
+scorer scores them: `propensity.lead_scoring`). Every path ends in `ModelBundle.predict` /
+`explain` on a model matrix built by the model's own feature plan or table coder.
 
 Open at T means created before T and neither converted nor ended before T (nor, with
 `stale_days`, idle in its stage longer than that); features use only rows dated before T, so
@@ -10,7 +10,6 @@ scoring an export as of T gives the same numbers as scoring the same export cut 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,22 +17,19 @@ import numpy as np
 import pandas as pd
 
 from propensity.coding import not_numbers, numbers
-from propensity.features.online import LeadInputError, OnlineLead
+from propensity.lead_scoring import Scored, read_records, score_matrix, score_read
 from propensity.models.bundle import ModelBundle
 from propensity.problems import PropensityError
-from propensity.rows import lead_from_row, rows_to_export
+from propensity.rows import rows_to_export
 from propensity.tables import CrmExport, SourceFile
 from propensity.targets import ACCOUNT, target_named
-
-
-def as_utc(t: pd.Timestamp | datetime | str) -> pd.Timestamp:
-    ts = pd.Timestamp(t)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+from propensity.thresholds import ThresholdSet
+from propensity.timestamps import utc
 
 
 def open_entities(bundle: ModelBundle, export: CrmExport, as_of: pd.Timestamp) -> pd.DataFrame:
     """The leads (or accounts) a model scores at T: those its training would have counted open."""
-    ts = as_utc(as_of)
+    ts = utc(as_of)
     horizon = bundle.horizon_days or 90
     target = target_named(bundle.target)
     return target.entities(export, [ts], horizon, labelled=False,
@@ -127,36 +123,10 @@ def score_table(bundle: ModelBundle, frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"row": np.arange(2, len(frame) + 2), "probability": p})
 
 
-@dataclass
-class Scored:
-    """Leads scored one by one: their matrix, probabilities, and contributions when asked."""
-
-    X: np.ndarray
-    probability: np.ndarray
-    contributions: np.ndarray | None
-
-
-def score_leads(bundle: ModelBundle, leads: Sequence[OnlineLead], *,
-                explain: bool = True) -> Scored:
-    """Leads as a CRM sends them (online executor): what the scorer and the pyfunc call."""
-    return score_matrix(bundle, bundle.online.matrix(leads), explain)
-
-
 def score_records(bundle: ModelBundle, records: Sequence[Mapping[str, Any]], *,
                   explain: bool = True) -> Scored:
     """Rows of a single-table model as mappings of column -> value."""
     return score_matrix(bundle, bundle.features_for_records(records), explain)
-
-
-def score_matrix(bundle: ModelBundle, X: np.ndarray, explain: bool) -> Scored:
-    """Probabilities of a model matrix's rows, and their contributions when asked (the
-    probability is then calibrated from the contributions' sum: one pass of the trees)."""
-    if not len(X):
-        return Scored(X, np.zeros(0), None)
-    if explain:
-        p, contrib = bundle.explain(X)
-        return Scored(X, p, contrib)
-    return Scored(X, bundle.predict(X), None)
 
 
 def score_account_rows(bundle: ModelBundle, frame: pd.DataFrame) -> tuple[pd.DataFrame, Scored]:
@@ -182,13 +152,6 @@ def score_rows(bundle: ModelBundle, frame: pd.DataFrame) -> pd.DataFrame:
         accounts, scored = score_account_rows(bundle, frame)
         return pd.DataFrame({"account_id": accounts["account_id"].to_numpy(),
                              "probability": scored.probability})
-    now = datetime.now(UTC)
-    leads = []
-    for i, r in enumerate(frame.to_dict("records")):
-        try:
-            leads.append(lead_from_row(r, now))
-        except LeadInputError as exc:  # as `OnlineFeatures.matrix` names a lead
-            raise LeadInputError((i, *exc.loc), f"lead {r.get('lead_id')!r}: {exc}") from None
-    scored = score_leads(bundle, leads, explain=False)
-    return pd.DataFrame({"lead_id": [x.lead_id for x in leads],
-                         "probability": scored.probability})
+    read = read_records(bundle, frame.to_dict("records"), datetime.now(UTC), explain=False)
+    answered = score_read([read], ThresholdSet())[0]
+    return pd.DataFrame({"lead_id": read.lead_ids, "probability": answered.probability})

@@ -26,7 +26,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from scipy.linalg import expm
 
-from propensity.contract import DEFAULT_STAGES, Manifest
+from propensity.contract import DEFAULT_STAGES, TERMINAL_STAGES, Manifest
 from propensity.tables import CrmExport
 
 TRUTH_FILE = "truth.parquet"
@@ -242,7 +242,7 @@ def generate_export(config: SyntheticConfig) -> tuple[dict[str, pa.Table], pa.Ta
     converted = stage == 4
     converted_at = np.where(converted, t, np.nan)
 
-    stage_names = [*DEFAULT_STAGES, "disqualified", "lost"]
+    stage_names = [*DEFAULT_STAGES, *TERMINAL_STAGES]
     sh_lead = np.concatenate(row_lead)
     sh_stage = np.concatenate(row_stage)
     sh_time = np.concatenate(row_time)

@@ -26,6 +26,7 @@ from propensity.database import thresholds
 from propensity.problems import PropensityError
 from propensity.targets import LEAD_CONVERSION
 from propensity.thresholds import BANDS, ThresholdSet
+from propensity.timestamps import maybe_utc
 
 log = logging.getLogger("propensity.thresholds")
 
@@ -38,13 +39,6 @@ class StaleVersion(PropensityError):
                          "active now; read it and apply your change to it")
         self.base = base
         self.current = current
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; every time here is UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 class ThresholdStore:
@@ -116,7 +110,7 @@ class ThresholdStore:
             with self.engine.connect() as conn:
                 row = conn.execute(sa.select(thresholds).where(
                     thresholds.c.version == current.version)).one()
-            meta = {"changed_by": row.changed_by, "changed_at": _utc(row.changed_at),
+            meta = {"changed_by": row.changed_by, "changed_at": maybe_utc(row.changed_at),
                     "reason": row.reason}
         return {**current.model_dump(), **meta}
 
@@ -151,7 +145,7 @@ class ThresholdStore:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(thresholds).where(thresholds.c.model == model)
                                 .order_by(thresholds.c.version.desc())).all()
-        return [{**r._mapping, "changed_at": _utc(r.changed_at)} for r in rows]
+        return [{**r._mapping, "changed_at": maybe_utc(r.changed_at)} for r in rows]
 
     def get(self, version: int) -> ThresholdSet | None:
         """Version `version`; 0 is the defaults (what `restore 0` brings back)."""

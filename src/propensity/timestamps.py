@@ -8,6 +8,7 @@ microsecond (a request's event at exactly `as_of` is excluded on every path). So
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,6 +43,22 @@ def micros(t: datetime) -> int:
 def as_utc(t: datetime) -> datetime:
     """One datetime in UTC; naive means UTC (the contract)."""
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def maybe_utc(t: datetime | None) -> datetime | None:
+    """`as_utc`, None kept (SQLite hands back naive datetimes; every stored time is UTC)."""
+    return None if t is None else as_utc(t)
+
+
+def utc(t: pd.Timestamp | datetime | str) -> pd.Timestamp:
+    """Any one time (text too) as a UTC timestamp; naive means UTC (the contract)."""
+    ts = pd.Timestamp(t)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def parse_utc(value: Any) -> datetime:
+    """One time as a CRM may write it (ISO 8601 text, a timestamp) as a UTC datetime."""
+    return utc(value).to_pydatetime()
 
 
 def from_micros(values: np.ndarray, index: pd.Index | None = None) -> pd.Series:

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from propensity.contract import CLOCK_SKEW, STAGE_HISTORY, TABLES, pandera_schema, stage_rank
+from propensity import lead_rules as rules
+from propensity.contract import STAGE_HISTORY, TABLES, pandera_schema, stage_rank
 from propensity.positions import positions
 from propensity.problems import ProblemReport
 from propensity.tables import CrmExport, SourceFile
@@ -143,8 +144,7 @@ def _earlier_than_lead(export: CrmExport, times: pd.Series, pos: np.ndarray) -> 
         return np.zeros(len(pos), dtype=bool)
     lead = np.where(pos >= 0, created[np.maximum(pos, 0)], NEVER)
     t = to_micros(times)
-    skew = int(CLOCK_SKEW / pd.Timedelta(microseconds=1))
-    return (t != NEVER) & (lead != NEVER) & (t < lead - skew)
+    return (t != NEVER) & (lead != NEVER) & rules.too_early(t, lead)
 
 
 def _check_time_order(export: CrmExport, report: ProblemReport,
@@ -152,35 +152,40 @@ def _check_time_order(export: CrmExport, report: ProblemReport,
     events = export.events
     if events is not None:
         early = _earlier_than_lead(export, events["occurred_at"], lead_pos["events"])
-        _add_rows(report, export, "events", early, "occurred_at", "event_before_lead_created",
-                  "more than one day before the lead was created")
+        _broken(report, export, "events", early, "occurred_at", rules.EVENT_BEFORE_LEAD_CREATED)
     stages = export.stage_history
     if stages is not None:
         early = _earlier_than_lead(export, stages["entered_at"], lead_pos["stage_history"])
-        is_customer = (stages["stage"] == export.stages[-1]).fillna(False).to_numpy(bool)
-        _add_rows(report, export, "stage_history", early & is_customer, "entered_at",
-                  "conversion_before_lead_created",
-                  f"entered {export.stages[-1]} before the lead was created")
-        _add_rows(report, export, "stage_history", early & ~is_customer, "entered_at",
-                  "stage_before_lead_created", "entered a stage before the lead was created")
+        last = export.stages[-1]
+        is_customer = (stages["stage"] == last).fillna(False).to_numpy(bool)
+        for rows, stage in ((early & is_customer, last), (early & ~is_customer, None)):
+            _broken(report, export, "stage_history", rows, "entered_at",
+                    rules.stage_entry_rule(stage, last))
         _check_stage_order(export, stages, lead_pos["stage_history"], report)
     opps = export.opportunities
     if opps is not None:
-        backwards = (opps["closed_at"] < opps["created_at"]).fillna(False).to_numpy(bool)
-        _add_rows(report, export, "opportunities", backwards, "closed_at",
-                  "closed_before_created", "closed before it was created")
-        closed = opps["status"].isin(["won", "lost"]).to_numpy(bool)
-        no_date = closed & opps["closed_at"].isna().to_numpy(bool)
-        _add_rows(report, export, "opportunities", no_date, "closed_at", "closed_without_date",
-                  "a won or lost opportunity needs closed_at")
-        open_dated = (opps["status"] == "open").fillna(False).to_numpy(bool) & opps[
-            "closed_at"].notna().to_numpy(bool)
-        _add_rows(report, export, "opportunities", open_dated, "closed_at", "open_with_close_date",
-                  "an open opportunity has no closed_at")
-        won_early = ((opps["status"] == "won").fillna(False).to_numpy(bool)
-                     & _earlier_than_lead(export, opps["closed_at"], lead_pos["opportunities"]))
-        _add_rows(report, export, "opportunities", won_early, "closed_at",
-                  "conversion_before_lead_created", "won before the lead was created")
+        _check_opportunities(export, opps, lead_pos["opportunities"], report)
+
+
+def _check_opportunities(export: CrmExport, opps: pd.DataFrame, pos: np.ndarray,
+                         report: ProblemReport) -> None:
+    status = opps["status"].fillna("").to_numpy(str)
+    has_close = opps["closed_at"].notna().to_numpy(bool)
+    for rule, rows in (
+        (rules.CLOSED_BEFORE_CREATED, rules.closed_before_created(
+            opps["created_at"], opps["closed_at"]).fillna(False).to_numpy(bool)),
+        (rules.CLOSED_WITHOUT_DATE, rules.closed_without_date(
+            np.isin(status, ["won", "lost"]), has_close)),
+        (rules.OPEN_WITH_CLOSE_DATE, rules.open_with_close_date(status == "open", has_close)),
+        (rules.CONVERSION_BEFORE_LEAD_CREATED, (status == "won") & _earlier_than_lead(
+            export, opps["closed_at"], pos)),
+    ):
+        _broken(report, export, "opportunities", rows, "closed_at", rule)
+
+
+def _broken(report: ProblemReport, export: CrmExport, table: str, mask: np.ndarray,
+            column: str, rule: rules.Rule) -> None:
+    _add_rows(report, export, table, mask, column, rule.id, rule.message)
 
 
 def _check_stage_order(export: CrmExport, stages: pd.DataFrame, pos: np.ndarray,
@@ -202,8 +207,7 @@ def _check_stage_order(export: CrmExport, stages: pd.DataFrame, pos: np.ndarray,
     if bad.any():
         mask = np.zeros(len(stages), dtype=bool)
         mask[order[bad]] = True
-        _add_rows(report, export, STAGE_HISTORY.name, mask, "stage", "stages_out_of_order",
-                  "entered before a lower stage of the same lead")
+        _broken(report, export, STAGE_HISTORY.name, mask, "stage", rules.STAGES_OUT_OF_ORDER)
 
 
 def drop_rejected_rows(export: CrmExport) -> None:

@@ -41,6 +41,8 @@ def test_rule_ids_in_code_and_docs_agree() -> None:
     code = "".join(p.read_text() for p in (ROOT / "src" / "propensity").rglob("*.py"))
     reported = set(re.findall(r'rule="(\w+)"', code))  # report.add(..., rule="x")
     reported |= set(re.findall(r'(?:return|: \(|, \(\w+, ) ?"(\w+)", "', code))  # rule, message
+    lead_rules = (ROOT / "src" / "propensity" / "lead_rules.py").read_text()
+    reported |= set(re.findall(r'Rule\(\s*"(\w+)"', lead_rules))  # one lead's rules
     assert reported - doc_rules == set(), "rules the docs do not list"
     assert {r for r in doc_rules if f'"{r}"' not in code} == set(), "documented, never reported"
 

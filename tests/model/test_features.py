@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from propensity.features.batch import lead_feature_matrix
 from propensity.features.definitions import Committee, FeaturePlan
 from propensity.features.spec import FeatureSpec, fit_feature_spec
-from propensity.rows import lead_from_row, lead_rows
+from propensity.lead_input import online_lead
+from propensity.rows import lead_rows
 from propensity.tables import CrmExport
 from tests.worlds import T, to_export, worlds
 
@@ -26,7 +27,7 @@ def plan(small_export: CrmExport) -> FeaturePlan:
 def _online(plan: FeaturePlan, export: CrmExport, entities: pd.DataFrame) -> np.ndarray:
     rows = lead_rows(export, entities)
     now = datetime.now(UTC)
-    return plan_online(plan).matrix([lead_from_row(r, now) for r in rows.to_dict("records")])
+    return plan_online(plan).matrix([online_lead(r, now)[0] for r in rows.to_dict("records")])
 
 
 def plan_online(plan: FeaturePlan):  # type: ignore[no-untyped-def]

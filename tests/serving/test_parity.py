@@ -1,20 +1,23 @@
-"""One score on every path, property-tested: HTTP (a real uvicorn), `propensity score` and the
-MLflow pyfunc give a generated lead the same probability, whatever its account looks like.
+"""One score on every path, property-tested: the library's lead-scoring pipeline (what the
+scorer runs for `POST /v1/score`, called here in-process on the parsed request), the MLflow
+pyfunc, `propensity score` and the batch executor give a generated lead the same probability
+to 1e-9, whatever its account looks like.
 
 Hypothesis draws worlds of accounts with several contacts of every persona, events, stage
 histories and opportunities (open, won, lost, dated around as_of, ties at as_of included).
-Each lead goes over HTTP with its full context in the request; the batch executor scores the
-world as an export; the pyfunc scores the flat rows. Afterwards every world is written to one
-export and the CLI scores it, to the same numbers.
+Each lead is sent with every row of its world, those at and after as_of included, as a CRM
+sends a lead it scores as of an earlier time: only the online executor's own as_of cut can
+make it agree with the batch executor, which scores the world as an export. One HTTP test
+checks that the wire answers what the library answers.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,33 +26,38 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, settings, target
 from hypothesis import strategies as st
 
+from propensity.context import ContextSource
 from propensity.features.online import LeadInputError
+from propensity.lead_scoring import LeadScore, read_records, score_read
 from propensity.models.bundle import ModelBundle
 from propensity.registry import configure, load_model
 from propensity.rows import lead_rows
 from propensity.scoring import score_export, score_rows
 from propensity.settings import Settings
+from propensity.thresholds import ThresholdSet
+from serving.schemas import ScoreRequest
 from tests.serving.conftest import Server
 from tests.worlds import T, request_lead, to_export, worlds, write_world
 
 TOLERANCE = 1e-9
-SCORED: list[pd.DataFrame] = []
-WORLDS: list[dict[str, list[dict[str, Any]]]] = []
-_tags = itertools.count()
+THRESHOLDS = ThresholdSet()
+World = dict[str, list[dict[str, Any]]]
 
 
 @pytest.fixture(scope="module")
-def champion(registry: Path) -> tuple[ModelBundle, Any]:
+def champion(registry: Path) -> tuple[ModelBundle, ModelBundle, Any]:
+    """The champions (lead conversion, stage advancement) and the conversion pyfunc."""
     settings = Settings(models_dir=registry)
     bundle, _ = load_model("lead-conversion", settings=settings)
+    following, _ = load_model("stage-advancement", settings=settings)
     configure(settings)
-    return bundle, mlflow.pyfunc.load_model("models:/lead-conversion@champion")
+    return bundle, following, mlflow.pyfunc.load_model("models:/lead-conversion@champion")
 
 
-def _retag(world: dict[str, list[dict[str, Any]]], tag: str) -> dict[str, list[dict[str, Any]]]:
+def _retag(world: World, tag: str) -> World:
     """The same world with ids no other world uses (so worlds can share one export)."""
     def fix(row: dict[str, Any]) -> dict[str, Any]:
         return {k: (f"{tag}{v}" if k in ("lead_id", "account_id", "opportunity_id")
@@ -58,47 +66,98 @@ def _retag(world: dict[str, list[dict[str, Any]]], tag: str) -> dict[str, list[d
     return {name: [fix(r) for r in rows] for name, rows in world.items()}
 
 
-@settings(max_examples=130, deadline=None,  # ~2.4 open leads an example: >= 200 in all
+def _library(bundle: ModelBundle, following: ModelBundle | None, body: dict[str, Any],
+             source: ContextSource | None = None) -> list[LeadScore]:
+    """What the scorer answers a request body, in-process: parsed as the route parses it,
+    read and scored by the library's pipeline."""
+    request = ScoreRequest.model_validate_json(json.dumps(body))
+    read = read_records(bundle, request.leads, datetime.now(UTC), explain=request.explain,
+                        source=source)
+    return score_read([read], THRESHOLDS, following)[0].scores
+
+
+def _after_as_of(rows: pd.DataFrame) -> int:
+    """Leads whose rows hold something at or after their as_of (an event, a stage entry, an
+    opportunity opened or closed, a contact's event): what the executor must cut."""
+    n = 0
+    for r in rows.to_dict("records"):
+        t = pd.Timestamp(r["as_of"])
+        times = [e["occurred_at"] for e in json.loads(r["events"])]
+        times += [h["entered_at"] for h in json.loads(r["stage_history"])]
+        for o in json.loads(r["opportunities"]):
+            times += [o["created_at"], *([o["closed_at"]] if o.get("closed_at") else [])]
+        account = json.loads(r["account"]) if isinstance(r.get("account"), str) else {}
+        times += [e["occurred_at"] for c in account.get("contacts") or [] for e in c["events"]]
+        n += any(pd.Timestamp(x) >= t for x in times)
+    return n
+
+
+def _agree(champion: tuple[ModelBundle, ModelBundle, Any], export: Any, batch: pd.DataFrame,
+           explain: bool) -> pd.DataFrame:
+    """The library and the pyfunc score the batch's leads, sent with all their rows, to the
+    batch's probabilities; the uncut rows, for more checks."""
+    bundle, following, pyfunc = champion
+    rows = lead_rows(export, batch[["lead_id", "as_of"]], cut=False)
+    body = {"leads": [request_lead(r) for r in rows.to_dict("records")], "explain": explain}
+    scores = _library(bundle, following, body)
+    expected = batch["probability"].to_numpy()
+    assert [s.lead_id for s in scores] == list(batch["lead_id"])
+    assert np.abs(np.array([s.probability for s in scores]) - expected).max() < TOLERANCE
+    via_pyfunc = pyfunc.predict(rows)["probability"].to_numpy()
+    assert np.abs(via_pyfunc - expected).max() < TOLERANCE
+    assert all((s.reasons is not None) == explain for s in scores)
+    assert all(s.next_stage is not None and 0 <= s.next_stage <= 1 for s in scores)
+    full = [s.context for s, lead in zip(scores, body["leads"], strict=True)
+            if "account" in lead and lead["account"].get("contacts") is not None]
+    assert all(c is not None and c.contacts == c.opportunities == "request" for c in full)
+    assert all(c is not None and set(c.account.values()) <= {"request", "none"} for c in full)
+    return rows
+
+
+@settings(max_examples=130, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(world=worlds(), explain=st.booleans())
-def test_http_batch_and_pyfunc_agree(server: Server, champion: tuple[ModelBundle, Any],
-                                     world: dict[str, list[dict[str, Any]]],
-                                     explain: bool) -> None:
-    bundle, pyfunc = champion
-    world = _retag(world, f"P{next(_tags)}-")
+def test_every_path_agrees_whatever_a_lead_carries_after_as_of(
+        champion: tuple[ModelBundle, ModelBundle, Any], world: World, explain: bool) -> None:
     export = to_export(world)
-    batch = score_export(bundle, export, T)
+    batch = score_export(champion[0], export, T)
     if batch.empty:  # every lead converted or ended before T: nothing is open to score
         return
-    rows = lead_rows(export, batch[["lead_id", "as_of"]])
-    via_pyfunc = pyfunc.predict(rows)["probability"].to_numpy()
-    body = {"leads": [request_lead(r) for r in rows.to_dict("records")], "explain": explain}
-    with server.client(server.score_key) as http:
-        r = http.post("/v1/score", json=body)
-    assert r.status_code == 200, r.text
-    scores = r.json()["scores"]
-    via_http = np.array([s["probability"] for s in scores])
-    expected = batch["probability"].to_numpy()
-    assert [s["lead_id"] for s in scores] == list(batch["lead_id"])
-    assert np.abs(via_http - expected).max() < TOLERANCE
-    assert np.abs(via_pyfunc - expected).max() < TOLERANCE
-    full = [s["context"] for s, lead in zip(scores, body["leads"], strict=True)
-            if "account" in lead and lead["account"].get("contacts") is not None]
-    assert all(c["contacts"] == c["opportunities"] == "request" for c in full)
-    # the worlds' ids are not the data source's: every account field is the request's
-    assert all(set(c["account"].values()) <= {"request", "none"} for c in full)
-    assert all((s["reasons"] is not None) == explain for s in scores)
-    SCORED.append(batch)
-    WORLDS.append(world)
+    rows = _agree(champion, export, batch, explain)
+    target(float(_after_as_of(rows)), label="leads with rows at or after as_of")
 
 
-def test_the_cli_scores_every_generated_world_the_same(tmp_path: Path, registry: Path) -> None:
-    """All the worlds above in one export, scored by `propensity score`: the same numbers
-    (and a lead's score does not depend on which other accounts share the export)."""
-    assert SCORED, "run with test_http_batch_and_pyfunc_agree, which generates the worlds"
-    expected = pd.concat(SCORED, ignore_index=True)
+@pytest.fixture(scope="module")
+def generated(champion: tuple[ModelBundle, ModelBundle, Any]) -> list[tuple[World, Any]]:
+    """130 worlds drawn the same way on every run (no test depends on another's draws), each
+    with ids of its own, and its open leads scored by the batch executor."""
+    out: list[tuple[World, Any]] = []
+
+    @settings(max_examples=130, derandomize=True, database=None, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(world=worlds())
+    def collect(world: World) -> None:
+        world = _retag(world, f"P{len(out)}-")
+        batch = score_export(champion[0], to_export(world), T)
+        if not batch.empty:
+            out.append((world, batch))
+
+    collect()
+    return out
+
+
+def test_the_cli_scores_every_generated_world_the_same(
+        tmp_path: Path, registry: Path, champion: tuple[ModelBundle, ModelBundle, Any],
+        generated: list[tuple[World, Any]]) -> None:
+    """All the generated worlds in one export: the library (each lead sent with all its
+    rows), the pyfunc and `propensity score` give the batch's numbers (and a lead's score does
+    not depend on which other accounts share the export)."""
+    expected = pd.concat([batch for _, batch in generated], ignore_index=True)
     assert len(expected) >= 200, f"only {len(expected)} generated leads were compared"
-    merged = {name: [r for w in WORLDS for r in w[name]] for name in WORLDS[0]}
+    merged = {name: [r for w, _ in generated for r in w[name]] for name in generated[0][0]}
+    export = to_export(merged)
+    rows = _agree(champion, export, expected, explain=True)
+    assert _after_as_of(rows) >= len(expected) // 4, "too few leads test the executor's cut"
     write_world(merged, tmp_path / "worlds")
     out = tmp_path / "scores.csv"
     env = {**os.environ, "PROPENSITY_MODELS_DIR": str(registry)}
@@ -114,13 +173,42 @@ def test_the_cli_scores_every_generated_world_the_same(tmp_path: Path, registry:
     assert diff.max() < TOLERANCE
 
 
+def test_the_wire_answers_what_the_library_answers(
+        server: Server, champion: tuple[ModelBundle, ModelBundle, Any],
+        generated: list[tuple[World, Any]]) -> None:
+    """Generated leads with all their rows over HTTP (a real uvicorn): every field of every
+    score is the library's, reasons and context included."""
+    bundle, following, _ = champion
+    worlds_, batches = zip(*generated[:8], strict=True)
+    merged = {name: [r for w in worlds_ for r in w[name]] for name in worlds_[0]}
+    batch = pd.concat(batches, ignore_index=True)
+    rows = lead_rows(to_export(merged), batch[["lead_id", "as_of"]], cut=False)
+    body = {"leads": [request_lead(r) for r in rows.to_dict("records")], "explain": True}
+    with server.client(server.score_key) as http:
+        r = http.post("/v1/score", json=body)
+    assert r.status_code == 200, r.text
+    wire = r.json()["scores"]
+    mine = _library(bundle, following, body)
+    assert len(wire) == len(mine) == len(batch) >= 8
+    for got, s in zip(wire, mine, strict=True):
+        assert (got["lead_id"], got["probability"], got["score"], got["grade"], got["mql"],
+                got["next_stage"]) == (s.lead_id, s.probability, s.score, s.grade, s.mql,
+                                       s.next_stage)
+        assert s.reasons is not None and [x["text"] for x in got["reasons"]["positive"]] == [
+            x.text for x in s.reasons[0]]
+        assert s.context is not None and got["context"] == {
+            "account": s.context.account, "contacts": s.context.contacts,
+            "opportunities": s.context.opportunities}
+
+
 def test_context_from_the_data_source_gives_the_batch_score(
-    server: Server, champion: tuple[ModelBundle, Any], small_export: Any,
+    server: Server, champion: tuple[ModelBundle, ModelBundle, Any], small_export: Any,
 ) -> None:
-    """A CRM sending a lead alone (no contacts, no opportunities): the scorer runs beside the
-    export, fills in the account's other contacts and the lead's opportunities from it, and
-    the lead gets its batch score; each score says where its context came from."""
-    bundle, _ = champion
+    """A CRM sending a lead alone (no contacts, no opportunities) to a scorer started beside
+    the export (`serve --data`): it fills in the account's other contacts and the lead's
+    opportunities from it, and the lead gets its batch score; each score says where its
+    context came from."""
+    bundle = champion[0]
     t = pd.Timestamp("2025-05-01", tz="UTC")
     batch = score_export(bundle, small_export, t)
     leads = small_export.leads.set_index("lead_id")
@@ -129,7 +217,7 @@ def test_context_from_the_data_source_gives_the_batch_score(
             and members[leads.loc[lid, "account_id"]] >= 3][:40]
     assert len(busy) >= 20
     rows = lead_rows(small_export, pd.DataFrame({"lead_id": busy, "as_of": t}), context=False)
-    body = {"leads": []}
+    body: dict[str, list[Any]] = {"leads": []}
     for r in rows.to_dict("records"):
         lead = request_lead({**r, "opportunities": "[]"})
         lead.pop("opportunities")  # left out: the data source knows them
@@ -167,10 +255,10 @@ def test_context_from_the_data_source_gives_the_batch_score(
 
 
 def test_the_pyfunc_names_the_lead_whose_rows_the_contract_refuses(
-        champion: tuple[ModelBundle, Any], small_export: Any) -> None:
+        champion: tuple[ModelBundle, ModelBundle, Any], small_export: Any) -> None:
     """An open opportunity with a close date, in the second of two rows: refused with the
     row's position and lead id, as the online executor names a lead."""
-    bundle, _ = champion
+    bundle = champion[0]
     ids = small_export.leads["lead_id"].head(2)
     rows = lead_rows(small_export, pd.DataFrame({"lead_id": ids, "as_of": T}))
     rows.loc[1, "opportunities"] = json.dumps([{
@@ -182,14 +270,18 @@ def test_the_pyfunc_names_the_lead_whose_rows_the_contract_refuses(
 
 
 @pytest.fixture(scope="module")
-def data_source_batch(champion: tuple[ModelBundle, Any], small_export: Any
+def data_source(small_export: Any) -> ContextSource:
+    return ContextSource(small_export)
+
+
+@pytest.fixture(scope="module")
+def data_source_batch(champion: tuple[ModelBundle, ModelBundle, Any], small_export: Any
                       ) -> dict[pd.Timestamp, pd.DataFrame]:
     """The data source's open leads scored by the batch executor, as of a few times."""
-    bundle, _ = champion
     out = {}
     for day in ("2025-03-15", "2025-05-01", "2025-06-20T13:30"):
         t = pd.Timestamp(day, tz="UTC")
-        out[t] = score_export(bundle, small_export, t).set_index("lead_id")
+        out[t] = score_export(champion[0], small_export, t).set_index("lead_id")
     return out
 
 
@@ -200,13 +292,14 @@ PARTS = ("account", "attributes", "contacts", "opportunities")
     HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_what_a_request_leaves_out_the_data_source_fills_to_the_batch_score(
-        server: Server, champion: tuple[ModelBundle, Any], small_export: Any,
-        data_source_batch: dict[pd.Timestamp, pd.DataFrame], data: st.DataObject) -> None:
+        champion: tuple[ModelBundle, ModelBundle, Any], small_export: Any,
+        data_source: ContextSource, data_source_batch: dict[pd.Timestamp, pd.DataFrame],
+        data: st.DataObject) -> None:
     """Leads of the data source sent with their account block, its attributes (some or all),
     its contacts or their opportunities left out, in any mix: each gets its batch score to
     1e-9, and its `context` says, part by part and attribute by attribute, where each came
     from."""
-    bundle, _ = champion
+    bundle = champion[0]
     t = data.draw(st.sampled_from(sorted(data_source_batch)))
     batch = data_source_batch[t]
     ids = data.draw(st.lists(st.sampled_from(sorted(batch.index)), min_size=1, max_size=8,
@@ -244,10 +337,9 @@ def test_what_a_request_leaves_out_the_data_source_fills_to_the_batch_score(
                 "account", {}) else "data source" if lead.get("account_id") else "none",
             "opportunities": "request" if "opportunities" in lead else "data source"})
         leads.append(lead)
-    with server.client(server.score_key) as http:
-        r = http.post("/v1/score", json={"leads": leads, "explain": False})
-    assert r.status_code == 200, r.text
-    scores = r.json()["scores"]
-    got = np.array([s["probability"] for s in scores])
+    scores = _library(bundle, None, {"leads": leads, "explain": False}, source=data_source)
+    got = np.array([s.probability for s in scores])
     assert np.abs(got - batch.loc[ids, "probability"].to_numpy()).max() < TOLERANCE
-    assert [s["context"] for s in scores] == expect_from
+    assert [None if s.context is None else {
+        "account": s.context.account, "contacts": s.context.contacts,
+        "opportunities": s.context.opportunities} for s in scores] == expect_from

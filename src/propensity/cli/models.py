@@ -304,8 +304,9 @@ def score(
         return
     spark_for(engine, master, conf)  # refuses an unknown engine, and Spark options here
     from propensity.export import load_export, read_raw
-    from propensity.scoring import as_utc, check_table, score_export, score_table
+    from propensity.scoring import check_table, score_export, score_table
     from propensity.single_table import obvious_id_column
+    from propensity.timestamps import utc
 
     with stages() as note, ThreadPoolExecutor(1) as pool:
         # importing MLflow and reading the model take seconds: beside the data, not before
@@ -332,7 +333,7 @@ def score(
                 raise fail(f"{model}@{alias} was trained on a single table: use --table FILE")
             note(f"scoring every lead open at {as_of:%Y-%m-%d %H:%M} with {model} v{version}")
             result = score_export(bundle, export, pd.Timestamp(as_of))
-            _warn_about_the_time(export.latest_time(), as_utc(as_of), len(result))
+            _warn_about_the_time(export.latest_time(), utc(as_of), len(result))
     result["model"] = model
     result["model_version"] = version
     if out is None:
@@ -403,10 +404,10 @@ def _score_spark(path: str, as_of: pd.Timestamp, model: str, alias: str, out: Pa
             spark = spark_for("spark", master, conf)
             from pyspark.sql import functions as F
 
-            from propensity.scoring import as_utc
             from propensity.spark.export import read_spark_export
             from propensity.spark.scoring import checked_scores
             from propensity.spark.session import to_pandas
+            from propensity.timestamps import utc
 
             bundle, version = loading.result()
         if bundle.kind != "export":
@@ -414,7 +415,7 @@ def _score_spark(path: str, as_of: pd.Timestamp, model: str, alias: str, out: Pa
         note(f"validating {path} and scoring every lead open at {as_of:%Y-%m-%d %H:%M} in "
              "the executors (one pass)")
         checked = checked_scores(spark, read_spark_export(spark, path), bundle, as_of)
-        _warn_about_the_time(checked.latest, as_utc(as_of), checked.scored)
+        _warn_about_the_time(checked.latest, utc(as_of), checked.scored)
         scored = checked.frame.withColumns({"model": F.lit(model),
                                             "model_version": F.lit(str(version))})
         if out is None:

@@ -27,7 +27,6 @@ def import_outcomes(
     since: Annotated[str | None, typer.Option(help="only outcomes at or after this time")] = None,
 ) -> None:
     """Back-fill the outcome store from an export (idempotent: a second run adds nothing)."""
-    import pandas as pd
 
     from propensity.database import engine_for, migrate
     from propensity.export import load_export
@@ -36,12 +35,12 @@ def import_outcomes(
 
     if not export.is_dir():
         raise fail(f"{export}: not an export folder", code=1)
+    from propensity.timestamps import utc
+
     try:
-        start = None if since is None else pd.Timestamp(since)
+        start = None if since is None else utc(since)
     except ValueError:
         raise fail(f"--since {since!r} is not a time (ISO 8601, e.g. 2025-06-01)") from None
-    if start is not None and start.tzinfo is None:
-        start = start.tz_localize("UTC")
     settings = get_settings()
     with stages() as note:
         note(f"reading {export}")
@@ -56,15 +55,14 @@ def import_outcomes(
 
 
 def _when(text: str | None, option: str) -> datetime | None:
-    import pandas as pd
+    from propensity.timestamps import parse_utc
 
     if text is None:
         return None
     try:
-        t = pd.Timestamp(text)
+        return parse_utc(text)
     except ValueError:
         raise fail(f"{option} {text!r} is not a time (ISO 8601, e.g. 2025-06-01)") from None
-    return (t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")).to_pydatetime()
 
 
 def print_report(report: MonitoringReport) -> None:

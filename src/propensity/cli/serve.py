@@ -67,7 +67,9 @@ def _expiry(text: str | None) -> datetime | None:
         when = datetime.fromisoformat(text)
     except ValueError:
         raise fail(f"--expires {text!r}: give 30d, 12h or a date like 2026-12-31") from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    from propensity.timestamps import as_utc
+
+    return as_utc(when)
 
 
 @keys_app.command("create")

@@ -15,10 +15,10 @@ from propensity.coding import encode
 from propensity.contract import stage_rank
 from propensity.features.asof import SortedEvents, before
 from propensity.features.definitions import (
-    PERSONA_GROUPS,
     FeaturePlan,
     account_attribute_columns,
     lead_attribute_columns,
+    persona_codes,
 )
 from propensity.features.inputs import FeatureInputs, empty
 from propensity.features.spec import FeatureSpec
@@ -131,7 +131,7 @@ def gather(export: CrmExport, spec: FeatureSpec, entities: pd.DataFrame) -> Feat
             by_account = SortedEvents.build(ev_acc, times, len(acc_uniques))
             rows, ev, age_us = before(by_account, acc_codes[pos], as_of)
             who = lead_of[by_account.order[ev]]
-            persona = _persona_codes(leads)
+            persona = persona_codes(leads.get("persona"), len(leads))
             x.account_event_row, x.account_event_age = rows, age_us / DAY_US
             x.account_event_contact, x.account_event_persona = who, persona[who]
     sh = export.stage_history
@@ -162,13 +162,6 @@ def gather(export: CrmExport, spec: FeatureSpec, entities: pd.DataFrame) -> Feat
         contacts = SortedEvents.build(acc_codes, created_all, len(acc_uniques))
         x.contact_row, _, _ = before(contacts, acc_codes[pos], as_of)
     return x
-
-
-def _persona_codes(leads: pd.DataFrame) -> np.ndarray:
-    if "persona" not in leads:
-        return np.full(len(leads), -1)
-    idx = pd.Index(PERSONA_GROUPS).get_indexer(leads["persona"].astype("str").to_numpy())
-    return np.asarray(idx, dtype="int64")
 
 
 def lead_feature_matrix(export: CrmExport, plan: FeaturePlan,

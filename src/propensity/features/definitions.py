@@ -9,7 +9,10 @@ the plan to check that both executors produce every column.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import pandas as pd
 
 from propensity.coding import Column
 from propensity.features.inputs import FeatureInputs
@@ -17,6 +20,21 @@ from propensity.features.spec import FeatureSpec
 from propensity.timestamps import DAY_US, NEVER
 
 PERSONA_GROUPS = ("end_user", "champion", "executive")
+_PERSONA_CODES = {p: i for i, p in enumerate(PERSONA_GROUPS)}
+
+
+def persona_code(value: Any) -> int:
+    """A contact's persona as every executor codes it: its index into PERSONA_GROUPS, -1 for
+    any other (unknown, missing)."""
+    return _PERSONA_CODES.get(value, -1) if isinstance(value, str) else -1
+
+
+def persona_codes(values: pd.Series | None, n: int) -> np.ndarray:
+    """`persona_code` of a column at once (-1 for all `n` rows without one)."""
+    if values is None:
+        return np.full(n, -1, dtype="int64")
+    return np.asarray(pd.Index(PERSONA_GROUPS).get_indexer(values.astype("str").to_numpy()),
+                      dtype="int64")
 _FLOAT_MAX = float(np.finfo("float64").max)
 
 

@@ -18,20 +18,18 @@ from typing import Any
 
 import numpy as np
 
+from propensity import lead_rules as rules
 from propensity.coding import Vocabulary, category_text, number
-from propensity.contract import CLOCK_SKEW, UNKNOWN_WHEN_MISSING, stage_rank
+from propensity.contract import UNKNOWN_WHEN_MISSING, stage_rank
 from propensity.features.definitions import (
-    PERSONA_GROUPS,
     FeaturePlan,
     account_attribute_columns,
     lead_attribute_columns,
+    persona_code,
 )
 from propensity.features.inputs import FeatureInputs
 from propensity.problems import PropensityError
 from propensity.timestamps import DAY_US, NEVER, micros
-
-_PERSONA = {p: i for i, p in enumerate(PERSONA_GROUPS)}
-_SKEW_US = CLOCK_SKEW.value // 1_000  # nanoseconds -> microseconds
 
 
 class LeadInputError(PropensityError):
@@ -56,10 +54,6 @@ def finite_number(value: Any, loc: tuple[str | int, ...]) -> float:
 def _code_or_none(code: Callable[[str, int], int], text: str | None, unseen: int) -> int:
     """-1 for a missing value, else its code (`unseen` for one the spec does not know)."""
     return -1 if text is None else int(code(text, unseen))
-
-
-def persona_code(value: Any) -> int:
-    return _PERSONA.get(category_text(value) or "unknown", -1)
 
 
 @dataclass(frozen=True)
@@ -98,9 +92,10 @@ class OpportunityRows:
     @classmethod
     def of(cls, rows: Sequence[Mapping[str, Any]]) -> OpportunityRows:
         for k, r in enumerate(rows):  # what validation refuses in an export's rows
-            if category_text(r.get("status")) == "open" and r.get("closed_at") is not None:
-                raise LeadInputError(("opportunities", k, "closed_at"), "an open opportunity "
-                                     "has no closed_at (the contract's open_with_close_date)")
+            if rules.open_with_close_date(category_text(r.get("status")) == "open",
+                                          r.get("closed_at") is not None):
+                raise LeadInputError(("opportunities", k, "closed_at"),
+                                     rules.OPEN_WITH_CLOSE_DATE.refusal())
         return cls(
             created=np.array([micros(r["created_at"]) for r in rows], dtype="int64"),
             closed=np.array([NEVER if r.get("closed_at") is None else micros(r["closed_at"])
@@ -194,58 +189,70 @@ class OnlineFeatures:
         (LeadInputError, located from the lead on). Only what happened before `as_of` is kept."""
         t = micros(lead.as_of)
         created = micros(lead.created_at)
-        earliest = created - _SKEW_US  # the contract's clock skew: a CRM's clock runs ahead
-        if t < earliest:
+        if rules.too_early(t, created):  # the contract's clock skew: a CRM's clock runs ahead
             raise LeadInputError(("as_of",), f"as_of {lead.as_of.isoformat()} is more than a "
                                  "day before the lead was created "
                                  f"({lead.created_at.isoformat()}): a lead is scored from its "
                                  "creation on (without as_of: created_at is in the future)")
         attrs = lead.attributes
         has_account = category_text(attrs.get("account_id")) is not None
-        n_types, n_channels = len(self.types), len(self.channels)
-        type_code, channel_code = self.types.get, self.channels.get
-        events = lead.events  # comprehensions, not a loop: ~half the cost
-        when = [micros(e["occurred_at"]) for e in events]
-        if when and (first := min(when)) < earliest:
-            raise LeadInputError(("events", when.index(first), "occurred_at"),
-                                 "more than one day before the lead was created (the "
-                                 "contract's event_before_lead_created)")
-        if when and max(when) >= t:  # only events before as_of go further, and only they are read
-            past = [w < t for w in when]
-            events = [e for e, keep in zip(events, past, strict=True) if keep]
-            when = [w for w in when if w < t]
         rows = LeadRows(
             as_of=t, created=created,
             lead_attributes=self._attributes(attrs, self.lead_columns, True),
             account_attributes=self._attributes(lead.account if has_account else None,
                                                 self.account_columns, False, ("account",)),
-            has_account=has_account, event_time=when,
-            event_type=[type_code(e["event_type"], n_types) for e in events],
-            event_channel=[  # the common case (a non-empty text) skips category_text
-                channel_code(c, n_channels) if type(c := e.get("channel")) is str and c
-                else _code_or_none(channel_code, category_text(c), n_channels) for e in events],
-            event_value=[v if type(v := e.get("value")) is float else number(v)
-                         for e in events])
-        for s, w in self._stage_entries(lead, earliest):
+            has_account=has_account, event_time=[], event_type=[], event_channel=[],
+            event_value=[])
+        self._events(rows, lead.events)
+        for s, w in self._stage_entries(lead, created - rules.SKEW_US):
             if s in self.ranks and w < t:
                 rows.stage_rank.append(self.ranks[s])
                 rows.stage_time.append(w)
-        if (opps := lead.opportunities) is not None:
-            closed, lost = opps.closed.tolist(), opps.lost.tolist()
-            for k, (c, gone) in enumerate(zip(closed, lost, strict=True)):
-                if c != NEVER and not gone and c < earliest:
-                    raise LeadInputError(("opportunities", k, "closed_at"), "won more than one "
-                                         "day before the lead was created (the contract's "
-                                         "conversion_before_lead_created)")
-            amount = opps.amount.tolist()
-            for k, c in enumerate(opps.created.tolist()):
-                if c < t:
-                    rows.opportunity_closed.append(closed[k])
-                    rows.opportunity_lost.append(lost[k])
-                    rows.opportunity_amount.append(amount[k])
+        if lead.opportunities is not None:
+            self._opportunities(rows, lead.opportunities)
         if self.committee and has_account:
             self._committee(rows, lead, t, created)
         return rows
+
+    def _events(self, rows: LeadRows, events: Sequence[Mapping[str, Any]]) -> None:
+        """The events before as_of, coded (comprehensions, not a loop: ~half the cost)."""
+        t = rows.as_of
+        when = [micros(e["occurred_at"]) for e in events]
+        if when and rules.too_early(first := min(when), rows.created):
+            raise LeadInputError(("events", when.index(first), "occurred_at"),
+                                 rules.EVENT_BEFORE_LEAD_CREATED.refusal())
+        if when and max(when) >= t:  # only events before as_of go further, and only they are read
+            past = [w < t for w in when]
+            events = [e for e, keep in zip(events, past, strict=True) if keep]
+            when = [w for w in when if w < t]
+        rows.event_time = when
+        self._code_events(rows, events)
+
+    def _code_events(self, rows: LeadRows, events: Sequence[Mapping[str, Any]]) -> None:
+        n_types, n_channels = len(self.types), len(self.channels)
+        type_code, channel_code = self.types.get, self.channels.get
+        rows.event_type = [type_code(e["event_type"], n_types) for e in events]
+        rows.event_channel = [  # the common case (a non-empty text) skips category_text
+            channel_code(c, n_channels) if type(c := e.get("channel")) is str and c
+            else _code_or_none(channel_code, category_text(c), n_channels) for e in events]
+        rows.event_value = [v if type(v := e.get("value")) is float else number(v)
+                            for e in events]
+
+    @staticmethod
+    def _opportunities(rows: LeadRows, opps: OpportunityRows) -> None:
+        """The opportunities opened before as_of (a win too early is refused)."""
+        closed, lost = opps.closed.tolist(), opps.lost.tolist()
+        for k, (c, gone) in enumerate(zip(closed, lost, strict=True)):
+            if rules.won_too_early(c != NEVER and not gone, c, rows.created):
+                raise LeadInputError(("opportunities", k, "closed_at"),
+                                     rules.CONVERSION_BEFORE_LEAD_CREATED.refusal(
+                                         "won more than one day before the lead was created"))
+        amount = opps.amount.tolist()
+        for k, c in enumerate(opps.created.tolist()):
+            if c < rows.as_of:
+                rows.opportunity_closed.append(closed[k])
+                rows.opportunity_lost.append(lost[k])
+                rows.opportunity_amount.append(amount[k])
 
     @staticmethod
     def _committee(rows: LeadRows, lead: OnlineLead, t: int, created: int) -> None:
@@ -324,21 +331,18 @@ class OnlineFeatures:
         current = [] if lead.stage is None else [(lead.stage[0], micros(lead.stage[1]))]
         for j, (s, w) in enumerate(rows + current):
             if w < earliest:
-                rule = ("conversion_before_lead_created" if s == self.final_stage
-                        else "stage_before_lead_created")
                 loc: tuple[str | int, ...] = (("stage_history", j, "entered_at") if j < len(rows)
                                               else ("stage_entered_at",))
-                raise LeadInputError(loc, f"entered {s} more than one day before the lead was "
-                                     f"created (the contract's {rule})")
+                raise LeadInputError(loc, rules.stage_entry_rule(s, self.final_stage).refusal(
+                    f"entered {s} more than one day before the lead was created"))
         ranked = sorted((self.ranks[s], w, j) for j, (s, w) in enumerate(rows)
                         if s in self.ranks)
         latest: int | None = None  # the latest entry of the lower ranks so far
         previous_rank = None
         for rank, w, j in ranked:
             if rank != previous_rank and latest is not None and w < latest:
-                raise LeadInputError(("stage_history", j, "entered_at"), "entered before a "
-                                     "lower stage of the same lead (the contract's "
-                                     "stages_out_of_order)")
+                raise LeadInputError(("stage_history", j, "entered_at"),
+                                     rules.STAGES_OUT_OF_ORDER.refusal())
             latest = w if latest is None else max(latest, w)
             previous_rank = rank
         return rows + current

@@ -19,7 +19,7 @@ from propensity.funnel.journeys import Journeys, build_journeys
 from propensity.funnel.report import Deals, Duration, FunnelReport, GroupFunnel, Mode, Rate, Step
 from propensity.problems import PropensityError
 from propensity.tables import CrmExport
-from propensity.timestamps import DAY_US, NEVER, to_micros
+from propensity.timestamps import DAY_US, NEVER, to_micros, utc
 
 OVERALL = "(all)"
 NO_LEAD = "(no lead)"
@@ -31,9 +31,7 @@ PERIODS = {"created_week": "W", "created_month": "M", "created_quarter": "Q",
 def _stamp(value: datetime | str | None) -> int | None:
     if value is None:
         return None
-    ts = pd.Timestamp(value)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return int(to_micros(pd.Series([ts]))[0])
+    return int(to_micros(pd.Series([utc(value)]))[0])
 
 
 def group_keys(frame: pd.DataFrame, by: str | None, created: str = "created_at") -> pd.Series:

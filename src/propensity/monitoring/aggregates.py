@@ -28,6 +28,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from propensity.database import monitoring_folds, outcomes, score_log, served_score_days
+from propensity.timestamps import as_utc
 
 BUCKETS = 1000
 """Probability buckets per unit (0.1 point): the resolution the AUC ranks scores at."""
@@ -163,7 +164,7 @@ def _state(engine: sa.Engine, now: datetime) -> tuple[int, int]:
         last, seen, seen_at = int(row.last_id), int(row.seen_id), row.seen_at
         if engine.dialect.name == "sqlite":  # one writer at a time: ids commit in order
             return last, newest
-        aware = seen_at if seen_at.tzinfo else seen_at.replace(tzinfo=UTC)
+        aware = as_utc(seen_at)
         if now - aware >= timedelta(seconds=SETTLE_SECONDS):
             conn.execute(f.update().where(f.c.name == FOLD, f.c.seen_at == seen_at)
                          .values(seen_id=newest, seen_at=now))

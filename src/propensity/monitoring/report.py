@@ -30,6 +30,7 @@ from propensity.monitoring.drift import (
 from propensity.monitoring.outcomes import conversion_stages
 from propensity.monitoring.performance import Performance, performance_of_cells
 from propensity.monitoring.reference import Reference
+from propensity.timestamps import utc
 
 Action = Literal["retrain", "recalibrate", "review threshold"]
 MAX_WINDOW_DAYS = 366
@@ -166,8 +167,7 @@ def build_report(engine: sa.Engine, *, model: str, version: str | None,
                  stages: Sequence[str] = DEFAULT_STAGES) -> MonitoringReport:
     """Everything the JSON, the gauges, the panel and `propensity monitor` show."""
     limits = limits or Limits()
-    now_ts = pd.Timestamp(now) if now is not None else pd.Timestamp.now(tz="UTC")
-    now_ts = now_ts.tz_localize("UTC") if now_ts.tzinfo is None else now_ts.tz_convert("UTC")
+    now_ts = utc(now) if now is not None else pd.Timestamp.now(tz="UTC")
     last_day = end.date() if end.time() == time(0) else (end + timedelta(days=1)).date()
     days: list[PeriodDrift] = []
     weeks: list[PeriodDrift] = []

@@ -13,11 +13,12 @@ from pathlib import Path
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from propensity.lead_scoring import score_matrix
 from propensity.models.bundle import ModelBundle
 from propensity.models.reasons import explain
 from propensity.problems import PropensityError
 from propensity.push.records import Crm, Outgoing
-from propensity.scoring import check_export, open_entities, score_matrix
+from propensity.scoring import check_export, open_entities
 from propensity.tables import CrmExport
 from propensity.targets import LEAD, target_named
 from propensity.thresholds import ThresholdSet, to_score

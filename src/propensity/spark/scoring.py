@@ -22,11 +22,12 @@ import pandas as pd
 
 from propensity.models.bundle import ModelBundle
 from propensity.problems import PropensityError
-from propensity.scoring import as_utc, check_tables, score_export
+from propensity.scoring import check_tables, score_export
 from propensity.spark.export import SparkExport
 from propensity.spark.partition import Layout, each_partition, keyed_union, layout, part_export
 from propensity.tables import CrmExport
 from propensity.targets import target_named
+from propensity.timestamps import utc
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -60,7 +61,7 @@ def _scorer(spark: SparkSession, bundle: ModelBundle, as_of: pd.Timestamp
             ) -> tuple[str, Callable[[CrmExport], pd.DataFrame]]:
     """The key column, and a partition's export -> (key, as_of, probability) rows."""
     key = target_named(bundle.target).entity.key
-    ts = as_utc(as_of)
+    ts = utc(as_of)
     shared = spark.sparkContext.broadcast(bundle)
 
     def score(part: CrmExport) -> pd.DataFrame:
@@ -126,7 +127,7 @@ def spark_score(spark: SparkSession, export: SparkExport, bundle: ModelBundle,
 def _latest(part: CrmExport) -> pd.Timestamp | None:
     """A partition's latest timestamp as Spark takes it (naive UTC); None when it has none."""
     try:
-        return as_utc(part.latest_time()).tz_localize(None)
+        return utc(part.latest_time()).tz_localize(None)
     except PropensityError:  # no timestamp at all in this partition
         return None
 

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from propensity.features.online import LeadInputError
 from propensity.lead_scoring import LeadScore, ReadLeads, ScoredLeads, read_records, score_read
+from propensity.targets import LEAD_CONVERSION, STAGE_ADVANCEMENT
 from propensity.thresholds import ThresholdSet
 from serving.deps import AppState
 from serving.limits import check_score_request
@@ -37,7 +38,7 @@ from serving.schemas import (
     LeadScore as LeadScoreOut,
 )
 
-MAIN, NEXT = "lead-conversion", "stage-advancement"
+MAIN, NEXT = LEAD_CONVERSION, STAGE_ADVANCEMENT
 
 
 def invalid(loc: Sequence[Any], msg: str) -> HTTPException:

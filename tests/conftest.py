@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -14,7 +16,7 @@ import pytest
 from propensity.export import load_export
 from propensity.synthetic import SyntheticConfig, generate_export, write_export
 from propensity.tables import CrmExport
-from propensity.training import TrainConfig
+from propensity.training import TrainConfig, TrainResult, train_export
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -56,6 +58,23 @@ BASE_TABLES: dict[str, list[dict[str, object]]] = {
          "status": "open", "owner_id": "r2", "product": "core"},
     ],
 }
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`./dev.sh test` runs on every core (`-n auto --dist loadfile`): each file goes whole to
+    one worker, so a module's server or model is made once; the Spark files go together, so
+    one JVM serves them (`tests/spark/conftest.py` starts one a session)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "tests/spark" if path.startswith("tests/spark/") else path
+
+    return FileScheduling(config, log)
 
 
 def write_tables(directory: Path, tables: dict[str, list[dict[str, object]]]) -> Path:
@@ -142,3 +161,23 @@ def quick_config(**changes: object) -> TrainConfig:
                                "search": False}
     base.update(changes)
     return TrainConfig.model_validate(base)
+
+
+SmallTrained = Callable[..., TrainResult]
+
+
+@pytest.fixture(scope="session")
+def small_trained(small_export: CrmExport) -> SmallTrained:
+    """`train_export(small_export, quick_config(model=target))`, trained once a session for
+    each target: many tests need such a model and none is about how it came to be (a test
+    that is, such as the registry's "same pipeline again", trains its own). Same data, same
+    config, same model, so sharing changes no assertion. Each call returns a deep copy: a
+    test may change what it gets without reaching the next one."""
+    cache: dict[str, TrainResult] = {}
+
+    def trained(model: str = "lead-conversion") -> TrainResult:
+        if model not in cache:
+            cache[model] = train_export(small_export, quick_config(model=model))
+        return copy.deepcopy(cache[model])
+
+    return trained

@@ -22,8 +22,8 @@ from propensity.models.registry import log_and_register, promote
 from propensity.rows import account_rows, lead_rows
 from propensity.settings import Settings
 from propensity.tables import CrmExport
-from propensity.training import train_export
-from tests.conftest import quick_config
+from propensity.training import TrainResult, train_export
+from tests.conftest import SmallTrained, quick_config
 
 
 def free_port() -> int:
@@ -33,8 +33,8 @@ def free_port() -> int:
 
 
 def register(export: CrmExport, data: Path, settings: Settings, model: str = "lead-conversion",
-             **config: object) -> str:
-    result = train_export(export, quick_config(model=model, **config))
+             result: TrainResult | None = None, **config: object) -> str:
+    result = result or train_export(export, quick_config(model=model, **config))
     if model == "account-propensity":
         example = account_rows(export, result.holdout[["account_id", "as_of"]])
     else:
@@ -45,12 +45,12 @@ def register(export: CrmExport, data: Path, settings: Settings, model: str = "le
 
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory, small_export: CrmExport,
-             small_dir: Path) -> Path:
+             small_dir: Path, small_trained: SmallTrained) -> Path:
     """A model store with a champion for each of the three models."""
     models = tmp_path_factory.mktemp("store") / "models"
     settings = Settings(models_dir=models)
     for name in ("lead-conversion", "stage-advancement", "account-propensity"):
-        register(small_export, small_dir, settings, model=name)
+        register(small_export, small_dir, settings, model=name, result=small_trained(name))
         assert promote(name, settings=settings).promoted, name
     return models
 

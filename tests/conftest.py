@@ -60,11 +60,21 @@ BASE_TABLES: dict[str, list[dict[str, object]]] = {
 }
 
 
+LONGEST_FIRST = ("tests/serving/test_reliability.py", "tests/model/test_quality.py",
+                 "tests/spark", "tests/notebooks/test_notebooks.py",
+                 "tests/monitoring/test_feedback_loop.py", "tests/code/test_cli.py")
+"""The longest files (servers restarted again and again, the real data sets and the stress
+export trained with the default search, a Spark JVM, three notebook kernels that train, the
+monitoring world, a hundred CLI runs), handed out first when tests run on several cores: one
+started last would leave the other cores idle at the end. A file missing here only runs later."""
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """`./dev.sh test` runs on every core (`-n auto --dist loadfile`): each file goes whole to
     one worker, so a module's server or model is made once; the Spark files go together, so
-    one JVM serves them (`tests/spark/conftest.py` starts one a session)."""
+    one JVM serves them (`tests/spark/conftest.py` starts one a session); `LONGEST_FIRST`
+    first, then the files with the most tests."""
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadScopeScheduling
@@ -73,6 +83,13 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
             return "tests/spark" if path.startswith("tests/spark/") else path
+
+        def _assign_work_unit(self, node: Any) -> None:
+            for scope in LONGEST_FIRST:
+                if scope in self.workqueue:
+                    self.workqueue.move_to_end(scope, last=False)
+                    break
+            super()._assign_work_unit(node)
 
     return FileScheduling(config, log)
 

@@ -129,7 +129,8 @@ def test_x_education_as_a_new_user_scores_it(tmp_path: Path) -> None:
 def test_x_education_with_leaky_columns_is_flagged(x_education: Path) -> None:
     table = load_single_table(x_education / "leads.csv", "converted", id_column="lead_id",
                               exclude=["lead_number"])
-    result = train_table(table, _config("x-education.toml"))
+    # about the leak, not the model's quality: LightGBM's default setting, no grid search
+    result = train_table(table, _config("x-education.toml").model_copy(update={"search": False}))
     assert result.report["metrics"]["model"]["roc_auc"] > 0.95  # too good to be true
     assert any(w.startswith("tags alone separates") for w in result.report["warnings"])
 

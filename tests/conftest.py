@@ -183,18 +183,41 @@ def quick_config(**changes: object) -> TrainConfig:
 SmallTrained = Callable[..., TrainResult]
 
 
+def once_per_run(path: Path, make: Callable[[], Any]) -> Any:
+    """`make()`, pickled at `path` by the first process of the test run to ask and read back
+    by the others (pytest-xdist workers), which wait on a lock meanwhile."""
+    import fcntl
+    import pickle
+
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            return pickle.loads(path.read_bytes())
+        value = make()
+        path.with_name(path.name + ".tmp").write_bytes(pickle.dumps(value))
+        path.with_name(path.name + ".tmp").rename(path)
+        return value
+
+
 @pytest.fixture(scope="session")
-def small_trained(small_export: CrmExport) -> SmallTrained:
-    """`train_export(small_export, quick_config(model=target))`, trained once a session for
-    each target: many tests need such a model and none is about how it came to be (a test
-    that is, such as the registry's "same pipeline again", trains its own). Same data, same
-    config, same model, so sharing changes no assertion. Each call returns a deep copy: a
-    test may change what it gets without reaching the next one."""
+def small_trained(small_export: CrmExport,
+                  tmp_path_factory: pytest.TempPathFactory) -> SmallTrained:
+    """`train_export(small_export, quick_config(model=target))`, trained once a test run for
+    each target (once for every worker of `./dev.sh test`: `once_per_run`): many tests need
+    such a model and none is about how it came to be (a test that is, such as the registry's
+    "same pipeline again", trains its own). Same data, same config, same model, so sharing
+    changes no assertion. Each call returns a deep copy: a test may change what it gets
+    without reaching the next one."""
+    run = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        run = run.parent  # a worker's folder lies in the run's
     cache: dict[str, TrainResult] = {}
 
     def trained(model: str = "lead-conversion") -> TrainResult:
         if model not in cache:
-            cache[model] = train_export(small_export, quick_config(model=model))
+            cache[model] = once_per_run(
+                run / f"small-trained-{model}.pickle",
+                lambda: train_export(small_export, quick_config(model=model)))
         return copy.deepcopy(cache[model])
 
     return trained

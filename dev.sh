@@ -71,7 +71,8 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 case "${1:-}" in
-  test) shift; exec "$venv/bin/python" -m pytest "$@" ;;
+  # on every core: whole files to a worker (tests/conftest.py); `./dev.sh test -n 0` runs serially
+  test) shift; exec "$venv/bin/python" -m pytest -n auto --dist loadfile "$@" ;;
   demo) shift; exec "$venv/bin/propensity" demo "$@" ;;
   "") exec "$venv/bin/propensity" --help ;;
   *) exec "$venv/bin/propensity" "$@" ;;

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -14,7 +16,7 @@ import pytest
 from propensity.export import load_export
 from propensity.synthetic import SyntheticConfig, generate_export, write_export
 from propensity.tables import CrmExport
-from propensity.training import TrainConfig
+from propensity.training import TrainConfig, TrainResult, train_export
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -56,6 +58,40 @@ BASE_TABLES: dict[str, list[dict[str, object]]] = {
          "status": "open", "owner_id": "r2", "product": "core"},
     ],
 }
+
+
+LONGEST_FIRST = ("tests/serving/test_reliability.py", "tests/model/test_quality.py",
+                 "tests/spark", "tests/notebooks/test_notebooks.py",
+                 "tests/monitoring/test_feedback_loop.py", "tests/code/test_cli.py")
+"""The longest files (servers restarted again and again, the real data sets and the stress
+export trained with the default search, a Spark JVM, three notebook kernels that train, the
+monitoring world, a hundred CLI runs), handed out first when tests run on several cores: one
+started last would leave the other cores idle at the end. A file missing here only runs later."""
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`./dev.sh test` runs on every core (`-n auto --dist loadfile`): each file goes whole to
+    one worker, so a module's server or model is made once; the Spark files go together, so
+    one JVM serves them (`tests/spark/conftest.py` starts one a session); `LONGEST_FIRST`
+    first, then the files with the most tests."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "tests/spark" if path.startswith("tests/spark/") else path
+
+        def _assign_work_unit(self, node: Any) -> None:
+            for scope in LONGEST_FIRST:
+                if scope in self.workqueue:
+                    self.workqueue.move_to_end(scope, last=False)
+                    break
+            super()._assign_work_unit(node)
+
+    return FileScheduling(config, log)
 
 
 def write_tables(directory: Path, tables: dict[str, list[dict[str, object]]]) -> Path:
@@ -142,3 +178,46 @@ def quick_config(**changes: object) -> TrainConfig:
                                "search": False}
     base.update(changes)
     return TrainConfig.model_validate(base)
+
+
+SmallTrained = Callable[..., TrainResult]
+
+
+def once_per_run(path: Path, make: Callable[[], Any]) -> Any:
+    """`make()`, pickled at `path` by the first process of the test run to ask and read back
+    by the others (pytest-xdist workers), which wait on a lock meanwhile."""
+    import fcntl
+    import pickle
+
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            return pickle.loads(path.read_bytes())
+        value = make()
+        path.with_name(path.name + ".tmp").write_bytes(pickle.dumps(value))
+        path.with_name(path.name + ".tmp").rename(path)
+        return value
+
+
+@pytest.fixture(scope="session")
+def small_trained(small_export: CrmExport,
+                  tmp_path_factory: pytest.TempPathFactory) -> SmallTrained:
+    """`train_export(small_export, quick_config(model=target))`, trained once a test run for
+    each target (once for every worker of `./dev.sh test`: `once_per_run`): many tests need
+    such a model and none is about how it came to be (a test that is, such as the registry's
+    "same pipeline again", trains its own). Same data, same config, same model, so sharing
+    changes no assertion. Each call returns a deep copy: a test may change what it gets
+    without reaching the next one."""
+    run = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        run = run.parent  # a worker's folder lies in the run's
+    cache: dict[str, TrainResult] = {}
+
+    def trained(model: str = "lead-conversion") -> TrainResult:
+        if model not in cache:
+            cache[model] = once_per_run(
+                run / f"small-trained-{model}.pickle",
+                lambda: train_export(small_export, quick_config(model=model)))
+        return copy.deepcopy(cache[model])
+
+    return trained

@@ -43,7 +43,7 @@ from propensity.models.baselines import (
 )
 from propensity.models.bundle import LEARNERS, Kind, Learner, ModelBundle
 from propensity.models.calibration import ISOTONIC_MIN_ROWS, fit_calibrator
-from propensity.models.evaluation import evaluation_report
+from propensity.models.evaluation import evaluation_report, rank_auc
 from propensity.models.linear import LinearScorer
 from propensity.models.odoo_pls import OdooPlsConfig
 from propensity.models.selection import (
@@ -231,7 +231,7 @@ def leaky_columns(X: pd.DataFrame, y: np.ndarray, threshold: float = LEAKY_AUC) 
                 dtype="float64")
         if len(np.unique(score)) < 2:
             continue
-        auc = roc_auc_score(y, score)
+        auc = rank_auc(y, score)  # roc_auc_score's number, faster over many columns
         if max(auc, 1 - auc) >= threshold:
             found.append(f"{col} alone separates the classes (AUC {max(auc, 1 - auc):.3f}): "
                          "it looks leaky (filled in after the outcome?)")

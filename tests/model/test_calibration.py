@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from propensity.models.calibration import Calibrator, fit_calibrator
-from propensity.models.evaluation import deciles, equal_mass_ece, expected_calibration_error
+from propensity.models.evaluation import (
+    deciles,
+    equal_mass_ece,
+    expected_calibration_error,
+    rank_auc,
+)
 
 
 def _world(n: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
@@ -47,3 +53,13 @@ def test_the_calibrated_log_odds_rise_one_for_one_past_the_last_centre() -> None
     # a margin one past a top block at 20% is 40.5% likely (the old tail said 70.6%)
     assert Calibrator("isotonic", x=[-5.0, -2.0], y=[0.01, 0.2])(np.array([-1.0]))[0] == (
         pytest.approx(1 / (1 + 4 / np.e)))
+
+
+def test_rank_auc_is_roc_auc_score_ties_included() -> None:
+    """The fast AUC the leakage check runs on every column gives sklearn's number: on
+    continuous scores, on few levels (ties everywhere) and on a column that separates."""
+    rng = np.random.default_rng(4)
+    y = (rng.random(3000) < 0.1).astype("int64")
+    for score in (rng.normal(size=3000), rng.integers(0, 4, 3000).astype("float64"),
+                  y + rng.normal(0, 0.01, 3000), -y.astype("float64")):
+        assert rank_auc(y, score) == pytest.approx(roc_auc_score(y, score), abs=1e-12)

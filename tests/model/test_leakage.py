@@ -15,7 +15,7 @@ from propensity.features.spec import FeatureSpec
 from propensity.scoring import score_export
 from propensity.tables import CrmExport, truncate_export
 from propensity.training import train_export
-from tests.conftest import quick_config
+from tests.conftest import SmallTrained, quick_config
 
 TIMES = [pd.Timestamp("2024-09-01", tz="UTC"), pd.Timestamp("2025-03-15 12:34:56", tz="UTC"),
          pd.Timestamp("2025-08-01", tz="UTC")]
@@ -127,8 +127,9 @@ def test_the_past_does_move_the_features(small_export: CrmExport, spec: FeatureS
     assert (after["days_since_last_event"] < 1e-4).all()
 
 
-def test_scoring_as_of_t_equals_scoring_the_export_cut_at_t(small_export: CrmExport) -> None:
-    bundle = train_export(small_export, quick_config()).bundle
+def test_scoring_as_of_t_equals_scoring_the_export_cut_at_t(
+        small_export: CrmExport, small_trained: SmallTrained) -> None:
+    bundle = small_trained().bundle
     for t in TIMES[1:]:
         full = score_export(bundle, small_export, t)
         cut = score_export(bundle, truncate_export(small_export, t), t)

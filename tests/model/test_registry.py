@@ -26,20 +26,25 @@ from propensity.rows import lead_rows
 from propensity.scoring import score_rows
 from propensity.settings import Settings
 from propensity.tables import CrmExport
-from propensity.training import train_export
-from tests.conftest import quick_config
+from propensity.training import TrainResult, train_export
+from tests.conftest import SmallTrained, quick_config
 
 
-def _register(export: CrmExport, path: Path, settings: Settings, **config: object) -> str:
-    result = train_export(export, quick_config(**config))
+def _register(export: CrmExport, path: Path, settings: Settings,
+              result: TrainResult | None = None, **config: object) -> str:
+    """Register `result`, or what `quick_config(**config)` trains on `export`."""
+    result = result or train_export(export, quick_config(**config))
     example = lead_rows(export, result.holdout[["lead_id", "as_of"]].head(3))
     reg = log_and_register(result, data={"path": str(path), "fingerprint": fingerprint(path)},
                            input_example=example, settings=settings)
     return reg.version
 
 
-def _roundtrip(small_export: CrmExport, small_dir: Path, settings: Settings) -> None:
-    v1 = _register(small_export, small_dir, settings)
+def _roundtrip(small_export: CrmExport, small_dir: Path, settings: Settings,
+               trained: SmallTrained, again: TrainResult | None = None) -> None:
+    """`again`: the pipeline's second result (None: trained here, fresh, to be compared
+    with the session's first, `trained()`)."""
+    v1 = _register(small_export, small_dir, settings, trained())
     first = promote("lead-conversion", settings=settings)
     assert first.promoted and first.reason == "first champion: passes the gate"
     bundle, version = load_model("lead-conversion", CHAMPION, settings=settings)
@@ -53,7 +58,7 @@ def _roundtrip(small_export: CrmExport, small_dir: Path, settings: Settings) -> 
     assert not refused.promoted and "gate" in refused.reason and "loses to" in refused.reason
     assert load_model("lead-conversion", CHAMPION, settings=settings)[1] == v1
     # the same pipeline again: passes the gate, but does not beat the champion it equals
-    v3 = _register(small_export, small_dir, settings)
+    v3 = _register(small_export, small_dir, settings, again)
     same = promote("lead-conversion", settings=settings)
     assert not same.promoted and same.champion_auc is not None
     assert same.challenger_auc == same.champion_auc and "does not beat" in same.reason
@@ -87,23 +92,27 @@ def _roundtrip(small_export: CrmExport, small_dir: Path, settings: Settings) -> 
                   - direct["probability"].to_numpy()).max() < 1e-9
 
 
-def test_registry_on_sqlite(tmp_path: Path, small_export: CrmExport, small_dir: Path) -> None:
+def test_registry_on_sqlite(tmp_path: Path, small_export: CrmExport, small_dir: Path,
+                            small_trained: SmallTrained) -> None:
     settings = Settings(models_dir=tmp_path / "models")
-    _roundtrip(small_export, small_dir, settings)
+    _roundtrip(small_export, small_dir, settings, small_trained)
     assert (tmp_path / "models" / "mlflow.db").exists()
     assert any((tmp_path / "models" / "artifacts").rglob("booster.txt"))
 
 
 def test_registry_on_postgresql(tmp_path: Path, small_export: CrmExport, small_dir: Path,
-                                postgres_url: str) -> None:
+                                postgres_url: str, small_trained: SmallTrained) -> None:
+    """The store on PostgreSQL; that the same pipeline gives the same model again is
+    `test_registry_on_sqlite`'s fresh training."""
     settings = Settings(models_dir=tmp_path / "models", MLFLOW_TRACKING_URI=postgres_url)
     assert settings.tracking_uri.startswith("postgresql://")
-    _roundtrip(small_export, small_dir, settings)
+    _roundtrip(small_export, small_dir, settings, small_trained, again=small_trained())
     assert configure(settings).search_registered_models()[0].name == "lead-conversion"
 
 
 def test_a_table_model_never_shares_a_name_with_export_models(
-        tmp_path: Path, small_export: CrmExport, small_dir: Path) -> None:
+        tmp_path: Path, small_export: CrmExport, small_dir: Path,
+        small_trained: SmallTrained) -> None:
     """Issue 31: `train --table` registered under lead-conversion and took the export model's
     challenger alias. A table model has its own name; one under an export model's is refused
     before anything is logged."""
@@ -112,7 +121,7 @@ def test_a_table_model_never_shares_a_name_with_export_models(
     from propensity.training import train_table
 
     settings = Settings(models_dir=tmp_path / "models")
-    _register(small_export, small_dir, settings)
+    _register(small_export, small_dir, settings, small_trained())
     rng = np.random.default_rng(0)
     n = 600
     visits = rng.poisson(3, n)

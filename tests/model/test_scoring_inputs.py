@@ -18,8 +18,8 @@ from propensity.problems import PropensityError
 from propensity.scoring import check_table, score_export, score_table
 from propensity.single_table import load_single_table
 from propensity.tables import CrmExport
-from propensity.training import train_export, train_table
-from tests.conftest import quick_config
+from propensity.training import train_table
+from tests.conftest import SmallTrained, quick_config
 
 
 def _table(path: Path, n: int = 600, seed: int = 3) -> Path:
@@ -74,8 +74,9 @@ def test_text_in_a_number_column_is_refused_with_its_row(table_model: ModelBundl
 
 
 def test_an_export_without_a_table_the_model_used_is_refused(
-        small_dir: Path, small_export: CrmExport, tmp_path: Path) -> None:
-    result = train_export(small_export, quick_config())
+        small_dir: Path, small_export: CrmExport, small_trained: SmallTrained,
+        tmp_path: Path) -> None:
+    result = small_trained()
     assert result.bundle.spec is not None
     assert result.bundle.spec.tables == small_export.table_names()
     assert "stage_history" in result.bundle.spec.tables
@@ -104,8 +105,9 @@ def test_a_spec_saved_before_tables_were_recorded_keeps_its_key(
 
 
 def test_text_in_an_attribute_the_model_reads_as_numbers_is_refused(
-        small_dir: Path, small_export: CrmExport, tmp_path: Path) -> None:
-    result = train_export(small_export, quick_config())
+        small_dir: Path, small_export: CrmExport, small_trained: SmallTrained,
+        tmp_path: Path) -> None:
+    result = small_trained()
     assert result.bundle.spec is not None and "employees" in result.bundle.spec.account_numeric
     folder = tmp_path / "text"
     shutil.copytree(small_dir, folder)

@@ -17,11 +17,12 @@ import pytest
 
 from propensity.api_keys import create_key
 from propensity.database import engine_for, migrate
-from propensity.lifecycle import Gate, Trained, train_and_register
+from propensity.lifecycle import Gate, Trained, register_and_gate, train_and_register
 from propensity.settings import Settings
 from propensity.tables import CrmExport
 from propensity.targets import ACCOUNT_PROPENSITY, LEAD_CONVERSION, STAGE_ADVANCEMENT
-from tests.conftest import quick_config
+from propensity.training import TrainResult
+from tests.conftest import SmallTrained, quick_config
 
 
 def free_port() -> int:
@@ -31,22 +32,25 @@ def free_port() -> int:
 
 
 def register(export: CrmExport, data: Path, settings: Settings, model: str = LEAD_CONVERSION,
-             gate: Gate = "never", **config: object) -> Trained:
-    """Train `model` on `export` (read from `data`) and register it, through the gate as
-    `gate` says (default: it stays challenger)."""
+             gate: Gate = "never", result: TrainResult | None = None,
+             **config: object) -> Trained:
+    """Register `result` (default: train `model` on `export`, read from `data`), through the
+    gate as `gate` says (default: it stays challenger)."""
+    if result is not None:
+        return register_and_gate(result, export, data, gate=gate, settings=settings)
     return train_and_register(export, quick_config(model=model, **config), data, gate=gate,
                               settings=settings)
 
 
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory, small_export: CrmExport,
-             small_dir: Path) -> Path:
-    """A model store with a champion for each target's model."""
+             small_dir: Path, small_trained: SmallTrained) -> Path:
+    """A model store with a champion for each target's model (the session's trainings)."""
     models = tmp_path_factory.mktemp("store") / "models"
     settings = Settings(models_dir=models)
     for name in (LEAD_CONVERSION, STAGE_ADVANCEMENT, ACCOUNT_PROPENSITY):
         promotion = register(small_export, small_dir, settings, model=name,
-                             gate="always").promotion
+                             gate="always", result=small_trained(name)).promotion
         assert promotion is not None and promotion.promoted, name
     return models
 

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from propensity.registry import configure, promote
 from propensity.settings import Settings
 from propensity.tables import CrmExport
+from tests.conftest import SmallTrained
 from tests.serving.conftest import Server, register, start_server
 from tests.serving.test_score_api import LEAD
 
@@ -31,7 +32,10 @@ def _count(server: Server) -> int:
 
 def test_champion_moves_without_dropping_requests_and_a_broken_version_is_refused(
     tmp_path: Path, registry: Path, small_export: CrmExport, small_dir: Path,
+    small_trained: SmallTrained,
 ) -> None:
+    """v2 and v3 are the session's model registered again (new versions are what the
+    server follows; training them anew would add nothing but minutes)."""
     models = tmp_path / "models"
     shutil.copytree(registry, models)
     settings = Settings(models_dir=models)
@@ -48,7 +52,7 @@ def test_champion_moves_without_dropping_requests_and_a_broken_version_is_refuse
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             futures = [pool.submit(hammer) for _ in range(2)]
             v2 = register(small_export, small_dir, settings,
-                          booster={"num_leaves": 4}).registered.version
+                          result=small_trained()).registered.version
             assert promote("lead-conversion", force=True, settings=settings).version == v2
             deadline = time.monotonic() + 60
             seen = "1"
@@ -63,7 +67,7 @@ def test_champion_moves_without_dropping_requests_and_a_broken_version_is_refuse
         assert seen == v2  # picked up by the poller, within the minute
         assert codes and set(codes) == {200}  # nothing dropped during the swap
         # a champion whose files are broken: the old one keeps serving, /readyz says why
-        v3 = register(small_export, small_dir, settings).registered.version
+        v3 = register(small_export, small_dir, settings, result=small_trained()).registered.version
         client = configure(settings)
         source = client.get_model_version("lead-conversion", v3).source
         assert source.startswith("models:/m-")

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 from propensity.api_keys import create_key, digest
 from propensity.database import api_keys, engine_for, score_log
+from tests.conftest import SmallTrained
 from tests.serving.conftest import Server, start_server
 from tests.serving.test_score_api import LEAD
 
@@ -563,7 +564,8 @@ def test_27_6_a_full_disk_refuses_scores_and_loses_none_and_readyz_says_so(
 
 
 def test_27_9_a_corrupt_champion_falls_back_to_the_last_good_one(
-        tmp_path: Path, registry: Path, small_export: Any, small_dir: Path) -> None:
+        tmp_path: Path, registry: Path, small_export: Any, small_dir: Path,
+        small_trained: SmallTrained) -> None:
     import shutil
 
     from propensity.registry import configure, promote
@@ -574,8 +576,8 @@ def test_27_9_a_corrupt_champion_falls_back_to_the_last_good_one(
     shutil.copytree(registry, models)
     settings = Settings(models_dir=models)
     good = configure(settings).get_model_version_by_alias("lead-conversion", "champion").version
-    broken = register(small_export, small_dir, settings,
-                      booster={"num_leaves": 4}).registered.version
+    # a second version (the session's model registered again), whose files are then damaged
+    broken = register(small_export, small_dir, settings, result=small_trained()).registered.version
     assert promote("lead-conversion", force=True, settings=settings).version == broken
     client = configure(settings)
     model_id = client.get_model_version("lead-conversion", broken).source.removeprefix(

@@ -20,6 +20,19 @@ from sklearn.metrics import average_precision_score, brier_score_loss, log_loss,
 TOP_SHARES = (0.1, 0.2, 0.3)
 
 
+def rank_auc(y: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney statistic (ties count a half, as in `roc_auc_score`): the
+    same number, several times faster, for loops over many columns (`training.leaky_columns`
+    checks every column of every training). `y` holds both classes."""
+    from scipy.stats import rankdata
+
+    pos = np.asarray(y) == 1
+    n_pos = int(pos.sum())
+    n_neg = pos.size - n_pos
+    ranks = rankdata(score)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
     """Mean |observed rate - mean prediction| over equal-width bins, weighted by bin size."""
     edges = np.linspace(0, 1, bins + 1)

@@ -63,4 +63,5 @@ def simulate(cumulative: np.ndarray, expected_amount: np.ndarray, amount_low: np
 def interval(draws: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     """The central `level` interval of the draws along the last axis."""
     a = (1 - level) / 2
-    return np.quantile(draws, a, axis=-1), np.quantile(draws, 1 - a, axis=-1)
+    return (np.quantile(draws, a, axis=-1, method="inverted_cdf"),
+            np.quantile(draws, 1 - a, axis=-1, method="inverted_cdf"))

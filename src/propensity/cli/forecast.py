@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from propensity.cli._common import console, fail, output, stages
+from propensity.cli._common import console, err_console, fail, output, stages
 
 FORMATS = ("table", "json", "csv")
 
@@ -73,8 +73,8 @@ def forecast(
     if out is not None:
         outlook.to_csv(output(out), index=False)
     _print_forecast(fc, fmt)
-    if out is not None:
-        console.print(f"wrote {out}", highlight=False)
+    if out is not None:  # on stderr: stdout is the forecast (JSON, CSV) a script reads
+        err_console.print(f"wrote {out}", highlight=False)
 
 
 def _print_forecast(fc: object, fmt: str) -> None:

@@ -182,14 +182,3 @@ class SegmentMedians:
             out = np.where(np.isnan(out), found, out)
         return np.where(np.isnan(out), self.overall, out)
 
-
-def won_lead_amounts(export: CrmExport) -> tuple[pd.Series, np.ndarray]:
-    """(lead ids, won amounts) of every lead with a won opportunity in the export."""
-    opps = export.opportunities
-    if opps is None or not len(opps):
-        return pd.Series([], dtype="str"), np.zeros(0)
-    won = opps[(opps["status"].astype("str") == "won") & opps["amount"].notna()
-               & opps["lead_id"].notna()]
-    per = won.groupby(won["lead_id"].astype("str"))["amount"].sum()
-    return pd.Series(per.index), per.to_numpy(dtype="float64")
-

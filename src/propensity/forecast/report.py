@@ -4,8 +4,6 @@ created should add at the recent inflow rate."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel
@@ -24,7 +22,6 @@ class ForecastUsageError(PropensityError):
     exit_code = 2
 
 
-GroupBy = Literal["source", "campaign", "owner_id", "segment"]
 GROUPS: tuple[str, ...] = ("source", "campaign", "owner_id", "segment")
 METHOD = (f"Monte Carlo, {SIMS} draws, fixed seed: each open lead's conversion week drawn "
           "from its calibrated P(converted by t) curve, each won deal's amount from a "

@@ -44,6 +44,7 @@ from serving.routes import (
     accounts,
     crm,
     docs,
+    forecast,
     funnel,
     monitoring,
     ops,
@@ -130,7 +131,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                               "funnel metrics beside them.")
     for router in (score.router, outcomes.router, monitoring.router, accounts.router,
                    funnel.router, thresholds.router, ops.router, ui.router, docs.router,
-                   crm.router):
+                   crm.router, forecast.router):
         app.include_router(router)
     app.add_exception_handler(RequestValidationError, validation_handler)
     app.add_exception_handler(StarletteHTTPException, http_handler)

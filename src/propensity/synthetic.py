@@ -30,6 +30,8 @@ from propensity.contract import DEFAULT_STAGES, TERMINAL_STAGES, Manifest
 from propensity.tables import CrmExport
 
 TRUTH_FILE = "truth.parquet"
+TRUTH_HORIZONS = (30, 60, 90, 180)
+"""Days for which the truth holds each lead's P(converted by then), counted from creation."""
 
 SOURCES = {"organic_search": 0.3, "paid_search": 0.0, "social": -0.5, "email": 0.1,
            "referral": 0.8, "event": 0.4, "direct": 0.2, "partner": 0.6}
@@ -62,6 +64,24 @@ EVENT_TYPES: dict[str, tuple[float, float, str]] = {
     "unsubscribe": (0.01, -1.0, "email"),
 }
 ONBOARDING_TYPES = ["onboarding_email", "product_login", "support_ticket"]
+
+INDUSTRY_PACE = {"software": -0.25, "finance": 0.25, "retail": -0.15, "manufacturing": 0.3,
+                 "healthcare": 0.35, "education": 0.15, "media": -0.2, "logistics": 0.05}
+"""Log of the factor on every stage's mean time, by industry: regulated buyers are slower."""
+SOURCE_PACE = {"organic_search": 0.0, "paid_search": 0.1, "social": 0.2, "email": 0.05,
+               "referral": -0.35, "event": -0.15, "direct": 0.0, "partner": -0.2}
+SIZE_PACE = 0.2
+"""Log pace per decade of employees above 100: larger companies decide more slowly."""
+INDUSTRY_AMOUNT = {"software": 0.2, "finance": 0.45, "retail": -0.2, "manufacturing": 0.1,
+                   "healthcare": 0.25, "education": -0.45, "media": -0.1, "logistics": 0.0}
+"""Log-amount effect of the account's industry on a deal."""
+PRODUCT_AMOUNT = {"core": 0.0, "analytics": 0.3, "enterprise": 0.8}
+EXECUTIVE_AMOUNT = 0.3
+"""Log-amount effect of an executive lead; `COMMITTEE_AMOUNT` x the account's share of
+executives and champions among its leads adds the buying committee's seniority."""
+COMMITTEE_AMOUNT = 0.6
+AMOUNT_CENTRE = -0.55
+"""Shifts the log amount so the median deal stays where it was before these effects."""
 
 STAGE_OFFSET = np.array([0.4, 0.5, 0.0, 0.6])
 """Log-odds of advancing from each stage at intent 0."""
@@ -100,6 +120,13 @@ class SyntheticConfig:
     shift_source_share: float = 0.45
     shift_event: str = "pricing_page_view"
     shift_event_rate: float = 0.5
+    segment_pace: float = 1.0
+    """Scale of the segment effects on time to convert (`INDUSTRY_PACE`, `SOURCE_PACE`,
+    `SIZE_PACE`): each lead's stage times are its config means x exp(scale x its segment's
+    log pace). 0 gives every lead the same clock."""
+    amount_sigma: float = 0.5
+    """Spread (log scale) of a deal's amount around its median, which follows firmographics,
+    product and persona mix (`deal_log_median`)."""
 
 
 def stress_config(n_leads: int = 30_000, seed: int = 7) -> SyntheticConfig:
@@ -207,6 +234,9 @@ def generate_export(config: SyntheticConfig) -> tuple[dict[str, pa.Table], pa.Ta
         + rng.normal(0, config.intent_noise, n)
     )
 
+    pace = segment_pace(source, industry, employees, account, config.segment_pace)
+    amount_mu = deal_log_median(industry, employees, account, persona, product)
+
     # the journey: at most four steps of the chain
     stage = np.zeros(n, dtype="int64")
     t = created.copy()
@@ -219,7 +249,7 @@ def generate_export(config: SyntheticConfig) -> tuple[dict[str, pa.Table], pa.Ta
         if idx.size == 0:
             break
         s = stage[idx]
-        exit_t = t[idx] + rng.exponential(np.asarray(config.stage_mean_days)[s])
+        exit_t = t[idx] + rng.exponential(np.asarray(config.stage_mean_days)[s]) * pace[idx]
         seg_lead.append(idx)
         seg_stage.append(s)
         seg_start.append(t[idx])
@@ -338,8 +368,13 @@ def generate_export(config: SyntheticConfig) -> tuple[dict[str, pa.Table], pa.Ta
         "stage": _dict_array(sh_stage, stage_names),
         "entered_at": _timestamps(sh_time, epoch_us),
     })
-    opportunities = _opportunities(rng, sh_lead, sh_stage, sh_time, employees, account, owner,
-                                   product, lead_ids, acc_ids, owners, epoch_us)
+    opportunities = _opportunities(rng, sh_lead, sh_stage, sh_time, amount_mu,
+                                   config.amount_sigma, account, owner, product, lead_ids,
+                                   acc_ids, owners, epoch_us)
+    at_creation = np.zeros(n, dtype="int64")
+    by_horizon = {f"p_by_{h}": pa.array(truth_probability(intent, at_creation, h,
+                                                           config.stage_mean_days, pace))
+                  for h in TRUTH_HORIZONS}
     truth = pa.table({
         "lead_id": pa.array(lead_ids),
         "intent": pa.array(intent),
@@ -347,12 +382,17 @@ def generate_export(config: SyntheticConfig) -> tuple[dict[str, pa.Table], pa.Ta
                                                 config.stage_mean_days)),
         "converted": pa.array(converted),
         "converted_at": _timestamps(np.nan_to_num(converted_at), epoch_us, valid=converted),
+        "pace": pa.array(pace),
+        **by_horizon,
+        "amount_log_median": pa.array(amount_mu),
+        "expected_amount": pa.array(np.exp(amount_mu + config.amount_sigma ** 2 / 2)),
     })
     tables = {"leads": leads, "accounts": accounts, "events": events,
               "stage_history": stage_history, "opportunities": opportunities}
     # what truth_probability needs besides intent travels with the truth
-    truth = truth.replace_schema_metadata({"stage_mean_days": json.dumps(
-        list(config.stage_mean_days))})
+    truth = truth.replace_schema_metadata({
+        "stage_mean_days": json.dumps(list(config.stage_mean_days)),
+        "amount_sigma": json.dumps(config.amount_sigma)})
     return tables, truth
 
 
@@ -393,8 +433,10 @@ def compare_with_truth(directory: Path, full: CrmExport, scored: pd.DataFrame,
                                                           "converted"]]
     rows = scored.merge(outcome, on="lead_id")
     intent, means = read_truth(directory)
-    p_true = truth_probability(intent.loc[rows["lead_id"], "intent"].to_numpy(),
-                               rows["stage_index"].to_numpy(), horizon_days, means)
+    known = intent.loc[rows["lead_id"]]
+    p_true = truth_probability(known["intent"].to_numpy(), rows["stage_index"].to_numpy(),
+                               horizon_days, means,
+                               known["pace"].to_numpy() if "pace" in known else None)
     y = rows["converted"].to_numpy()
     p = rows["probability"].to_numpy()
     return TruthComparison(leads=len(rows), base_rate=float(y.mean()),
@@ -402,6 +444,36 @@ def compare_with_truth(directory: Path, full: CrmExport, scored: pd.DataFrame,
                            model_auc=float(roc_auc_score(y, p)),
                            truth_log_loss=float(log_loss(y, p_true)),
                            model_log_loss=float(log_loss(y, p)))
+
+
+def segment_pace(source: np.ndarray, industry: np.ndarray, employees: np.ndarray,
+                 account: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """Each lead's clock factor from its segment (source, industry, size): no random draw, so
+    every other draw of the export is what it was without it."""
+    has = account >= 0
+    acc = np.maximum(account, 0)
+    log_pace = np.array(list(SOURCE_PACE.values()))[source] + np.where(
+        has, np.array(list(INDUSTRY_PACE.values()))[industry[acc]]
+        + SIZE_PACE * (np.log10(employees[acc]) - 2.0), 0.0)
+    return np.exp(scale * log_pace)
+
+
+def deal_log_median(industry: np.ndarray, employees: np.ndarray, account: np.ndarray,
+                    persona: np.ndarray, product: np.ndarray) -> np.ndarray:
+    """Log of each lead's median deal amount: company size and industry, the product, an
+    executive lead, and the account's share of executives and champions among its leads."""
+    has = account >= 0
+    acc = np.maximum(account, 0)
+    size = np.where(has, employees[acc], 20)
+    senior = np.isin(persona, [1, 2]).astype("float64")  # champion, executive
+    n_acc = employees.size
+    leads_of = np.bincount(acc[has], minlength=n_acc)
+    senior_of = np.bincount(acc[has], weights=senior[has], minlength=n_acc)
+    share = np.where(has, senior_of[acc] / np.maximum(leads_of[acc], 1), 0.0)
+    return (np.log(2_000 + 30 * size) + AMOUNT_CENTRE
+            + np.where(has, np.array(list(INDUSTRY_AMOUNT.values()))[industry[acc]], 0.0)
+            + np.array(list(PRODUCT_AMOUNT.values()))[product]
+            + EXECUTIVE_AMOUNT * (persona == 2) + COMMITTEE_AMOUNT * share)
 
 
 def _event_types(rng: np.random.Generator, intent: np.ndarray) -> np.ndarray:
@@ -425,10 +497,13 @@ def _event_types(rng: np.random.Generator, intent: np.ndarray) -> np.ndarray:
 
 def _opportunities(
     rng: np.random.Generator, sh_lead: np.ndarray, sh_stage: np.ndarray, sh_time: np.ndarray,
-    employees: np.ndarray, account: np.ndarray, owner: np.ndarray, product: np.ndarray,
-    lead_ids: np.ndarray, acc_ids: np.ndarray, owners: list[str], epoch_us: int,
+    amount_mu: np.ndarray, amount_sigma: float, account: np.ndarray, owner: np.ndarray,
+    product: np.ndarray, lead_ids: np.ndarray, acc_ids: np.ndarray, owners: list[str],
+    epoch_us: int,
 ) -> pa.Table:
-    """One opportunity per lead that entered the opportunity stage, closed by what came next."""
+    """One opportunity per lead that entered the opportunity stage, closed by what came next;
+    its amount is log-normal around the lead's `deal_log_median`, drawn when it opens (so an
+    open opportunity's amount is what it will be won for)."""
     opp_rows = np.flatnonzero(sh_stage == 3)
     lead = sh_lead[opp_rows]
     created = sh_time[opp_rows]
@@ -441,8 +516,7 @@ def _opportunities(
     closed[same] = sh_time[follow][same]
     status = np.where(nxt == 4, 1, np.where(nxt == 6, 2, 0))  # open, won, lost
     acc = account[lead]
-    size = np.where(acc >= 0, employees[np.maximum(acc, 0)], 20)
-    amount = np.round(np.exp(rng.normal(np.log(2_000 + 30 * size), 0.5)), 2)
+    amount = np.round(np.exp(rng.normal(amount_mu[lead], amount_sigma)), 2)
     ids = np.char.add("O", np.char.zfill(np.arange(1, lead.size + 1).astype(str), 7))
     is_closed = status > 0
     return pa.table({
@@ -474,11 +548,31 @@ def _generator_matrix(intent: np.ndarray, stage_mean_days: tuple[float, ...]) ->
     return q
 
 
+def _exp_to_customer(a: np.ndarray) -> np.ndarray:
+    """Column 'customer' of exp(a) for upper-triangular rate matrices a (n, 6, 6) whose
+    diagonal is distinct over lead..customer: Parlett's recurrence, vectorised over leads
+    (scipy's expm takes seconds per thousand leads)."""
+    n = a.shape[0]
+    f = np.zeros((n, 5, 5))
+    d = np.diagonal(a, axis1=1, axis2=2)[:, :5]
+    for i in range(5):
+        f[:, i, i] = np.exp(d[:, i])
+    for gap in range(1, 5):
+        for i in range(5 - gap):
+            j = i + gap
+            total = a[:, i, j] * (f[:, j, j] - f[:, i, i])
+            for k in range(i + 1, j):
+                total += a[:, i, k] * f[:, k, j] - f[:, i, k] * a[:, k, j]
+            f[:, i, j] = total / (d[:, j] - d[:, i])
+    return f[:, :, 4]
+
+
 def truth_probability(intent: np.ndarray, stage: np.ndarray, horizon_days: float | None,
                       stage_mean_days: tuple[float, ...] = SyntheticConfig.stage_mean_days,
-                      ) -> np.ndarray:
-    """Exact P(convert within horizon | intent, current stage); None = ever. The chain is
-    memoryless, so the time a lead has already spent in its stage does not matter."""
+                      pace: np.ndarray | None = None) -> np.ndarray:
+    """Exact P(convert within horizon | intent, current stage, pace); None = ever. The chain is
+    memoryless, so the time a lead has already spent in its stage does not matter; a lead's
+    pace stretches its clock, so its horizon counts as horizon / pace on the config's."""
     intent = np.asarray(intent, dtype="float64")
     stage = np.asarray(stage, dtype="int64")
     out = np.zeros(intent.size)
@@ -499,9 +593,14 @@ def truth_probability(intent: np.ndarray, stage: np.ndarray, horizon_days: float
         out[stage >= 4] = 1.0
         return out
     q = _generator_matrix(intent, stage_mean_days)
-    p = expm(q * horizon_days)
+    clock = np.full(intent.size, float(horizon_days)) if pace is None else (
+        horizon_days / np.asarray(pace, dtype="float64"))
+    a = q * clock[:, None, None]
     rows = np.clip(stage, 0, 5)
-    out = p[np.arange(intent.size), rows, 4]
+    if len(set(stage_mean_days)) == len(stage_mean_days):
+        out = _exp_to_customer(a)[np.arange(intent.size), np.minimum(rows, 4)]
+    else:  # equal stage rates: the closed form divides by their difference
+        out = expm(a)[np.arange(intent.size), rows, 4]
     out[stage >= 4] = 1.0
     return out
 

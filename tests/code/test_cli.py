@@ -444,6 +444,8 @@ EXIT_CODES = [  # (command, arguments, the README's code); Ctrl-C and the gate: 
     ("thresholds", ["thresholds", "set", "--reason", "r", "--restore", "0"], 0),
     ("thresholds", ["thresholds", "set", "--reason", "r"], 2),
     ("demo", ["demo", "--leads", "5"], 2),
+    ("forecast", ["forecast", "MISSING"], 1),
+    ("forecast", ["forecast", "EXPORT", "--by", "colour"], 2),
     ("--encoding", ["--encoding", "klingon", "validate", "EXPORT"], 2),
 ]
 

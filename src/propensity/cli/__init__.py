@@ -13,7 +13,17 @@ from typing import Annotated
 
 import typer
 
-from propensity.cli import data, demo, funnel, models, monitor, push, serve, thresholds
+from propensity.cli import (
+    data,
+    demo,
+    forecast,
+    funnel,
+    models,
+    monitor,
+    push,
+    serve,
+    thresholds,
+)
 from propensity.cli._common import fail
 from propensity.problems import PropensityError
 
@@ -49,6 +59,7 @@ thresholds.register(app)
 monitor.register(app)
 demo.register(app)
 push.register(app)
+forecast.register(app)
 
 
 INTERRUPTED = 130

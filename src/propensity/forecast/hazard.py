@@ -1,0 +1,185 @@
+"""When: a discrete-time hazard model of time to convert, and the curve it gives.
+
+A lead's conversion is a time-to-event problem with a large "never" share. LightGBM has no
+survival objective, so each snapshot row (a lead open at t, features as of t) becomes one
+binary row per period after t ("converted in (t + a, t + b], having not converted by t + a"),
+the period's start and width as two more features. A lead that was disqualified stays at risk
+with no event: the curve is then the cumulative incidence of conversion (P(converted by t)),
+not a survival that ignores the leads that drop out. A period whose end is after the data's
+end is left out (right censoring: the period's outcome is not known yet).
+
+P(converted by d) = 1 - prod over periods (1 - hazard), interpolated inside a period at a
+constant daily rate, then calibrated at each period end on the latest snapshot rows of leads
+the model did not learn from (isotonic on the logit), and kept monotone in d.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from propensity.coding import Column
+from propensity.forecast.rows import SnapshotRows, TooLittleHistory
+from propensity.models.calibration import Calibrator, fit_calibrator
+
+EDGES: tuple[int, ...] = (0, 30, 60, 90, 120, 180, 270, 365, 540, 730)
+"""Period boundaries in days after the as-of time: 30, 60, 90 and 180 are period ends, so
+the curve there is read without interpolation."""
+HORIZONS: tuple[int, ...] = (30, 60, 90, 180)
+HAZARD_PARAMS: dict[str, Any] = {
+    "objective": "binary", "learning_rate": 0.05, "num_leaves": 15, "min_data_in_leaf": 200,
+    "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 5.0,
+    "cat_smooth": 50, "cat_l2": 10.0, "max_cat_to_onehot": 8, "verbose": -1,
+    "deterministic": True, "force_row_wise": True, "num_threads": 1,
+}
+ROUNDS = 300
+MIN_CALIBRATION_ROWS = 300
+MIN_CONVERSIONS = 20
+"""Fewest conversions in the observed periods for a hazard model to mean anything."""
+
+
+def categorical_indices(columns: list[Column]) -> list[int]:
+    return [i for i, c in enumerate(columns) if c.categories is not None]
+
+
+def person_periods(rows: SnapshotRows, edges: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """(row index, period index, label) of every observed period of every snapshot row at
+    risk at its start."""
+    idx_parts, k_parts, y_parts = [], [], []
+    day = 86_400 * 1_000_000
+    for k in range(len(edges) - 1):
+        a, b = edges[k] * day, edges[k + 1] * day
+        at_risk = rows.converted_at > rows.as_of_us + a
+        seen = rows.as_of_us + b <= rows.end_us
+        sel = np.flatnonzero(at_risk & seen)
+        if not sel.size:
+            continue
+        idx_parts.append(sel)
+        k_parts.append(np.full(sel.size, k))
+        y_parts.append((rows.converted_at[sel] <= rows.as_of_us[sel] + b).astype("int8"))
+    if not idx_parts:
+        empty = np.zeros(0, dtype="int64")
+        return empty, empty, empty
+    return np.concatenate(idx_parts), np.concatenate(k_parts), np.concatenate(y_parts)
+
+
+def _with_period(X: np.ndarray, k: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    return np.column_stack([X, edges[k], edges[k + 1] - edges[k]])
+
+
+@dataclass
+class HazardModel:
+    """P(converted by d days) for leads open at a time, from their features as of it."""
+
+    seed: int = 0
+    rounds: int = ROUNDS
+    edges: tuple[int, ...] = EDGES
+    booster_: lgb.Booster | None = field(default=None, repr=False)
+    calibrators_: dict[int, Calibrator] = field(default_factory=dict)
+    max_days_: int = 0
+    """The longest window any snapshot row had observed: 'ever' means within it."""
+    columns_: list[Column] = field(default_factory=list)
+
+    def fit(self, rows: SnapshotRows, fit_mask: np.ndarray) -> HazardModel:
+        """Learn hazards from the rows in `fit_mask`; calibrate on the others."""
+        observed_span = (rows.end_us - rows.as_of_us.min()) / 86_400e6 if len(
+            rows.as_of_us) else 0
+        usable = [e for e in self.edges if e <= observed_span]
+        self.edges = tuple(usable) if len(usable) >= 2 else self.edges[:2]
+        self.max_days_ = int(self.edges[-1])
+        edges = np.asarray(self.edges, dtype="float64")
+        idx, k, y = person_periods(rows, self.edges)
+        keep = fit_mask[idx]
+        idx, k, y = idx[keep], k[keep], y[keep]
+        if y.sum() < MIN_CONVERSIONS:
+            raise TooLittleHistory(f"{int(y.sum())} conversions in the history before the forecast "
+                                   f"time: at least {MIN_CONVERSIONS} are needed to learn when "
+                                   "leads convert")
+        self.columns_ = [*rows.plan.columns, Column("period_start_days"),
+                         Column("period_days")]
+        data = lgb.Dataset(_with_period(rows.X[idx], k, edges), label=y,
+                           categorical_feature=categorical_indices(self.columns_),
+                           free_raw_data=True)
+        params = {**HAZARD_PARAMS, "seed": self.seed}
+        self.booster_ = lgb.train(params, data, num_boost_round=self.rounds)
+        self._calibrate(rows, ~fit_mask)
+        return self
+
+    def raw_curve(self, X: np.ndarray) -> np.ndarray:
+        """(n, len(edges)) uncalibrated P(converted by each edge), column 0 being 0."""
+        if self.booster_ is None:
+            raise RuntimeError("HazardModel is not fitted")
+        edges = np.asarray(self.edges, dtype="float64")
+        n, m = X.shape[0], len(self.edges) - 1
+        survive = np.ones((n, m + 1))
+        for k in range(m):
+            h = self.booster_.predict(_with_period(X, np.full(n, k), edges))
+            survive[:, k + 1] = survive[:, k] * (1 - np.clip(h, 0, 1 - 1e-9))
+        return 1 - survive
+
+    def _calibrate(self, rows: SnapshotRows, mask: np.ndarray) -> None:
+        """Per period end: the latest third of the snapshot times that observed it, rows of
+        leads held out of the fit (read when leads are as old as they are at the forecast)."""
+        self.calibrators_ = {}
+        if not mask.any():
+            return
+        raw = self.raw_curve(rows.X[mask])
+        as_of = rows.as_of_us[mask]
+        for j, edge in enumerate(self.edges[1:], start=1):
+            seen = rows.observed(edge)[mask]
+            times = np.unique(as_of[seen])
+            if times.size == 0:
+                continue
+            recent = seen & (as_of >= times[int(len(times) * 2 / 3)])
+            if recent.sum() < MIN_CALIBRATION_ROWS:
+                recent = seen
+            if recent.sum() < MIN_CALIBRATION_ROWS:
+                continue
+            y = rows.converted_within(edge)[mask][recent]
+            self.calibrators_[edge] = fit_calibrator(_logit(raw[recent, j]), y)
+
+    def curve(self, X: np.ndarray) -> np.ndarray:
+        """(n, len(edges)) calibrated P(converted by each edge), non-decreasing along edges."""
+        raw = self.raw_curve(X)
+        out = raw.copy()
+        for j, edge in enumerate(self.edges[1:], start=1):
+            cal = self.calibrators_.get(edge)
+            if cal is not None:
+                out[:, j] = cal(_logit(raw[:, j]))
+        out[:, 0] = 0.0
+        return np.maximum.accumulate(out, axis=1)
+
+    def by_days(self, curve: np.ndarray, days: np.ndarray | list[float]) -> np.ndarray:
+        """P(converted by each of `days`) from `curve`: a constant daily hazard inside a
+        period (the log of survival is linear there); past the last edge, held flat."""
+        return interpolate(curve, np.asarray(self.edges, dtype="float64"),
+                           np.asarray(days, dtype="float64"))
+
+
+def interpolate(curve: np.ndarray, edges: np.ndarray, days: np.ndarray) -> np.ndarray:
+    """Cumulative probabilities at `days` from their values at `edges` (see `by_days`)."""
+    d = np.clip(days, 0, edges[-1])
+    k = np.clip(np.searchsorted(edges, d, side="right") - 1, 0, len(edges) - 2)
+    frac = (d - edges[k]) / (edges[k + 1] - edges[k])
+    log_s = np.log(np.clip(1 - curve, 1e-12, 1))
+    out = 1 - np.exp(log_s[:, k] + frac * (log_s[:, k + 1] - log_s[:, k]))
+    return np.maximum.accumulate(np.clip(out, 0, 1), axis=1)
+
+
+def median_days(curve: np.ndarray, edges: tuple[int, ...]) -> np.ndarray:
+    """Days by which half of a lead's eventual conversion probability (within the longest
+    observed window) is reached: the median time to convert among leads that will."""
+    e = np.asarray(edges, dtype="float64")
+    grid = np.arange(0, e[-1] + 1, 1.0)
+    dense = interpolate(curve, e, grid)
+    half = dense[:, -1:] / 2
+    first = np.argmax(dense >= half, axis=1)
+    return np.where(dense[:, -1] > 0, grid[first], np.nan)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))

@@ -1,0 +1,162 @@
+"""The forecast models on a generated export: point in time, monotone curves, the truth,
+intervals that hold what they say, and the same numbers for the same data and seed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import spearmanr
+
+from propensity.export import load_export
+from propensity.forecast import fit_forecaster, forecast_from, lead_outlook
+from propensity.forecast.backtest import actuals, quarter_starts
+from propensity.forecast.hazard import HORIZONS, interpolate
+from propensity.forecast.simulate import interval, simulate
+from propensity.synthetic import read_truth, truth_probability, write_synthetic
+from propensity.tables import CrmExport
+
+T = pd.Timestamp("2025-07-01", tz="UTC")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, CrmExport]:
+    directory = write_synthetic(tmp_path_factory.mktemp("forecast") / "export", n_leads=3000,
+                                seed=5)
+    return directory, load_export(directory)
+
+
+@pytest.fixture(scope="module")
+def outlook(world: tuple[Path, CrmExport]) -> tuple[pd.DataFrame, np.ndarray]:
+    return lead_outlook(fit_forecaster(world[1], T, seed=3))
+
+
+def with_another_future(export: CrmExport, at: pd.Timestamp) -> CrmExport:
+    """The same past; after `at`, every event gone, every lead open then a customer a day
+    later, every opportunity open then won, and a new one won for a fortune per lead (an
+    open opportunity's amount was known before `at`: it stays)."""
+    assert export.stage_history is not None and export.events is not None
+    assert export.opportunities is not None
+    leads = export.leads[export.leads["created_at"] < at]
+    sh = export.stage_history
+    sh = sh[sh["entered_at"] < at]
+    won = pd.DataFrame({"lead_id": leads["lead_id"].astype("str"), "stage": "customer",
+                        "entered_at": at + pd.Timedelta(days=1)})
+    stage_history = pd.concat([sh.astype({"lead_id": "str", "stage": "str"}), won],
+                              ignore_index=True)
+    opps = export.opportunities
+    opps = opps[opps["created_at"] < at].copy()
+    opps["status"] = opps["status"].astype("str")
+    late = opps["closed_at"].isna() | (opps["closed_at"] >= at)
+    opps.loc[late, "status"] = "won"
+    opps.loc[late, "closed_at"] = at + pd.Timedelta(days=1)
+    fortune = pd.DataFrame({
+        "opportunity_id": "X" + leads["lead_id"].astype("str"),
+        "lead_id": leads["lead_id"].astype("str"), "account_id": leads["account_id"],
+        "created_at": at + pd.Timedelta(hours=1), "closed_at": at + pd.Timedelta(days=2),
+        "amount": 1e9, "status": "won"})
+    opps = pd.concat([opps.astype({"lead_id": "str"}), fortune], ignore_index=True)
+    events = export.events[export.events["occurred_at"] < at]
+    return CrmExport(leads=export.leads, events=events, stage_history=stage_history,
+                     opportunities=opps, accounts=export.accounts, manifest=export.manifest)
+
+
+def test_a_changed_future_does_not_move_the_forecast_made_before_it(
+        world: tuple[Path, CrmExport], outlook: tuple[pd.DataFrame, np.ndarray]) -> None:
+    other = lead_outlook(fit_forecaster(with_another_future(world[1], T), T, seed=3))
+    pd.testing.assert_frame_equal(outlook[0], other[0])
+    np.testing.assert_array_equal(outlook[1], other[1])
+
+
+def test_same_data_and_seed_give_the_same_forecast(
+        world: tuple[Path, CrmExport]) -> None:
+    a, _ = forecast_from(fit_forecaster(world[1], T, seed=3), 13, "source", seed=3, sims=300)
+    b, _ = forecast_from(fit_forecaster(world[1], T, seed=3), 13, "source", seed=3, sims=300)
+    assert a.model_dump() == b.model_dump()
+    c, _ = forecast_from(fit_forecaster(world[1], T, seed=4), 13, "source", seed=4, sims=300)
+    assert c.model_dump() != a.model_dump()  # the seed is really used
+
+
+def test_the_curve_is_a_probability_rising_with_time(
+        outlook: tuple[pd.DataFrame, np.ndarray]) -> None:
+    frame, weekly = outlook
+    cols = [f"p_by_{h}" for h in HORIZONS] + ["p_ever"]
+    curve = frame[cols].to_numpy()
+    assert len(frame) > 50
+    assert ((curve >= 0) & (curve <= 1)).all()
+    assert (np.diff(curve, axis=1) >= -1e-12).all()
+    assert (np.diff(weekly, axis=1) >= -1e-12).all() and (weekly[:, 0] == 0).all()
+    assert curve[:, -1].max() > curve[:, 0].max()  # it does rise, not merely stay flat
+    finite = frame["median_days"].dropna()
+    assert ((finite >= 0) & (finite <= frame["ever_within_days"].max())).all()
+
+
+def test_interpolation_keeps_the_edges_and_the_order() -> None:
+    edges = np.array([0.0, 30, 60, 90])
+    curve = np.array([[0, 0.1, 0.25, 0.3], [0, 0, 0.5, 0.5]])
+    dense = interpolate(curve, edges, np.array([0, 15, 30, 45, 60, 90, 200]))
+    np.testing.assert_allclose(dense[:, [0, 2, 4, 5]], curve, atol=1e-12)
+    assert (np.diff(dense, axis=1) >= 0).all()
+    assert dense[0, 1] < 0.1 and dense[0, -1] == pytest.approx(0.3)
+
+
+def test_the_curve_follows_the_generators_truth(
+        world: tuple[Path, CrmExport], outlook: tuple[pd.DataFrame, np.ndarray]) -> None:
+    frame, _ = outlook
+    truth, means = read_truth(world[0])
+    known = truth.loc[frame["lead_id"]]
+    for h in (30, 90):
+        p_true = truth_probability(known["intent"].to_numpy(), frame["stage_index"].to_numpy(),
+                                   h, means, known["pace"].to_numpy())
+        p = frame[f"p_by_{h}"].to_numpy()
+        assert spearmanr(p, p_true).statistic > 0.6, h
+        assert abs(p.sum() - p_true.sum()) < 0.25 * p_true.sum(), (h, p.sum(), p_true.sum())
+
+
+def test_the_amount_interval_holds_most_won_amounts(
+        world: tuple[Path, CrmExport], outlook: tuple[pd.DataFrame, np.ndarray]) -> None:
+    frame = outlook[0].set_index("lead_id")
+    opps = world[1].opportunities
+    assert opps is not None
+    won = opps[(opps["status"].astype("str") == "won") & (opps["closed_at"] > T)]
+    amounts = won.groupby(won["lead_id"].astype("str"))["amount"].sum()
+    rows = frame.reindex(amounts.index).dropna(subset=["amount_low"])
+    assert len(rows) >= 25
+    inside = ((amounts.loc[rows.index] >= rows["amount_low"])
+              & (amounts.loc[rows.index] <= rows["amount_high"])).mean()
+    assert 0.55 <= inside <= 0.97, inside  # 80% of about 30: three standard errors
+    assert (rows["amount_low"] <= rows["amount_median"]).all()
+    assert (rows["amount_median"] <= rows["amount_high"]).all()
+
+
+def test_simulated_count_intervals_match_the_exact_poisson_binomial() -> None:
+    rng = np.random.default_rng(0)
+    p = rng.beta(0.5, 6, 400)
+    cumulative = np.column_stack([np.zeros(p.size), p])
+    sim = simulate(cumulative, np.ones(p.size), np.ones(p.size), np.ones(p.size),
+                   np.zeros(p.size, dtype="int64"), 1, sims=20_000, seed=1)
+    pmf = np.array([1.0])
+    for q in p:  # the exact distribution of a sum of Bernoulli trials, by convolution
+        pmf = np.convolve(pmf, [1 - q, q])
+    cdf = np.cumsum(pmf)
+    for level in (0.8, 0.95):
+        a = (1 - level) / 2
+        exact = (np.searchsorted(cdf, a), np.searchsorted(cdf, 1 - a))
+        low, high = interval(sim.counts[0], level)
+        assert abs(low - exact[0]) <= 1 and abs(high - exact[1]) <= 1, (level, low, high, exact)
+    assert sim.revenue[0].mean() == pytest.approx(p.sum(), rel=0.02)  # amount 1 each
+
+
+def test_the_backtest_counts_what_happened_after_each_quarter(
+        world: tuple[Path, CrmExport]) -> None:
+    starts = quarter_starts(world[1], 13)
+    assert starts and all(t.month in (1, 4, 7, 10) and t.day == 1 for t in starts)
+    assert starts[-1] + pd.Timedelta(weeks=13) <= world[1].latest_time()
+    frame, _ = lead_outlook(fit_forecaster(world[1], T, seed=3))
+    count, revenue = actuals(world[1], T, 13, frame["lead_id"])
+    truth, _ = read_truth(world[0])
+    conv = truth.loc[frame["lead_id"], "converted_at"]
+    expected = int(((conv > T) & (conv <= T + pd.Timedelta(weeks=13))).sum())
+    assert count == expected and revenue > 0

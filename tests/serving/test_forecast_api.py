@@ -1,0 +1,30 @@
+"""GET /v1/forecast over real HTTP: the library's forecast, cached, and bad input as 4xx."""
+
+from __future__ import annotations
+
+import time
+
+from tests.serving.conftest import Server
+
+
+def test_forecast_endpoint_serves_the_library_forecast(server: Server) -> None:
+    with server.client(server.score_key) as http:
+        http.timeout = 300  # the first call fits the forecast models
+        r = http.get("/v1/forecast", params={"as_of": "2025-07-01", "weeks": 6,
+                                             "by": "source"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["weeks"] == 6 and len(body["rows"]) == 6 and body["by"] == "source"
+        total = body["total"]["customers"]
+        assert total["low95"] <= total["low80"] <= total["expected"] <= total["high80"]
+        assert sum(g["open_leads"] for g in body["groups"]) == body["open_leads"] > 0
+        t0 = time.perf_counter()
+        again = http.get("/v1/forecast", params={"as_of": "2025-07-01", "weeks": 6,
+                                                 "by": "source"})
+        assert again.json() == body and time.perf_counter() - t0 < 2.0  # cached
+        for params, field in (({"by": "colour"}, "by"), ({"weeks": 0}, "weeks"),
+                              ({"as_of": "2031-01-01"}, "as_of")):
+            bad = http.get("/v1/forecast", params=params)
+            assert bad.status_code == 422 and field in bad.text, (params, bad.text)
+    with server.client() as anonymous:
+        assert anonymous.get("/v1/forecast").status_code == 401

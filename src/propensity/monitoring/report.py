@@ -173,7 +173,7 @@ def build_report(engine: sa.Engine, *, model: str, version: str | None,
     weeks: list[PeriodDrift] = []
     window = None
     if reference is not None and version is not None:
-        counts = served_counts(engine, model, version, start.date(), last_day)
+        counts = served_counts(engine, model, version, start.date(), last_day, reference)
         days = drift_over_time(reference, counts, "day")
         weeks = drift_over_time(reference, counts, "week")
         window = window_drift(reference, counts)

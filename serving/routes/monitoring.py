@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from propensity.database import score_log
 from propensity.models.registry import champion_history
 from propensity.monitoring.report import (
     Limits,
     MonitoringReport,
     build_report,
-    default_window,
+    report_window,
     window_problem,
 )
 from propensity.timestamps import as_utc
@@ -47,22 +45,6 @@ def _history(state: AppState) -> list[dict[str, Any]]:
         cached = champion_history(MODEL, settings=state.settings)
         loaded.cache["champions"] = cached
     return cached
-
-
-def newest_end(state: AppState) -> datetime | None:
-    """The end of the newest day the score log holds for the model (as_of, else scored_at),
-    or None when it holds nothing: a report's default window ends there, not at the wall
-    clock, so a scorer scoring as of other dates (a backfill, the demo's own) shows its latest
-    scored period. One look-up on the index of migration 0006."""
-    when = sa.func.coalesce(score_log.c.as_of, score_log.c.scored_at)
-    with state.log.engine.connect() as conn:
-        newest = conn.execute(sa.select(sa.func.max(when)).where(
-            score_log.c.model_name == MODEL)).scalar()
-    if newest is None:
-        return None
-    # SQLite hands the time back without its zone; it was written in UTC
-    day = as_utc(newest).replace(hour=0, minute=0, second=0, microsecond=0)
-    return day + timedelta(days=1)
 
 
 def report_for(state: AppState, start: datetime, end: datetime) -> MonitoringReport:
@@ -110,9 +92,9 @@ async def monitoring(state: StateDep, key: MonitorKey,
                      ) -> Response:
     """Drift and realised performance of the served champion over a window, with the verdict."""
     await run_in_threadpool(state.log.flush)  # what was served a moment ago counts
-    last = as_utc(end) if end else await run_in_threadpool(newest_end, state)
-    first, stop = default_window(state.settings.monitor_days, last)
-    first = as_utc(start) if start else first
+    first, stop = await run_in_threadpool(
+        report_window, state.log.engine, MODEL, state.settings.monitor_days,
+        as_utc(start) if start else None, as_utc(end) if end else None)
     problem = window_problem(first, stop)
     if problem is not None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
@@ -126,7 +108,8 @@ def update_gauges(state: AppState) -> None:
     last = state.metrics.cache.get("monitoring_at", 0.0)
     if time.monotonic() - float(last) < state.settings.monitor_seconds:  # type: ignore[arg-type]
         return
-    report = report_for(state, *default_window(state.settings.monitor_days, newest_end(state)))
+    report = report_for(state, *report_window(state.log.engine, MODEL,
+                                              state.settings.monitor_days))
     m = state.metrics
     m.cache["monitoring_at"] = time.monotonic()
     m.psi.clear()

@@ -110,23 +110,6 @@ def changes(dialect: str, *, lo: int = 0, hi: int | None = None, model: str | No
             .where(sign != 0).group_by(*groups))
 
 
-def _monday(dialect: str, day: Any) -> Any:
-    if dialect == "postgresql":
-        return sa.cast(sa.func.date_trunc("week", day), sa.Date)
-    return sa.func.date(day, "weekday 0", "-6 days")
-
-
-def _frame(rows: Sequence[Any] | pd.DataFrame) -> pd.DataFrame:
-    """Cells as a frame, by week (the Monday it starts) rather than by day."""
-    frame = (rows.copy() if isinstance(rows, pd.DataFrame)
-             else pd.DataFrame([tuple(r) for r in rows], columns=CELLS))
-    days = pd.to_datetime(frame["day"].astype("str"))
-    frame["day"] = (days - pd.to_timedelta(days.dt.day_of_week, unit="D")).dt.date
-    frame["matured"] = frame["matured"].astype(bool)
-    return frame.astype({"score": "int64", "bucket": "int64", "leads": "int64",
-                         "probability_sum": "float64"})
-
-
 def _add(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
     """Add cells to `served_score_days` (insert, or add to the stored counts)."""
     t = served_score_days
@@ -308,6 +291,36 @@ def _stored_days(engine: sa.Engine, conn: sa.Connection, model: str, first: date
         return read_id, days
 
 
+def _week(day: np.ndarray) -> np.ndarray:
+    """The Monday (ordinal) of each day (ordinal): ordinal 1, 0001-01-01, is a Monday."""
+    return day - (day - 1) % 7
+
+
+def _summed(day: np.ndarray, key: np.ndarray, matured: np.ndarray,
+            values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                               list[np.ndarray]]:
+    """Cells summed by (week, key, matured), in that order: (weeks, keys, matured, sums)."""
+    combined = (_week(day) * (KEY * 128) + key) * 2 + matured.astype("int64")
+    unique, at = np.unique(combined, return_inverse=True)
+    sums = [np.bincount(at, weights=v, minlength=len(unique)) for v in values]
+    return (unique // 2 // (KEY * 128), unique // 2 % (KEY * 128), (unique % 2).astype(bool),
+            sums)
+
+
+def _week_dates(weeks: np.ndarray) -> list[date]:
+    dates = {int(w): date.fromordinal(int(w)) for w in np.unique(weeks)}
+    return [dates[w] for w in weeks.tolist()]
+
+
+def _no_cells() -> pd.DataFrame:
+    return pd.DataFrame({"day": pd.Series([], dtype=object),
+                         "score": pd.Series([], dtype="int64"),
+                         "bucket": pd.Series([], dtype="int64"),
+                         "matured": pd.Series([], dtype=bool),
+                         "leads": pd.Series([], dtype="int64"),
+                         "probability_sum": pd.Series([], dtype="float64")})
+
+
 def served_cells(engine: sa.Engine, model: str, start: datetime, end: datetime,
                  matured_by: datetime) -> pd.DataFrame:
     """The deduplicated scores with as_of in [start, end) as cells (week, score, bucket,
@@ -317,40 +330,43 @@ def served_cells(engine: sa.Engine, model: str, start: datetime, end: datetime,
     fold(engine)
     dialect = engine.dialect.name
     first, last, live = _spans(start, end, matured_by)
-    cut_day = matured_by.date()
+    cut = matured_by.date().toordinal()
     with engine.connect() as conn:
         folded, days = _stored_days(engine, conn, model, first, last) if first < last else (
             _folded(conn), {})
-        tail = conn.execute(changes(dialect, lo=int(folded))).all()
+        newest = conn.execute(sa.select(sa.func.max(score_log.c.id))).scalar() or 0
+        tail = conn.execute(changes(dialect, lo=int(folded))).all() if newest > folded else []
         spans = [conn.execute(changes(dialect, model=model, since=a, until=b,
                                       matured_by=matured_by)).all() for a, b in live]
-    kept = [(r.model_name, _as_date(r.day), r.score, r.bucket, int(_as_date(r.day) < cut_day),
-             r.leads, r.probability_sum) for r in tail
-            if r.model_name == model and first <= _as_date(r.day) < last
-            and _as_date(r.day) != cut_day]
-    cells = pd.concat([_stored_frame(model, days, cut_day), _frame(kept),
-                       *[_frame(r) for r in spans]], ignore_index=True)
-    cells = cells.groupby(["day", "score", "bucket", "matured"], as_index=False)[
-        ["leads", "probability_sum"]].sum()
-    return cells[cells["leads"] != 0].reset_index(drop=True)
-
-
-def _stored_frame(model: str, days: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]],
-                  cut_day: date) -> pd.DataFrame:
-    """Stored day cells as `_frame` makes them (by week), the maturity cutoff's day left out
-    (it is read live)."""
-    cut = cut_day.toordinal()
-    parts = [(k, *cells) for k, cells in sorted(days.items()) if k != cut and len(cells[0])]
+    # (day, key, matured, leads, probability_sum) of every part, summed by week at the end
+    parts = [(np.full(len(c[0]), k, "int64"), c[0], np.full(len(c[0]), k < cut), c[1], c[2])
+             for k, c in sorted(days.items()) if k != cut and len(c[0])]
+    lo, hi = first.toordinal(), last.toordinal()
+    rows = [(_as_date(r.day).toordinal(), r.score * KEY + r.bucket, r.leads, r.probability_sum)
+            for r in tail if r.model_name == model]
+    rows = [r for r in rows if lo <= r[0] < hi and r[0] != cut]
+    if rows:
+        parts.append((np.array([r[0] for r in rows], "int64"),
+                      np.array([r[1] for r in rows], "int64"),
+                      np.array([r[0] < cut for r in rows], bool),
+                      np.array([r[2] for r in rows], "int64"),
+                      np.array([r[3] for r in rows], "float64")))
+    for span in spans:
+        if span:
+            parts.append((np.array([_as_date(r.day).toordinal() for r in span], "int64"),
+                          np.array([r.score * KEY + r.bucket for r in span], "int64"),
+                          np.array([bool(r.matured) for r in span], bool),
+                          np.array([r.leads for r in span], "int64"),
+                          np.array([r.probability_sum for r in span], "float64")))
     if not parts:
-        return _frame([])
-    day = np.concatenate([np.full(len(p[1]), p[0], "int64") for p in parts])
-    key = np.concatenate([p[1] for p in parts])
-    monday = {k: date.fromordinal(k - date.fromordinal(k).weekday()) for k, *_ in parts}
-    return pd.DataFrame({
-        "model_name": model, "day": [monday[k] for k in day.tolist()],
-        "score": key // KEY, "bucket": key % KEY, "matured": day < cut,
-        "leads": np.concatenate([p[2] for p in parts]),
-        "probability_sum": np.concatenate([p[3] for p in parts])})
+        return _no_cells()
+    day, key, matured, leads, psum = (np.concatenate(c) for c in zip(*parts, strict=True))
+    weeks, keys, ripe, (n, p) = _summed(day, key, matured, [leads.astype("float64"), psum])
+    keep = n != 0
+    return pd.DataFrame({"day": _week_dates(weeks[keep]), "score": keys[keep] // KEY,
+                         "bucket": keys[keep] % KEY, "matured": ripe[keep],
+                         "leads": np.rint(n[keep]).astype("int64"),
+                         "probability_sum": p[keep]})
 
 
 def converted_cells(engine: sa.Engine, model: str, start: datetime, end: datetime,
@@ -378,12 +394,13 @@ def converted_cells(engine: sa.Engine, model: str, start: datetime, end: datetim
         cand.c.rn == 1, cand.c.c > cand.c.at, within).group_by(day, cand.c.score, bucket)
     with engine.connect() as conn:
         rows = conn.execute(query).all() if matured_by >= start else []
-    frame = pd.DataFrame([tuple(r) for r in rows], columns=["day", "score", "bucket",
-                                                            "converted"])
-    days = pd.to_datetime(frame["day"].astype("str"))
-    frame["day"] = (days - pd.to_timedelta(days.dt.day_of_week, unit="D")).dt.date
-    frame = frame.groupby(["day", "score", "bucket"], as_index=False)["converted"].sum()
-    return frame.astype({"score": "int64", "bucket": "int64", "converted": "int64"})
+    day = np.array([_as_date(r.day).toordinal() for r in rows], "int64")
+    key = np.array([r.score * KEY + r.bucket for r in rows], "int64")
+    weeks, keys, _, (n,) = _summed(day, key, np.zeros(len(rows), bool),
+                                   [np.array([r.converted for r in rows], "float64")])
+    return pd.DataFrame({"day": pd.Series(_week_dates(weeks), dtype=object),
+                         "score": keys // KEY, "bucket": keys % KEY,
+                         "converted": np.rint(n).astype("int64")})
 
 
 def auc_of(bucket: np.ndarray, leads: np.ndarray, converted: np.ndarray) -> float | None:

@@ -268,9 +268,10 @@ def _matrices(reference: Reference, rows: Sequence[Any]) -> DayCounts:
 
 _DRIFTS: OrderedDict[tuple[int, str, bytes], tuple[Reference, PeriodDrift]] = OrderedDict()
 _DRIFTS_LOCK = threading.Lock()
-CACHED_PERIODS = 256
-"""Periods' drift kept per process (about 0.1 MB each): a dashboard asking for windows that
-overlap computes the periods that changed only."""
+CACHED_PERIODS = 64
+"""Periods' drift kept per process (about 0.2 MB each, 150 features): a dashboard asking for
+windows that overlap (28 days, 5 weeks and the window's total by default) computes the
+periods that changed only."""
 
 
 def _period(reference: Reference, table: np.ndarray, period: str) -> PeriodDrift:

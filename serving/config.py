@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from propensity.monitoring.report import DEFAULT_DAYS
 from propensity.settings import Settings
 from propensity.targets import target_names
 from serving.crm_config import CrmInboundSettings
@@ -58,7 +59,7 @@ class ServingSettings(Settings, CrmInboundSettings):
     log_max_memory_rows: int = 100_000
     """Score log rows held in memory at most: past it they wait on disk only (durable), or
     new scores are refused with 503 (not durable, and the spool's disk refuses them)."""
-    monitor_days: int = 28
+    monitor_days: int = DEFAULT_DAYS
     """The window /metrics' drift and calibration gauges cover (PROPENSITY_MONITOR_DAYS)."""
     monitor_seconds: float = 300.0
     """How long /metrics reuses the gauges' report before computing it again."""

@@ -94,6 +94,11 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
         future.set_exception(error)
 
 
+def _settle_all(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        _settle(future, error)
+
+
 class ScoreLog:
     def __init__(self, engine: sa.Engine, flush_seconds: float = 0.2,
                  spool_dir: Path | None = None, max_spool_bytes: int = 256 * 1024 * 1024,
@@ -118,7 +123,7 @@ class ScoreLog:
         """Durable: `_segment` holds rows `_rows` let go of (during an outage)."""
         self._spooled: list[Segment] = []
         """This worker's segments closed for commits, oldest first, waiting for the database."""
-        self._queue: list[tuple[list[dict[str, Any]], asyncio.AbstractEventLoop,
+        self._queue: list[tuple[list[dict[str, Any]], bytes, asyncio.AbstractEventLoop,
                                 asyncio.Future[None]]] = []
         self._wake = threading.Condition()
         self._committer: threading.Thread | None = None
@@ -145,9 +150,11 @@ class ScoreLog:
             self._rows.extend(rows)
             self.backlog += len(rows)
 
-    def _journal(self, rows: list[dict[str, Any]]) -> None:
-        """Rows on local disk (this worker's journal), and in memory for the writer."""
-        data = b"".join(encode(row) for row in rows)
+    def _journal(self, rows: list[dict[str, Any]], data: bytes | None = None) -> None:
+        """Rows on local disk (this worker's journal), and in memory for the writer; `data`
+        is their records when the caller encoded them already."""
+        if data is None:
+            data = b"".join(encode(row) for row in rows)
         with self._lock:
             if self._segment is None:
                 assert self.spool_dir is not None
@@ -167,10 +174,14 @@ class ScoreLog:
             return
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
+        # encoded here, on the request's thread: the commit thread then needs the GIL only to
+        # hand over and to answer, not for the work (each time it needs it while the event
+        # loop computes scores, it waits for the loop to let go)
+        data = b"".join(encode(row) for row in rows)
         with self._wake:
             if self._closing:
                 raise OSError("the score log is shut down")
-            self._queue.append((rows, loop, future))
+            self._queue.append((rows, data, loop, future))
             self._wake.notify()
         await future
 
@@ -183,17 +194,20 @@ class ScoreLog:
                 batch, self._queue = self._queue, []
             if not batch:
                 return
-            rows = [row for part, _, _ in batch for row in part]
+            rows = [row for part, _, _, _ in batch for row in part]
             error: BaseException | None = None
             try:
-                self._journal(rows)
+                self._journal(rows, b"".join(data for _, data, _, _ in batch))
             except Exception as exc:  # the request is refused, never acknowledged
                 log.error("score log: %d rows cannot be kept on local disk (%s): refused",
                           len(rows), reason_of(exc))
                 error = exc
-            for _, loop, future in batch:
+            waiting: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+            for _, _, loop, future in batch:
+                waiting.setdefault(loop, []).append(future)
+            for loop, futures in waiting.items():  # one wake-up of each loop, not one a request
                 with contextlib.suppress(RuntimeError):  # its loop closed: nobody waits
-                    loop.call_soon_threadsafe(_settle, future, error)
+                    loop.call_soon_threadsafe(_settle_all, futures, error)
 
     @property
     def pending(self) -> int:

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from propensity.database import score_log
 from propensity.monitoring.report import (
     Limits,
     MonitoringReport,
     build_report,
-    default_window,
+    report_window,
     window_problem,
 )
 from propensity.registry import champion_history
@@ -49,20 +47,22 @@ def _history(state: AppState) -> list[dict[str, Any]]:
     return cached
 
 
-def newest_end(state: AppState) -> datetime | None:
-    """The end of the newest day the score log holds for the model (as_of, else scored_at),
-    or None when it holds nothing: a report's default window ends there, not at the wall
-    clock, so a scorer scoring as of other dates (a backfill, the demo's own) shows its latest
-    scored period. One look-up on the index of migration 0006."""
-    when = sa.func.coalesce(score_log.c.as_of, score_log.c.scored_at)
-    with state.log.engine.connect() as conn:
-        newest = conn.execute(sa.select(sa.func.max(when)).where(
-            score_log.c.model_name == LEAD_CONVERSION)).scalar()
-    if newest is None:
-        return None
-    # SQLite hands the time back without its zone; it was written in UTC
-    day = as_utc(newest).replace(hour=0, minute=0, second=0, microsecond=0)
-    return day + timedelta(days=1)
+def _key(state: AppState, start: datetime, end: datetime) -> tuple[Any, ...]:
+    return (id(state.store.get(LEAD_CONVERSION)), start, end,
+            state.thresholds.active(LEAD_CONVERSION).mql)
+
+
+def reused_json(state: AppState, start: datetime, end: datetime) -> bytes | None:
+    """The JSON of a report of this window built less than REUSE_SECONDS ago, if any: such
+    a request costs a look-up, not a pass of the score log's writer (clients looping on the
+    report flushed it for every call, and took its time from the scores)."""
+    key = _key(state, start, end)
+    with ONE_AT_A_TIME:
+        hit = _recent.get(key)
+        if hit is None or time.monotonic() - hit[0] >= REUSE_SECONDS:
+            return None
+        done = _json.get(id(hit[1]))
+        return done[1] if done is not None and done[0] is hit[1] else None
 
 
 def report_for(state: AppState, start: datetime, end: datetime) -> MonitoringReport:
@@ -71,7 +71,7 @@ def report_for(state: AppState, start: datetime, end: datetime) -> MonitoringRep
     spec = None if bundle is None else bundle.spec
     kwargs: dict[str, Any] = {} if spec is None else {"stages": spec.stages}
     mql = state.thresholds.active(LEAD_CONVERSION).mql
-    key = (id(loaded), start, end, mql)
+    key = _key(state, start, end)
     with ONE_AT_A_TIME:  # a request for the window being built waits, then reuses it
         hit = _recent.get(key)
         if hit is not None and time.monotonic() - hit[0] < REUSE_SECONDS:
@@ -110,10 +110,17 @@ async def monitoring(state: StateDep, key: MonitorKey,
                                      "is empty); at most 366 days after start")] = None,
                      ) -> Response:
     """Drift and realised performance of the served champion over a window, with the verdict."""
+    asked = (state.log.engine, LEAD_CONVERSION, state.settings.monitor_days,
+             as_utc(start) if start else None, as_utc(end) if end else None)
+    first, stop = await run_in_threadpool(report_window, *asked)
+    if state.log.pending == 0 and window_problem(first, stop) is None:
+        # nothing of this worker's waits for the database: the window it would flush and
+        # read is the one read now, and a report of it built a moment ago is the answer
+        again = await run_in_threadpool(reused_json, state, first, stop)
+        if again is not None:
+            return Response(again, media_type="application/json")
     await run_in_threadpool(state.log.flush)  # what was served a moment ago counts
-    last = as_utc(end) if end else await run_in_threadpool(newest_end, state)
-    first, stop = default_window(state.settings.monitor_days, last)
-    first = as_utc(start) if start else first
+    first, stop = await run_in_threadpool(report_window, *asked)  # it may end later now
     problem = window_problem(first, stop)
     if problem is not None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
@@ -127,7 +134,8 @@ def update_gauges(state: AppState) -> None:
     last = state.metrics.cache.get("monitoring_at", 0.0)
     if time.monotonic() - float(last) < state.settings.monitor_seconds:  # type: ignore[arg-type]
         return
-    report = report_for(state, *default_window(state.settings.monitor_days, newest_end(state)))
+    report = report_for(state, *report_window(state.log.engine, LEAD_CONVERSION,
+                                              state.settings.monitor_days))
     m = state.metrics
     m.cache["monitoring_at"] = time.monotonic()
     m.psi.clear()

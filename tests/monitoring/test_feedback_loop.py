@@ -192,6 +192,25 @@ def test_monitor_exits_1_on_drift_and_says_retrain(loop: Loop) -> None:
     assert "Traceback" not in bad.stderr
 
 
+def test_monitor_and_the_route_end_the_default_window_on_the_same_day(loop: Loop) -> None:
+    """One definition: up to the end of the newest day scored (the replay's, long before
+    today), not the end of today for one of them."""
+    done = _cli(loop, "monitor", "--start", WINDOW["start"], "--json")
+    assert done.returncode == 0, done.stderr
+    cli = json.loads(done.stdout)
+    with loop.server.client(create_key(engine_for(loop.server.db_url), "d2", ["monitor"])) as h:
+        route = h.get("/v1/monitoring", params={"start": WINDOW["start"]}).json()
+    engine = engine_for(loop.server.db_url)
+    log = pd.read_sql("SELECT as_of, scored_at FROM score_log WHERE model_name = "
+                      "'lead-conversion'", engine)
+    engine.dispose()
+    at = pd.to_datetime(log["as_of"].fillna(log["scored_at"]), utc=True, format="mixed")
+    newest = at.max().normalize() + pd.Timedelta(days=1)
+    assert newest < pd.Timestamp.now(tz="UTC").normalize()  # the replay's days, not today
+    assert pd.Timestamp(cli["end"]) == pd.Timestamp(route["end"]) == newest
+    assert cli["performance"]["overall"] == route["performance"]["overall"]
+
+
 def test_outcomes_import_is_idempotent(loop: Loop) -> None:
     done = _cli(loop, "outcomes", "import", str(loop.export_dir), "--since", str(CUT.date()))
     assert done.returncode == 0, done.stderr

@@ -17,7 +17,7 @@ import pytest
 from propensity.features.online import LeadInputError
 from propensity.lead_scoring import LeadScore, read_records, score_read
 from propensity.models.bundle import ModelBundle
-from propensity.models.registry import load_model
+from propensity.registry import load_model
 from propensity.rows import lead_rows
 from propensity.settings import Settings
 from propensity.thresholds import ThresholdSet, to_score

@@ -112,7 +112,9 @@ def monitor(
     start: Annotated[str | None, typer.Option(help="first as_of (default: end - 28 days)")
                      ] = None,
     end: Annotated[str | None, typer.Option(
-        help="as_of before this (default: the end of today, UTC)")] = None,
+        help="as_of before this (default: the end of the newest day scored, as_of, in the "
+             "score log, as GET /v1/monitoring; the end of today, UTC, when it is empty)")
+                   ] = None,
     fail_on: Annotated[list[str] | None, typer.Option(
         help="drift and/or calibration: exit 1 when that limit is crossed, 3 when the window "
              "could not be judged (nothing served, no reference, no matured outcomes)")] = None,
@@ -131,9 +133,10 @@ def monitor(
     from propensity import contract
     from propensity.database import engine_for, migrate
     from propensity.monitoring.report import (
+        DEFAULT_DAYS,
         Limits,
         build_report,
-        default_window,
+        report_window,
         window_problem,
     )
     from propensity.registry import (
@@ -151,11 +154,7 @@ def monitor(
     if bad:
         raise fail(f"--fail-on is drift or calibration, not {', '.join(bad)}")
     settings = get_settings()
-    first, stop = default_window(28, _when(end, "--end"))
-    first = _when(start, "--start") or first
-    problem = window_problem(first, stop)
-    if problem is not None:
-        raise fail(f"--{problem[0]}: {problem[1]}")
+    asked = _when(start, "--start"), _when(end, "--end")
     version = version_of(configure(settings), LEAD_CONVERSION, CHAMPION)
     if version is None:
         raise fail(f"no {LEAD_CONVERSION} champion to monitor: `propensity train` first", code=1)
@@ -166,6 +165,10 @@ def monitor(
         reference = None
     migrate(settings.db_url)
     engine = engine_for(settings.db_url)
+    first, stop = report_window(engine, LEAD_CONVERSION, DEFAULT_DAYS, *asked)
+    problem = window_problem(first, stop)
+    if problem is not None:
+        raise fail(f"--{problem[0]}: {problem[1]}")
     report = build_report(
         engine, model=LEAD_CONVERSION, version=version, reference=reference,
         horizon_days=bundle.horizon_days or 90, mql=ThresholdStore(engine, ttl=0).active(

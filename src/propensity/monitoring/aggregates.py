@@ -19,7 +19,10 @@ window's partial first and last days, and the day the horizon's maturity boundar
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -39,15 +42,6 @@ CELLS = ["model_name", "day", "score", "bucket", "matured", "leads", "probabilit
 
 _AT = sa.func.coalesce(score_log.c.as_of, score_log.c.scored_at)
 """The time a logged score describes (the expression `ix_score_log_model_as_of` indexes)."""
-
-
-def fetch(conn: sa.Connection, query: sa.Select[Any], columns: list[str]) -> pd.DataFrame:
-    """The rows as the driver returns them (a date is text on SQLite), as a frame built
-    column by column: SQLAlchemy's processing of each row, then pandas' of each tuple, cost
-    more than the rest of a report (tens of thousands of histogram rows)."""
-    rows = conn.execute(query).cursor.fetchall()
-    return pd.DataFrame(dict(zip(columns, map(list, zip(*rows, strict=True)), strict=True))
-                        if rows else {c: [] for c in columns})
 
 
 def _day(dialect: str, at: Any) -> Any:
@@ -115,23 +109,6 @@ def changes(dialect: str, *, lo: int = 0, hi: int | None = None, model: str | No
                       matured.label("matured"), sa.func.sum(sign).label("leads"),
                       sa.func.sum(sign * c.c.probability).label("probability_sum"))
             .where(sign != 0).group_by(*groups))
-
-
-def _monday(dialect: str, day: Any) -> Any:
-    if dialect == "postgresql":
-        return sa.cast(sa.func.date_trunc("week", day), sa.Date)
-    return sa.func.date(day, "weekday 0", "-6 days")
-
-
-def _frame(rows: Sequence[Any] | pd.DataFrame) -> pd.DataFrame:
-    """Cells as a frame, by week (the Monday it starts) rather than by day."""
-    frame = (rows.copy() if isinstance(rows, pd.DataFrame)
-             else pd.DataFrame([tuple(r) for r in rows], columns=CELLS))
-    days = pd.to_datetime(frame["day"].astype("str"))
-    frame["day"] = (days - pd.to_timedelta(days.dt.day_of_week, unit="D")).dt.date
-    frame["matured"] = frame["matured"].astype(bool)
-    return frame.astype({"score": "int64", "bucket": "int64", "leads": "int64",
-                         "probability_sum": "float64"})
 
 
 def _add(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
@@ -213,6 +190,138 @@ def _spans(start: datetime, end: datetime, cutoff: datetime) -> tuple[date, date
     return first.date(), last.date(), sorted(live)
 
 
+KEY = 2048
+"""A cell's key within its day: score * KEY + bucket (buckets run 0..BUCKETS)."""
+MAX_CACHED_DAYS = 2 * 366
+
+
+@dataclass
+class _StoredDays:
+    """One model's `served_score_days` as they stood when the fold had reached `last_id`, by
+    day (ordinal -> cell keys, leads, probability sums). Only the fold writes that table, and
+    it writes the day of each score it adds, so after the fold moves on, the days of the log
+    rows it took are the only ones to read again: a report reads the few days that changed,
+    not the tens of thousands of cells of its window."""
+
+    last_id: int = -1
+    days: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+_STORED: weakref.WeakKeyDictionary[sa.Engine, dict[str, _StoredDays]] = (
+    weakref.WeakKeyDictionary())
+_STORED_LOCK = threading.Lock()
+
+
+def _folded(conn: sa.Connection) -> int:
+    return int(conn.execute(sa.select(monitoring_folds.c.last_id).where(
+        monitoring_folds.c.name == FOLD)).scalar_one_or_none() or 0)
+
+
+def _touched_days(conn: sa.Connection, model: str, lo: int, hi: int) -> set[int]:
+    """The as_of days of the model's log rows with ids in (lo, hi]: the days whose stored
+    cells the fold changed between those ids (a score replacing another has its day)."""
+    day = _day(conn.dialect.name, _AT)
+    rows = conn.execute(sa.select(day).where(score_log.c.id > lo, score_log.c.id <= hi,
+                                             score_log.c.model_name == model).distinct())
+    return {_as_date(r[0]).toordinal() for r in rows}
+
+
+def _read_days(conn: sa.Connection, model: str, first: int, last: int) -> tuple[
+        int, dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """The stored cells of days [first, last) (ordinals), every one of them (an empty day
+    too), with the fold's id they stand at: one statement, so one snapshot of both."""
+    f, d = monitoring_folds, served_score_days
+    joined = f.outerjoin(d, sa.and_(d.c.model_name == model,
+                                    d.c.day >= date.fromordinal(first),
+                                    d.c.day < date.fromordinal(last), d.c.leads != 0))
+    rows = conn.execute(sa.select(f.c.last_id, d.c.day, d.c.score, d.c.bucket, d.c.leads,
+                                  d.c.probability_sum).select_from(joined).where(
+        f.c.name == FOLD)).cursor.fetchall()
+    last_id = int(rows[0][0]) if rows else 0
+    found = [r for r in rows if r[1] is not None]
+    out: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    empty = (np.zeros(0, "int64"), np.zeros(0, "int64"), np.zeros(0, "float64"))
+    if found:
+        ordinals: dict[Any, int] = {}
+        day = np.fromiter((ordinals.setdefault(r[1], _as_date(r[1]).toordinal())
+                           for r in found), "int64", len(found))
+        key = np.fromiter((r[2] * KEY + r[3] for r in found), "int64", len(found))
+        leads = np.fromiter((r[4] for r in found), "int64", len(found))
+        psum = np.fromiter((r[5] for r in found), "float64", len(found))
+        order = np.argsort(day, kind="stable")
+        day, key, leads, psum = day[order], key[order], leads[order], psum[order]
+        bounds = np.flatnonzero(np.diff(day)) + 1
+        for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(day)], strict=True):
+            out[int(day[lo])] = (key[lo:hi], leads[lo:hi], psum[lo:hi])
+    for k in range(first, last):
+        out.setdefault(k, empty)
+    return last_id, out
+
+
+def _stored_days(engine: sa.Engine, conn: sa.Connection, model: str, first: date,
+                 last: date) -> tuple[int, dict[int, tuple[np.ndarray, np.ndarray,
+                                                          np.ndarray]]]:
+    """The stored cells of days [first, last) and the fold's id they stand at, from this
+    process's copy of the table, refreshed where the fold changed it since (exact: the days
+    of the rows folded since are read again, in the snapshot of the id they are read at)."""
+    want = range(first.toordinal(), last.toordinal())
+    with _STORED_LOCK:
+        cache = _STORED.setdefault(engine, {}).setdefault(model, _StoredDays())
+        now = _folded(conn)
+        for _ in range(8):  # each pass catches up with a fold that ran meanwhile
+            if now < cache.last_id:  # the table went back (a fresh database): start again
+                cache.days.clear()
+            elif now > cache.last_id and cache.days:
+                for k in _touched_days(conn, model, cache.last_id, now):
+                    cache.days.pop(k, None)
+            cache.last_id = now
+            missing = [k for k in want if k not in cache.days]
+            if not missing:
+                return now, {k: cache.days[k] for k in want}
+            if len(cache.days) + len(missing) > MAX_CACHED_DAYS:
+                cache.days.clear()  # bounded: the whole window is read again
+                missing = list(want)
+            read_id, days = _read_days(conn, model, missing[0], missing[-1] + 1)
+            cache.days.update(days)
+            if read_id == now:
+                return now, {k: cache.days[k] for k in want}
+            now = read_id  # days read at read_id; the rest stand at last_id: catch up
+        cache.days.clear()
+        cache.last_id = -1
+        read_id, days = _read_days(conn, model, want.start, want.stop)
+        return read_id, days
+
+
+def _week(day: np.ndarray) -> np.ndarray:
+    """The Monday (ordinal) of each day (ordinal): ordinal 1, 0001-01-01, is a Monday."""
+    return day - (day - 1) % 7
+
+
+def _summed(day: np.ndarray, key: np.ndarray, matured: np.ndarray,
+            values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                               list[np.ndarray]]:
+    """Cells summed by (week, key, matured), in that order: (weeks, keys, matured, sums)."""
+    combined = (_week(day) * (KEY * 128) + key) * 2 + matured.astype("int64")
+    unique, at = np.unique(combined, return_inverse=True)
+    sums = [np.bincount(at, weights=v, minlength=len(unique)) for v in values]
+    return (unique // 2 // (KEY * 128), unique // 2 % (KEY * 128), (unique % 2).astype(bool),
+            sums)
+
+
+def _week_dates(weeks: np.ndarray) -> list[date]:
+    dates = {int(w): date.fromordinal(int(w)) for w in np.unique(weeks)}
+    return [dates[w] for w in weeks.tolist()]
+
+
+def _no_cells() -> pd.DataFrame:
+    return pd.DataFrame({"day": pd.Series([], dtype=object),
+                         "score": pd.Series([], dtype="int64"),
+                         "bucket": pd.Series([], dtype="int64"),
+                         "matured": pd.Series([], dtype=bool),
+                         "leads": pd.Series([], dtype="int64"),
+                         "probability_sum": pd.Series([], dtype="float64")})
+
+
 def served_cells(engine: sa.Engine, model: str, start: datetime, end: datetime,
                  matured_by: datetime) -> pd.DataFrame:
     """The deduplicated scores with as_of in [start, end) as cells (week, score, bucket,
@@ -222,31 +331,43 @@ def served_cells(engine: sa.Engine, model: str, start: datetime, end: datetime,
     fold(engine)
     dialect = engine.dialect.name
     first, last, live = _spans(start, end, matured_by)
-    cut_day = matured_by.date()
-    d = served_score_days
+    cut = matured_by.date().toordinal()
     with engine.connect() as conn:
-        folded = conn.execute(sa.select(monitoring_folds.c.last_id).where(
-            monitoring_folds.c.name == FOLD)).scalar_one_or_none() or 0
-        week = _monday(dialect, d.c.day)
-        matured = sa.case((d.c.day < cut_day, 1), else_=0)
-        stored = fetch(conn, sa.select(
-            d.c.model_name, week, d.c.score, d.c.bucket, matured, sa.func.sum(d.c.leads),
-            sa.func.sum(d.c.probability_sum)).where(
-            d.c.model_name == model, d.c.day >= first, d.c.day < last, d.c.day != cut_day,
-            d.c.leads != 0).group_by(d.c.model_name, week, d.c.score, d.c.bucket, matured),
-            CELLS)
-        tail = conn.execute(changes(dialect, lo=int(folded))).all()
+        folded, days = _stored_days(engine, conn, model, first, last) if first < last else (
+            _folded(conn), {})
+        newest = conn.execute(sa.select(sa.func.max(score_log.c.id))).scalar() or 0
+        tail = conn.execute(changes(dialect, lo=int(folded))).all() if newest > folded else []
         spans = [conn.execute(changes(dialect, model=model, since=a, until=b,
                                       matured_by=matured_by)).all() for a, b in live]
-    kept = [(r.model_name, _as_date(r.day), r.score, r.bucket, int(_as_date(r.day) < cut_day),
-             r.leads, r.probability_sum) for r in tail
-            if r.model_name == model and first <= _as_date(r.day) < last
-            and _as_date(r.day) != cut_day]
-    cells = pd.concat([_frame(stored), _frame(kept), *[_frame(r) for r in spans]],
-                      ignore_index=True)
-    cells = cells.groupby(["day", "score", "bucket", "matured"], as_index=False)[
-        ["leads", "probability_sum"]].sum()
-    return cells[cells["leads"] != 0].reset_index(drop=True)
+    # (day, key, matured, leads, probability_sum) of every part, summed by week at the end
+    parts = [(np.full(len(c[0]), k, "int64"), c[0], np.full(len(c[0]), k < cut), c[1], c[2])
+             for k, c in sorted(days.items()) if k != cut and len(c[0])]
+    lo, hi = first.toordinal(), last.toordinal()
+    rows = [(_as_date(r.day).toordinal(), r.score * KEY + r.bucket, r.leads, r.probability_sum)
+            for r in tail if r.model_name == model]
+    rows = [r for r in rows if lo <= r[0] < hi and r[0] != cut]
+    if rows:
+        parts.append((np.array([r[0] for r in rows], "int64"),
+                      np.array([r[1] for r in rows], "int64"),
+                      np.array([r[0] < cut for r in rows], bool),
+                      np.array([r[2] for r in rows], "int64"),
+                      np.array([r[3] for r in rows], "float64")))
+    for span in spans:
+        if span:
+            parts.append((np.array([_as_date(r.day).toordinal() for r in span], "int64"),
+                          np.array([r.score * KEY + r.bucket for r in span], "int64"),
+                          np.array([bool(r.matured) for r in span], bool),
+                          np.array([r.leads for r in span], "int64"),
+                          np.array([r.probability_sum for r in span], "float64")))
+    if not parts:
+        return _no_cells()
+    day, key, matured, leads, psum = (np.concatenate(c) for c in zip(*parts, strict=True))
+    weeks, keys, ripe, (n, p) = _summed(day, key, matured, [leads.astype("float64"), psum])
+    keep = n != 0
+    return pd.DataFrame({"day": _week_dates(weeks[keep]), "score": keys[keep] // KEY,
+                         "bucket": keys[keep] % KEY, "matured": ripe[keep],
+                         "leads": np.rint(n[keep]).astype("int64"),
+                         "probability_sum": p[keep]})
 
 
 def converted_cells(engine: sa.Engine, model: str, start: datetime, end: datetime,
@@ -274,12 +395,13 @@ def converted_cells(engine: sa.Engine, model: str, start: datetime, end: datetim
         cand.c.rn == 1, cand.c.c > cand.c.at, within).group_by(day, cand.c.score, bucket)
     with engine.connect() as conn:
         rows = conn.execute(query).all() if matured_by >= start else []
-    frame = pd.DataFrame([tuple(r) for r in rows], columns=["day", "score", "bucket",
-                                                            "converted"])
-    days = pd.to_datetime(frame["day"].astype("str"))
-    frame["day"] = (days - pd.to_timedelta(days.dt.day_of_week, unit="D")).dt.date
-    frame = frame.groupby(["day", "score", "bucket"], as_index=False)["converted"].sum()
-    return frame.astype({"score": "int64", "bucket": "int64", "converted": "int64"})
+    day = np.array([_as_date(r.day).toordinal() for r in rows], "int64")
+    key = np.array([r.score * KEY + r.bucket for r in rows], "int64")
+    weeks, keys, _, (n,) = _summed(day, key, np.zeros(len(rows), bool),
+                                   [np.array([r.converted for r in rows], "float64")])
+    return pd.DataFrame({"day": pd.Series(_week_dates(weeks), dtype=object),
+                         "score": keys // KEY, "bucket": keys % KEY,
+                         "converted": np.rint(n).astype("int64")})
 
 
 def auc_of(bucket: np.ndarray, leads: np.ndarray, converted: np.ndarray) -> float | None:

@@ -10,17 +10,20 @@ at training. Computed per day or per ISO week (Monday first).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
-from typing import Literal
+from datetime import date, timedelta
+from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 import sqlalchemy as sa
 from pydantic import BaseModel
 
 from propensity.database import served_histograms
-from propensity.monitoring.aggregates import fetch
 from propensity.monitoring.reference import SCORE, Reference
 
 Period = Literal["day", "week"]
@@ -180,52 +183,124 @@ def period_drift(reference: Reference, counts: dict[str, np.ndarray], period: st
                        score_bins=bins, features=features)
 
 
-def served_counts(engine: sa.Engine, model: str, version: str, start: date,
-                  end: date) -> pd.DataFrame:
-    """The stored histograms of one model version, days in [start, end)."""
+DayCounts = dict[date, np.ndarray]
+"""Served counts per day: a (reference features + the score, bins) matrix, rows in the order
+of `_names(reference)`, as wide as the widest reference feature (a served bin past a
+feature's reference bins counts nowhere in a PSI, so it is left out)."""
+
+
+def _names(reference: Reference) -> list[str]:
+    return [*(b.name for b in reference.features), SCORE]
+
+
+@dataclass
+class _StoredCounts:
+    """Days of `served_histograms` this process has read, each with the signature it had
+    then: (rows, total count). Counts are only ever added (`upsert_adding` of positive
+    counts), so any write to a day moves its total: a day whose signature is unchanged is
+    read from here, the others from the database."""
+
+    reference: Reference
+    days: dict[date, tuple[tuple[int, int], np.ndarray]] = dataclasses.field(
+        default_factory=dict)
+
+
+_COUNTS: weakref.WeakKeyDictionary[sa.Engine, dict[tuple[str, str], _StoredCounts]] = (
+    weakref.WeakKeyDictionary())
+_COUNTS_LOCK = threading.Lock()
+MAX_CACHED_DAYS = 2 * 366
+
+
+def _as_date(value: object) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def served_counts(engine: sa.Engine, model: str, version: str, start: date, end: date,
+                  reference: Reference) -> DayCounts:
+    """The stored histograms of one model version, days in [start, end) with any: one small
+    query for each day's signature, then the rows of the days that changed since this
+    process last read them (a report's window is tens of thousands of rows, a few of them
+    new)."""
     h = served_histograms
-    with engine.connect() as conn:
-        frame = fetch(conn, sa.select(h.c.day, h.c.feature, h.c.bin, h.c["count"]).where(
-            h.c.model_name == model, h.c.model_version == version, h.c.day >= start,
-            h.c.day < end), ["day", "feature", "bin", "count"])
-    frame["day"] = frame["day"].astype("str")
-    frame["day"] = pd.to_datetime(frame["day"])
-    return frame
+    where = (h.c.model_name == model, h.c.model_version == version)
+    with _COUNTS_LOCK:
+        per_engine = _COUNTS.setdefault(engine, {})
+        cache = per_engine.get((model, version))
+        if cache is None or cache.reference is not reference:
+            cache = per_engine[(model, version)] = _StoredCounts(reference)
+        with engine.connect() as conn:
+            signatures = {_as_date(d): (int(n), int(total)) for d, n, total in conn.execute(
+                sa.select(h.c.day, sa.func.count(), sa.func.sum(h.c["count"])).where(
+                    *where, h.c.day >= start, h.c.day < end).group_by(h.c.day))}
+            stale = sorted(d for d, sig in signatures.items()
+                           if d not in cache.days or cache.days[d][0] != sig)
+            if len(cache.days) + len(stale) > MAX_CACHED_DAYS:
+                cache.days.clear()
+                stale = sorted(signatures)
+            if stale:
+                rows = conn.execute(sa.select(h.c.day, h.c.feature, h.c.bin, h.c["count"]).where(
+                    *where, h.c.day.in_(stale))).cursor.fetchall()
+                for day, table in _matrices(reference, rows).items():
+                    cache.days[day] = (signatures[day], table)
+        return {d: cache.days[d][1] for d in sorted(signatures) if d in cache.days}
 
 
-def period_of(days: pd.Series, by: Period) -> pd.Series:
-    if by == "day":
-        return days.dt.strftime("%Y-%m-%d")
-    return (days - pd.to_timedelta(days.dt.weekday, unit="D")).dt.strftime("%Y-%m-%d")
+def _matrices(reference: Reference, rows: Sequence[Any]) -> DayCounts:
+    """(day, feature, bin, count) rows as a matrix per day."""
+    names = _names(reference)
+    index = {name: i for i, name in enumerate(names)}
+    width = max(b.bins for b in [*reference.features, reference.score])
+    out: DayCounts = {}
+    days: dict[object, date] = {}
+    for day, feature, b, count in rows:
+        i = index.get(feature)
+        if i is None or b >= width:
+            continue
+        d = days.get(day)
+        if d is None:
+            d = days[day] = _as_date(day)
+            out[d] = np.zeros((len(names), width))
+        out[d][i, b] += count
+    for d in days.values():  # a day with rows, none of them counted: still a day served
+        out.setdefault(d, np.zeros((len(names), width)))
+    return out
 
 
-def _tables(counts: pd.DataFrame, periods: pd.Series) -> tuple[list[str], list[str],
-                                                                 np.ndarray]:
-    """(periods, features, counts per period, feature and bin) in one bincount: a report
-    holds a row per day, feature and bin, and a groupby per period and feature cost more
-    than everything else the report does."""
-    period_codes, period_names = pd.factorize(periods, sort=True)
-    feature_codes, features = pd.factorize(counts["feature"], sort=True)
-    width = int(counts["bin"].max()) + 1
-    flat = (period_codes * len(features) + feature_codes) * width + counts["bin"].to_numpy()
-    table = np.bincount(flat, weights=counts["count"].to_numpy(dtype="float64"),
-                        minlength=len(period_names) * len(features) * width)
-    return ([str(p) for p in period_names], [str(f) for f in features],
-            table.reshape(len(period_names), len(features), width))
+_DRIFTS: OrderedDict[tuple[int, str, bytes], tuple[Reference, PeriodDrift]] = OrderedDict()
+_DRIFTS_LOCK = threading.Lock()
+CACHED_PERIODS = 64
+"""Periods' drift kept per process (about 0.2 MB each, 150 features): a dashboard asking for
+windows that overlap (28 days, 5 weeks and the window's total by default) computes the
+periods that changed only."""
 
 
-def drift_over_time(reference: Reference, counts: pd.DataFrame, by: Period) -> list[PeriodDrift]:
+def _period(reference: Reference, table: np.ndarray, period: str) -> PeriodDrift:
+    """`period_drift` of one period's matrix, reused when the same counts were seen before."""
+    key = (id(reference), period, hashlib.blake2b(table.tobytes(), digest_size=16).digest())
+    with _DRIFTS_LOCK:
+        hit = _DRIFTS.get(key)
+        if hit is not None and hit[0] is reference:
+            _DRIFTS.move_to_end(key)
+            return hit[1]
+    drift = period_drift(reference, dict(zip(_names(reference), table, strict=True)), period)
+    with _DRIFTS_LOCK:
+        _DRIFTS[key] = (reference, drift)
+        while len(_DRIFTS) > CACHED_PERIODS:
+            _DRIFTS.popitem(last=False)
+    return drift
+
+
+def drift_over_time(reference: Reference, counts: DayCounts, by: Period) -> list[PeriodDrift]:
     """Drift of each day or week with served leads, oldest first."""
-    if counts.empty:
-        return []
-    periods, features, table = _tables(counts, period_of(counts["day"], by))
-    return [period_drift(reference, dict(zip(features, table[i], strict=True)), period)
-            for i, period in enumerate(periods)]
+    periods: dict[str, np.ndarray] = {}
+    for day in sorted(counts):
+        label = (day if by == "day" else day - timedelta(days=day.weekday())).isoformat()
+        periods[label] = periods[label] + counts[day] if label in periods else counts[day]
+    return [_period(reference, table, label) for label, table in periods.items()]
 
 
-def window_drift(reference: Reference, counts: pd.DataFrame) -> PeriodDrift | None:
+def window_drift(reference: Reference, counts: DayCounts) -> PeriodDrift | None:
     """Drift of the whole window (None when nothing was served in it)."""
-    if counts.empty:
+    if not counts:
         return None
-    _, features, table = _tables(counts, pd.Series("window", index=counts.index))
-    return period_drift(reference, dict(zip(features, table[0], strict=True)), "window")
+    return _period(reference, sum(counts.values()), "window")  # type: ignore[arg-type]

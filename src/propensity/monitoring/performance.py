@@ -127,17 +127,15 @@ def performance(scores: pd.DataFrame, converted_at: pd.Series, *, model: str,
                        bands=calibration_bands(labelled))
 
 
-def _cell_figures(period: str, part: pd.DataFrame, mql: float) -> Figures:
+def _cell_figures(period: str, c: dict[str, np.ndarray], mql: float) -> Figures:
     """`_figures` from cells (counts per day, score and probability bucket): the same
     numbers, the AUC ranking probabilities to the bucket (0.1 point)."""
     from propensity.monitoring.aggregates import auc_of
 
-    flagged = (part["score"] >= mql).to_numpy()
-    leads = part["leads"].to_numpy()
-    psum = part["probability_sum"].to_numpy()
-    ripe = part[part["matured"]]
-    r_leads, r_conv = ripe["leads"].to_numpy(), ripe["converted"].to_numpy()
-    r_flagged = (ripe["score"] >= mql).to_numpy()
+    flagged = c["score"] >= mql
+    leads, psum, ripe = c["leads"], c["probability_sum"], c["matured"]
+    r_leads, r_conv = leads[ripe], c["converted"][ripe]
+    r_flagged = flagged[ripe]
     mqls, matured, y = int(leads[flagged].sum()), int(r_leads.sum()), int(r_conv.sum())
     return Figures(
         period=period, leads=int(leads.sum()), matured=matured, mqls=mqls,
@@ -147,25 +145,48 @@ def _cell_figures(period: str, part: pd.DataFrame, mql: float) -> Figures:
         precision=float(r_conv[r_flagged].sum() / r_leads[r_flagged].sum())
         if r_leads[r_flagged].sum() else None,
         recall=float(r_conv[r_flagged].sum() / y) if y else None,
-        auc=auc_of(ripe["bucket"].to_numpy(), r_leads, r_conv) if matured else None)
+        auc=auc_of(c["bucket"][ripe], r_leads, r_conv) if matured else None)
 
 
 def performance_of_cells(cells: pd.DataFrame, converted: pd.DataFrame, *, model: str,
                          horizon_days: int, mql: float) -> Performance:
     """`performance` from `aggregates.served_cells` and `aggregates.converted_cells`: what
-    the report computes, at the cost of the window's days rather than its scores."""
-    keys = ["day", "score", "bucket", "matured"]
-    conv = converted.assign(matured=True)
-    cells = cells.merge(conv, on=keys, how="left").fillna({"converted": 0}).astype(
-        {"converted": "int64"})
-    weeks = [_cell_figures(f"{w:%Y-%m-%d}", part, mql)
-             for w, part in cells.groupby("day", sort=True)]
-    ripe = cells[cells["matured"]]
-    band = np.minimum(ripe["score"].to_numpy() // BAND_WIDTH, 100 // BAND_WIDTH - 1)
+    the report computes, at the cost of the window's days rather than its scores (numpy
+    arrays throughout: a pandas merge and a groupby per week cost more than the rest)."""
+    ordinals: dict[object, int] = {}
+
+    def key(frame: pd.DataFrame, matured: np.ndarray) -> np.ndarray:
+        day = np.array([ordinals.setdefault(d, d.toordinal()) for d in frame["day"]], "int64")
+        return (((day * 128 + frame["score"].to_numpy(dtype="int64")) * 2048
+                 + frame["bucket"].to_numpy(dtype="int64")) * 2 + matured)
+
+    c = {name: cells[name].to_numpy() for name in ("score", "bucket", "leads",
+                                                    "probability_sum")}
+    c["matured"] = cells["matured"].to_numpy(dtype=bool)
+    c["converted"] = np.zeros(len(cells), "int64")
+    if len(converted) and len(cells):  # the matured cells' conversions (a left join)
+        mine = key(cells, c["matured"].astype("int64"))
+        theirs = key(converted, np.ones(len(converted), "int64"))
+        order = np.argsort(mine, kind="stable")
+        at = np.searchsorted(mine, theirs, sorter=order).clip(max=len(mine) - 1)
+        found = mine[order[at]] == theirs
+        np.add.at(c["converted"], order[at[found]], converted["converted"].to_numpy(
+            dtype="int64")[found])
+    weeks = []
+    if len(cells):
+        days = cells["day"].to_numpy()
+        names = sorted(set(days))
+        for w in names:
+            mask = days == w
+            weeks.append(_cell_figures(f"{w:%Y-%m-%d}", {k: v[mask] for k, v in c.items()},
+                                       mql))
+    ripe = c["matured"]
+    band = np.minimum(c["score"][ripe] // BAND_WIDTH, 100 // BAND_WIDTH - 1)
     bands = []
-    for b, part in ripe.groupby(band):
-        n = int(part["leads"].sum())
-        bands.append(_band(int(b), n, float(part["probability_sum"].sum() / n),
-                           float(part["converted"].sum() / n)))
+    for b in np.unique(band):
+        mask = band == b
+        n = int(c["leads"][ripe][mask].sum())
+        bands.append(_band(int(b), n, float(c["probability_sum"][ripe][mask].sum() / n),
+                           float(c["converted"][ripe][mask].sum() / n)))
     return Performance(model=model, horizon_days=horizon_days, mql_threshold=mql,
-                       overall=_cell_figures("all", cells, mql), weeks=weeks, bands=bands)
+                       overall=_cell_figures("all", c, mql), weeks=weeks, bands=bands)

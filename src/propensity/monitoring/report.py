@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
 from propensity.contract import DEFAULT_STAGES
+from propensity.database import score_log
 from propensity.monitoring.aggregates import converted_cells, served_cells
 from propensity.monitoring.drift import (
     PeriodDrift,
@@ -30,12 +31,17 @@ from propensity.monitoring.drift import (
 from propensity.monitoring.outcomes import conversion_stages
 from propensity.monitoring.performance import Performance, performance_of_cells
 from propensity.monitoring.reference import Reference
-from propensity.timestamps import utc
+from propensity.timestamps import as_utc, utc
 
 Action = Literal["retrain", "recalibrate", "review threshold"]
 MAX_WINDOW_DAYS = 366
 """The longest window a report covers: its cost grows with the window's days (a cell per day,
 score and probability bucket), so one call cannot be asked for the whole history at once."""
+
+
+DEFAULT_DAYS = 28
+"""A report's window when none is asked for: this many whole days (`PROPENSITY_MONITOR_DAYS`
+for the server)."""
 
 
 def default_window(days: int, end: datetime | None = None) -> tuple[datetime, datetime]:
@@ -44,6 +50,33 @@ def default_window(days: int, end: datetime | None = None) -> tuple[datetime, da
     stop = end if end is not None else datetime.combine(
         datetime.now(UTC).date() + timedelta(days=1), time(0), tzinfo=UTC)
     return stop - timedelta(days=days), stop
+
+
+def newest_end(engine: sa.Engine, model: str) -> datetime | None:
+    """The end of the newest day the score log holds for the model (as_of, else scored_at),
+    or None when it holds nothing. One look-up on the index of migration 0006."""
+    when = sa.func.coalesce(score_log.c.as_of, score_log.c.scored_at)
+    with engine.connect() as conn:
+        newest = conn.execute(sa.select(sa.func.max(when)).where(
+            score_log.c.model_name == model)).scalar()
+    if newest is None:
+        return None
+    # SQLite hands the time back without its zone; it was written in UTC
+    day = as_utc(newest).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day + timedelta(days=1)
+
+
+def report_window(engine: sa.Engine, model: str, days: int = DEFAULT_DAYS,
+                  start: datetime | None = None, end: datetime | None = None
+                  ) -> tuple[datetime, datetime]:
+    """The window a report covers, for `GET /v1/monitoring`, the gauges and `propensity
+    monitor` alike: [start, end) as given; without `end`, up to the end of the newest day
+    scored (so a scorer scoring as of other dates than today, a backfill or the demo's,
+    shows them), the end of today (UTC) while the log is empty; without `start`, `days`
+    whole days before the end."""
+    stop = end if end is not None else newest_end(engine, model)
+    first, stop = default_window(days, stop)
+    return (start if start is not None else first), stop
 
 
 def window_problem(start: datetime, end: datetime) -> tuple[str, str] | None:
@@ -173,7 +206,7 @@ def build_report(engine: sa.Engine, *, model: str, version: str | None,
     weeks: list[PeriodDrift] = []
     window = None
     if reference is not None and version is not None:
-        counts = served_counts(engine, model, version, start.date(), last_day)
+        counts = served_counts(engine, model, version, start.date(), last_day, reference)
         days = drift_over_time(reference, counts, "day")
         weeks = drift_over_time(reference, counts, "week")
         window = window_drift(reference, counts)

@@ -10,7 +10,7 @@ parameters (bounded like the funnel's, by JSON size). The /ui forecast panel rea
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -18,11 +18,12 @@ from typing import Literal
 import pandas as pd
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import Response
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from propensity.export import load_export
 from propensity.forecast import ForecastResult, forecast
-from propensity.forecast.backtest import Backtest, backtest
+from propensity.forecast.backtest import Period, backtest
 from propensity.problems import PropensityError
 from serving.deps import ScoreKey, StateDep
 from serving.routes.funnel import ByteCache, _signature
@@ -31,11 +32,15 @@ router = APIRouter(prefix="/v1", tags=["forecast"])
 _cache = ByteCache()
 
 
-class BacktestAnswer(Backtest):
+class BacktestAnswer(BaseModel):
     """The backtest's periods with its summary line (mean absolute percentage errors of the
-    13-week customer count for the model and both rules, interval coverage)."""
+    customer count for the model and both rules, interval coverage; an error over a period
+    with no actual customer is infinite, shown as null)."""
 
-    summary: dict[str, float | None]
+    weeks: int
+    periods: list[Period]
+    skipped: list[str]
+    summary: Mapping[str, float | None]
 
 
 def _export_dir(state: StateDep) -> Path:
@@ -101,6 +106,7 @@ async def get_backtest(state: StateDep, key: ScoreKey, weeks: int = Query(13, ge
 
     def compute() -> bytes:
         bt = backtest(load_export(path, drop_bad_rows=True), weeks=weeks, seed=seed)
-        return BacktestAnswer(**bt.model_dump(), summary=bt.summary()).model_dump_json().encode()
+        return BacktestAnswer(weeks=bt.weeks, periods=bt.periods, skipped=bt.skipped,
+                              summary=bt.summary()).model_dump_json().encode()
 
     return await _cached(cache_key, state, compute)

@@ -35,8 +35,8 @@ function drawBands(id, weeks, pick, apart, color, yTitle) {
       name: "expected", line: { color: color.replace("ALPHA", "1") } },
     { type: "scatter", mode: "lines", x, y: apart, name: "leads not created yet (apart)",
       line: { color: "#7f7f7f", dash: "dot" } },
-  ], { margin: { t: 10 }, yaxis: { title: { text: yTitle }, rangemode: "tozero" },
-       legend: { orientation: "h" } }, flat);
+  ], { margin: { t: 40 }, yaxis: { title: { text: yTitle }, rangemode: "tozero" },
+       legend: { orientation: "h", y: 1.18 } }, flat);
 }
 
 function showForecast(f) {
@@ -99,9 +99,9 @@ function showBacktest(b) {
       name: "stage rates x open leads", marker: { color: "#ff7f0e", symbol: "square", size: 9 } },
     { type: "scatter", mode: "markers", x, y: b.periods.map((p) => p.pipeline),
       name: "weighted pipeline", marker: { color: "#d62728", symbol: "x", size: 10 } },
-  ], { margin: { t: 10 }, xaxis: { title: { text: "quarter start" }, type: "category" },
+  ], { margin: { t: 40 }, xaxis: { title: { text: "quarter start" }, type: "category" },
        yaxis: { title: { text: `customers in the ${b.weeks} weeks after` },
-                rangemode: "tozero" }, legend: { orientation: "h" } }, flat);
+                rangemode: "tozero" }, legend: { orientation: "h", y: 1.15 } }, flat);
 }
 
 async function loadForecast() {

@@ -44,9 +44,11 @@ def ui_page(url: str, key: str, height: int) -> Iterator[tuple[Any, list[str]]]:
             browser.close()
 
 
-def keep_screenshot(page: Any, path: Path, name: str) -> None:
-    """The full page to `path`, and to PROPENSITY_SCREENSHOTS/name when set (for the docs)."""
-    page.screenshot(path=str(path), full_page=True)
+def keep_screenshot(page: Any, path: Path, name: str,
+                    clip: dict[str, float] | None = None) -> None:
+    """The full page (or its `clip`, in page coordinates) to `path`, and to
+    PROPENSITY_SCREENSHOTS/name when set (for the docs)."""
+    page.screenshot(path=str(path), full_page=True, clip=clip)
     target = os.environ.get("PROPENSITY_SCREENSHOTS")
     if target:
         Path(target).mkdir(parents=True, exist_ok=True)

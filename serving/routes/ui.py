@@ -28,6 +28,11 @@ async def monitoring_script() -> FileResponse:
     return FileResponse(PAGE / "monitoring.js", media_type="text/javascript")
 
 
+@router.get("/forecast.js")
+async def forecast_script() -> FileResponse:
+    return FileResponse(PAGE / "forecast.js", media_type="text/javascript")
+
+
 @router.get("/plotly.min.js")
 async def plotly_js() -> FileResponse:
     """Served by the app itself: the page works with no internet."""

@@ -28,3 +28,17 @@ def test_forecast_endpoint_serves_the_library_forecast(server: Server) -> None:
             assert bad.status_code == 422 and field in bad.text, (params, bad.text)
     with server.client() as anonymous:
         assert anonymous.get("/v1/forecast").status_code == 401
+
+
+def test_backtest_endpoint_refuses_bad_input_before_fitting(server: Server) -> None:
+    """The backtest fits models once per past quarter: a bad `weeks` or `seed` is a 422 naming
+    the field at once, and it needs a key like the forecast."""
+    with server.client(server.score_key) as http:
+        for params, field in (({"weeks": 0}, "weeks"), ({"weeks": 53}, "weeks"),
+                              ({"seed": -1}, "seed")):
+            t0 = time.perf_counter()
+            bad = http.get("/v1/forecast/backtest", params=params)
+            assert bad.status_code == 422 and field in bad.text, (params, bad.text)
+            assert time.perf_counter() - t0 < 5.0
+    with server.client() as anonymous:
+        assert anonymous.get("/v1/forecast/backtest").status_code == 401

@@ -80,25 +80,28 @@ def _undecodable(path: Path, encoding: str) -> PropensityError:
     return PropensityError(f"{path}: not readable as {encoding} text")
 
 
-def read_raw(path: Path, encoding: str | None = None) -> tuple[pd.DataFrame, SourceFile]:
-    """Read a file without interpreting it: CSV cells stay strings, empty cells are missing."""
-    if not path.exists():
-        raise PropensityError(f"{path}: no such file")
-    if path.suffix == ".parquet":
-        try:
-            frame = pd.read_parquet(path)
-        except Exception as exc:  # pyarrow raises several types for a damaged file
-            raise PropensityError(f"{path}: not a readable Parquet file ({exc})") from exc
-        return frame.reset_index(drop=True), SourceFile(path, header_rows=0)
-    if path.suffix != ".csv":
-        raise PropensityError(f"{path}: expected a .csv or .parquet file")
-    encoding = encoding or CSV_ENCODING.get()
+def _read_parquet(path: Path) -> pd.DataFrame:
+    """A Parquet file as it is; a damaged one is one readable error."""
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise PropensityError(f"{path}: not a readable Parquet file ({exc})") from exc
+    return frame.reset_index(drop=True)
+
+
+def _is_utf8(encoding: str) -> bool:
+    """Whether `encoding` is UTF-8 under any of its names; an unknown encoding is an error."""
     try:
         codecs.lookup(encoding)
     except LookupError:
         raise PropensityError(f"unknown text encoding {encoding!r} (try utf-8, latin-1, "
                               "cp1252)") from None
-    utf8 = codecs.lookup(encoding).name == "utf-8"
+    return codecs.lookup(encoding).name == "utf-8"
+
+
+def _csv_header(path: Path, encoding: str, utf8: bool) -> list[str]:
+    """The CSV's header row (a UTF-8 byte order mark dropped); a file that has none, or
+    names a column twice, is an error: every later message names columns by it."""
     try:
         with path.open(newline="", encoding="utf-8-sig" if utf8 else encoding) as fh:
             header = next(csv.reader(fh), None)
@@ -111,6 +114,11 @@ def read_raw(path: Path, encoding: str | None = None) -> tuple[pd.DataFrame, Sou
     if len(set(header)) != len(header):
         dupes = sorted({h for h in header if header.count(h) > 1})
         raise PropensityError(f"{path}: duplicate column names {dupes}")
+    return header
+
+
+def _read_csv_text(path: Path, header: list[str], encoding: str, utf8: bool) -> pd.DataFrame:
+    """Every cell as a string, "" as missing: typing is the contract's job, not the reader's."""
     try:
         table = pacsv.read_csv(
             path,
@@ -128,7 +136,21 @@ def read_raw(path: Path, encoding: str | None = None) -> tuple[pd.DataFrame, Sou
     frame = table.to_pandas()
     if not utf8 and len(frame.columns) and str(frame.columns[0]).startswith("\ufeff"):
         frame = frame.rename(columns={frame.columns[0]: str(frame.columns[0])[1:]})
-    return frame, SourceFile(path, header_rows=1)
+    return frame
+
+
+def read_raw(path: Path, encoding: str | None = None) -> tuple[pd.DataFrame, SourceFile]:
+    """Read a file without interpreting it: CSV cells stay strings, empty cells are missing."""
+    if not path.exists():
+        raise PropensityError(f"{path}: no such file")
+    if path.suffix == ".parquet":
+        return _read_parquet(path), SourceFile(path, header_rows=0)
+    if path.suffix != ".csv":
+        raise PropensityError(f"{path}: expected a .csv or .parquet file")
+    encoding = encoding or CSV_ENCODING.get()
+    utf8 = _is_utf8(encoding)
+    header = _csv_header(path, encoding, utf8)
+    return _read_csv_text(path, header, encoding, utf8), SourceFile(path, header_rows=1)
 
 
 def parse_column(
@@ -190,12 +212,10 @@ def _is_integral(values: pd.Series) -> bool:
     return bool((v == np.floor(v)).all()) if len(v) else True
 
 
-def parse_table(
-    raw: pd.DataFrame, spec: TableSpec, source: SourceFile, report: ProblemReport,
-    numeric_attributes: set[str] | None = None,
-) -> pd.DataFrame:
-    """Columns of the contract to their kinds; attribute columns typed from their data, or,
-    for a part of a table (Spark), by `numeric_attributes` decided over the whole table."""
+def _require_columns(raw: pd.DataFrame, spec: TableSpec, source: SourceFile,
+                     report: ProblemReport) -> None:
+    """Every required column absent is noted, then the table refused: nothing can be checked
+    row by row without them."""
     missing = [c.name for c in spec.columns if c.required and c.name not in raw.columns]
     for name in missing:
         report.note(table=spec.name, file=source.name, column=name, rule="missing_column",
@@ -204,27 +224,43 @@ def parse_table(
         raise ContractError(
             f"{source.name}: required column(s) {', '.join(missing)} absent", report
         )
-    out = {}
-    known = set(spec.names)
-    for name in raw.columns:
-        col = raw[name]
-        if name in known:
-            out[name] = parse_column(
-                col, spec.column(name).kind, table=spec.name, source=source, report=report
-            )
-        elif spec.has_attributes and numeric_attributes is None:
-            out[name] = type_attribute(col)
-        elif spec.has_attributes and numeric_attributes is not None:
-            out[name] = (type_attribute(col) if name in numeric_attributes
-                         else col.astype("str").where(col.notna()))
-        else:
-            out[name] = col
+
+
+def _typed_column(name: str, col: pd.Series, spec: TableSpec, source: SourceFile,
+                  report: ProblemReport, numeric_attributes: set[str] | None) -> pd.Series:
+    """A contract column parsed to its kind; an attribute typed from its data (or, for a part
+    of a table, as decided over the whole); anything else as it came."""
+    if name in spec.names:
+        return parse_column(
+            col, spec.column(name).kind, table=spec.name, source=source, report=report
+        )
+    if not spec.has_attributes:
+        return col
+    if numeric_attributes is None or name in numeric_attributes:
+        return type_attribute(col)
+    return col.astype("str").where(col.notna())
+
+
+def _absent_column(kind: Kind, index: pd.Index) -> pd.Series:
+    """An optional contract column the file lacks: all missing, of its kind's dtype."""
+    dtype = TIMESTAMP_DTYPE if kind is Kind.TIMESTAMP else (
+        "float64" if kind is Kind.NUMBER else "str")
+    return pd.Series(None, index=index, dtype=dtype)
+
+
+def parse_table(
+    raw: pd.DataFrame, spec: TableSpec, source: SourceFile, report: ProblemReport,
+    numeric_attributes: set[str] | None = None,
+) -> pd.DataFrame:
+    """Columns of the contract to their kinds; attribute columns typed from their data, or,
+    for a part of a table (Spark), by `numeric_attributes` decided over the whole table."""
+    _require_columns(raw, spec, source, report)
+    out = {name: _typed_column(name, raw[name], spec, source, report, numeric_attributes)
+           for name in raw.columns}
     frame = pd.DataFrame(out, index=raw.index)
     for absent in spec.columns:
         if absent.name not in frame.columns:
-            dtype = TIMESTAMP_DTYPE if absent.kind is Kind.TIMESTAMP else (
-                "float64" if absent.kind is Kind.NUMBER else "str")
-            frame[absent.name] = pd.Series(None, index=frame.index, dtype=dtype)
+            frame[absent.name] = _absent_column(absent.kind, frame.index)
     return frame
 
 

@@ -67,22 +67,9 @@ def obvious_id_column(raw: pd.DataFrame, skip: set[str] | frozenset[str] = froze
     return str(found[0]) if len(found) == 1 else None
 
 
-def read_single_table(
-    path: Path,
-    target: str,
-    *,
-    id_column: str | None = None,
-    exclude: list[str] | tuple[str, ...] = (),
-    post_outcome: list[str] | tuple[str, ...] = (),
-) -> SingleTable:
-    """Parse and check a single table; bad rows stay in, named in `report`. Without an
-    `id_column`, the table's obvious one (`obvious_id_column`) is its id."""
-    raw, source = read_raw(Path(path))
-    if id_column is None and target in raw.columns:
-        id_column = obvious_id_column(raw, {target, *exclude, *post_outcome})
-    report = ProblemReport()
-    name = source.name
-
+def _check_columns(raw: pd.DataFrame, name: str, target: str, declared: list[str],
+                   report: ProblemReport) -> None:
+    """A missing target stops the read; a missing declared column or no rows is noted."""
     def column_missing(col: str, role: str) -> None:
         report.note(table=TABLE, file=name, column=col, rule="missing_column",
                     message=f"{role} column {col!r} is not in the table")
@@ -91,12 +78,19 @@ def read_single_table(
         column_missing(target, "target")
         raise ContractError(f"{name}: target column {target!r} is not in the table "
                             f"(columns: {', '.join(map(str, raw.columns[:12]))}...)", report)
-    for col in [*exclude, *post_outcome] + ([id_column] if id_column else []):
+    for col in declared:
         if col not in raw.columns:
             column_missing(col, "declared")
     if raw.empty:
         report.note(table=TABLE, file=name, column=None, rule="empty_table",
                     message="the table has no rows (a header only): nothing to learn")
+
+
+def _checked_target(raw: pd.DataFrame, source: SourceFile, target: str,
+                    report: ProblemReport) -> pd.Series:
+    """The target as 0/1 (NaN where unreadable); rows not yes/no or without a value, and a
+    target with one class only, are noted."""
+    name = source.name
     y, unknown = _binary(raw[target])
     if unknown.any():
         idx = raw.index[unknown.to_numpy()]
@@ -111,15 +105,41 @@ def read_single_table(
     if y.dropna().nunique() < 2 and len(y.dropna()):
         report.note(table=TABLE, file=name, column=target, rule="single_class",
                     message="the target has one class only: nothing to learn")
+    return y
+
+
+def _check_ids(raw: pd.DataFrame, source: SourceFile, id_column: str,
+               report: ProblemReport) -> None:
+    """Rows whose id repeats or is missing are noted: an id names one row."""
+    ids = raw[id_column]
+    dup = ids.duplicated(keep=False) & ids.notna()
+    for mask, rule, msg in ((dup, "duplicate_id", "the id appears more than once"),
+                            (ids.isna(), "missing_value", "a value is required")):
+        if mask.any():
+            idx = raw.index[mask.to_numpy()]
+            report.add(table=TABLE, file=source.name, rows=idx, file_rows=source.row_of(idx),
+                       column=id_column, values=ids[idx], rule=rule, message=msg)
+
+
+def read_single_table(
+    path: Path,
+    target: str,
+    *,
+    id_column: str | None = None,
+    exclude: list[str] | tuple[str, ...] = (),
+    post_outcome: list[str] | tuple[str, ...] = (),
+) -> SingleTable:
+    """Parse and check a single table; bad rows stay in, named in `report`. Without an
+    `id_column`, the table's obvious one (`obvious_id_column`) is its id."""
+    raw, source = read_raw(Path(path))
+    if id_column is None and target in raw.columns:
+        id_column = obvious_id_column(raw, {target, *exclude, *post_outcome})
+    report = ProblemReport()
+    _check_columns(raw, source.name, target,
+                   [*exclude, *post_outcome] + ([id_column] if id_column else []), report)
+    y = _checked_target(raw, source, target, report)
     if id_column and id_column in raw.columns:
-        ids = raw[id_column]
-        dup = ids.duplicated(keep=False) & ids.notna()
-        for mask, rule, msg in ((dup, "duplicate_id", "the id appears more than once"),
-                                (ids.isna(), "missing_value", "a value is required")):
-            if mask.any():
-                idx = raw.index[mask.to_numpy()]
-                report.add(table=TABLE, file=name, rows=idx, file_rows=source.row_of(idx),
-                           column=id_column, values=ids[idx], rule=rule, message=msg)
+        _check_ids(raw, source, id_column, report)
     frame = pd.DataFrame(
         {c: (raw[c].astype("str").where(raw[c].notna()) if c == id_column else type_attribute(
             raw[c])) for c in raw.columns if c != target},

@@ -128,20 +128,24 @@ def _lookup(table: dict[str, str], label: object) -> str | None:
     return None
 
 
-def load_mapping(path: Path | None, crm: str, defaults: dict[str, dict[str, str]],
-                 field_defaults: dict[str, dict[str, str]]) -> CrmMapping:
-    """The defaults, with the `[crm]` table of the TOML file at `path` laid over them."""
-    mine: dict[str, object] = {}
-    if path is not None:
-        try:
-            loaded = tomllib.loads(Path(path).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise PropensityError(f"{path}: {exc}") from exc
-        unknown = set(loaded) - {"salesforce", "hubspot"}
-        if unknown:
-            raise PropensityError(f"{path}: unknown table(s) {sorted(unknown)} (salesforce, "
-                                  "hubspot)")
-        mine = dict(loaded.get(crm, {}))
+def _mapping_file(path: Path, crm: str) -> dict[str, object]:
+    """The `[crm]` table of the TOML file; an unreadable file or a table for no known CRM is
+    an error naming the file."""
+    try:
+        loaded = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise PropensityError(f"{path}: {exc}") from exc
+    unknown = set(loaded) - {"salesforce", "hubspot"}
+    if unknown:
+        raise PropensityError(f"{path}: unknown table(s) {sorted(unknown)} (salesforce, "
+                              "hubspot)")
+    return dict(loaded.get(crm, {}))
+
+
+def _laid_over(defaults: dict[str, dict[str, str]], field_defaults: dict[str, dict[str, str]],
+               mine: dict[str, object]) -> dict[str, object]:
+    """The defaults with the file's keys laid over them: tables merge key by key (`fields`
+    object by object), anything else replaces the default."""
     merged: dict[str, object] = {k: dict(v) for k, v in defaults.items()}
     for key, value in mine.items():
         if key == "fields" and isinstance(value, dict):
@@ -154,6 +158,14 @@ def load_mapping(path: Path | None, crm: str, defaults: dict[str, dict[str, str]
         else:
             merged[key] = value
     merged.setdefault("fields", {o: dict(m) for o, m in field_defaults.items()})
+    return merged
+
+
+def load_mapping(path: Path | None, crm: str, defaults: dict[str, dict[str, str]],
+                 field_defaults: dict[str, dict[str, str]]) -> CrmMapping:
+    """The defaults, with the `[crm]` table of the TOML file at `path` laid over them."""
+    mine = _mapping_file(path, crm) if path is not None else {}
+    merged = _laid_over(defaults, field_defaults, mine)
     try:
         return CrmMapping.model_validate(merged)
     except ValidationError as exc:
@@ -329,17 +341,18 @@ def attribute_name(field_name: str) -> str:
     return snake_case(re.sub(r"__c$", "", field_name))
 
 
-def write_import(out_dir: Path, tables: dict[str, pd.DataFrame | None], ledger: Ledger,
-                 source: str, notes: list[str]) -> ImportResult:
-    """Write the contract tables, `left-out.csv`, `fields.csv`, `repairs.csv` and the
-    manifest; the result's summary accounts for every source row. A table is None when no
-    source file feeds it: absent (nothing known), not empty (nothing happened)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _repairs(ledger: Ledger) -> pd.DataFrame:
+    """Every repair made on the way in, one frame (empty, with its columns, when none)."""
+    return (pd.concat(ledger.repairs, ignore_index=True) if ledger.repairs
+            else pd.DataFrame(columns=REPAIR_COLUMNS))
+
+
+def _write_tables(out_dir: Path, present: dict[str, pd.DataFrame]) -> None:
+    """The contract tables as CSV, times as ISO UTC; any table of an earlier import removed,
+    so a table this import does not feed is absent rather than stale."""
     for name in TABLES:
         (out_dir / f"{name}.parquet").unlink(missing_ok=True)
         (out_dir / f"{name}.csv").unlink(missing_ok=True)
-    present = {k: v for k, v in tables.items() if v is not None}
     for name, table in present.items():
         out = table.copy()
         for col in out.columns:
@@ -347,16 +360,22 @@ def write_import(out_dir: Path, tables: dict[str, pd.DataFrame | None], ledger: 
                 out[col] = out[col].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").where(
                     out[col].notna(), None)
         out.to_csv(out_dir / f"{name}.csv", index=False)
-    left = ledger.left_out_frame()
+
+
+def _write_ledger(out_dir: Path, ledger: Ledger, left: pd.DataFrame) -> None:
+    """`left-out.csv` and `repairs.csv` (only when not empty) and `fields.csv`."""
     for path, frame in ((out_dir / LEFT_OUT_FILE, left),
-                        (out_dir / REPAIRS_FILE, pd.concat(ledger.repairs, ignore_index=True)
-                         if ledger.repairs else pd.DataFrame(columns=REPAIR_COLUMNS))):
+                        (out_dir / REPAIRS_FILE, _repairs(ledger))):
         path.unlink(missing_ok=True)
         if len(frame):
             frame.to_csv(path, index=False)
     pd.DataFrame(ledger.fields, columns=FIELD_COLUMNS).to_csv(out_dir / FIELDS_FILE,
                                                               index=False)
-    lines = list(notes)
+
+
+def _file_lines(ledger: Ledger, left: pd.DataFrame) -> list[str]:
+    """One line per source file accounting for each of its rows, then any unexplained."""
+    lines = []
     per_file = left[left["left_out"] == "row"].drop_duplicates(["file", "row"]).groupby(
         "file").size()
     values = left[left["left_out"] == "value"].groupby("file").size()
@@ -372,11 +391,31 @@ def write_import(out_dir: Path, tables: dict[str, pd.DataFrame | None], ledger: 
     for file, n in ledger.unexplained().items():
         if n:
             lines.append(f"{file}: {n:,} row(s) unexplained (a bug: please report it)")
+    return lines
+
+
+def _snapshot_line(ledger: Ledger) -> list[str]:
+    """The snapshot fields left out, and how to use one anyway (no line when none)."""
     snapshots = [f for f in ledger.fields if f["use"] == "left out: snapshot"]
-    if snapshots:
-        lines.append("snapshot fields left out (their value is the one at export time; "
-                     "--allow-snapshot FIELD to use one anyway): "
-                     + ", ".join(f"{f['file']}:{f['field']}" for f in snapshots))
+    if not snapshots:
+        return []
+    return ["snapshot fields left out (their value is the one at export time; "
+            "--allow-snapshot FIELD to use one anyway): "
+            + ", ".join(f"{f['file']}:{f['field']}" for f in snapshots)]
+
+
+def write_import(out_dir: Path, tables: dict[str, pd.DataFrame | None], ledger: Ledger,
+                 source: str, notes: list[str]) -> ImportResult:
+    """Write the contract tables, `left-out.csv`, `fields.csv`, `repairs.csv` and the
+    manifest; the result's summary accounts for every source row. A table is None when no
+    source file feeds it: absent (nothing known), not empty (nothing happened)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    present = {k: v for k, v in tables.items() if v is not None}
+    _write_tables(out_dir, present)
+    left = ledger.left_out_frame()
+    _write_ledger(out_dir, ledger, left)
+    lines = list(notes) + _file_lines(ledger, left) + _snapshot_line(ledger)
     lines.append(f"what became of every source column: {out_dir / FIELDS_FILE}")
     Manifest(source=source, notes=lines).write(out_dir)
     from propensity.export import read_export
@@ -385,9 +424,8 @@ def write_import(out_dir: Path, tables: dict[str, pd.DataFrame | None], ledger: 
     if not report.ok:
         lines.append(f"{report.error_count:,} contract problem(s) in what came in (e.g. a "
                      f"persona outside the allowed values): propensity validate {out_dir}")
-    repairs = (pd.concat(ledger.repairs, ignore_index=True) if ledger.repairs
-               else pd.DataFrame(columns=REPAIR_COLUMNS))
-    return ImportResult(out_dir, {k: len(v) for k, v in present.items()}, repairs, lines)
+    return ImportResult(out_dir, {k: len(v) for k, v in present.items()}, _repairs(ledger),
+                        lines)
 
 
 @dataclass(frozen=True)
@@ -428,6 +466,38 @@ USE_TEXT = {"identity": "left out: identifies a person or company, not a feature
             "system": "left out: CRM bookkeeping", "empty": "left out: no value in any row"}
 
 
+def _rule_here(name: str, rule: FieldRule, contract: tuple[str, ...], table: str,
+               allowed: set[str], attributes: bool) -> FieldRule:
+    """The rule for `name` in this import: an attribute named like a contract column fills
+    it, an allowed snapshot is an attribute, and a table without attributes leaves them out."""
+    if rule.use == "attribute" and not rule.target and attribute_name(name) in contract:
+        rule = FieldRule("column", attribute_name(name))
+    if rule.use == SNAPSHOT and name in allowed:
+        rule = FieldRule("attribute", reason="snapshot allowed by --allow-snapshot: "
+                         "its value is the one at export time")
+    if rule.use == "attribute" and not attributes:
+        rule = FieldRule("left out", reason=f"the contract's {table} have no attributes")
+    return rule
+
+
+def _note_not_taken(ledger: Ledger, file: str, name: str, rule: FieldRule) -> None:
+    """Account for a field that fills nothing: a snapshot, read by another step, or left out."""
+    if rule.use == SNAPSHOT:
+        ledger.field(file, name, "left out: snapshot", rule.reason)
+    elif rule.use == "elsewhere":
+        ledger.field(file, name, rule.target, rule.reason)
+    else:
+        ledger.field(file, name, USE_TEXT.get(rule.use, "left out"), rule.reason)
+
+
+def _refuse_clash(taken: dict[str, str], target: str, file: str, name: str) -> None:
+    """Two source fields filling one column is an error: which one wins would be a guess."""
+    if target in taken.values():
+        other = next(k for k, v in taken.items() if v == target)
+        raise PropensityError(f"{file}: {other} and {name} both map to {target}; "
+                              "map one elsewhere in the mapping file")
+
+
 def take_fields(frame: pd.DataFrame, file: str, table: str, rules: dict[str, FieldRule],
                 unknown: FieldRule, allowed: set[str], ledger: Ledger,
                 attributes: bool = True) -> pd.DataFrame:
@@ -439,32 +509,18 @@ def take_fields(frame: pd.DataFrame, file: str, table: str, rules: dict[str, Fie
     contract = TABLES[table].names
     taken: dict[str, str] = {}
     for name in frame.columns:
-        rule = rules.get(name, unknown)
-        if rule.use == "attribute" and not rule.target and attribute_name(name) in contract:
-            rule = FieldRule("column", attribute_name(name))
-        if rule.use == SNAPSHOT and name in allowed:
-            rule = FieldRule("attribute", reason="snapshot allowed by --allow-snapshot: "
-                             "its value is the one at export time")
-        if rule.use == "attribute" and not attributes:
-            rule = FieldRule("left out", reason=f"the contract's {table} have no attributes")
-        if rule.use in ("column", "attribute"):
-            target = rule.target or attribute_name(name)
-            if target in taken.values():
-                other = next(k for k, v in taken.items() if v == target)
-                raise PropensityError(f"{file}: {other} and {name} both map to {target}; "
-                                      "map one elsewhere in the mapping file")
-            if frame[name].isna().all() and rule.use == "attribute":
-                ledger.field(file, name, USE_TEXT["empty"])
-                continue
-            taken[name] = target
-            ledger.field(file, name, f"{table}.{target}" if rule.use == "column"
-                         else f"attribute {target}", rule.reason)
-        elif rule.use == SNAPSHOT:
-            ledger.field(file, name, "left out: snapshot", rule.reason)
-        elif rule.use == "elsewhere":
-            ledger.field(file, name, rule.target, rule.reason)
-        else:
-            ledger.field(file, name, USE_TEXT.get(rule.use, "left out"), rule.reason)
+        rule = _rule_here(name, rules.get(name, unknown), contract, table, allowed, attributes)
+        if rule.use not in ("column", "attribute"):
+            _note_not_taken(ledger, file, name, rule)
+            continue
+        target = rule.target or attribute_name(name)
+        _refuse_clash(taken, target, file, name)
+        if frame[name].isna().all() and rule.use == "attribute":
+            ledger.field(file, name, USE_TEXT["empty"])
+            continue
+        taken[name] = target
+        ledger.field(file, name, f"{table}.{target}" if rule.use == "column"
+                     else f"attribute {target}", rule.reason)
     out = frame[list(taken)].rename(columns=taken)
     ordered = [c for c in contract if c in out.columns]
     out = out[ordered + [c for c in out.columns if c not in contract]]

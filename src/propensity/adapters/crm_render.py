@@ -71,18 +71,8 @@ def _page_views(frames: dict[str, pd.DataFrame], ids: pd.Series) -> pd.Series:
     return ids.map(views).fillna(0).astype("int64").astype(str)
 
 
-def render_salesforce(tables: dict[str, pa.Table | pd.DataFrame], out_dir: Path) -> Path:
-    """Write the company as a Salesforce Data Export folder (one CSV per object)."""
-    f = _frames(tables)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    leads, sh, opps, ev = f["leads"], f["stage_history"], f["opportunities"], f["events"]
-    acc = f["accounts"]
-    opp_of = opps.set_index("lead_id")["opportunity_id"]
-    converted = leads["lead_id"].isin(opp_of.index)
-    contact_of = "C" + leads["lead_id"].str[1:]
-    final = sh.groupby("lead_id")["stage"].last()
-    bought = set(sh.loc[sh["stage"] == "customer", "lead_id"])
+def _sf_accounts(acc: pd.DataFrame, leads: pd.DataFrame, bought: set[str], out: Path) -> None:
+    """Account.csv; `Type` is a snapshot: Customer once any of its leads bought."""
     pd.DataFrame({
         "Id": acc["account_id"], "IsDeleted": "false", "Name": "Account " + acc["account_id"],
         "Type": acc["account_id"].map(lambda a: "Customer - Direct" if a in set(
@@ -91,6 +81,16 @@ def render_salesforce(tables: dict[str, pa.Table | pd.DataFrame], out_dir: Path)
         "AnnualRevenue": _num(acc["annual_revenue"]), "BillingCountry": acc["country"],
         "CreatedDate": "2020-01-01T00:00:00.000Z",
     }).to_csv(out / "Account.csv", index=False)
+
+
+def _sf_leads(f: dict[str, pd.DataFrame], out: Path, converted: pd.Series,
+              contact_of: pd.Series) -> None:
+    """Lead.csv with the export's traps: the current Status and Rating, LastActivityDate,
+    and the conversion fields; attributes beyond the contract as custom fields."""
+    leads, sh, opps = f["leads"], f["stage_history"], f["opportunities"]
+    opp_of = opps.set_index("lead_id")["opportunity_id"]
+    final = sh.groupby("lead_id")["stage"].last()
+    bought = set(sh.loc[sh["stage"] == "customer", "lead_id"])
     extra = [c for c in leads.columns if c not in CONTRACT_LEAD]
     conv_opp = leads["lead_id"].map(opp_of)
     lead = pd.DataFrame({
@@ -113,6 +113,11 @@ def render_salesforce(tables: dict[str, pa.Table | pd.DataFrame], out_dir: Path)
     for col in extra:
         lead["Country" if col == "country" else _custom(col)] = leads[col]
     lead.to_csv(out / "Lead.csv", index=False)
+
+
+def _sf_contacts(leads: pd.DataFrame, opps: pd.DataFrame, converted: pd.Series,
+                 contact_of: pd.Series, out: Path) -> None:
+    """Contact.csv: the contact each converted lead became, created at its conversion."""
     conv = leads[converted]
     pd.DataFrame({
         "Id": contact_of[converted], "IsDeleted": "false", "AccountId": conv["account_id"],
@@ -121,9 +126,10 @@ def render_salesforce(tables: dict[str, pa.Table | pd.DataFrame], out_dir: Path)
         "CreatedDate": _fmt(conv["lead_id"].map(opps.set_index("lead_id")["created_at"]),
                             SF_TIME),
     }).to_csv(out / "Contact.csv", index=False)
-    _sf_history(sh, leads, opps, out)
-    _sf_opportunities(opps, out)
-    _sf_activities(ev, leads, opps, contact_of, out)
+
+
+def _sf_campaigns(leads: pd.DataFrame, out: Path) -> None:
+    """Campaign.csv and CampaignMember.csv: each lead a member of its campaign, no response."""
     campaigns = sorted(leads["campaign"].dropna().unique())
     camp_id = {c: f"701{i:012d}" for i, c in enumerate(campaigns)}
     pd.DataFrame({"Id": list(camp_id.values()), "IsDeleted": "false",
@@ -136,6 +142,25 @@ def render_salesforce(tables: dict[str, pa.Table | pd.DataFrame], out_dir: Path)
         "HasResponded": "false", "FirstRespondedDate": None,
         "CreatedDate": _fmt(leads.loc[has, "created_at"], SF_TIME),
     }).to_csv(out / "CampaignMember.csv", index=False)
+
+
+def render_salesforce(tables: dict[str, pa.Table | pd.DataFrame], out_dir: Path) -> Path:
+    """Write the company as a Salesforce Data Export folder (one CSV per object)."""
+    f = _frames(tables)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    leads, sh, opps, ev = f["leads"], f["stage_history"], f["opportunities"], f["events"]
+    opp_of = opps.set_index("lead_id")["opportunity_id"]
+    converted = leads["lead_id"].isin(opp_of.index)
+    contact_of = "C" + leads["lead_id"].str[1:]
+    bought = set(sh.loc[sh["stage"] == "customer", "lead_id"])
+    _sf_accounts(f["accounts"], leads, bought, out)
+    _sf_leads(f, out, converted, contact_of)
+    _sf_contacts(leads, opps, converted, contact_of, out)
+    _sf_history(sh, leads, opps, out)
+    _sf_opportunities(opps, out)
+    _sf_activities(ev, leads, opps, contact_of, out)
+    _sf_campaigns(leads, out)
     return out
 
 

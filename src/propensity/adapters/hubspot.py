@@ -114,43 +114,51 @@ def _first_id(values: pd.Series) -> pd.Series:
         values.notna(), None)
 
 
-def import_hubspot(contacts: Path, out_dir: Path, companies: Path | None = None,
-                   deals: Path | None = None, activities: Path | None = None,
-                   mapping_file: Path | None = None,
-                   allow_snapshot: tuple[str, ...] | list[str] = (),
-                   timezone: str = "UTC") -> ImportResult:
-    """Map HubSpot's CSV exports into the contract at `out_dir`."""
-    mapping = load_mapping(mapping_file, "hubspot", {"lifecycle_stage": DEFAULT_LIFECYCLE_STAGE,
-                                                     "deal_stage": DEFAULT_DEAL_STAGE}, {})
-    ledger = Ledger()
-    paths = {"contacts": contacts, "companies": companies, "deals": deals,
-             "activities": activities}
+def _read_sources(paths: dict[str, Path | None], ledger: Ledger) -> dict[str, Source | None]:
+    """Each export given, read; a path given that does not exist is an error naming the export."""
     srcs: dict[str, Source | None] = {}
     for name, path in paths.items():
         if path is not None and not Path(path).exists():
             raise PropensityError(f"{path}: no such file (the HubSpot {name} export)")
         srcs[name] = None if path is None else read_object(Path(path), ledger, None)
-    allowed = set(allow_snapshot)
-    seen = set().union(*(set(s.frame.columns) for s in srcs.values() if s is not None))
+    return srcs
 
-    def fields(name: str, table: str, base: dict[str, FieldRule], attributes: bool = True,
-               ) -> tuple[Source, pd.DataFrame] | None:
-        src = srcs[name]
+
+class _Fields:
+    """Takes the contract's fields out of one HubSpot export, with the run's mapping, the
+    snapshots the user allowed and the ledger shared by every export."""
+
+    def __init__(self, srcs: dict[str, Source | None], mapping: CrmMapping,
+                 allowed: set[str], ledger: Ledger) -> None:
+        self.srcs, self.mapping, self.allowed, self.ledger = srcs, mapping, allowed, ledger
+
+    def __call__(self, name: str, table: str, base: dict[str, FieldRule],
+                 attributes: bool = True) -> tuple[Source, pd.DataFrame] | None:
+        """The export `name` and its fields for `table`; None when that export was not given."""
+        src = self.srcs[name]
         if src is None:
             return None
-        rules = _object_rules(base, list(src.frame.columns), mapping, name)
+        rules = _object_rules(base, list(src.frame.columns), self.mapping, name)
         return src, take_fields(src.frame, src.name, table, rules, FieldRule("left out"),
-                                allowed, ledger, attributes)
+                                self.allowed, self.ledger, attributes)
 
-    accounts = pd.DataFrame(columns=["account_id"])
-    if (taken := fields("companies", "accounts", COMPANY_RULES)) is not None:
-        src, frame = taken
-        keep = refuse_unlinked(src, frame, "account_id", "Record ID", ledger)
-        ledger.count(src.name, len(src.frame), int(keep.sum()))
-        accounts = frame[keep].reset_index(drop=True)
-    taken = fields("contacts", "leads", CONTACT_RULES)
-    assert taken is not None
+
+def _accounts(taken: tuple[Source, pd.DataFrame] | None, ledger: Ledger) -> pd.DataFrame:
+    """Companies with a Record ID (none without the companies export)."""
+    if taken is None:
+        return pd.DataFrame(columns=["account_id"])
     src, frame = taken
+    keep = refuse_unlinked(src, frame, "account_id", "Record ID", ledger)
+    ledger.count(src.name, len(src.frame), int(keep.sum()))
+    return frame[keep].reset_index(drop=True)
+
+
+def _leads(src: Source, frame: pd.DataFrame, accounts: pd.DataFrame, ledger: Ledger,
+           timezone: str) -> tuple[pd.DataFrame, pd.Series]:
+    """Contacts with an id and a creation time, in creation order, and which rows were kept.
+
+    A contact's account is its primary associated company.
+    """
     raw = src.frame
     frame = frame.copy()
     frame["created_at"] = parse_times(raw["Create Date"], src.source, "Create Date", ledger,
@@ -164,7 +172,42 @@ def import_hubspot(contacts: Path, out_dir: Path, companies: Path | None = None,
     cols = ["lead_id", "created_at"] + [c for c in frame.columns
                                         if c not in ("lead_id", "created_at")]
     leads = frame.loc[keep, cols].sort_values(["created_at", "lead_id"], kind="stable")
-    leads = leads.reset_index(drop=True)
+    return leads.reset_index(drop=True), keep
+
+
+def _contact_field(act: Source | None) -> str:
+    """The activities' contact column, reduced to its primary contact id in place.
+
+    HubSpot names it "Associated Contact IDs" or "Associated Contact ID"; neither is an error.
+    """
+    if act is None:
+        return "Associated Contact IDs"
+    for col in ("Associated Contact IDs", "Associated Contact ID"):
+        if col in act.frame.columns:
+            act.frame[col] = _first_id(act.frame[col])
+            return col
+    raise PropensityError(f"{act.source.path}: no Associated Contact IDs column")
+
+
+def import_hubspot(contacts: Path, out_dir: Path, companies: Path | None = None,
+                   deals: Path | None = None, activities: Path | None = None,
+                   mapping_file: Path | None = None,
+                   allow_snapshot: tuple[str, ...] | list[str] = (),
+                   timezone: str = "UTC") -> ImportResult:
+    """Map HubSpot's CSV exports into the contract at `out_dir`."""
+    mapping = load_mapping(mapping_file, "hubspot", {"lifecycle_stage": DEFAULT_LIFECYCLE_STAGE,
+                                                     "deal_stage": DEFAULT_DEAL_STAGE}, {})
+    ledger = Ledger()
+    paths = {"contacts": contacts, "companies": companies, "deals": deals,
+             "activities": activities}
+    srcs = _read_sources(paths, ledger)
+    seen = set().union(*(set(s.frame.columns) for s in srcs.values() if s is not None))
+    fields = _Fields(srcs, mapping, set(allow_snapshot), ledger)
+    accounts = _accounts(fields("companies", "accounts", COMPANY_RULES), ledger)
+    taken = fields("contacts", "leads", CONTACT_RULES)
+    assert taken is not None
+    src, frame = taken
+    leads, keep = _leads(src, frame, accounts, ledger, timezone)
     who = {i: i for i in leads["lead_id"]}
     candidates = [_became(src, keep, mapping, ledger, timezone)]
     opps = pd.DataFrame(columns=OPPORTUNITY_COLUMNS)
@@ -176,18 +219,10 @@ def import_hubspot(contacts: Path, out_dir: Path, companies: Path | None = None,
     stage_history = build_stage_history(pd.concat(candidates, ignore_index=True),
                                         DEFAULT_STAGES, ledger, sources, created)
     act = srcs["activities"]
-    if act is not None:
-        for col in ("Associated Contact IDs", "Associated Contact ID"):
-            if col in act.frame.columns:
-                act.frame[col] = _first_id(act.frame[col])
-                who_field = col
-                break
-        else:
-            raise PropensityError(f"{act.source.path}: no Associated Contact IDs column")
+    who_field = _contact_field(act)
     events = activity_events(act, who, ledger, lambda r: (r["Activity date"], "Activity date"),
-                             "Channel", "Value", "activity", who_field="Associated Contact IDs"
-                             if act is None else who_field, type_field="Activity type",
-                             tz=timezone, created=created)
+                             "Channel", "Value", "activity", who_field=who_field,
+                             type_field="Activity type", tz=timezone, created=created)
     events = events.sort_values(["lead_id", "occurred_at"], kind="stable").reset_index(drop=True)
     tables = {"leads": leads, "accounts": accounts if companies is not None else None,
               "events": events if activities is not None else None,

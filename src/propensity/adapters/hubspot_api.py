@@ -13,6 +13,7 @@ A 429 (or a 5xx) is retried after the `Retry-After` the server sends. The token 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,10 @@ def _call(what: str, fn: Any, **kwargs: Any) -> Any:
         raise PropensityError(f"HubSpot {what}: gave up after retries ({exc.reason})") from None
 
 
-def fetch_object(client: Any, object_type: str) -> pd.DataFrame:
-    """Every record of one object type, columns named by property label as the export is."""
+def _properties(client: Any, object_type: str
+                ) -> tuple[list[str], dict[str, str], dict[str, dict[Any, Any]]]:
+    """The object's property names, the label of each (the CSV export's column names) and the
+    label of each option value, so internal names read as the export writes them."""
     props = _call(f"the {object_type} properties", client.crm.properties.core_api.get_all,
                   object_type=object_type).results
     names = [p.name for p in props]
@@ -72,28 +75,45 @@ def fetch_object(client: Any, object_type: str) -> pd.DataFrame:
     if object_type in ENGAGEMENTS:
         label |= ACTIVITY_COLUMNS
     options = {p.name: {o.value: o.label for o in p.options} for p in props if p.options}
-    rows: list[dict[str, Any]] = []
+    return names, label, options
+
+
+def _records(client: Any, object_type: str, names: list[str]) -> Iterator[Any]:
+    """Every record of the object type with its properties and associations, page by page."""
     after: str | None = None
     while True:
         page = _call(f"the {object_type} page after {after}",
                      client.crm.objects.basic_api.get_page, object_type=object_type,
                      limit=PAGE, after=after, properties=names,
                      associations=ASSOCIATIONS[object_type] or None)
-        for obj in page.results:
-            row: dict[str, Any] = {"Record ID": obj.id}
-            for name in names:
-                value = (obj.properties or {}).get(name)
-                row[label[name]] = options.get(name, {}).get(value, value)
-            for kind in ASSOCIATIONS[object_type]:
-                found = (obj.associations or {}).get(kind)
-                ids = [a.id for a in found.results] if found is not None else []
-                row[ASSOCIATION_COLUMNS[(object_type, kind)]] = ";".join(ids) or None
-            if object_type in ENGAGEMENTS and not row.get("Activity type"):
-                row["Activity type"] = object_type.rstrip("s")
-            rows.append(row)
+        yield from page.results
         if page.paging is None or page.paging.next is None:
-            break
+            return
         after = page.paging.next.after
+
+
+def _row(obj: Any, object_type: str, names: list[str], label: dict[str, str],
+         options: dict[str, dict[Any, Any]]) -> dict[str, Any]:
+    """One record as the export's row: labelled values, associated ids joined with ';', and an
+    engagement's type defaulting to its object type (a call's is "call")."""
+    row: dict[str, Any] = {"Record ID": obj.id}
+    for name in names:
+        value = (obj.properties or {}).get(name)
+        row[label[name]] = options.get(name, {}).get(value, value)
+    for kind in ASSOCIATIONS[object_type]:
+        found = (obj.associations or {}).get(kind)
+        ids = [a.id for a in found.results] if found is not None else []
+        row[ASSOCIATION_COLUMNS[(object_type, kind)]] = ";".join(ids) or None
+    if object_type in ENGAGEMENTS and not row.get("Activity type"):
+        row["Activity type"] = object_type.rstrip("s")
+    return row
+
+
+def fetch_object(client: Any, object_type: str) -> pd.DataFrame:
+    """Every record of one object type, columns named by property label as the export is."""
+    names, label, options = _properties(client, object_type)
+    rows = [_row(obj, object_type, names, label, options)
+            for obj in _records(client, object_type, names)]
     columns = ["Record ID", *(label[n] for n in names if label[n] != "Record ID")]
     columns += [c for k, c in ASSOCIATION_COLUMNS.items() if k[0] == object_type]
     if object_type in ENGAGEMENTS:

@@ -152,6 +152,80 @@ def _object_rules(obj: str, base: dict[str, FieldRule], columns: list[str],
     return mapped_fields(rules, mapping, obj)
 
 
+SOURCE_OBJECTS = ("Lead", "Contact", "Account", "Opportunity", "OpportunityHistory",
+                  "LeadHistory", "Task", "Event", "CampaignMember", "Campaign")
+"""The objects of a Data Export this import reads (each CSV optional but Lead or Contact)."""
+
+
+class _Fields:
+    """Takes the contract's fields out of one object's CSV, remembering which
+    `--allow-snapshot` names matched a field so the others can be reported as unused."""
+
+    def __init__(self, srcs: dict[str, Source | None], mapping: CrmMapping,
+                 allow_snapshot: tuple[str, ...] | list[str], ledger: Ledger) -> None:
+        self.srcs, self.mapping, self.allow_snapshot, self.ledger = (
+            srcs, mapping, allow_snapshot, ledger)
+        self.used_allow: set[str] = set()
+
+    def __call__(self, obj: str, table: str, base: dict[str, FieldRule],
+                 attributes: bool = True) -> tuple[Source, pd.DataFrame] | None:
+        """The object's CSV and its fields for `table`; None when the export has no such CSV."""
+        src = self.srcs[obj]
+        if src is None:
+            return None
+        # `Rating` allows the field on every object, `Lead.Rating` on Lead only
+        mine = {a.split(".", 1)[-1]: a for a in self.allow_snapshot
+                if "." not in a or a.startswith(f"{obj}.")}
+        self.used_allow.update(a for f, a in mine.items() if f in src.frame.columns)
+        rules = _object_rules(obj, base, list(src.frame.columns), self.mapping, set(mine))
+        return src, take_fields(src.frame, src.name, table, rules, FieldRule("left out"),
+                                set(mine), self.ledger, attributes)
+
+
+def _events(srcs: dict[str, Source | None], who: dict[str, str], ledger: Ledger,
+            created: pd.Series) -> pd.DataFrame:
+    """Tasks, meetings and campaign responses as events, per lead in time order."""
+    events = pd.concat([
+        activity_events(srcs["Task"], who, ledger, _task_times, "TaskSubtype",
+                        "CallDurationInSeconds", "task", created=created),
+        activity_events(srcs["Event"], who, ledger, _event_times, "EventSubtype",
+                        "DurationInMinutes", "meeting", created=created),
+        _responses(srcs["CampaignMember"], who, ledger)], ignore_index=True)
+    return events.sort_values(["lead_id", "occurred_at"], kind="stable").reset_index(drop=True)
+
+
+def _stage_candidates(opp_stages: pd.DataFrame, srcs: dict[str, Source | None],
+                      leads: pd.DataFrame, mapping: CrmMapping, ledger: Ledger
+                      ) -> list[pd.DataFrame]:
+    """Dated stage entries from opportunities, the lead status history (when exported) and
+    the statuses with no dated entry."""
+    candidates = [opp_stages]
+    if srcs["LeadHistory"] is not None:
+        candidates.append(_lead_history(srcs["LeadHistory"], leads, mapping, ledger))
+    candidates.append(_undated_status(srcs["Lead"], srcs["LeadHistory"], leads, mapping, ledger))
+    return candidates
+
+
+def _tables(srcs: dict[str, Source | None], leads: pd.DataFrame, accounts: pd.DataFrame,
+            events: pd.DataFrame, stage_history: pd.DataFrame, opps: pd.DataFrame
+            ) -> dict[str, pd.DataFrame | None]:
+    """The contract tables; one no exported object feeds is None (unknown), not empty."""
+    has = {name: srcs[name] is not None for name in srcs}
+    return {"leads": leads, "accounts": accounts if has["Account"] else None,
+            "events": events if has["Task"] or has["Event"] or has["CampaignMember"]
+            else None,
+            "stage_history": stage_history.sort_values(["lead_id", "entered_at"],
+                                                       kind="stable"),
+            "opportunities": opps if has["Opportunity"] else None}
+
+
+def _note_hand_read(srcs: dict[str, Source | None], ledger: Ledger) -> None:
+    """Account in the ledger for the fields of objects read by hand (`HAND_READ`)."""
+    for name, used in HAND_READ.items():
+        if (src := srcs[name]) is not None:
+            ledger.fields_of(src, used)
+
+
 def import_salesforce(directory: Path, out_dir: Path, mapping_file: Path | None = None,
                       allow_snapshot: tuple[str, ...] | list[str] = ()) -> ImportResult:
     """Map a Salesforce Data Export folder into the contract at `out_dir`."""
@@ -163,24 +237,8 @@ def import_salesforce(directory: Path, out_dir: Path, mapping_file: Path | None 
                            {"lead_status": DEFAULT_LEAD_STATUS, "deal_stage": DEFAULT_DEAL_STAGE},
                            FIELD_DEFAULTS)
     ledger = Ledger()
-    srcs = {name: read_object(directory / f"{name}.csv", ledger) for name in (
-        "Lead", "Contact", "Account", "Opportunity", "OpportunityHistory", "LeadHistory",
-        "Task", "Event", "CampaignMember", "Campaign")}
-    used_allow: set[str] = set()
-
-    def fields(obj: str, table: str, base: dict[str, FieldRule], attributes: bool = True,
-               ) -> tuple[Source, pd.DataFrame] | None:
-        src = srcs[obj]
-        if src is None:
-            return None
-        # `Rating` allows the field on every object, `Lead.Rating` on Lead only
-        mine = {a.split(".", 1)[-1]: a for a in allow_snapshot
-                if "." not in a or a.startswith(f"{obj}.")}
-        used_allow.update(a for f, a in mine.items() if f in src.frame.columns)
-        rules = _object_rules(obj, base, list(src.frame.columns), mapping, set(mine))
-        return src, take_fields(src.frame, src.name, table, rules, FieldRule("left out"),
-                                set(mine), ledger, attributes)
-
+    srcs = {name: read_object(directory / f"{name}.csv", ledger) for name in SOURCE_OBJECTS}
+    fields = _Fields(srcs, mapping, allow_snapshot, ledger)
     accounts = _accounts(fields("Account", "accounts", ACCOUNT_RULES), ledger)
     leads, who = _leads(fields("Lead", "leads", LEAD_RULES), fields("Contact", "leads",
                         CONTACT_RULES), srcs, accounts, ledger)
@@ -188,34 +246,17 @@ def import_salesforce(directory: Path, out_dir: Path, mapping_file: Path | None 
     opps, opp_stages = _opportunities(fields("Opportunity", "opportunities", OPPORTUNITY_RULES,
                                              attributes=False),
                                       srcs, who, accounts, mapping, ledger)
-    candidates = [opp_stages]
-    if srcs["LeadHistory"] is not None:
-        candidates.append(_lead_history(srcs["LeadHistory"], leads, mapping, ledger))
-    candidates.append(_undated_status(srcs["Lead"], srcs["LeadHistory"], leads, mapping, ledger))
+    candidates = _stage_candidates(opp_stages, srcs, leads, mapping, ledger)
     sources = {s.name: s.source for s in srcs.values() if s is not None}
     created = leads.set_index("lead_id")["created_at"]
     stage_history = build_stage_history(pd.concat(candidates, ignore_index=True),
                                         DEFAULT_STAGES, ledger, sources, created)
-    events = pd.concat([
-        activity_events(srcs["Task"], who, ledger, _task_times, "TaskSubtype",
-                        "CallDurationInSeconds", "task", created=created),
-        activity_events(srcs["Event"], who, ledger, _event_times, "EventSubtype",
-                        "DurationInMinutes", "meeting", created=created),
-        _responses(srcs["CampaignMember"], who, ledger)], ignore_index=True)
-    events = events.sort_values(["lead_id", "occurred_at"], kind="stable").reset_index(drop=True)
-    has = {name: srcs[name] is not None for name in srcs}
-    tables = {"leads": leads, "accounts": accounts if has["Account"] else None,
-              "events": events if has["Task"] or has["Event"] or has["CampaignMember"]
-              else None,
-              "stage_history": stage_history.sort_values(["lead_id", "entered_at"],
-                                                         kind="stable"),
-              "opportunities": opps if has["Opportunity"] else None}
-    unused = [a for a in allow_snapshot if a not in used_allow]
+    events = _events(srcs, who, ledger, created)
+    tables = _tables(srcs, leads, accounts, events, stage_history, opps)
+    unused = [a for a in allow_snapshot if a not in fields.used_allow]
     notes = [f"--allow-snapshot {a}: no such field in the export" for a in unused]
     notes += ledger.unused_files(srcs, directory)
-    for name, used in HAND_READ.items():
-        if (src := srcs[name]) is not None:
-            ledger.fields_of(src, used)
+    _note_hand_read(srcs, ledger)
     return write_import(out_dir, tables, ledger, f"Salesforce Data Export {directory.name} via "
                         "propensity import salesforce", notes)
 

@@ -74,10 +74,6 @@ def validate(
     conf: ConfOpt = None,
 ) -> None:
     """Check an export against the data contract; exit 1 when anything breaks it."""
-    from propensity.contract import Manifest
-    from propensity.export import read_export
-    from propensity.single_table import read_single_table, read_single_table_dir
-
     if path is not None and table is not None:
         raise fail(f"give an export folder ({path}) or --table FILE ({table}), not both")
     if table is None:
@@ -92,24 +88,47 @@ def validate(
     with progress() as bar:
         bar.add_task("reading and validating", total=None)
         if table is not None:
-            if not target:
-                raise fail("--table needs --target COLUMN (the 0/1 outcome)")
-            report = read_single_table(table, target, id_column=id_col,
-                                       exclude=split_columns(exclude),
-                                       post_outcome=split_columns(post_outcome)).report
-            what = f"{table}"
+            report, what = _single_table_report(table, target, id_col, exclude, post_outcome)
         elif path is None:
             raise fail("give an export folder, or --table FILE --target COLUMN")
-        elif path.is_dir() and Manifest.read(path).shape == "single_table":
-            single = read_single_table_dir(path)
-            report, what = single.report, f"{path} (single table)"
         else:
-            export = read_export(path)
-            report, what = export.report, str(path)
-            counts = {n: len(f) for n in ("leads", "events", "stage_history", "opportunities",
-                                          "accounts") if (f := export.table(n)) is not None}
-            console.print("read " + ", ".join(f"{v:,} {k}" for k, v in counts.items()),
-                          highlight=False)
+            report, what = _folder_report(path)
+    _print_verdict(report, what, limit, out)
+
+
+def _single_table_report(table: Path, target: str | None, id_col: str | None, exclude: str,
+                         post_outcome: str) -> tuple[ProblemReport, str]:
+    """`validate --table`: the single table's problems, and how to name it."""
+    from propensity.single_table import read_single_table
+
+    if not target:
+        raise fail("--table needs --target COLUMN (the 0/1 outcome)")
+    report = read_single_table(table, target, id_column=id_col,
+                               exclude=split_columns(exclude),
+                               post_outcome=split_columns(post_outcome)).report
+    return report, f"{table}"
+
+
+def _folder_report(path: Path) -> tuple[ProblemReport, str]:
+    """An export folder's problems (a single-table folder read as one), and how to name it;
+    for an export, the rows read per table are printed first."""
+    from propensity.contract import Manifest
+    from propensity.export import read_export
+    from propensity.single_table import read_single_table_dir
+
+    if path.is_dir() and Manifest.read(path).shape == "single_table":
+        single = read_single_table_dir(path)
+        return single.report, f"{path} (single table)"
+    export = read_export(path)
+    counts = {n: len(f) for n in ("leads", "events", "stage_history", "opportunities",
+                                  "accounts") if (f := export.table(n)) is not None}
+    console.print("read " + ", ".join(f"{v:,} {k}" for k, v in counts.items()),
+                  highlight=False)
+    return export.report, str(path)
+
+
+def _print_verdict(report: ProblemReport, what: str, limit: int, out: Path | None) -> None:
+    """The problems, then ok (with the warning count) or the error count and exit 1."""
     print_report(report, limit, out)
     if report.ok:
         console.print(f"[green]ok[/]: {what} follows the data contract"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,6 +18,9 @@ from propensity.cli._common import (
     progress,
     spark_for,
 )
+
+if TYPE_CHECKING:
+    from propensity.funnel.report import FunnelReport, Mode
 
 FORMATS = ("table", "json", "csv", "html")
 
@@ -46,36 +49,54 @@ def funnel(
     conf: ConfOpt = None,
 ) -> None:
     """Stage-to-stage conversion, win rate, cycle times and deal metrics, with 95% intervals."""
-    from propensity.export import load_export
-    from propensity.funnel import funnel_report
-    from propensity.funnel.render import to_frame, to_html, to_rich
-
     if fmt not in FORMATS:
         raise fail(f"--format is one of {', '.join(FORMATS)}")
     if fmt == "html" and out is None:
         raise fail("--format html needs --out FILE.html")
     spark = spark_for(engine, master, conf)
-    errors = 0
+    mode: Mode = "cohort" if cohort else "period"
     with progress() as bar:
         task = bar.add_task("loading export", total=None)
         if spark is not None:
-            from propensity.spark.export import read_spark_export
-            from propensity.spark.funnel import spark_funnel
-            from propensity.spark.validation import checked_export
-
-            checked = checked_export(spark, read_spark_export(spark, str(path)), drop_bad_rows)
-            bar.update(task, description="computing funnel on Spark")
-            report = spark_funnel(spark, checked, by=by, start=start, end=end,
-                                  mode="cohort" if cohort else "period", stale_days=stale_days)
+            report, errors = _on_spark(spark, path, drop_bad_rows, bar, task, by=by, start=start,
+                                       end=end, mode=mode, stale_days=stale_days)
         else:
-            export = load_export(path, drop_bad_rows=drop_bad_rows)
-            errors = export.report.error_count
-            bar.update(task, description="computing funnel")
-            report = funnel_report(export, by=by, start=start, end=end,
-                                   mode="cohort" if cohort else "period", stale_days=stale_days)
+            report, errors = _in_process(path, drop_bad_rows, bar, task, by=by, start=start,
+                                         end=end, mode=mode, stale_days=stale_days)
     if errors:
         console.print(f"[yellow]left out {errors} problem row(s)[/]; "
                       f"`propensity validate {path}` lists them", highlight=False)
+    _write(report, fmt, out)
+
+
+def _on_spark(spark: Any, path: Path, drop_bad_rows: bool, bar: Any, task: Any,
+              **options: Any) -> tuple[FunnelReport, int]:
+    """The report computed on Spark over the checked export (no rows counted as left out)."""
+    from propensity.spark.export import read_spark_export
+    from propensity.spark.funnel import spark_funnel
+    from propensity.spark.validation import checked_export
+
+    checked = checked_export(spark, read_spark_export(spark, str(path)), drop_bad_rows)
+    bar.update(task, description="computing funnel on Spark")
+    return spark_funnel(spark, checked, **options), 0
+
+
+def _in_process(path: Path, drop_bad_rows: bool, bar: Any, task: Any,
+                **options: Any) -> tuple[FunnelReport, int]:
+    """The report computed in process, and how many problem rows the load left out."""
+    from propensity.export import load_export
+    from propensity.funnel import funnel_report
+
+    export = load_export(path, drop_bad_rows=drop_bad_rows)
+    errors = export.report.error_count
+    bar.update(task, description="computing funnel")
+    return funnel_report(export, **options), errors
+
+
+def _write(report: FunnelReport, fmt: str, out: Path | None) -> None:
+    """The report as rich tables on the console, or as JSON / CSV / HTML to stdout or `out`."""
+    from propensity.funnel.render import to_frame, to_html, to_rich
+
     if fmt == "table":
         for table in to_rich(report):
             console.print(table)

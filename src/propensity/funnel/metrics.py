@@ -78,6 +78,125 @@ def _durations(days: pd.Series, keys: pd.Series, groups: pd.Index) -> dict[str, 
     return out
 
 
+def _in_window(t: np.ndarray, lo_v: int, hi_v: int) -> np.ndarray:
+    """Times that happened (not NEVER) inside [lo_v, hi_v)."""
+    return (t != NEVER) & (t >= lo_v) & (t < hi_v)
+
+
+def _window(start: datetime | str | None, end: datetime | str | None
+            ) -> tuple[int | None, int, int]:
+    """The window as microseconds: the given end, and both bounds with open ends filled."""
+    lo = _stamp(start)
+    hi = _stamp(end)
+    lo_v = lo if lo is not None else np.iinfo("int64").min
+    hi_v = hi if hi is not None else NEVER
+    if lo is not None and hi is not None and lo >= hi:
+        raise PropensityError("--start must be before --end")
+    return hi, lo_v, hi_v
+
+
+def _step_columns(
+    j: Journeys, s: int, mode: Mode, scope: np.ndarray, lo_v: int, hi_v: int, as_of: int,
+    stale_days: int | None,
+) -> dict[str, np.ndarray]:
+    """Per-lead flags of step s (stage s to s + 1) and the days it took.
+
+    Cohort mode follows the window's leads; period mode counts entries inside the window.
+    """
+    r = j.reached
+    reached_any = r != NEVER
+    ended = j.ended != NEVER
+    if mode == "cohort":
+        reached = scope & reached_any[:, s]
+        advanced = reached & reached_any[:, s + 1]
+        stopped = reached & ~advanced
+        lost = stopped & ended
+        flight = stopped & ~ended
+    else:
+        reached = _in_window(r[:, s], lo_v, hi_v)
+        advanced = _in_window(r[:, s + 1], lo_v, hi_v)
+        at_stage = reached_any[:, s] & (r[:, s] < hi_v)
+        not_next = ~(reached_any[:, s + 1] & (r[:, s + 1] < hi_v))
+        lost = at_stage & not_next & _in_window(j.ended, lo_v, hi_v)
+        flight = at_stage & not_next & ~(ended & (j.ended < hi_v))
+    stale = np.zeros_like(flight)
+    if stale_days is not None:
+        stale = flight & (as_of - r[:, s] > stale_days * DAY_US)
+        lost, flight = lost | stale, flight & ~stale
+    # time between actual entries: a skipped stage has no time of its own
+    both = advanced & (j.entered[:, s] != NEVER) & (j.entered[:, s + 1] != NEVER)
+    took = np.where(both, (r[:, s + 1] - r[:, s]) / DAY_US, np.nan)
+    return {f"stale_{s}": stale, f"reached_{s}": reached, f"advanced_{s}": advanced,
+            f"lost_{s}": lost, f"flight_{s}": flight, f"days_{s}": took}
+
+
+def _lead_columns(
+    j: Journeys, mode: Mode, lo_v: int, hi_v: int, as_of: int, stale_days: int | None,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Every per-lead flag the report sums (leads, each step's, converted), and days to convert."""
+    r = j.reached
+    scope = _in_window(r[:, 0], lo_v, hi_v)  # leads created in the window (lead-to-customer's base)
+    cols: dict[str, np.ndarray] = {"leads": scope}
+    last = len(j.stages) - 1
+    for s in range(last):
+        cols.update(_step_columns(j, s, mode, scope, lo_v, hi_v, as_of, stale_days))
+    cols["converted"] = (scope & (r[:, last] != NEVER) if mode == "cohort"
+                         else _in_window(r[:, last], lo_v, hi_v))
+    convert_days = np.where(cols["converted"], (r[:, last] - r[:, 0]) / DAY_US, np.nan)
+    return cols, convert_days
+
+
+def _group_counts(cols: dict[str, np.ndarray], keys: pd.Series, mode: Mode, by: str | None
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, pd.Index]:
+    """The per-lead frame, its flags summed per group, and the groups that get a row.
+
+    Cohort mode shows only groups with leads created in the window; no `by`, no groups.
+    """
+    lead_frame = pd.DataFrame(cols, index=keys.index)
+    lead_frame["g"] = keys.to_numpy()
+    counts = lead_frame.drop(columns=[c for c in cols if c.startswith("days_")]).groupby(
+        "g", observed=True).sum()
+    groups = counts.index[counts["leads"] > 0] if mode == "cohort" else counts.index
+    if by is None:
+        groups = pd.Index([])
+    return lead_frame, counts, groups
+
+
+def _group_funnel(name: str, c: pd.Series, stages: list[str], days: dict[int, Duration],
+                  deal: Deals, to_convert: Duration) -> GroupFunnel:
+    """One group's funnel from its summed lead flags, step durations and deals."""
+    steps = []
+    for s in range(len(stages) - 1):
+        rate = _rates(pd.Series([c[f"advanced_{s}"]]), pd.Series([c[f"reached_{s}"]]))[0]
+        steps.append(Step(
+            from_stage=stages[s], to_stage=stages[s + 1], reached=int(c[f"reached_{s}"]),
+            advanced=int(c[f"advanced_{s}"]), lost=int(c[f"lost_{s}"]),
+            stale=int(c[f"stale_{s}"]),
+            in_flight=int(c[f"flight_{s}"]), conversion=rate, time=days[s],
+        ))
+    worst = max(steps, key=lambda st: st.lost) if steps else None
+    return GroupFunnel(
+        group=name, leads=int(c["leads"]), steps=steps,
+        lead_to_customer=_rates(pd.Series([c["converted"]]), pd.Series([c["leads"]]))[0],
+        time_to_convert=to_convert, deals=deal,
+        biggest_drop_off=worst.name if worst is not None and worst.lost > 0 else None,
+    )
+
+
+def _ordered(per_group: list[GroupFunnel], mode: Mode, by: str | None) -> list[GroupFunnel]:
+    """Rows to show, in order: periods in time order (unplaced last), else biggest first.
+
+    In period mode a group where nothing happened in the window is no row.
+    """
+    if mode == "period":
+        per_group = [gf for gf in per_group if _happened(gf)]
+    if by in PERIODS:
+        per_group.sort(key=lambda gf: (gf.group.startswith("("), gf.group))
+    else:
+        per_group.sort(key=lambda gf: (-gf.leads, gf.group))
+    return per_group
+
+
 def funnel_report(
     export: CrmExport,
     *,
@@ -97,63 +216,14 @@ def funnel_report(
     if mode not in ("cohort", "period"):
         raise PropensityError(f"mode is cohort or period, not {mode!r}")
     j = journeys if journeys is not None else build_journeys(export)
-    lo = _stamp(start)
-    hi = _stamp(end)
-    lo_v = lo if lo is not None else np.iinfo("int64").min
-    hi_v = hi if hi is not None else NEVER
-    if lo is not None and hi is not None and lo >= hi:
-        raise PropensityError("--start must be before --end")
+    hi, lo_v, hi_v = _window(start, end)
     stages = list(j.stages)
-    r = j.reached
-    reached_any = r != NEVER
-
-    def in_window(t: np.ndarray) -> np.ndarray:
-        return (t != NEVER) & (t >= lo_v) & (t < hi_v)
-
     as_of = hi if hi is not None else to_micros(pd.Series([export.latest_time()]))[0] + 1
     keys = group_keys(j.leads, by)
-    cols: dict[str, np.ndarray] = {}
-    scope = in_window(r[:, 0])  # leads created in the window (lead-to-customer's base)
-    cols["leads"] = scope
-    ended = j.ended != NEVER
-    for s in range(len(stages) - 1):
-        if mode == "cohort":
-            reached = scope & reached_any[:, s]
-            advanced = reached & reached_any[:, s + 1]
-            stopped = reached & ~advanced
-            lost = stopped & ended
-            flight = stopped & ~ended
-        else:
-            reached = in_window(r[:, s])
-            advanced = in_window(r[:, s + 1])
-            at_stage = reached_any[:, s] & (r[:, s] < hi_v)
-            not_next = ~(reached_any[:, s + 1] & (r[:, s + 1] < hi_v))
-            lost = at_stage & not_next & in_window(j.ended)
-            flight = at_stage & not_next & ~(ended & (j.ended < hi_v))
-        stale = np.zeros_like(flight)
-        if stale_days is not None:
-            stale = flight & (as_of - r[:, s] > stale_days * DAY_US)
-            lost, flight = lost | stale, flight & ~stale
-        cols[f"stale_{s}"] = stale
-        # time between actual entries: a skipped stage has no time of its own
-        both = advanced & (j.entered[:, s] != NEVER) & (j.entered[:, s + 1] != NEVER)
-        took = np.where(both, (r[:, s + 1] - r[:, s]) / DAY_US, np.nan)
-        cols[f"reached_{s}"] = reached
-        cols[f"advanced_{s}"] = advanced
-        cols[f"lost_{s}"] = lost
-        cols[f"flight_{s}"] = flight
-        cols[f"days_{s}"] = took
+    cols, convert_days = _lead_columns(j, mode, lo_v, hi_v, as_of, stale_days)
     last = len(stages) - 1
-    cols["converted"] = scope & reached_any[:, last] if mode == "cohort" else in_window(r[:, last])
-    convert_days = np.where(cols["converted"], (r[:, last] - r[:, 0]) / DAY_US, np.nan)
-    lead_frame = pd.DataFrame(cols, index=j.leads.index)
-    lead_frame["g"] = keys.to_numpy()
-    counts = lead_frame.drop(columns=[c for c in cols if c.startswith("days_")]).groupby(
-        "g", observed=True).sum()
+    lead_frame, counts, groups = _group_counts(cols, keys, mode, by)
     overall_counts = counts.sum()
-    groups = counts.index[counts["leads"] > 0] if mode == "cohort" else counts.index
-    if by is None:
-        groups = pd.Index([])
     all_keys = pd.Series(OVERALL, index=j.leads.index)
 
     opp_keys = _opportunity_keys(export, j, by)
@@ -169,40 +239,18 @@ def funnel_report(
     convert_all = _durations(pd.Series(convert_days, index=keys.index), all_keys,
                              pd.Index([OVERALL]))[OVERALL]
 
-    def build(name: str, c: pd.Series, days: dict[int, Duration], deal: Deals,
-              to_convert: Duration) -> GroupFunnel:
-        steps = []
-        for s in range(last):
-            rate = _rates(pd.Series([c[f"advanced_{s}"]]), pd.Series([c[f"reached_{s}"]]))[0]
-            steps.append(Step(
-                from_stage=stages[s], to_stage=stages[s + 1], reached=int(c[f"reached_{s}"]),
-                advanced=int(c[f"advanced_{s}"]), lost=int(c[f"lost_{s}"]),
-                stale=int(c[f"stale_{s}"]),
-                in_flight=int(c[f"flight_{s}"]), conversion=rate, time=days[s],
-            ))
-        worst = max(steps, key=lambda st: st.lost) if steps else None
-        return GroupFunnel(
-            group=name, leads=int(c["leads"]), steps=steps,
-            lead_to_customer=_rates(pd.Series([c["converted"]]), pd.Series([c["leads"]]))[0],
-            time_to_convert=to_convert, deals=deal,
-            biggest_drop_off=worst.name if worst is not None and worst.lost > 0 else None,
-        )
-
-    overall = build(OVERALL, overall_counts, {s: step_days_all[s][OVERALL] for s in range(last)},
-                    deals_all, convert_all)
-    per_group = [build(str(g), counts.loc[g], {s: step_days[s][g] for s in range(last)},
-                       deals[g], convert[g]) for g in groups]
-    if mode == "period":  # a group where nothing happened in the window is no row
-        per_group = [gf for gf in per_group if _happened(gf)]
-    if by in PERIODS:  # periods in time order, the unplaced ones last
-        per_group.sort(key=lambda gf: (gf.group.startswith("("), gf.group))
-    else:
-        per_group.sort(key=lambda gf: (-gf.leads, gf.group))
+    overall = _group_funnel(OVERALL, overall_counts, stages,
+                            {s: step_days_all[s][OVERALL] for s in range(last)},
+                            deals_all, convert_all)
+    per_group = [_group_funnel(str(g), counts.loc[g], stages,
+                               {s: step_days[s][g] for s in range(last)}, deals[g], convert[g])
+                 for g in groups]
     return FunnelReport(
         mode=mode, by=by, start=pd.Timestamp(start).to_pydatetime() if start else None,
         end=pd.Timestamp(end).to_pydatetime() if end else None,
         as_of=pd.Timestamp(as_of, unit="us", tz="UTC").to_pydatetime(),
-        stages=stages, stale_days=stale_days, overall=overall, groups=per_group,
+        stages=stages, stale_days=stale_days, overall=overall,
+        groups=_ordered(per_group, mode, by),
     )
 
 

@@ -112,29 +112,40 @@ def _money(v: float | None) -> str:
     return "-" if v is None else f"{v:,.2f}"
 
 
-def figures(report: FunnelReport) -> list[go.Figure]:
-    """The funnel chart and, when grouped, lead-to-customer by group with its interval."""
+def _funnel_chart(report: FunnelReport) -> go.Figure:
+    """Leads at each stage: the first stage's entries, then each step's advances."""
     stages = [report.overall.steps[0].from_stage] + [s.to_stage for s in report.overall.steps]
     counts = [report.overall.steps[0].reached] + [s.advanced for s in report.overall.steps]
     funnel = go.Figure(go.Funnel(y=stages, x=counts, textinfo="value+percent initial"))
     funnel.update_layout(title=f"Funnel ({report.mode})", margin={"l": 120})
-    out = [funnel]
+    return funnel
+
+
+def _group_chart(report: FunnelReport) -> go.Figure:
+    """Lead-to-customer per group (the first 40 with a rate) with its interval as error bars,
+    and each group's leads on a second axis so a small group's wide interval reads as such."""
+    groups = [g for g in report.groups if g.lead_to_customer.percent is not None][:40]
+    rates = [g.lead_to_customer for g in groups]
+    bar = make_subplots(specs=[[{"secondary_y": True}]])
+    bar.add_trace(go.Bar(
+        x=[g.group for g in groups], y=[r.percent for r in rates], name="lead-to-customer %",
+        error_y={"type": "data", "symmetric": False,
+                 "array": [(r.high or 0) - (r.percent or 0) for r in rates],
+                 "arrayminus": [(r.percent or 0) - (r.low or 0) for r in rates]},
+    ))
+    bar.add_trace(go.Scatter(x=[g.group for g in groups], y=[g.leads for g in groups],
+                             name="leads", mode="markers"), secondary_y=True)
+    bar.update_layout(title=f"Lead-to-customer by {report.by} (95% Wilson interval)")
+    bar.update_yaxes(title_text="%", secondary_y=False)
+    bar.update_yaxes(title_text="leads", secondary_y=True)
+    return bar
+
+
+def figures(report: FunnelReport) -> list[go.Figure]:
+    """The funnel chart and, when grouped, lead-to-customer by group with its interval."""
+    out = [_funnel_chart(report)]
     if report.groups:
-        groups = [g for g in report.groups if g.lead_to_customer.percent is not None][:40]
-        rates = [g.lead_to_customer for g in groups]
-        bar = make_subplots(specs=[[{"secondary_y": True}]])
-        bar.add_trace(go.Bar(
-            x=[g.group for g in groups], y=[r.percent for r in rates], name="lead-to-customer %",
-            error_y={"type": "data", "symmetric": False,
-                     "array": [(r.high or 0) - (r.percent or 0) for r in rates],
-                     "arrayminus": [(r.percent or 0) - (r.low or 0) for r in rates]},
-        ))
-        bar.add_trace(go.Scatter(x=[g.group for g in groups], y=[g.leads for g in groups],
-                                 name="leads", mode="markers"), secondary_y=True)
-        bar.update_layout(title=f"Lead-to-customer by {report.by} (95% Wilson interval)")
-        bar.update_yaxes(title_text="%", secondary_y=False)
-        bar.update_yaxes(title_text="leads", secondary_y=True)
-        out.append(bar)
+        out.append(_group_chart(report))
     return out
 
 

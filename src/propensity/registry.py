@@ -150,6 +150,66 @@ def _pip_requirements() -> list[str]:
     return pins
 
 
+def _run_params(result: TrainResult, data: dict[str, Any]) -> dict[str, str]:
+    """The run's parameters: the training config flattened, the data's description, the
+    feature set and the learner chosen (each cut to MLflow's 500 characters)."""
+    bundle = result.bundle
+    flat = pd.json_normalize(result.params, sep=".").iloc[0].to_dict()
+    params = {k: str(v)[:500] for k, v in flat.items()}
+    params.update({f"data.{k}": str(v)[:500] for k, v in data.items()})
+    if bundle.spec is not None:
+        params["feature_set"] = bundle.spec.key
+    params["learner"] = str(result.report["selection"]["chosen"])[:500]
+    return params
+
+
+def _run_metrics(result: TrainResult) -> dict[str, float]:
+    """Every holdout metric of the model (`holdout.*`) and its baselines (`baseline.NAME.*`)."""
+    return {f"{'holdout' if model == 'model' else f'baseline.{model}'}.{k}": float(v)
+            for model, values in result.report["metrics"].items()
+            for k, v in values.items()}
+
+
+def _write_evaluation(result: TrainResult, folder: Path, name: str,
+                      holdout_rows: pd.DataFrame | None) -> None:
+    """The evaluation artifacts: the report (JSON, HTML), the holdout with every model's
+    predictions, the evaluation model's matrix of it, its raw rows and the evaluation model."""
+    from propensity.models.evaluation import dumps, report_html
+
+    folder.mkdir()
+    (folder / "evaluation.json").write_text(dumps(result.report))
+    (folder / "evaluation.html").write_text(report_html(result.report, f"{name} evaluation"))
+    result.holdout.to_parquet(folder / "holdout.parquet")
+    features = pd.DataFrame(result.holdout_X, columns=result.evaluation_bundle.feature_names)
+    features["__label__"] = result.holdout["label"].to_numpy()
+    features.to_parquet(folder / HOLDOUT_FEATURES)
+    if holdout_rows is not None:
+        holdout_rows.to_parquet(folder / "holdout_rows.parquet")
+    result.evaluation_bundle.save(folder / EVALUATION_BUNDLE)
+
+
+def _log_pyfunc(result: TrainResult, tmpdir: Path, input_example: pd.DataFrame,
+                name: str) -> str:
+    """Log the bundle as a pyfunc registered under `name`; its new version. Every input but
+    the lead's id and creation is optional in the signature, as in the contract."""
+    from propensity.scoring import score_rows
+
+    bundle = result.bundle
+    bundle.save(tmpdir / "bundle")
+    example_out = score_rows(bundle, input_example)
+    signature = mlflow.models.infer_signature(input_example, example_out)
+    for col in signature.inputs.inputs:
+        if col.name not in ("lead_id", "created_at"):
+            col._required = False
+    info = mlflow.pyfunc.log_model(
+        name="model", python_model=_pyfunc_code(),
+        artifacts={"bundle": str(tmpdir / "bundle")}, signature=signature,
+        input_example=input_example, registered_model_name=name,
+        pip_requirements=_pip_requirements(),
+    )
+    return str(info.registered_model_version)
+
+
 def log_and_register(result: TrainResult, *, data: dict[str, Any],
                      input_example: pd.DataFrame, settings: Settings | None = None,
                      holdout_rows: pd.DataFrame | None = None, name: str | None = None,
@@ -165,9 +225,6 @@ def log_and_register(result: TrainResult, *, data: dict[str, Any],
     """
     from mlflow.entities import Metric, Param
 
-    from propensity.models.evaluation import dumps, report_html
-    from propensity.scoring import score_rows
-
     client = configure(settings)
     bundle = result.bundle
     name = name or bundle.target
@@ -176,47 +233,16 @@ def log_and_register(result: TrainResult, *, data: dict[str, Any],
             tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         note(f"logging the {name} run: parameters, metrics, evaluation")
-        flat = pd.json_normalize(result.params, sep=".").iloc[0].to_dict()
-        params = {k: str(v)[:500] for k, v in flat.items()}
-        params.update({f"data.{k}": str(v)[:500] for k, v in data.items()})
-        if bundle.spec is not None:
-            params["feature_set"] = bundle.spec.key
-        params["learner"] = str(result.report["selection"]["chosen"])[:500]
-        metrics = {f"{'holdout' if model == 'model' else f'baseline.{model}'}.{k}": float(v)
-                   for model, values in result.report["metrics"].items()
-                   for k, v in values.items()}
+        params, metrics = _run_params(result, data), _run_metrics(result)
         # one call for all of them (MLflow writes each log_* call in its own transaction)
         client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()],
                          metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
-        folder = tmpdir / "evaluation"
-        folder.mkdir()
-        (folder / "evaluation.json").write_text(dumps(result.report))
-        (folder / "evaluation.html").write_text(report_html(result.report, f"{name} evaluation"))
-        result.holdout.to_parquet(folder / "holdout.parquet")
-        features = pd.DataFrame(result.holdout_X, columns=result.evaluation_bundle.feature_names)
-        features["__label__"] = result.holdout["label"].to_numpy()
-        features.to_parquet(folder / HOLDOUT_FEATURES)
-        if holdout_rows is not None:
-            holdout_rows.to_parquet(folder / "holdout_rows.parquet")
-        result.evaluation_bundle.save(folder / EVALUATION_BUNDLE)
-        mlflow.log_artifacts(str(folder), artifact_path="evaluation")
+        _write_evaluation(result, tmpdir / "evaluation", name, holdout_rows)
+        mlflow.log_artifacts(str(tmpdir / "evaluation"), artifact_path="evaluation")
         if result.reference is not None:
             mlflow.log_text(result.reference.to_json(), f"{MONITORING}/{REFERENCE_FILE}")
         note(f"registering the {name} model (pyfunc)")
-        bundle.save(tmpdir / "bundle")
-        example_out = score_rows(bundle, input_example)
-        signature = mlflow.models.infer_signature(input_example, example_out)
-        # every input but the lead's id and creation is optional, as in the contract
-        for col in signature.inputs.inputs:
-            if col.name not in ("lead_id", "created_at"):
-                col._required = False
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=_pyfunc_code(),
-            artifacts={"bundle": str(tmpdir / "bundle")}, signature=signature,
-            input_example=input_example, registered_model_name=name,
-            pip_requirements=_pip_requirements(),
-        )
-        version = str(info.registered_model_version)
+        version = _log_pyfunc(result, tmpdir, input_example, name)
     gate = result.report["gate"]
     client.set_registered_model_alias(name, CHALLENGER, version)
     client.set_registered_model_tag(name, KIND_TAG, bundle.kind)
@@ -446,6 +472,52 @@ class Promotion:
     warning: str | None = None
 
 
+def _candidate_version(client: MlflowClient, name: str, version: str | None) -> str:
+    """The version asked for, else the challenger; none is a PropensityError."""
+    candidate = (_existing_version(client, name, version) if version is not None
+                 else version_of(client, name, CHALLENGER))
+    if candidate is None:
+        raise PropensityError(f"{name} has no challenger: train one first")
+    return candidate
+
+
+def _gate_tag_refusal(client: MlflowClient, name: str, candidate: str, current: str | None,
+                      force: bool) -> tuple[Promotion | None, str | None]:
+    """The refusal of a version whose own gate failed at training (unless forced), or the
+    warning that a forced promotion carries past it."""
+    tag = (client.get_model_version(name, candidate).tags or {}).get(GATE_TAG, "")
+    if not tag.startswith("failed"):
+        return None, None
+    if not force:
+        return Promotion(name, False, candidate, current, None, None,
+                         f"v{candidate} {tag} (the gate refuses a model that a baseline "
+                         "beats); --force to promote anyway"), None
+    return None, f"v{candidate} {tag}: promoted anyway (--force)"
+
+
+def _against_champion(client: MlflowClient, name: str, candidate: str, current: str,
+                      note: Note) -> tuple[float, float]:
+    """The challenger's and the champion's evaluation model's AUC on the challenger's
+    holdout: the same rows for both."""
+    note(f"the gate: reading v{candidate}'s holdout and v{current}'s evaluation model")
+    challenger = _evaluation(client, name, candidate)
+    champion = _evaluation(client, name, current, holdout=False).bundle
+    note(f"the gate: scoring v{candidate}'s holdout with both")
+    y = challenger.holdout["label"].to_numpy()
+    cand_auc = _auc(y, challenger.holdout["probability"].to_numpy())
+    return cand_auc, _auc(y, _score_holdout(champion, challenger))
+
+
+def _promotion_reason(force: bool, current: str | None, cand_auc: float | None,
+                      champ_auc: float | None) -> str:
+    """Why the alias moved, with both AUCs when they were compared."""
+    reason = "forced" if force else ("first champion: passes the gate" if current is None
+                                     else "beats the champion on the same holdout")
+    if cand_auc is not None and champ_auc is not None:
+        reason += f" (AUC {cand_auc:.4f} vs {champ_auc:.4f})"
+    return reason
+
+
 def promote(name: str, version: str | None = None, *, force: bool = False,
             settings: Settings | None = None, note: Note = _silent) -> Promotion:
     """Move `champion` to the challenger (or `version`) when it passes the gate.
@@ -458,31 +530,17 @@ def promote(name: str, version: str | None = None, *, force: bool = False,
     """
     client = configure(settings)
     registered = _registered(client, name, settings)
-    candidate = (_existing_version(client, name, version) if version is not None
-                 else version_of(client, name, CHALLENGER))
-    if candidate is None:
-        raise PropensityError(f"{name} has no challenger: train one first")
+    candidate = _candidate_version(client, name, version)
     current = (str(registered.aliases[CHAMPION]) if CHAMPION in (registered.aliases or {})
                else None)
     if current == candidate:
         return Promotion(name, False, candidate, current, None, None, "already the champion")
-    tag = (client.get_model_version(name, candidate).tags or {}).get(GATE_TAG, "")
-    warning = None
-    if tag.startswith("failed"):
-        if not force:
-            return Promotion(name, False, candidate, current, None, None,
-                             f"v{candidate} {tag} (the gate refuses a model that a baseline "
-                             "beats); --force to promote anyway")
-        warning = f"v{candidate} {tag}: promoted anyway (--force)"
+    refusal, warning = _gate_tag_refusal(client, name, candidate, current, force)
+    if refusal is not None:
+        return refusal
     cand_auc = champ_auc = None
     if current is not None and not force:
-        note(f"the gate: reading v{candidate}'s holdout and v{current}'s evaluation model")
-        challenger = _evaluation(client, name, candidate)
-        champion = _evaluation(client, name, current, holdout=False).bundle
-        note(f"the gate: scoring v{candidate}'s holdout with both")
-        y = challenger.holdout["label"].to_numpy()
-        cand_auc = _auc(y, challenger.holdout["probability"].to_numpy())
-        champ_auc = _auc(y, _score_holdout(champion, challenger))
+        cand_auc, champ_auc = _against_champion(client, name, candidate, current, note)
         if not cand_auc > champ_auc:
             return Promotion(name, False, candidate, current, cand_auc, champ_auc,
                              f"v{candidate} does not beat the champion v{current} on the same "
@@ -495,10 +553,7 @@ def promote(name: str, version: str | None = None, *, force: bool = False,
     client.set_registered_model_alias(name, CHAMPION, candidate)
     if current is not None:
         _set_chain(client, name, [*_chain(registered), current])
-    reason = "forced" if force else ("first champion: passes the gate" if current is None
-                                     else "beats the champion on the same holdout")
-    if cand_auc is not None and champ_auc is not None:
-        reason += f" (AUC {cand_auc:.4f} vs {champ_auc:.4f})"
+    reason = _promotion_reason(force, current, cand_auc, champ_auc)
     _record_promotion(client, name, candidate, reason)
     return Promotion(name, True, candidate, current, cand_auc, champ_auc, reason, warning)
 

@@ -182,62 +182,127 @@ def _timestamps(days: np.ndarray, epoch_us: int, valid: np.ndarray | None = None
     return pa.array(us, pa.timestamp("us", tz="UTC"), mask=None if valid is None else ~valid)
 
 
-def generate_export(config: SyntheticConfig) -> tuple[dict[str, pa.Table], pa.Table]:
-    """All tables of the export (as Arrow tables) and the ground truth per lead."""
-    rng = np.random.default_rng(config.seed)
-    n = config.n_leads
-    epoch = pd.Timestamp(config.start, tz="UTC")
-    epoch_us = int(epoch.value // 1000)
-    horizon = (pd.Timestamp(config.end, tz="UTC") - epoch).total_seconds() / 86_400
+@dataclass
+class _Clock:
+    """The export's time frame in days since `start`: its end and the day the world shifts
+    (the end when it never does), with the epoch in microseconds for the timestamps."""
+    epoch_us: int
+    horizon: float
+    shift_day: float
 
-    # accounts
-    n_acc = max(1, round(n * config.account_share / config.leads_per_account))
+
+def _clock(config: SyntheticConfig) -> _Clock:
+    epoch = pd.Timestamp(config.start, tz="UTC")
+    horizon = (pd.Timestamp(config.end, tz="UTC") - epoch).total_seconds() / 86_400
+    shift_day = horizon if config.shift_at is None else (
+        pd.Timestamp(config.shift_at, tz="UTC") - epoch).total_seconds() / 86_400
+    return _Clock(int(epoch.value // 1000), horizon, shift_day)
+
+
+@dataclass
+class _Accounts:
+    """The accounts' firmographics and the part of intent they give their leads."""
+    n: int
+    industry: np.ndarray
+    employees: np.ndarray
+    revenue: np.ndarray
+    country: np.ndarray
+    fit: np.ndarray
+
+
+def _accounts(rng: np.random.Generator, config: SyntheticConfig) -> _Accounts:
+    n_acc = max(1, round(config.n_leads * config.account_share / config.leads_per_account))
     industry = _pick(rng, list(INDUSTRIES), n_acc)
     employees = np.maximum(1, np.round(np.exp(rng.normal(4.5, 1.5, n_acc)))).astype("int64")
     revenue = np.round(employees * np.exp(rng.normal(11.5, 0.6, n_acc)), -3)
     acc_country = _pick(rng, COUNTRIES, n_acc, COUNTRY_SHARE)
     acc_fit = (np.array(list(INDUSTRIES.values()))[industry]
                + 0.25 * (np.log10(employees) - 2.0) + rng.normal(0, 0.5, n_acc))
+    return _Accounts(n_acc, industry, employees, revenue, acc_country, acc_fit)
 
-    # leads
-    created = np.sort(rng.uniform(0, horizon, n))
-    has_acc = rng.random(n) < config.account_share
-    account = np.where(has_acc, rng.integers(0, n_acc, n), -1)
-    persona = np.where(
-        has_acc, rng.choice(3, n, p=[0.55, 0.28, 0.17]), rng.choice([0, 3], n, p=[0.5, 0.5]))
-    source = _pick(rng, list(SOURCES), n, SOURCE_SHARE)
-    shift_rng = np.random.default_rng([config.seed, 1])
-    shift_day = horizon if config.shift_at is None else (
-        pd.Timestamp(config.shift_at, tz="UTC") - epoch).total_seconds() / 86_400
-    later = created >= shift_day
+
+@dataclass
+class _Leads:
+    """The leads' attributes (as codes) and their hidden intent."""
+    created: np.ndarray
+    has_acc: np.ndarray
+    account: np.ndarray
+    persona: np.ndarray
+    source: np.ndarray
+    campaign_k: np.ndarray
+    job: np.ndarray
+    free_email: np.ndarray
+    owner: np.ndarray
+    product: np.ndarray
+    country: np.ndarray
+    intent: np.ndarray
+
+
+def _shift_sources(shift_rng: np.random.Generator, config: SyntheticConfig,
+                   source: np.ndarray, later: np.ndarray) -> None:
+    """The campaign after the shift: `shift_source` becomes the source of its share of the
+    leads created from then on, the other sources keeping their relative shares."""
     if later.any():
         k = list(SOURCES).index(config.shift_source)
         share = np.array(SOURCE_SHARE) * (1 - config.shift_source_share) / (1 - SOURCE_SHARE[k])
         share[k] = config.shift_source_share
         source[later] = shift_rng.choice(len(SOURCES), int(later.sum()), p=share)
+
+
+def _leads(rng: np.random.Generator, shift_rng: np.random.Generator, config: SyntheticConfig,
+           clock: _Clock, acc: _Accounts) -> _Leads:
+    """Every lead's attributes, drawn in a fixed order (the seed's draws), and its intent:
+    what its attributes explain plus noise only its events reveal."""
+    n = config.n_leads
+    created = np.sort(rng.uniform(0, clock.horizon, n))
+    has_acc = rng.random(n) < config.account_share
+    account = np.where(has_acc, rng.integers(0, acc.n, n), -1)
+    persona = np.where(
+        has_acc, rng.choice(3, n, p=[0.55, 0.28, 0.17]), rng.choice([0, 3], n, p=[0.5, 0.5]))
+    source = _pick(rng, list(SOURCES), n, SOURCE_SHARE)
+    _shift_sources(shift_rng, config, source, created >= clock.shift_day)
     campaign_k = rng.integers(0, 4, n)
     campaign_eff = rng.normal(0, 0.3, (len(SOURCES), 4))
     job = _pick(rng, list(JOB_FUNCTIONS), n, [0.18, 0.15, 0.2, 0.1, 0.12, 0.1, 0.15])
     free_email = rng.random(n) < np.where(has_acc, 0.1, 0.6)
     owner = rng.integers(0, config.n_owners, n)
     product = _pick(rng, PRODUCTS, n, [0.6, 0.3, 0.1])
-    country = np.where(has_acc, acc_country[np.maximum(account, 0)],
+    country = np.where(has_acc, acc.country[np.maximum(account, 0)],
                        _pick(rng, COUNTRIES, n, COUNTRY_SHARE))
     intent = (
         config.intent_offset
         + np.array(list(SOURCES.values()))[source]
         + np.array(list(PERSONA_EFFECT.values()))[persona]
-        + np.where(has_acc, acc_fit[np.maximum(account, 0)], -0.3)
+        + np.where(has_acc, acc.fit[np.maximum(account, 0)], -0.3)
         + np.array(list(JOB_FUNCTIONS.values()))[job]
         + campaign_eff[source, campaign_k]
         - 0.5 * free_email
         + rng.normal(0, config.intent_noise, n)
     )
+    return _Leads(created, has_acc, account, persona, source, campaign_k, job, free_email,
+                  owner, product, country, intent)
 
-    pace = segment_pace(source, industry, employees, account, config.segment_pace)
-    amount_mu = deal_log_median(industry, employees, account, persona, product)
 
-    # the journey: at most four steps of the chain
+@dataclass
+class _Journeys:
+    """Where each lead's chain ended (stage, time of its last move), the stage rows it wrote
+    (lead, stage code, time; sorted by lead then time) and the segments it spent in the
+    funnel (lead, stage, start, duration) that emit its events."""
+    converted: np.ndarray
+    converted_at: np.ndarray
+    sh_lead: np.ndarray
+    sh_stage: np.ndarray
+    sh_time: np.ndarray
+    g_lead: np.ndarray
+    g_stage: np.ndarray
+    g_start: np.ndarray
+    dur: np.ndarray
+
+
+def _journeys(rng: np.random.Generator, config: SyntheticConfig, horizon: float,
+              created: np.ndarray, intent: np.ndarray, pace: np.ndarray) -> _Journeys:
+    """The journey: at most four steps of the chain, every lead still alive at once."""
+    n = created.size
     stage = np.zeros(n, dtype="int64")
     t = created.copy()
     alive = np.ones(n, dtype=bool)
@@ -270,49 +335,61 @@ def generate_export(config: SyntheticConfig) -> tuple[dict[str, pa.Table], pa.Ta
         ended_at[stopped] = exit_t[done & ((nxt < 0) | (nxt == 4))]
         alive[idx[censored | (nxt < 0) | (nxt == 4)]] = False
     converted = stage == 4
-    converted_at = np.where(converted, t, np.nan)
-
-    stage_names = [*DEFAULT_STAGES, *TERMINAL_STAGES]
     sh_lead = np.concatenate(row_lead)
     sh_stage = np.concatenate(row_stage)
     sh_time = np.concatenate(row_time)
     order = np.lexsort((sh_time, sh_lead))
-    sh_lead, sh_stage, sh_time = sh_lead[order], sh_stage[order], sh_time[order]
-
-    # engagement events while the lead is in the funnel
-    g_lead = np.concatenate(seg_lead)
-    g_stage = np.concatenate(seg_stage)
     g_start = np.concatenate(seg_start)
-    dur = np.concatenate(seg_stop) - g_start
-    rate = STAGE_EVENT_RATE[g_stage] * np.exp(0.5 * intent[g_lead])
-    counts = rng.poisson(rate * dur)
-    ev_seg = np.repeat(np.arange(g_lead.size), counts)
-    ev_lead = g_lead[ev_seg]
-    ev_time = g_start[ev_seg] + rng.random(ev_seg.size) * dur[ev_seg]
+    return _Journeys(converted, np.where(converted, t, np.nan),
+                     sh_lead[order], sh_stage[order], sh_time[order],
+                     np.concatenate(seg_lead), np.concatenate(seg_stage), g_start,
+                     np.concatenate(seg_stop) - g_start)
+
+
+def _funnel_events(rng: np.random.Generator, shift_rng: np.random.Generator,
+                   config: SyntheticConfig, shift_day: float, j: _Journeys,
+                   intent: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Engagement events while the lead is in the funnel (lead, day, type), with the site
+    redesign's extra events after the shift from their own stream."""
+    rate = STAGE_EVENT_RATE[j.g_stage] * np.exp(0.5 * intent[j.g_lead])
+    counts = rng.poisson(rate * j.dur)
+    ev_seg = np.repeat(np.arange(j.g_lead.size), counts)
+    ev_lead = j.g_lead[ev_seg]
+    ev_time = j.g_start[ev_seg] + rng.random(ev_seg.size) * j.dur[ev_seg]
     ev_type = _event_types(rng, intent[ev_lead])
     if config.shift_at is not None:
-        start = np.maximum(g_start, shift_day)
-        overlap = np.maximum(0.0, g_start + dur - start)
+        start = np.maximum(j.g_start, shift_day)
+        overlap = np.maximum(0.0, j.g_start + j.dur - start)
         extra = shift_rng.poisson(config.shift_event_rate * overlap)
-        x_seg = np.repeat(np.arange(g_lead.size), extra)
-        ev_lead = np.concatenate([ev_lead, g_lead[x_seg]])
+        x_seg = np.repeat(np.arange(j.g_lead.size), extra)
+        ev_lead = np.concatenate([ev_lead, j.g_lead[x_seg]])
         ev_time = np.concatenate([ev_time, start[x_seg]
                                   + shift_rng.random(x_seg.size) * overlap[x_seg]])
         ev_type = np.concatenate([ev_type, np.full(x_seg.size,
                                                    list(EVENT_TYPES).index(config.shift_event))])
+    return ev_lead, ev_time, ev_type
 
-    # after purchase: onboarding traffic (the leakage trap)
-    cust = np.flatnonzero(converted)
+
+def _onboarding_events(rng: np.random.Generator, horizon: float,
+                       j: _Journeys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """After purchase: onboarding traffic (the leakage trap), up to the export's end."""
+    cust = np.flatnonzero(j.converted)
     n_onb = rng.poisson(8, cust.size)
     onb_lead = np.repeat(cust, n_onb)
-    onb_time = converted_at[onb_lead] + rng.uniform(0, 45, onb_lead.size)
+    onb_time = j.converted_at[onb_lead] + rng.uniform(0, 45, onb_lead.size)
     keep = onb_time < horizon
     onb_lead, onb_time = onb_lead[keep], onb_time[keep]
     onb_type = len(EVENT_TYPES) + rng.integers(0, len(ONBOARDING_TYPES), onb_lead.size)
+    return onb_lead, onb_time, onb_type
 
-    all_lead = np.concatenate([ev_lead, onb_lead])
-    all_time = np.concatenate([ev_time, onb_time])
-    all_type = np.concatenate([ev_type, onb_type])
+
+def _events_table(rng: np.random.Generator, parts: list[tuple[np.ndarray, ...]],
+                  lead_ids: np.ndarray, epoch_us: int) -> pa.Table:
+    """Every event, sorted by lead then time, with its channel and (for page views) a
+    value."""
+    all_lead = np.concatenate([p[0] for p in parts])
+    all_time = np.concatenate([p[1] for p in parts])
+    all_type = np.concatenate([p[2] for p in parts])
     order = np.lexsort((all_time, all_lead))
     all_lead, all_time, all_type = all_lead[order], all_time[order], all_type[order]
     type_names = [*EVENT_TYPES, *ONBOARDING_TYPES]
@@ -322,55 +399,62 @@ def generate_export(config: SyntheticConfig) -> tuple[dict[str, pa.Table], pa.Ta
     is_view = np.isin(all_type, [type_names.index("page_view"),
                                  type_names.index("pricing_page_view")])
     value = np.where(is_view, np.round(np.exp(rng.normal(3.5, 1.0, all_type.size))), np.nan)
-
-    lead_ids = np.char.add("L", np.char.zfill(np.arange(1, n + 1).astype(str), 7))
-    acc_ids = np.char.add("A", np.char.zfill(np.arange(1, n_acc + 1).astype(str), 6))
-    owners = [f"rep_{i + 1:02d}" for i in range(config.n_owners)]
-    src_names = list(SOURCES)
-    campaigns = [f"{s}_{k}" for s in src_names for k in range(4)]
-
-    noise = {}
-    for k in range(config.noise_columns):  # a few common levels, a long tail of rare ones
-        weights = 1.0 / np.arange(1, config.noise_levels + 1) ** 0.7
-        level = rng.choice(config.noise_levels, n, p=weights / weights.sum())
-        noise[f"noise_{k + 1}"] = _dict_array(level, [f"n{k + 1}_{i}" for i in range(
-            config.noise_levels)])
-    leads = pa.table({
-        "lead_id": pa.array(lead_ids),
-        "created_at": _timestamps(created, epoch_us),
-        "source": _dict_array(source, src_names),
-        "campaign": _dict_array(source * 4 + campaign_k, campaigns),
-        "account_id": pa.array(acc_ids[np.maximum(account, 0)], mask=~has_acc),
-        "persona": _dict_array(persona, list(PERSONA_EFFECT)),
-        "owner_id": _dict_array(owner, owners),
-        "product": _dict_array(product, PRODUCTS),
-        "country": _dict_array(country, COUNTRIES),
-        "job_function": _dict_array(job, list(JOB_FUNCTIONS)),
-        "email_domain": _dict_array(free_email.astype(int), ["business", "free"]),
-        **noise,
-    })
-    accounts = pa.table({
-        "account_id": pa.array(acc_ids),
-        "industry": _dict_array(industry, list(INDUSTRIES)),
-        "employees": pa.array(employees),
-        "annual_revenue": pa.array(revenue),
-        "country": _dict_array(acc_country, COUNTRIES),
-    })
-    events = pa.table({
+    return pa.table({
         "lead_id": _dict_array(all_lead, lead_ids),
         "occurred_at": _timestamps(all_time, epoch_us),
         "event_type": _dict_array(all_type, type_names),
         "channel": _dict_array(channel_code, channels),
         "value": pa.array(value, from_pandas=True),
     })
-    stage_history = pa.table({
-        "lead_id": _dict_array(sh_lead, lead_ids),
-        "stage": _dict_array(sh_stage, stage_names),
-        "entered_at": _timestamps(sh_time, epoch_us),
+
+
+def _noise_columns(rng: np.random.Generator, config: SyntheticConfig) -> dict[str, pa.Array]:
+    """Lead columns of pure noise: a few common levels, a long tail of rare ones."""
+    noise = {}
+    for k in range(config.noise_columns):
+        weights = 1.0 / np.arange(1, config.noise_levels + 1) ** 0.7
+        level = rng.choice(config.noise_levels, config.n_leads, p=weights / weights.sum())
+        noise[f"noise_{k + 1}"] = _dict_array(level, [f"n{k + 1}_{i}" for i in range(
+            config.noise_levels)])
+    return noise
+
+
+def _leads_table(leads: _Leads, lead_ids: np.ndarray, acc_ids: np.ndarray, owners: list[str],
+                 epoch_us: int, noise: dict[str, pa.Array]) -> pa.Table:
+    src_names = list(SOURCES)
+    campaigns = [f"{s}_{k}" for s in src_names for k in range(4)]
+    return pa.table({
+        "lead_id": pa.array(lead_ids),
+        "created_at": _timestamps(leads.created, epoch_us),
+        "source": _dict_array(leads.source, src_names),
+        "campaign": _dict_array(leads.source * 4 + leads.campaign_k, campaigns),
+        "account_id": pa.array(acc_ids[np.maximum(leads.account, 0)], mask=~leads.has_acc),
+        "persona": _dict_array(leads.persona, list(PERSONA_EFFECT)),
+        "owner_id": _dict_array(leads.owner, owners),
+        "product": _dict_array(leads.product, PRODUCTS),
+        "country": _dict_array(leads.country, COUNTRIES),
+        "job_function": _dict_array(leads.job, list(JOB_FUNCTIONS)),
+        "email_domain": _dict_array(leads.free_email.astype(int), ["business", "free"]),
+        **noise,
     })
-    opportunities = _opportunities(rng, sh_lead, sh_stage, sh_time, amount_mu,
-                                   config.amount_sigma, account, owner, product, lead_ids,
-                                   acc_ids, owners, epoch_us)
+
+
+def _accounts_table(acc: _Accounts, acc_ids: np.ndarray) -> pa.Table:
+    return pa.table({
+        "account_id": pa.array(acc_ids),
+        "industry": _dict_array(acc.industry, list(INDUSTRIES)),
+        "employees": pa.array(acc.employees),
+        "annual_revenue": pa.array(acc.revenue),
+        "country": _dict_array(acc.country, COUNTRIES),
+    })
+
+
+def _truth_table(config: SyntheticConfig, lead_ids: np.ndarray, intent: np.ndarray,
+                 j: _Journeys, pace: np.ndarray, amount_mu: np.ndarray,
+                 epoch_us: int) -> pa.Table:
+    """The hidden truth per lead, with what `truth_probability` needs besides intent in its
+    metadata."""
+    n = intent.size
     at_creation = np.zeros(n, dtype="int64")
     by_horizon = {f"p_by_{h}": pa.array(truth_probability(intent, at_creation, h,
                                                            config.stage_mean_days, pace))
@@ -380,19 +464,55 @@ def generate_export(config: SyntheticConfig) -> tuple[dict[str, pa.Table], pa.Ta
         "intent": pa.array(intent),
         "p_convert": pa.array(truth_probability(intent, np.zeros(n, dtype="int64"), None,
                                                 config.stage_mean_days)),
-        "converted": pa.array(converted),
-        "converted_at": _timestamps(np.nan_to_num(converted_at), epoch_us, valid=converted),
+        "converted": pa.array(j.converted),
+        "converted_at": _timestamps(np.nan_to_num(j.converted_at), epoch_us,
+                                    valid=j.converted),
         "pace": pa.array(pace),
         **by_horizon,
         "amount_log_median": pa.array(amount_mu),
         "expected_amount": pa.array(np.exp(amount_mu + config.amount_sigma ** 2 / 2)),
     })
-    tables = {"leads": leads, "accounts": accounts, "events": events,
-              "stage_history": stage_history, "opportunities": opportunities}
-    # what truth_probability needs besides intent travels with the truth
-    truth = truth.replace_schema_metadata({
+    return truth.replace_schema_metadata({
         "stage_mean_days": json.dumps(list(config.stage_mean_days)),
         "amount_sigma": json.dumps(config.amount_sigma)})
+
+
+def generate_export(config: SyntheticConfig) -> tuple[dict[str, pa.Table], pa.Table]:
+    """All tables of the export (as Arrow tables) and the ground truth per lead.
+
+    One random stream draws everything in a fixed order (accounts, leads, journeys, events,
+    onboarding, event values, noise columns, opportunity amounts): the same seed gives the
+    same bytes. The shift draws from a stream of its own."""
+    rng = np.random.default_rng(config.seed)
+    n = config.n_leads
+    clock = _clock(config)
+    acc = _accounts(rng, config)
+    shift_rng = np.random.default_rng([config.seed, 1])
+    leads = _leads(rng, shift_rng, config, clock, acc)
+    pace = segment_pace(leads.source, acc.industry, acc.employees, leads.account,
+                        config.segment_pace)
+    amount_mu = deal_log_median(acc.industry, acc.employees, leads.account, leads.persona,
+                                leads.product)
+    j = _journeys(rng, config, clock.horizon, leads.created, leads.intent, pace)
+    funnel = _funnel_events(rng, shift_rng, config, clock.shift_day, j, leads.intent)
+    onboarding = _onboarding_events(rng, clock.horizon, j)
+    lead_ids = np.char.add("L", np.char.zfill(np.arange(1, n + 1).astype(str), 7))
+    acc_ids = np.char.add("A", np.char.zfill(np.arange(1, acc.n + 1).astype(str), 6))
+    owners = [f"rep_{i + 1:02d}" for i in range(config.n_owners)]
+    events = _events_table(rng, [funnel, onboarding], lead_ids, clock.epoch_us)
+    noise = _noise_columns(rng, config)
+    stage_history = pa.table({
+        "lead_id": _dict_array(j.sh_lead, lead_ids),
+        "stage": _dict_array(j.sh_stage, [*DEFAULT_STAGES, *TERMINAL_STAGES]),
+        "entered_at": _timestamps(j.sh_time, clock.epoch_us),
+    })
+    opportunities = _opportunities(rng, j.sh_lead, j.sh_stage, j.sh_time, amount_mu,
+                                   config.amount_sigma, leads.account, leads.owner,
+                                   leads.product, lead_ids, acc_ids, owners, clock.epoch_us)
+    tables = {"leads": _leads_table(leads, lead_ids, acc_ids, owners, clock.epoch_us, noise),
+              "accounts": _accounts_table(acc, acc_ids), "events": events,
+              "stage_history": stage_history, "opportunities": opportunities}
+    truth = _truth_table(config, lead_ids, leads.intent, j, pace, amount_mu, clock.epoch_us)
     return tables, truth
 
 

@@ -7,6 +7,8 @@ Until marketing ops set their own, version 0 holds the defaults below.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -103,6 +105,60 @@ class Recommendation(BaseModel):
     point: CurvePoint
 
 
+def _weeks(frame: pd.DataFrame) -> tuple[pd.DataFrame, float | None]:
+    """The frame in time order and the weeks it spans (one snapshot step past its last time,
+    7 days when there is one time); unsorted and None without `as_of` on every row."""
+    has_time = "as_of" in frame and frame["as_of"].notna().all() and len(frame)
+    if not has_time:
+        return frame, None
+    frame = frame.sort_values(["as_of", "lead_id"], kind="stable")
+    times = pd.to_datetime(frame["as_of"], utc=True)
+    step = times.drop_duplicates().sort_values().diff().median()
+    step_days = step / pd.Timedelta(days=1) if pd.notna(step) else 7.0
+    return frame, ((times.max() - times.min()) / pd.Timedelta(days=1) + step_days) / 7
+
+
+@dataclass
+class _Scorings:
+    """The scorings in time order, coded by lead, with each lead's one outcome."""
+    scores: np.ndarray
+    probs: np.ndarray
+    codes: np.ndarray
+    conv_of_lead: np.ndarray
+    n_leads: int
+    n_conv: int
+    base: float | None
+    weeks: float | None
+
+
+def _curve_point(s: int, d: _Scorings) -> CurvePoint:
+    """Threshold `s`: each lead flagged at its first scoring that reaches it, counted once."""
+    hit = d.scores >= s
+    first = np.zeros(len(d.scores), dtype=bool)
+    seen = np.zeros(d.n_leads, dtype=bool)
+    idx = np.flatnonzero(hit)
+    _, first_pos = np.unique(d.codes[idx], return_index=True)
+    first[idx[first_pos]] = True
+    seen[d.codes[idx[first_pos]]] = True
+    flagged = int(first.sum())
+    conv_flagged = int(d.conv_of_lead[seen].sum())
+    expected = float(d.probs[first].sum())
+    never = ~seen
+    below_n = int(never.sum())
+    below_conv = int(d.conv_of_lead[never].sum())
+    precision = conv_flagged / flagged if flagged else None
+    weeks = d.weeks
+    return CurvePoint(
+        threshold=s, flagged=flagged,
+        flagged_per_week=None if weeks is None else flagged / weeks,
+        converted_flagged=conv_flagged, precision=precision,
+        recall=conv_flagged / d.n_conv if d.n_conv else None,
+        expected_customers=expected,
+        expected_customers_per_week=None if weeks is None else expected / weeks,
+        rate_above=precision, rate_below=below_conv / below_n if below_n else None,
+        lift=None if precision is None or not d.base else precision / d.base)
+
+
 def threshold_curve(rows: pd.DataFrame, source: str = "holdout") -> Curve:
     """Every threshold 0..100 over scored rows (`lead_id`, `probability`, `label`, `as_of`?).
 
@@ -120,52 +176,47 @@ def threshold_curve(rows: pd.DataFrame, source: str = "holdout") -> Curve:
     if "lead_id" not in frame:
         frame["lead_id"] = np.arange(len(frame)).astype(str)
     frame["score"] = [to_score(p) for p in frame["probability"].to_numpy(dtype="float64")]
-    has_time = "as_of" in frame and frame["as_of"].notna().all() and len(frame)
-    if has_time:
-        frame = frame.sort_values(["as_of", "lead_id"], kind="stable")
-        times = pd.to_datetime(frame["as_of"], utc=True)
-        step = times.drop_duplicates().sort_values().diff().median()
-        step_days = step / pd.Timedelta(days=1) if pd.notna(step) else 7.0
-        weeks = ((times.max() - times.min()) / pd.Timedelta(days=1) + step_days) / 7
-    else:
-        weeks = None
+    frame, weeks = _weeks(frame)
     per_lead = frame.groupby("lead_id", sort=False)
     best = per_lead["score"].max()
     ever = per_lead["label"].max()
     n_leads, n_conv = len(best), int(ever.sum())
     base = n_conv / n_leads if n_leads else None  # = precision at 0: flagging all, lift 1
-    scores = frame["score"].to_numpy()
-    probs = frame["probability"].to_numpy(dtype="float64")
     codes, order = pd.factorize(frame["lead_id"])
-    conv_of_lead = ever.reindex(order).to_numpy()
-    points = []
-    for s in range(101):
-        hit = scores >= s
-        first = np.zeros(len(frame), dtype=bool)
-        seen = np.zeros(n_leads, dtype=bool)
-        idx = np.flatnonzero(hit)
-        _, first_pos = np.unique(codes[idx], return_index=True)
-        first[idx[first_pos]] = True
-        seen[codes[idx[first_pos]]] = True
-        flagged = int(first.sum())
-        conv_flagged = int(conv_of_lead[seen].sum())
-        expected = float(probs[first].sum())
-        never = ~seen
-        below_n = int(never.sum())
-        below_conv = int(conv_of_lead[never].sum())
-        precision = conv_flagged / flagged if flagged else None
-        points.append(CurvePoint(
-            threshold=s, flagged=flagged,
-            flagged_per_week=None if weeks is None else flagged / weeks,
-            converted_flagged=conv_flagged, precision=precision,
-            recall=conv_flagged / n_conv if n_conv else None,
-            expected_customers=expected,
-            expected_customers_per_week=None if weeks is None else expected / weeks,
-            rate_above=precision, rate_below=below_conv / below_n if below_n else None,
-            lift=None if precision is None or not base else precision / base))
+    scorings = _Scorings(scores=frame["score"].to_numpy(),
+                         probs=frame["probability"].to_numpy(dtype="float64"), codes=codes,
+                         conv_of_lead=ever.reindex(order).to_numpy(), n_leads=n_leads,
+                         n_conv=n_conv, base=base, weeks=weeks)
+    points = [_curve_point(s, scorings) for s in range(101)]
     distribution = np.bincount(best.to_numpy(dtype="int64"), minlength=101)[:101]
     return Curve(source=source, leads=n_leads, converted=n_conv, base_rate=base,
                  weeks=weeks, points=points, distribution=distribution.tolist())
+
+
+_MOST_EXPECTED: dict[str, tuple[Callable[[CurvePoint, float], bool], Callable[[float], str]]] = {
+    "capacity_per_week": (
+        lambda p, limit: (p.flagged_per_week or 0) <= limit,
+        lambda limit: f"most expected customers with at most {limit:g} MQLs a week"),
+    "capacity": (
+        lambda p, limit: p.flagged <= limit,
+        lambda limit: f"most expected customers with at most {limit:g} MQLs"),
+    "min_precision": (
+        lambda p, limit: p.precision is not None and p.precision >= limit,
+        lambda limit: f"most expected customers with MQLs converting at {limit:.0%} or more"),
+}
+"""The constraints under which the most expected customers are sought: which thresholds
+fit the limit, and how the recommendation reads."""
+
+
+def _highest_reaching_recall(curve: Curve, min_recall: float) -> Recommendation:
+    """The highest threshold whose flagged leads still include `min_recall` of the buyers."""
+    fits = [p for p in curve.points if p.recall is not None and p.recall >= min_recall]
+    if not fits:
+        raise ValueError(f"no threshold reaches a recall of {min_recall:.0%}")
+    best = max(fits, key=lambda p: p.threshold)
+    return Recommendation(threshold=best.threshold, point=best,
+                          reason=f"the highest threshold that still flags "
+                                 f"{min_recall:.0%} of the buyers")
 
 
 def recommend(curve: Curve, *, capacity_per_week: float | None = None,
@@ -177,38 +228,26 @@ def recommend(curve: Curve, *, capacity_per_week: float | None = None,
     precision asked for, the one with the most expected customers (ties: the lower); for a
     recall target, the highest threshold that still reaches it.
     """
-    given = [x is not None for x in (capacity_per_week, capacity, min_precision, min_recall)]
-    if sum(given) != 1:
+    given = {"capacity_per_week": capacity_per_week, "capacity": capacity,
+             "min_precision": min_precision, "min_recall": min_recall}
+    if sum(v is not None for v in given.values()) != 1:
         raise ValueError("give exactly one of capacity_per_week, capacity, min_precision, "
                          "min_recall")
-    pts = curve.points
-    if capacity_per_week is not None:
-        if curve.weeks is None:
-            raise ValueError("this holdout has no dates: give a total capacity instead")
-        fits = [p for p in pts if (p.flagged_per_week or 0) <= capacity_per_week]
-        why = f"most expected customers with at most {capacity_per_week:g} MQLs a week"
-    elif capacity is not None:
-        fits = [p for p in pts if p.flagged <= capacity]
-        why = f"most expected customers with at most {capacity:g} MQLs"
-    elif min_precision is not None:
-        fits = [p for p in pts if p.precision is not None and p.precision >= min_precision]
-        why = f"most expected customers with MQLs converting at {min_precision:.0%} or more"
-    else:
-        assert min_recall is not None
-        fits = [p for p in pts if p.recall is not None and p.recall >= min_recall]
-        if not fits:
-            raise ValueError(f"no threshold reaches a recall of {min_recall:.0%}")
-        best = max(fits, key=lambda p: p.threshold)
-        return Recommendation(threshold=best.threshold, point=best,
-                              reason=f"the highest threshold that still flags "
-                                     f"{min_recall:.0%} of the buyers")
+    if min_recall is not None:
+        return _highest_reaching_recall(curve, min_recall)
+    name, limit = next((k, v) for k, v in given.items() if v is not None)
+    assert limit is not None
+    if name == "capacity_per_week" and curve.weeks is None:
+        raise ValueError("this holdout has no dates: give a total capacity instead")
+    keep, why = _MOST_EXPECTED[name]
+    fits = [p for p in curve.points if keep(p, limit)]
     if not fits:
         raise ValueError("no threshold satisfies that: even 100 flags too many leads, or the "
                          "precision is out of reach")
     # a lead flagged later (at a higher threshold) may be flagged when it is likelier to buy,
     # so expected customers need not fall monotonically: take the best that fits
     best = max(fits, key=lambda p: (round(p.expected_customers, 9), -p.threshold))
-    return Recommendation(threshold=best.threshold, point=best, reason=why)
+    return Recommendation(threshold=best.threshold, point=best, reason=why(limit))
 
 
 def outcomes_of_scores(scores: pd.DataFrame, export: CrmExport,

@@ -511,23 +511,36 @@ def _fallbacks(winner: Candidate, tried: list[Candidate]) -> list[Candidate]:
                             key=lambda c: -c.auc)]
 
 
-def fit_sets(sets: TrainingSets, config: TrainConfig,
-             progress: Progress | None = None) -> TrainResult:
-    """Choose on all labelled history, evaluate on the holdout (falling back to a candidate
-    that does not lose there), then refit and calibrate what ships."""
-    started = time.perf_counter()
+def _holdout_parts(sets: TrainingSets) -> tuple[LabelledRows, LabelledRows]:
+    """The evaluation rows before the cutoff and the holdout rows, refused (after the shipping
+    rows' own minimums) when either side holds a single class."""
     ev = sets.evaluation
     is_test = np.zeros(len(ev.y), dtype=bool)
     is_test[sets.test] = True
     train, test = ev.take(np.flatnonzero(~is_test)), ev.take(sets.test)
-    ship = sets.shipping
-    enough_outcomes(ship, sets.target)
+    enough_outcomes(sets.shipping, sets.target)
     for name, part in (("training", train), ("holdout", test)):
         if len(part.y) == 0 or len(np.unique(part.y)) < 2:
             raise PropensityError(
                 f"the {name} rows ({len(part.y)}) hold only one class: too little data or too "
                 "few conversions for this horizon and snapshot spacing")
-    # 1. choose the learner, its setting and tree count on folds over all labelled history
+    return train, test
+
+
+@dataclass
+class _Search:
+    """Step 1's outcome: the learner, setting and tree count chosen on folds over (a sample
+    of) all labelled history, with every candidate tried."""
+    sample: LabelledRows
+    folds: list[Fold]
+    choice: Choice
+    winner: Candidate
+    tried: list[Candidate]
+
+
+def _search(sets: TrainingSets, config: TrainConfig, progress: Progress | None) -> _Search:
+    """Choose the learner, its setting and tree count on folds over all labelled history."""
+    ship = sets.shipping
     sample = ship.take(_sample(ship, config.max_search_rows, config.seed))
     problem = _problem(sample, config)
     folds = _folds(sample, sets.kind, config)
@@ -535,8 +548,25 @@ def fit_sets(sets: TrainingSets, config: TrainConfig,
                     f"{len(folds)} folds")
     choice, winner, tried = select(problem, folds, search=config.search,
                                    learners=config.learners)
-    # 2. the evaluation model: the same learner fitted before the cutoff (its tree count
-    #    decided again on folds of those rows), judged on the holdout beside the baselines
+    return _Search(sample, folds, choice, winner, tried)
+
+
+@dataclass
+class _Evaluation:
+    """Step 2's outcome: the candidate that ships (the winner unless it lost the holdout),
+    its evaluation model and holdout predictions beside the baselines', and every verdict."""
+    candidate: Candidate
+    choice: Choice
+    bundle: ModelBundle
+    predictions: dict[str, np.ndarray]
+    judged: list[dict[str, Any]]
+
+
+def _evaluate(sets: TrainingSets, train: LabelledRows, test: LabelledRows, config: TrainConfig,
+              search: _Search, progress: Progress | None) -> _Evaluation:
+    """The evaluation model: each fallback candidate in turn fitted before the cutoff (its
+    tree count decided again on folds of those rows) and judged on the holdout beside the
+    baselines, until one does not lose there (else the first is kept)."""
     train_problem = _problem(train, config)
     train_folds = _folds(train, sets.kind, config)
     _note(progress, "baselines: points, naive Bayes, logistic regression")
@@ -544,7 +574,7 @@ def fit_sets(sets: TrainingSets, config: TrainConfig,
                            target_named(sets.target).baselines)
     judged: list[dict[str, Any]] = []
     chosen: tuple[Candidate, Choice, Any, np.ndarray] | None = None
-    for cand in _fallbacks(winner, tried):
+    for cand in _fallbacks(search.winner, search.tried):
         _note(progress, f"evaluation fit: {cand.name} on {len(train.y):,} rows before the "
                         "cutoff")
         eval_choice, eval_oof = resize(as_choice(cand, ""), train_problem, train_folds)
@@ -561,39 +591,51 @@ def fit_sets(sets: TrainingSets, config: TrainConfig,
             break
     assert chosen is not None
     ship_cand, eval_choice, eval_bundle, p_model = chosen
-    fallback = ship_cand is not winner
-    if fallback:
-        choice = as_choice(ship_cand, f"fallback: {winner.name} lost on the holdout "
-                                      f"({_losses(judged[0])}); {ship_cand.name} did not")
-    predictions = {"model": p_model, **baselines}
-    contrib = eval_bundle.contributions(test.X[:20_000], threads=0)[:, :-1]
+    return _Evaluation(ship_cand, eval_choice, eval_bundle, {"model": p_model, **baselines},
+                       judged)
+
+
+def _holdout_report(train: LabelledRows, test: LabelledRows,
+                    evaluation: _Evaluation) -> dict[str, Any]:
+    """The holdout metrics of the evaluation model and the baselines, with its mean absolute
+    SHAP per feature and the columns that alone rank the training rows suspiciously well."""
+    contrib = evaluation.bundle.contributions(test.X[:20_000], threads=0)[:, :-1]
     importance = pd.DataFrame({"feature": [c.name for c in test.columns],
                                "mean_abs_shap": np.abs(contrib).mean(axis=0)}).sort_values(
         "mean_abs_shap", ascending=False)
     warnings = leaky_columns(as_frame(train.X, train.columns), train.y)
-    report = evaluation_report(test.y, predictions, importance, warnings)
-    # 3. what ships: the choice fitted on every labelled row, calibrated out of fold
-    ship_problem = _problem(ship, config)
-    if len(sample.y) == len(ship.y):
-        margins, calib_y = ship_cand.oof, ship.y
+    return evaluation_report(test.y, evaluation.predictions, importance, warnings)
+
+
+def _ship_margins(sets: TrainingSets, config: TrainConfig, search: _Search, choice: Choice,
+                  candidate: Candidate, ship_problem: Problem,
+                  progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
+    """The out-of-fold margins the shipped model is calibrated on: the search's own when it
+    saw every row, else fresh folds over every row (the choice was made on a sample)."""
+    ship = sets.shipping
+    if len(search.sample.y) == len(ship.y):
         _note(progress, f"shipping fit: {choice.name} on {len(ship.y):,} rows")
-    else:  # the choice was made on a sample: calibrate over every row
-        ship_folds = _folds(ship, sets.kind, config)
-        _note(progress, f"shipping fit: {choice.name} on {len(ship.y):,} rows, out-of-fold "
-                        f"calibration over {len(ship_folds)} folds")
-        margins, calib_y = oof_margins(choice, ship_problem, ship_folds), ship.y
-    info: dict[str, Any] = {"fit": _span(ship), "learner": choice.name, "why": choice.why}
-    if fallback:
-        info["fallback"] = {"chosen": winner.name, "shipped": ship_cand.name,
-                            "lost_to": judged[0]["loses_to"]}
-    shipped = _bundle(sets, ship, choice, fit_choice(choice, ship_problem), margins, calib_y,
-                      sets.shipping_spec, info)
+        return candidate.oof, ship.y
+    ship_folds = _folds(ship, sets.kind, config)
+    _note(progress, f"shipping fit: {choice.name} on {len(ship.y):,} rows, out-of-fold "
+                    f"calibration over {len(ship_folds)} folds")
+    return oof_margins(choice, ship_problem, ship_folds), ship.y
+
+
+def _complete_report(report: dict[str, Any], sets: TrainingSets, search: _Search,
+                     choice: Choice, evaluation: _Evaluation, shipped: ModelBundle,
+                     parts: tuple[LabelledRows, LabelledRows],
+                     fallback: dict[str, Any] | None) -> None:
+    """Add to the holdout report how the choice was made, what was evaluated and shipped,
+    the split, the row counts and the gate's verdict (with the fallback, if any)."""
+    train, test = parts
     report["selection"] = {"chosen": choice.name, "learner": choice.learner, "why": choice.why,
-                           "rows": len(sample.y), "folds": len(folds),
-                           "decided_on": _decided_on(sample, folds),
-                           "fits": len(folds) * sum(c.learner != "blend" for c in tried),
-                           "candidates": [c.summary() for c in tried]}
-    report["evaluation"] = {**eval_bundle.info,
+                           "rows": len(search.sample.y), "folds": len(search.folds),
+                           "decided_on": _decided_on(search.sample, search.folds),
+                           "fits": len(search.folds) * sum(c.learner != "blend"
+                                                           for c in search.tried),
+                           "candidates": [c.summary() for c in search.tried]}
+    report["evaluation"] = {**evaluation.bundle.info,
                             "feature_set": None if sets.evaluation_spec is None
                             else sets.evaluation_spec.key}
     report["shipped"] = {**shipped.info, "iterations": choice.iterations,
@@ -601,18 +643,55 @@ def fit_sets(sets: TrainingSets, config: TrainConfig,
                          else sets.shipping_spec.key}
     report["split"] = sets.split
     report["rows"] = {"train": len(train.y), "test": len(test.y),
-                      "shipped": len(ship.y)}
+                      "shipped": len(sets.shipping.y)}
     report["gate"] = gate(report)
-    report["holdout_judged"] = judged
+    report["holdout_judged"] = evaluation.judged
     if fallback:
-        report["gate"]["fallback"] = info["fallback"]
-    report["seconds"] = round(time.perf_counter() - started, 1)
+        report["gate"]["fallback"] = fallback
+
+
+def _holdout_frame(sets: TrainingSets, test: LabelledRows,
+                   predictions: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The holdout rows with their label and every model's and baseline's probability."""
     holdout = sets.holdout.copy()
     holdout["label"] = test.y
     for name, p in predictions.items():
         holdout["probability" if name == "model" else f"p_{name}"] = p
+    return holdout
+
+
+def fit_sets(sets: TrainingSets, config: TrainConfig,
+             progress: Progress | None = None) -> TrainResult:
+    """Choose on all labelled history, evaluate on the holdout (falling back to a candidate
+    that does not lose there), then refit and calibrate what ships."""
+    started = time.perf_counter()
+    train, test = _holdout_parts(sets)
+    ship = sets.shipping
+    search = _search(sets, config, progress)  # 1. choose
+    evaluation = _evaluate(sets, train, test, config, search, progress)  # 2. evaluate
+    choice, winner, ship_cand = search.choice, search.winner, evaluation.candidate
+    fallback: dict[str, Any] | None = None
+    if ship_cand is not winner:
+        choice = as_choice(ship_cand, f"fallback: {winner.name} lost on the holdout "
+                                      f"({_losses(evaluation.judged[0])}); {ship_cand.name} "
+                                      "did not")
+        fallback = {"chosen": winner.name, "shipped": ship_cand.name,
+                    "lost_to": evaluation.judged[0]["loses_to"]}
+    report = _holdout_report(train, test, evaluation)
+    # 3. what ships: the choice fitted on every labelled row, calibrated out of fold
+    ship_problem = _problem(ship, config)
+    margins, calib_y = _ship_margins(sets, config, search, choice, ship_cand, ship_problem,
+                                     progress)
+    info: dict[str, Any] = {"fit": _span(ship), "learner": choice.name, "why": choice.why}
+    if fallback:
+        info["fallback"] = fallback
+    shipped = _bundle(sets, ship, choice, fit_choice(choice, ship_problem), margins, calib_y,
+                      sets.shipping_spec, info)
+    _complete_report(report, sets, search, choice, evaluation, shipped, (train, test), fallback)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    holdout = _holdout_frame(sets, test, evaluation.predictions)
     _note(progress, "reference distributions of the shipped model's rows of the holdout period")
-    return TrainResult(target=sets.target, bundle=shipped, evaluation_bundle=eval_bundle,
+    return TrainResult(target=sets.target, bundle=shipped, evaluation_bundle=evaluation.bundle,
                        report=report, holdout=holdout, holdout_X=test.X,
                        params=config.model_dump(mode="json"),
                        reference=reference_of(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -63,37 +65,45 @@ def train_config(config: Path | None, model: str | None, horizon_days: int | Non
         raise fail(f"{config or 'training config'}: {invalid(exc)}") from None
 
 
-def print_metrics(report: dict[str, Any]) -> None:
-    table = Table(title="holdout: model vs baselines")
-    cols = ["roc_auc", "pr_auc", "log_loss", "brier", "ece", "ece_equal_mass",
-            "top_decile_predicted", "top_decile_realised", "precision_top_10", "recall_top_30"]
-    table.add_column("model")
-    for c in cols:
-        table.add_column(c, justify="right")
-    for name, m in report["metrics"].items():
-        table.add_row(name, *(f"{m[c]:.4f}" for c in cols))
-    console.print(table)
-    selection, shipped = report.get("selection", {}), report.get("shipped", {})
-    if selection:
-        console.print(f"learner: {selection['chosen']} ({selection['why'].split(';')[0]})",
-                      highlight=False)
-        on = selection.get("decided_on", {})
-        if on:
-            span = f", {on['from'][:10]}..{on['to'][:10]}" if "from" in on else ""
-            console.print(f"chosen on: {on['rows']:,} rows ({on['entities']:,} entities{span}), "
-                          f"{on['folds']} folds of whole entities, {selection['fits']} fits",
-                          highlight=False)
-    evaluation = report.get("evaluation", {})
-    for label, part in (("measured", evaluation), ("shipped", shipped)):
-        fit = part.get("fit", {})
-        if fit:
-            span = f", {fit['from'][:10]}..{fit['to'][:10]}" if "from" in fit else ""
-            console.print(f"{label}: fitted on {fit['rows']:,} rows ({fit['entities']:,} "
-                          f"entities{span}), calibrated ({part['calibration']['kind']}) on "
-                          f"{part['calibration']['rows']:,} out-of-fold rows"
-                          + (f" from {part['calibration']['from'][:10]}"
-                             if "from" in part["calibration"] else ""), highlight=False)
-    gate = report.get("gate", {})
+METRIC_COLUMNS = ["roc_auc", "pr_auc", "log_loss", "brier", "ece", "ece_equal_mass",
+                  "top_decile_predicted", "top_decile_realised", "precision_top_10",
+                  "recall_top_30"]
+"""The holdout metrics `print_metrics` tabulates, model and baselines alike."""
+
+
+def _span_text(part: dict[str, Any]) -> str:
+    """`, FROM..TO` (dates) of a fit or decision that has a time span; nothing otherwise."""
+    return f", {part['from'][:10]}..{part['to'][:10]}" if "from" in part else ""
+
+
+def _print_selection(selection: dict[str, Any]) -> None:
+    """The learner chosen, why, and the rows and folds it was chosen on."""
+    if not selection:
+        return
+    console.print(f"learner: {selection['chosen']} ({selection['why'].split(';')[0]})",
+                  highlight=False)
+    on = selection.get("decided_on", {})
+    if on:
+        console.print(f"chosen on: {on['rows']:,} rows ({on['entities']:,} entities"
+                      f"{_span_text(on)}), {on['folds']} folds of whole entities, "
+                      f"{selection['fits']} fits", highlight=False)
+
+
+def _print_fit(label: str, part: dict[str, Any]) -> None:
+    """What a model (measured or shipped) was fitted and calibrated on."""
+    fit = part.get("fit", {})
+    if not fit:
+        return
+    calibration = part["calibration"]
+    console.print(f"{label}: fitted on {fit['rows']:,} rows ({fit['entities']:,} "
+                  f"entities{_span_text(fit)}), calibrated ({calibration['kind']}) on "
+                  f"{calibration['rows']:,} out-of-fold rows"
+                  + (f" from {calibration['from'][:10]}" if "from" in calibration else ""),
+                  highlight=False)
+
+
+def _print_gate(gate: dict[str, Any]) -> None:
+    """The fallback that ships instead of the chosen learner, and a gate that will refuse."""
     if fallback := gate.get("fallback"):
         losses = ", ".join(f"{k} {v:.4f}" for k, v in fallback["lost_to"].items())
         console.print(f"[yellow]fallback:[/] {fallback['chosen']} lost to {losses} on its "
@@ -102,6 +112,20 @@ def print_metrics(report: dict[str, Any]) -> None:
         losses = ", ".join(f"{k} {v:.4f}" for k, v in gate["loses_to"].items())
         console.print(f"[yellow]gate:[/] the model ({gate['model_auc']:.4f}) loses to {losses} "
                       "on its holdout: promotion will refuse it", highlight=False)
+
+
+def print_metrics(report: dict[str, Any]) -> None:
+    table = Table(title="holdout: model vs baselines")
+    table.add_column("model")
+    for c in METRIC_COLUMNS:
+        table.add_column(c, justify="right")
+    for name, m in report["metrics"].items():
+        table.add_row(name, *(f"{m[c]:.4f}" for c in METRIC_COLUMNS))
+    console.print(table)
+    _print_selection(report.get("selection", {}))
+    _print_fit("measured", report.get("evaluation", {}))
+    _print_fit("shipped", report.get("shipped", {}))
+    _print_gate(report.get("gate", {}))
     for w in report.get("warnings", []):
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
     for w in report.get("post_outcome_checks", []):
@@ -266,6 +290,80 @@ def _train_spark(spark: Any, path: str, cfg: Any, drop_bad_rows: bool,
     return result, driver_export(export)
 
 
+def _check_score_args(path: Path | None, as_of: datetime | None, out: Path | None,
+                      table: Path | None, drop_bad_rows: bool, engine: str) -> None:
+    """Refuse, before anything is read, an output format, a mix of export and table, or a
+    Spark run the command cannot serve."""
+    if out is not None and out.suffix not in (".csv", ".parquet"):
+        raise fail("--out must end in .csv or .parquet")
+    if table is not None:
+        if path is not None:
+            raise fail(f"give an export folder ({path}) or --table FILE ({table}), not both")
+        refuse("only for an export folder", as_of=as_of, drop_bad_rows=drop_bad_rows)
+    if table is None and (path is None or as_of is None):
+        raise fail("give an export folder and --as-of TIME (or --table FILE)")
+    if engine == "spark" and (table is not None or path is None or as_of is None):
+        raise fail("--engine spark scores an export folder with --as-of TIME")
+
+
+Loading = Future[tuple[Any, str, str]]
+
+
+def _score_table_file(table: Path, loading: Loading, alias: str,
+                      note: Callable[[str], None]) -> tuple[pd.DataFrame, str, str]:
+    """Score a single table with the single-table model being loaded; the rows keep their
+    obvious id column when the model was trained without one."""
+    from propensity.export import read_raw
+    from propensity.scoring import check_table, score_table
+    from propensity.single_table import obvious_id_column
+
+    frame, source = read_raw(table)
+    bundle, version, model = loading.result()
+    if bundle.kind != "table":
+        raise fail(f"{model}@{alias} was trained on an export: score an export folder")
+    note(f"scoring {table} with {model} v{version}")
+    check_table(bundle, frame, source)
+    result = score_table(bundle, frame)
+    ids = None if bundle.id_column else obvious_id_column(frame)
+    if ids is not None:  # trained without one: the rows are still named by it
+        result.insert(0, ids, frame[ids].astype("str").to_numpy())
+    return result, version, model
+
+
+def _score_export_folder(path: Path, as_of: datetime, loading: Loading, alias: str,
+                         drop_bad_rows: bool,
+                         note: Callable[[str], None]) -> tuple[pd.DataFrame, str, str]:
+    """Score every lead of an export open at `as_of` with the export model being loaded."""
+    from propensity.export import load_export
+    from propensity.scoring import score_export
+    from propensity.timestamps import utc
+
+    note(f"reading and validating {path}")
+    export = load_export(path, drop_bad_rows=drop_bad_rows)
+    bundle, version, model = loading.result()
+    if bundle.kind != "export":
+        raise fail(f"{model}@{alias} was trained on a single table: use --table FILE")
+    note(f"scoring every lead open at {as_of:%Y-%m-%d %H:%M} with {model} v{version}")
+    result = score_export(bundle, export, pd.Timestamp(as_of))
+    _warn_about_the_time(export.latest_time(), utc(as_of), len(result))
+    return result, version, model
+
+
+def _write_scores(result: pd.DataFrame, out: Path | None, model: str, version: str) -> None:
+    """The scores to standard output as CSV, or to `out` (.csv or .parquet) with a line."""
+    import sys
+
+    if out is None:
+        result.to_csv(sys.stdout, index=False)
+        return
+    if out.suffix == ".csv":
+        result.to_csv(output(out), index=False)
+    else:
+        result.to_parquet(output(out), index=False)
+    console.print(f"scored {len(result):,} rows with {model} v{version} -> {out}",
+                  highlight=False)
+
+
 def score(
     path: Annotated[Path | None, typer.Argument(help="Export folder")] = None,
     as_of: Annotated[datetime | None, typer.Option(help="Score leads open at this time (UTC)")
@@ -285,28 +383,15 @@ def score(
     conf: ConfOpt = None,
 ) -> None:
     """Batch scoring from the registered champion: an id and a probability per lead."""
-    import sys
     from concurrent.futures import ThreadPoolExecutor
 
-    if out is not None and out.suffix not in (".csv", ".parquet"):
-        raise fail("--out must end in .csv or .parquet")
-    if table is not None:
-        if path is not None:
-            raise fail(f"give an export folder ({path}) or --table FILE ({table}), not both")
-        refuse("only for an export folder", as_of=as_of, drop_bad_rows=drop_bad_rows)
-    if table is None and (path is None or as_of is None):
-        raise fail("give an export folder and --as-of TIME (or --table FILE)")
+    _check_score_args(path, as_of, out, table, drop_bad_rows, engine)
     if engine == "spark":
-        if table is not None or path is None or as_of is None:
-            raise fail("--engine spark scores an export folder with --as-of TIME")
+        assert path is not None and as_of is not None
         _score_spark(str(path), pd.Timestamp(as_of), model or LEAD_CONVERSION, alias, out,
                      drop_bad_rows, master, conf)
         return
     spark_for(engine, master, conf)  # refuses an unknown engine, and Spark options here
-    from propensity.export import load_export, read_raw
-    from propensity.scoring import check_table, score_export, score_table
-    from propensity.single_table import obvious_id_column
-    from propensity.timestamps import utc
 
     with stages() as note, ThreadPoolExecutor(1) as pool:
         # importing MLflow and reading the model take seconds: beside the data, not before
@@ -314,37 +399,14 @@ def score(
              f"@{alias} while reading {table or path}")
         loading = pool.submit(_load, model, alias, table is not None)
         if table is not None:
-            frame, source = read_raw(table)
-            bundle, version, model = loading.result()
-            if bundle.kind != "table":
-                raise fail(f"{model}@{alias} was trained on an export: score an export folder")
-            note(f"scoring {table} with {model} v{version}")
-            check_table(bundle, frame, source)
-            result = score_table(bundle, frame)
-            ids = None if bundle.id_column else obvious_id_column(frame)
-            if ids is not None:  # trained without one: the rows are still named by it
-                result.insert(0, ids, frame[ids].astype("str").to_numpy())
+            result, version, model = _score_table_file(table, loading, alias, note)
         else:
             assert path is not None and as_of is not None
-            note(f"reading and validating {path}")
-            export = load_export(path, drop_bad_rows=drop_bad_rows)
-            bundle, version, model = loading.result()
-            if bundle.kind != "export":
-                raise fail(f"{model}@{alias} was trained on a single table: use --table FILE")
-            note(f"scoring every lead open at {as_of:%Y-%m-%d %H:%M} with {model} v{version}")
-            result = score_export(bundle, export, pd.Timestamp(as_of))
-            _warn_about_the_time(export.latest_time(), utc(as_of), len(result))
+            result, version, model = _score_export_folder(path, as_of, loading, alias,
+                                                          drop_bad_rows, note)
     result["model"] = model
     result["model_version"] = version
-    if out is None:
-        result.to_csv(sys.stdout, index=False)
-        return
-    if out.suffix == ".csv":
-        result.to_csv(output(out), index=False)
-    else:
-        result.to_parquet(output(out), index=False)
-    console.print(f"scored {len(result):,} rows with {model} v{version} -> {out}",
-                  highlight=False)
+    _write_scores(result, out, model, version)
 
 
 def _load(model: str | None, alias: str, table: bool) -> tuple[Any, str, str]:

@@ -8,6 +8,8 @@ accounts gives the same numbers as building on the whole export (Spark relies on
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -72,13 +74,113 @@ def _attributes(frame: pd.DataFrame | None, columns: list, rows: np.ndarray) -> 
     return out
 
 
-def gather(export: CrmExport, spec: FeatureSpec, entities: pd.DataFrame) -> FeatureInputs:
-    """Feature inputs of every entity row (`lead_id`, `as_of`), in the frame's order."""
-    leads = export.leads.reset_index(drop=True)
+@dataclass
+class _Scope:
+    """What every table's join needs: the export's leads, each entity row's lead position and
+    time, the leads' account codes (-1: none) and which leads can reach a feature."""
+    leads: pd.DataFrame
+    pos: np.ndarray
+    as_of: np.ndarray
+    acc_codes: np.ndarray
+    n_accounts: int
+    wanted: np.ndarray
+
+
+def _lead_positions(export: CrmExport, entities: pd.DataFrame) -> np.ndarray:
+    """Each entity row's lead in the export; a lead the export lacks is a KeyError."""
     pos = export.lead_positions(entities["lead_id"])
     if (pos < 0).any():
         missing = entities["lead_id"][pos < 0].iloc[0]
         raise KeyError(f"lead {missing!r} is not in the export")
+    return pos
+
+
+def _wanted_leads(n_leads: int, pos: np.ndarray, acc_codes: np.ndarray, n_accounts: int,
+                  has_accounts: bool) -> np.ndarray:
+    """Only the rows of the entities' leads and of their accounts' leads can reach a
+    feature."""
+    wanted = np.zeros(n_leads, dtype=bool)
+    wanted[pos] = True
+    if has_accounts:
+        accounts_wanted = np.zeros(n_accounts, dtype=bool)
+        own = acc_codes[pos]
+        accounts_wanted[own[own >= 0]] = True
+        if n_accounts:  # else no lead has an account
+            wanted |= (acc_codes >= 0) & accounts_wanted[np.maximum(acc_codes, 0)]
+    return wanted
+
+
+def _gather_events(x: FeatureInputs, export: CrmExport, spec: FeatureSpec,
+                   scope: _Scope) -> None:
+    """Events before each row's time: the lead's own, and (with accounts) those of every
+    lead of its account with who and which persona."""
+    events = export.events
+    if events is None or not len(events):
+        return
+    leads, pos, as_of = scope.leads, scope.pos, scope.as_of
+    keep, lead_of = _wanted_rows(export, events, scope.wanted)
+    times = _micros_at(events["occurred_at"], keep)
+    sorted_ = SortedEvents.build(lead_of, times, len(leads))
+    rows, ev, age_us = before(sorted_, pos, as_of)
+    src = sorted_.order[ev]
+    src_all = src if keep is None else keep[src]
+    x.event_row, x.event_age = rows, age_us / DAY_US
+    x.event_type = _vocabulary_codes(events["event_type"], spec.event_types, src_all)
+    x.event_channel = _vocabulary_codes(events["channel"], spec.channels, src_all)
+    x.event_value = events["value"].iloc[src_all].to_numpy(dtype="float64",
+                                                           na_value=np.nan)
+    if spec.has_accounts:
+        acc_codes = scope.acc_codes
+        ev_acc = np.where(lead_of >= 0, acc_codes[np.maximum(lead_of, 0)], -1)
+        by_account = SortedEvents.build(ev_acc, times, scope.n_accounts)
+        rows, ev, age_us = before(by_account, acc_codes[pos], as_of)
+        who = lead_of[by_account.order[ev]]
+        persona = persona_codes(leads.get("persona"), len(leads))
+        x.account_event_row, x.account_event_age = rows, age_us / DAY_US
+        x.account_event_contact, x.account_event_persona = who, persona[who]
+
+
+def _gather_stages(x: FeatureInputs, export: CrmExport, spec: FeatureSpec,
+                   scope: _Scope) -> None:
+    """The latest funnel stage entered before each row's time (terminal rows never set it)."""
+    sh = export.stage_history
+    if sh is None or not len(sh):
+        return
+    keep, lead_of = _wanted_rows(export, sh, scope.wanted)
+    stages = sh["stage"] if keep is None else sh["stage"].iloc[keep]
+    rank = stages.astype("str").map(stage_rank(spec.stages)).to_numpy(
+        dtype="float64", na_value=np.nan)
+    funnel = (lead_of >= 0) & ~np.isnan(rank)  # terminal rows never set the stage
+    sorted_ = SortedEvents.build(np.where(funnel, lead_of, -1),
+                                 _micros_at(sh["entered_at"], keep), len(scope.leads))
+    rows, ev, _ = before(sorted_, scope.pos, scope.as_of)
+    x.stage_row, x.stage_time = rows, sorted_.time[ev]
+    x.stage_rank = rank[sorted_.order[ev]].astype("int64")
+
+
+def _gather_opportunities(x: FeatureInputs, export: CrmExport, scope: _Scope) -> None:
+    """Opportunities created before each row's time, with when they closed, whether lost
+    and their amount."""
+    opps = export.opportunities
+    if opps is None or not len(opps):
+        return
+    keep, lead_of = _wanted_rows(export, opps, scope.wanted)
+    sorted_ = SortedEvents.build(lead_of, _micros_at(opps["created_at"], keep),
+                                 len(scope.leads))
+    rows, ev, _ = before(sorted_, scope.pos, scope.as_of)
+    src = sorted_.order[ev]
+    src_all = src if keep is None else keep[src]
+    x.opportunity_row = rows
+    x.opportunity_closed = to_micros(opps["closed_at"].iloc[src_all])
+    x.opportunity_lost = (opps["status"].iloc[src_all].astype("str") == "lost").to_numpy()
+    x.opportunity_amount = opps["amount"].iloc[src_all].to_numpy(dtype="float64",
+                                                                 na_value=np.nan)
+
+
+def gather(export: CrmExport, spec: FeatureSpec, entities: pd.DataFrame) -> FeatureInputs:
+    """Feature inputs of every entity row (`lead_id`, `as_of`), in the frame's order."""
+    leads = export.leads.reset_index(drop=True)
+    pos = _lead_positions(export, entities)
     as_of = to_micros(entities["as_of"])
     n = len(entities)
     created_all = to_micros(leads["created_at"])
@@ -104,60 +206,12 @@ def gather(export: CrmExport, spec: FeatureSpec, entities: pd.DataFrame) -> Feat
         contact_row=empty(), account_event_row=empty(), account_event_age=empty("float64"),
         account_event_contact=empty(), account_event_persona=empty(),
     )
-    # only the rows of the entities' leads and of their accounts' leads can reach a feature
-    wanted = np.zeros(len(leads), dtype=bool)
-    wanted[pos] = True
-    if spec.has_accounts:
-        accounts_wanted = np.zeros(len(acc_uniques), dtype=bool)
-        own = acc_codes[pos]
-        accounts_wanted[own[own >= 0]] = True
-        if len(acc_uniques):  # else no lead has an account
-            wanted |= (acc_codes >= 0) & accounts_wanted[np.maximum(acc_codes, 0)]
-    events = export.events
-    if events is not None and len(events):
-        keep, lead_of = _wanted_rows(export, events, wanted)
-        times = _micros_at(events["occurred_at"], keep)
-        sorted_ = SortedEvents.build(lead_of, times, len(leads))
-        rows, ev, age_us = before(sorted_, pos, as_of)
-        src = sorted_.order[ev]
-        src_all = src if keep is None else keep[src]
-        x.event_row, x.event_age = rows, age_us / DAY_US
-        x.event_type = _vocabulary_codes(events["event_type"], spec.event_types, src_all)
-        x.event_channel = _vocabulary_codes(events["channel"], spec.channels, src_all)
-        x.event_value = events["value"].iloc[src_all].to_numpy(dtype="float64",
-                                                               na_value=np.nan)
-        if spec.has_accounts:
-            ev_acc = np.where(lead_of >= 0, acc_codes[np.maximum(lead_of, 0)], -1)
-            by_account = SortedEvents.build(ev_acc, times, len(acc_uniques))
-            rows, ev, age_us = before(by_account, acc_codes[pos], as_of)
-            who = lead_of[by_account.order[ev]]
-            persona = persona_codes(leads.get("persona"), len(leads))
-            x.account_event_row, x.account_event_age = rows, age_us / DAY_US
-            x.account_event_contact, x.account_event_persona = who, persona[who]
-    sh = export.stage_history
-    if sh is not None and len(sh):
-        keep, lead_of = _wanted_rows(export, sh, wanted)
-        stages = sh["stage"] if keep is None else sh["stage"].iloc[keep]
-        rank = stages.astype("str").map(stage_rank(spec.stages)).to_numpy(
-            dtype="float64", na_value=np.nan)
-        funnel = (lead_of >= 0) & ~np.isnan(rank)  # terminal rows never set the stage
-        sorted_ = SortedEvents.build(np.where(funnel, lead_of, -1),
-                                     _micros_at(sh["entered_at"], keep), len(leads))
-        rows, ev, _ = before(sorted_, pos, as_of)
-        x.stage_row, x.stage_time = rows, sorted_.time[ev]
-        x.stage_rank = rank[sorted_.order[ev]].astype("int64")
-    opps = export.opportunities
-    if opps is not None and len(opps):
-        keep, lead_of = _wanted_rows(export, opps, wanted)
-        sorted_ = SortedEvents.build(lead_of, _micros_at(opps["created_at"], keep), len(leads))
-        rows, ev, _ = before(sorted_, pos, as_of)
-        src = sorted_.order[ev]
-        src_all = src if keep is None else keep[src]
-        x.opportunity_row = rows
-        x.opportunity_closed = to_micros(opps["closed_at"].iloc[src_all])
-        x.opportunity_lost = (opps["status"].iloc[src_all].astype("str") == "lost").to_numpy()
-        x.opportunity_amount = opps["amount"].iloc[src_all].to_numpy(dtype="float64",
-                                                                     na_value=np.nan)
+    scope = _Scope(leads, pos, as_of, acc_codes, len(acc_uniques),
+                   _wanted_leads(len(leads), pos, acc_codes, len(acc_uniques),
+                                 spec.has_accounts))
+    _gather_events(x, export, spec, scope)
+    _gather_stages(x, export, spec, scope)
+    _gather_opportunities(x, export, scope)
     if spec.has_accounts:
         contacts = SortedEvents.build(acc_codes, created_all, len(acc_uniques))
         x.contact_row, _, _ = before(contacts, acc_codes[pos], as_of)

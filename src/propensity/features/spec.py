@@ -8,6 +8,7 @@ partition of the data or on one lead posted to the scorer, have the same columns
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
@@ -64,12 +65,26 @@ class FeatureSpec(BaseModel):
         return f"{self.config.name}@{self.config.version}+{digest}"
 
 
-def fit_feature_spec(export: CrmExport, config: FeatureConfig | None = None,
-                     event_counts: tuple[pd.Series, pd.Series] | None = None) -> FeatureSpec:
-    """The vocabulary of `export`. `event_counts` (rows per event type, per channel) stand in
-    for the events table when it is too big to hold (the Spark engine counts them)."""
-    config = config or FeatureConfig()
-    excluded = export.manifest.post_outcome_columns("leads")
+@dataclass
+class _Vocabularies:
+    """Fits a categorical column's levels, noting (in the order met: it is part of the spec's
+    key) each column dropped because no level is common enough to learn from."""
+    config: FeatureConfig
+    dropped: dict[str, str] = field(default_factory=dict)
+
+    def levels(self, values: pd.Series, name: str) -> list[str]:
+        levels = fit_vocabulary(values, min_count=self.config.min_category_count,
+                                max_levels=self.config.max_categories)
+        if not levels and values.notna().any():
+            self.dropped[name] = (f"no value is held by {self.config.min_category_count} or "
+                                  "more rows (an id, or too many rare levels to learn from)")
+        return levels
+
+
+def _lead_attributes(export: CrmExport, excluded: list[str], vocabularies: _Vocabularies
+                     ) -> tuple[list[str], dict[str, list[str]]]:
+    """The leads' numeric attributes, and the levels of the core categoricals the export
+    fills (less the post-outcome ones) then of the other non-numeric attributes."""
     lead_cols = [c for c in CORE_CATEGORICALS if c not in excluded
                  and c in export.leads and export.leads[c].notna().any()]
     lead_numeric, lead_cat = [], {}
@@ -78,35 +93,51 @@ def fit_feature_spec(export: CrmExport, config: FeatureConfig | None = None,
             lead_numeric.append(col)
         else:
             lead_cols.append(col)
-    dropped: dict[str, str] = {}
-
-    def vocabulary(values: pd.Series, name: str) -> list[str]:
-        levels = fit_vocabulary(values, min_count=config.min_category_count,
-                                max_levels=config.max_categories)
-        if not levels and values.notna().any():
-            dropped[name] = (f"no value is held by {config.min_category_count} or more rows "
-                             "(an id, or too many rare levels to learn from)")
-        return levels
-
     for col in lead_cols:
-        if levels := vocabulary(export.leads[col], col):
+        if levels := vocabularies.levels(export.leads[col], col):
             lead_cat[col] = levels
+    return lead_numeric, lead_cat
+
+
+def _account_attributes(export: CrmExport, vocabularies: _Vocabularies
+                        ) -> tuple[list[str], dict[str, list[str]]]:
+    """The accounts' numeric attributes and the levels of the others (none without accounts)."""
     acc_numeric, acc_cat = [], {}
     if export.accounts is not None:
         for col in export.attribute_columns("accounts"):
             if pd.api.types.is_numeric_dtype(export.accounts[col]):
                 acc_numeric.append(col)
-            elif levels := vocabulary(export.accounts[col], f"account_{col}"):
+            elif levels := vocabularies.levels(export.accounts[col], f"account_{col}"):
                 acc_cat[col] = levels
-    types: list[str] = []
-    channels: list[str] = []
+    return acc_numeric, acc_cat
+
+
+def _event_vocabulary(export: CrmExport, config: FeatureConfig,
+                      event_counts: tuple[pd.Series, pd.Series] | None
+                      ) -> tuple[list[str], list[str]]:
+    """The event types and (at most 20) channels seen often enough, from the counts given or
+    from the events table."""
     if event_counts is None and export.events is not None and len(export.events):
         event_counts = (export.events["event_type"].astype("str").value_counts(),
                         export.events["channel"].dropna().astype("str").value_counts())
-    if event_counts is not None:
-        counts, ch = event_counts
-        types = sorted(counts.index[counts >= config.min_event_type_count].tolist())
-        channels = sorted(ch.index[ch >= config.min_event_type_count].tolist())[:20]
+    if event_counts is None:
+        return [], []
+    counts, ch = event_counts
+    types = sorted(counts.index[counts >= config.min_event_type_count].tolist())
+    channels = sorted(ch.index[ch >= config.min_event_type_count].tolist())[:20]
+    return types, channels
+
+
+def fit_feature_spec(export: CrmExport, config: FeatureConfig | None = None,
+                     event_counts: tuple[pd.Series, pd.Series] | None = None) -> FeatureSpec:
+    """The vocabulary of `export`. `event_counts` (rows per event type, per channel) stand in
+    for the events table when it is too big to hold (the Spark engine counts them)."""
+    config = config or FeatureConfig()
+    excluded = export.manifest.post_outcome_columns("leads")
+    vocabularies = _Vocabularies(config)
+    lead_numeric, lead_cat = _lead_attributes(export, excluded, vocabularies)
+    acc_numeric, acc_cat = _account_attributes(export, vocabularies)
+    types, channels = _event_vocabulary(export, config, event_counts)
     return FeatureSpec(
         config=config, stages=list(export.stages), event_types=types, channels=channels,
         lead_numeric=lead_numeric, lead_categorical=lead_cat, account_numeric=acc_numeric,
@@ -114,6 +145,6 @@ def fit_feature_spec(export: CrmExport, config: FeatureConfig | None = None,
         has_accounts=export.accounts is not None or (
             "account_id" in export.leads and export.leads["account_id"].notna().any()),
         excluded=[*excluded, *export.manifest.post_outcome_columns("accounts")],
-        dropped=dropped, tables=export.table_names(),
+        dropped=vocabularies.dropped, tables=export.table_names(),
     )
 

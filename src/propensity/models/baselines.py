@@ -127,6 +127,51 @@ def odoo_table_naive_bayes(table: SingleTable, train_rows: np.ndarray, test_rows
     return probability(fit_table(history, stages), scored) / 100
 
 
+def _separation(v: pd.Series, y: np.ndarray) -> float | None:
+    """How well one attribute alone ranks the rows (AUC folded above 0.5): numbers as they
+    are (missing lowest), other values by their conversion rate; None when it is constant."""
+    if pd.api.types.is_numeric_dtype(v):
+        score = v.to_numpy(dtype="float64", na_value=np.nan)
+        if np.isnan(score).all() or np.nanstd(score) == 0:
+            return None
+        score = np.where(np.isnan(score), np.nanmin(score) - 1, score)
+    else:
+        text = v.astype("str").where(v.notna(), "<missing>")
+        rate = pd.Series(y, index=text.index).groupby(text).mean()
+        score = text.map(rate).to_numpy(dtype="float64")
+    if len(np.unique(score)) < 2:
+        return None
+    auc = roc_auc_score(y, score)
+    return max(auc, 1 - auc)
+
+
+def _points_for(lift: float) -> float:
+    """Points in proportion to how much likelier those leads convert: 10 per doubling,
+    within -20..20."""
+    return float(np.clip(round(10 * np.log2(max(lift, 1e-3))), -20, 20))
+
+
+def _numeric_rules(v: pd.Series, y: np.ndarray, base: float,
+                   min_rows: int) -> list[list[float]]:
+    """Points above the median and above the upper quartile, each where both sides hold
+    `min_rows` rows."""
+    values = v.to_numpy(dtype="float64", na_value=np.nan)
+    rules = []
+    for q in (0.5, 0.75):
+        cut = float(np.nanquantile(values, q))
+        above = values >= cut
+        if above.sum() >= min_rows and (~above).sum() >= min_rows:
+            rules.append([cut, _points_for(float(np.mean(y[above])) / base)])
+    return rules
+
+
+def _value_points(v: pd.Series, y: np.ndarray, base: float, min_rows: int) -> dict[str, float]:
+    """Points per value held by `min_rows` rows or more."""
+    frame = pd.DataFrame({"v": v.astype("str"), "y": y}).groupby("v")["y"].agg(["mean", "size"])
+    frame = frame[frame["size"] >= min_rows]
+    return {str(k): _points_for(m / base) for k, m in frame["mean"].items()}
+
+
 def derived_points(X: pd.DataFrame, y: np.ndarray, columns: int = 5,
                    min_rows: int = 30) -> dict[str, object]:
     """A scorecard as an analyst writes one from a table's conversion rates: the `columns`
@@ -138,43 +183,17 @@ def derived_points(X: pd.DataFrame, y: np.ndarray, columns: int = 5,
         return {}
     ranked = []
     for col in X.columns:
-        v = X[col]
-        if pd.api.types.is_numeric_dtype(v):
-            score = v.to_numpy(dtype="float64", na_value=np.nan)
-            if np.isnan(score).all() or np.nanstd(score) == 0:
-                continue
-            score = np.where(np.isnan(score), np.nanmin(score) - 1, score)
-        else:
-            text = v.astype("str").where(v.notna(), "<missing>")
-            rate = pd.Series(y, index=text.index).groupby(text).mean()
-            score = text.map(rate).to_numpy(dtype="float64")
-        if len(np.unique(score)) < 2:
-            continue
-        auc = roc_auc_score(y, score)
-        ranked.append((max(auc, 1 - auc), col))
+        separation = _separation(X[col], y)
+        if separation is not None:
+            ranked.append((separation, col))
     attribute: dict[str, dict[str, float]] = {}
     numeric: dict[str, list[list[float]]] = {}
     for _, col in sorted(ranked, reverse=True)[:columns]:
         v = X[col]
-        if pd.api.types.is_numeric_dtype(v):
-            values = v.to_numpy(dtype="float64", na_value=np.nan)
-            rules = []
-            for q in (0.5, 0.75):
-                cut = float(np.nanquantile(values, q))
-                above = values >= cut
-                if above.sum() >= min_rows and (~above).sum() >= min_rows:
-                    lift = float(np.mean(y[above])) / base
-                    rules.append([cut, float(np.clip(round(10 * np.log2(max(lift, 1e-3))),
-                                                     -20, 20))])
-            if rules:
-                numeric[col] = rules
-        else:
-            text = v.astype("str")
-            frame = pd.DataFrame({"v": text, "y": y}).groupby("v")["y"].agg(["mean", "size"])
-            frame = frame[frame["size"] >= min_rows]
-            attribute[col] = {str(k): float(np.clip(round(10 * np.log2(max(m / base, 1e-3))),
-                                                    -20, 20))
-                              for k, m in frame["mean"].items()}
+        if not pd.api.types.is_numeric_dtype(v):
+            attribute[col] = _value_points(v, y, base, min_rows)
+        elif rules := _numeric_rules(v, y, base, min_rows):
+            numeric[col] = rules
     if not attribute and not numeric:
         return {}
     return {"event_points": {}, "attribute_points": attribute, "numeric_thresholds": numeric}

@@ -205,30 +205,37 @@ def reasons(table: PlsTable, leads: pd.DataFrame) -> list[dict[str, list[tuple[s
 
 # --- an export as of t -------------------------------------------------------------------------
 
-def lead_values(leads: pd.DataFrame, config: OdooPlsConfig,
-                exclude: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
-    """Each lead's team and Odoo fields (row order), from the columns that play their roles;
-    `exclude`: post-outcome columns, never read."""
-    usable = [c for c in leads.columns if c not in exclude]
-    out = pd.DataFrame(index=range(len(leads)))
+def _lead_teams(leads: pd.DataFrame, config: OdooPlsConfig, usable: list[str]) -> pd.Series:
+    """Each lead's sales team (text, None when unknown): from its owner through
+    `owner_teams` when given, else from the team column, else none at all."""
     if config.owner_teams and "owner_id" in usable:
         team = leads["owner_id"].astype("object").map(config.owner_teams)
     elif config.team_column in usable:
         team = leads[config.team_column].astype("object")
     else:
         team = pd.Series(None, index=leads.index, dtype="object")
-    out["team"] = pd.Series([None if pd.isna(v) else str(v) for v in team], dtype="object")
+    return pd.Series([None if pd.isna(v) else str(v) for v in team], dtype="object")
+
+
+def _tags(values: pd.Series, sep: str) -> pd.Series:
+    """Each lead's tags: the separated, stripped, non-empty parts of its text."""
+    return pd.Series([() if pd.isna(v) else tuple(
+        x.strip() for x in str(v).split(sep) if x.strip()) for v in values], dtype="object")
+
+
+def lead_values(leads: pd.DataFrame, config: OdooPlsConfig,
+                exclude: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
+    """Each lead's team and Odoo fields (row order), from the columns that play their roles;
+    `exclude`: post-outcome columns, never read."""
+    usable = [c for c in leads.columns if c not in exclude]
+    out = pd.DataFrame(index=range(len(leads)))
+    out["team"] = _lead_teams(leads, config, usable)
     for field, names in config.columns.items():
         col = next((c for c in names if c in usable), None)
         if col is None:
             continue
-        if field == TAG:
-            sep = config.tag_separator
-            out[TAG] = pd.Series([() if pd.isna(v) else tuple(
-                x.strip() for x in str(v).split(sep) if x.strip()) for v in leads[col]],
-                dtype="object")
-        else:
-            out[field] = leads[col].to_numpy(dtype=object)
+        out[field] = (_tags(leads[col], config.tag_separator) if field == TAG
+                      else leads[col].to_numpy(dtype=object))
     return out
 
 

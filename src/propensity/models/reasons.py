@@ -85,48 +85,89 @@ _SIMPLE: dict[str, Callable[[float], str]] = {
 }
 
 
+def _describe_category(name: str, value: float, cats: list[str], missing: bool) -> str:
+    """A coded categorical feature: its value's label, a rare or new value, or not known."""
+    if missing:
+        return f"{_label(name)} not known"
+    code = int(value)
+    shown = cats[code] if 0 <= code < len(cats) else OTHER
+    if name == "current_stage":
+        return f"in stage {shown}"
+    if shown == OTHER:
+        return f"{_label(name)} is a rare or new value"
+    return f"{_label(name)} is {shown}"
+
+
+def _describe_missing(name: str) -> str:
+    """A numeric feature with no value: a 'since' that has not happened yet, else not known."""
+    if name.startswith("days_since_"):
+        what = name.removeprefix("days_since_")
+        return "no activity yet" if what == "last_event" else f"no {_label(what)} yet"
+    if name == "account_days_since_last_event":
+        return "no activity at the account yet"
+    return f"{_label(name)} not known"
+
+
+def _persona_events(name: str, value: float) -> str | None:
+    if (m := PERSONA_EVENTS.match(name)) is None:
+        return None
+    n = int(value)
+    who = _label(m.group("who"))
+    return (f"{n} {'event' if n == 1 else 'events'} by the account's {who}s in the last "
+            f"{m.group('w')} days")
+
+
+def _window_count(name: str, value: float) -> str | None:
+    if (m := WINDOW.match(name)) is None:
+        return None
+    what, w = m.group("what"), m.group("w")
+    n = int(value)
+    what = what.removeprefix("channel_") + (" touch" if what.startswith("channel_") else "")
+    what = "event" if what == "events" else what
+    when = "in total" if w == "all" else f"in the last {w[:-1]} days"
+    return f"{n} {_plural(what, n)} {when}"
+
+
+def _days_since(name: str, value: float) -> str | None:
+    if not name.startswith("days_since_"):
+        return None
+    what = name.removeprefix("days_since_")
+    what = "activity" if what == "last_event" else _label(what)
+    return f"last {what} {_days_ago(value)}"
+
+
+def _simple(name: str, value: float) -> str | None:
+    simple = _SIMPLE.get(name)
+    return None if simple is None else simple(value)
+
+
+def _value_sum(name: str, value: float) -> str | None:
+    m = VALUE_SUM.match(name)
+    return None if m is None else f"event value {figure(value)} in the last {m.group('w')} days"
+
+
+_NUMERIC_RULES: tuple[Callable[[str, float], str | None], ...] = (
+    _persona_events,
+    _window_count,
+    _days_since,
+    _simple,
+    _value_sum,
+)
+"""How a numeric feature with a value reads, first rule that applies (the order matters:
+a persona's event count is also a window count)."""
+
+
 def describe(name: str, value: float, categories: dict[str, list[str]]) -> str:
     """The feature and its value, as a sentence fragment."""
     missing = value is None or (isinstance(value, float) and math.isnan(value))
     if name in categories:
-        if missing:
-            return f"{_label(name)} not known"
-        cats = categories[name]
-        code = int(value)
-        shown = cats[code] if 0 <= code < len(cats) else OTHER
-        if name == "current_stage":
-            return f"in stage {shown}"
-        if shown == OTHER:
-            return f"{_label(name)} is a rare or new value"
-        return f"{_label(name)} is {shown}"
+        return _describe_category(name, value, categories[name], missing)
     if missing:
-        if name.startswith("days_since_"):
-            what = name.removeprefix("days_since_")
-            return "no activity yet" if what == "last_event" else f"no {_label(what)} yet"
-        if name == "account_days_since_last_event":
-            return "no activity at the account yet"
-        return f"{_label(name)} not known"
-    if m := PERSONA_EVENTS.match(name):
-        n = int(value)
-        who = _label(m.group("who"))
-        return (f"{n} {'event' if n == 1 else 'events'} by the account's {who}s in the last "
-                f"{m.group('w')} days")
-    if m := WINDOW.match(name):
-        what, w = m.group("what"), m.group("w")
-        n = int(value)
-        what = what.removeprefix("channel_") + (" touch" if what.startswith("channel_") else "")
-        what = "event" if what == "events" else what
-        when = "in total" if w == "all" else f"in the last {w[:-1]} days"
-        return f"{n} {_plural(what, n)} {when}"
-    if name.startswith("days_since_"):
-        what = name.removeprefix("days_since_")
-        what = "activity" if what == "last_event" else _label(what)
-        return f"last {what} {_days_ago(value)}"
-    simple = _SIMPLE.get(name)
-    if simple is not None:
-        return simple(value)
-    if m := VALUE_SUM.match(name):
-        return f"event value {figure(value)} in the last {m.group('w')} days"
+        return _describe_missing(name)
+    for rule in _NUMERIC_RULES:
+        text = rule(name, value)
+        if text is not None:
+            return text
     return f"{_label(name)} {figure(value)}"
 
 

@@ -195,10 +195,10 @@ class Choice:
     why: str
 
 
-def select(p: Problem, folds: Sequence[Fold], *, search: bool = True,
-           learners: Sequence[str] = ("lightgbm", "logistic_regression", "blend"),
-           ) -> tuple[Choice, Candidate, list[Candidate]]:
-    """Every candidate on the same folds; the winner, its own out-of-fold record, and all."""
+def _candidates(p: Problem, folds: Sequence[Fold], search: bool,
+                learners: Sequence[str]) -> list[Candidate]:
+    """Every learner asked for, on the same folds, in a fixed order: the LightGBM settings
+    (also fitted when only the blend needs them), logistic regression, then their blend."""
     tried: list[Candidate] = []
     boosters: list[Candidate] = []
     linear = None
@@ -212,14 +212,28 @@ def select(p: Problem, folds: Sequence[Fold], *, search: bool = True,
     if "blend" in learners and boosters and linear is not None:
         best_booster = max(boosters, key=lambda c: c.auc)
         tried.append(evaluate_blend(p, folds, best_booster, linear))
+    return tried
+
+
+def _winner(tried: list[Candidate], n_folds: int) -> tuple[Candidate, str]:
+    """The simplest candidate within `TOLERANCE` of the best mean fold AUC, and why."""
     top = max(c.auc for c in tried)
     close = [c for c in tried if c.auc >= top - TOLERANCE]
     winner = min(close, key=lambda c: (SIMPLICITY[c.learner], -c.auc))
     best = max(tried, key=lambda c: c.auc)
     others = ", ".join(f"{c.name} {c.auc:.4f}" for c in tried if c is not winner)
-    why = (f"best mean fold AUC ({winner.auc:.4f}) over {len(folds)} folds" if winner is best
+    why = (f"best mean fold AUC ({winner.auc:.4f}) over {n_folds} folds" if winner is best
            else f"within {TOLERANCE} AUC of the best ({best.name}, {best.auc:.4f}) and simpler")
     why += f"; also tried: {others}" if others else ""
+    return winner, why
+
+
+def select(p: Problem, folds: Sequence[Fold], *, search: bool = True,
+           learners: Sequence[str] = ("lightgbm", "logistic_regression", "blend"),
+           ) -> tuple[Choice, Candidate, list[Candidate]]:
+    """Every candidate on the same folds; the winner, its own out-of-fold record, and all."""
+    tried = _candidates(p, folds, search, learners)
+    winner, why = _winner(tried, len(folds))
     return as_choice(winner, why), winner, tried
 
 

@@ -4,9 +4,10 @@ a pricing-page view raise a lead's intent, so a model that learnt the world scor
 
 Nothing in training forces the direction (no monotone constraint), and measured it does not
 hold for every lead: of the ~160 leads open at the last holdout time, 1 to 8 score lower (by
-up to 9 points on 0-100) after 1, 3 or 10 more views, while 65-88% score higher. The strict
-property is kept below as an expected failure, so that the day it holds (a monotone
-constraint on the pricing-page features, say) the test says so.
+up to 9 points on 0-100) after 1, 3 or 10 more views, while 65-88% score higher, and on
+some data none scores lower. So the test asserts the measured direction (higher on average,
+for most leads, lower for few); "never lower" would need a monotone constraint on the
+pricing-page features, which training does not set.
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ import pytest
 
 from propensity.scoring import open_entities, score_export
 from propensity.tables import CrmExport
-from propensity.thresholds import to_score
-from propensity.training import TrainResult, train_export
-from tests.conftest import quick_config
+from propensity.training import TrainResult
+from tests.conftest import SmallTrained
 
 
 @pytest.fixture(scope="module")
-def trained(small_export: CrmExport) -> TrainResult:
-    return train_export(small_export, quick_config())
+def trained(small_trained: SmallTrained) -> TrainResult:
+    return small_trained()
 
 
 def with_views(export: CrmExport, leads: pd.Series, at: pd.Timestamp, n: int) -> CrmExport:
@@ -59,12 +59,3 @@ def test_more_pricing_page_views_raise_the_score(scores: tuple[pd.Series, pd.Ser
     assert after.mean() > before.mean()
     assert (after > before).mean() > 0.5  # most leads score higher
     assert (after < before - 1e-12).mean() < 0.1  # a few lower: see the module's docstring
-
-
-@pytest.mark.xfail(strict=True, reason="measured: a few leads score lower (LightGBM without a "
-                                       "monotone constraint); the module's docstring")
-def test_more_pricing_page_views_never_lower_a_score(scores: tuple[pd.Series, pd.Series]
-                                                     ) -> None:
-    before, after = scores
-    lower = [to_score(b) > to_score(a) for b, a in zip(before, after, strict=True)]
-    assert not any(lower)

@@ -175,10 +175,13 @@ def test_monitor_exits_1_on_drift_and_says_retrain(loop: Loop) -> None:
     args = ["monitor", "--start", WINDOW["start"], "--end", WINDOW["end"]]
     done = _cli(loop, *args, "--fail-on", "drift")
     assert done.returncode == 1, done.stderr
-    assert "retrain" in done.stdout and "source" in done.stdout
+    assert "retrain" in done.stdout and "pricing_page" in done.stdout, done.stdout
     assert "Traceback" not in done.stderr
     strict = _cli(loop, *args, "--fail-on", "calibration", "--band-leads", "50", "--json")
-    bands = json.loads(strict.stdout)["performance"]["bands"]
+    report = json.loads(strict.stdout)
+    # every moved feature, not only the ones the text has room for: the shift's source too
+    assert any(f.startswith("source") for f in report["verdict"]["drifted"]), report["verdict"]
+    bands = report["performance"]["bands"]
     off = [b for b in bands if b["leads"] >= 50 and b["gap_points"] > 5]
     assert off and strict.returncode == 1, strict.stdout[-2000:]
     assert _cli(loop, *args, "--fail-on", "calibration", "--calibration-points", "99",

@@ -7,8 +7,8 @@ import contextlib
 import gc
 import hashlib
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from serving.errors import (
 from serving.fast_path import ScoreFastPath
 from serving.limits import BodyLimitMiddleware
 from serving.metrics import Metrics, MetricsMiddleware
-from serving.model_store import ModelStore
+from serving.model_store import Loaded, ModelStore
 from serving.routes import (
     accounts,
     crm,
@@ -79,9 +79,21 @@ def spool_dir(settings: ServingSettings) -> Path:
     return settings.models_dir / "spool" / tag
 
 
-def create_app(settings: ServingSettings | None = None) -> FastAPI:
-    settings = settings or get_serving_settings()
-    metrics = Metrics()
+async def _follow_registry(store: ModelStore, seconds: float) -> None:
+    """Reload the models the registry promotes, every `seconds`, for as long as the app runs;
+    a failed poll is logged and the models in memory keep serving."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await run_in_threadpool(store.refresh)
+        except Exception:
+            log.exception("registry poll failed")
+
+
+def _lifespan(settings: ServingSettings,
+              metrics: Metrics) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Start-up (schema, models, score log, thresholds, context) and shut-down (stop polling,
+    flush the score log, close the pool) of the app's state."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -100,16 +112,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                                         keys=KeyRing(engine, ttl=settings.key_cache_seconds),
                                         log=scorelog, metrics=metrics, thresholds=thresholds,
                                         context=await run_in_threadpool(_context, settings))
-
-        async def follow_registry() -> None:
-            while True:
-                await asyncio.sleep(settings.reload_seconds)
-                try:
-                    await run_in_threadpool(store.refresh)
-                except Exception:
-                    log.exception("registry poll failed")
-
-        poller = asyncio.create_task(follow_registry())
+        poller = asyncio.create_task(_follow_registry(store, settings.reload_seconds))
         # the models, MLflow and pandas leave millions of long-lived objects; a full garbage
         # collection walking them all stalls every request in flight for ~100 ms. Freezing
         # them at start-up keeps collections to what requests allocate.
@@ -124,11 +127,11 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             await run_in_threadpool(scorelog.stop)
             engine.dispose()
 
-    # /docs and /redoc are served by routes.docs from installed files, not from a CDN
-    app = FastAPI(title="propensity scorer", version=__version__, lifespan=lifespan,
-                  docs_url=None, redoc_url=None,
-                  description="Calibrated lead and account scores with reasons, and the "
-                              "funnel metrics beside them.")
+    return lifespan
+
+
+def _add_routes(app: FastAPI) -> None:
+    """Every router, and the handlers that turn errors into the project's error bodies."""
     for router in (score.router, outcomes.router, monitoring.router, accounts.router,
                    funnel.router, thresholds.router, ops.router, ui.router, docs.router,
                    crm.router, forecast.router):
@@ -137,14 +140,34 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, http_handler)
     for outage in DATABASE_OUTAGES:
         app.add_exception_handler(outage, database_handler)
-    # the fast path runs inside the limit (bodies arrive whole) and the metrics (its requests
-    # are counted); the limit runs inside the metrics, so refused bodies are counted too
+
+
+def _add_middleware(app: FastAPI, settings: ServingSettings, metrics: Metrics) -> None:
+    """The fast path runs inside the limit (bodies arrive whole) and the metrics (its requests
+    are counted); the limit runs inside the metrics, so refused bodies are counted too."""
     app.add_middleware(ScoreFastPath, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
                        timeout=settings.body_timeout_seconds,
                        other_media={crm.SALESFORCE_PATH: crm.XML_MEDIA},
                        own_auth=crm.OWN_AUTH)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+
+def _require_champion_fields(components: dict[str, Any], loaded: Loaded) -> None:
+    """An export champion dates every lead and knows its stages: the schema says so."""
+    lead = components["LeadIn"]
+    lead["required"] = sorted({*lead.get("required", []), "created_at"})
+    lead["properties"]["created_at"] = {"type": "string", "format": "date-time",
+                                        "title": "Created At"}
+    stages = [*loaded.bundle.plan.spec.stages, *TERMINAL_STAGES]
+    for name in ("LeadIn", "AccountContactLeadIn"):
+        components[name]["properties"]["stage"] = {
+            "anyOf": [{"enum": stages}, {"type": "null"}], "title": "Stage"}
+    components["StageIn"]["properties"]["stage"] = {"enum": stages, "title": "Stage"}
+
+
+def _openapi_for(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """The app's schema function, rebuilt whenever the champion's kind changes."""
 
     def openapi() -> dict[str, Any]:
         """FastAPI's schema, plus the request models routes parse themselves, every status
@@ -162,19 +185,24 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                 components[name] = extra
             document_errors(schema)
             if loaded is not None and kind == "export":  # such a champion dates every lead
-                lead = components["LeadIn"]
-                lead["required"] = sorted({*lead.get("required", []), "created_at"})
-                lead["properties"]["created_at"] = {"type": "string", "format": "date-time",
-                                                    "title": "Created At"}
-                stages = [*loaded.bundle.plan.spec.stages, *TERMINAL_STAGES]
-                for name in ("LeadIn", "AccountContactLeadIn"):
-                    components[name]["properties"]["stage"] = {
-                        "anyOf": [{"enum": stages}, {"type": "null"}], "title": "Stage"}
-                components["StageIn"]["properties"]["stage"] = {"enum": stages,
-                                                                "title": "Stage"}
+                _require_champion_fields(components, loaded)
             schema["x-champion-kind"] = kind
             app.openapi_schema = schema
         return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    return openapi
+
+
+def create_app(settings: ServingSettings | None = None) -> FastAPI:
+    """The scoring service: routes, error handlers, limits and metrics around one state."""
+    settings = settings or get_serving_settings()
+    metrics = Metrics()
+    # /docs and /redoc are served by routes.docs from installed files, not from a CDN
+    app = FastAPI(title="propensity scorer", version=__version__,
+                  lifespan=_lifespan(settings, metrics), docs_url=None, redoc_url=None,
+                  description="Calibrated lead and account scores with reasons, and the "
+                              "funnel metrics beside them.")
+    _add_routes(app)
+    _add_middleware(app, settings, metrics)
+    app.openapi = _openapi_for(app)  # type: ignore[method-assign]
     return app

@@ -85,21 +85,39 @@ class BodyLimitMiddleware:
         it, an org allow-list inside it): no API key is asked; the size and time limits hold."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+        state = self._guarded(scope)
+        if state is None:
             await self.app(scope, receive, send)
             return
-        state: AppState | None = getattr(scope["app"].state, "propensity", None)
-        if state is None or not _route_path(scope).startswith("/v1/"):
-            # no route outside /v1 takes a body: the app answers (404, 405) without reading it
-            await self.app(scope, receive, send)
-            return
-        path = _route_path(scope)
         try:  # the scope is the route's to check; a key that is not one never sends a byte
-            if path not in self.own_auth:
+            if _route_path(scope) not in self.own_auth:
                 await key_of(state.keys, bearer_token(scope["headers"]))
         except HTTPException as exc:
             await self._send(send, exc.status_code, str(exc.detail), exc.headers)
             return
+        refusal = self._header_refusal(scope)
+        if refusal is not None:
+            await self._send(send, *refusal)
+            return
+        body = await self._read_in_time(receive, send)
+        if body is not None:
+            await self.app(scope, replaying(body, receive), send)
+
+    @staticmethod
+    def _guarded(scope: Any) -> AppState | None:
+        """The app's state when this request's body is ours to check: a body method on a /v1
+        route of a started app. No route outside /v1 takes a body: the app answers (404, 405)
+        without reading it."""
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+            return None
+        state: AppState | None = getattr(scope["app"].state, "propensity", None)
+        if state is None or not _route_path(scope).startswith("/v1/"):
+            return None
+        return state
+
+    def _header_refusal(self, scope: Any) -> tuple[int, str] | None:
+        """The answer the headers alone earn (415 media type, 400 bad or 413 too large a
+        Content-Length), before a byte of the body is read; None when they pass."""
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")
         chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
@@ -109,29 +127,31 @@ class BodyLimitMiddleware:
             if media != b"application/json" and media not in self.other_media.get(
                     scope["path"], ()):
                 shown = media.decode("latin-1")[:100] or "none"
-                await self._send(send, status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-                                 f"the body must be application/json, not {shown}")
-                return
-        if length is not None:
-            try:
-                declared = int(length)
-            except ValueError:
-                await self._send(send, status.HTTP_400_BAD_REQUEST,
-                                 "Content-Length is not a number")
-                return
-            if declared > self.max_bytes:
-                await self._send(send, status.HTTP_413_CONTENT_TOO_LARGE, self._too_large())
-                return
+                return (status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                        f"the body must be application/json, not {shown}")
+        return None if length is None else self._length_refusal(length)
+
+    def _length_refusal(self, length: bytes) -> tuple[int, str] | None:
+        """A declared Content-Length that is not a number, or over the limit."""
+        try:
+            declared = int(length)
+        except ValueError:
+            return status.HTTP_400_BAD_REQUEST, "Content-Length is not a number"
+        if declared > self.max_bytes:
+            return status.HTTP_413_CONTENT_TOO_LARGE, self._too_large()
+        return None
+
+    async def _read_in_time(self, receive: Any, send: Any) -> dict[str, Any] | None:
+        """The body read within the timeout (a slow client must not hold a worker), or None
+        once the answer (408, 413, or the client gone) is sent."""
         try:
             async with asyncio.timeout(self.timeout):
-                body = await self._read(receive, send)
+                return await self._read(receive, send)
         except TimeoutError:
             await self._send(send, status.HTTP_408_REQUEST_TIMEOUT,
                              f"the body did not arrive within {self.timeout:g} s "
                              "(PROPENSITY_BODY_TIMEOUT_SECONDS)")
-            return
-        if body is not None:
-            await self.app(scope, replaying(body, receive), send)
+            return None
 
     async def _read(self, receive: Any, send: Any) -> dict[str, Any] | None:
         """The whole body as one message, or None once the answer is sent (413, or the

@@ -5,17 +5,76 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from propensity.cli._common import console, err_console, fail, output, stages
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from propensity.forecast.backtest import Backtest
+    from propensity.forecast.report import ForecastResult
 
 FORMATS = ("table", "json", "csv")
 
 
 def _money(x: float) -> str:
     return f"{x:,.0f}"
+
+
+def _check_options(fmt: str, by: str | None, weeks: int, backtest: bool,
+                   forecast_only: bool) -> None:
+    """Refuse bad options before the export is read: a typo must not cost a minute's load."""
+    from propensity.forecast.report import GROUPS
+
+    if fmt not in FORMATS:
+        raise fail(f"--format is one of {', '.join(FORMATS)}")
+    if by is not None and by not in GROUPS:
+        raise fail(f"--by is one of {', '.join(GROUPS)}, not {by!r}")
+    if not 1 <= weeks <= 52:
+        raise fail(f"--weeks {weeks}: between 1 and 52")
+    if backtest and forecast_only:
+        raise fail("--backtest picks its own quarter starts: it takes no --as-of, --by or --out")
+
+
+def _forecast_time(as_of: datetime | None, latest: pd.Timestamp) -> pd.Timestamp:
+    """`--as-of` as a UTC time (naive means UTC), by default the day after the export's
+    latest timestamp; later than that nothing is known, so it is refused."""
+    import pandas as pd
+
+    t = pd.Timestamp(as_of, tz="UTC") if as_of is not None and as_of.tzinfo is None \
+        else (pd.Timestamp(as_of) if as_of is not None
+              else latest.floor("D") + pd.Timedelta(days=1))
+    if t > latest + pd.Timedelta(days=1):
+        raise fail(f"--as-of {t:%Y-%m-%d}: after the export's latest timestamp "
+                   f"({latest:%Y-%m-%d %H:%M}); nothing is known then", code=1)
+    return t
+
+
+def _run_backtest(path: Path, weeks: int, seed: int) -> Backtest:
+    """Load the export and re-run the forecast at each past quarter start."""
+    from propensity.export import load_export
+    from propensity.forecast.backtest import backtest as run_backtest
+
+    with stages() as note:
+        note(f"loading {path}")
+        export = load_export(path)
+        return run_backtest(export, weeks=weeks, seed=seed, progress=note)
+
+
+def _run_forecast(path: Path, as_of: datetime | None, weeks: int, by: str | None,
+                  seed: int) -> tuple[ForecastResult, pd.DataFrame]:
+    """Load the export and forecast from the leads open at `as_of`."""
+    from propensity.export import load_export
+    from propensity.forecast.report import forecast as run_forecast
+
+    with stages() as note:
+        note(f"loading {path}")
+        export = load_export(path)
+        t = _forecast_time(as_of, export.latest_time())
+        return run_forecast(export, t, weeks, by, seed=seed, progress=note)
 
 
 def forecast(
@@ -36,40 +95,12 @@ def forecast(
         help="Also write each open lead's outlook (CSV) to this file")] = None,
 ) -> None:
     """Expected new customers and revenue per week from the open leads, with 80%/95% intervals."""
-    import pandas as pd
-
-    from propensity.export import load_export
-    from propensity.forecast.report import GROUPS
-
-    if fmt not in FORMATS:
-        raise fail(f"--format is one of {', '.join(FORMATS)}")
-    if by is not None and by not in GROUPS:
-        raise fail(f"--by is one of {', '.join(GROUPS)}, not {by!r}")
-    if not 1 <= weeks <= 52:
-        raise fail(f"--weeks {weeks}: between 1 and 52")
-    if backtest and (as_of is not None or by is not None or out is not None):
-        raise fail("--backtest picks its own quarter starts: it takes no --as-of, --by or --out")
-    with stages() as note:
-        note(f"loading {path}")
-        export = load_export(path)
-        if backtest:
-            from propensity.forecast.backtest import backtest as run_backtest
-
-            result = run_backtest(export, weeks=weeks, seed=seed, progress=note)
-        else:
-            from propensity.forecast.report import forecast as run_forecast
-
-            latest = export.latest_time()
-            t = pd.Timestamp(as_of, tz="UTC") if as_of is not None and as_of.tzinfo is None \
-                else (pd.Timestamp(as_of) if as_of is not None
-                      else latest.floor("D") + pd.Timedelta(days=1))
-            if t > latest + pd.Timedelta(days=1):
-                raise fail(f"--as-of {t:%Y-%m-%d}: after the export's latest timestamp "
-                           f"({latest:%Y-%m-%d %H:%M}); nothing is known then", code=1)
-            fc, outlook = run_forecast(export, t, weeks, by, seed=seed, progress=note)
+    _check_options(fmt, by, weeks, backtest,
+                   forecast_only=as_of is not None or by is not None or out is not None)
     if backtest:
-        _print_backtest(result, fmt)
+        _print_backtest(_run_backtest(path, weeks, seed), fmt)
         return
+    fc, outlook = _run_forecast(path, as_of, weeks, by, seed)
     if out is not None:
         outlook.to_csv(output(out), index=False)
     _print_forecast(fc, fmt)

@@ -13,7 +13,9 @@ from propensity.cli._common import console, fail, stages
 from propensity.targets import LEAD_CONVERSION
 
 if TYPE_CHECKING:
-    from propensity.monitoring.report import MonitoringReport
+    from propensity.monitoring.performance import Performance
+    from propensity.monitoring.report import Limits, MonitoringReport
+    from propensity.settings import Settings
 
 UNJUDGED = 3
 """`monitor --fail-on`'s exit code when the window could not be judged."""
@@ -65,8 +67,39 @@ def _when(text: str | None, option: str) -> datetime | None:
         raise fail(f"{option} {text!r} is not a time (ISO 8601, e.g. 2025-06-01)") from None
 
 
-def print_report(report: MonitoringReport) -> None:
-    """What a person reading a cron mail needs: the verdict first, then the figures."""
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def _performance_table(perf: Performance) -> Table:
+    """Realised performance week by week, the window's overall row last."""
+    table = Table(title=f"realised performance (MQL at {perf.mql_threshold:g}, "
+                        f"{perf.horizon_days}-day horizon)")
+    for c in ("week", "leads", "matured", "MQLs", "expected prec.", "precision", "recall",
+              "AUC", "expected conv.", "converted"):
+        table.add_column(c, justify="right")
+    for f in [*perf.weeks, perf.overall]:
+        table.add_row(f.period, f"{f.leads:,}", f"{f.matured:,}", f"{f.mqls:,}",
+                      _pct(f.expected_precision), _pct(f.precision), _pct(f.recall),
+                      "-" if f.auc is None else f"{f.auc:.3f}",
+                      f"{f.expected_conversions:.1f}",
+                      "-" if f.converted is None else f"{f.converted:,}")
+    return table
+
+
+def _bands_table(perf: Performance) -> Table:
+    """Predicted against realised conversion per score band: where calibration is judged."""
+    bands = Table(title="calibration by score band (matured leads)")
+    for c in ("band", "leads", "predicted", "realised", "gap (points)"):
+        bands.add_column(c, justify="right")
+    for b in perf.bands:
+        bands.add_row(b.band, f"{b.leads:,}", _pct(b.predicted), _pct(b.realised),
+                      "-" if b.gap_points is None else f"{b.gap_points:.1f}")
+    return bands
+
+
+def _print_verdict(report: MonitoringReport) -> None:
+    """The headline (the actions, or "nothing to do") and every reason under it."""
     v = report.verdict
     head = ", ".join(v.actions) if v.actions else "nothing to do"
     console.print(f"[bold]{report.model} v{report.version or '-'}[/], as_of "
@@ -74,6 +107,11 @@ def print_report(report: MonitoringReport) -> None:
                   highlight=False)
     for reason in v.reasons:
         console.print(f"  - {reason}", highlight=False)
+
+
+def print_report(report: MonitoringReport) -> None:
+    """What a person reading a cron mail needs: the verdict first, then the figures."""
+    _print_verdict(report)
     w = report.window
     if w is not None:
         console.print(f"drift over {w.served:,} leads served: score PSI {w.score_psi:.3f}; "
@@ -81,31 +119,69 @@ def print_report(report: MonitoringReport) -> None:
                                                  for f in w.features[:5]), highlight=False)
     perf = report.performance
     if perf is not None:
-        table = Table(title=f"realised performance (MQL at {perf.mql_threshold:g}, "
-                            f"{perf.horizon_days}-day horizon)")
-        for c in ("week", "leads", "matured", "MQLs", "expected prec.", "precision", "recall",
-                  "AUC", "expected conv.", "converted"):
-            table.add_column(c, justify="right")
-
-        def pct(x: float | None) -> str:
-            return "-" if x is None else f"{x:.1%}"
-        for f in [*perf.weeks, perf.overall]:
-            table.add_row(f.period, f"{f.leads:,}", f"{f.matured:,}", f"{f.mqls:,}",
-                          pct(f.expected_precision), pct(f.precision), pct(f.recall),
-                          "-" if f.auc is None else f"{f.auc:.3f}",
-                          f"{f.expected_conversions:.1f}",
-                          "-" if f.converted is None else f"{f.converted:,}")
-        console.print(table)
-        bands = Table(title="calibration by score band (matured leads)")
-        for c in ("band", "leads", "predicted", "realised", "gap (points)"):
-            bands.add_column(c, justify="right")
-        for b in perf.bands:
-            bands.add_row(b.band, f"{b.leads:,}", pct(b.predicted), pct(b.realised),
-                          "-" if b.gap_points is None else f"{b.gap_points:.1f}")
-        console.print(bands)
+        console.print(_performance_table(perf))
+        console.print(_bands_table(perf))
     for champ in report.champions[:5]:
         console.print(f"champion v{champ['version']} since {champ['since']}: {champ['reason']}"
                       + (" (serving)" if champ["champion"] else ""), highlight=False)
+
+
+def _champion_report(settings: Settings, start: datetime | None, end: datetime | None,
+                     limits: Limits) -> MonitoringReport:
+    """The report on the serving champion over the asked window (defaults as GET
+    /v1/monitoring); a champion without a stored reference is reported with drift unmeasured."""
+    from propensity import contract
+    from propensity.database import engine_for, migrate
+    from propensity.monitoring.report import (
+        DEFAULT_DAYS,
+        build_report,
+        report_window,
+        window_problem,
+    )
+    from propensity.registry import (
+        CHAMPION,
+        champion_history,
+        configure,
+        load_model,
+        load_reference,
+        version_of,
+    )
+    from propensity.threshold_store import ThresholdStore
+
+    version = version_of(configure(settings), LEAD_CONVERSION, CHAMPION)
+    if version is None:
+        raise fail(f"no {LEAD_CONVERSION} champion to monitor: `propensity train` first", code=1)
+    bundle, _ = load_model(LEAD_CONVERSION, CHAMPION, settings=settings)
+    try:
+        reference = load_reference(LEAD_CONVERSION, version, settings=settings)
+    except Exception:
+        reference = None
+    migrate(settings.db_url)
+    engine = engine_for(settings.db_url)
+    first, stop = report_window(engine, LEAD_CONVERSION, DEFAULT_DAYS, start, end)
+    problem = window_problem(first, stop)
+    if problem is not None:
+        raise fail(f"--{problem[0]}: {problem[1]}")
+    return build_report(
+        engine, model=LEAD_CONVERSION, version=version, reference=reference,
+        horizon_days=bundle.horizon_days or 90, mql=ThresholdStore(engine, ttl=0).active(
+            LEAD_CONVERSION).mql, start=first, end=stop, limits=limits,
+        champions=champion_history(LEAD_CONVERSION, settings=settings),
+        stages=bundle.spec.stages if bundle.spec is not None else contract.DEFAULT_STAGES)
+
+
+def _exit_for(report: MonitoringReport, fail_on: list[str]) -> None:
+    """Exit 1 when a `--fail-on` limit is crossed, 3 when it could not be judged: a cron job
+    must not read "fine" for a window nobody could judge."""
+    crossed = [f for f in fail_on if getattr(report.verdict, f)]
+    if crossed:
+        raise typer.Exit(1)
+    unjudged = [f for f in fail_on if not getattr(report.verdict, f"{f}_judged")]
+    if unjudged:
+        why = [r for r in report.verdict.reasons
+               if any(r.startswith((f"{f} not judged", f"{f} not measured")) for f in unjudged)]
+        raise fail("; ".join(why) + f" (as_of {report.start:%Y-%m-%d}..{report.end:%Y-%m-%d})",
+                   code=UNJUDGED)
 
 
 def monitor(
@@ -130,66 +206,22 @@ def monitor(
         min=1, help="leads served in the window before drift is judged")] = 200,
 ) -> None:
     """Drift and realised performance of the champion, and what to do: for a cron job."""
-    from propensity import contract
-    from propensity.database import engine_for, migrate
-    from propensity.monitoring.report import (
-        DEFAULT_DAYS,
-        Limits,
-        build_report,
-        report_window,
-        window_problem,
-    )
-    from propensity.registry import (
-        CHAMPION,
-        champion_history,
-        configure,
-        load_model,
-        load_reference,
-        version_of,
-    )
+    from propensity.monitoring.report import Limits
     from propensity.settings import get_settings
-    from propensity.threshold_store import ThresholdStore
 
     bad = [f for f in fail_on or [] if f not in ("drift", "calibration")]
     if bad:
         raise fail(f"--fail-on is drift or calibration, not {', '.join(bad)}")
     settings = get_settings()
     asked = _when(start, "--start"), _when(end, "--end")
-    version = version_of(configure(settings), LEAD_CONVERSION, CHAMPION)
-    if version is None:
-        raise fail(f"no {LEAD_CONVERSION} champion to monitor: `propensity train` first", code=1)
-    bundle, _ = load_model(LEAD_CONVERSION, CHAMPION, settings=settings)
-    try:
-        reference = load_reference(LEAD_CONVERSION, version, settings=settings)
-    except Exception:
-        reference = None
-    migrate(settings.db_url)
-    engine = engine_for(settings.db_url)
-    first, stop = report_window(engine, LEAD_CONVERSION, DEFAULT_DAYS, *asked)
-    problem = window_problem(first, stop)
-    if problem is not None:
-        raise fail(f"--{problem[0]}: {problem[1]}")
-    report = build_report(
-        engine, model=LEAD_CONVERSION, version=version, reference=reference,
-        horizon_days=bundle.horizon_days or 90, mql=ThresholdStore(engine, ttl=0).active(
-            LEAD_CONVERSION).mql, start=first, end=stop,
-        limits=Limits(psi=psi, top_features=top_features, calibration_points=calibration_points,
-                      band_leads=band_leads, min_served=min_served),
-        champions=champion_history(LEAD_CONVERSION, settings=settings),
-        stages=bundle.spec.stages if bundle.spec is not None else contract.DEFAULT_STAGES)
+    report = _champion_report(settings, *asked, Limits(
+        psi=psi, top_features=top_features, calibration_points=calibration_points,
+        band_leads=band_leads, min_served=min_served))
     if as_json:
         console.print_json(report.model_dump_json())
     else:
         print_report(report)
-    crossed = [f for f in fail_on or [] if getattr(report.verdict, f)]
-    if crossed:
-        raise typer.Exit(1)
-    unjudged = [f for f in fail_on or [] if not getattr(report.verdict, f"{f}_judged")]
-    if unjudged:  # a cron job must not read "fine" for a window nobody could judge
-        why = [r for r in report.verdict.reasons
-               if any(r.startswith((f"{f} not judged", f"{f} not measured")) for f in unjudged)]
-        raise fail("; ".join(why) + f" (as_of {report.start:%Y-%m-%d}..{report.end:%Y-%m-%d})",
-                   code=UNJUDGED)
+    _exit_for(report, fail_on or [])
 
 
 def retrain(

@@ -322,6 +322,58 @@ def _no_cells() -> pd.DataFrame:
                          "probability_sum": pd.Series([], dtype="float64")})
 
 
+_Part = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""(day ordinal, score * KEY + bucket, matured, leads, probability_sum) of some cells."""
+
+
+def _stored_parts(days: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]],
+                  cut: int) -> list[_Part]:
+    """The aggregates' whole days, oldest first; the cutoff's day is left to the live read
+    because only part of it is matured."""
+    return [(np.full(len(c[0]), k, "int64"), c[0], np.full(len(c[0]), k < cut), c[1], c[2])
+            for k, c in sorted(days.items()) if k != cut and len(c[0])]
+
+
+def _tail_part(tail: Sequence[Any], model: str, first: date, last: date,
+               cut: int) -> list[_Part]:
+    """Scores logged since the last fold that fall on the stored days: the fold had not seen
+    them yet, so they are added here rather than waiting for the next fold."""
+    lo, hi = first.toordinal(), last.toordinal()
+    rows = [(_as_date(r.day).toordinal(), r.score * KEY + r.bucket, r.leads, r.probability_sum)
+            for r in tail if r.model_name == model]
+    rows = [r for r in rows if lo <= r[0] < hi and r[0] != cut]
+    if not rows:
+        return []
+    return [(np.array([r[0] for r in rows], "int64"),
+             np.array([r[1] for r in rows], "int64"),
+             np.array([r[0] < cut for r in rows], bool),
+             np.array([r[2] for r in rows], "int64"),
+             np.array([r[3] for r in rows], "float64"))]
+
+
+def _live_parts(spans: list[Sequence[Any]]) -> list[_Part]:
+    """The partial days read live from the score log, each row already marked matured."""
+    return [(np.array([_as_date(r.day).toordinal() for r in span], "int64"),
+             np.array([r.score * KEY + r.bucket for r in span], "int64"),
+             np.array([bool(r.matured) for r in span], bool),
+             np.array([r.leads for r in span], "int64"),
+             np.array([r.probability_sum for r in span], "float64"))
+            for span in spans if span]
+
+
+def _weekly_cells(parts: list[_Part]) -> pd.DataFrame:
+    """Every part summed by (week, score, bucket, matured), empty cells dropped."""
+    if not parts:
+        return _no_cells()
+    day, key, matured, leads, psum = (np.concatenate(c) for c in zip(*parts, strict=True))
+    weeks, keys, ripe, (n, p) = _summed(day, key, matured, [leads.astype("float64"), psum])
+    keep = n != 0
+    return pd.DataFrame({"day": _week_dates(weeks[keep]), "score": keys[keep] // KEY,
+                         "bucket": keys[keep] % KEY, "matured": ripe[keep],
+                         "leads": np.rint(n[keep]).astype("int64"),
+                         "probability_sum": p[keep]})
+
+
 def served_cells(engine: sa.Engine, model: str, start: datetime, end: datetime,
                  matured_by: datetime) -> pd.DataFrame:
     """The deduplicated scores with as_of in [start, end) as cells (week, score, bucket,
@@ -339,35 +391,8 @@ def served_cells(engine: sa.Engine, model: str, start: datetime, end: datetime,
         tail = conn.execute(changes(dialect, lo=int(folded))).all() if newest > folded else []
         spans = [conn.execute(changes(dialect, model=model, since=a, until=b,
                                       matured_by=matured_by)).all() for a, b in live]
-    # (day, key, matured, leads, probability_sum) of every part, summed by week at the end
-    parts = [(np.full(len(c[0]), k, "int64"), c[0], np.full(len(c[0]), k < cut), c[1], c[2])
-             for k, c in sorted(days.items()) if k != cut and len(c[0])]
-    lo, hi = first.toordinal(), last.toordinal()
-    rows = [(_as_date(r.day).toordinal(), r.score * KEY + r.bucket, r.leads, r.probability_sum)
-            for r in tail if r.model_name == model]
-    rows = [r for r in rows if lo <= r[0] < hi and r[0] != cut]
-    if rows:
-        parts.append((np.array([r[0] for r in rows], "int64"),
-                      np.array([r[1] for r in rows], "int64"),
-                      np.array([r[0] < cut for r in rows], bool),
-                      np.array([r[2] for r in rows], "int64"),
-                      np.array([r[3] for r in rows], "float64")))
-    for span in spans:
-        if span:
-            parts.append((np.array([_as_date(r.day).toordinal() for r in span], "int64"),
-                          np.array([r.score * KEY + r.bucket for r in span], "int64"),
-                          np.array([bool(r.matured) for r in span], bool),
-                          np.array([r.leads for r in span], "int64"),
-                          np.array([r.probability_sum for r in span], "float64")))
-    if not parts:
-        return _no_cells()
-    day, key, matured, leads, psum = (np.concatenate(c) for c in zip(*parts, strict=True))
-    weeks, keys, ripe, (n, p) = _summed(day, key, matured, [leads.astype("float64"), psum])
-    keep = n != 0
-    return pd.DataFrame({"day": _week_dates(weeks[keep]), "score": keys[keep] // KEY,
-                         "bucket": keys[keep] % KEY, "matured": ripe[keep],
-                         "leads": np.rint(n[keep]).astype("int64"),
-                         "probability_sum": p[keep]})
+    return _weekly_cells(_stored_parts(days, cut) + _tail_part(tail, model, first, last, cut)
+                         + _live_parts(spans))
 
 
 def converted_cells(engine: sa.Engine, model: str, start: datetime, end: datetime,

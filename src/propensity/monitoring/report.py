@@ -23,6 +23,7 @@ from propensity.contract import DEFAULT_STAGES
 from propensity.database import score_log
 from propensity.monitoring.aggregates import converted_cells, served_cells
 from propensity.monitoring.drift import (
+    FeatureDrift,
     PeriodDrift,
     drift_over_time,
     served_counts,
@@ -128,53 +129,91 @@ class MonitoringReport(BaseModel):
     """The champion's history, newest first: version, when, why."""
 
 
-def verdict(window: PeriodDrift | None, perf: Performance | None, reference: Reference | None,
-            limits: Limits) -> Verdict:
-    reasons: list[str] = []
-    drifted: list[str] = []
-    drift = calibration = threshold = drift_judged = calibration_judged = False
+class _Finding(BaseModel):
+    """One check's outcome: whether it fired, whether it could be judged, and the sentences
+    that explain it (in the order the report shows them)."""
+
+    fired: bool = False
+    judged: bool = False
+    reasons: list[str] = Field(default_factory=list)
+    drifted: list[str] = Field(default_factory=list)
+
+
+def _listed(items: list[str], limit: int = 8) -> str:
+    """Name at most `limit` items and count the rest, so a wide drift stays one readable line."""
+    extra = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + extra
+
+
+def _drift_finding(window: PeriodDrift | None, reference: Reference | None,
+                   limits: Limits) -> _Finding:
+    """Drift on the score or a top feature means retrain; other features are only mentioned.
+
+    Not judged without a reference or with fewer than `min_served` leads: a small window's PSI
+    is noise, and saying "fine" there would hide that nothing was measured."""
     if window is None or reference is None:
-        reasons.append("drift not measured: no reference for this version, or nothing served")
-    elif window.served < limits.min_served:
-        reasons.append(f"drift not judged: {window.served} leads served in the window, fewer "
-                       f"than {limits.min_served}")
-    else:
-        drift_judged = True
-        top = set(reference.top(limits.top_features))
-        over = [f for f in window.features if f.psi > limits.psi]
-        drifted = ([reference.score.name] if window.score_psi > limits.psi else []) + [
-            f.feature for f in over]
-        alarms = [f for f in over if f.feature in top]
-        if window.score_psi > limits.psi:
-            drift = True
-            reasons.append(f"the score's distribution moved: PSI {window.score_psi:.2f} > "
-                           f"{limits.psi:g}")
-        if alarms:
-            drift = True
-            reasons.append("top features moved: " + ", ".join(
-                f"{f.feature} (#{f.importance_rank}, PSI {f.psi:.2f})" for f in alarms))
-        others = [f for f in over if f.feature not in top]
-        if others:
-            reasons.append(f"also moved (outside the top {limits.top_features}): " + ", ".join(
-                f"{f.feature} ({f.psi:.2f})" for f in others[:8])
-                + (f" and {len(others) - 8} more" if len(others) > 8 else ""))
-    if perf is not None:
-        calibration_judged = any(b.leads >= limits.band_leads for b in perf.bands)
-        off = [b for b in perf.bands if b.leads >= limits.band_leads and b.gap_points is not None
-               and b.gap_points > limits.calibration_points]
-        if off:
-            calibration = True
-            reasons.append("calibration is off: " + ", ".join(
-                f"scores {b.band}: predicted {b.predicted:.0%}, realised {b.realised:.0%} "
-                f"({b.leads} leads)" for b in off))
-        o = perf.overall
-        if (o.precision is not None and o.expected_precision is not None
-                and o.matured >= limits.band_leads):
-            gap = (o.precision - o.expected_precision) * 100
-            if abs(gap) > limits.calibration_points:
-                threshold = True
-                reasons.append(f"MQLs at {perf.mql_threshold:g} convert at {o.precision:.0%}, "
-                               f"{gap:+.0f} points from the {o.expected_precision:.0%} expected")
+        return _Finding(reasons=[
+            "drift not measured: no reference for this version, or nothing served"])
+    if window.served < limits.min_served:
+        return _Finding(reasons=[f"drift not judged: {window.served} leads served in the window, "
+                                 f"fewer than {limits.min_served}"])
+    top = set(reference.top(limits.top_features))
+    over = [f for f in window.features if f.psi > limits.psi]
+    score_moved = window.score_psi > limits.psi
+    alarms = [f for f in over if f.feature in top]
+    return _Finding(fired=score_moved or bool(alarms), judged=True,
+                    reasons=_drift_reasons(window, over, top, limits),
+                    drifted=([reference.score.name] if score_moved else [])
+                    + [f.feature for f in over])
+
+
+def _drift_reasons(window: PeriodDrift, over: list[FeatureDrift], top: set[str],
+                   limits: Limits) -> list[str]:
+    """The score first, then the top features that moved (the alarms), then the rest."""
+    alarms = [f for f in over if f.feature in top]
+    others = [f for f in over if f.feature not in top]
+    reasons: list[str] = []
+    if window.score_psi > limits.psi:
+        reasons.append(f"the score's distribution moved: PSI {window.score_psi:.2f} > "
+                       f"{limits.psi:g}")
+    if alarms:
+        reasons.append("top features moved: " + ", ".join(
+            f"{f.feature} (#{f.importance_rank}, PSI {f.psi:.2f})" for f in alarms))
+    if others:
+        reasons.append(f"also moved (outside the top {limits.top_features}): "
+                       + _listed([f"{f.feature} ({f.psi:.2f})" for f in others]))
+    return reasons
+
+
+def _calibration_finding(perf: Performance, limits: Limits) -> _Finding:
+    """A band with enough matured leads whose realised rate is too far from its predicted one
+    means the probabilities are off: recalibrate."""
+    counted = [b for b in perf.bands if b.leads >= limits.band_leads]
+    off = [b for b in counted
+           if b.gap_points is not None and b.gap_points > limits.calibration_points]
+    reasons = ["calibration is off: " + ", ".join(
+        f"scores {b.band}: predicted {b.predicted:.0%}, realised {b.realised:.0%} "
+        f"({b.leads} leads)" for b in off)] if off else []
+    return _Finding(fired=bool(off), judged=bool(counted), reasons=reasons)
+
+
+def _threshold_finding(perf: Performance, limits: Limits) -> _Finding:
+    """MQLs converting too far from the precision promised when the threshold was chosen mean
+    the threshold no longer keeps its promise: review it."""
+    o = perf.overall
+    if (o.precision is None or o.expected_precision is None
+            or o.matured < limits.band_leads):
+        return _Finding()
+    gap = (o.precision - o.expected_precision) * 100
+    if abs(gap) <= limits.calibration_points:
+        return _Finding()
+    return _Finding(fired=True, reasons=[
+        f"MQLs at {perf.mql_threshold:g} convert at {o.precision:.0%}, "
+        f"{gap:+.0f} points from the {o.expected_precision:.0%} expected"])
+
+
+def _actions(drift: bool, calibration: bool, threshold: bool) -> list[Action]:
+    """Retraining also recalibrates, so recalibrate is only asked for without drift."""
     actions: list[Action] = []
     if drift:
         actions.append("retrain")
@@ -182,14 +221,26 @@ def verdict(window: PeriodDrift | None, perf: Performance | None, reference: Ref
         actions.append("recalibrate")
     if threshold:
         actions.append("review threshold")
+    return actions
+
+
+def verdict(window: PeriodDrift | None, perf: Performance | None, reference: Reference | None,
+            limits: Limits) -> Verdict:
+    """What to do about the window (retrain, recalibrate, review the threshold) and why, with
+    what could not be judged said as such rather than passed off as "fine"."""
+    drift = _drift_finding(window, reference, limits)
+    calibration = _calibration_finding(perf, limits) if perf is not None else _Finding()
+    threshold = _threshold_finding(perf, limits) if perf is not None else _Finding()
+    actions = _actions(drift.fired, calibration.fired, threshold.fired)
+    reasons = drift.reasons + calibration.reasons + threshold.reasons
     if not actions:
         reasons.insert(0, "nothing crossed a limit: keep serving")
-    if not calibration_judged:
+    if not calibration.judged:
         reasons.append(f"calibration not judged: no score band with {limits.band_leads} or more "
                        "matured leads (outcomes known) in the window")
-    return Verdict(drift=drift, calibration=calibration, threshold=threshold,
-                   drift_judged=drift_judged, calibration_judged=calibration_judged,
-                   actions=actions, reasons=reasons, drifted=drifted)
+    return Verdict(drift=drift.fired, calibration=calibration.fired, threshold=threshold.fired,
+                   drift_judged=drift.judged, calibration_judged=calibration.judged,
+                   actions=actions, reasons=reasons, drifted=drift.drifted)
 
 
 def build_report(engine: sa.Engine, *, model: str, version: str | None,

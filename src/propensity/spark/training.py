@@ -42,6 +42,7 @@ from propensity.training import (
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
 
 ORDER = "_order"
 """Lead row (or 0 for accounts): with as_of, the pandas engine's row order."""
@@ -90,12 +91,9 @@ def _typed_events(events: DataFrame) -> DataFrame:
     return events.withColumn("_t", F.to_timestamp(col) if text else col)
 
 
-def spark_feature_table(spark: SparkSession, export: SparkExport, config: TrainConfig,
-                        path: str, *, buckets: int | None = None,
-                        progress: Progress | None = None) -> tuple[
-                            list[pd.Timestamp], tuple[FeatureSpec, FeatureSpec]]:
-    """Write the feature table (key, as_of, label, `in_eval`, `e_*` and `s_*` features) to
-    `path` as Parquet; returns the snapshot times and the two vocabularies."""
+def _table_schema(key: str, label: str, features: list[str]) -> StructType:
+    """The feature table's Spark schema: key, as_of, label, the row order, `in_eval`, then
+    the features as doubles (the columns `spark_feature_table`'s partition function returns)."""
     from pyspark.sql.types import (
         BooleanType,
         DoubleType,
@@ -106,6 +104,19 @@ def spark_feature_table(spark: SparkSession, export: SparkExport, config: TrainC
         TimestampType,
     )
 
+    return StructType([
+        StructField(key, StringType()), StructField("as_of", TimestampType()),
+        StructField(label, LongType()), StructField(ORDER, LongType()),
+        StructField("in_eval", BooleanType()),
+        *[StructField(c, DoubleType()) for c in features]])
+
+
+def spark_feature_table(spark: SparkSession, export: SparkExport, config: TrainConfig,
+                        path: str, *, buckets: int | None = None,
+                        progress: Progress | None = None) -> tuple[
+                            list[pd.Timestamp], tuple[FeatureSpec, FeatureSpec]]:
+    """Write the feature table (key, as_of, label, `in_eval`, `e_*` and `s_*` features) to
+    `path` as Parquet; returns the snapshot times and the two vocabularies."""
     if config.snapshots.max_rows_per_snapshot is not None:
         raise PropensityError("max_rows_per_snapshot samples the whole export's open leads: "
                               "use max_rows (the Spark engine's sample) instead")
@@ -121,11 +132,7 @@ def spark_feature_table(spark: SparkSession, export: SparkExport, config: TrainC
     plans = (FeaturePlan(specs[0]), FeaturePlan(specs[1]))
     e_cols = [f"e_{c.name}" for c in entity.columns(plans[0])]
     s_cols = [f"s_{c.name}" for c in entity.columns(plans[1])]
-    schema = StructType([
-        StructField(key, StringType()), StructField("as_of", TimestampType()),
-        StructField(label, LongType()), StructField(ORDER, LongType()),
-        StructField("in_eval", BooleanType()),
-        *[StructField(c, DoubleType()) for c in [*e_cols, *s_cols]]])
+    schema = _table_schema(key, label, [*e_cols, *s_cols])
     lay = layout(export)
 
     def run(pdf: pd.DataFrame) -> pd.DataFrame:

@@ -547,7 +547,8 @@ def _search(sets: TrainingSets, config: TrainConfig, progress: Progress | None) 
     _note(progress, f"choosing a learner on {len(sample.y):,} rows of all labelled history, "
                     f"{len(folds)} folds")
     choice, winner, tried = select(problem, folds, search=config.search,
-                                   learners=config.learners)
+                                   learners=config.learners,
+                                   note=lambda text: _note(progress, text))
     return _Search(sample, folds, choice, winner, tried)
 
 

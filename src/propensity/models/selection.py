@@ -16,7 +16,7 @@ The winner has the best mean fold AUC; a simpler learner within `TOLERANCE` of i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -137,11 +137,20 @@ def _fold_auc(y: np.ndarray, folds: Sequence[Fold], margins: Sequence[np.ndarray
     return [float(roc_auc_score(y[held], m)) for (_, held), m in zip(folds, margins, strict=True)]
 
 
-def evaluate_lightgbm(p: Problem, folds: Sequence[Fold], setting: dict[str, Any]) -> Candidate:
-    """Each fold stops early on its held rows; one tree count for all (the best mean AUC)."""
+def _silent(_: str) -> None:
+    """No progress lines (callers that show none)."""
+
+
+def evaluate_lightgbm(p: Problem, folds: Sequence[Fold], setting: dict[str, Any],
+                      note: Callable[[str], None] = _silent) -> Candidate:
+    """Each fold stops early on its held rows; one tree count for all (the best mean AUC).
+    `note` hears of each fold's fit: on all labelled history one takes seconds."""
     params = lightgbm_params(setting, p.rows_per_lead, p.entities, p.overrides)
     boosters, curves = [], []
-    for fit, held in folds:
+    for k, (fit, held) in enumerate(folds, 1):
+        note(f"  lightgbm ({params['num_leaves']} leaves, "
+             f"{round(params['min_data_in_leaf'] / p.rows_per_lead)} leads per leaf), "
+             f"fold {k} of {len(folds)}")
         X, y, w = p.subset(fit)
         booster, curve = train_booster(X, y, w, p.columns, params, MAX_ROUNDS,
                                        valid=(p.X[held], p.y[held]))
@@ -196,7 +205,7 @@ class Choice:
 
 
 def _candidates(p: Problem, folds: Sequence[Fold], search: bool,
-                learners: Sequence[str]) -> list[Candidate]:
+                learners: Sequence[str], note: Callable[[str], None]) -> list[Candidate]:
     """Every learner asked for, on the same folds, in a fixed order: the LightGBM settings
     (also fitted when only the blend needs them), logistic regression, then their blend."""
     tried: list[Candidate] = []
@@ -204,9 +213,10 @@ def _candidates(p: Problem, folds: Sequence[Fold], search: bool,
     linear = None
     if "lightgbm" in learners or "blend" in learners:
         for setting in GRID if search else GRID[:1]:
-            boosters.append(evaluate_lightgbm(p, folds, setting))
+            boosters.append(evaluate_lightgbm(p, folds, setting, note))
         tried += boosters if "lightgbm" in learners else []
     if "logistic_regression" in learners or "blend" in learners:
+        note("  logistic regression on the same folds")
         linear = evaluate_linear(p, folds)
         tried += [linear] if "logistic_regression" in learners else []
     if "blend" in learners and boosters and linear is not None:
@@ -230,9 +240,11 @@ def _winner(tried: list[Candidate], n_folds: int) -> tuple[Candidate, str]:
 
 def select(p: Problem, folds: Sequence[Fold], *, search: bool = True,
            learners: Sequence[str] = ("lightgbm", "logistic_regression", "blend"),
+           note: Callable[[str], None] = _silent,
            ) -> tuple[Choice, Candidate, list[Candidate]]:
-    """Every candidate on the same folds; the winner, its own out-of-fold record, and all."""
-    tried = _candidates(p, folds, search, learners)
+    """Every candidate on the same folds; the winner, its own out-of-fold record, and all
+    (`note` hears of each fit as it starts)."""
+    tried = _candidates(p, folds, search, learners, note)
     winner, why = _winner(tried, len(folds))
     return as_choice(winner, why), winner, tried
 

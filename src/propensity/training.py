@@ -578,7 +578,8 @@ def _evaluate(sets: TrainingSets, train: LabelledRows, test: LabelledRows, confi
     for cand in _fallbacks(search.winner, search.tried):
         _note(progress, f"evaluation fit: {cand.name} on {len(train.y):,} rows before the "
                         "cutoff")
-        eval_choice, eval_oof = resize(as_choice(cand, ""), train_problem, train_folds)
+        eval_choice, eval_oof = resize(as_choice(cand, ""), train_problem, train_folds,
+                                       lambda text: _note(progress, text))
         bundle = _bundle(sets, train, eval_choice, fit_choice(eval_choice, train_problem),
                          eval_oof, train.y, sets.evaluation_spec,
                          {"fit": _span(train), "learner": eval_choice.name,

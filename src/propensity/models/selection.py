@@ -167,9 +167,11 @@ def evaluate_lightgbm(p: Problem, folds: Sequence[Fold], setting: dict[str, Any]
                      _oof(len(p.y), folds, margins))
 
 
-def evaluate_linear(p: Problem, folds: Sequence[Fold], C: float = 0.5) -> Candidate:
+def evaluate_linear(p: Problem, folds: Sequence[Fold], C: float = 0.5,
+                    note: Callable[[str], None] = _silent) -> Candidate:
     margins = []
-    for fit, held in folds:
+    for k, (fit, held) in enumerate(folds, 1):
+        note(f"  logistic regression, fold {k} of {len(folds)}")
         X, y, w = p.subset(fit)
         margins.append(LinearScorer(p.columns, C=C).fit(X, y, w).margin(p.X[held]))
     return Candidate("logistic regression", "logistic_regression", {"C": C}, None, 0.0,
@@ -216,8 +218,7 @@ def _candidates(p: Problem, folds: Sequence[Fold], search: bool,
             boosters.append(evaluate_lightgbm(p, folds, setting, note))
         tried += boosters if "lightgbm" in learners else []
     if "logistic_regression" in learners or "blend" in learners:
-        note("  logistic regression on the same folds")
-        linear = evaluate_linear(p, folds)
+        linear = evaluate_linear(p, folds, note=note)
         tried += [linear] if "logistic_regression" in learners else []
     if "blend" in learners and boosters and linear is not None:
         best_booster = max(boosters, key=lambda c: c.auc)
@@ -257,17 +258,18 @@ def as_choice(candidate: Candidate, why: str) -> Choice:
                   candidate.blend_weight, C, candidate.name, why)
 
 
-def resize(choice: Choice, p: Problem, folds: Sequence[Fold]) -> tuple[Choice, np.ndarray]:
+def resize(choice: Choice, p: Problem, folds: Sequence[Fold],
+           note: Callable[[str], None] = _silent) -> tuple[Choice, np.ndarray]:
     """The same learner and setting on other rows: its tree count decided again on folds of
     those rows (a count chosen on a fifth of the data is not the count for all of it), and
     its out-of-fold margins there (what its calibration is fitted on)."""
     if choice.learner == "logistic_regression":
-        return choice, evaluate_linear(p, folds, choice.C).oof
-    booster = evaluate_lightgbm(p, folds, choice.setting or {})
+        return choice, evaluate_linear(p, folds, choice.C, note).oof
+    booster = evaluate_lightgbm(p, folds, choice.setting or {}, note)
     oof = booster.oof
     name = booster.name
     if choice.learner == "blend":
-        linear = evaluate_linear(p, folds, choice.C)
+        linear = evaluate_linear(p, folds, choice.C, note)
         oof = choice.blend_weight * booster.oof + (1 - choice.blend_weight) * linear.oof
         name = (f"blend ({choice.blend_weight:.2f} x {booster.name} + "
                 f"{1 - choice.blend_weight:.2f} x logistic regression)")

@@ -1,9 +1,9 @@
 """What the CRMs were answered, kept in the database so every worker (and a restarted one)
 gives a retry the first answer and stores nothing twice.
 
-`crm_actions`: one row per HubSpot `callbackId`, with the `outputFields` answered. Two workers
-given the same callback at once both score it; the first insert wins and the other answers
-what it stored. `crm_notifications`: one row per Salesforce notification `Id`, with what
+`crm_actions`: one row per HubSpot `callbackId`, with the `outputFields` answered. A call is
+scored first and its answer stored in one round trip unless one is stored already: the first
+insert wins, and a retry (on any worker, at any time) is answered what it stored. `crm_notifications`: one row per Salesforce notification `Id`, with what
 became of it (scored, an outcome, or refused and why), written before the `Ack`.
 """
 
@@ -44,14 +44,6 @@ def _insert(engine: sa.Engine, table: sa.Table) -> Any:
         return pg_insert(table).on_conflict_do_nothing()
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
     return sqlite_insert(table).on_conflict_do_nothing()
-
-
-def answered(engine: sa.Engine, callback_id: str) -> dict[str, Any] | None:
-    """The outputFields a callback was answered, if it was."""
-    with engine.connect() as conn:
-        text = conn.execute(sa.select(crm_actions.c.output).where(
-            crm_actions.c.callback_id == callback_id)).scalar()
-    return None if text is None else dict(json.loads(text))
 
 
 def keep_answer(engine: sa.Engine, callback_id: str, portal_id: str, object_id: str,

@@ -143,7 +143,10 @@ class Connections:
 async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     raw: bytes) -> tuple[int, bytes]:
     writer.write(raw)
-    status = int((await reader.readline()).split(b" ", 2)[1])
+    line = await reader.readline()
+    if not line:
+        raise ConnectionResetError("the server closed the connection")
+    status = int(line.split(b" ", 2)[1])
     length = 0
     while (line := await reader.readline()) not in (b"\r\n", b""):
         name, _, value = line.partition(b":")

@@ -27,6 +27,7 @@ from propensity.export import load_export
 from propensity.problems import PropensityError
 from propensity.targets import LEAD_CONVERSION
 from propensity.threshold_store import ThresholdStore
+from serving.completions import complete_blocked
 from serving.config import ServingSettings, get_serving_settings
 from serving.deps import BODY_MODELS, AppState
 from serving.errors import (
@@ -113,6 +114,8 @@ def _lifespan(settings: ServingSettings,
                                         log=scorelog, metrics=metrics, thresholds=thresholds,
                                         context=await run_in_threadpool(_context, settings))
         poller = asyncio.create_task(_follow_registry(store, settings.reload_seconds))
+        completer = asyncio.create_task(complete_blocked(app.state.propensity,
+                                                         settings.crm_complete_seconds))
         # the models, MLflow and pandas leave millions of long-lived objects; a full garbage
         # collection walking them all stalls every request in flight for ~100 ms. Freezing
         # them at start-up keeps collections to what requests allocate.
@@ -121,9 +124,10 @@ def _lifespan(settings: ServingSettings,
         try:
             yield
         finally:
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+            for task in (poller, completer):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await run_in_threadpool(scorelog.stop)
             engine.dispose()
 

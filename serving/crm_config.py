@@ -22,6 +22,17 @@ class CrmInboundSettings(BaseModel):
     crm_max_in_flight: int = 64
     """HubSpot actions a worker scores at once; past it a 429 with Retry-After asks HubSpot
     to come back (it retries a 429, never another 4xx)."""
+    hubspot_access_token: SecretStr | None = None
+    """The token the scorer completes blocked actions with (PROPENSITY_HUBSPOT_ACCESS_TOKEN:
+    the app's OAuth access token for the portal, or a private app's). Unset, no action is
+    ever answered BLOCK (a saturated scorer answers 429 to all)."""
+    hubspot_base_url: str = "https://api.hubapi.com"
+    """Where HubSpot's API is (PROPENSITY_HUBSPOT_BASE_URL): EU portals, or a stand-in."""
+    crm_block_hours: float = 24.0
+    """How long HubSpot keeps a blocked action waiting for its completion
+    (`hs_expiration_duration`); a completion not sent by then is not sent at all."""
+    crm_complete_seconds: float = 1.0
+    """How often each worker looks for blocked actions to score and complete."""
     salesforce_org_ids: list[str] = Field(default_factory=list)
     """Salesforce organisations whose outbound messages are read
     (PROPENSITY_SALESFORCE_ORG_IDS, a JSON list of 15- or 18-character ids): any other is

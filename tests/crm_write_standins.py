@@ -14,6 +14,10 @@
   order: `{id, success: true, errors: []}` or `{success: false, errors: [{statusCode,
   message, fields}]}`.
 
+- HubSpot `POST /automation/v4/actions/callbacks/{callbackId}/complete` (`{outputFields}`)
+  and `POST /automation/v4/actions/callbacks/complete` (`{inputs: [{callbackId,
+  outputFields}]}`, at most 100): 204 without a body; a callback not waiting a 400.
+
 Both: a share of requests (`rate_429`, drawn from a seeded generator) answered 429 with
 `Retry-After`, plus HubSpot's own limit (`per_10s` requests in a rolling 10 s); a share
 answered 502/503 (`rate_5xx`); `refuse` ids that fail per record; `down_after` accepted
@@ -42,6 +46,7 @@ HUBSPOT_FIELDS = {"propensity_probability", "propensity_score", "propensity_grad
 SALESFORCE_FIELDS = {"Propensity_Probability__c", "Propensity_Score__c", "Propensity_Grade__c",
                      "Propensity_Reasons__c", "Propensity_Model_Version__c"}
 TOKEN = "stand-in-token"
+CALLBACKS = "/automation/v4/actions/callbacks/"
 Answer = tuple[int, dict[str, str], Any]
 
 
@@ -131,7 +136,7 @@ class StandIn:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status, headers, body = standin.handle(self.command, self.path, self.headers,
                                                        raw)
-                data = json.dumps(body).encode()
+                data = b"" if status == 204 else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json;charset=UTF-8")
                 self.send_header("Content-Length", str(len(data)))
@@ -165,6 +170,10 @@ class StandIn:
 class HubSpotStandIn(StandIn):
     def __init__(self, ids: list[str], **faults: Any) -> None:
         super().__init__(ids, HUBSPOT_FIELDS, **faults)
+        self.blocked: set[str] = set()
+        """callbackIds HubSpot is waiting on (the test adds those it was answered BLOCK)."""
+        self.completions: Counter[str] = Counter()
+        self.completed: dict[str, dict[str, str]] = {}
 
     def limit_body(self) -> Any:
         return {"status": "error", "message": "You have reached your ten_secondly_rolling "
@@ -177,6 +186,8 @@ class HubSpotStandIn(StandIn):
                             "correlationId": "stand-in"}
 
     def answer(self, method: str, path: str, headers: Any, body: Any) -> Answer:
+        if method == "POST" and path.startswith(CALLBACKS):
+            return self.callbacks(path.removeprefix(CALLBACKS), headers, body)
         if method != "POST" or path != "/crm/v3/objects/contacts/batch/update":
             return self.error(404, "OBJECT_NOT_FOUND", f"no {method} {path}")
         if headers.get("Authorization") != f"Bearer {TOKEN}":
@@ -208,6 +219,37 @@ class HubSpotStandIn(StandIn):
                                      "or not exist. Check that ids are valid.",
                           "context": {"ids": missing}}]
         return 207, {}, out
+
+
+    def callbacks(self, rest: str, headers: Any, body: Any) -> Answer:
+        """`POST .../callbacks/{callbackId}/complete` with `{outputFields}`, or
+        `POST .../callbacks/complete` with `{inputs: [{callbackId, outputFields}]}` (at most
+        100): 204 without a body. A callback HubSpot is not waiting on (unknown, or completed
+        already) is a 400 naming it; in a batch it refuses the whole batch (this stand-in's
+        reading: nothing in it is completed)."""
+        if headers.get("Authorization") != f"Bearer {TOKEN}":
+            return self.error(401, "INVALID_AUTHENTICATION", "Authentication credentials not "
+                              "found.")
+        if rest == "complete":
+            inputs = body.get("inputs") if isinstance(body, dict) else None
+            if not isinstance(inputs, list) or not 1 <= len(inputs) <= 100:
+                return self.error(400, "VALIDATION_ERROR", "inputs: between 1 and 100")
+        elif rest.endswith("/complete") and isinstance(body, dict):
+            inputs = [{**body, "callbackId": rest.removesuffix("/complete")}]
+        else:
+            return self.error(404, "OBJECT_NOT_FOUND", f"no POST {CALLBACKS}{rest}")
+        if any(not isinstance(i.get("outputFields"), dict) for i in inputs):
+            return self.error(400, "VALIDATION_ERROR", "outputFields: an object is required")
+        waiting = [str(i.get("callbackId")) in self.blocked for i in inputs]
+        if not all(waiting):
+            bad = [str(i.get("callbackId")) for i, w in zip(inputs, waiting, strict=True)
+                   if not w]
+            return self.error(400, "VALIDATION_ERROR", f"callbacks not waiting: {bad}")
+        for i in inputs:
+            self.blocked.discard(str(i["callbackId"]))
+            self.completions[str(i["callbackId"])] += 1
+            self.completed[str(i["callbackId"])] = dict(i["outputFields"])
+        return 204, {}, None
 
 
 class SalesforceStandIn(StandIn):

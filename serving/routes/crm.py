@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from propensity.adapters.crm_mapping import CrmMapping
-from propensity.crm_inbound import records, signatures, soap, store
+from propensity.crm_inbound import callbacks, records, signatures, soap, store
 from propensity.features.online import LeadInputError
 from propensity.monitoring.outcomes import Outcome, record
 from propensity.problems import PropensityError
@@ -45,6 +46,9 @@ organisation id), not with an API key."""
 REFUSALS = (status.HTTP_413_CONTENT_TOO_LARGE,)
 """What `admit` raises over a limit: the CRM's data, not a fault (a lead the contract refuses
 is a `LeadInputError`)."""
+WHEN_BUSY = "propensity_when_busy"
+"""The action's input field that opts in to BLOCK (a static value in the action's definition:
+BLOCK, or RETRY for the 429 HubSpot retries); not a property of the lead."""
 _in_flight = 0
 _batchers: dict[int, Batcher] = {}
 
@@ -120,12 +124,13 @@ def _failed(message: str) -> dict[str, Any]:
     return {"hs_execution_state": "FAIL_CONTINUE", "propensity_error": message[:1000]}
 
 
-async def _score_action(state: AppState, action: ActionIn) -> dict[str, Any]:
+async def score_action(state: AppState, action: ActionIn) -> dict[str, Any]:
     """The action's outputFields: the lead's score, or FAIL_CONTINUE and why."""
     mapping = _mapping_or_500("hubspot", state.settings.crm_mapping_file)
     try:
+        inputs = {k: v for k, v in action.inputFields.items() if k != WHEN_BUSY}
         body = records.hubspot_lead(str(action.object.objectId), action.object.properties,
-                                    action.inputFields, mapping)
+                                    inputs, mapping)
         accepted = admit(state, [LeadIn.model_validate(body)], explain=True)
     except LeadInputError as exc:
         return _failed(_refusal(exc))
@@ -150,16 +155,13 @@ def _signed_uri(request: Request, public_url: str | None) -> str:
     return public_url.rstrip("/") + request.url.path + (f"?{query}" if query else "")
 
 
-@router.post(HUBSPOT_PATH.removeprefix("/v1/crm"))
-async def hubspot_action(request: Request) -> Response:
-    """A HubSpot custom workflow action: the contact scored, as outputFields."""
-    global _in_flight
-    state: AppState = request.app.state.propensity
+def _verified(request: Request, state: AppState, body: bytes) -> ActionIn:
+    """The action, once its signature is HubSpot's (401 otherwise; 400 for a body that is
+    not an action)."""
     settings = state.settings
     if settings.hubspot_client_secret is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "no HubSpot client secret is "
                             "configured (PROPENSITY_HUBSPOT_CLIENT_SECRET): nothing is signed")
-    body = await request.body()
     try:
         signatures.check(settings.hubspot_client_secret.get_secret_value(), request.method,
                          _signed_uri(request, settings.crm_public_url), body, request.headers,
@@ -167,22 +169,62 @@ async def hubspot_action(request: Request) -> Response:
     except signatures.SignatureError as exc:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc)) from None
     try:
-        action = ActionIn.model_validate_json(body)
+        return ActionIn.model_validate_json(body)
     except ValidationError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST,
                             f"not a workflow action request: {_invalid(exc)}") from None
-    if _in_flight >= settings.crm_max_in_flight:
+
+
+def may_block(state: AppState, action: ActionIn) -> bool:
+    """The action opted in to BLOCK (input field `propensity_when_busy` = BLOCK), and this
+    scorer can complete it later (it has a HubSpot access token)."""
+    wanted = str(action.inputFields.get(WHEN_BUSY, "")).strip().upper() == "BLOCK"
+    return wanted and state.settings.hubspot_access_token is not None
+
+
+async def _block(state: AppState, action: ActionIn, body: bytes, reason: str
+                 ) -> dict[str, Any]:
+    return await run_in_threadpool(
+        callbacks.block, state.log.engine, action.callbackId, str(action.origin.portalId),
+        str(action.object.objectId), body, reason, datetime.now(UTC),
+        state.settings.crm_block_hours)
+
+
+async def _answer_action(state: AppState, action: ActionIn, body: bytes) -> dict[str, Any]:
+    """Scored now, or BLOCKed for later (opted in, and the scorer cannot score it now)."""
+    try:
+        output = await score_action(state, action)
+    except HTTPException as exc:  # 503: no champion yet, or no score can be kept
+        if exc.status_code != status.HTTP_503_SERVICE_UNAVAILABLE or \
+                not may_block(state, action):
+            raise
+        return await _block(state, action, body, str(exc.detail))
+    # one round trip stores the answer unless one is stored (a retry): the stored one wins,
+    # so a retry is answered alike (its own score is only logged)
+    return await run_in_threadpool(
+        store.keep_answer, state.log.engine, action.callbackId,
+        str(action.origin.portalId), str(action.object.objectId), output)
+
+
+@router.post(HUBSPOT_PATH.removeprefix("/v1/crm"))
+async def hubspot_action(request: Request) -> Response:
+    """A HubSpot custom workflow action: the contact scored, as outputFields (or BLOCK, to be
+    completed later, when the action opted in and the scorer cannot score it now)."""
+    global _in_flight
+    state: AppState = request.app.state.propensity
+    body = await request.body()
+    action = _verified(request, state, body)
+    if _in_flight >= state.settings.crm_max_in_flight:
+        if may_block(state, action):
+            output = await _block(state, action, body, f"{_in_flight} actions in flight")
+            return Response(json.dumps({"outputFields": output}),
+                            media_type="application/json")
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
                             f"{_in_flight} actions in flight on this worker "
                             "(PROPENSITY_CRM_MAX_IN_FLIGHT)", headers={"Retry-After": "1"})
     _in_flight += 1
     try:
-        # scored first, then one round trip stores the answer unless one is stored (a retry):
-        # the stored one wins, so a retry is answered alike (its own score is only logged)
-        output = await _score_action(state, action)
-        output = await run_in_threadpool(
-            store.keep_answer, state.log.engine, action.callbackId,
-            str(action.origin.portalId), str(action.object.objectId), output)
+        output = await _answer_action(state, action, body)
     finally:
         _in_flight -= 1
     return Response(json.dumps({"outputFields": output}), media_type="application/json")

@@ -3,7 +3,8 @@ gives a retry the first answer and stores nothing twice.
 
 `crm_actions`: one row per HubSpot `callbackId`, with the `outputFields` answered. A call is
 scored first and its answer stored in one round trip unless one is stored already: the first
-insert wins, and a retry (on any worker, at any time) is answered what it stored. `crm_notifications`: one row per Salesforce notification `Id`, with what
+insert wins, and a retry (on any worker, at any time) is answered what it stored.
+`crm_notifications`: one row per Salesforce notification `Id`, with what
 became of it (scored, an outcome, or refused and why), written before the `Ack`.
 """
 
@@ -38,7 +39,8 @@ crm_notifications = sa.Table(
 )
 
 
-def _insert(engine: sa.Engine, table: sa.Table) -> Any:
+def insert_new(engine: sa.Engine, table: sa.Table) -> Any:
+    """An insert that skips rows whose key is there already (PostgreSQL or SQLite)."""
     if engine.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
         return pg_insert(table).on_conflict_do_nothing()
@@ -53,7 +55,7 @@ def keep_answer(engine: sa.Engine, callback_id: str, portal_id: str, object_id: 
     row = {"callback_id": callback_id, "portal_id": portal_id, "object_id": object_id,
            "output": json.dumps(output), "received_at": datetime.now(UTC)}
     with engine.begin() as conn:
-        if conn.execute(_insert(engine, crm_actions).returning(
+        if conn.execute(insert_new(engine, crm_actions).returning(
                 crm_actions.c.callback_id), [row]).first() is not None:
             return output
         text = conn.execute(sa.select(crm_actions.c.output).where(
@@ -78,6 +80,6 @@ def record_notifications(engine: sa.Engine, rows: Sequence[dict[str, Any]]) -> i
         return 0
     now = datetime.now(UTC)
     with engine.begin() as conn:
-        return len(conn.execute(_insert(engine, crm_notifications).returning(
+        return len(conn.execute(insert_new(engine, crm_notifications).returning(
             crm_notifications.c.notification_id),
             [{**r, "result": r["result"][:1000], "received_at": now} for r in rows]).all())

@@ -78,7 +78,7 @@ class HubSpotWriter:
             answer: Any = self.client.crm.objects.batch_api.update(self.object_type, body)
         except ApiException as exc:
             raise PushStopped(f"HubSpot refused a batch of {len(batch)} {self.object_type} "
-                              f"(HTTP {exc.status}): {_message(exc.body or exc.reason)}"
+                              f"(HTTP {exc.status}): {error_message(exc.body or exc.reason)}"
                               ) from None
         except HTTPError as exc:  # connection refused, reset, timed out: after the retries
             raise PushStopped(f"HubSpot did not answer: {exc}") from None
@@ -120,7 +120,8 @@ class SalesforceWriter:
                                          json={"allOrNone": False, "records": records})
         except SalesforceError as exc:
             raise PushStopped(f"Salesforce refused a batch of {len(batch)} {self.object_type} "
-                              f"records (HTTP {exc.status}): {_message(exc.content)}") from None
+                              f"records (HTTP {exc.status}): {error_message(exc.content)}"
+                              ) from None
         except RequestException as exc:  # unreachable, TLS refused: after the retries
             raise PushStopped(f"Salesforce did not answer: {exc}") from None
         if not isinstance(answer, list) or len(answer) != len(batch):
@@ -131,7 +132,7 @@ class SalesforceWriter:
                 for o, r in zip(batch, answer, strict=True) if not r.get("success")}
 
 
-def _message(body: object) -> str:
+def error_message(body: object) -> str:
     """The first message of an error body (HubSpot's object, Salesforce's list), else the
     body itself, cut short."""
     import json

@@ -44,8 +44,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench_serve import _cpu_seconds, _stop, free_port, settled, wait
-from propensity.api_keys import create_key
-from propensity.database import engine_for, migrate
 from propensity.export import load_export
 from propensity.lifecycle import train_and_register
 from propensity.settings import Settings
@@ -188,16 +186,25 @@ async def load(port: int, raws: list[bytes], rate: float, action: bool) -> Tally
     return tally
 
 
-def _registry(tmp: Path) -> tuple[str, str]:
-    """A champion trained on a generated company, and a database with a score key."""
+def _registry(tmp: Path) -> None:
+    """A champion trained on a generated company."""
     tables, truth = generate_export(SyntheticConfig(n_leads=4_000, seed=9))
     write_export(tables, truth, tmp / "export")
     train_and_register(load_export(tmp / "export"), TrainConfig.model_validate(
         {"model": "lead-conversion", "search": False}), tmp / "export", gate="force",
         settings=Settings(models_dir=tmp / "models"))
-    db = f"sqlite:///{tmp / 'scores.db'}"
-    migrate(db)
-    return db, create_key(engine_for(db), "bench", ["score"])
+
+
+def _database(path: Path, env: dict[str, str]) -> tuple[str, str]:
+    """A database with a score key, migrated by the checkout that will serve it (another
+    checkout's schema may be ahead: its migrations would not be known to this one)."""
+    db = f"sqlite:///{path}"
+    key = subprocess.run(
+        [sys.executable, "-c", "import sys; from propensity.database import engine_for, "
+         "migrate; from propensity.api_keys import create_key; migrate(sys.argv[1]); "
+         "print(create_key(engine_for(sys.argv[1]), 'bench', ['score']))", db],
+        env=env, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    return db, key
 
 
 def _run(port: int, server: subprocess.Popen[bytes], key: str | None, args: argparse.Namespace,
@@ -232,22 +239,24 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     lines: list[str] = []
     try:
-        db, key = _registry(tmp)
+        _registry(tmp)
         srcs: list[Path | None] = [p.resolve() for p in args.src] if args.src else [None]
         first = 0
-        for src in [s for _ in range(args.rounds) for s in srcs]:
+        for turn, src in enumerate([s for _ in range(args.rounds) for s in srcs]):
             env = {**os.environ, "PROPENSITY_MODELS_DIR": str(tmp / "models"),
-                   "PROPENSITY_DATABASE_URL": db, "PROPENSITY_HUBSPOT_CLIENT_SECRET": SECRET}
+                   "PROPENSITY_HUBSPOT_CLIENT_SECRET": SECRET}
             if src is not None:
                 env["PYTHONPATH"] = f"{src / 'src'}:{src}"
+            db, key = _database(tmp / f"scores-{turn}.db", env)
+            env["PROPENSITY_DATABASE_URL"] = db
             port = free_port()
             log = (tmp / "server.log").open("ab")
             server = subprocess.Popen([str(BIN / "propensity"), "serve", "--port", str(port),
                                        "--workers", str(args.workers)], env=env, cwd=tmp,
                                       stdout=log, stderr=subprocess.STDOUT)
             try:
-                wait(f"http://127.0.0.1:{port}/readyz")
-                settled(server)
+                wait(f"http://127.0.0.1:{port}/readyz", seconds=600)
+                settled(server, seconds=600)
                 for k in [None] if args.no_reference else [None, key]:
                     line = _run(port, server, k, args, first)
                     first += 1_000_000

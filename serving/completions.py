@@ -6,7 +6,8 @@ It runs in the worker's event loop beside the requests, one batch at a time, so 
 a request would take and no more. The database calls and the sends (which may wait out a
 429's Retry-After) run on a thread. A record the scorer still cannot score (no champion yet)
 is let go, to be tried again later; one whose lead is refused is completed FAIL_CONTINUE with
-the reason, as the action would have been answered.
+the reason, as the action would have been answered. A lead is scored as of when HubSpot
+asked (the BLOCK), so its answer does not depend on when the completer got to it.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ async def complete_due(state: AppState, sender: callbacks.HubSpotCallbacks) -> i
         else:
             try:
                 scored[pending.callback_id] = await score_action(
-                    state, ActionIn.model_validate_json(pending.request))
+                    state, ActionIn.model_validate_json(pending.request), pending.blocked_at)
             except HTTPException as exc:  # still cannot score it: later
                 results[pending.callback_id] = callbacks.Sent(callbacks.PENDING,
                                                               str(exc.detail))

@@ -124,13 +124,17 @@ def _failed(message: str) -> dict[str, Any]:
     return {"hs_execution_state": "FAIL_CONTINUE", "propensity_error": message[:1000]}
 
 
-async def score_action(state: AppState, action: ActionIn) -> dict[str, Any]:
-    """The action's outputFields: the lead's score, or FAIL_CONTINUE and why."""
+async def score_action(state: AppState, action: ActionIn, as_of: datetime | None = None
+                       ) -> dict[str, Any]:
+    """The action's outputFields: the lead's score (as of `as_of`, default now), or
+    FAIL_CONTINUE and why."""
     mapping = _mapping_or_500("hubspot", state.settings.crm_mapping_file)
     try:
         inputs = {k: v for k, v in action.inputFields.items() if k != WHEN_BUSY}
         body = records.hubspot_lead(str(action.object.objectId), action.object.properties,
                                     inputs, mapping)
+        if as_of is not None:
+            body["as_of"] = as_of.isoformat()
         accepted = admit(state, [LeadIn.model_validate(body)], explain=True)
     except LeadInputError as exc:
         return _failed(_refusal(exc))

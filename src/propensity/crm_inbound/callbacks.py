@@ -65,6 +65,8 @@ class Pending:
     """The action's body as HubSpot sent it: scored as it would have been then."""
     output: dict[str, Any] | None
     """The outputFields, once scored: sent as they are on every try."""
+    blocked_at: datetime
+    """When HubSpot asked: the lead is scored as of then, as it would have been at once."""
     expires_at: datetime
     attempts: int
 
@@ -110,15 +112,16 @@ def claim(engine: sa.Engine, now: datetime, limit: int = BATCH) -> list[Pending]
     due = sa.and_(c.state == PENDING, c.next_try_at <= now, free)
     out = []
     with engine.begin() as conn:
-        rows = conn.execute(sa.select(c.callback_id, c.request, c.output, c.expires_at,
-                                      c.attempts).where(due).order_by(c.next_try_at)
+        rows = conn.execute(sa.select(c.callback_id, c.request, c.output, c.blocked_at,
+                                      c.expires_at, c.attempts).where(due).order_by(c.next_try_at)
                             .limit(limit)).all()
         for row in rows:  # each guarded again: another worker may have claimed it meanwhile
             if conn.execute(crm_pending.update().where(c.callback_id == row.callback_id, due)
                             .values(claimed_until=now + LEASE)).rowcount == 1:
                 out.append(Pending(row.callback_id, row.request,
                                    None if row.output is None else json.loads(row.output),
-                                   _utc(row.expires_at), row.attempts))
+                                   _utc(row.blocked_at), _utc(row.expires_at),
+                                   row.attempts))
     return out
 
 
@@ -176,7 +179,7 @@ class HubSpotCallbacks:
     """Completes blocked callbacks through `hubspot-api-client`'s automation actions API."""
 
     def __init__(self, token: str, base_url: str = "https://api.hubapi.com",
-                 retries: Retries = Retries(attempts=4)) -> None:
+                 retries: Retries = Retries(attempts=3)) -> None:
         from hubspot import HubSpot
 
         self.client = HubSpot(access_token=token, host=base_url.rstrip("/"),

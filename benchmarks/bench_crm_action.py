@@ -216,7 +216,8 @@ def _run(port: int, server: subprocess.Popen[bytes], key: str | None, args: argp
     client_ms = (time.process_time() - client0) * 1e3 / (n - WARM)
     server_ms = (_cpu_seconds(server) - server0) * 1e3 / (n - WARM)
     lat = tally.latencies
-    q = statistics.quantiles(lat, n=100) if len(lat) > 1 else [float("nan")] * 99
+    q = (statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1
+         else [float("nan")] * 99)
     label = "HubSpot action (v3)" if key is None else "POST /v1/score (same leads)"
     return (f"{label:<28} {args.rate:.0f} req/s x {args.seconds:.0f} s: "
             f"p50 {statistics.median(lat):7.1f} ms  p99 {q[98]:8.1f} ms  "

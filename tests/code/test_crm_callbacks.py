@@ -1,4 +1,4 @@
-"""HubSpot actions answered BLOCK: the pending records in a real SQLite database, and their
+"""HubSpot actions answered BLOCK: the pending records in real SQLite and PostgreSQL, and their
 completion sent through the official client (`hubspot-api-client`) to the local stand-in of
 HubSpot's callbacks API (tests/crm_write_standins.py: 204s, 429 bursts with Retry-After,
 5xx, a callback not waiting refused)."""
@@ -6,22 +6,33 @@ HubSpot's callbacks API (tests/crm_write_standins.py: 204s, 429 bursts with Retr
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from propensity.crm_inbound import callbacks
 from propensity.crm_inbound.callbacks import COMPLETED, PENDING, REFUSED, HubSpotCallbacks
 from propensity.database import engine_for, migrate
 from propensity.push.writers import Retries
+from tests.conftest import fresh_postgres
 from tests.crm_write_standins import TOKEN, HubSpotStandIn
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
-def _engine(tmp_path: Path) -> sa.Engine:
-    url = f"sqlite:///{tmp_path / 'crm.db'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'crm.db'}"
+        return
+    with fresh_postgres() as url:
+        yield url
+
+
+def _engine(url: str) -> sa.Engine:
     migrate(url)
     return engine_for(url)
 
@@ -31,8 +42,8 @@ def _request(callback_id: str) -> bytes:
                        "object": {"objectId": "L1"}, "inputFields": {}}).encode()
 
 
-def test_blocked_once_claimed_by_one_and_kept_across_a_restart(tmp_path: Path) -> None:
-    engine = _engine(tmp_path)
+def test_blocked_once_claimed_by_one_and_kept_across_a_restart(db_url: str) -> None:
+    engine = _engine(db_url)
     for i in range(3):
         answer = callbacks.block(engine, f"cb{i}", "7", "L1", _request(f"cb{i}"), "busy", T0,
                                  hours=24)
@@ -51,7 +62,7 @@ def test_blocked_once_claimed_by_one_and_kept_across_a_restart(tmp_path: Path) -
     # the claimer dies; a new process (a fresh engine: nothing in memory) takes over once
     # the lease is over, with the output scored before: it is sent as it was
     engine.dispose()
-    engine = _engine(tmp_path)
+    engine = _engine(db_url)
     later = T0 + callbacks.LEASE + timedelta(seconds=1)
     again_claimed = {p.callback_id: p for p in callbacks.claim(engine, later)}
     assert set(again_claimed) == {"cb0", "cb1", "cb2"}

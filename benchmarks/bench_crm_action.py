@@ -117,11 +117,13 @@ class Connections:
     def __init__(self, port: int) -> None:
         self.port = port
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        """Most recently used last, taken first: the others may sit idle long enough for the
+        server to close them (its keep-alive), which costs a retry on a new connection."""
 
     async def send(self, raw: bytes) -> tuple[int, bytes]:
         for attempt in (0, 1):  # a kept-alive connection the server closed: once more, anew
-            conn = self.idle.pop() if self.idle else await asyncio.open_connection(
-                "127.0.0.1", self.port)
+            conn = self.idle.pop() if self.idle and not attempt else \
+                await asyncio.open_connection("127.0.0.1", self.port)
             try:
                 answer = await _exchange(*conn, raw)
             except (ConnectionError, asyncio.IncompleteReadError, ValueError):

@@ -5,7 +5,11 @@ Salesforce message names its organisation, which must be allow-listed. Both scor
 the library's pipeline as `POST /v1/score` does (`serving.scorer`: `admit`, then `answers`:
 the same checks, model, log rows and metrics) and store outcomes as `POST /v1/outcomes`
 does. What each call was answered is kept in the database (`propensity.crm_inbound.store`),
-so a retry, on any worker, is answered alike and stores nothing twice.
+so a retry, on any worker, is answered alike and stores no second answer. A HubSpot call is
+scored first and its answer stored by one statement after (no look-up before: one round trip
+a call); a retry of a call answered already is thus scored again and that score logged, then
+answered the stored first answer. An action that opted in is answered BLOCK when this worker
+cannot score it now, and completed later (`serving.completions`).
 
 HubSpot retries a 5xx or a 429, never another 4xx: a lead that cannot be scored is a 200
 with `hs_execution_state` FAIL_CONTINUE and the reason (a retry would fail alike), a bad

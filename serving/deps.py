@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
@@ -29,6 +29,9 @@ from serving.model_store import ModelStore
 from serving.schemas import json_problem
 from serving.scorelog import ScoreLog
 
+if TYPE_CHECKING:  # batching needs AppState: imported for the type only
+    from serving.batching import Batcher
+
 bearer = HTTPBearer(auto_error=False)
 M = TypeVar("M", bound=BaseModel)
 BODY_MODELS: dict[str, type[BaseModel]] = {}
@@ -45,6 +48,8 @@ class AppState:
     thresholds: ThresholdStore
     context: ContextSource | None = None
     """The data source's account context (`serve --data`), when one is configured."""
+    crm_batcher: Batcher | None = None
+    """The batcher of HubSpot actions (`serving.routes.crm`), made at the first one."""
 
 
 async def get_state(request: Request) -> AppState:

@@ -54,16 +54,14 @@ WHEN_BUSY = "propensity_when_busy"
 """The action's input field that opts in to BLOCK (a static value in the action's definition:
 BLOCK, or RETRY for the 429 HubSpot retries); not a property of the lead."""
 _in_flight = 0
-_batchers: dict[int, Batcher] = {}
 
 
 def _batcher(state: AppState) -> Batcher:
     """The worker's batcher for actions: those that arrive together are scored in one pass
     and their log rows kept with one fdatasync, as the fast path does for /v1/score."""
-    found = _batchers.get(id(state))
-    if found is None:
-        found = _batchers[id(state)] = Batcher(state.metrics)
-    return found
+    if state.crm_batcher is None:
+        state.crm_batcher = Batcher(state.metrics)
+    return state.crm_batcher
 
 
 class Origin(BaseModel):

@@ -25,7 +25,7 @@ from propensity.contract import TERMINAL_STAGES
 from propensity.database import engine_for, migrate
 from propensity.export import load_export
 from propensity.problems import PropensityError
-from propensity.targets import LEAD_CONVERSION
+from propensity.targets import LEAD_CONVERSION, import_targets
 from propensity.threshold_store import ThresholdStore
 from serving.config import ServingSettings, get_serving_settings
 from serving.deps import BODY_MODELS, AppState
@@ -50,6 +50,7 @@ from serving.routes import (
     ops,
     outcomes,
     score,
+    targets,
     thresholds,
     ui,
 )
@@ -99,7 +100,8 @@ def _lifespan(settings: ServingSettings,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(migrate, settings.db_url)
         engine = engine_for(settings.db_url)
-        store = ModelStore(settings, list(settings.models))
+        names = await run_in_threadpool(import_targets, settings.target_modules)
+        store = ModelStore(settings, list(settings.models or names))
         await run_in_threadpool(store.refresh)
         scorelog = ScoreLog(engine, settings.log_flush_seconds, spool_dir=spool_dir(settings),
                             max_spool_bytes=settings.spool_max_bytes,
@@ -134,7 +136,7 @@ def _add_routes(app: FastAPI) -> None:
     """Every router, and the handlers that turn errors into the project's error bodies."""
     for router in (score.router, outcomes.router, monitoring.router, accounts.router,
                    funnel.router, thresholds.router, ops.router, ui.router, docs.router,
-                   crm.router, forecast.router):
+                   crm.router, forecast.router, targets.router):
         app.include_router(router)
     app.add_exception_handler(RequestValidationError, validation_handler)
     app.add_exception_handler(StarletteHTTPException, http_handler)

@@ -101,7 +101,7 @@ def _lifespan(settings: ServingSettings,
         await run_in_threadpool(migrate, settings.db_url)
         engine = engine_for(settings.db_url)
         names = await run_in_threadpool(import_targets, settings.target_modules)
-        store = ModelStore(settings, list(settings.models or names))
+        store = ModelStore(settings, list(names if settings.models is None else settings.models))
         await run_in_threadpool(store.refresh)
         scorelog = ScoreLog(engine, settings.log_flush_seconds, spool_dir=spool_dir(settings),
                             max_spool_bytes=settings.spool_max_bytes,

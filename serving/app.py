@@ -55,6 +55,7 @@ from serving.routes import (
     ui,
 )
 from serving.scorelog import ScoreLog
+from serving.target_scorer import name_targets, served_targets
 
 log = logging.getLogger("propensity.serving")
 
@@ -177,7 +178,9 @@ def _openapi_for(app: FastAPI) -> Callable[[], dict[str, Any]]:
         state = getattr(app.state, "propensity", None)
         loaded = None if state is None else state.store.get(LEAD_CONVERSION)
         kind = None if loaded is None else loaded.bundle.kind
-        if app.openapi_schema is None or app.openapi_schema.get("x-champion-kind") != kind:
+        served = [] if state is None else served_targets(state.store)
+        if app.openapi_schema is None or app.openapi_schema.get("x-champion-kind") != kind or (
+                app.openapi_schema.get("x-served-targets") != served):
             schema = get_openapi(title=app.title, version=app.version,
                                  description=app.description, routes=app.routes)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
@@ -188,7 +191,8 @@ def _openapi_for(app: FastAPI) -> Callable[[], dict[str, Any]]:
             document_errors(schema)
             if loaded is not None and kind == "export":  # such a champion dates every lead
                 _require_champion_fields(components, loaded)
-            schema["x-champion-kind"] = kind
+            name_targets(schema, served)
+            schema["x-champion-kind"], schema["x-served-targets"] = kind, served
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -12,17 +12,18 @@ there would be judged against conversions).
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import HTTPException, status
 from starlette.concurrency import run_in_threadpool
 
 from propensity.features.online import LeadInputError
 from propensity.lead_scoring import read_records, score_read
-from propensity.targets import LEAD, UnknownTarget, target_named
+from propensity.targets import LEAD, UnknownTarget, target_named, target_names
 from propensity.thresholds import ThresholdSet
 from serving.deps import AppState
 from serving.limits import check_score_request
-from serving.model_store import Loaded
+from serving.model_store import Loaded, ModelStore
 from serving.schemas import (
     ModelRef,
     ReasonOut,
@@ -33,8 +34,27 @@ from serving.schemas import (
 )
 from serving.scorer import invalid
 
+PREFIX = "/v1/targets"
+"""Where the route lives (`serving.routes.targets`): the schema's path is named from it."""
 _UNGRADED = ThresholdSet()
 """Grades the pipeline computes and a target's answer leaves out."""
+
+
+def served_targets(store: ModelStore) -> list[str]:
+    """The targets this route answers now: lead targets with a champion loaded."""
+    return [name for name in store.names if store.get(name) is not None
+            and name in target_names() and target_named(name).entity is LEAD]
+
+
+def name_targets(schema: dict[str, Any], targets: list[str]) -> None:
+    """The route's `name` in the OpenAPI schema: one of the targets served (a client, and a
+    fuzzer, can then reach a model; any other name is a 404)."""
+    operation = schema.get("paths", {}).get(f"{PREFIX}/{{name}}/score", {}).get("post")
+    if not targets or operation is None:
+        return
+    for parameter in operation.get("parameters", []):
+        if parameter.get("in") == "path" and parameter.get("name") == "name":
+            parameter["schema"] = {"type": "string", "enum": targets, "title": "Name"}
 
 
 def served(state: AppState, name: str) -> Loaded:

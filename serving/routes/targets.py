@@ -13,9 +13,9 @@ from fastapi import APIRouter, Depends
 
 from serving.deps import StateDep, body_doc, json_body
 from serving.schemas import ScoreRequest, TargetScoreResponse
-from serving.target_scorer import score_target
+from serving.target_scorer import PREFIX, score_target
 
-router = APIRouter(prefix="/v1/targets", tags=["targets"])
+router = APIRouter(prefix=PREFIX, tags=["targets"])
 ScoreBody = Annotated[ScoreRequest, Depends(json_body(ScoreRequest, "score"))]
 
 

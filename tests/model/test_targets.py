@@ -94,6 +94,7 @@ def _served_as_batch_scored(target: Target, scored: pd.DataFrame, export: CrmExp
             answer = http.post(f"/v1/targets/{target.name}/score", json=body)
             unknown = http.post("/v1/targets/reaches-mars/score", json=body)
             accounts = http.post(f"/v1/targets/{ACCOUNT_PROPENSITY}/score", json=body)
+            schema = http.get("/openapi.json").json()
         assert answer.status_code == 200, answer.text
         out = answer.json()
         assert out["model"]["name"] == target.name
@@ -105,5 +106,8 @@ def _served_as_batch_scored(target: Target, scored: pd.DataFrame, export: CrmExp
         assert accounts.status_code == 422, accounts.text
         detail = accounts.json()["detail"][0]
         assert detail["loc"] == ["path", "name"] and ACCOUNT_PROPENSITY in detail["msg"]
+        # the schema names the targets served: those with a champion, leads only
+        (name,) = schema["paths"]["/v1/targets/{name}/score"]["post"]["parameters"]
+        assert name["schema"]["enum"] == [LEAD_CONVERSION, target.name]
     finally:
         assert server.stop()

@@ -23,7 +23,7 @@ from propensity.api_keys import KeyRing
 from propensity.context import ContextSource
 from propensity.contract import TERMINAL_STAGES
 from propensity.database import engine_for, migrate
-from propensity.export import load_export
+from propensity.export_reader import load_export
 from propensity.problems import PropensityError
 from propensity.targets import LEAD_CONVERSION, import_targets
 from propensity.threshold_store import ThresholdStore

@@ -18,7 +18,7 @@ import pandas as pd
 
 from propensity.coding import category_text, plain_value
 from propensity.contract import TIMESTAMP_DTYPE
-from propensity.export import to_utc
+from propensity.export_reader import to_utc
 from propensity.lead_input import ROW_EXTRAS, nested_json
 from propensity.tables import CrmExport
 

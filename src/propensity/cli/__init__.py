@@ -43,7 +43,7 @@ def options(encoding: Annotated[str, typer.Option(
     """Lead scoring and funnel analytics from your CRM history."""
     import codecs
 
-    from propensity.export import CSV_ENCODING
+    from propensity.export_reader import CSV_ENCODING
 
     try:
         codecs.lookup(encoding)

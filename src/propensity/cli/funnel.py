@@ -20,7 +20,7 @@ from propensity.cli._common import (
 )
 
 if TYPE_CHECKING:
-    from propensity.funnel.report import FunnelReport, Mode
+    from propensity.funnel.report_types import FunnelReport, Mode
 
 FORMATS = ("table", "json", "csv", "html")
 

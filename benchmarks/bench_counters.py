@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from propensity.export import load_export
+from propensity.export_reader import load_export
 from propensity.lead_input import online_lead
 from propensity.lead_scoring import score_matrix
 from propensity.monitoring.counters import Binning, ServedCounters

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench_serve import _cpu_seconds, _stop, free_port, settled, wait
-from propensity.export import load_export
+from propensity.export_reader import load_export
 from propensity.lifecycle import train_and_register
 from propensity.settings import Settings
 from propensity.synthetic import SyntheticConfig, generate_export, write_export

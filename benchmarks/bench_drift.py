@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from propensity.export import load_export
+from propensity.export_reader import load_export
 from propensity.monitoring.counters import Binning
 from propensity.monitoring.drift import period_drift
 from propensity.monitoring.report import Limits, verdict

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 from scipy.stats import spearmanr
 
-from propensity.export import load_export
+from propensity.export_reader import load_export
 from propensity.forecast.backtest import backtest
 from propensity.forecast.forecaster import REVENUE_DAYS, fit_forecaster, lead_outlook
 from propensity.forecast.hazard import HORIZONS

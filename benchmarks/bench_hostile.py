@@ -33,7 +33,7 @@ import psutil
 from bench_serve import _lead, free_port, settled, wait
 from propensity.api_keys import create_key
 from propensity.database import engine_for, migrate
-from propensity.export import load_export
+from propensity.export_reader import load_export
 from propensity.lifecycle import train_and_register
 from propensity.settings import Settings
 from propensity.synthetic import SyntheticConfig, generate_export, write_export

@@ -29,7 +29,7 @@ import numpy as np
 
 from propensity.api_keys import SCOPES, create_key
 from propensity.database import engine_for, migrate, outcomes, score_log, served_histograms
-from propensity.export import load_export
+from propensity.export_reader import load_export
 from propensity.lifecycle import train_and_register
 from propensity.monitoring.reference import Reference
 from propensity.rows import lead_rows

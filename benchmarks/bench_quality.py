@@ -27,7 +27,7 @@ import pandas as pd
 from sklearn.metrics import log_loss, roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).parent))
-from propensity.export import load_export
+from propensity.export_reader import load_export
 from propensity.models.booster import GRID, lightgbm_params, train_booster
 from propensity.models.bundle import ModelBundle
 from propensity.models.calibration import Calibrator

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import propensity
 from propensity import registry
-from propensity.export import load_export
+from propensity.export_reader import load_export
 from propensity.rows import lead_rows
 from propensity.settings import Settings
 from propensity.synthetic import SyntheticConfig, generate_export, write_export

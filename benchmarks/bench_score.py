@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from propensity.export import load_export
+from propensity.export_reader import load_export
 from propensity.lifecycle import train_and_register
 from propensity.settings import Settings
 from propensity.synthetic import SyntheticConfig, generate_export, write_export

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _util import peak_rss_gb, timed
-from propensity.export import fingerprint, load_export
+from propensity.export_reader import fingerprint, load_export
 from propensity.registry import log_and_register
 from propensity.rows import lead_rows
 from propensity.settings import Settings

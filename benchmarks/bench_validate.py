@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _util import peak_rss_gb
-from propensity.export import read_export
+from propensity.export_reader import read_export
 
 
 def main() -> None:

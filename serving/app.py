@@ -23,9 +23,9 @@ from propensity.api_keys import KeyRing
 from propensity.context import ContextSource
 from propensity.contract import TERMINAL_STAGES
 from propensity.database import engine_for, migrate
-from propensity.export import load_export
+from propensity.export_reader import load_export
 from propensity.problems import PropensityError
-from propensity.targets import LEAD_CONVERSION
+from propensity.targets import LEAD_CONVERSION, import_targets
 from propensity.threshold_store import ThresholdStore
 from serving.completions import complete_blocked
 from serving.config import ServingSettings, get_serving_settings
@@ -51,10 +51,12 @@ from serving.routes import (
     ops,
     outcomes,
     score,
+    targets,
     thresholds,
     ui,
 )
 from serving.scorelog import ScoreLog
+from serving.target_scorer import name_targets, served_targets
 
 log = logging.getLogger("propensity.serving")
 
@@ -100,7 +102,8 @@ def _lifespan(settings: ServingSettings,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(migrate, settings.db_url)
         engine = engine_for(settings.db_url)
-        store = ModelStore(settings, list(settings.models))
+        names = await run_in_threadpool(import_targets, settings.target_modules)
+        store = ModelStore(settings, list(names if settings.models is None else settings.models))
         await run_in_threadpool(store.refresh)
         scorelog = ScoreLog(engine, settings.log_flush_seconds, spool_dir=spool_dir(settings),
                             max_spool_bytes=settings.spool_max_bytes,
@@ -138,7 +141,7 @@ def _add_routes(app: FastAPI) -> None:
     """Every router, and the handlers that turn errors into the project's error bodies."""
     for router in (score.router, outcomes.router, monitoring.router, accounts.router,
                    funnel.router, thresholds.router, ops.router, ui.router, docs.router,
-                   crm.router, forecast.router):
+                   crm.router, forecast.router, targets.router):
         app.include_router(router)
     app.add_exception_handler(RequestValidationError, validation_handler)
     app.add_exception_handler(StarletteHTTPException, http_handler)
@@ -179,7 +182,9 @@ def _openapi_for(app: FastAPI) -> Callable[[], dict[str, Any]]:
         state = getattr(app.state, "propensity", None)
         loaded = None if state is None else state.store.get(LEAD_CONVERSION)
         kind = None if loaded is None else loaded.bundle.kind
-        if app.openapi_schema is None or app.openapi_schema.get("x-champion-kind") != kind:
+        served = [] if state is None else served_targets(state.store)
+        if app.openapi_schema is None or app.openapi_schema.get("x-champion-kind") != kind or (
+                app.openapi_schema.get("x-served-targets") != served):
             schema = get_openapi(title=app.title, version=app.version,
                                  description=app.description, routes=app.routes)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
@@ -190,7 +195,8 @@ def _openapi_for(app: FastAPI) -> Callable[[], dict[str, Any]]:
             document_errors(schema)
             if loaded is not None and kind == "export":  # such a champion dates every lead
                 _require_champion_fields(components, loaded)
-            schema["x-champion-kind"] = kind
+            name_targets(schema, served)
+            schema["x-champion-kind"], schema["x-served-targets"] = kind, served
             app.openapi_schema = schema
         return app.openapi_schema
 

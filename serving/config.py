@@ -5,11 +5,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
-
 from propensity.monitoring.report import DEFAULT_DAYS
 from propensity.settings import Settings
-from propensity.targets import target_names
 from serving.crm_config import CrmInboundSettings
 
 
@@ -63,8 +60,9 @@ class ServingSettings(Settings, CrmInboundSettings):
     """The window /metrics' drift and calibration gauges cover (PROPENSITY_MONITOR_DAYS)."""
     monitor_seconds: float = 300.0
     """How long /metrics reuses the gauges' report before computing it again."""
-    models: list[str] = Field(default_factory=lambda: list(target_names()))
-    """The models the scorer loads: every target's (`propensity.targets`)."""
+    models: list[str] | None = None
+    """The models the scorer loads; None: every defined target's (`propensity.targets`, and
+    those `target_modules` define), known only once the scorer has imported them."""
 
 
 @lru_cache

@@ -20,7 +20,7 @@ from fastapi import HTTPException, status
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from propensity.export import SUFFIXES
+from propensity.export_reader import SUFFIXES
 from propensity.problems import PropensityError
 from serving.deps import AppState
 

@@ -371,3 +371,19 @@ def data_problems(report: Any) -> DataProblems:
     return DataProblems(errors=report.error_count, warnings=report.warning_count,
                         summary=[ProblemCount(**{k: r[k] for k in ("severity", "table", "rule")},
                                               count=int(r["count"])) for r in rows])
+
+
+class TargetLeadScore(BaseModel):
+    """One lead scored on a target's model: no grade nor MQL flag (their thresholds are the
+    lead-conversion model's)."""
+
+    lead_id: str
+    probability: float = Field(description="calibrated probability of the target's outcome "
+                                           "within the model's horizon")
+    score: int = Field(ge=0, le=100)
+    reasons: Reasons | None = Field(None, description="null when the request set explain=false")
+
+
+class TargetScoreResponse(BaseModel):
+    model: ModelRef
+    scores: list[TargetLeadScore]

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from propensity.export import load_export
+from propensity.export_reader import load_export
 from propensity.synthetic import SyntheticConfig, generate_export, write_export
 from propensity.tables import CrmExport
 from propensity.training import TrainConfig, TrainResult, train_export

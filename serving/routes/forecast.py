@@ -19,7 +19,7 @@ import pandas as pd
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel
 
-from propensity.export import load_export
+from propensity.export_reader import load_export
 from propensity.forecast import ForecastResult, forecast
 from propensity.forecast.backtest import Period, backtest
 from propensity.timestamps import utc

@@ -12,7 +12,7 @@ from typing import Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from propensity.export import load_export
+from propensity.export_reader import load_export
 from propensity.funnel import FunnelReport, funnel_report
 from serving.deps import ScoreKey, StateDep
 from serving.export_answers import cached_json, export_dir

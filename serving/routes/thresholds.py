@@ -182,7 +182,7 @@ def _score_log_curve(state: StateDep) -> CurveOut:
     import sqlalchemy as sa
 
     from propensity.database import score_log
-    from propensity.export import load_export
+    from propensity.export_reader import load_export
     from propensity.thresholds import outcomes_of_scores
 
     path = state.settings.data_path

@@ -52,7 +52,7 @@ def score_matrix(bundle: ModelBundle, X: np.ndarray, explain: bool) -> Scored:
     if not len(X):
         return Scored(X, np.zeros(0), None)
     if explain:
-        p, contrib = bundle.explain(X)
+        p, contrib = bundle.predict_with_contributions(X)
         return Scored(X, p, contrib)
     return Scored(X, bundle.predict(X), None)
 

@@ -14,7 +14,7 @@ from typing import Literal
 
 import pandas as pd
 
-from propensity.export import fingerprint
+from propensity.export_reader import fingerprint
 from propensity.registry import (
     CHAMPION,
     Note,

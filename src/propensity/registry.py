@@ -409,7 +409,7 @@ def _score_holdout(champion: ModelBundle, challenger: Evaluation) -> np.ndarray:
         if champion.kind != "table":
             raise PropensityError("the champion scores exports, the challenger a single table")
         return champion.predict(champion.features_for_table(challenger.rows))
-    from propensity.export import fingerprint, load_export
+    from propensity.export_reader import fingerprint, load_export
 
     path = challenger.data_path
     if not path or not Path(path).exists():

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from propensity.account_input import rows_to_export
 from propensity.coding import not_numbers, numbers
 from propensity.lead_scoring import Scored, read_records, score_matrix, score_read
 from propensity.models.bundle import ModelBundle
 from propensity.problems import PropensityError
-from propensity.rows import rows_to_export
 from propensity.tables import CrmExport, SourceFile
 from propensity.targets import ACCOUNT, target_named
 from propensity.thresholds import ThresholdSet

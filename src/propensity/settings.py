@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     database_url: str | None = None
     """SQLAlchemy URL of the score log, API keys and thresholds (PROPENSITY_DATABASE_URL);
     default a SQLite file in the model store."""
+    target_modules: list[str] = Field(default_factory=list)
+    """Modules whose import defines a deployment's own targets (`propensity.targets.define`),
+    imported by the scorer before it loads its champions (PROPENSITY_TARGET_MODULES, a JSON
+    list): a model the library does not name is served without editing the library."""
 
     @property
     def tracking_uri(self) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from propensity.contract import FALSE_WORDS, TRUE_WORDS, Manifest
-from propensity.export import read_raw, type_attribute
+from propensity.export_reader import read_raw, type_attribute
 from propensity.problems import ContractError, ProblemReport, PropensityError
 from propensity.tables import SourceFile
 

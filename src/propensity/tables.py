@@ -1,6 +1,6 @@
 """The validated tables of one CRM export, in memory: what every later step reads.
 
-`export.py` reads files into this shape and `validation.py` checks it; both depend on this
+`export_reader.py` reads files into this shape and `validation.py` checks it; both depend on this
 module and not on each other.
 """
 

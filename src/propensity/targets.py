@@ -14,7 +14,8 @@ scorer's settings all read a model's `Target` from here, never its name: adding 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -196,6 +197,19 @@ def target_named(name: str) -> Target:
     except KeyError:
         raise UnknownTarget(f"no target {name!r}: the targets are "
                             f"{', '.join(target_names())}") from None
+
+
+def import_targets(modules: Sequence[str]) -> tuple[str, ...]:
+    """Import the modules that define a deployment's own targets (`Settings.target_modules`),
+    then every defined target: a target defined in one process is unknown to another (a
+    scorer) until that one imports its definition too."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise PropensityError(f"the target module {module!r} (PROPENSITY_TARGET_MODULES) "
+                                  f"cannot be imported: {exc}") from None
+    return target_names()
 
 
 def target_names() -> tuple[str, ...]:

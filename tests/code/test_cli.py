@@ -248,7 +248,7 @@ def test_train_and_score_a_single_table(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def two_versions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model store holding lead-conversion v1 (champion) and v2, and no other model."""
-    from propensity.export import fingerprint
+    from propensity.export_reader import fingerprint
     from propensity.registry import log_and_register, promote
     from propensity.settings import Settings
     from propensity.single_table import load_single_table

@@ -223,7 +223,7 @@ def test_fields_from_toml(tmp_path: Path) -> None:
 def champion(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     """An export, a model store whose lead-conversion champion was trained on it, and an
     as-of time inside it."""
-    from propensity.export import fingerprint
+    from propensity.export_reader import fingerprint
     from propensity.registry import log_and_register, promote
     from propensity.rows import lead_rows
     from propensity.settings import Settings
@@ -254,7 +254,7 @@ def cli(models: Path, *args: str | Path, **env: str) -> subprocess.CompletedProc
 def test_push_command_writes_the_champions_scores_once(champion: tuple[Path, Path, str],
                                                        crm_of: type) -> None:
     """The values written are the batch scorer's (`score_export`), rounded as documented."""
-    from propensity.export import load_export
+    from propensity.export_reader import load_export
     from propensity.registry import load_model
     from propensity.scoring import score_export
     from propensity.settings import Settings

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from propensity.export import load_export
+from propensity.export_reader import load_export
 from propensity.funnel import FunnelReport, funnel_report
 from propensity.funnel.intervals import wilson
 from propensity.funnel.render import to_frame, to_html

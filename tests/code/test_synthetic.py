@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from propensity.export import read_export
+from propensity.export_reader import read_export
 from propensity.synthetic import (
     TRUTH_FILE,
     SyntheticConfig,

@@ -116,7 +116,7 @@ def test_bands_and_scores() -> None:
 def test_served_scores_are_joined_with_what_happened_next(tmp_path: object) -> None:
     from pathlib import Path
 
-    from propensity.export import load_export
+    from propensity.export_reader import load_export
     from propensity.thresholds import outcomes_of_scores
     from tests.conftest import write_tables
 

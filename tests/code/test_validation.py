@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from propensity.export import load_export, read_export
+from propensity.export_reader import load_export, read_export
 from propensity.problems import ContractError
 
 Tables = dict[str, list[dict[str, object]]]

@@ -18,7 +18,7 @@ from propensity.adapters.crm_render import render_hubspot, render_salesforce
 from propensity.adapters.hubspot import import_hubspot
 from propensity.adapters.salesforce import import_salesforce
 from propensity.contract import TABLES
-from propensity.export import load_export
+from propensity.export_reader import load_export
 from propensity.problems import PropensityError
 from propensity.scoring import score_export
 from propensity.snapshots import SnapshotConfig, lead_entities, snapshot_times

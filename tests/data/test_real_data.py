@@ -10,7 +10,7 @@ import pytest
 from propensity.adapters.olist import import_olist, repair_stock_range
 from propensity.adapters.x_education import POST_OUTCOME, import_x_education
 from propensity.contract import Manifest
-from propensity.export import load_export, read_export
+from propensity.export_reader import load_export, read_export
 from propensity.single_table import load_single_table, read_single_table_dir
 from tests.conftest import shared_file
 

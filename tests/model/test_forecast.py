@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from propensity.export import load_export
+from propensity.export_reader import load_export
 from propensity.forecast import fit_forecaster, forecast_from, lead_outlook
 from propensity.forecast.backtest import actuals, quarter_starts
 from propensity.forecast.hazard import HORIZONS, interpolate

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from propensity.export import load_export
+from propensity.export_reader import load_export
 from propensity.features import FeaturePlan, fit_feature_spec
 from propensity.features.batch import lead_feature_matrix
 from propensity.models.baselines import odoo_naive_bayes

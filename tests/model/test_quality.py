@@ -24,7 +24,7 @@ from sklearn.model_selection import train_test_split
 
 from propensity.adapters.olist import import_olist
 from propensity.adapters.x_education import POST_OUTCOME, import_x_education
-from propensity.export import load_export
+from propensity.export_reader import load_export
 from propensity.scoring import score_export
 from propensity.single_table import load_single_table, single_table_options
 from propensity.synthetic import (

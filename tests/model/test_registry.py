@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from propensity.export import fingerprint
+from propensity.export_reader import fingerprint
 from propensity.problems import PropensityError
 from propensity.registry import (
     CHALLENGER,

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from propensity.export import load_export, read_raw
+from propensity.export_reader import load_export, read_raw
 from propensity.features.spec import FeatureSpec, fit_feature_spec
 from propensity.models.bundle import ModelBundle
 from propensity.problems import PropensityError

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from propensity.coding import Column
-from propensity.export import load_export
+from propensity.export_reader import load_export
 from propensity.registry import _gate_text
 from propensity.synthetic import LONG_LIVED_T, generate_export, long_lived_config, write_export
 from propensity.tables import truncate_export

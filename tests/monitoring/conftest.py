@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from propensity.export import load_export
+from propensity.export_reader import load_export
 from propensity.lifecycle import train_and_register
 from propensity.models.bundle import ModelBundle
 from propensity.monitoring.outcomes import from_export

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from propensity.coding import not_a_number
-from propensity.export import fingerprint, read_raw
+from propensity.export_reader import fingerprint, read_raw
 from propensity.problems import PropensityError
 from propensity.registry import log_and_register, promote
 from propensity.scoring import check_table, score_table

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from propensity.coding import as_matrix
-from propensity.export import load_export
+from propensity.export_reader import load_export
 from propensity.features.account import account_columns, build_account_features
 from propensity.features.batch import lead_feature_matrix
 from propensity.features.definitions import FeaturePlan

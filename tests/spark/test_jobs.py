@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from propensity.cli import app
-from propensity.export import read_export
+from propensity.export_reader import read_export
 from propensity.settings import get_settings
 from propensity.spark.export import read_spark_export
 from propensity.spark.validation import spark_validate
@@ -139,7 +139,7 @@ def test_checked_export_names_the_exact_rows(spark: Any, spark_csv_dir: Path,
 
 def test_funnel_spark_equals_funnel(spark: Any, spark_export_dir: Path) -> None:
     by = "source"  # the report holds the overall funnel and one per source
-    from propensity.export import load_export
+    from propensity.export_reader import load_export
     from propensity.funnel import funnel_report
     from propensity.spark.funnel import spark_funnel
 
@@ -181,7 +181,7 @@ def test_one_pass_score_equals_two_passes_and_refuses_a_broken_export(
         spark: Any, spark_csv_dir: Path, tmp_path: Path, new_york: None) -> None:
     """`score --engine spark` validates and scores in one pass: the same scores as checking
     first and scoring after, and a broken export raises the same report as `checked_export`."""
-    from propensity.export import load_export
+    from propensity.export_reader import load_export
     from propensity.problems import ContractError, PropensityError
     from propensity.spark.scoring import checked_scores, spark_score
     from propensity.spark.session import to_pandas

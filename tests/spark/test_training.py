@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from propensity.export import load_export
+from propensity.export_reader import load_export
 from propensity.spark.export import read_spark_export
 from propensity.spark.training import sample_rows, spark_training_sets
 from propensity.training import LabelledRows, TrainConfig, build_export_sets

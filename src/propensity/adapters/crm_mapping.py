@@ -418,7 +418,7 @@ def write_import(out_dir: Path, tables: dict[str, pd.DataFrame | None], ledger: 
     lines = list(notes) + _file_lines(ledger, left) + _snapshot_line(ledger)
     lines.append(f"what became of every source column: {out_dir / FIELDS_FILE}")
     Manifest(source=source, notes=lines).write(out_dir)
-    from propensity.export import read_export
+    from propensity.export_reader import read_export
 
     report = read_export(out_dir).report  # what came in, against the contract
     if not report.ok:
@@ -551,7 +551,7 @@ def read_object(path: Path, ledger: Ledger, deleted_column: str | None = "IsDele
                 ) -> Source | None:
     """A CRM file, or None when the export does not have it; rows the CRM marks deleted are
     left out by name."""
-    from propensity.export import read_raw
+    from propensity.export_reader import read_raw
 
     if not path.exists():
         return None

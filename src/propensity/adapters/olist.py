@@ -24,7 +24,7 @@ import pandas as pd
 
 from propensity.adapters._result import REPAIR_COLUMNS, REPAIRS_FILE, ImportResult
 from propensity.contract import Manifest
-from propensity.export import read_raw
+from propensity.export_reader import read_raw
 from propensity.problems import PropensityError
 from propensity.tables import SourceFile
 

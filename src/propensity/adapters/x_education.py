@@ -13,7 +13,7 @@ from pathlib import Path
 
 from propensity.adapters._result import ImportResult, snake_case
 from propensity.contract import Manifest
-from propensity.export import read_raw
+from propensity.export_reader import read_raw
 from propensity.problems import PropensityError
 from propensity.single_table import TABLE
 

@@ -43,7 +43,7 @@ def options(encoding: Annotated[str, typer.Option(
     """Lead scoring and funnel analytics from your CRM history."""
     import codecs
 
-    from propensity.export import CSV_ENCODING
+    from propensity.export_reader import CSV_ENCODING
 
     try:
         codecs.lookup(encoding)
@@ -51,6 +51,11 @@ def options(encoding: Annotated[str, typer.Option(
         raise fail(f"--encoding {encoding!r}: unknown encoding (try utf-8, latin-1, cp1252)"
                    ) from None
     CSV_ENCODING.set(encoding)
+    # a deployment's own targets (PROPENSITY_TARGET_MODULES) are models like the library's
+    from propensity.settings import get_settings
+    from propensity.targets import import_targets
+
+    import_targets(get_settings().target_modules)
 data.register(app)
 funnel.register(app)
 models.register(app)

@@ -113,7 +113,7 @@ def _folder_report(path: Path) -> tuple[ProblemReport, str]:
     """An export folder's problems (a single-table folder read as one), and how to name it;
     for an export, the rows read per table are printed first."""
     from propensity.contract import Manifest
-    from propensity.export import read_export
+    from propensity.export_reader import read_export
     from propensity.single_table import read_single_table_dir
 
     if path.is_dir() and Manifest.read(path).shape == "single_table":

@@ -16,7 +16,7 @@ def _example_lead(export_dir: Path, out: Path) -> str:
     """The open lead the champion scores highest at the export's end, as a request body."""
     import pandas as pd
 
-    from propensity.export import load_export
+    from propensity.export_reader import load_export
     from propensity.registry import load_model
     from propensity.rows import lead_rows
     from propensity.scoring import score_export

@@ -55,7 +55,7 @@ def _forecast_time(as_of: datetime | None, latest: pd.Timestamp) -> pd.Timestamp
 
 def _run_backtest(path: Path, weeks: int, seed: int) -> Backtest:
     """Load the export and re-run the forecast at each past quarter start."""
-    from propensity.export import load_export
+    from propensity.export_reader import load_export
     from propensity.forecast.backtest import backtest as run_backtest
 
     with stages() as note:
@@ -67,7 +67,7 @@ def _run_backtest(path: Path, weeks: int, seed: int) -> Backtest:
 def _run_forecast(path: Path, as_of: datetime | None, weeks: int, by: str | None,
                   seed: int) -> tuple[ForecastResult, pd.DataFrame]:
     """Load the export and forecast from the leads open at `as_of`."""
-    from propensity.export import load_export
+    from propensity.export_reader import load_export
     from propensity.forecast.report import forecast as run_forecast
 
     with stages() as note:

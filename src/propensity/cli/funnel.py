@@ -20,7 +20,7 @@ from propensity.cli._common import (
 )
 
 if TYPE_CHECKING:
-    from propensity.funnel.report import FunnelReport, Mode
+    from propensity.funnel.report_types import FunnelReport, Mode
 
 FORMATS = ("table", "json", "csv", "html")
 
@@ -84,7 +84,7 @@ def _on_spark(spark: Any, path: Path, drop_bad_rows: bool, bar: Any, task: Any,
 def _in_process(path: Path, drop_bad_rows: bool, bar: Any, task: Any,
                 **options: Any) -> tuple[FunnelReport, int]:
     """The report computed in process, and how many problem rows the load left out."""
-    from propensity.export import load_export
+    from propensity.export_reader import load_export
     from propensity.funnel import funnel_report
 
     export = load_export(path, drop_bad_rows=drop_bad_rows)

@@ -166,7 +166,7 @@ def train(
 ) -> None:
     """Train a model with out-of-time evaluation against baselines; register it as challenger."""
     from propensity import lifecycle
-    from propensity.export import load_export
+    from propensity.export_reader import load_export
     from propensity.settings import get_settings
 
     single_dir = _train_shape(path, table, name, horizon_days=horizon_days,
@@ -313,7 +313,7 @@ def _score_table_file(table: Path, loading: Loading, alias: str,
                       note: Callable[[str], None]) -> tuple[pd.DataFrame, str, str]:
     """Score a single table with the single-table model being loaded; the rows keep their
     obvious id column when the model was trained without one."""
-    from propensity.export import read_raw
+    from propensity.export_reader import read_raw
     from propensity.scoring import check_table, score_table
     from propensity.single_table import obvious_id_column
 
@@ -334,7 +334,7 @@ def _score_export_folder(path: Path, as_of: datetime, loading: Loading, alias: s
                          drop_bad_rows: bool,
                          note: Callable[[str], None]) -> tuple[pd.DataFrame, str, str]:
     """Score every lead of an export open at `as_of` with the export model being loaded."""
-    from propensity.export import load_export
+    from propensity.export_reader import load_export
     from propensity.scoring import score_export
     from propensity.timestamps import utc
 

@@ -31,7 +31,7 @@ def import_outcomes(
     """Back-fill the outcome store from an export (idempotent: a second run adds nothing)."""
 
     from propensity.database import engine_for, migrate
-    from propensity.export import load_export
+    from propensity.export_reader import load_export
     from propensity.monitoring.outcomes import from_export, record
     from propensity.settings import get_settings
 
@@ -234,7 +234,7 @@ def retrain(
 ) -> None:
     """Train a challenger on the latest data; it becomes champion only through the gate."""
     from propensity.cli.models import print_metrics, train_config
-    from propensity.export import load_export
+    from propensity.export_reader import load_export
     from propensity.lifecycle import register_and_gate, train
     from propensity.registry import CHAMPION, configure, load_model, version_of
 

@@ -79,7 +79,7 @@ def _push(crm: Crm, export: Path, as_of: datetime, dry: bool, fields_file: Path 
     import pandas as pd
 
     from propensity.database import engine_for, migrate
-    from propensity.export import load_export
+    from propensity.export_reader import load_export
     from propensity.push.plan import load_fields, outgoing_scores
     from propensity.push.run import dry_run, push
     from propensity.registry import load_model

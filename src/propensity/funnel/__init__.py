@@ -2,7 +2,7 @@
 
 from propensity.funnel.journeys import Journeys, build_journeys
 from propensity.funnel.metrics import funnel_report, group_keys
-from propensity.funnel.report import Deals, Duration, FunnelReport, GroupFunnel, Rate, Step
+from propensity.funnel.report_types import Deals, Duration, FunnelReport, GroupFunnel, Rate, Step
 
 __all__ = [
     "Deals", "Duration", "FunnelReport", "GroupFunnel", "Journeys", "Rate", "Step",

@@ -16,7 +16,15 @@ import pandas as pd
 from propensity.contract import TIMESTAMP_DTYPE
 from propensity.funnel.intervals import wilson
 from propensity.funnel.journeys import Journeys, build_journeys
-from propensity.funnel.report import Deals, Duration, FunnelReport, GroupFunnel, Mode, Rate, Step
+from propensity.funnel.report_types import (
+    Deals,
+    Duration,
+    FunnelReport,
+    GroupFunnel,
+    Mode,
+    Rate,
+    Step,
+)
 from propensity.problems import PropensityError
 from propensity.tables import CrmExport
 from propensity.timestamps import DAY_US, NEVER, to_micros, utc

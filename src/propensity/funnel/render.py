@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from rich.table import Table
 
-from propensity.funnel.report import FunnelReport, GroupFunnel, Rate
+from propensity.funnel.report_types import FunnelReport, GroupFunnel, Rate
 
 
 def _rate_cols(prefix: str, rate: Rate) -> dict[str, object]:

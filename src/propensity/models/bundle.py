@@ -176,7 +176,8 @@ class ModelBundle:
             return np.zeros(0)
         return self.calibrator(self.margin(X, threads))
 
-    def explain(self, X: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def predict_with_contributions(self, X: np.ndarray, threads: int | None = None
+                                   ) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities and contributions in one pass (the margin is the contributions' sum)."""
         contrib = self.contributions(X, threads)
         return self.calibrator(contrib.sum(axis=1)), contrib

@@ -17,7 +17,7 @@ import pandas as pd
 
 from propensity.funnel.journeys import Journeys, build_journeys
 from propensity.funnel.metrics import funnel_report
-from propensity.funnel.report import FunnelReport, Mode
+from propensity.funnel.report_types import FunnelReport, Mode
 from propensity.spark.export import ROW, SparkExport
 from propensity.spark.partition import each_partition, keyed_union, layout, part_export
 from propensity.spark.session import to_pandas

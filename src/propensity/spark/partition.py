@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from propensity.contract import TABLES, UNKNOWN_WHEN_MISSING, Manifest
-from propensity.export import fill_unknown, parse_table
+from propensity.export_reader import fill_unknown, parse_table
 from propensity.problems import ProblemReport
 from propensity.spark.export import ROW, SparkExport, numeric_attributes
 from propensity.tables import CrmExport, SourceFile

@@ -15,6 +15,7 @@ week when logit(u) - shift < logit(F(week)), the same test as u < F with the shi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,33 +39,39 @@ class Simulation:
 
 def simulate(cumulative: np.ndarray, expected_amount: np.ndarray, amount_low: np.ndarray,
              amount_high: np.ndarray, group: np.ndarray, n_groups: int, *, sims: int = SIMS,
-             seed: int = 0, level_sd: float = 0.0) -> Simulation:
+             seed: int = 0, level_sd: float = 0.0,
+             progress: Callable[[int, int], None] | None = None) -> Simulation:
     """`cumulative` (leads, weeks + 1): P(converted by the end of each week), column 0 = 0;
-    `level_sd`: sd of the log-odds shift shared by every lead in a draw."""
-    weeks = cumulative.shape[1] - 1
+    `level_sd`: sd of the log-odds shift shared by every lead in a draw; `progress(done,
+    total)` after each chunk of leads."""
+    n, weeks = cumulative.shape[0], cumulative.shape[1] - 1
     rng = np.random.default_rng(seed)
     shift = level_sd * rng.standard_normal(sims) if level_sd > 0 else np.zeros(sims)
-    counts = np.zeros((weeks, sims))
-    revenue = np.zeros((weeks, sims))
-    g_counts = np.zeros((n_groups, sims))
-    g_revenue = np.zeros((n_groups, sims))
+    counts = np.zeros(weeks * sims)
+    revenue = np.zeros(weeks * sims)
+    g_counts = np.zeros(n_groups * sims)
+    g_revenue = np.zeros(n_groups * sims)
     sigma = np.maximum(np.log(np.maximum(amount_high, 1e-9) / np.maximum(amount_low, 1e-9)),
                        0) / (2 * Z90)
     mu = np.log(np.maximum(expected_amount, 1e-9)) - sigma ** 2 / 2
-    for start in range(0, cumulative.shape[0], CHUNK):
+    for start in range(0, n, CHUNK):
         sl = slice(start, start + CHUNK)
         f = _logit(cumulative[sl, 1:])
         v = _logit(rng.random((f.shape[0], sims))) - shift
-        week = (v[:, :, None] >= f[:, None, :]).sum(axis=2)  # 0..weeks; weeks = not converted
-        lead, draw = np.nonzero(week < weeks)
-        w = week[lead, draw]
+        # only a (lead, draw) that converts within the horizon needs its week: most do not
+        lead, draw = np.nonzero(v < f[:, -1:])
+        w = (v[lead, draw][:, None] >= f[lead]).sum(axis=1)  # weeks passed before it
         amount = np.exp(mu[sl][lead] + sigma[sl][lead] * rng.standard_normal(lead.size))
-        np.add.at(counts, (w, draw), 1)
-        np.add.at(revenue, (w, draw), amount)
-        g = group[sl][lead]
-        np.add.at(g_counts, (g, draw), 1)
-        np.add.at(g_revenue, (g, draw), amount)
-    return Simulation(counts, revenue, g_counts, g_revenue)
+        cell = w * sims + draw
+        counts += np.bincount(cell, minlength=weeks * sims)
+        revenue += np.bincount(cell, weights=amount, minlength=weeks * sims)
+        cell = group[sl][lead] * sims + draw
+        g_counts += np.bincount(cell, minlength=n_groups * sims)
+        g_revenue += np.bincount(cell, weights=amount, minlength=n_groups * sims)
+        if progress:
+            progress(min(start + CHUNK, n), n)
+    return Simulation(counts.reshape(weeks, sims), revenue.reshape(weeks, sims),
+                      g_counts.reshape(n_groups, sims), g_revenue.reshape(n_groups, sims))
 
 
 def _logit(p: np.ndarray) -> np.ndarray:

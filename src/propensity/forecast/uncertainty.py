@@ -32,19 +32,25 @@ from propensity.forecast.rows import SnapshotRows
 
 def level_sd(hazard: HazardModel, rows: SnapshotRows, held_out: np.ndarray,
              days: float) -> float:
-    """Sd of the log-odds shift common to every lead's P(converted within `days`)."""
+    """Sd of the log-odds shift common to every lead's P(converted within `days`), read on
+    the `held_out` snapshot rows whose window had closed."""
     seen = held_out & rows.observed(days)
     if not seen.any():
         return 0.0
     p = hazard.by_days(hazard.curve(rows.X[seen]), [days])[:, 0]
-    y = rows.converted_within(days)[seen].astype("float64")
+    return shared_error_sd(p, rows.converted_within(days)[seen], rows.as_of_us[seen])
+
+
+def shared_error_sd(p: np.ndarray, y: np.ndarray, times: np.ndarray) -> float:
+    """sqrt(se^2 + tau^2) of the module's docstring from each row's probability `p`, outcome
+    `y` and snapshot time (rows of one time share their error)."""
     var = p * (1 - p)
     info = float(var.sum())
     se2 = 1 / info if info > 0 else 0.0
-    times, at = np.unique(rows.as_of_us[seen], return_inverse=True)
-    expected = np.bincount(at, weights=p, minlength=times.size)
-    actual = np.bincount(at, weights=y, minlength=times.size)
-    flips = np.bincount(at, weights=var, minlength=times.size)
+    _, at = np.unique(times, return_inverse=True)
+    expected = np.bincount(at, weights=p)
+    actual = np.bincount(at, weights=np.asarray(y, dtype="float64"))
+    flips = np.bincount(at, weights=var)
     denom = float((expected ** 2).sum())
     tau2 = max(0.0, float(((actual - expected) ** 2 - flips).sum()) / denom) if denom else 0.0
     return float(np.sqrt(se2 + tau2))

@@ -7,7 +7,10 @@ pace (ECE over 15 equal-mass bins per horizon), its won amount (the 80% interval
 and per account the revenue realised in the 90 days after T (Spearman of expected revenue,
 beside the rule-based reference: stage rate x segment median amount). Then the backtest over
 every past quarter start: mean absolute percentage error of the 13-week customer count for
-the model and the two rule-based forecasts, and the 80% / 95% coverage.
+the model and the two rule-based forecasts, and the 80% / 95% coverage; beside them the MAPE
+of the generator's exact expected counts (a perfect model's: the floor the coin flips set).
+The long-lived backtest runs on the same world generated from `--long-lived-start` (default
+2024-01-01): its one year before T leaves two quarters with the 20 buyers the models need.
 
     nice -n 10 .venv/bin/python benchmarks/bench_forecast.py --leads 5000 --seeds 1 2 3
 """
@@ -19,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
@@ -26,11 +30,14 @@ from propensity.export_reader import load_export
 from propensity.forecast.backtest import backtest
 from propensity.forecast.forecaster import REVENUE_DAYS, fit_forecaster, lead_outlook
 from propensity.forecast.hazard import HORIZONS
+from propensity.funnel.journeys import build_journeys
 from propensity.models.evaluation import equal_mass_ece
+from propensity.snapshots import lead_entities
 from propensity.synthetic import (
     LONG_LIVED_T,
     PROFILES,
     generate_export,
+    long_lived_config,
     read_truth,
     truth_probability,
     write_export,
@@ -91,12 +98,34 @@ def judge(directory: Path, full: CrmExport, t: pd.Timestamp, seed: int) -> dict[
     return out
 
 
+def truth_forecasts(directory: Path, full: CrmExport, starts: list[str],
+                    weeks: int) -> list[float]:
+    """Per backtest quarter: the generator's exact expected count of conversions within the
+    window among the leads open at its start (what a perfect model would forecast): its
+    MAPE is the floor the coin flips alone put under any forecast's."""
+    truth, means = read_truth(directory)
+    journeys = build_journeys(full)
+    out = []
+    for start in starts:
+        at = pd.Timestamp(start, tz="UTC")
+        open_at = lead_entities(full, [at], 1, journeys=journeys, labelled=False)
+        known = truth.loc[open_at["lead_id"]]
+        out.append(float(truth_probability(
+            known["intent"].to_numpy(), open_at["stage_index"].to_numpy(), 7 * weeks, means,
+            known["pace"].to_numpy()).sum()))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--leads", type=int, default=5000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--profiles", nargs="+", default=["default", "long-lived"])
     parser.add_argument("--no-backtest", action="store_true")
+    parser.add_argument("--long-lived-start", default="2024-01-01",
+                        help="history start of the long-lived export the backtest runs on "
+                             "(its judged export keeps the profile's year before T); "
+                             "empty: the same export")
     args = parser.parse_args()
     start = time.perf_counter()
     judged, tested = [], []
@@ -117,9 +146,24 @@ def main() -> None:
                       flush=True)
                 if args.no_backtest:
                     continue
+                if profile == "long-lived" and args.long_lived_start:
+                    # the same world with a longer history (more quarters); as many leads
+                    # per day as the judged export (leads arrive evenly over the span)
+                    same = long_lived_config(n_leads=args.leads, seed=seed)
+                    days = (pd.Timestamp(same.end) - pd.Timestamp(args.long_lived_start)).days
+                    per_day = args.leads / (pd.Timestamp(same.end)
+                                            - pd.Timestamp(same.start)).days
+                    tables, truth = generate_export(long_lived_config(
+                        n_leads=round(per_day * days), seed=seed,
+                        start=args.long_lived_start))
+                    write_export(tables, truth, Path(tmp))
+                    full = load_export(Path(tmp))
                 bt = backtest(full, seed=seed)
-                for p in bt.periods:
-                    print(f"    {p.start}: actual {p.actual}, forecast {p.forecast:.1f} "
+                perfect = truth_forecasts(Path(tmp), full, [p.start for p in bt.periods],
+                                          bt.weeks)
+                for p, exact in zip(bt.periods, perfect, strict=True):
+                    print(f"    {p.start}: actual {p.actual}, truth {exact:.1f}, "
+                          f"forecast {p.forecast:.1f} "
                           f"[80% {p.low80:g}-{p.high80:g}, 95% {p.low95:g}-{p.high95:g}], "
                           f"stage rates {p.stage_rates:.1f}, pipeline {p.pipeline:.1f}; "
                           f"revenue {p.actual_revenue:,.0f} vs {p.forecast_revenue:,.0f} "
@@ -127,7 +171,8 @@ def main() -> None:
                 for line in bt.skipped:
                     print(f"    skipped {line}")
                 s = bt.summary()
-                s.update(profile=NAMES[profile], seed=seed)
+                s.update(profile=NAMES[profile], seed=seed, mape_truth=float(np.mean(
+                    [p.ape(x) for p, x in zip(bt.periods, perfect, strict=True)])))
                 tested.append(s)
     print("\n| profile | seed | open at T | ECE 30 | ECE 60 | ECE 90 | ECE 180 | ECE 90 realised "
           "| amount 80% cover (won) | Spearman accounts model / reference (accounts) |")
@@ -139,11 +184,12 @@ def main() -> None:
               f"({j['won_judged']}) | {j['spearman_model']:.3f} / "
               f"{j['spearman_reference']:.3f} ({j['accounts']:,}) |")
     if tested:
-        print("\n| profile | seed | quarters | MAPE model | MAPE stage rates | MAPE pipeline "
-              "| 80% coverage | 95% coverage | revenue 80% coverage |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("\n| profile | seed | quarters | MAPE truth | MAPE model | MAPE stage rates "
+              "| MAPE pipeline | 80% coverage | 95% coverage | revenue 80% coverage |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for s in tested:
-            print(f"| {s['profile']} | {s['seed']} | {s['periods']} | {s['mape_model']:.1%} | "
+            print(f"| {s['profile']} | {s['seed']} | {s['periods']} | {s['mape_truth']:.1%} | "
+                  f"{s['mape_model']:.1%} | "
                   f"{s['mape_stage_rates']:.1%} | {s['mape_pipeline']:.1%} | "
                   f"{s['coverage80']:.0%} | {s['coverage95']:.0%} | "
                   f"{s['revenue_coverage80']:.0%} |")

@@ -144,12 +144,15 @@ LONG_LIVED_T = "2025-10-01"
 after it to judge the scores by."""
 
 
-def long_lived_config(n_leads: int = 20_000, seed: int = 7) -> SyntheticConfig:
+def long_lived_config(n_leads: int = 20_000, seed: int = 7,
+                      start: str = "2024-10-01") -> SyntheticConfig:
     """The usual B2B shape: a year of history before `LONG_LIVED_T` (and 90 days after it),
     leads that stay open for 6-12 months before they are dropped, about 2% of the leads open at
     a snapshot buying within 90 days, accounts with several leads each, and noise columns. A
-    fold that drops every held lead's other snapshots loses nearly all of its non-buyers here."""
-    return SyntheticConfig(n_leads=n_leads, seed=seed, start="2024-10-01", end="2026-01-01",
+    fold that drops every held lead's other snapshots loses nearly all of its non-buyers here.
+    An earlier `start` gives the same world a longer history (the forecast's backtest needs
+    quarters with enough buyers before them; the leads are spread over the longer span)."""
+    return SyntheticConfig(n_leads=n_leads, seed=seed, start=start, end="2026-01-01",
                            account_share=0.85, leads_per_account=6.0,
                            stage_mean_days=(300.0, 120.0, 90.0, 60.0), intent_offset=-0.7,
                            intent_noise=1.0, noise_columns=3, noise_levels=300)

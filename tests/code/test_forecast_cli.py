@@ -54,3 +54,5 @@ def test_forecast_json_adds_up_and_says_how(export_dir: Path, tmp_path: Path) ->
     assert fc["new_leads"]["leads_per_day"] > 0
     assert (tmp_path / "leads.csv").read_text().startswith("lead_id,")
     assert "hazard model" in out.stderr  # progress lines while it works
+    assert f"simulating 2,000 draws of 8 weeks: {fc['open_leads']:,}/{fc['open_leads']:,} " \
+        "leads" in out.stderr  # and through the simulation, lead by lead

@@ -136,3 +136,17 @@ def test_a_model_with_accounts_scores_an_export_where_no_lead_has_one(
         _assert_same(plan, batch, _online(plan, export, entities))
         assert np.isnan(batch[:, plan.index["account_contacts"]]).all()
         assert batch[:, plan.index["n_events_all"]].sum() > 0
+
+
+def test_event_types_counted_on_codes_match_counting_the_text(small_export: CrmExport) -> None:
+    from propensity.features.spec import _value_counts
+
+    events = small_export.events
+    assert events is not None
+    for name in ("event_type", "channel"):
+        column = events[name].dropna()
+        if not isinstance(column.dtype, pd.CategoricalDtype):
+            column = column.astype("category")
+        text = column.astype("str").value_counts()
+        coded = _value_counts(column)
+        assert coded.to_dict() == text.to_dict() and len(coded) > 1, name

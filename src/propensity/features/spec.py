@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -112,14 +113,27 @@ def _account_attributes(export: CrmExport, vocabularies: _Vocabularies
     return acc_numeric, acc_cat
 
 
+def _value_counts(values: pd.Series) -> pd.Series:
+    """Rows per value as text, missing values left out (as `astype(str).value_counts()`).
+    A categorical column is counted on its codes: spelling out 23M event types as strings
+    first took 42 of a 1M-lead forecast's 354 s (loaded machine)."""
+    if not isinstance(values.dtype, pd.CategoricalDtype):
+        return values.astype("str").value_counts()
+    codes = values.cat.codes.to_numpy()
+    n = np.bincount(codes[codes >= 0], minlength=len(values.cat.categories))
+    counts = pd.Series(n, index=values.cat.categories.astype("str"), name="count")
+    counts = counts.groupby(level=0).sum()  # categories equal as text count once
+    return counts[counts > 0].sort_values(ascending=False, kind="stable")
+
+
 def _event_vocabulary(export: CrmExport, config: FeatureConfig,
                       event_counts: tuple[pd.Series, pd.Series] | None
                       ) -> tuple[list[str], list[str]]:
     """The event types and (at most 20) channels seen often enough, from the counts given or
     from the events table."""
     if event_counts is None and export.events is not None and len(export.events):
-        event_counts = (export.events["event_type"].astype("str").value_counts(),
-                        export.events["channel"].dropna().astype("str").value_counts())
+        event_counts = (_value_counts(export.events["event_type"]),
+                        _value_counts(export.events["channel"].dropna()))
     if event_counts is None:
         return [], []
     counts, ch = event_counts

@@ -17,6 +17,7 @@ from propensity.forecast.amount import AmountModel, SegmentMedians, lead_segment
 from propensity.forecast.hazard import HORIZONS, HazardModel, median_days
 from propensity.forecast.rows import open_leads, snapshot_rows
 from propensity.forecast.rules import stage_rates
+from propensity.forecast.uncertainty import level_sd
 from propensity.funnel.journeys import Journeys, build_journeys
 from propensity.tables import CrmExport, truncate_export
 
@@ -40,6 +41,9 @@ class Forecaster:
     rates: np.ndarray
     """Per stage: historical share of open leads converting within `RULE_DAYS`."""
     mean_won_amount: float
+    level_sd: float = 0.0
+    """Sd of the log-odds error shared by every lead's curve over `RULE_DAYS`
+    (`uncertainty.level_sd`): the models' own error, which the intervals add."""
 
 
 def calibration_mask(lead_ids: pd.Series, seed: int, share: float = 0.25) -> np.ndarray:
@@ -64,6 +68,7 @@ def fit_forecaster(export: CrmExport, as_of: pd.Timestamp, *, seed: int = 0,
     fit = calibration_mask(rows.entities["lead_id"], seed)
     note(f"hazard model on {len(rows.entities):,} snapshot rows")
     hazard = HazardModel(seed=seed).fit(rows, fit)
+    level = level_sd(hazard, rows, ~fit, RULE_DAYS)
     note("amount model on won opportunities")
     amount = won_amounts(cut, rows.entities["lead_id"])
     # a lead's amount is known only once it was won before the data's end: as it is here
@@ -78,7 +83,7 @@ def fit_forecaster(export: CrmExport, as_of: pd.Timestamp, *, seed: int = 0,
         amount=amount_model, medians=medians,
         rates=stage_rates(rows, RULE_DAYS, len(cut.stages)),
         mean_won_amount=float(np.nanmean(amount[won_rows & latest])) if (
-            won_rows & latest).any() else 0.0)
+            won_rows & latest).any() else 0.0, level_sd=level)
 
 
 def lead_outlook(model: Forecaster, weeks: int = 13) -> tuple[pd.DataFrame, np.ndarray]:

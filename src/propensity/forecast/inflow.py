@@ -34,18 +34,36 @@ class Inflow:
 
 def conversion_by_age(journeys: Journeys, as_of: pd.Timestamp, days: int,
                       lookback_days: int = 365) -> np.ndarray:
-    """F(d) for d = 0..days: P(a new lead converts within d days of creation)."""
+    """F(d) for d = 0..days: P(a new lead converts within d days of creation). Leads created
+    c before T are in the cohort of day d when d < c <= d + `lookback_days` (whole days,
+    compared in microseconds); a buyer also needs d >= its days to convert. Each lead's days
+    form a range, counted for every d at once with a difference array (one pass over a 1M-lead
+    export instead of one per day)."""
     t = int(to_micros(pd.Series([as_of]))[0])
     created = journeys.reached[:, 0]
     converted = journeys.reached[:, -1]
-    age_to_convert = (converted - created) / DAY_US
+    before = created < t
+    age_us = t - created[before]
+    last = (age_us - 1) // DAY_US  # the largest d with d * DAY_US < age
+    first = -(-age_us // DAY_US) - lookback_days  # the smallest d with d + lookback >= age
+    n = _day_counts(np.maximum(first, 1), last, days)
+    conv = converted[before]
+    bought = conv < t
+    to_convert = np.ceil((conv[bought] - created[before][bought]) / DAY_US).astype("int64")
+    k = _day_counts(np.maximum(np.maximum(first[bought], to_convert), 1), last[bought], days)
     out = np.zeros(days + 1)
-    for d in range(1, days + 1):
-        cohort = (created < t - d * DAY_US) & (created >= t - (d + lookback_days) * DAY_US)
-        if cohort.any():
-            done = cohort & (converted < t) & (age_to_convert <= d)
-            out[d] = done.sum() / cohort.sum()
+    out[1:] = np.where(n[1:] > 0, k[1:] / np.maximum(n[1:], 1), 0.0)
     return np.maximum.accumulate(out)
+
+
+def _day_counts(first: np.ndarray, last: np.ndarray, days: int) -> np.ndarray:
+    """For d = 0..days: how many of the ranges [first, last] hold d."""
+    lo = np.clip(first, 0, days + 1)
+    hi = np.clip(last + 1, 0, days + 1)
+    keep = lo < hi
+    diff = np.bincount(lo[keep], minlength=days + 2) - np.bincount(hi[keep],
+                                                                    minlength=days + 2)
+    return np.cumsum(diff)[:days + 1]
 
 
 def inflow_forecast(journeys: Journeys, as_of: pd.Timestamp, weeks: int, mean_amount: float,

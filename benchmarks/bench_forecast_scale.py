@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from propensity.export import load_export
+from propensity.export_reader import load_export
 from propensity.forecast.forecaster import fit_forecaster
 from propensity.forecast.report import forecast_from
 from propensity.synthetic import PROFILES, generate_export, write_export

@@ -67,7 +67,7 @@ from propensity.problems import PropensityError
 from propensity.single_table import SingleTable
 from propensity.snapshots import SnapshotConfig, snapshot_times
 from propensity.tables import CrmExport, truncate_export
-from propensity.targets import LEAD, LEAD_CONVERSION, Target, UnknownTarget, target_named
+from propensity.targets import LEAD_CONVERSION, Target, UnknownTarget, target_named
 from propensity.timestamps import to_micros
 
 LEAKY_AUC = 0.9
@@ -335,7 +335,7 @@ def build_export_sets(export: CrmExport, config: TrainConfig,
         sets.baselines["naive_bayes"] = odoo_naive_bayes(
             export, sets.holdout, cutoff, config.odoo, horizon_days=horizon,
             stale_days=config.snapshots.stale_days, journeys=journeys)
-    if target.entity is LEAD and "odoo_pls" in config.learners:
+    if target.name == LEAD_CONVERSION and "odoo_pls" in config.learners:
         codes = pd.Index(entities[target.entity.key].astype("str").unique())  # as assembled
         for rows, at in ((sets.evaluation, cutoff), (sets.shipping, export.latest_time())):
             rows.odoo = odoo_history(export, at, config.odoo, codes,

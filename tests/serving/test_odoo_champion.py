@@ -27,7 +27,7 @@ from propensity.models.odoo_learner import OdooScorer, field_columns
 from propensity.models.odoo_pls import DEFAULT_COLUMNS, OdooPlsConfig, log_odds, open_leads
 from propensity.registry import configure, list_versions, load_model
 from propensity.rows import lead_rows
-from propensity.scoring import score_export, score_rows
+from propensity.scoring import score_export
 from propensity.settings import Settings
 from propensity.synthetic import SyntheticConfig, generate_export, write_export
 from propensity.tables import CrmExport
@@ -85,9 +85,10 @@ def test_odoo_ships_where_it_ranks_best(odoo_world: tuple[Path, CrmExport, Train
     assert versions["learner"].tolist() == ["odoo-pls"]
 
 
-def _open_leads(export: CrmExport, bundle: ModelBundle) -> tuple[pd.Timestamp, pd.DataFrame]:
+def _open_leads(export: CrmExport, bundle: ModelBundle) -> pd.DataFrame:
+    """40 leads open 45 days before the export's end, batch-scored."""
     t = export.latest_time().normalize() - pd.Timedelta(days=45)
-    return t, score_export(bundle, export, t).head(40)
+    return score_export(bundle, export, t).head(40)
 
 
 def test_served_pyfunc_and_batch_agree_with_odoos_reasons(
@@ -95,7 +96,7 @@ def test_served_pyfunc_and_batch_agree_with_odoos_reasons(
     models, export, _ = odoo_world
     settings = Settings(models_dir=models)
     bundle, _ = load_model("lead-conversion", settings=settings)
-    t, batch = _open_leads(export, bundle)
+    batch = _open_leads(export, bundle)
     assert len(batch) == 40
     rows = lead_rows(export, batch[["lead_id", "as_of"]])
     body = {"leads": [request_lead(r) for r in rows.to_dict("records")], "explain": True}

@@ -37,8 +37,8 @@ from propensity.models.odoo_pls import (
     PlsTable,
     closed_leads,
     fit_table,
+    lead_values,
     log_odds,
-    matrix_leads,
     table_from_dict,
     table_to_dict,
 )
@@ -62,7 +62,13 @@ def field_columns(columns: list[Column], config: OdooPlsConfig) -> dict[str, int
 
 @dataclass
 class OdooScorer:
-    """Margin and exact per-column contributions of Odoo's table on a lead model matrix."""
+    """Margin and exact per-column contributions of Odoo's table on a lead model matrix.
+
+    A coded column holds one of a few levels, so each (scope, column, level) criterion is
+    looked up once, when the scorer is built, through the one definition (`odoo_pls.log_odds`
+    on the decoded level, as `matrix_leads` decodes it); scoring is then array indexing
+    (what `log_odds` on the matrix's leads gives, tested; one lead went from 77 ms to
+    microseconds)."""
 
     columns: list[Column]
     table: PlsTable
@@ -70,30 +76,68 @@ class OdooScorer:
     leads: int = 0
     """Closed leads the table was counted from (the report shows it)."""
     _where: dict[str, int] = field(init=False, repr=False)
+    _bias: np.ndarray = field(init=False, repr=False)
+    """Per scope (each team with a table, then the pool): the priors' log ratio."""
+    _terms: dict[int, np.ndarray] = field(init=False, repr=False)
+    """Column -> (scopes, levels + 1) log likelihood ratios, the last level: missing."""
+    _team: tuple[int, np.ndarray] | None = field(init=False, repr=False)
+    """(column, scope per level + missing) of the column that gives the team; None: pool."""
 
     def __post_init__(self) -> None:
         self._where = field_columns(self.columns, self.config)
+        teams = sorted(self.table.cells["team"].dropna().unique())
+        scope_teams: list[str | None] = [*teams, None]
+        self._team = self._team_lookup({t: i for i, t in enumerate(teams)}, len(teams))
+        self._terms = {}
+        bias = np.zeros(len(scope_teams))
+        for name, col in self._where.items():
+            levels = [*(self.columns[col].categories or ()), None]
+            decoded = (pd.DataFrame({STAGE: levels}) if name == STAGE else lead_values(
+                pd.DataFrame({self.columns[col].name: levels}, dtype="object"),
+                self.config)[[name]])
+            frame = pd.concat([decoded.assign(team=t) for t in scope_teams], ignore_index=True)
+            b, terms = log_odds(self.table, frame)
+            self._terms[col] = np.bincount(
+                terms["lead"].to_numpy(dtype="int64"), weights=terms["log_odds"].to_numpy(),
+                minlength=len(frame)).reshape(len(scope_teams), len(levels))
+            bias = b[::len(levels)]
+        self._bias = np.where(np.isfinite(bias), bias, 0.0)  # no first-stage cell: even odds
 
-    def _terms(self, X: np.ndarray) -> tuple[np.ndarray, pd.DataFrame]:
-        bias, terms = log_odds(self.table, matrix_leads(X, self.columns, self.config))
-        # a scope with no first-stage cell: Odoo cannot compute it; even odds, fields decide
-        return np.where(np.isfinite(bias), bias, 0.0), terms
+    def _team_lookup(self, scope_of: dict[str, int], pool: int) -> tuple[int, np.ndarray] | None:
+        """The team column as `lead_values` picks it from the coded columns (owner through
+        `owner_teams`, else the team column) and each of its levels' scope."""
+        coded = {c.name: i for i, c in enumerate(self.columns)
+                 if c.categories is not None and c.name != STAGE_COLUMN}
+        if self.config.owner_teams and "owner_id" in coded:
+            col, team_of = coded["owner_id"], self.config.owner_teams.get
+        elif self.config.team_column in coded:
+            col, team_of = coded[self.config.team_column], lambda v: v
+        else:
+            return None
+        levels = self.columns[col].categories or ()
+        scopes = [scope_of.get(str(t), pool) if (t := team_of(v)) is not None else pool
+                  for v in levels]
+        return col, np.array([*scopes, pool], dtype="int64")
 
-    def margin(self, X: np.ndarray) -> np.ndarray:
-        bias, terms = self._terms(X)
-        return bias + np.bincount(terms["lead"].to_numpy(dtype="int64"),
-                                  weights=terms["log_odds"].to_numpy(), minlength=len(X))
+    def _scopes(self, X: np.ndarray) -> np.ndarray:
+        pool = len(self._bias) - 1
+        if self._team is None:
+            return np.full(len(X), pool, dtype="int64")
+        col, scope = self._team
+        return scope[_level(X[:, col], len(scope) - 1)]
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """(rows, columns + 1): each criterion's log likelihood ratio on the column that plays
         its field, the priors' log ratio last; each row sums to the margin."""
-        bias, terms = self._terms(X)
+        scope = self._scopes(X)
         out = np.zeros((len(X), len(self.columns) + 1))
-        at = terms["field"].map(self._where).fillna(len(self.columns)).to_numpy(dtype="int64")
-        np.add.at(out, (terms["lead"].to_numpy(dtype="int64"), at),
-                  terms["log_odds"].to_numpy())
-        out[:, -1] += bias
+        for col, terms in self._terms.items():
+            out[:, col] = terms[scope, _level(X[:, col], terms.shape[1] - 1)]
+        out[:, -1] = self._bias[scope]
         return out
+
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        return self.contributions(X).sum(axis=1)
 
     def to_dict(self) -> dict[str, Any]:
         return {"table": table_to_dict(self.table), "config": self.config.model_dump(),
@@ -103,6 +147,11 @@ class OdooScorer:
     def from_dict(cls, columns: list[Column], data: dict[str, Any]) -> OdooScorer:
         return cls(list(columns), table_from_dict(data["table"]),
                    OdooPlsConfig.model_validate(data["config"]), int(data.get("leads", 0)))
+
+
+def _level(codes: np.ndarray, missing: int) -> np.ndarray:
+    """Coded values as level indexes, missing as `missing`."""
+    return np.where(np.isnan(codes), missing, np.nan_to_num(codes)).astype("int64")
 
 
 @dataclass(frozen=True)

@@ -108,15 +108,14 @@ class OdooScorer:
         `owner_teams`, else the team column) and each of its levels' scope."""
         coded = {c.name: i for i, c in enumerate(self.columns)
                  if c.categories is not None and c.name != STAGE_COLUMN}
-        if self.config.owner_teams and "owner_id" in coded:
-            col, team_of = coded["owner_id"], self.config.owner_teams.get
-        elif self.config.team_column in coded:
-            col, team_of = coded[self.config.team_column], lambda v: v
-        else:
+        by_owner = bool(self.config.owner_teams) and "owner_id" in coded
+        name = "owner_id" if by_owner else self.config.team_column
+        if name not in coded:
             return None
+        col = coded[name]
         levels = self.columns[col].categories or ()
-        scopes = [scope_of.get(str(t), pool) if (t := team_of(v)) is not None else pool
-                  for v in levels]
+        teams = [self.config.owner_teams.get(v) if by_owner else v for v in levels]
+        scopes = [pool if t is None else scope_of.get(str(t), pool) for t in teams]
         return col, np.array([*scopes, pool], dtype="int64")
 
     def _scopes(self, X: np.ndarray) -> np.ndarray:

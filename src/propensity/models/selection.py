@@ -1,5 +1,6 @@
-"""Which learner ships: LightGBM settings, logistic regression and their blend, compared on the
-same out-of-fold rows; and the out-of-fold margins every calibrator is fitted on.
+"""Which learner ships: LightGBM settings, logistic regression, their blend and Odoo's predictive
+lead scoring (`odoo_learner`, when the problem carries Odoo's history), compared on the same
+out-of-fold rows; and the out-of-fold margins every calibrator is fitted on.
 
 Folds for exports hold whole entities (every snapshot of a lead, or of an account): a held
 entity never appears in the rows its fold learns from, so a lead's outcome cannot be learned
@@ -11,7 +12,8 @@ plus logistic regression per fold; nothing depends on time, so the same rows giv
 choice on any machine.
 
 The winner has the best mean fold AUC; a simpler learner within `TOLERANCE` of it wins instead
-(logistic regression, then LightGBM, then the blend): equal ranking, cheaper reasons.
+(logistic regression, then LightGBM, then the blend, then Odoo's table, which reads none of a
+lead's activity): equal ranking, cheaper reasons.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ function beside the defaults). The ordinary fixture export keeps its champion.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -83,6 +86,11 @@ def test_odoo_ships_where_it_ranks_best(odoo_world: tuple[Path, CrmExport, Train
     assert 0 < measured["closed_leads"] < shipped["closed_leads"]
     versions = list_versions(Settings(models_dir=models))
     assert versions["learner"].tolist() == ["odoo-pls"]
+    shown = subprocess.run(
+        [sys.executable, "-c", "from propensity.cli import main; main()", "models"],
+        env={**os.environ, "PROPENSITY_MODELS_DIR": str(models), "COLUMNS": "250"},
+        capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and "odoo-pls" in shown.stdout, shown.stdout + shown.stderr
 
 
 def _open_leads(export: CrmExport, bundle: ModelBundle) -> pd.DataFrame:

@@ -31,6 +31,7 @@ from propensity.coding import Column
 from propensity.models.booster import GRID, MAX_ROUNDS, lightgbm_params, train_booster
 from propensity.models.linear import LinearScorer
 from propensity.models.odoo_learner import OdooHistory, OdooScorer
+from propensity.problems import PropensityError
 
 TOLERANCE = 0.001
 BLEND_WEIGHTS = (0.25, 0.5, 0.75)
@@ -276,6 +277,9 @@ def select(p: Problem, folds: Sequence[Fold], *, search: bool = True,
     """Every candidate on the same folds; the winner, its own out-of-fold record, and all
     (`note` hears of each fit as it starts)."""
     tried = _candidates(p, folds, search, learners, note)
+    if not tried:
+        raise PropensityError(f"no learner to try among {', '.join(learners)}: odoo_pls scores "
+                              "leads (lead conversion on an export) only")
     winner, why = _winner(tried, len(folds))
     return as_choice(winner, why), winner, tried
 

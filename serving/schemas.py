@@ -284,6 +284,8 @@ class ModelRef(BaseModel):
     horizon_days: int | None = None
     fallback: bool = Field(False, description="true when the learner training chose lost its "
                                               "holdout and this one, which did not, shipped")
+    learner: str | None = Field(None, description="which learner this version is: odoo-pls, "
+                                                  "lightgbm, logistic or blend")
 
 
 class ScoreResponse(BaseModel):

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from propensity.features.online import LeadInputError
 from propensity.lead_scoring import LeadScore, ReadLeads, ScoredLeads, read_records, score_read
+from propensity.models.bundle import learner_name
 from propensity.targets import LEAD_CONVERSION, STAGE_ADVANCEMENT
 from propensity.thresholds import ThresholdSet
 from serving.deps import AppState
@@ -150,7 +151,8 @@ def _reasons(s: LeadScore) -> Reasons | None:
 
 def _model_ref(name: str, loaded: Loaded) -> ModelRef:
     return ModelRef(name=name, version=loaded.version, horizon_days=loaded.bundle.horizon_days,
-                    fallback="fallback" in loaded.bundle.info)
+                    fallback="fallback" in loaded.bundle.info,
+                    learner=learner_name(loaded.bundle.learner))
 
 
 def _response(acc: Accepted, scores: list[LeadScore], thresholds: ThresholdSet,

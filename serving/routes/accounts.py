@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from propensity.features.definitions import PERSONA_GROUPS
 from propensity.features.online import LeadInputError
 from propensity.lead_input import check_stages
+from propensity.models.bundle import learner_name
 from propensity.models.reasons import explain
 from propensity.scoring import score_account_rows
 from propensity.targets import ACCOUNT_PROPENSITY
@@ -83,7 +84,8 @@ async def score_account(body: AccountBody, state: StateDep) -> AccountScore:
     return AccountScore(
         account_id=body.account_id, probability=p, score=to_score(p),
         model=ModelRef(name=ACCOUNT_PROPENSITY, version=loaded.version,
-                       horizon_days=bundle.horizon_days, fallback="fallback" in bundle.info),
+                       horizon_days=bundle.horizon_days, fallback="fallback" in bundle.info,
+                       learner=learner_name(bundle.learner)),
         engaged_personas=engaged, missing_personas=[x for x in PERSONA_GROUPS if x not in engaged],
         reasons=Reasons(positive=[ReasonOut(**r.__dict__) for r in pos],
                         negative=[ReasonOut(**r.__dict__) for r in neg]))

@@ -225,6 +225,8 @@ def log_and_register(result: TrainResult, *, data: dict[str, Any],
     """
     from mlflow.entities import Metric, Param
 
+    from propensity.models.bundle import learner_name
+
     client = configure(settings)
     bundle = result.bundle
     name = name or bundle.target
@@ -249,11 +251,14 @@ def log_and_register(result: TrainResult, *, data: dict[str, Any],
     client.set_model_version_tag(name, version, "holdout_roc_auc",
                                  f"{result.holdout_auc:.6f}")
     client.set_model_version_tag(name, version, GATE_TAG, _gate_text(gate))
+    client.set_model_version_tag(name, version, LEARNER_TAG, learner_name(bundle.learner))
     return Registered(name=name, version=version, run_id=run.info.run_id,
                       holdout_auc=result.holdout_auc, gate=gate)
 
 
 GATE_TAG = "gate"
+LEARNER_TAG = "learner"
+"""Which learner a version is (odoo-pls, lightgbm, logistic, blend): `propensity models`."""
 
 
 def _gate_text(gate: dict[str, Any]) -> str:
@@ -643,6 +648,7 @@ def list_versions(settings: Settings | None = None) -> pd.DataFrame:
                 "ece_equal_mass": metrics.get("holdout.ece_equal_mass"),
                 "top_decile_predicted": metrics.get("holdout.top_decile_predicted"),
                 "top_decile_realised": metrics.get("holdout.top_decile_realised"),
+                "learner": (mv.tags or {}).get(LEARNER_TAG, "-"),
                 "gate": (mv.tags or {}).get(GATE_TAG, "-").split(":")[0],
                 "created": pd.Timestamp(mv.creation_timestamp, unit="ms", tz="UTC"),
             })

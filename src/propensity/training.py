@@ -45,6 +45,7 @@ from propensity.models.bundle import LEARNERS, Kind, Learner, ModelBundle
 from propensity.models.calibration import ISOTONIC_MIN_ROWS, fit_calibrator
 from propensity.models.evaluation import evaluation_report, rank_auc
 from propensity.models.linear import LinearScorer
+from propensity.models.odoo_learner import OdooHistory, odoo_history
 from propensity.models.odoo_pls import OdooPlsConfig
 from propensity.models.selection import (
     Candidate,
@@ -152,10 +153,15 @@ class LabelledRows:
     """Snapshot time per row (int64 microseconds; all 0 for a single table)."""
     weight: np.ndarray | None = None
     """Row weights of a sample (the Spark engine's: negatives weigh 1/their share); None: 1."""
+    odoo: OdooHistory | None = None
+    """The closed leads Odoo's table may count for a fit on these rows (lead models on
+    exports: as of the holdout cutoff for the evaluation rows, the export's end for the
+    shipping rows); None: Odoo's learner is not a candidate."""
 
     def take(self, idx: np.ndarray) -> LabelledRows:
         return LabelledRows(self.X[idx], self.y[idx], self.columns, self.groups[idx],
-                            self.times[idx], None if self.weight is None else self.weight[idx])
+                            self.times[idx], None if self.weight is None else self.weight[idx],
+                            self.odoo)
 
 
 @dataclass
@@ -329,6 +335,11 @@ def build_export_sets(export: CrmExport, config: TrainConfig,
         sets.baselines["naive_bayes"] = odoo_naive_bayes(
             export, sets.holdout, cutoff, config.odoo, horizon_days=horizon,
             stale_days=config.snapshots.stale_days, journeys=journeys)
+    if target.name == LEAD_CONVERSION and "odoo_pls" in config.learners:
+        codes = pd.Index(entities[target.entity.key].astype("str").unique())  # as assembled
+        for rows, at in ((sets.evaluation, cutoff), (sets.shipping, export.latest_time())):
+            rows.odoo = odoo_history(export, at, config.odoo, codes,
+                                     stale_days=config.snapshots.stale_days, journeys=journeys)
     return sets
 
 
@@ -395,7 +406,8 @@ def _problem(rows: LabelledRows, config: TrainConfig) -> Problem:
     if rows.weight is not None:
         w = w * rows.weight
     return Problem(rows.X, rows.y, w, rows.columns, rows_per_lead=len(rows.y) / leads,
-                   entities=leads, overrides={"seed": config.seed, **config.booster})
+                   entities=leads, overrides={"seed": config.seed, **config.booster},
+                   groups=rows.groups, odoo=rows.odoo)
 
 
 def _folds(rows: LabelledRows, kind: Kind, config: TrainConfig) -> list[Fold]:
@@ -422,6 +434,9 @@ def _bundle(sets: TrainingSets, rows: LabelledRows, choice: Choice, fitted: tupl
             margins: np.ndarray, y: np.ndarray, spec: FeatureSpec | None,
             info: dict[str, Any]) -> ModelBundle:
     booster, linear = fitted
+    if rows.odoo is not None and choice.learner == "odoo_pls":
+        info = {**info, "odoo_table": {"closed_leads": linear.leads,
+                                       "closed_before": str(rows.odoo.cutoff)}}
     seen = ~np.isnan(margins) & _recent(rows.times, y)
     calibrator = fit_calibrator(margins[seen], y[seen])
     return ModelBundle(

@@ -19,6 +19,7 @@ from propensity.export_reader import load_export
 from propensity.features import FeaturePlan, fit_feature_spec
 from propensity.features.batch import lead_feature_matrix
 from propensity.models.baselines import odoo_naive_bayes
+from propensity.models.odoo_learner import OdooScorer, field_columns, odoo_history
 from propensity.models.odoo_pls import (
     OdooPlsConfig,
     PlsTable,
@@ -328,3 +329,54 @@ def test_the_model_matrix_gives_the_same_scores_as_the_export(small_export: CrmE
     from_matrix = probability(table, leads)
     assert np.array_equal(from_matrix, probability(table, open_leads(small_export, entities,
                                                                       config)))
+
+
+def test_the_shipped_scorer_is_log_odds_on_the_matrix_team_by_team(
+        small_export: CrmExport) -> None:
+    """The learner's margin and contributions (levels looked up once per team) are
+    `log_odds` of the leads the matrix decodes to: per team, and the pool for a lead whose
+    team has no table; each criterion on the column that plays its field."""
+    t = pd.Timestamp("2025-01-01", tz="UTC")
+    owners = sorted(small_export.leads["owner_id"].dropna().astype("str").unique())
+    config = OdooPlsConfig(owner_teams={o: f"team{i % 3}" for i, o in enumerate(owners[:-4])})
+    entities = lead_entities(small_export, [t], 90, labelled=False)
+    plan = FeaturePlan(fit_feature_spec(truncate_export(small_export, t)))
+    X = lead_feature_matrix(small_export, plan, entities)
+    table = fit_as_of(small_export, t, config)
+    scorer = OdooScorer(plan.columns, table, config)
+    leads = matrix_leads(X, plan.columns, config)
+    assert leads["team"].nunique() == 3 and leads["team"].isna().any()
+    bias, terms = log_odds(table, leads)
+    expected = bias + np.bincount(terms["lead"], weights=terms["log_odds"], minlength=len(X))
+    contrib = scorer.contributions(X)
+    assert np.abs(contrib.sum(axis=1) - expected).max() < 1e-12
+    assert np.abs(scorer.margin(X) - expected).max() < 1e-12
+    where = field_columns(plan.columns, config)
+    stage = terms[terms["field"] == "stage_id"]
+    assert np.allclose(contrib[stage["lead"].to_numpy(), where["stage_id"]], stage["log_odds"])
+    again = OdooScorer.from_dict(plan.columns, json.loads(json.dumps(scorer.to_dict())))
+    assert np.array_equal(again.margin(X), scorer.margin(X))
+
+
+def test_a_fold_counts_no_closed_lead_it_holds_and_none_closed_after_the_cutoff(
+        small_export: CrmExport) -> None:
+    """The learner's table in a fold: every lead closed before the cutoff but those of the
+    held entities (a held lead's own outcome never scores it); the first stage's cell counts
+    each of them once (+0.1 a side)."""
+    t = pd.Timestamp("2025-03-01", tz="UTC")
+    codes = pd.Index(small_export.leads["lead_id"].astype("str"))
+    history = odoo_history(small_export, t, OdooPlsConfig(), codes)
+    closed = closed_leads(small_export, t, OdooPlsConfig())
+    assert len(history.groups) == len(closed) > 100 and (history.groups >= 0).all()
+    held = history.groups[::3]
+    scorer = history.scorer([], leave_out=held)
+    first = scorer.table.cells[(scorer.table.cells["field"] == "stage_id")
+                               & (scorer.table.cells["value"] == small_export.stages[0])]
+    kept = closed[~np.isin(codes.get_indexer(small_export.leads["lead_id"].astype("str")
+                                             .to_numpy()[closed.index]), held)]
+    assert scorer.leads == len(kept) == len(closed) - len(held)
+    assert float(first["won"].sum() + first["lost"].sum()) == pytest.approx(
+        len(kept) + 0.2 * len(first))
+    assert history.scorer([]).leads == len(closed)
+    later = odoo_history(small_export, t + pd.Timedelta(days=90), OdooPlsConfig(), codes)
+    assert len(later.closed) > len(closed)  # leads closed after t wait for a later cutoff

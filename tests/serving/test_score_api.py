@@ -59,7 +59,7 @@ def test_score_returns_calibrated_score_grade_reasons_and_logs_it(server: Server
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["model"] == {"name": "lead-conversion", "version": "1", "horizon_days": 90,
-                             "fallback": False}
+                             "fallback": False, "learner": "blend"}
     assert body["threshold_version"] == 0
     first, second = body["scores"]
     assert 0 < first["probability"] < 1 and first["score"] == round(first["probability"] * 100)

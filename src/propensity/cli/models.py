@@ -536,10 +536,10 @@ def models() -> None:
                "top_decile_realised")
     heads = ("roc_auc", "pr_auc", "ece", "ece (15 equal-mass)", "top 10% predicted",
              "top 10% realised")
-    for c in ("model", "version", "aliases", *heads, "gate", "created"):
+    for c in ("model", "version", "aliases", "learner", *heads, "gate", "created"):
         table.add_column(c)
     for r in frame.to_dict("records"):
-        table.add_row(str(r["model"]), str(r["version"]), str(r["aliases"]),
+        table.add_row(str(r["model"]), str(r["version"]), str(r["aliases"]), str(r["learner"]),
                       *(f"{r[c]:.4f}" if r.get(c) is not None and r[c] == r[c] else "-"
                         for c in numbers), str(r["gate"]),
                       f"{r['created']:%Y-%m-%d %H:%M}")

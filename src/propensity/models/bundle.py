@@ -5,10 +5,12 @@ they cannot disagree about a lead: the same feature plan (export models) or tabl
 tables), the same learner, the same calibration map. A bundle holds a lead model, a
 stage-advancement model or an account model alike; `target` says which.
 
-The learner is whichever won on validation: LightGBM, logistic regression, or a blend of their
-margins. Each gives a margin (log-odds) and exact per-feature contributions that sum to it, so
-reasons work the same for all three. Files: `model.json` (everything but the trees) and, for
-LightGBM, `booster.txt` in LightGBM's own text format: nothing pickled.
+The learner is whichever won on validation: LightGBM, logistic regression, a blend of their
+margins, or Odoo's predictive lead scoring (`odoo_learner`: its naive-Bayes log-odds are
+additive, so it sits where the logistic part does). Each gives a margin (log-odds) and exact
+per-feature contributions that sum to it, so reasons work the same for all four. Files:
+`model.json` (everything but the trees; Odoo's table as JSON) and, for LightGBM,
+`booster.txt` in LightGBM's own text format: nothing pickled.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from propensity.features.online import LeadInputError, OnlineFeatures, finite_nu
 from propensity.features.spec import FeatureSpec
 from propensity.models.calibration import Calibrator
 from propensity.models.linear import LinearScorer
+from propensity.models.odoo_learner import OdooScorer
 from propensity.models.single_row import SingleRow
 from propensity.problems import PropensityError
 from propensity.tables import CrmExport
@@ -38,8 +41,16 @@ from propensity.targets import target_named
 BOOSTER_FILE = "booster.txt"
 META_FILE = "model.json"
 Kind = Literal["export", "table"]
-Learner = Literal["lightgbm", "logistic_regression", "blend"]
-LEARNERS: tuple[Learner, ...] = ("lightgbm", "logistic_regression", "blend")
+Learner = Literal["lightgbm", "logistic_regression", "blend", "odoo_pls"]
+LEARNERS: tuple[Learner, ...] = ("lightgbm", "logistic_regression", "blend", "odoo_pls")
+LEARNER_NAMES = {"lightgbm": "lightgbm", "logistic_regression": "logistic", "blend": "blend",
+                 "odoo_pls": "odoo-pls"}
+"""What `propensity models` and the score response call each learner."""
+
+
+def learner_name(learner: str) -> str:
+    """A learner's short public name (an unknown one as it is stored)."""
+    return LEARNER_NAMES.get(learner, learner)
 FEW_ROWS = 64
 """Below this many rows one thread predicts faster (OpenMP start-up costs more than it saves)."""
 
@@ -62,10 +73,11 @@ class ModelBundle:
     target: str
     columns: list[Column]
     learner: str
-    """lightgbm, logistic_regression or blend."""
+    """lightgbm, logistic_regression, blend or odoo_pls."""
     calibrator: Calibrator
     booster: lgb.Booster | None = None
-    linear: LinearScorer | None = None
+    linear: LinearScorer | OdooScorer | None = None
+    """The additive part: logistic regression, or Odoo's table (learner odoo_pls)."""
     blend_weight: float = 1.0
     """Weight of the LightGBM margin in a blend (the linear margin gets the rest)."""
     horizon_days: int | None = None
@@ -211,10 +223,19 @@ class ModelBundle:
             kind=meta["kind"], target=meta["target"], columns=columns, learner=meta["learner"],
             calibrator=Calibrator.from_dict(meta["calibrator"]),
             booster=lgb.Booster(model_file=str(booster_file)) if booster_file.exists() else None,
-            linear=None if meta["linear"] is None else LinearScorer.from_dict(columns,
-                                                                              meta["linear"]),
+            linear=_additive(meta["learner"], columns, meta["linear"]),
             blend_weight=meta["blend_weight"], horizon_days=meta["horizon_days"],
             stale_days=meta.get("stale_days"),
             spec=None if meta["spec"] is None else FeatureSpec.model_validate(meta["spec"]),
             id_column=meta.get("id_column"), info=meta.get("info", {}),
         )
+
+
+def _additive(learner: str, columns: list[Column], data: dict[str, Any] | None
+              ) -> LinearScorer | OdooScorer | None:
+    """The additive part from its JSON: Odoo's table for odoo_pls, else logistic regression."""
+    if data is None:
+        return None
+    if learner == "odoo_pls":
+        return OdooScorer.from_dict(columns, data)
+    return LinearScorer.from_dict(columns, data)

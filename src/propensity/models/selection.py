@@ -1,5 +1,6 @@
-"""Which learner ships: LightGBM settings, logistic regression and their blend, compared on the
-same out-of-fold rows; and the out-of-fold margins every calibrator is fitted on.
+"""Which learner ships: LightGBM settings, logistic regression, their blend and Odoo's predictive
+lead scoring (`odoo_learner`, when the problem carries Odoo's history), compared on the same
+out-of-fold rows; and the out-of-fold margins every calibrator is fitted on.
 
 Folds for exports hold whole entities (every snapshot of a lead, or of an account): a held
 entity never appears in the rows its fold learns from, so a lead's outcome cannot be learned
@@ -11,7 +12,8 @@ plus logistic regression per fold; nothing depends on time, so the same rows giv
 choice on any machine.
 
 The winner has the best mean fold AUC; a simpler learner within `TOLERANCE` of it wins instead
-(logistic regression, then LightGBM, then the blend): equal ranking, cheaper reasons.
+(logistic regression, then LightGBM, then the blend, then Odoo's table, which reads none of a
+lead's activity): equal ranking, cheaper reasons.
 """
 
 from __future__ import annotations
@@ -28,11 +30,15 @@ from sklearn.model_selection import StratifiedKFold
 from propensity.coding import Column
 from propensity.models.booster import GRID, MAX_ROUNDS, lightgbm_params, train_booster
 from propensity.models.linear import LinearScorer
+from propensity.models.odoo_learner import OdooHistory, OdooScorer
+from propensity.problems import PropensityError
 
 TOLERANCE = 0.001
 BLEND_WEIGHTS = (0.25, 0.5, 0.75)
 MIN_FOLD_ROWS = 30
-SIMPLICITY = {"logistic_regression": 0, "lightgbm": 1, "blend": 2}
+SIMPLICITY = {"logistic_regression": 0, "lightgbm": 1, "blend": 2, "odoo_pls": 3}
+"""Odoo's table last: it reads a lead's fields and stage, none of its activity, so it wins
+only where it ranks better by more than `TOLERANCE`."""
 
 Fold = tuple[np.ndarray, np.ndarray]
 """(rows to learn from, held-out rows)."""
@@ -121,6 +127,10 @@ class Problem:
     rows_per_lead: float
     entities: int
     overrides: dict[str, Any] = field(default_factory=dict)
+    groups: np.ndarray | None = None
+    """Entity code per row: what Odoo's table leaves out for a fold."""
+    odoo: OdooHistory | None = None
+    """Closed leads Odoo's table may count (lead models on exports); None: no Odoo candidate."""
 
     def subset(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.X[idx], self.y[idx], self.w[idx]
@@ -178,6 +188,25 @@ def evaluate_linear(p: Problem, folds: Sequence[Fold], C: float = 0.5,
                      _fold_auc(p.y, folds, margins), _oof(len(p.y), folds, margins))
 
 
+def _odoo_scorer(p: Problem, rows: np.ndarray | None = None) -> OdooScorer:
+    """Odoo's table of the closed leads but those of entities outside `rows` (default all)."""
+    assert p.odoo is not None and p.groups is not None
+    out = None if rows is None else np.setdiff1d(p.groups, p.groups[rows])
+    return p.odoo.scorer(p.columns, out)
+
+
+def evaluate_odoo(p: Problem, folds: Sequence[Fold],
+                  note: Callable[[str], None] = _silent) -> Candidate:
+    """Odoo's predictive lead scoring per fold: its table counts every closed lead but the
+    fold's held ones, and scores the held rows (no weights, no setting: Odoo has none)."""
+    margins = []
+    for k, (fit, held) in enumerate(folds, 1):
+        note(f"  odoo-pls, fold {k} of {len(folds)}")
+        margins.append(_odoo_scorer(p, fit).margin(p.X[held]))
+    return Candidate("odoo-pls (Odoo's predictive lead scoring)", "odoo_pls", None, None, 0.0,
+                     _fold_auc(p.y, folds, margins), _oof(len(p.y), folds, margins))
+
+
 def evaluate_blend(p: Problem, folds: Sequence[Fold], booster: Candidate,
                    linear: Candidate) -> Candidate:
     best: Candidate | None = None
@@ -223,6 +252,8 @@ def _candidates(p: Problem, folds: Sequence[Fold], search: bool,
     if "blend" in learners and boosters and linear is not None:
         best_booster = max(boosters, key=lambda c: c.auc)
         tried.append(evaluate_blend(p, folds, best_booster, linear))
+    if "odoo_pls" in learners and p.odoo is not None:
+        tried.append(evaluate_odoo(p, folds, note))
     return tried
 
 
@@ -246,6 +277,9 @@ def select(p: Problem, folds: Sequence[Fold], *, search: bool = True,
     """Every candidate on the same folds; the winner, its own out-of-fold record, and all
     (`note` hears of each fit as it starts)."""
     tried = _candidates(p, folds, search, learners, note)
+    if not tried:
+        raise PropensityError(f"no learner to try among {', '.join(learners)}: odoo_pls scores "
+                              "leads (lead conversion on an export) only")
     winner, why = _winner(tried, len(folds))
     return as_choice(winner, why), winner, tried
 
@@ -265,6 +299,8 @@ def resize(choice: Choice, p: Problem, folds: Sequence[Fold],
     its out-of-fold margins there (what its calibration is fitted on)."""
     if choice.learner == "logistic_regression":
         return choice, evaluate_linear(p, folds, choice.C, note).oof
+    if choice.learner == "odoo_pls":
+        return choice, evaluate_odoo(p, folds, note).oof
     booster = evaluate_lightgbm(p, folds, choice.setting or {}, note)
     oof = booster.oof
     name = booster.name
@@ -277,8 +313,11 @@ def resize(choice: Choice, p: Problem, folds: Sequence[Fold],
 
 
 def fit_choice(choice: Choice, p: Problem, rows: np.ndarray | None = None
-               ) -> tuple[lgb.Booster | None, LinearScorer | None]:
-    """The chosen learner fitted on `rows` (default all) with its chosen tree count."""
+               ) -> tuple[lgb.Booster | None, LinearScorer | OdooScorer | None]:
+    """The chosen learner fitted on `rows` (default all) with its chosen tree count; Odoo's
+    table takes the additive part's place (its margin is additive too)."""
+    if choice.learner == "odoo_pls":
+        return None, _odoo_scorer(p, rows)
     idx = np.arange(len(p.y)) if rows is None else rows
     X, y, w = p.subset(idx)
     booster = linear = None
@@ -290,7 +329,8 @@ def fit_choice(choice: Choice, p: Problem, rows: np.ndarray | None = None
     return booster, linear
 
 
-def margin_of(choice: Choice, booster: lgb.Booster | None, linear: LinearScorer | None,
+def margin_of(choice: Choice, booster: lgb.Booster | None,
+              linear: LinearScorer | OdooScorer | None,
               X: np.ndarray) -> np.ndarray:
     out = np.zeros(len(X))
     if booster is not None:

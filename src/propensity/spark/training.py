@@ -28,6 +28,7 @@ from propensity.problems import PropensityError
 from propensity.snapshots import snapshot_times
 from propensity.spark.export import ROW, SparkExport
 from propensity.spark.funnel import driver_export
+from propensity.spark.odoo import spark_odoo_baseline
 from propensity.spark.partition import each_partition, keyed_union, layout, part_export
 from propensity.spark.session import to_pandas
 from propensity.tables import truncate_export
@@ -194,6 +195,10 @@ def spark_training_sets(spark: SparkSession, export: SparkExport, config: TrainC
     entities = table[[key, "as_of", label]]
     sets = assemble_sets(entities, table.loc[in_eval, e_cols].to_numpy(dtype="float64"),
                          table[s_cols].to_numpy(dtype="float64"), specs, times, config)
+    if "naive_bayes" in target.baselines and target.entity is LEAD:
+        _say(progress, "naive-Bayes baseline (Odoo's table of the leads closed before the cutoff)")
+        sets.baselines["naive_bayes"] = spark_odoo_baseline(
+            export, config, times, sets.holdout, driver_export(export).leads, buckets)
     if weights is not None:
         sets.evaluation.weight = weights[in_eval]
         sets.shipping.weight = weights

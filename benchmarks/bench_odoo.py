@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from propensity.export import load_export
+from propensity.export_reader import load_export
 from propensity.features import FeaturePlan, fit_feature_spec
 from propensity.features.batch import lead_feature_matrix
 from propensity.models.odoo_learner import OdooScorer

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from propensity.export import load_export
+from propensity.export_reader import load_export
 from propensity.lifecycle import Trained, train_and_register
 from propensity.models.bundle import ModelBundle
 from propensity.models.odoo_learner import OdooScorer, field_columns

@@ -141,7 +141,8 @@ def _log_rows(acc: Accepted, scores: list[LeadScore], thresholds: ThresholdSet,
              "input_hash": s.input_hash, "as_of": s.as_of} for s in scores]
 
 
-def _reasons(s: LeadScore) -> Reasons | None:
+def reasons_out(s: LeadScore) -> Reasons | None:
+    """A scored lead's reasons in the wire shape (None when the request asked for none)."""
     if s.reasons is None:
         return None
     pos, neg = s.reasons
@@ -149,7 +150,8 @@ def _reasons(s: LeadScore) -> Reasons | None:
                    negative=[ReasonOut(**r.__dict__) for r in neg])
 
 
-def _model_ref(name: str, loaded: Loaded) -> ModelRef:
+def model_ref(name: str, loaded: Loaded) -> ModelRef:
+    """Which model answered, as every score response names it."""
     return ModelRef(name=name, version=loaded.version, horizon_days=loaded.bundle.horizon_days,
                     fallback="fallback" in loaded.bundle.info,
                     learner=learner_name(loaded.bundle.learner))
@@ -159,12 +161,12 @@ def _response(acc: Accepted, scores: list[LeadScore], thresholds: ThresholdSet,
               next_model: Loaded | None) -> bytes:
     """One request's JSON."""
     out = ScoreResponse(
-        model=_model_ref(MAIN, acc.loaded), threshold_version=thresholds.version,
+        model=model_ref(MAIN, acc.loaded), threshold_version=thresholds.version,
         next_stage_model=None if next_model is None or not scores or scores[0].next_stage is None
-        else _model_ref(NEXT, next_model),
+        else model_ref(NEXT, next_model),
         scores=[LeadScoreOut(
             lead_id=s.lead_id, probability=s.probability, score=s.score,
-            grade=s.grade, mql=s.mql, reasons=_reasons(s),  # type: ignore[arg-type]
+            grade=s.grade, mql=s.mql, reasons=reasons_out(s),  # type: ignore[arg-type]
             context=None if s.context is None else ContextUsed(
                 account=s.context.account, contacts=s.context.contacts,
                 opportunities=s.context.opportunities),

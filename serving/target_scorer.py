@@ -25,14 +25,11 @@ from serving.deps import AppState
 from serving.limits import check_score_request
 from serving.model_store import Loaded, ModelStore
 from serving.schemas import (
-    ModelRef,
-    ReasonOut,
-    Reasons,
     ScoreRequest,
     TargetLeadScore,
     TargetScoreResponse,
 )
-from serving.scorer import invalid
+from serving.scorer import invalid, model_ref, reasons_out
 
 PREFIX = "/v1/targets"
 """Where the route lives (`serving.routes.targets`): the schema's path is named from it."""
@@ -92,12 +89,8 @@ async def score_target(state: AppState, name: str, body: ScoreRequest) -> Target
         raise invalid(["leads", *exc.loc], str(exc)) from None
     scored = (await run_in_threadpool(score_read, [read], _UNGRADED))[0]
     return TargetScoreResponse(
-        model=ModelRef(name=name, version=loaded.version,
-                       horizon_days=loaded.bundle.horizon_days,
-                       fallback="fallback" in loaded.bundle.info),
+        model=model_ref(name, loaded),
         scores=[TargetLeadScore(
             lead_id=s.lead_id, probability=s.probability, score=s.score,
-            reasons=None if s.reasons is None else Reasons(
-                positive=[ReasonOut(**r.__dict__) for r in s.reasons[0]],
-                negative=[ReasonOut(**r.__dict__) for r in s.reasons[1]]))
+            reasons=reasons_out(s))
             for s in scored.scores])

@@ -30,6 +30,7 @@ from propensity.features.online import LeadInputError, OnlineFeatures, finite_nu
 from propensity.features.spec import FeatureSpec
 from propensity.models.calibration import Calibrator
 from propensity.models.linear import LinearScorer
+from propensity.models.outlook import OUTLOOK_DIR, Outlook
 from propensity.models.single_row import SingleRow
 from propensity.problems import PropensityError
 from propensity.tables import CrmExport
@@ -74,6 +75,9 @@ class ModelBundle:
     id_column: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
     """What shipped: rows, time span, iterations, calibration rows, why this learner."""
+    outlook: Outlook | None = None
+    """When and how much (`models.outlook`), read from this model's matrix: shipped, saved,
+    registered and promoted with it, so a score's outlook is its probability's version."""
 
     # --- inputs ---------------------------------------------------------------------------
     @cached_property
@@ -198,6 +202,8 @@ class ModelBundle:
             "id_column": self.id_column, "info": self.info,
         }
         (directory / META_FILE).write_text(json.dumps(meta, indent=1, default=float))
+        if self.outlook is not None:
+            self.outlook.save(directory / OUTLOOK_DIR)
 
     @classmethod
     def load(cls, directory: Path) -> ModelBundle:
@@ -216,4 +222,5 @@ class ModelBundle:
             stale_days=meta.get("stale_days"),
             spec=None if meta["spec"] is None else FeatureSpec.model_validate(meta["spec"]),
             id_column=meta.get("id_column"), info=meta.get("info", {}),
+            outlook=Outlook.load(directory / OUTLOOK_DIR),
         )

@@ -191,12 +191,13 @@ def _wrk_cpu(proc: subprocess.Popen[bytes], url: str, body: dict | None,
 
 def _bodies(url: str, lead: dict, auth: dict[str, str]) -> list[tuple[bool, dict]]:
     """The requests timed: with and without reasons, as the scorer answers by default, and
-    again with `"outlook": false` when the checkout's scorer knows the option (the outlook's
+    again with `"outlook": true` when the checkout's scorer knows the option (the outlook's
     cost is then the difference, in one run; a scorer without it answers a 422)."""
     out = [(explain, {"leads": [lead], "explain": explain}) for explain in (True, False)]
-    probe = httpx.post(url, json={"leads": [lead], "outlook": False}, headers=auth, timeout=30)
+    probe = httpx.post(url, json={"leads": [lead], "outlook": True}, headers=auth, timeout=30)
     if probe.status_code == 200:
-        out += [(explain, {**body, "outlook": False}) for explain, body in out]
+        assert probe.json()["scores"][0]["horizons"], probe.text
+        out += [(explain, {**body, "outlook": True}) for explain, body in out]
     return out
 
 
@@ -267,7 +268,7 @@ def main() -> None:
                         lines.append(_line(f"ours, {workers} w, {mode}, "
                                            f"{'reasons' if explain else 'explain=false'}"
                                            + ("" if "outlook" not in body
-                                              else ", outlook=false"), r))
+                                              else ", outlook=true"), r))
                         print(lines[-1], flush=True)
                     # the framework's and the machine's share (see the module's docstring)
                     r = _wrk_cpu(ours, f"http://127.0.0.1:{port}/healthz", None, {},

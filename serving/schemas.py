@@ -240,9 +240,10 @@ class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt option is an error, not ignored
     leads: list[LeadIn] = Field(min_length=1)
     explain: StrictBool = Field(True, description="false skips the reasons (faster)")
-    outlook: StrictBool = Field(True, description="false skips each lead's outlook "
-                                "(horizons, expected_days, expected_amount and its interval, "
-                                "expected_revenue, amount_reasons): faster")
+    outlook: StrictBool = Field(False, description="true adds each lead's outlook (horizons, "
+                                "expected_days, expected_amount and its interval, "
+                                "expected_revenue, amount_reasons); asked for, not given by "
+                                "default: its models cost more than the probability's")
 
 
 class ReasonOut(BaseModel):
@@ -282,8 +283,8 @@ class LeadScore(BaseModel):
     horizons: dict[str, float] | None = Field(
         None, description="days -> probability of converting within that many days of as_of "
         "(30, 60, 90, 180), never lower at a later day; from the time-to-convert model "
-        "shipped with this model version. Null when the request set outlook=false or the "
-        "model ships no outlook", examples=[{"30": 0.08, "60": 0.14, "90": 0.19, "180": 0.26}])
+        "shipped with this model version. Null unless the request set outlook=true, and when "
+        "the model ships no outlook", examples=[{"30": 0.08, "60": 0.14, "90": 0.19, "180": 0.26}])
     expected_days: float | None = Field(
         None, description="median days to convert among leads like it that will (within the "
         "longest window the training history observed); null when none will")

@@ -215,8 +215,16 @@ def test_the_wire_answers_what_the_library_answers(
     rows = lead_rows(to_export(merged), batch[["lead_id", "as_of"]], cut=False)
     body = {"leads": [request_lead(r) for r in rows.to_dict("records")], "explain": True}
     with server.client(server.score_key) as http:
-        r = http.post("/v1/score", json=body)
-    assert r.status_code == 200, r.text
+        plain = http.post("/v1/score", json=body)
+        r = http.post("/v1/score", json={**body, "outlook": True})
+    assert r.status_code == plain.status_code == 200, r.text
+    # the outlook is given when asked for, and changes nothing else of a score
+    fields = ("horizons", "expected_days", "expected_amount", "amount_low", "amount_high",
+              "expected_revenue", "amount_reasons")
+    assert all(s[f] is None for s in plain.json()["scores"] for f in fields)
+    for asked, not_asked in zip(r.json()["scores"], plain.json()["scores"], strict=True):
+        for k, v in not_asked.items():
+            assert k in fields or asked[k] == v, (k, asked[k], v)
     wire = r.json()["scores"]
     mine = _library(bundle, following, body)
     assert len(wire) == len(mine) == len(batch) >= 8

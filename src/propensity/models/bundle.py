@@ -31,7 +31,7 @@ from propensity.features.spec import FeatureSpec
 from propensity.models.calibration import Calibrator
 from propensity.models.linear import LinearScorer
 from propensity.models.outlook import OUTLOOK_DIR, Outlook
-from propensity.models.single_row import SingleRow
+from propensity.models.single_row import ROW_BY_ROW, SingleRow
 from propensity.problems import PropensityError
 from propensity.tables import CrmExport
 from propensity.targets import target_named
@@ -43,14 +43,6 @@ Learner = Literal["lightgbm", "logistic_regression", "blend"]
 LEARNERS: tuple[Learner, ...] = ("lightgbm", "logistic_regression", "blend")
 FEW_ROWS = 64
 """Below this many rows one thread predicts faster (OpenMP start-up costs more than it saves)."""
-
-
-ROW_BY_ROW = 6
-"""Up to this many rows, LightGBM's single-row path (`SingleRow`) row after row is faster than
-one `Booster.predict`, which re-reads its parameters and builds a predictor on every call
-(margins of a 62-tree model: 2 rows 6.5 against 16 us, 8 rows 24 against 20; inside the
-scorer, beside its other work, a 2-row predict cost 55 us). The scorer's batches of requests
-that arrive together are this small; both give the same bits (tests/model/test_single_row.py)."""
 
 
 def threads_for(rows: int) -> int:

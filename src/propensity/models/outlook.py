@@ -39,19 +39,15 @@ QUANTILES = (0.1, 0.5, 0.9)
 OUTLOOK_DIR = "outlook"
 STACKED_ROWS = 200_000
 """Up to this many (lead, period) rows the hazard booster predicts them in one call."""
-FEW_ROWS = 64
-"""Below this many rows LightGBM predicts on one thread (OpenMP's start-up costs more)."""
 _META = "outlook.json"
-
-
-def _threads(rows: int) -> int:
-    return 1 if rows < FEW_ROWS else 0
 
 
 class _Margins:
     """Raw scores of a booster's rows: LightGBM's single-row path for a request's few rows
-    (a `Booster.predict` call costs ~15 us before any tree), one call for more. Both give
-    LightGBM's own margins, so a lead's outlook is the same bits either way."""
+    (a `Booster.predict` call costs ~15 us before any tree), one call for more, on the
+    thread count the boosters were trained with (one: on a busy machine more threads
+    waiting for a core made the forecast slower). Both give LightGBM's own margins, so a
+    lead's outlook is the same bits either way."""
 
     def __init__(self) -> None:
         self._single: dict[int, SingleRow] = {}
@@ -62,7 +58,7 @@ class _Margins:
             if one is None:
                 one = self._single[id(booster)] = SingleRow(booster)
             return np.array([one.margin(r) for r in X])
-        return np.asarray(booster.predict(X, raw_score=True, num_threads=_threads(len(X))))
+        return np.asarray(booster.predict(X, raw_score=True))
 
     def contributions(self, booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
         if 0 < len(X) <= ROW_BY_ROW:
@@ -70,7 +66,7 @@ class _Margins:
             if one is None:
                 one = self._single[id(booster)] = SingleRow(booster)
             return np.vstack([one.contributions(r) for r in X])
-        return np.asarray(booster.predict(X, pred_contrib=True, num_threads=_threads(len(X))))
+        return np.asarray(booster.predict(X, pred_contrib=True))
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _Margins:
         return _Margins()  # LightGBM's handles are not copied: made again when used

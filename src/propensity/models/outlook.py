@@ -44,21 +44,24 @@ _META = "outlook.json"
 
 class _Margins:
     """Raw scores of a booster's rows: LightGBM's single-row path for a request's few rows
-    (a `Booster.predict` call costs ~15 us before any tree), one call for more, on the
-    thread count the boosters were trained with (one: on a busy machine more threads
-    waiting for a core made the forecast slower). Both give LightGBM's own margins, so a
+    (a `Booster.predict` call costs ~15 us before any tree), one call for more, on one
+    thread, as the boosters were trained (a booster read from its file would take every
+    core: on a busy machine, threads waiting for a core made one lead's outlook 10 ms and
+    the forecast slower). Both give LightGBM's own margins, so a
     lead's outlook is the same bits either way."""
 
     def __init__(self) -> None:
         self._single: dict[int, SingleRow] = {}
 
-    def margins(self, booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
-        if 0 < len(X) <= ROW_BY_ROW:
+    def margins(self, booster: lgb.Booster, X: np.ndarray, few: int = ROW_BY_ROW
+                ) -> np.ndarray:
+        """Raw scores; row by row up to `few` rows."""
+        if 0 < len(X) <= few:
             one = self._single.get(id(booster))
             if one is None:
                 one = self._single[id(booster)] = SingleRow(booster)
             return np.array([one.margin(r) for r in X])
-        return np.asarray(booster.predict(X, raw_score=True))
+        return np.asarray(booster.predict(X, raw_score=True, num_threads=1))
 
     def contributions(self, booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
         if 0 < len(X) <= ROW_BY_ROW:
@@ -66,7 +69,7 @@ class _Margins:
             if one is None:
                 one = self._single[id(booster)] = SingleRow(booster)
             return np.vstack([one.contributions(r) for r in X])
-        return np.asarray(booster.predict(X, pred_contrib=True))
+        return np.asarray(booster.predict(X, pred_contrib=True, num_threads=1))
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _Margins:
         return _Margins()  # LightGBM's handles are not copied: made again when used
@@ -140,7 +143,8 @@ class HazardCurve:
         n, m = X.shape[0], len(self.edges) - 1
         if n * m <= STACKED_ROWS:
             k = np.repeat(np.arange(m), n)
-            raw = self._fast.margins(self.booster_, with_period(np.tile(X, (m, 1)), k, edges))
+            raw = self._fast.margins(self.booster_, with_period(np.tile(X, (m, 1)), k, edges),
+                                     few=ROW_BY_ROW * m)
             raw = raw.reshape(m, n).T
         else:  # a forecast's million leads: one period at a time (memory)
             raw = np.column_stack([self._fast.margins(

@@ -189,6 +189,18 @@ def _wrk_cpu(proc: subprocess.Popen[bytes], url: str, body: dict | None,
     return r
 
 
+def _bodies(url: str, lead: dict, auth: dict[str, str]) -> list[tuple[bool, dict]]:
+    """The requests timed: with and without reasons, as the scorer answers by default, and
+    again with `"outlook": true` when the checkout's scorer knows the option (the outlook's
+    cost is then the difference, in one run; a scorer without it answers a 422)."""
+    out = [(explain, {"leads": [lead], "explain": explain}) for explain in (True, False)]
+    probe = httpx.post(url, json={"leads": [lead], "outlook": True}, headers=auth, timeout=30)
+    if probe.status_code == 200:
+        assert probe.json()["scores"][0]["horizons"], probe.text
+        out += [(explain, {**body, "outlook": True}) for explain, body in out]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=15)
@@ -251,11 +263,12 @@ def main() -> None:
                     check = httpx.post(url, json={"leads": [lead]}, headers=auth, timeout=30)
                     check.raise_for_status()
                     assert check.json()["scores"][0]["reasons"]["positive"], check.text
-                    for explain in (True, False):
-                        r = _wrk_cpu(ours, url, {"leads": [lead], "explain": explain}, auth,
-                                     args.seconds, args.connections)
+                    for explain, body in _bodies(url, lead, auth):
+                        r = _wrk_cpu(ours, url, body, auth, args.seconds, args.connections)
                         lines.append(_line(f"ours, {workers} w, {mode}, "
-                                           f"{'reasons' if explain else 'explain=false'}", r))
+                                           f"{'reasons' if explain else 'explain=false'}"
+                                           + ("" if "outlook" not in body
+                                              else ", outlook=true"), r))
                         print(lines[-1], flush=True)
                     # the framework's and the machine's share (see the module's docstring)
                     r = _wrk_cpu(ours, f"http://127.0.0.1:{port}/healthz", None, {},

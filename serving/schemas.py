@@ -240,6 +240,10 @@ class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt option is an error, not ignored
     leads: list[LeadIn] = Field(min_length=1)
     explain: StrictBool = Field(True, description="false skips the reasons (faster)")
+    outlook: StrictBool = Field(False, description="true adds each lead's outlook (horizons, "
+                                "expected_days, expected_amount and its interval, "
+                                "expected_revenue, amount_reasons); asked for, not given by "
+                                "default: its models cost more than the probability's")
 
 
 class ReasonOut(BaseModel):
@@ -276,6 +280,26 @@ class LeadScore(BaseModel):
     context: ContextUsed | None = Field(None, description="for models trained on exports")
     next_stage: float | None = Field(
         None, description="probability of advancing beyond the current stage")
+    horizons: dict[str, float] | None = Field(
+        None, description="days -> probability of converting within that many days of as_of "
+        "(30, 60, 90, 180), never lower at a later day; from the time-to-convert model "
+        "shipped with this model version. Null unless the request set outlook=true, and when "
+        "the model ships no outlook", examples=[{"30": 0.08, "60": 0.14, "90": 0.19, "180": 0.26}])
+    expected_days: float | None = Field(
+        None, description="median days to convert among leads like it that will (within the "
+        "longest window the training history observed); null when none will")
+    expected_amount: float | None = Field(
+        None, description="mean amount its deal would be won for (currency of the export's "
+        "opportunity amounts); null when the training history holds no won amount")
+    amount_low: float | None = Field(
+        None, description="80% interval of the won amount: 10% of deals like it below this")
+    amount_high: float | None = Field(
+        None, description="80% interval of the won amount: 10% of deals like it above this")
+    expected_revenue: float | None = Field(
+        None, description="probability of converting within 90 days x expected_amount")
+    amount_reasons: Reasons | None = Field(
+        None, description="top features of the expected amount (impact in log amount); null "
+        "when explain or outlook is false")
 
 
 class ModelRef(BaseModel):

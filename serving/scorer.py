@@ -20,8 +20,16 @@ from fastapi import HTTPException, status
 from starlette.concurrency import run_in_threadpool
 
 from propensity.features.online import LeadInputError
-from propensity.lead_scoring import LeadScore, ReadLeads, ScoredLeads, read_records, score_read
+from propensity.lead_scoring import (
+    LeadOutlook,
+    LeadScore,
+    ReadLeads,
+    ScoredLeads,
+    read_records,
+    score_read,
+)
 from propensity.models.bundle import learner_name
+from propensity.models.reasons import Reason
 from propensity.targets import LEAD_CONVERSION, STAGE_ADVANCEMENT
 from propensity.thresholds import ThresholdSet
 from serving.deps import AppState
@@ -67,7 +75,8 @@ class Accepted:
         return self.read.n
 
 
-def admit(state: AppState, leads: Sequence[Any], explain: bool) -> Accepted:
+def admit(state: AppState, leads: Sequence[Any], explain: bool,
+          outlook: bool = False) -> Accepted:
     """Every check of leads to score, and the work that can refuse them (reading them): an
     HTTPException for the server's refusals (413 over a limit, 503 when no score could be
     kept or no champion is loaded), `LeadInputError` for a lead the contract refuses."""
@@ -82,14 +91,15 @@ def admit(state: AppState, leads: Sequence[Any], explain: bool) -> Accepted:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             f"no {MAIN} champion is loaded: train and promote one")
     now = datetime.now(UTC)
-    read = read_records(loaded.bundle, leads, now, explain=explain, source=state.context)
+    read = read_records(loaded.bundle, leads, now, explain=explain, source=state.context,
+                        outlook=outlook)
     return Accepted(loaded, now, read)
 
 
 def accept(state: AppState, body: ScoreRequest) -> Accepted:
     """`admit` for a score request: a lead the contract refuses is a 422 naming its field."""
     try:
-        return admit(state, body.leads, body.explain)
+        return admit(state, body.leads, body.explain, body.outlook)
     except LeadInputError as exc:
         raise invalid(["leads", *exc.loc], str(exc)) from None
 
@@ -141,13 +151,24 @@ def _log_rows(acc: Accepted, scores: list[LeadScore], thresholds: ThresholdSet,
              "input_hash": s.input_hash, "as_of": s.as_of} for s in scores]
 
 
-def reasons_out(s: LeadScore) -> Reasons | None:
-    """A scored lead's reasons in the wire shape (None when the request asked for none)."""
-    if s.reasons is None:
+def reasons_out(pair: tuple[list[Reason], list[Reason]] | None) -> Reasons | None:
+    """Reasons in the wire shape (None when the request asked for none)."""
+    if pair is None:
         return None
-    pos, neg = s.reasons
+    pos, neg = pair
     return Reasons(positive=[ReasonOut(**r.__dict__) for r in pos],
                    negative=[ReasonOut(**r.__dict__) for r in neg])
+
+
+def _outlook(o: LeadOutlook | None) -> dict[str, Any]:
+    """A lead's outlook fields of its score (none: they stay null)."""
+    if o is None:
+        return {}
+    return {"horizons": {str(d): p for d, p in o.horizons.items()},
+            "expected_days": o.expected_days, "expected_amount": o.expected_amount,
+            "amount_low": o.amount_low, "amount_high": o.amount_high,
+            "expected_revenue": o.expected_revenue,
+            "amount_reasons": reasons_out(o.amount_reasons)}
 
 
 def model_ref(name: str, loaded: Loaded) -> ModelRef:
@@ -166,10 +187,10 @@ def _response(acc: Accepted, scores: list[LeadScore], thresholds: ThresholdSet,
         else model_ref(NEXT, next_model),
         scores=[LeadScoreOut(
             lead_id=s.lead_id, probability=s.probability, score=s.score,
-            grade=s.grade, mql=s.mql, reasons=reasons_out(s),  # type: ignore[arg-type]
+            grade=s.grade, mql=s.mql, reasons=reasons_out(s.reasons),  # type: ignore[arg-type]
             context=None if s.context is None else ContextUsed(
                 account=s.context.account, contacts=s.context.contacts,
                 opportunities=s.context.opportunities),
-            next_stage=s.next_stage) for s in scores])
+            next_stage=s.next_stage, **_outlook(s.outlook)) for s in scores])
     # built and checked above: serialised once instead of FastAPI validating it again
     return out.model_dump_json().encode()

@@ -92,5 +92,5 @@ async def score_target(state: AppState, name: str, body: ScoreRequest) -> Target
         model=model_ref(name, loaded),
         scores=[TargetLeadScore(
             lead_id=s.lead_id, probability=s.probability, score=s.score,
-            reasons=reasons_out(s))
+            reasons=reasons_out(s.reasons))
             for s in scored.scores])

@@ -32,6 +32,7 @@ from propensity.lead_input import (
     online_lead,
 )
 from propensity.models.bundle import ModelBundle
+from propensity.models.outlook import HORIZONS, Predicted
 from propensity.models.reasons import Reason, explain
 from propensity.thresholds import ThresholdSet, to_score
 from propensity.timestamps import as_utc, micros
@@ -73,10 +74,57 @@ class ReadLeads:
     X: np.ndarray | None
     """Single-table models: the leads' matrix."""
     context: list[ContextOrigin | None]
+    outlook: bool = True
+    """Give each lead its outlook (when the model ships one): `LeadOutlook`."""
 
     @property
     def n(self) -> int:
         return len(self.lead_ids)
+
+
+@dataclass
+class LeadOutlook:
+    """How much and when, for one lead, from the model's outlook (`models.outlook`); None
+    where the model has no answer (no won amount in its history)."""
+
+    horizons: dict[int, float]
+    """Days -> P(converted within them of as_of), non-decreasing in the days."""
+    expected_days: float | None
+    """Median days to convert, among the leads like it that will."""
+    expected_amount: float | None
+    amount_low: float | None
+    """The 80% interval of the amount its deal would be won for: 10% below low..."""
+    amount_high: float | None
+    """...and 10% above high."""
+    expected_revenue: float | None
+    """P(converted within the outlook's revenue window) x expected_amount."""
+    amount_reasons: tuple[list[Reason], list[Reason]] | None
+    """(positive, negative) top features of the amount (impact in log amount), when asked."""
+
+
+def _number(x: float) -> float | None:
+    return None if np.isnan(x) else float(x)
+
+
+def outlooks(bundle: ModelBundle, X: np.ndarray, with_reasons: bool) -> list[LeadOutlook] | None:
+    """Each row's outlook from the model matrix the probability was scored from (None when
+    the model ships none)."""
+    if bundle.outlook is None or not len(X):
+        return None
+    seen: Predicted = bundle.outlook.predict(X, explain=with_reasons)
+    names, cats = bundle.feature_names, bundle.categories
+    out = []
+    for i in range(len(X)):
+        reasons = None
+        if seen.contributions is not None:
+            reasons = explain(names, X[i], seen.contributions[i, :-1], cats)
+        out.append(LeadOutlook(
+            horizons={h: float(seen.horizons[i, j]) for j, h in enumerate(HORIZONS)},
+            expected_days=_number(seen.expected_days[i]),
+            expected_amount=_number(seen.expected_amount[i]),
+            amount_low=_number(seen.amount_low[i]), amount_high=_number(seen.amount_high[i]),
+            expected_revenue=_number(seen.expected_revenue[i]), amount_reasons=reasons))
+    return out
 
 
 @dataclass
@@ -94,6 +142,8 @@ class LeadScore:
     next_stage: float | None
     context: ContextOrigin | None
     input_hash: str
+    outlook: LeadOutlook | None = None
+    """When the request asked for it and the model ships one."""
 
 
 @dataclass
@@ -116,7 +166,8 @@ def input_hash(lead_id: str, as_of: datetime, row: np.ndarray) -> str:
 
 
 def read_leads(bundle: ModelBundle, leads: Sequence[OnlineLead], *, explain: bool = True,
-               context: Sequence[ContextOrigin | None] | None = None) -> ReadLeads:
+               context: Sequence[ContextOrigin | None] | None = None,
+               outlook: bool = True) -> ReadLeads:
     """Leads of a model trained on an export, read and checked as validation checks an
     export's rows: `LeadInputError` located at `(position, *field)` for the first refused."""
     used: list[ContextOrigin | None] = [None] * len(leads) if context is None else list(context)
@@ -132,7 +183,7 @@ def read_leads(bundle: ModelBundle, leads: Sequence[OnlineLead], *, explain: boo
                                  "source holds for this lead") from None
         raise
     return ReadLeads(bundle, [x.lead_id for x in leads], [as_utc(x.as_of) for x in leads],
-                     explain, list(leads), inputs, None, used)
+                     explain, list(leads), inputs, None, used, outlook)
 
 
 def _one_answer_each(records: Sequence[Mapping[str, Any]]) -> None:
@@ -149,7 +200,8 @@ def _one_answer_each(records: Sequence[Mapping[str, Any]]) -> None:
 
 
 def read_records(bundle: ModelBundle, records: Sequence[Any], now: datetime, *,
-                 explain: bool = True, source: ContextSource | None = None) -> ReadLeads:
+                 explain: bool = True, source: ContextSource | None = None,
+                 outlook: bool = True) -> ReadLeads:
     """Leads as a CRM describes them (mappings, or a parsed request's leads), read for the
     model and checked: `LeadInputError` at `(position, *field)`. An export's model reads them
     through the online executor, with what they leave out of their context from `source`; a
@@ -173,7 +225,7 @@ def read_records(bundle: ModelBundle, records: Sequence[Any], now: datetime, *,
             raise LeadInputError((i, *exc.loc), f"lead {row['lead_id']!r}: {exc}") from None
         leads.append(lead)
         used.append(origin)
-    return read_leads(bundle, leads, explain=explain, context=used)
+    return read_leads(bundle, leads, explain=explain, context=used, outlook=outlook)
 
 
 def _parts(bundle: ModelBundle, X: np.ndarray, group: Sequence[ReadLeads]) -> list[Scored]:
@@ -195,6 +247,29 @@ def _parts(bundle: ModelBundle, X: np.ndarray, group: Sequence[ReadLeads]) -> li
     return [s for s in out if s is not None]
 
 
+def _outlook_parts(bundle: ModelBundle, X: np.ndarray, group: Sequence[ReadLeads]
+                   ) -> list[list[LeadOutlook] | None]:
+    """Each batch's outlooks (for the batches that asked), from one matrix and one call of
+    each outlook model; the amount's reasons only for the batches that asked for reasons."""
+    wanted = [k for k, r in enumerate(group) if r.outlook]
+    out: list[list[LeadOutlook] | None] = [None] * len(group)
+    if bundle.outlook is None or not wanted:
+        return out
+    spans = list(itertools.pairwise(np.cumsum([0, *(r.n for r in group)]).tolist()))
+    rows = slice(None) if len(wanted) == len(group) else np.concatenate(
+        [np.arange(*spans[k]) for k in wanted])
+    every = outlooks(bundle, X[rows], any(group[k].explain for k in wanted)) or []
+    at = 0
+    for k in wanted:
+        mine = every[at:at + group[k].n]
+        at += group[k].n
+        if not group[k].explain:
+            for one in mine:
+                one.amount_reasons = None
+        out[k] = mine
+    return out
+
+
 def _next_stage(group: Sequence[ReadLeads], X: np.ndarray,
                 next_bundle: ModelBundle | None) -> np.ndarray | None:
     """The next stage's probabilities of a group's leads (export models only): from the same
@@ -208,7 +283,7 @@ def _next_stage(group: Sequence[ReadLeads], X: np.ndarray,
 
 
 def _answers(read: ReadLeads, scored: Scored, p_next: np.ndarray | None,
-             thresholds: ThresholdSet) -> list[LeadScore]:
+             thresholds: ThresholdSet, views: list[LeadOutlook] | None) -> list[LeadScore]:
     bundle = read.bundle
     names, cats = bundle.feature_names, bundle.categories
     out = []
@@ -222,7 +297,8 @@ def _answers(read: ReadLeads, scored: Scored, p_next: np.ndarray | None,
             lead_id=lead_id, as_of=as_of, probability=p, score=s, grade=thresholds.grade(s),
             mql=thresholds.is_mql(s), reasons=reasons,
             next_stage=None if p_next is None else float(p_next[i]), context=read.context[i],
-            input_hash=input_hash(lead_id, as_of, scored.X[i])))
+            input_hash=input_hash(lead_id, as_of, scored.X[i]),
+            outlook=None if views is None else views[i]))
     return out
 
 
@@ -243,9 +319,10 @@ def score_read(batches: Sequence[ReadLeads], thresholds: ThresholdSet,
             X = np.vstack([r.X for r in group if r.X is not None])
         p_next = _next_stage(group, X, next_bundle)
         start = 0
-        for k, read, part in zip(members, group, _parts(bundle, X, group), strict=True):
+        for k, read, part, views in zip(members, group, _parts(bundle, X, group),
+                                        _outlook_parts(bundle, X, group), strict=True):
             mine = None if p_next is None else p_next[start:start + read.n]
-            out[k] = ScoredLeads(_answers(read, part, mine, thresholds), part.X,
+            out[k] = ScoredLeads(_answers(read, part, mine, thresholds, views), part.X,
                                  part.probability)
             start += read.n
     return [s for s in out if s is not None]

@@ -25,7 +25,10 @@ class PropensityPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
     one row per lead with the `leads` columns, `as_of` (default now), and optionally JSON
     columns `events`, `stage_history`, `opportunities` and `account` (attributes and
     `contacts`), plus `stage` / `stage_entered_at`: `propensity.rows` describes the shape.
-    Output: the id (`lead_id`, `account_id` or the table's id column) and `probability`.
+    Output: the id (`lead_id`, `account_id` or the table's id column) and `probability`;
+    for a lead model that ships an outlook, its columns too (`p_by_30` .. `p_by_180`,
+    `expected_days`, `expected_amount`, `amount_low`, `amount_high`, `expected_revenue`:
+    `scoring.with_outlook`, as `propensity score` writes them).
     """
 
     def load_context(self, context: Any) -> None:

@@ -20,6 +20,7 @@ from propensity.account_input import rows_to_export
 from propensity.coding import not_numbers, numbers
 from propensity.lead_scoring import Scored, read_records, score_matrix, score_read
 from propensity.models.bundle import ModelBundle
+from propensity.models.outlook import HORIZONS
 from propensity.problems import PropensityError
 from propensity.tables import CrmExport, SourceFile
 from propensity.targets import ACCOUNT, target_named
@@ -84,16 +85,34 @@ def check_export(bundle: ModelBundle, export: CrmExport) -> None:
                 raise error
 
 
+def with_outlook(out: pd.DataFrame, bundle: ModelBundle, X: np.ndarray) -> pd.DataFrame:
+    """`out` (one row per row of X) with the lead's outlook when the model ships one:
+    p_by_30 .. p_by_180 (`horizons` in a score), expected_days, expected_amount, amount_low,
+    amount_high, expected_revenue; blank where a score's field is null."""
+    if bundle.outlook is None:
+        return out
+    seen = bundle.outlook.predict(X)
+    for j, h in enumerate(HORIZONS):
+        out[f"p_by_{h}"] = seen.horizons[:, j]
+    out["expected_days"] = seen.expected_days
+    out["expected_amount"] = seen.expected_amount
+    out["amount_low"], out["amount_high"] = seen.amount_low, seen.amount_high
+    out["expected_revenue"] = seen.expected_revenue
+    return out
+
+
 def score_export(bundle: ModelBundle, export: CrmExport, as_of: pd.Timestamp,
-                 threads: int = 0) -> pd.DataFrame:
-    """Every entity open at T with its probability (batch executor; all threads by default,
-    one in a Spark task, where the cores are Spark's to share out)."""
+                 threads: int = 0, outlook: bool = True) -> pd.DataFrame:
+    """Every entity open at T with its probability, and its outlook when the model ships one
+    (batch executor; all threads by default, one in a Spark task, where the cores are Spark's
+    to share out); `outlook=False` leaves the outlook out (a caller that keeps only the
+    probability)."""
     check_export(bundle, export)
     entities = open_entities(bundle, export, as_of).reset_index(drop=True)
     out = entities.copy()
-    out["probability"] = bundle.predict(bundle.features_for_export(export, entities),
-                                        threads=threads)
-    return out
+    X = bundle.features_for_export(export, entities)
+    out["probability"] = bundle.predict(X, threads=threads)
+    return with_outlook(out, bundle, X) if outlook else out
 
 
 def check_table(bundle: ModelBundle, frame: pd.DataFrame, source: SourceFile) -> None:
@@ -152,6 +171,9 @@ def score_rows(bundle: ModelBundle, frame: pd.DataFrame) -> pd.DataFrame:
         accounts, scored = score_account_rows(bundle, frame)
         return pd.DataFrame({"account_id": accounts["account_id"].to_numpy(),
                              "probability": scored.probability})
-    read = read_records(bundle, frame.to_dict("records"), datetime.now(UTC), explain=False)
+    read = read_records(bundle, frame.to_dict("records"), datetime.now(UTC), explain=False,
+                        outlook=False)
     answered = score_read([read], ThresholdSet())[0]
-    return pd.DataFrame({"lead_id": read.lead_ids, "probability": answered.probability})
+    return with_outlook(pd.DataFrame({"lead_id": read.lead_ids,
+                                      "probability": answered.probability}),
+                        bundle, answered.X)

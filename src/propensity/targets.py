@@ -131,6 +131,10 @@ class Target:
     lead_label: LeadLabel | None = None
     """`lead_frame`'s label; None: `snapshots.LEAD_LABELS`' label named `label`."""
     baselines: tuple[str, ...] = BASELINES
+    outlook: bool = False
+    """Ship the lead's outlook with the model (time to convert, deal amount: `models.outlook`),
+    fitted at training time on the model's own features: the scorer's probability model
+    only, since a lead's `horizons` and `expected_revenue` go with its probability."""
 
     def entities(self, export: CrmExport, times: list[pd.Timestamp], horizon_days: int, *,
                  journeys: Journeys | None = None, labelled: bool = True,
@@ -218,7 +222,7 @@ def target_names() -> tuple[str, ...]:
 
 
 define(Target(LEAD_CONVERSION, LEAD, "converted",
-              ("conversions", "leads that never converted"), lead_frame))
+              ("conversions", "leads that never converted"), lead_frame, outlook=True))
 define(Target(STAGE_ADVANCEMENT, LEAD, "advanced",
               ("advancements", "leads that never advanced"), lead_frame))
 define(Target(ACCOUNT_PROPENSITY, ACCOUNT, "bought",

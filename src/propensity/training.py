@@ -34,6 +34,7 @@ from sklearn.model_selection import train_test_split
 
 from propensity.coding import Column, as_frame, encode, fit_vocabulary
 from propensity.features import FeatureConfig, FeaturePlan, FeatureSpec, fit_feature_spec
+from propensity.forecast.forecaster import attach_outlook
 from propensity.funnel.journeys import build_journeys
 from propensity.models.baselines import (
     PointsModel,
@@ -115,6 +116,9 @@ class TrainConfig(BaseModel):
     odoo: OdooPlsConfig = Field(default_factory=OdooPlsConfig)
     """Where the naive-Bayes baseline (Odoo's lead scoring) finds teams and fields."""
     seed: int = 13
+    outlook: bool = True
+    """Fit the lead's outlook (time to convert, deal amount) with a model whose target ships
+    one (`Target.outlook`); false leaves it out (the score's outlook fields are then null)."""
 
     @field_validator("model")
     @classmethod
@@ -345,8 +349,12 @@ def build_export_sets(export: CrmExport, config: TrainConfig,
 
 def train_export(export: CrmExport, config: TrainConfig,
                  progress: Progress | None = None) -> TrainResult:
-    """Train one target on an export: evaluate out of time, ship refitted on everything."""
-    return fit_sets(build_export_sets(export, config, progress), config, progress)
+    """Train one target on an export: evaluate out of time, ship refitted on everything
+    (with its outlook, when its target ships one)."""
+    result = fit_sets(build_export_sets(export, config, progress), config, progress)
+    if config.outlook and config.target.outlook:
+        result.report["outlook"] = attach_outlook(result.bundle, export, config.seed, progress)
+    return result
 
 
 # --- single tables ---------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from scipy.stats import spearmanr
 from propensity.export_reader import load_export
 from propensity.forecast import fit_forecaster, forecast_from, lead_outlook
 from propensity.forecast.backtest import actuals, quarter_starts
-from propensity.forecast.hazard import HORIZONS, interpolate
+from propensity.forecast.hazard import HORIZONS, interpolate, median_days
 from propensity.forecast.simulate import interval, simulate
 from propensity.synthetic import read_truth, truth_probability, write_synthetic
 from propensity.tables import CrmExport
@@ -91,6 +91,22 @@ def test_the_curve_is_a_probability_rising_with_time(
     assert curve[:, -1].max() > curve[:, 0].max()  # it does rise, not merely stay flat
     finite = frame["median_days"].dropna()
     assert ((finite >= 0) & (finite <= frame["ever_within_days"].max())).all()
+
+
+def test_the_median_day_is_the_first_day_the_curve_reaches_half_its_end() -> None:
+    """Solved inside its period, it is the day a grid of every day gives (read off the
+    interpolated curve), and missing for a lead that never converts."""
+    rng = np.random.default_rng(3)
+    edges = (0, 30, 60, 90, 120, 180, 270, 365, 540)
+    hazard = rng.uniform(0, 0.3, size=(3000, 8)) * (rng.uniform(size=(3000, 1)) < 0.9)
+    curve = 1 - np.column_stack([np.ones(3000), np.cumprod(1 - hazard, axis=1)])
+    grid = np.arange(0, 541, 1.0)
+    dense = interpolate(curve, np.asarray(edges, dtype="float64"), grid)
+    first = grid[np.argmax(dense >= dense[:, -1:] / 2, axis=1)]
+    expected = np.where(dense[:, -1] > 0, first, np.nan)
+    got = median_days(curve, edges)
+    assert np.isnan(got).sum() == np.isnan(expected).sum() > 0
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_interpolation_keeps_the_edges_and_the_order() -> None:

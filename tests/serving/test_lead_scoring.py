@@ -4,6 +4,7 @@ what a lead is answered and what is refused, with no server in the way. The HTTP
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from datetime import UTC, datetime
@@ -168,3 +169,48 @@ def test_reasons_read_as_words_and_a_family_speaks_once(
         kinds = [m.group(1) or m.group(2) for x in pos + neg if (m := family.match(x.feature))]
         kinds = ["events" if k == "last_event" else k for k in kinds]
         assert len(kinds) == len(set(kinds)), (pos, neg)
+
+
+def test_a_lead_gets_its_outlook_from_the_champions_version(
+        models: tuple[ModelBundle, ModelBundle], small_export: Any, tmp_path: Path) -> None:
+    """How much and when, from the outlook shipped in the lead-conversion bundle: monotone
+    horizons, an amount inside its interval, revenue = P(within 90 days) x amount, reasons
+    for the amount in the probability's shape; the same read back from the bundle's files;
+    left out when not asked for (and the amount's reasons without reasons)."""
+    bundle = models[0]
+    assert bundle.outlook is not None and bundle.outlook.info["won_leads"] > 0
+    t = pd.Timestamp("2025-05-01T00:00:00Z")
+    ids = small_export.leads[small_export.leads["created_at"] < t]["lead_id"].head(6)
+    rows = [request_lead(x) for x in lead_rows(
+        small_export, pd.DataFrame({"lead_id": ids, "as_of": t})).to_dict("records")]
+    scores = _score(models, rows)
+    for s in scores:
+        o = s.outlook
+        assert o is not None and list(o.horizons) == [30, 60, 90, 180]
+        p = list(o.horizons.values())
+        assert all(0 <= a <= b <= 1 for a, b in itertools.pairwise(p)), p
+        assert o.expected_days is not None
+        assert 0 < o.expected_days <= bundle.outlook.hazard.max_days_
+        assert o.amount_low is not None and o.amount_high is not None
+        assert o.expected_amount is not None and o.expected_revenue is not None
+        assert 0 < o.amount_low < o.amount_high
+        assert o.expected_revenue == pytest.approx(o.horizons[90] * o.expected_amount,
+                                                   rel=1e-12)
+        assert o.amount_reasons is not None
+        pos, neg = o.amount_reasons
+        assert pos or neg
+        assert all(r.impact > 0 for r in pos) and all(r.impact < 0 for r in neg)
+    # a lead's outlook differs from lead to lead (it reads the lead's features)
+    assert len({s.outlook.expected_amount for s in scores if s.outlook}) > 1
+    bundle.save(tmp_path / "bundle")
+    again = ModelBundle.load(tmp_path / "bundle")
+    read = read_records(again, _parsed({"leads": rows}).leads, NOW)
+    assert [s.outlook for s in score_read([read], THRESHOLDS)[0].scores] == [
+        s.outlook for s in scores]
+    # not asked for: none; asked without reasons: no amount reasons, the same figures
+    plain = read_records(bundle, _parsed({"leads": rows}).leads, NOW, outlook=False)
+    assert all(s.outlook is None for s in score_read([plain], THRESHOLDS)[0].scores)
+    bare = _score(models, rows, explain=False)
+    assert all(b.outlook is not None and b.outlook.amount_reasons is None for b in bare)
+    assert [b.outlook.horizons for b in bare if b.outlook] == [
+        s.outlook.horizons for s in scores if s.outlook]

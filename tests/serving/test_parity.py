@@ -43,6 +43,9 @@ from tests.serving.conftest import Server
 from tests.worlds import T, request_lead, to_export, worlds, write_world
 
 TOLERANCE = 1e-9
+OUTLOOK = ("p_by_30", "p_by_60", "p_by_90", "p_by_180", "expected_days", "expected_amount",
+           "amount_low", "amount_high", "expected_revenue")
+"""The outlook's columns in batch scores (`horizons` and the rest in a score)."""
 THRESHOLDS = ThresholdSet()
 World = dict[str, list[dict[str, Any]]]
 
@@ -76,6 +79,27 @@ def _library(bundle: ModelBundle, following: ModelBundle | None, body: dict[str,
     return score_read([read], THRESHOLDS, following)[0].scores
 
 
+def _outlook(scores: list[LeadScore]) -> pd.DataFrame:
+    """The library's outlook of each lead, in the batch's columns (null as NaN)."""
+    rows = []
+    for s in scores:
+        assert s.outlook is not None, s.lead_id
+        o = s.outlook
+        rows.append({**{f"p_by_{d}": p for d, p in o.horizons.items()},
+                     "expected_days": o.expected_days, "expected_amount": o.expected_amount,
+                     "amount_low": o.amount_low, "amount_high": o.amount_high,
+                     "expected_revenue": o.expected_revenue})
+    return pd.DataFrame(rows, columns=list(OUTLOOK), dtype="float64")
+
+
+def _same_outlook(got: pd.DataFrame, expected: pd.DataFrame) -> None:
+    """Every outlook column agrees to TOLERANCE (null where the other is null)."""
+    a = got[list(OUTLOOK)].to_numpy(dtype="float64")
+    b = expected[list(OUTLOOK)].to_numpy(dtype="float64")
+    assert (np.isnan(a) == np.isnan(b)).all()
+    assert np.abs(np.where(np.isnan(a), 0, a - b)).max() < TOLERANCE
+
+
 def _after_as_of(rows: pd.DataFrame) -> int:
     """Leads whose rows hold something at or after their as_of (an event, a stage entry, an
     opportunity opened or closed, a contact's event): what the executor must cut."""
@@ -103,8 +127,13 @@ def _agree(champion: tuple[ModelBundle, ModelBundle, Any], export: Any, batch: p
     expected = batch["probability"].to_numpy()
     assert [s.lead_id for s in scores] == list(batch["lead_id"])
     assert np.abs(np.array([s.probability for s in scores]) - expected).max() < TOLERANCE
-    via_pyfunc = pyfunc.predict(rows)["probability"].to_numpy()
-    assert np.abs(via_pyfunc - expected).max() < TOLERANCE
+    via_pyfunc = pyfunc.predict(rows)
+    assert np.abs(via_pyfunc["probability"].to_numpy() - expected).max() < TOLERANCE
+    # how much and when: the same outlook on every path (its models read the same matrix)
+    _same_outlook(_outlook(scores), batch)
+    _same_outlook(via_pyfunc, batch)
+    assert all((s.outlook is not None and s.outlook.amount_reasons is not None) == explain
+               for s in scores)
     assert all((s.reasons is not None) == explain for s in scores)
     assert all(s.next_stage is not None and 0 <= s.next_stage <= 1 for s in scores)
     full = [s.context for s, lead in zip(scores, body["leads"], strict=True)
@@ -171,6 +200,7 @@ def test_the_cli_scores_every_generated_world_the_same(
     diff = np.abs(cli.loc[expected["lead_id"], "probability"].to_numpy()
                   - expected["probability"].to_numpy())
     assert diff.max() < TOLERANCE
+    _same_outlook(cli.loc[expected["lead_id"]], expected)
 
 
 def test_the_wire_answers_what_the_library_answers(
@@ -185,8 +215,16 @@ def test_the_wire_answers_what_the_library_answers(
     rows = lead_rows(to_export(merged), batch[["lead_id", "as_of"]], cut=False)
     body = {"leads": [request_lead(r) for r in rows.to_dict("records")], "explain": True}
     with server.client(server.score_key) as http:
-        r = http.post("/v1/score", json=body)
-    assert r.status_code == 200, r.text
+        plain = http.post("/v1/score", json=body)
+        r = http.post("/v1/score", json={**body, "outlook": True})
+    assert r.status_code == plain.status_code == 200, r.text
+    # the outlook is given when asked for, and changes nothing else of a score
+    fields = ("horizons", "expected_days", "expected_amount", "amount_low", "amount_high",
+              "expected_revenue", "amount_reasons")
+    assert all(s[f] is None for s in plain.json()["scores"] for f in fields)
+    for asked, not_asked in zip(r.json()["scores"], plain.json()["scores"], strict=True):
+        for k, v in not_asked.items():
+            assert k in fields or asked[k] == v, (k, asked[k], v)
     wire = r.json()["scores"]
     mine = _library(bundle, following, body)
     assert len(wire) == len(mine) == len(batch) >= 8
@@ -199,6 +237,16 @@ def test_the_wire_answers_what_the_library_answers(
         assert s.context is not None and got["context"] == {
             "account": s.context.account, "contacts": s.context.contacts,
             "opportunities": s.context.opportunities}
+        o = s.outlook
+        assert o is not None and o.amount_reasons is not None
+        assert got["horizons"] == {str(d): p for d, p in o.horizons.items()}
+        assert (got["expected_days"], got["expected_amount"], got["amount_low"],
+                got["amount_high"], got["expected_revenue"]) == (
+            o.expected_days, o.expected_amount, o.amount_low, o.amount_high,
+            o.expected_revenue)
+        assert [x["text"] for x in got["amount_reasons"]["positive"]] == [
+            x.text for x in o.amount_reasons[0]]
+    _same_outlook(_outlook(mine), batch)
 
 
 def test_context_from_the_data_source_gives_the_batch_score(

@@ -26,9 +26,9 @@ import pandas as pd
 from propensity.coding import Column
 from propensity.forecast.hazard import categorical_indices
 from propensity.forecast.rows import SnapshotRows
+from propensity.models.outlook import QUANTILES, AmountQuantiles
 from propensity.tables import CrmExport
 
-QUANTILES = (0.1, 0.5, 0.9)
 AMOUNT_PARAMS: dict[str, Any] = {
     "learning_rate": 0.05, "num_leaves": 15, "min_data_in_leaf": 20, "feature_fraction": 0.8,
     "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0, "cat_smooth": 20,
@@ -52,17 +52,11 @@ def won_amounts(export: CrmExport, leads: pd.Series) -> np.ndarray:
 
 
 @dataclass
-class AmountModel:
-    """Median, mean and an 80% interval of the amount a lead's deal will be won for."""
+class AmountModel(AmountQuantiles):
+    """`AmountQuantiles` (what scoring reads) with its fit."""
 
     seed: int = 0
     rounds: int = ROUNDS
-    boosters_: dict[float, lgb.Booster] = field(default_factory=dict, repr=False)
-    widen_: float = 0.0
-    """Conformal correction on the log scale, added to both ends of the interval."""
-    smear_: float = 1.0
-    fallback_: float = 0.0
-    """Mean won amount of the history: the estimate when too few wins to learn from."""
 
     def fit(self, rows: SnapshotRows, amount: np.ndarray, fit_mask: np.ndarray,
             columns: list[Column]) -> AmountModel:
@@ -95,16 +89,8 @@ class AmountModel:
 
     def predict(self, X: np.ndarray) -> pd.DataFrame:
         """amount_low (10%), amount_median, amount_high (90%), expected_amount (mean)."""
-        if not self.boosters_:
-            flat = np.full(X.shape[0], self.fallback_)
-            return pd.DataFrame({"amount_low": flat, "amount_median": flat,
-                                 "amount_high": flat, "expected_amount": flat})
-        lo, mid, hi = (self.boosters_[q].predict(X) for q in QUANTILES)
-        lo, hi = np.minimum(lo, mid) - self.widen_, np.maximum(hi, mid) + self.widen_
-        return pd.DataFrame({"amount_low": np.exp(np.minimum(lo, mid)),
-                             "amount_median": np.exp(mid),
-                             "amount_high": np.exp(np.maximum(hi, mid)),
-                             "expected_amount": np.exp(mid) * self.smear_})
+        return pd.DataFrame(dict(zip(("amount_low", "amount_median", "amount_high",
+                                      "expected_amount"), self.quantiles(X), strict=True)))
 
 
 def _lead_weights(lead: np.ndarray) -> np.ndarray:

@@ -8,22 +8,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from propensity.features import FeatureConfig, FeaturePlan
+from propensity.features.spec import FeatureSpec
 from propensity.forecast.amount import AmountModel, SegmentMedians, lead_segments, won_amounts
-from propensity.forecast.hazard import HORIZONS, HazardModel, median_days
-from propensity.forecast.rows import open_leads, snapshot_rows
+from propensity.forecast.hazard import HORIZONS, HazardModel
+from propensity.forecast.rows import SnapshotRows, TooLittleHistory, open_leads, snapshot_rows
 from propensity.forecast.rules import stage_rates
 from propensity.forecast.uncertainty import level_sd
 from propensity.funnel.journeys import Journeys, build_journeys
+from propensity.models.bundle import ModelBundle
+from propensity.models.outlook import REVENUE_DAYS, Outlook
 from propensity.tables import CrmExport, truncate_export
 
 Progress = Callable[[str], None]
-REVENUE_DAYS = 90
-"""The window of a lead's expected revenue: P(converted within it) x expected amount."""
 RULE_DAYS = 91
 """The window of the stage-rate rule: the 13 weeks a quarter's forecast covers."""
 
@@ -66,13 +68,8 @@ def fit_forecaster(export: CrmExport, as_of: pd.Timestamp, *, seed: int = 0,
     rows = snapshot_rows(cut, as_of, max_rows=max_rows, seed=seed, features=features,
                          journeys=journeys)
     fit = calibration_mask(rows.entities["lead_id"], seed)
-    note(f"hazard model on {len(rows.entities):,} snapshot rows")
-    hazard = HazardModel(seed=seed).fit(rows, fit)
+    hazard, amount_model, amount = fit_models(cut, rows, fit, seed, note)
     level = level_sd(hazard, rows, ~fit, RULE_DAYS)
-    note("amount model on won opportunities")
-    amount = won_amounts(cut, rows.entities["lead_id"])
-    # a lead's amount is known only once it was won before the data's end: as it is here
-    amount_model = AmountModel(seed=seed).fit(rows, amount, fit, rows.plan.columns)
     won_rows = ~np.isnan(amount)
     segments = lead_segments(cut, rows.entities["lead_id"])
     latest = ~rows.entities.duplicated("lead_id", keep="last").to_numpy()
@@ -86,27 +83,84 @@ def fit_forecaster(export: CrmExport, as_of: pd.Timestamp, *, seed: int = 0,
             won_rows & latest).any() else 0.0, level_sd=level)
 
 
+def fit_models(cut: CrmExport, rows: SnapshotRows, fit: np.ndarray, seed: int,
+               note: Progress) -> tuple[HazardModel, AmountModel, np.ndarray]:
+    """The hazard and amount models on snapshot rows of an export cut at their as-of time
+    (the forecast's and the shipped bundle's outlook alike), and each row's won amount."""
+    note(f"hazard model on {len(rows.entities):,} snapshot rows")
+    hazard = HazardModel(seed=seed).fit(rows, fit)
+    note("amount model on won opportunities")
+    amount = won_amounts(cut, rows.entities["lead_id"])
+    # a lead's amount is known only once it was won before the data's end: as it is here
+    return hazard, AmountModel(seed=seed).fit(rows, amount, fit, rows.plan.columns), amount
+
+
+def fit_outlook(export: CrmExport, spec: FeatureSpec, *, seed: int = 0,
+                max_rows: int = 60_000, progress: Progress | None = None) -> Outlook:
+    """The outlook a lead-conversion bundle ships: the forecast's hazard and amount models,
+    fitted at training time on the whole export (as of the day after its latest timestamp,
+    as the forecast's default) with the bundle's own feature spec, so that they read the
+    matrix the probability is scored from and a request builds its features once."""
+    note = progress or (lambda _text: None)
+    as_of = export.latest_time().floor("D") + pd.Timedelta(days=1)
+    journeys = build_journeys(export)
+    note("outlook (time to convert and amount): point-in-time snapshot rows")
+    rows = snapshot_rows(export, as_of, max_rows=max_rows, seed=seed, spec=spec,
+                         journeys=journeys)
+    fit = calibration_mask(rows.entities["lead_id"], seed)
+    note(f"hazard model on {len(rows.entities):,} snapshot rows")
+    hazard = HazardModel(seed=seed).fit(rows, fit)
+    amount = won_amounts(export, rows.entities["lead_id"])
+    won = ~np.isnan(amount) & (amount > 0)
+    # without a won amount in the history there is no amount to learn: the amounts are
+    # then missing (null in a score), not made up
+    amount_model = AmountModel(fallback_=float("nan"))
+    if won.any():
+        note("amount model on won opportunities")
+        amount_model = AmountModel(seed=seed).fit(rows, amount, fit, rows.plan.columns)
+    return Outlook(hazard, amount_model, REVENUE_DAYS, info={
+        "as_of": str(as_of), "rows": len(rows.entities),
+        "leads": int(rows.entities["lead_id"].nunique()),
+        "won_leads": int(rows.entities["lead_id"][won].nunique()),
+        "edges": list(hazard.edges), "amount_model": bool(amount_model.boosters_),
+        "interval_widen": round(amount_model.widen_, 6)})
+
+
+def attach_outlook(bundle: ModelBundle, export: CrmExport, seed: int,
+                   progress: Progress | None = None) -> dict[str, Any]:
+    """Fit the outlook a trained bundle ships (its own feature spec) and attach it; what the
+    training report says of it. An export too short or with too few conversions to learn
+    when leads convert ships without one (a score's outlook fields are then null), and the
+    report says why: the probability model is no less good for it."""
+    if bundle.spec is None:
+        return {"shipped": False, "why": "a single table has no history to learn time from"}
+    try:
+        bundle.outlook = fit_outlook(export, bundle.spec, seed=seed, progress=progress)
+    except TooLittleHistory as exc:
+        bundle.outlook = None
+        return {"shipped": False, "why": str(exc)}
+    return {"shipped": True, **bundle.outlook.info}
+
+
 def lead_outlook(model: Forecaster, weeks: int = 13) -> tuple[pd.DataFrame, np.ndarray]:
     """Every lead open at T: P(converted by 30/60/90/180 days), P(ever within the longest
     observed window), median days to convert among converters, the amount (10%, median, 90%,
     mean), expected revenue within `REVENUE_DAYS`, the rule-based segment amount; and the
     (leads, weeks + 1) cumulative P(converted by the end of each week)."""
     entities, X = open_leads(model.export, model.as_of, model.plan, model.journeys)
-    curve = model.hazard.curve(X)
+    seen = Outlook(model.hazard, model.amount, REVENUE_DAYS).predict(X)
     out = entities[["lead_id", "stage_index"]].copy()
-    at = model.hazard.by_days(curve, [*HORIZONS, REVENUE_DAYS])
     for j, h in enumerate(HORIZONS):
-        out[f"p_by_{h}"] = at[:, j]
-    out["p_ever"] = curve[:, -1]
+        out[f"p_by_{h}"] = seen.horizons[:, j]
+    out["p_ever"] = seen.curve[:, -1]
     out["ever_within_days"] = model.hazard.max_days_
-    out["median_days"] = median_days(curve, model.hazard.edges)
-    amounts = model.amount.predict(X)
-    for col in amounts:
-        out[col] = amounts[col].to_numpy()
-    out["expected_revenue"] = at[:, -1] * out["expected_amount"]
+    out["median_days"] = seen.expected_days
+    out["amount_low"], out["amount_median"] = seen.amount_low, seen.amount_median
+    out["amount_high"], out["expected_amount"] = seen.amount_high, seen.expected_amount
+    out["expected_revenue"] = seen.expected_revenue
     segments = lead_segments(model.export, entities["lead_id"])
     out["segment"] = segments["segment"].to_numpy()
     out["segment_amount"] = model.medians.predict(segments)
     out["rule_probability"] = model.rates[entities["stage_index"].to_numpy()]
-    weekly = model.hazard.by_days(curve, np.arange(weeks + 1) * 7.0)
+    weekly = model.hazard.by_days(seen.curve, np.arange(weeks + 1) * 7.0)
     return out.reset_index(drop=True), weekly

@@ -15,7 +15,7 @@ the model did not learn from (isotonic on the logit), and kept monotone in d.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import lightgbm as lgb
@@ -25,11 +25,18 @@ from scipy.optimize import brentq
 from propensity.coding import Column
 from propensity.forecast.rows import SnapshotRows, TooLittleHistory
 from propensity.models.calibration import Calibrator, fit_calibrator
+from propensity.models.outlook import (
+    EDGES,
+    HORIZONS,
+    HazardCurve,
+    interpolate,
+    logit,
+    median_days,
+    with_period,
+)
 
-EDGES: tuple[int, ...] = (0, 30, 60, 90, 120, 180, 270, 365, 540, 730)
-"""Period boundaries in days after the as-of time: 30, 60, 90 and 180 are period ends, so
-the curve there is read without interpolation."""
-HORIZONS: tuple[int, ...] = (30, 60, 90, 180)
+__all__ = ["EDGES", "HORIZONS", "HazardModel", "interpolate", "median_days"]
+
 HAZARD_PARAMS: dict[str, Any] = {
     "objective": "binary", "learning_rate": 0.05, "num_leaves": 15, "min_data_in_leaf": 200,
     "min_sum_hessian_in_leaf": 5.0, "feature_fraction": 0.8, "bagging_fraction": 0.8,
@@ -73,22 +80,12 @@ def person_periods(rows: SnapshotRows, edges: tuple[int, ...]) -> tuple[np.ndarr
     return np.concatenate(idx_parts), np.concatenate(k_parts), np.concatenate(y_parts)
 
 
-def _with_period(X: np.ndarray, k: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    return np.column_stack([X, edges[k], edges[k + 1] - edges[k]])
-
-
 @dataclass
-class HazardModel:
-    """P(converted by d days) for leads open at a time, from their features as of it."""
+class HazardModel(HazardCurve):
+    """`HazardCurve` (what scoring reads) with its fit."""
 
     seed: int = 0
     rounds: int = ROUNDS
-    edges: tuple[int, ...] = EDGES
-    booster_: lgb.Booster | None = field(default=None, repr=False)
-    calibrators_: dict[int, Calibrator] = field(default_factory=dict)
-    max_days_: int = 0
-    """The longest window any snapshot row had observed: 'ever' means within it."""
-    columns_: list[Column] = field(default_factory=list)
 
     def fit(self, rows: SnapshotRows, fit_mask: np.ndarray) -> HazardModel:
         """Learn hazards from the rows in `fit_mask`; calibrate on the others."""
@@ -107,25 +104,13 @@ class HazardModel:
                                    "leads convert")
         self.columns_ = [*rows.plan.columns, Column("period_start_days"),
                          Column("period_days")]
-        data = lgb.Dataset(_with_period(rows.X[idx], k, edges), label=y,
+        data = lgb.Dataset(with_period(rows.X[idx], k, edges), label=y,
                            categorical_feature=categorical_indices(self.columns_),
                            free_raw_data=True)
         params = {**HAZARD_PARAMS, "seed": self.seed}
         self.booster_ = lgb.train(params, data, num_boost_round=self.rounds)
         self._calibrate(rows, ~fit_mask)
         return self
-
-    def raw_curve(self, X: np.ndarray) -> np.ndarray:
-        """(n, len(edges)) uncalibrated P(converted by each edge), column 0 being 0."""
-        if self.booster_ is None:
-            raise RuntimeError("HazardModel is not fitted")
-        edges = np.asarray(self.edges, dtype="float64")
-        n, m = X.shape[0], len(self.edges) - 1
-        survive = np.ones((n, m + 1))
-        for k in range(m):
-            h = self.booster_.predict(_with_period(X, np.full(n, k), edges))
-            survive[:, k + 1] = survive[:, k] * (1 - np.clip(h, 0, 1 - 1e-9))
-        return 1 - survive
 
     def _calibrate(self, rows: SnapshotRows, mask: np.ndarray) -> None:
         """Per period end: the latest third of the snapshot times that observed it, rows of
@@ -146,47 +131,9 @@ class HazardModel:
             if recent.sum() < MIN_CALIBRATION_ROWS:
                 continue
             y = rows.converted_within(edge)[mask][recent]
-            margin = _logit(raw[recent, j])
+            margin = logit(raw[recent, j])
             self.calibrators_[edge] = (fit_calibrator(margin, y) if y.sum() >= MIN_SLOPE_EVENTS
                                        else level_calibrator(margin, y))
-
-    def curve(self, X: np.ndarray) -> np.ndarray:
-        """(n, len(edges)) calibrated P(converted by each edge), non-decreasing along edges."""
-        raw = self.raw_curve(X)
-        out = raw.copy()
-        for j, edge in enumerate(self.edges[1:], start=1):
-            cal = self.calibrators_.get(edge)
-            if cal is not None:
-                out[:, j] = cal(_logit(raw[:, j]))
-        out[:, 0] = 0.0
-        return np.maximum.accumulate(out, axis=1)
-
-    def by_days(self, curve: np.ndarray, days: np.ndarray | list[float]) -> np.ndarray:
-        """P(converted by each of `days`) from `curve`: a constant daily hazard inside a
-        period (the log of survival is linear there); past the last edge, held flat."""
-        return interpolate(curve, np.asarray(self.edges, dtype="float64"),
-                           np.asarray(days, dtype="float64"))
-
-
-def interpolate(curve: np.ndarray, edges: np.ndarray, days: np.ndarray) -> np.ndarray:
-    """Cumulative probabilities at `days` from their values at `edges` (see `by_days`)."""
-    d = np.clip(days, 0, edges[-1])
-    k = np.clip(np.searchsorted(edges, d, side="right") - 1, 0, len(edges) - 2)
-    frac = (d - edges[k]) / (edges[k + 1] - edges[k])
-    log_s = np.log(np.clip(1 - curve, 1e-12, 1))
-    out = 1 - np.exp(log_s[:, k] + frac * (log_s[:, k + 1] - log_s[:, k]))
-    return np.maximum.accumulate(np.clip(out, 0, 1), axis=1)
-
-
-def median_days(curve: np.ndarray, edges: tuple[int, ...]) -> np.ndarray:
-    """Days by which half of a lead's eventual conversion probability (within the longest
-    observed window) is reached: the median time to convert among leads that will."""
-    e = np.asarray(edges, dtype="float64")
-    grid = np.arange(0, e[-1] + 1, 1.0)
-    dense = interpolate(curve, e, grid)
-    half = dense[:, -1:] / 2
-    first = np.argmax(dense >= half, axis=1)
-    return np.where(dense[:, -1] > 0, grid[first], np.nan)
 
 
 def level_calibrator(margin: np.ndarray, y: np.ndarray) -> Calibrator:
@@ -199,8 +146,3 @@ def level_calibrator(margin: np.ndarray, y: np.ndarray) -> Calibrator:
 
     b = float(brentq(gap, -30.0, 30.0)) if y.size else 0.0
     return Calibrator("platt", a=1.0, b=b, rows=int(y.size))
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-7, 1 - 1e-7)
-    return np.log(p / (1 - p))

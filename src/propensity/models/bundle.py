@@ -33,7 +33,8 @@ from propensity.features.spec import FeatureSpec
 from propensity.models.calibration import Calibrator
 from propensity.models.linear import LinearScorer
 from propensity.models.odoo_learner import OdooScorer
-from propensity.models.single_row import SingleRow
+from propensity.models.outlook import OUTLOOK_DIR, Outlook
+from propensity.models.single_row import ROW_BY_ROW, SingleRow
 from propensity.problems import PropensityError
 from propensity.tables import CrmExport
 from propensity.targets import target_named
@@ -53,14 +54,6 @@ def learner_name(learner: str) -> str:
     return LEARNER_NAMES.get(learner, learner)
 FEW_ROWS = 64
 """Below this many rows one thread predicts faster (OpenMP start-up costs more than it saves)."""
-
-
-ROW_BY_ROW = 6
-"""Up to this many rows, LightGBM's single-row path (`SingleRow`) row after row is faster than
-one `Booster.predict`, which re-reads its parameters and builds a predictor on every call
-(margins of a 62-tree model: 2 rows 6.5 against 16 us, 8 rows 24 against 20; inside the
-scorer, beside its other work, a 2-row predict cost 55 us). The scorer's batches of requests
-that arrive together are this small; both give the same bits (tests/model/test_single_row.py)."""
 
 
 def threads_for(rows: int) -> int:
@@ -86,6 +79,9 @@ class ModelBundle:
     id_column: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
     """What shipped: rows, time span, iterations, calibration rows, why this learner."""
+    outlook: Outlook | None = None
+    """When and how much (`models.outlook`), read from this model's matrix: shipped, saved,
+    registered and promoted with it, so a score's outlook is its probability's version."""
 
     # --- inputs ---------------------------------------------------------------------------
     @cached_property
@@ -211,6 +207,8 @@ class ModelBundle:
             "id_column": self.id_column, "info": self.info,
         }
         (directory / META_FILE).write_text(json.dumps(meta, indent=1, default=float))
+        if self.outlook is not None:
+            self.outlook.save(directory / OUTLOOK_DIR)
 
     @classmethod
     def load(cls, directory: Path) -> ModelBundle:
@@ -228,6 +226,7 @@ class ModelBundle:
             stale_days=meta.get("stale_days"),
             spec=None if meta["spec"] is None else FeatureSpec.model_validate(meta["spec"]),
             id_column=meta.get("id_column"), info=meta.get("info", {}),
+            outlook=Outlook.load(directory / OUTLOOK_DIR),
         )
 
 

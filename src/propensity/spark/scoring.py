@@ -65,7 +65,7 @@ def _scorer(spark: SparkSession, bundle: ModelBundle, as_of: pd.Timestamp
     shared = spark.sparkContext.broadcast(bundle)
 
     def score(part: CrmExport) -> pd.DataFrame:
-        scored = score_export(shared.value, part, ts, threads=1)
+        scored = score_export(shared.value, part, ts, threads=1, outlook=False)
         return pd.DataFrame({key: scored[key].astype("str").to_numpy(),
                              "as_of": scored["as_of"].dt.tz_convert("UTC").dt.tz_localize(None)
                              .to_numpy(),

@@ -1,0 +1,281 @@
+"""A lead's outlook, how much and when, as the lead-conversion bundle ships and scores it.
+
+Two fitted parts read the same model matrix as the probability (so a request builds its
+features once): a discrete-time hazard model (`HazardCurve`: P(converted by d days) for every
+d, monotone) and quantile models of the won amount (`AmountQuantiles`: an 80% interval, the
+median, the mean). `propensity.forecast` fits them (`hazard.HazardModel`, `amount.AmountModel`
+add `fit` to these classes); this module holds what scoring needs of them and their files, so
+that `models/` (the bundle) never imports the forecast, which imports `models/`.
+
+`Outlook` is the pair in a bundle. `Outlook.predict` is the one place the response's
+`horizons`, `expected_days`, `expected_amount` (with its interval) and `expected_revenue` are
+computed: the scorer, its fast path and batcher, batch scoring, the pyfunc and the forecast's
+per-lead table all read them from here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from propensity.coding import Column
+from propensity.models.calibration import Calibrator
+from propensity.models.single_row import ROW_BY_ROW, SingleRow
+
+EDGES: tuple[int, ...] = (0, 30, 60, 90, 120, 180, 270, 365, 540, 730)
+"""Period boundaries in days after the as-of time: 30, 60, 90 and 180 are period ends, so
+the curve there is read without interpolation."""
+HORIZONS: tuple[int, ...] = (30, 60, 90, 180)
+"""The days a lead's P(converted by d) is given at (`horizons` in a score)."""
+REVENUE_DAYS = 90
+"""The window of a lead's expected revenue: P(converted within it) x expected amount."""
+QUANTILES = (0.1, 0.5, 0.9)
+"""The amount's 80% interval and median, on the log scale."""
+OUTLOOK_DIR = "outlook"
+STACKED_ROWS = 200_000
+"""Up to this many (lead, period) rows the hazard booster predicts them in one call."""
+_META = "outlook.json"
+
+
+class _Margins:
+    """Raw scores of a booster's rows: LightGBM's single-row path for a request's few rows
+    (a `Booster.predict` call costs ~15 us before any tree), one call for more, on one
+    thread, as the boosters were trained (a booster read from its file would take every
+    core: on a busy machine, threads waiting for a core made one lead's outlook 10 ms and
+    the forecast slower). Both give LightGBM's own margins, so a
+    lead's outlook is the same bits either way."""
+
+    def __init__(self) -> None:
+        self._single: dict[int, SingleRow] = {}
+
+    def margins(self, booster: lgb.Booster, X: np.ndarray, few: int = ROW_BY_ROW
+                ) -> np.ndarray:
+        """Raw scores; row by row up to `few` rows."""
+        if 0 < len(X) <= few:
+            one = self._single.get(id(booster))
+            if one is None:
+                one = self._single[id(booster)] = SingleRow(booster)
+            return np.array([one.margin(r) for r in X])
+        return np.asarray(booster.predict(X, raw_score=True, num_threads=1))
+
+    def contributions(self, booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
+        if 0 < len(X) <= ROW_BY_ROW:
+            one = self._single.get(id(booster))
+            if one is None:
+                one = self._single[id(booster)] = SingleRow(booster)
+            return np.vstack([one.contributions(r) for r in X])
+        return np.asarray(booster.predict(X, pred_contrib=True, num_threads=1))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Margins:
+        return _Margins()  # LightGBM's handles are not copied: made again when used
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._single = {}
+
+
+def with_period(X: np.ndarray, k: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The hazard model's rows: the lead's features, the period's start and its width."""
+    return np.column_stack([X, edges[k], edges[k + 1] - edges[k]])
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return np.asarray(np.log(p / (1 - p)))
+
+
+def interpolate(curve: np.ndarray, edges: np.ndarray, days: np.ndarray) -> np.ndarray:
+    """Cumulative probabilities at `days` from their values at `edges`: a constant daily
+    hazard inside a period (the log of survival is linear there); past the last edge, flat."""
+    d = np.clip(days, 0, edges[-1])
+    k = np.clip(np.searchsorted(edges, d, side="right") - 1, 0, len(edges) - 2)
+    frac = (d - edges[k]) / (edges[k + 1] - edges[k])
+    log_s = np.log(np.clip(1 - curve, 1e-12, 1))
+    out = 1 - np.exp(log_s[:, k] + frac * (log_s[:, k + 1] - log_s[:, k]))
+    return np.maximum.accumulate(np.clip(out, 0, 1), axis=1)
+
+
+def median_days(curve: np.ndarray, edges: tuple[int, ...]) -> np.ndarray:
+    """The first whole day by which half of a lead's eventual conversion probability (within
+    the longest observed window) is reached: the median time to convert among leads that
+    will. Solved inside the period where the curve crosses half (its log survival is linear
+    there: `interpolate`), not read off a grid of every day (a tenth of the cost)."""
+    e = np.asarray(edges, dtype="float64")
+    ls = np.log(np.clip(1 - curve, 1e-12, 1))
+    ever = 1 - np.exp(ls[:, -1])
+    half = ever / 2
+    reached = 1 - np.exp(ls)
+    j = np.clip(np.argmax(reached >= half[:, None], axis=1), 1, len(e) - 1)
+    rows = np.arange(len(curve))
+    a, b = ls[rows, j - 1], ls[rows, j]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.clip((np.log1p(-half) - a) / (b - a), 0, 1)
+    days = np.ceil(e[j - 1] + frac * (e[j] - e[j - 1]) - 1e-9)
+    return np.where(ever > 0, days, np.nan)
+
+
+@dataclass
+class HazardCurve:
+    """P(converted by d days) for leads open at a time, from their features as of it."""
+
+    edges: tuple[int, ...] = EDGES
+    booster_: lgb.Booster | None = field(default=None, repr=False)
+    calibrators_: dict[int, Calibrator] = field(default_factory=dict)
+    max_days_: int = 0
+    """The longest window any training row had observed: 'ever' means within it."""
+    columns_: list[Column] = field(default_factory=list)
+    _fast: _Margins = field(default_factory=_Margins, init=False, repr=False, compare=False)
+
+    def raw_curve(self, X: np.ndarray) -> np.ndarray:
+        """(n, len(edges)) uncalibrated P(converted by each edge), column 0 being 0. Every
+        period of every row in one call of the booster (a call costs ~15 us whatever its
+        size; a row's prediction does not depend on the others)."""
+        if self.booster_ is None:
+            raise RuntimeError("the hazard model is not fitted")
+        edges = np.asarray(self.edges, dtype="float64")
+        n, m = X.shape[0], len(self.edges) - 1
+        if n * m <= STACKED_ROWS:
+            k = np.repeat(np.arange(m), n)
+            raw = self._fast.margins(self.booster_, with_period(np.tile(X, (m, 1)), k, edges),
+                                     few=ROW_BY_ROW * m)
+            raw = raw.reshape(m, n).T
+        else:  # a forecast's million leads: one period at a time (memory)
+            raw = np.column_stack([self._fast.margins(
+                self.booster_, with_period(X, np.full(n, k), edges)) for k in range(m)])
+        h = 1 / (1 + np.exp(-raw))  # the binary objective's own transform, on every path
+        h = np.clip(h, 0, 1 - 1e-9)
+        survive = np.concatenate([np.ones((n, 1)), np.cumprod(1 - h, axis=1)], axis=1)
+        return np.asarray(1 - survive)
+
+    def curve(self, X: np.ndarray) -> np.ndarray:
+        """(n, len(edges)) calibrated P(converted by each edge), non-decreasing along edges."""
+        raw = self.raw_curve(X)
+        out = raw.copy()
+        for j, edge in enumerate(self.edges[1:], start=1):
+            cal = self.calibrators_.get(edge)
+            if cal is not None:
+                out[:, j] = cal(logit(raw[:, j]))
+        out[:, 0] = 0.0
+        return np.asarray(np.maximum.accumulate(out, axis=1))
+
+    def by_days(self, curve: np.ndarray, days: np.ndarray | list[float]) -> np.ndarray:
+        """P(converted by each of `days`) from `curve` (see `interpolate`)."""
+        return interpolate(curve, np.asarray(self.edges, dtype="float64"),
+                           np.asarray(days, dtype="float64"))
+
+
+@dataclass
+class AmountQuantiles:
+    """Median, mean and an 80% interval of the amount a lead's deal will be won for."""
+
+    boosters_: dict[float, lgb.Booster] = field(default_factory=dict, repr=False)
+    widen_: float = 0.0
+    """Conformal correction on the log scale, added to both ends of the interval."""
+    smear_: float = 1.0
+    fallback_: float = 0.0
+    """Mean won amount of the history: the estimate when too few wins to learn from."""
+    _fast: _Margins = field(default_factory=_Margins, init=False, repr=False, compare=False)
+
+    def quantiles(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """amount_low (10%), amount_median, amount_high (90%), expected_amount (mean)."""
+        if not self.boosters_:
+            flat = np.full(X.shape[0], self.fallback_)
+            return flat, flat, flat, flat
+        lo, mid, hi = (self._fast.margins(self.boosters_[q], X) for q in QUANTILES)
+        lo, hi = np.minimum(lo, mid) - self.widen_, np.maximum(hi, mid) + self.widen_
+        return (np.exp(np.minimum(lo, mid)), np.exp(mid), np.exp(np.maximum(hi, mid)),
+                np.exp(mid) * self.smear_)
+
+    def contributions(self, X: np.ndarray) -> np.ndarray | None:
+        """(rows, features + 1): each feature's part of the median's log amount (bias last),
+        the amount's reasons; None without a model (the history's mean for every lead)."""
+        median = self.boosters_.get(0.5)
+        if median is None:
+            return None
+        return self._fast.contributions(median, X)
+
+
+@dataclass
+class Predicted:
+    """A batch of leads' outlook, one entry per row of the matrix."""
+
+    curve: np.ndarray
+    """(n, len(edges)): P(converted by each edge)."""
+    horizons: np.ndarray
+    """(n, len(HORIZONS)): P(converted by each of HORIZONS days), non-decreasing."""
+    expected_days: np.ndarray
+    """Median days to convert among leads that will (NaN when none will)."""
+    amount_low: np.ndarray
+    amount_median: np.ndarray
+    amount_high: np.ndarray
+    expected_amount: np.ndarray
+    expected_revenue: np.ndarray
+    """P(converted within REVENUE_DAYS) x expected_amount."""
+    contributions: np.ndarray | None
+    """The amount's reasons (log amount), when asked and there is an amount model."""
+
+
+@dataclass
+class Outlook:
+    """When (the hazard curve) and how much (the amount), shipped inside a bundle."""
+
+    hazard: HazardCurve
+    amount: AmountQuantiles
+    revenue_days: int = REVENUE_DAYS
+    info: dict[str, Any] = field(default_factory=dict)
+    """What it was fitted on: rows, conversions, won leads, as of when."""
+
+    def predict(self, X: np.ndarray, explain: bool = False) -> Predicted:
+        """Every outlook figure of the matrix's rows (the probability's matrix)."""
+        curve = self.hazard.curve(X)
+        # two reads: `by_days` keeps its days' values non-decreasing in the order given
+        within = self.hazard.by_days(curve, [self.revenue_days])[:, 0]
+        low, median, high, mean = self.amount.quantiles(X)
+        return Predicted(curve=curve, horizons=self.hazard.by_days(curve, list(HORIZONS)),
+                         expected_days=median_days(curve, self.hazard.edges),
+                         amount_low=low, amount_median=median, amount_high=high,
+                         expected_amount=mean, expected_revenue=within * mean,
+                         contributions=self.amount.contributions(X) if explain else None)
+
+    def save(self, directory: Path) -> None:
+        """Boosters in LightGBM's text format, the rest in JSON: nothing pickled."""
+        directory.mkdir(parents=True, exist_ok=True)
+        if self.hazard.booster_ is not None:
+            self.hazard.booster_.save_model(str(directory / "hazard.txt"))
+        for q, booster in self.amount.boosters_.items():
+            booster.save_model(str(directory / f"amount-{q}.txt"))
+        meta = {"edges": list(self.hazard.edges), "max_days": self.hazard.max_days_,
+                "calibrators": {str(k): c.to_dict() for k, c in self.hazard.calibrators_.items()},
+                "columns": [{"name": c.name, "categories": None if c.categories is None
+                             else list(c.categories)} for c in self.hazard.columns_],
+                "quantiles": list(self.amount.boosters_), "widen": self.amount.widen_,
+                "smear": self.amount.smear_, "fallback": self.amount.fallback_,
+                "revenue_days": self.revenue_days, "info": self.info}
+        (directory / _META).write_text(json.dumps(meta, indent=1, default=float))
+
+    @classmethod
+    def load(cls, directory: Path) -> Outlook | None:
+        """The outlook saved in `directory`, None when there is none (a bundle without)."""
+        if not (directory / _META).exists():
+            return None
+        meta = json.loads((directory / _META).read_text())
+        hazard_file = directory / "hazard.txt"
+        hazard = HazardCurve(
+            edges=tuple(meta["edges"]), max_days_=meta["max_days"],
+            booster_=lgb.Booster(model_file=str(hazard_file)) if hazard_file.exists() else None,
+            calibrators_={int(k): Calibrator.from_dict(v)
+                          for k, v in meta["calibrators"].items()},
+            columns_=[Column(c["name"], None if c["categories"] is None
+                             else tuple(c["categories"])) for c in meta["columns"]])
+        amount = AmountQuantiles(
+            boosters_={float(q): lgb.Booster(model_file=str(directory / f"amount-{q}.txt"))
+                       for q in meta["quantiles"]},
+            widen_=meta["widen"], smear_=meta["smear"], fallback_=meta["fallback"])
+        return cls(hazard, amount, meta["revenue_days"], meta.get("info", {}))

@@ -22,6 +22,7 @@ from propensity.registry import champion_history
 from propensity.targets import LEAD_CONVERSION
 from propensity.timestamps import as_utc
 from serving.deps import AppState, MonitorKey, StateDep
+from serving.model_store import Loaded
 from serving.schemas import When
 
 router = APIRouter(prefix="/v1", tags=["monitoring"])
@@ -47,16 +48,24 @@ def _history(state: AppState) -> list[dict[str, Any]]:
     return cached
 
 
-def _key(state: AppState, start: datetime, end: datetime) -> tuple[Any, ...]:
-    return (id(state.store.get(LEAD_CONVERSION)), start, end,
-            state.thresholds.active(LEAD_CONVERSION).mql)
+def _served(state: AppState) -> tuple[Loaded | None, float]:
+    """The champion and the MQL threshold a report is built with, each read once: the report
+    and the key it is kept under must come from the same reads (read twice, a champion swap or
+    a threshold change between the reads kept a report under the other one's key)."""
+    return state.store.get(LEAD_CONVERSION), state.thresholds.active(LEAD_CONVERSION).mql
+
+
+def _key(served: tuple[Loaded | None, float], start: datetime, end: datetime,
+         ) -> tuple[Any, ...]:
+    loaded, mql = served
+    return (id(loaded), start, end, mql)
 
 
 def reused_json(state: AppState, start: datetime, end: datetime) -> bytes | None:
     """The JSON of a report of this window built less than REUSE_SECONDS ago, if any: such
     a request costs a look-up, not a pass of the score log's writer (clients looping on the
     report flushed it for every call, and took its time from the scores)."""
-    key = _key(state, start, end)
+    key = _key(_served(state), start, end)
     with ONE_AT_A_TIME:
         hit = _recent.get(key)
         if hit is None or time.monotonic() - hit[0] >= REUSE_SECONDS:
@@ -66,12 +75,12 @@ def reused_json(state: AppState, start: datetime, end: datetime) -> bytes | None
 
 
 def report_for(state: AppState, start: datetime, end: datetime) -> MonitoringReport:
-    loaded = state.store.get(LEAD_CONVERSION)
+    served = _served(state)
+    loaded, mql = served
     bundle = None if loaded is None else loaded.bundle
     spec = None if bundle is None else bundle.spec
     kwargs: dict[str, Any] = {} if spec is None else {"stages": spec.stages}
-    mql = state.thresholds.active(LEAD_CONVERSION).mql
-    key = _key(state, start, end)
+    key = _key(served, start, end)
     with ONE_AT_A_TIME:  # a request for the window being built waits, then reuses it
         hit = _recent.get(key)
         if hit is not None and time.monotonic() - hit[0] < REUSE_SECONDS:

@@ -135,6 +135,9 @@ class ScoreLog:
         self._counted: tuple[tuple[int, int], int] = ((-1, -1), 0)
         self.outage: str | None = None
         """Why the last write found the database unreachable; None once one succeeds."""
+        self.newest_at: datetime | None = None
+        """The latest time a row this worker committed describes (as_of, else scored_at):
+        a monitoring window ending after it cannot be moved by what waits for the database."""
         if spool_dir is not None:
             spool_dir.mkdir(parents=True, exist_ok=True)
 
@@ -149,6 +152,12 @@ class ScoreLog:
         with self._lock:
             self._rows.extend(rows)
             self.backlog += len(rows)
+        self._saw(rows)
+
+    def _saw(self, rows: list[dict[str, Any]]) -> None:
+        newest = max((row.get("as_of") or row["scored_at"] for row in rows), default=None)
+        if newest is not None and (self.newest_at is None or newest > self.newest_at):
+            self.newest_at = newest
 
     def _journal(self, rows: list[dict[str, Any]], data: bytes | None = None) -> None:
         """Rows on local disk (this worker's journal), and in memory for the writer; `data`
@@ -165,6 +174,7 @@ class ScoreLog:
             if not self._behind:
                 self._rows.extend(rows)
             self.backlog += len(rows)
+        self._saw(rows)
 
     async def commit(self, rows: list[dict[str, Any]]) -> None:
         """Return once the rows are durable (on local disk, or in memory when not durable);

@@ -1,5 +1,6 @@
 """`serving/routes/monitoring.py`: the per-worker report cache keeps each report under the
-champion and threshold it was built with.
+champion and threshold it was built with, and a client looping on the report is answered from
+it without a pass of the score log's writer.
 
 A real SQLite score log and a real threshold store; another admin's change lands between two
 reads of the active thresholds (the race a second read in `report_for` opened).
@@ -7,8 +8,11 @@ reads of the active thresholds (the race a second read in `report_for` opened).
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from propensity.api_keys import KeyRing
 from propensity.database import engine_for, migrate, score_log
@@ -42,6 +46,53 @@ class ChangedAfterFirstRead(ThresholdStore):
         return got
 
 
+def _rows(at: datetime, *ids: str) -> list[dict[str, Any]]:
+    return [{"scored_at": at, "lead_id": i, "probability": 0.3, "score": 30, "grade": "C",
+             "mql": False, "model_name": LEAD_CONVERSION, "model_version": "1",
+             "threshold_version": 0, "input_hash": "-", "as_of": at} for i in ids]
+
+
+def _state(tmp_path: Path, engine: Any, thresholds: ThresholdStore, log: ScoreLog) -> AppState:
+    return AppState(settings=ServingSettings(), store=ModelStore(Settings(
+        models_dir=tmp_path / "models"), [LEAD_CONVERSION]), keys=KeyRing(engine), log=log,
+        metrics=Metrics(), thresholds=thresholds)
+
+
+def test_a_looping_client_is_answered_the_report_without_flushing_the_log(
+        tmp_path: Path) -> None:
+    """Scores wait for the database on this worker all the time while it serves: the route
+    flushed the log (and upserted the served histograms) before every reused report. Now a
+    row that cannot move the window leaves the log alone; one past the window's end (a new
+    day, which moves the default window) still flushes and is in the next report."""
+    url = f"sqlite:///{tmp_path / 'scores.db'}"
+    migrate(url)
+    engine = engine_for(url)
+    day = datetime(2026, 3, 10, 12, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(score_log.insert(), _rows(day, "L0", "L1", "L2"))
+    log = ScoreLog(engine, spool_dir=tmp_path / "spool", durable=False)
+    state = _state(tmp_path, engine, ThresholdStore(engine), log)
+
+    def report() -> dict[str, Any]:
+        answer = asyncio.run(monitoring.monitoring(state, None, None, None))  # type: ignore[arg-type]
+        return dict(json.loads(answer.body))
+
+    monitoring._recent.clear()
+    try:
+        first = report()
+        assert first["end"].startswith("2026-03-11")
+        log.append(_rows(day + timedelta(hours=1), "L3"))  # the same day: the same window
+        assert report() == first and log.pending == 1  # reused, nothing flushed
+        log.append(_rows(day + timedelta(days=1), "L4"))  # the next day: the window moves
+        moved = report()
+        assert log.pending == 0 and moved["end"].startswith("2026-03-12")
+        assert moved["performance"]["overall"]["leads"] == 5
+    finally:
+        monitoring._recent.clear()
+        monitoring._json.clear()
+        engine.dispose()
+
+
 def test_a_report_is_kept_under_the_threshold_it_was_built_with(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'scores.db'}"
     migrate(url)
@@ -55,9 +106,7 @@ def test_a_report_is_kept_under_the_threshold_it_was_built_with(tmp_path: Path) 
             for i, p in enumerate((0.1, 0.4, 0.7))])
     thresholds = ChangedAfterFirstRead(engine, bump=7.0)
     first_mql = thresholds.current().mql
-    state = AppState(settings=ServingSettings(), store=ModelStore(Settings(
-        models_dir=tmp_path / "models"), [LEAD_CONVERSION]), keys=KeyRing(engine),
-        log=ScoreLog(engine), metrics=Metrics(), thresholds=thresholds)
+    state = _state(tmp_path, engine, thresholds, ScoreLog(engine))
     start, end = at - timedelta(days=1), at + timedelta(days=1)
     try:
         built = monitoring.report_for(state, start, end)

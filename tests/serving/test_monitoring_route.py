@@ -9,7 +9,9 @@ reads of the active thresholds (the race a second read in `report_for` opened).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -117,6 +119,40 @@ def test_a_report_is_kept_under_the_threshold_it_was_built_with(tmp_path: Path) 
         assert again.performance is not None
         assert again.performance.mql_threshold == first_mql + 7.0, (
             "a report built with the old threshold was answered under the new one")
+    finally:
+        monitoring._recent.clear()
+        monitoring._json.clear()
+        engine.dispose()
+
+
+def test_clients_looping_on_the_report_are_paced(tmp_path: Path) -> None:
+    """Four clients at once get the report one turn apart (each ~1 MB of JSON the event loop
+    writes beside the scores), not all together once it is built."""
+    url = f"sqlite:///{tmp_path / 'scores.db'}"
+    migrate(url)
+    engine = engine_for(url)
+    with engine.begin() as conn:
+        conn.execute(score_log.insert(), _rows(datetime(2026, 3, 10, 12, tzinfo=UTC), "L0"))
+    state = _state(tmp_path, engine, ThresholdStore(engine), ScoreLog(engine))
+
+    done: list[float] = []
+    began = time.monotonic()
+
+    async def one() -> bytes:
+        answer = await monitoring.monitoring(state, None, None, None)  # type: ignore[arg-type]
+        done.append(time.monotonic())
+        return bytes(answer.body)
+
+    async def four() -> None:
+        answers = await asyncio.gather(*(one() for _ in range(4)))
+        assert len(set(answers)) == 1  # one report, reused
+
+    try:
+        asyncio.run(four())
+        gaps = [b - a for a, b in itertools.pairwise(done)]
+        # the last two are answered from the report built for the first, a turn apart
+        assert done[-1] - began >= 3 * monitoring.PACE_SECONDS, gaps
+        assert gaps[-1] >= 0.5 * monitoring.PACE_SECONDS, gaps
     finally:
         monitoring._recent.clear()
         monitoring._json.clear()

@@ -5,7 +5,8 @@ bulk-inserted with their as_of spread over the default window (the last 28 days)
 a lead and as_of scored again, and conversions reported for 3% of the leads; a real uvicorn
 (one worker) on it. Printed: the first call (it folds the whole log into the daily
 aggregates), then the steady calls; and a one-lead score's latency alone, then while three
-other processes loop on `/v1/monitoring`.
+other processes loop on `/v1/monitoring`. A worker sends a report at most every
+`PACE_SECONDS` (0.1 s): the steady calls, one after the other, wait for their turn.
 
     .venv/bin/python benchmarks/bench_monitoring.py --rows 1000000 --db sqlite
     .venv/bin/python benchmarks/bench_monitoring.py --rows 1000000 --db postgresql

@@ -138,11 +138,17 @@ def run(src: Path, models: Path, db: str, key: str, lead: dict, n: int, send_mb:
         sampler_stop.set()
         sampler.join()
         done = [c for c in closed if c is not None]
-        return (f"{src}: RSS +{(peak[0] - before) / 2**20:.0f} MB (peak during the attack); "
+        grown = (peak[0] - before) / 2**20
+        p99 = _p(attacked, 99)
+        met = {"RSS growth < 50 MB": grown < 50,
+               f"all {n} closed within 15 s": len(done) == n and max(done, default=99) <= 15,
+               "a concurrent client's score p99 < 20 ms": p99 < 20}
+        verdict = ", ".join(f"{k}: {'met' if ok else 'NOT met'}" for k, ok in met.items())
+        return (f"{src}: {verdict}\n  RSS +{grown:.0f} MB (peak during the attack); "
                 f"{len(done)}/{n} closed by the server within {stall:g} s, the last after "
                 f"{max(done, default=float('nan')):.2f} s; score p50/p99 "
                 f"{_p(quiet, 50):.1f}/{_p(quiet, 99):.1f} ms quiet ({len(quiet)}), "
-                f"{_p(attacked, 50):.1f}/{_p(attacked, 99):.1f} ms during ({len(attacked)}, "
+                f"{_p(attacked, 50):.1f}/{p99:.1f} ms during ({len(attacked)}, "
                 f"{len(refused)} refused 503); load average {os.getloadavg()[0]:.1f}")
     finally:
         proc.terminate()

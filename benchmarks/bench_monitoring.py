@@ -5,7 +5,8 @@ bulk-inserted with their as_of spread over the default window (the last 28 days)
 a lead and as_of scored again, and conversions reported for 3% of the leads; a real uvicorn
 (one worker) on it. Printed: the first call (it folds the whole log into the daily
 aggregates), then the steady calls; and a one-lead score's latency alone, then while three
-other processes loop on `/v1/monitoring`.
+other processes loop on `/v1/monitoring`. A worker sends a report at most every
+`PACE_SECONDS` (0.1 s): the steady calls, one after the other, wait for their turn.
 
     .venv/bin/python benchmarks/bench_monitoring.py --rows 1000000 --db sqlite
     .venv/bin/python benchmarks/bench_monitoring.py --rows 1000000 --db postgresql
@@ -17,6 +18,7 @@ import argparse
 import contextlib
 import logging
 import multiprocessing as mp
+import os
 import statistics
 import tempfile
 import time
@@ -117,6 +119,11 @@ def score_latencies(url: str, key: str, body: dict, seconds: float) -> list[floa
     return out
 
 
+def load() -> str:
+    """The machine's load average, printed beside each figure (the machine is shared)."""
+    return f"load {os.getloadavg()[0]:.1f}"
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
@@ -185,8 +192,9 @@ def main() -> None:
                         assert r.status_code == 200, r.text
                     print(f"calls, {label}: median {statistics.median(took):.0f} ms, p90 "
                           f"{pct(took, 90):.0f} ms, max {max(took):.0f} ms over {args.calls} "
-                          f"({len(r.content) / 1e3:.0f} kB each)", flush=True)
+                          f"({len(r.content) / 1e3:.0f} kB each); {load()}", flush=True)
             alone = score_latencies(server.url, server.score_key, body, args.seconds)
+            alone_load = load()
             stop_at = time.time() + args.seconds + 1
             counts: mp.Queue = mp.Queue()
             loopers = [mp.Process(target=loop_monitoring, args=(server.url, key, stop_at, counts))
@@ -195,14 +203,18 @@ def main() -> None:
                 p.start()
             time.sleep(0.5)
             beside = score_latencies(server.url, server.score_key, body, args.seconds)
+            beside_load = load()
             for p in loopers:
                 p.join()
             reports = sum(counts.get() for _ in loopers)
-            for label, lat in (("alone", alone), ("3 clients looping on /v1/monitoring", beside)):
+            for label, lat, at in (("alone", alone, alone_load),
+                                   ("3 clients looping on /v1/monitoring", beside, beside_load)):
                 print(f"one-lead score, {label}: p50 {pct(lat, 50):.1f} ms, p90 "
-                      f"{pct(lat, 90):.1f} ms, p99 {pct(lat, 99):.1f} ms ({len(lat)} requests)",
-                      flush=True)
-            print(f"the loopers got {reports} reports in {args.seconds:.0f} s", flush=True)
+                      f"{pct(lat, 90):.1f} ms, p99 {pct(lat, 99):.1f} ms ({len(lat)} requests); "
+                      f"{at}", flush=True)
+            print(f"a normal score's p99 beside the loopers: {pct(beside, 99):.1f} ms vs "
+                  f"{pct(alone, 99):.1f} ms alone ({pct(beside, 99) - pct(alone, 99):+.1f} ms); "
+                  f"the loopers got {reports} reports in {args.seconds:.0f} s", flush=True)
         finally:
             server.stop()
 

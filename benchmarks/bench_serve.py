@@ -201,6 +201,22 @@ def _bodies(url: str, lead: dict, auth: dict[str, str]) -> list[tuple[bool, dict
     return out
 
 
+def durable_cost(runs: dict[tuple[str, bool, str], list[dict]]) -> list[str]:
+    """The issue's figure: what the durable log costs of the throughput of the log kept in
+    memory, from the same run (the mean of each mode's rounds, which alternate)."""
+    out = []
+    for (where, durable, body), durable_runs in runs.items():
+        fast_runs = runs.get((where, False, body))
+        if not durable or not fast_runs:
+            continue
+        d, f = (statistics.mean(r["rps"] for r in rs) for rs in (durable_runs, fast_runs))
+        dc, fc = (statistics.mean(r["cpu_ms"] for r in rs) for rs in (durable_runs, fast_runs))
+        out.append(f"durable log's cost, {where}, {body}: {1 - d / f:+.1%} of throughput "
+                   f"({d:,.0f} vs {f:,.0f} req/s), CPU a request {dc:.2f} vs {fc:.2f} ms "
+                   f"({len(durable_runs)} + {len(fast_runs)} runs)")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=15)
@@ -242,6 +258,7 @@ def main() -> None:
         row[k] = json.dumps(lead[k])
     theirs_body = {"dataframe_records": [row]}
     lines = []
+    runs: dict[tuple[str, bool, str], list[dict]] = {}
     try:
         modes = {"both": [True, False], "durable": [True], "fast": [False]}[args.log]
         srcs: list[Path | None] = [p.resolve() for p in args.src] if args.src else [None]
@@ -265,11 +282,12 @@ def main() -> None:
                     assert check.json()["scores"][0]["reasons"]["positive"], check.text
                     for explain, body in _bodies(url, lead, auth):
                         r = _wrk_cpu(ours, url, body, auth, args.seconds, args.connections)
-                        lines.append(_line(f"ours, {workers} w, {mode}, "
-                                           f"{'reasons' if explain else 'explain=false'}"
-                                           + ("" if "outlook" not in body
-                                              else ", outlook=true"), r))
+                        name = (("reasons" if explain else "explain=false")
+                                + ("" if "outlook" not in body else ", outlook=true"))
+                        lines.append(_line(f"ours, {workers} w, {mode}, {name}", r))
                         print(lines[-1], flush=True)
+                        runs.setdefault((f"{workers} w{'' if src is None else ', ' + src.name}",
+                                         durable, name), []).append(r)
                     # the framework's and the machine's share (see the module's docstring)
                     r = _wrk_cpu(ours, f"http://127.0.0.1:{port}/healthz", None, {},
                                  args.seconds, args.connections)
@@ -309,6 +327,8 @@ def main() -> None:
         print(f"\n(one lead, 50 events, 5 contacts, an open opportunity; wrk -t2 "
               f"-c{args.connections} -d{args.seconds}s on 127.0.0.1)")
         print("\n".join(lines))
+        for line in durable_cost(runs):
+            print(line)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

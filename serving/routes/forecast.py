@@ -11,7 +11,6 @@ parameters (bounded like the funnel's, by JSON size). The /ui forecast panel rea
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +24,7 @@ from propensity.forecast.backtest import Period, backtest
 from propensity.timestamps import utc
 from serving.deps import ScoreKey, StateDep
 from serving.export_answers import cached_json, export_dir
+from serving.schemas import When
 
 router = APIRouter(prefix="/v1", tags=["forecast"])
 
@@ -40,7 +40,7 @@ class BacktestAnswer(BaseModel):
 
 
 @router.get("/forecast", response_model=ForecastResult)
-async def get_forecast(state: StateDep, key: ScoreKey, as_of: datetime | None = None,
+async def get_forecast(state: StateDep, key: ScoreKey, as_of: When | None = None,
                        weeks: int = Query(13, ge=1, le=52),
                        by: Literal["source", "campaign", "owner_id", "segment"] | None = None,
                        seed: int = Query(0, ge=0, le=2**31 - 1)) -> object:

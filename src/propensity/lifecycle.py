@@ -49,6 +49,13 @@ class Trained:
     promotion: Promotion | None
     """The gate's answer, None when it was not asked."""
 
+    @property
+    def refused(self) -> bool:
+        """The gate was asked and said no: nothing new ships (for `train`, a first champion,
+        so no champion at all). The commands exit 1 on it: a script's next step (`serve`,
+        `score`) must not run as if a model had shipped."""
+        return self.promotion is not None and not self.promotion.promoted
+
 
 @dataclass
 class _Facts:

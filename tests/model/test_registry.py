@@ -8,6 +8,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import typer
 
 from propensity.export_reader import fingerprint
 from propensity.problems import PropensityError
@@ -142,3 +143,29 @@ def test_a_table_model_never_shares_a_name_with_export_models(
     assert (reg.name, reg.version) == (name, "1") and table_models(settings) == [name]
     assert load_model("lead-conversion", CHALLENGER, settings=settings)[0].kind == "export"
     assert load_model(name, CHALLENGER, settings=settings)[0].id_column == "Lead Id"
+
+
+def test_train_exits_1_when_the_first_gate_refuses_and_nothing_ships(
+        tmp_path: Path, small_export: CrmExport, small_dir: Path,
+        small_trained: SmallTrained) -> None:
+    """The README's exit 1 for a challenger the gate refuses holds for `train`'s first
+    champion too: with no champion before, a refusal leaves none, and `train && serve` must
+    stop there (it exited 0). The verdict is training's (a baseline beat every candidate, as
+    in `_roundtrip`'s tiny tree); here the session's model's report says so, sparing a fit."""
+    from propensity.cli.models import _print_registered
+    from propensity.lifecycle import register_and_gate
+    from propensity.registry import version_of
+
+    settings = Settings(models_dir=tmp_path / "models")
+    lost = small_trained()
+    lost.report["gate"] = {"passed": False, "model_auc": 0.61, "loses_to": {"points": 0.64}}
+    refused = register_and_gate(lost, small_export, small_dir, gate="first", settings=settings)
+    assert refused.promotion is not None and not refused.promotion.promoted
+    with pytest.raises(typer.Exit) as exited:
+        _print_registered(refused)
+    assert exited.value.exit_code == 1
+    assert version_of(configure(settings), "lead-conversion", CHAMPION) is None
+    shipped = register_and_gate(small_trained(), small_export, small_dir, gate="first",
+                                settings=settings)
+    assert shipped.promotion is not None and shipped.promotion.promoted
+    _print_registered(shipped)  # a first champion: exit 0

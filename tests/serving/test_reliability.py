@@ -293,15 +293,21 @@ def pg_server(registry: Path, small_dir: Path, database: Database,
     srv.stop()
 
 
+def _score_on(http: Any, ids: list[str]) -> list[str]:
+    """Score each id in its own request on this client's connection; returns the ids
+    acknowledged (200)."""
+    acknowledged = []
+    for lead_id in ids:
+        r = http.post("/v1/score", json={"leads": [_lead(lead_id)], "explain": False})
+        assert r.status_code == 200, r.text
+        acknowledged.append(lead_id)
+    return acknowledged
+
+
 def _score_all(server: Server, ids: list[str]) -> list[str]:
     """Score each id in its own request; returns the ids acknowledged (200)."""
-    acknowledged = []
     with server.client(server.score_key) as http:
-        for lead_id in ids:
-            r = http.post("/v1/score", json={"leads": [_lead(lead_id)], "explain": False})
-            assert r.status_code == 200, r.text
-            acknowledged.append(lead_id)
-    return acknowledged
+        return _score_on(http, ids)
 
 
 def test_2_a_nul_lead_id_is_refused_at_the_field_and_later_rows_still_land(
@@ -325,15 +331,17 @@ def test_3_scoring_goes_on_through_an_outage_and_the_spool_is_replayed(
         base = admin.get("/v1/thresholds").json()["version"]
         active = admin.put("/v1/thresholds", json={"mql": 55, "reason": "before the outage",
                                                    "base_version": base}).json()["version"]
-    warm = _score_all(pg_server, ["out-warm"])
+    # one connection, so one worker: it checks the key (and reads the thresholds) before the
+    # outage, and trusts what it knows during it (another worker never asked could not)
+    scorer = pg_server.client(pg_server.score_key)
+    warm = _score_on(scorer, ["out-warm"])
     assert _wait_logged(pg_server, "out-warm", set(warm)) >= set(warm)
     database.down()
     try:
-        during = _score_all(pg_server, [f"out-{i}" for i in range(40)])
-        with pg_server.client(pg_server.score_key) as http:  # the last thresholds known
-            r = http.post("/v1/score", json={"leads": [_lead("out-last")], "explain": False})
-            assert r.status_code == 200 and r.json()["threshold_version"] == active
-            during.append("out-last")
+        during = _score_on(scorer, [f"out-{i}" for i in range(40)])
+        r = scorer.post("/v1/score", json={"leads": [_lead("out-last")], "explain": False})
+        assert r.status_code == 200 and r.json()["threshold_version"] == active  # last known
+        during.append("out-last")
         with pg_server.client() as http:
             def spooled() -> dict[str, Any] | None:
                 ready: dict[str, Any] = http.get("/readyz").json()
@@ -347,6 +355,7 @@ def test_3_scoring_goes_on_through_an_outage_and_the_spool_is_replayed(
             assert gone.status_code == 503 and "unreachable" in gone.json()["detail"]
     finally:
         database.up()
+        scorer.close()
     assert _wait_logged(pg_server, "out-", set(during)) >= set(during)
     with pg_server.client() as http:
         assert _until(lambda: http.get("/readyz").json()["score_log"]["spooled_bytes"] == 0)
@@ -374,10 +383,19 @@ def test_4_concurrent_admins_on_postgresql_get_one_409(pg_server: Server) -> Non
 def test_3_sigterm_during_an_outage_keeps_every_acknowledged_row(
         pg_server: Server, database: Database, registry: Path, small_dir: Path,
         pg_work: Path) -> None:
-    """Last on this server: it is stopped here, and a new one replays what it left."""
-    database.down()
+    """Last on this server: it is stopped here, and a new one replays what it left. It
+    stands alone: the worker its one connection reaches checks the key before the outage
+    (run alone, no earlier test had, and a key never checked is a 503 while the database
+    is down)."""
+    with pg_server.client(pg_server.score_key) as http:
+        _score_on(http, ["term-warm"])
+        database.down()
+        try:
+            during = _score_on(http, [f"term-{i}" for i in range(30)])
+        except BaseException:
+            database.up()
+            raise
     try:
-        during = _score_all(pg_server, [f"term-{i}" for i in range(30)])
         assert pg_server.stop()
     finally:
         database.up()

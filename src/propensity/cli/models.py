@@ -266,6 +266,8 @@ def _print_registered(trained: Any) -> None:
     else:
         console.print(f"[yellow]{reg.name} v{reg.version} is not the champion:[/] "
                       f"{outcome.reason}", highlight=False)
+    if trained.refused:  # the README's exit 1: the first gate refused, so nothing ships
+        raise typer.Exit(1)
 
 
 def _train_spark(spark: Any, path: str, cfg: Any, drop_bad_rows: bool,

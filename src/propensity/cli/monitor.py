@@ -256,7 +256,7 @@ def retrain(
         trained = register_and_gate(result, data, export, gate="always", note=note)
     reg, outcome = trained.registered, trained.promotion
     assert outcome is not None
-    if outcome.promoted:
+    if not trained.refused:
         console.print(f"{LEAD_CONVERSION} v{reg.version} is the champion: {outcome.reason}"
                       + (f" (was v{outcome.previous})" if outcome.previous else ""),
                       highlight=False)

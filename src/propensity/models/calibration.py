@@ -20,6 +20,10 @@ corrects the model rather than memorising its training rows. Two forms:
 - **Platt** (few rows): a logistic fit on the margin; two parameters cannot overfit.
 
 Both are plain numbers in the model file and apply with `np.interp` / `exp` in microseconds.
+
+Trained models ask for Platt (`training.CALIBRATION`: once the tree count is chosen by log
+loss, two parameters beat the isotonic map's upward-biased top block); the forecast's period
+calibrations take `auto`.
 """
 
 from __future__ import annotations

@@ -544,12 +544,11 @@ class TruthComparison:
                 f"{self.truth_log_loss:.4f}, model {self.model_log_loss:.4f}")
 
 
-def compare_with_truth(directory: Path, full: CrmExport, scored: pd.DataFrame,
-                       as_of: pd.Timestamp, horizon_days: int) -> TruthComparison:
-    """Judge `scored` (lead_id, probability as of T, from the export cut at T) with what the
-    full export says happened next and with the truth behind it: the best any model can do."""
-    from sklearn.metrics import log_loss, roc_auc_score
-
+def truth_rows(directory: Path, full: CrmExport, scored: pd.DataFrame, as_of: pd.Timestamp,
+               horizon_days: int) -> pd.DataFrame:
+    """`scored` (lead_id, probability as of T) with what the full export says happened next
+    (`converted`) and the probability the generator used (`truth`): per lead, so a slice of
+    the scores (the top decile) can be judged by its expected rate as well as its realised one."""
     from propensity.snapshots import lead_entities
 
     outcome = lead_entities(full, [as_of], horizon_days)[["lead_id", "stage_index",
@@ -557,11 +556,21 @@ def compare_with_truth(directory: Path, full: CrmExport, scored: pd.DataFrame,
     rows = scored.merge(outcome, on="lead_id")
     intent, means = read_truth(directory)
     known = intent.loc[rows["lead_id"]]
-    p_true = truth_probability(known["intent"].to_numpy(), rows["stage_index"].to_numpy(),
-                               horizon_days, means,
-                               known["pace"].to_numpy() if "pace" in known else None)
+    rows["truth"] = truth_probability(known["intent"].to_numpy(), rows["stage_index"].to_numpy(),
+                                      horizon_days, means,
+                                      known["pace"].to_numpy() if "pace" in known else None)
+    return rows
+
+
+def compare_with_truth(directory: Path, full: CrmExport, scored: pd.DataFrame,
+                       as_of: pd.Timestamp, horizon_days: int) -> TruthComparison:
+    """Judge `scored` (lead_id, probability as of T, from the export cut at T) with what the
+    full export says happened next and with the truth behind it: the best any model can do."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    rows = truth_rows(directory, full, scored, as_of, horizon_days)
     y = rows["converted"].to_numpy()
-    p = rows["probability"].to_numpy()
+    p, p_true = rows["probability"].to_numpy(), rows["truth"].to_numpy()
     return TruthComparison(leads=len(rows), base_rate=float(y.mean()),
                            truth_auc=float(roc_auc_score(y, p_true)),
                            model_auc=float(roc_auc_score(y, p)),

@@ -12,7 +12,8 @@
    what ships, and the report says so.
 3. **Ship.** That learner, setting and tree count refitted on every labelled snapshot up to
    the latest complete label window (holdout included), with a vocabulary from the whole
-   export, calibrated on its out-of-fold margins of the latest snapshot times.
+   export, calibrated (Platt, `CALIBRATION`) on its out-of-fold margins of the latest snapshot
+   times.
 
 Single tables, which have no dates, get a stratified holdout for the report and stratified
 folds; the shipped model learns from every row.
@@ -79,6 +80,14 @@ MIN_NEGATIVES = 50
 """Fewest entities that never convert there, for the same reason."""
 CALIBRATION_SHARES = (1 / 3, 1 / 2)
 """Latest shares of the snapshot times a calibration tries, smallest first (`_recent`)."""
+CALIBRATION = "platt"
+"""How a model's margin becomes a probability: Platt scaling, two parameters on out-of-fold
+margins. The tree count is chosen by held log loss, so the margins are already close to
+log-odds and what is left is their scale and level. On six seeds of the long-lived profile
+(8,000 leads, judged at T against the generator's truth) Platt put the lead model's top decile
++2% above the truth's mean over the same leads where the (binned) isotonic map put it +28%
+(PAV's top block is the highest of noisy averages), ECE 15 equal-mass 0.0049 vs 0.0082, and
+the account model's log loss 0.1574 vs 0.1593 (docs/training.md)."""
 Progress = Callable[[str], None]
 
 
@@ -446,7 +455,7 @@ def _bundle(sets: TrainingSets, rows: LabelledRows, choice: Choice, fitted: tupl
         info = {**info, "odoo_table": {"closed_leads": linear.leads,
                                        "closed_before": str(rows.odoo.cutoff)}}
     seen = ~np.isnan(margins) & _recent(rows.times, y)
-    calibrator = fit_calibrator(margins[seen], y[seen])
+    calibrator = fit_calibrator(margins[seen], y[seen], CALIBRATION)
     return ModelBundle(
         kind=sets.kind, target=sets.target, columns=rows.columns,
         learner=choice.learner,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from propensity.models.calibration import Calibrator, fit_calibrator
+from propensity.models.calibration import MIN_BIN_POSITIVES, Calibrator, fit_calibrator
 from propensity.models.evaluation import (
     deciles,
     equal_mass_ece,
@@ -16,8 +16,8 @@ from propensity.models.evaluation import (
 )
 
 
-def _world(n: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(0)
+def _world(n: int = 50_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
     p = 1 / (1 + np.exp(-rng.normal(-4.6, 1.2, n)))  # about 2% buy
     return p, (rng.random(n) < p).astype("int64")
 
@@ -63,3 +63,21 @@ def test_rank_auc_is_roc_auc_score_ties_included() -> None:
     for score in (rng.normal(size=3000), rng.integers(0, 4, 3000).astype("float64"),
                   y + rng.normal(0, 0.01, 3000), -y.astype("float64")):
         assert rank_auc(y, score) == pytest.approx(roc_auc_score(y, score), abs=1e-12)
+
+
+def test_no_isotonic_block_rests_on_a_handful_of_buyers() -> None:
+    """Each block of the isotonic fit holds at least `MIN_BIN_POSITIVES` buyers' worth of rows,
+    the top one included: a top block of five buyers used to set the level of every lead
+    scored above it. The map still keeps the ranking and reads fresh data honestly."""
+    p, y = _world(6000)
+    margin = np.log(p / (1 - p))
+    cal = fit_calibrator(margin, y)
+    assert cal.kind == "isotonic"
+    assert 2 <= len(cal.x) <= y.sum() / MIN_BIN_POSITIVES
+    order = np.argsort(margin)
+    top_rows = int(np.ceil(MIN_BIN_POSITIVES * len(y) / y.sum()))
+    assert cal.x[-1] == pytest.approx(margin[order[-top_rows:]].mean())  # the top bin, whole
+    fresh, fresh_y = _world(50_000, seed=1)
+    calibrated = cal(np.log(fresh / (1 - fresh)))
+    assert np.all(np.diff(calibrated[np.argsort(fresh)]) > 0)
+    assert equal_mass_ece(fresh_y, calibrated) < 0.008  # squeezed probabilities give > 0.008

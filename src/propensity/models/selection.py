@@ -153,7 +153,8 @@ def _silent(_: str) -> None:
 
 def evaluate_lightgbm(p: Problem, folds: Sequence[Fold], setting: dict[str, Any],
                       note: Callable[[str], None] = _silent) -> Candidate:
-    """Each fold stops early on its held rows; one tree count for all (the best mean AUC).
+    """Each fold stops early on its held rows; one tree count for all (the best mean held log
+    loss: `train_booster`).
     `note` hears of each fold's fit: on all labelled history one takes seconds."""
     params = lightgbm_params(setting, p.rows_per_lead, p.entities, p.overrides)
     boosters, curves = [], []

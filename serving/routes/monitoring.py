@@ -142,10 +142,12 @@ async def monitoring(state: StateDep, key: MonitorKey,
              as_utc(start) if start else None, as_utc(end) if end else None)
     first, stop = await run_in_threadpool(report_window, *asked)
     if window_problem(first, stop) is None and (
-            state.log.newest_at is None or state.log.newest_at < stop):
-        # nothing of this worker's that waits for the database lies past the window: a flush
-        # would not move it, and a report of it built a moment ago is the answer, as it would
-        # be after the flush. Clients looping on the report beside scores (this worker's log
+            state.log.newest_at is None or first <= state.log.newest_at < stop):
+        # nothing of this worker's that waits for the database lies outside the window: a
+        # flush would not move it, and a report of it built a moment ago is the answer, as it
+        # would be after the flush. (Rows before the window can move it too: an empty log's
+        # default window is today's, and the first rows scored as of a past day move it to
+        # theirs.) Clients looping on the report beside scores (this worker's log
         # never empty) flushed the log on every call, the served histograms' upsert with it
         # (~4 ms of the GIL each), only to be answered that same report.
         again = await run_in_threadpool(reused_json, state, first, stop)

@@ -64,8 +64,12 @@ def test_two_trainings_give_the_same_model_bytes(small_export: object,
     # the demo went 45 s without a line), and saying so changes nothing in the files
     folds = [line for line in heard if "fold" in line and "lightgbm" in line]
     assert len(folds) >= 2 and any("logistic regression, fold" in line for line in heard), heard
-    files = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert files and files == sorted(p.name for p in (tmp_path / "b").iterdir())
+    # every file of the bundle, the outlook's folder included
+    files = sorted(str(p.relative_to(tmp_path / "a")) for p in (tmp_path / "a").rglob("*")
+                   if p.is_file())
+    assert files == sorted(str(p.relative_to(tmp_path / "b"))
+                           for p in (tmp_path / "b").rglob("*") if p.is_file())
+    assert any(name.startswith("outlook/") for name in files), files
     for name in files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 

@@ -77,7 +77,9 @@ def test_hubspot_signatures_and_the_answer(crm_server: Server) -> None:
         assert 0 < out["propensity_probability"] < 1
         assert out["propensity_grade"] in "ABCD" and isinstance(out["propensity_mql"], bool)
         assert out["propensity_top_reason"] and out["propensity_model_version"]
-        # the same lead through /v1/score: the same scoring path, the same probability
+        # the same lead through /v1/score: the same scoring pipeline, the same probability
+        # (to 1e-9, the parity tests' bound: the action is scored in its batcher's pass, and a
+        # batch of several leads sums in another order than one lead alone, ~1e-12)
         lead = {"lead_id": "L0000001", "created_at": "2024-01-01T09:05:39Z",
                 "source": "direct", "country": "BR", "job_function": "marketing",
                 "email_domain": "business", "account_id": "A000022", "owner_id": "rep_04",
@@ -86,7 +88,7 @@ def test_hubspot_signatures_and_the_answer(crm_server: Server) -> None:
                                                               json={"leads": [lead]})
         assert direct.status_code == 200, direct.text
         assert direct.json()["scores"][0]["probability"] == pytest.approx(
-            out["propensity_probability"], abs=1e-12)
+            out["propensity_probability"], abs=1e-9)
 
         body = action_body("cb-v3")
         r = http.post(url, content=body, headers=signed_v3(url, body))

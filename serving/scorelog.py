@@ -140,11 +140,9 @@ class ScoreLog:
         if newest is not None and (self.newest_at is None or newest > self.newest_at):
             self.newest_at = newest
 
-    def _journal(self, rows: list[dict[str, Any]], data: bytes | None = None) -> None:
-        """Rows on local disk (this worker's journal), and in memory for the writer; `data`
-        is their records when the caller encoded them already."""
-        if data is None:
-            data = b"".join(encode(row) for row in rows)
+    def _journal(self, rows: list[dict[str, Any]]) -> None:
+        """Rows on local disk (this worker's journal), and in memory for the writer."""
+        data = b"".join(encode(row) for row in rows)
         with self._lock:
             if self._segment is None:
                 assert self.spool_dir is not None
@@ -375,7 +373,7 @@ class ScoreLog:
 
     def _rotate(self) -> None:
         """The commits' segment joins the spooled ones and is written; commits go on in a
-        new one (created before, so the commit thread never waits for a file creation)."""
+        new one (created before, so a commit never waits for a file creation)."""
         if self._segment is None or (not self._rows and not self._behind):
             return
         assert self.spool_dir is not None

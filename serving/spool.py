@@ -113,8 +113,7 @@ class Segment:
     """Its rows when they are known in memory (None: read them from disk)."""
     dsync: bool = False
     """Opened with O_DSYNC: a write returns once its bytes are on disk, as a write and an
-    fdatasync would, in one system call (the commit thread takes the GIL back once, not
-    twice, and waits for the event loop to let go of it once)."""
+    fdatasync would, in one system call (one release of the GIL, not two)."""
 
     @classmethod
     def create(cls, folder: Path, kind: str = JOURNAL) -> Segment:
@@ -186,7 +185,8 @@ class Segment:
             raise
         sync_folder(self.path.parent)
         self.file.close()
-        self.file, self.rows = f, rows
+        # the new file was opened without O_DSYNC: its appends sync themselves
+        self.file, self.rows, self.dsync = f, rows, False
 
     def waiting(self) -> None:
         """Name it pending (it waits for the database); appends to it go on."""

@@ -36,7 +36,7 @@ from sklearn.model_selection import train_test_split
 from propensity.coding import Column, as_frame, encode, fit_vocabulary
 from propensity.features import FeatureConfig, FeaturePlan, FeatureSpec, fit_feature_spec
 from propensity.forecast.forecaster import attach_outlook
-from propensity.funnel.journeys import build_journeys
+from propensity.funnel.journeys import Journeys, build_journeys
 from propensity.models.baselines import (
     PointsModel,
     derived_points,
@@ -322,12 +322,14 @@ def split_info(times: list[pd.Timestamp], train_times: list[pd.Timestamp],
 
 
 def build_export_sets(export: CrmExport, config: TrainConfig,
-                      progress: Progress | None = None) -> TrainingSets:
-    """Snapshot rows, labels and features of both phases."""
+                      progress: Progress | None = None,
+                      journeys: Journeys | None = None) -> TrainingSets:
+    """Snapshot rows, labels and features of both phases (`journeys`: the export's, when the
+    caller built them already)."""
     target = config.target
     horizon = config.snapshots.horizon_days
     _note(progress, "snapshots and labels")
-    journeys = build_journeys(export)
+    journeys = build_journeys(export) if journeys is None else journeys
     times = snapshot_times(export, config.snapshots)
     train_times, test_times = holdout_split(times, config)
     cutoff = test_times[0]
@@ -360,9 +362,11 @@ def train_export(export: CrmExport, config: TrainConfig,
                  progress: Progress | None = None) -> TrainResult:
     """Train one target on an export: evaluate out of time, ship refitted on everything
     (with its outlook, when its target ships one)."""
-    result = fit_sets(build_export_sets(export, config, progress), config, progress)
+    journeys = build_journeys(export)  # once, for the sets and the outlook alike
+    result = fit_sets(build_export_sets(export, config, progress, journeys), config, progress)
     if config.outlook and config.target.outlook:
-        result.report["outlook"] = attach_outlook(result.bundle, export, config.seed, progress)
+        result.report["outlook"] = attach_outlook(result.bundle, export, config.seed, progress,
+                                                  journeys)
     return result
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from propensity.coding import Column
 from propensity.export_reader import load_export
+from propensity.models.fitting import _folds
 from propensity.registry import _gate_text
 from propensity.synthetic import LONG_LIVED_T, generate_export, long_lived_config, write_export
 from propensity.tables import truncate_export
@@ -22,7 +23,6 @@ from propensity.training import (
     MIN_POSITIVES,
     LabelledRows,
     TrainingSets,
-    _folds,
     build_export_sets,
     fit_sets,
     train_export,

@@ -281,14 +281,14 @@ def _train_spark(spark: Any, path: str, cfg: Any, drop_bad_rows: bool,
     from propensity.spark.funnel import driver_export
     from propensity.spark.training import spark_training_sets
     from propensity.spark.validation import checked_export
-    from propensity.training import fit_sets
+    from propensity.training import train_sets
 
     note(f"reading and validating {path} on Spark")
     export = checked_export(spark, read_spark_export(spark, path), drop_bad_rows)
     with tempfile.TemporaryDirectory(prefix="propensity-features-") as tmp:
         sets = spark_training_sets(spark, export, cfg, feature_table or f"{tmp}/features",
                                    max_rows=max_rows, progress=note)
-    result = fit_sets(sets, cfg, progress=note)
+    result = train_sets(sets, cfg, progress=note)
     return result, driver_export(export)
 
 

@@ -28,10 +28,11 @@ from propensity.models.odoo_pls import (
     open_leads,
     probability,
 )
+from propensity.models.train_config import TrainConfig
+from propensity.models.training_sets import holdout_split
 from propensity.spark.export import SparkExport
 from propensity.spark.partition import each_partition, keyed_union, layout, part_export
 from propensity.spark.session import to_pandas
-from propensity.training import TrainConfig, holdout_split
 
 if TYPE_CHECKING:
     from pyspark.sql.types import StructType

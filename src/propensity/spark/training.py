@@ -24,6 +24,8 @@ from propensity.contract import TABLES
 from propensity.features.definitions import FeaturePlan
 from propensity.features.spec import FeatureSpec, fit_feature_spec
 from propensity.funnel.journeys import build_journeys
+from propensity.models.train_config import Progress, TrainConfig
+from propensity.models.training_sets import TrainingSets, assemble_sets, holdout_split
 from propensity.problems import PropensityError
 from propensity.snapshots import snapshot_times
 from propensity.spark.export import ROW, SparkExport
@@ -33,13 +35,6 @@ from propensity.spark.partition import each_partition, keyed_union, layout, part
 from propensity.spark.session import to_pandas
 from propensity.tables import truncate_export
 from propensity.targets import LEAD
-from propensity.training import (
-    Progress,
-    TrainConfig,
-    TrainingSets,
-    assemble_sets,
-    holdout_split,
-)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

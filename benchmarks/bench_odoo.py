@@ -18,6 +18,7 @@ import pandas as pd
 from propensity.export_reader import load_export
 from propensity.features import FeaturePlan, fit_feature_spec
 from propensity.features.batch import lead_feature_matrix
+from propensity.funnel.journeys import build_journeys
 from propensity.models.odoo_learner import OdooScorer
 from propensity.models.odoo_pls import OdooPlsConfig, fit_as_of, log_odds, matrix_leads
 from propensity.snapshots import lead_entities
@@ -47,7 +48,7 @@ def main() -> None:
     plan = FeaturePlan(fit_feature_spec(export))
     X = lead_feature_matrix(export, plan, lead_entities(export, [t], 90, labelled=False))
     config = OdooPlsConfig()
-    table = fit_as_of(export, t, config)
+    table = fit_as_of(export, t, config, journeys=build_journeys(export))
     start = time.perf_counter()
     scorer = OdooScorer(plan.columns, table, config)
     built = (time.perf_counter() - start) * 1e3

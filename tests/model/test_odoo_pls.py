@@ -18,6 +18,7 @@ from sklearn.metrics import roc_auc_score
 from propensity.export_reader import load_export
 from propensity.features import FeaturePlan, fit_feature_spec
 from propensity.features.batch import lead_feature_matrix
+from propensity.funnel.journeys import Journeys, build_journeys
 from propensity.models.baselines import odoo_naive_bayes
 from propensity.models.odoo_learner import OdooScorer, field_columns, odoo_history
 from propensity.models.odoo_pls import (
@@ -221,9 +222,16 @@ def test_reasons_are_the_top_and_bottom_three_criteria() -> None:
 
 # --- an export as of t -----------------------------------------------------------------------
 
-def test_closed_leads_are_those_closed_before_t(small_export: CrmExport) -> None:
+@pytest.fixture(scope="module")
+def journeys(small_export: CrmExport) -> Journeys:
+    """The small export's journeys: every Odoo function takes them from its caller."""
+    return build_journeys(small_export)
+
+
+def test_closed_leads_are_those_closed_before_t(small_export: CrmExport,
+                                                journeys: Journeys) -> None:
     t = pd.Timestamp("2025-01-01", tz="UTC")
-    closed = closed_leads(small_export, t, OdooPlsConfig())
+    closed = closed_leads(small_export, t, OdooPlsConfig(), journeys=journeys)
     assert 0 < closed["won"].sum() < len(closed)
     assert set(closed.loc[closed["won"], "stage_id"]) == {small_export.stages[-1]}
     assert set(closed.loc[~closed["won"], "stage_id"]) <= set(small_export.stages[:-1])
@@ -235,10 +243,11 @@ def test_the_contract_export_by_hand(make_export: Callable[..., Path]) -> None:
     """conftest's export: L1 won (customer) on 2024-02-01; L2 disqualified in mql on 01-20;
     L3 open in the first stage since 01-02 22:00 UTC, with no source and no country."""
     export = load_export(make_export())
-    config = OdooPlsConfig()
+    config, journeys = OdooPlsConfig(), build_journeys(export)
 
     def closed(at: str, stale: int | None = None) -> dict[str, tuple[bool, str]]:
-        frame = closed_leads(export, pd.Timestamp(at, tz="UTC"), config, stale_days=stale)
+        frame = closed_leads(export, pd.Timestamp(at, tz="UTC"), config, stale_days=stale,
+                             journeys=journeys)
         ids = export.leads["lead_id"].iloc[frame.index]  # closed rows are in leads order
         return dict(zip(ids, zip(frame["won"], frame["stage_id"], strict=True), strict=True))
 
@@ -248,36 +257,41 @@ def test_the_contract_export_by_hand(make_export: Callable[..., Path]) -> None:
     # 30 days idle in its first stage: lost at 02-01 22:00 (strictly before t counts)
     assert "L3" not in closed("2024-02-01T22:00:00", stale=30)
     assert closed("2024-02-01T22:00:01", stale=30)["L3"] == (False, "lead")
-    table = fit_as_of(export, pd.Timestamp("2024-02-02", tz="UTC"), config)
+    table = fit_as_of(export, pd.Timestamp("2024-02-02", tz="UTC"), config, journeys=journeys)
     assert _cell(table, "stage_id", "mql", None) == pytest.approx((1.1, 1.1))
     assert _cell(table, "stage_id", "sql", None) == pytest.approx((1.1, 0.1))
     assert _cell(table, "country_id", "FR", None) == pytest.approx((0.1, 1.1))
     l3 = open_leads(export, pd.DataFrame({"lead_id": ["L3"], "as_of": [pd.Timestamp(
-        "2024-02-02", tz="UTC")]}), config)
+        "2024-02-02", tz="UTC")]}), config, journeys=journeys)
     # first stage (1.1 : 1.1), source `unknown` and no country: no cell, skipped -> 50%
     assert l3["source_id"].tolist() == ["unknown"]
     assert probability(table, l3).tolist() == [50.0]
 
 
-def test_changing_the_future_does_not_move_a_score_as_of_t(small_export: CrmExport) -> None:
+def test_changing_the_future_does_not_move_a_score_as_of_t(small_export: CrmExport,
+                                                           journeys: Journeys) -> None:
     t = pd.Timestamp("2025-01-01", tz="UTC")
     entities = lead_entities(small_export, [t], 90, labelled=False)
     config = OdooPlsConfig()
-    full = probability(fit_as_of(small_export, t, config),
-                       open_leads(small_export, entities, config))
+    full = probability(fit_as_of(small_export, t, config, journeys=journeys),
+                       open_leads(small_export, entities, config, journeys=journeys))
     cut = truncate_export(small_export, t)
-    past = probability(fit_as_of(cut, t, config), open_leads(cut, entities, config))
+    cut_journeys = build_journeys(cut)
+    past = probability(fit_as_of(cut, t, config, journeys=cut_journeys),
+                       open_leads(cut, entities, config, journeys=cut_journeys))
     assert len(entities) > 100 and np.array_equal(full, past)
-    later = probability(fit_as_of(small_export, t + pd.Timedelta(days=120), config),
-                        open_leads(small_export, entities, config))
+    later = probability(fit_as_of(small_export, t + pd.Timedelta(days=120), config,
+                                  journeys=journeys),
+                        open_leads(small_export, entities, config, journeys=journeys))
     assert not np.array_equal(full, later)  # the table as of a later time does differ
 
 
-def test_a_lead_missing_from_the_export_is_refused(small_export: CrmExport) -> None:
+def test_a_lead_missing_from_the_export_is_refused(small_export: CrmExport,
+                                                   journeys: Journeys) -> None:
     entities = pd.DataFrame({"lead_id": ["nobody"], "as_of": [pd.Timestamp("2025-01-01",
                                                                            tz="UTC")]})
     with pytest.raises(PropensityError, match="lead ids not in the export: nobody"):
-        open_leads(small_export, entities, OdooPlsConfig())
+        open_leads(small_export, entities, OdooPlsConfig(), journeys=journeys)
 
 
 def test_teams_from_the_owner_or_a_column() -> None:
@@ -291,11 +305,11 @@ def test_teams_from_the_owner_or_a_column() -> None:
     assert "tag_id" not in lead_values(leads, OdooPlsConfig(), exclude=["tags"])
 
 
-def test_the_baseline_ranks_the_holdout(small_export: CrmExport) -> None:
+def test_the_baseline_ranks_the_holdout(small_export: CrmExport, journeys: Journeys) -> None:
     times = [pd.Timestamp("2025-03-01", tz="UTC") + pd.Timedelta(days=14 * k) for k in range(4)]
     entities = lead_entities(small_export, times, 90)
     p = odoo_naive_bayes(small_export, entities[["lead_id", "as_of"]], times[0],
-                         OdooPlsConfig(), horizon_days=90)
+                         OdooPlsConfig(), horizon_days=90, journeys=journeys)
     assert ((p >= 0) & (p <= 1)).all()
     assert roc_auc_score(entities["converted"], p) > 0.65
 
@@ -303,12 +317,12 @@ def test_the_baseline_ranks_the_holdout(small_export: CrmExport) -> None:
 # --- shipping it -----------------------------------------------------------------------------
 
 def test_a_table_survives_json_and_its_log_odds_are_odoos_probability(
-        small_export: CrmExport) -> None:
+        small_export: CrmExport, journeys: Journeys) -> None:
     t = pd.Timestamp("2025-01-01", tz="UTC")
-    table = fit_as_of(small_export, t)
+    table = fit_as_of(small_export, t, journeys=journeys)
     again = table_from_dict(json.loads(json.dumps(table_to_dict(table))))
     leads = open_leads(small_export, lead_entities(small_export, [t], 90, labelled=False),
-                       OdooPlsConfig())
+                       OdooPlsConfig(), journeys=journeys)
     p = probability(table, leads)
     assert np.array_equal(probability(again, leads), p)
     bias, terms = log_odds(table, leads)
@@ -318,21 +332,22 @@ def test_a_table_survives_json_and_its_log_odds_are_odoos_probability(
     assert len(set(terms["field"])) >= 3
 
 
-def test_the_model_matrix_gives_the_same_scores_as_the_export(small_export: CrmExport) -> None:
+def test_the_model_matrix_gives_the_same_scores_as_the_export(small_export: CrmExport,
+                                                              journeys: Journeys) -> None:
     t = pd.Timestamp("2025-01-01", tz="UTC")
     entities = lead_entities(small_export, [t], 90, labelled=False)
     plan = FeaturePlan(fit_feature_spec(truncate_export(small_export, t)))
     X = lead_feature_matrix(small_export, plan, entities)
-    table, config = fit_as_of(small_export, t), OdooPlsConfig()
+    table, config = fit_as_of(small_export, t, journeys=journeys), OdooPlsConfig()
     leads = matrix_leads(X, plan.columns, config)
     assert {"stage_id", "country_id", "source_id", "email_state"} <= set(leads.columns)
     from_matrix = probability(table, leads)
-    assert np.array_equal(from_matrix, probability(table, open_leads(small_export, entities,
-                                                                      config)))
+    assert np.array_equal(from_matrix, probability(table, open_leads(
+        small_export, entities, config, journeys=journeys)))
 
 
 def test_the_shipped_scorer_is_log_odds_on_the_matrix_team_by_team(
-        small_export: CrmExport) -> None:
+        small_export: CrmExport, journeys: Journeys) -> None:
     """The learner's margin and contributions (levels looked up once per team) are
     `log_odds` of the leads the matrix decodes to: per team, and the pool for a lead whose
     team has no table; each criterion on the column that plays its field."""
@@ -342,7 +357,7 @@ def test_the_shipped_scorer_is_log_odds_on_the_matrix_team_by_team(
     entities = lead_entities(small_export, [t], 90, labelled=False)
     plan = FeaturePlan(fit_feature_spec(truncate_export(small_export, t)))
     X = lead_feature_matrix(small_export, plan, entities)
-    table = fit_as_of(small_export, t, config)
+    table = fit_as_of(small_export, t, config, journeys=journeys)
     scorer = OdooScorer(plan.columns, table, config)
     leads = matrix_leads(X, plan.columns, config)
     assert leads["team"].nunique() == 3 and leads["team"].isna().any()
@@ -359,14 +374,14 @@ def test_the_shipped_scorer_is_log_odds_on_the_matrix_team_by_team(
 
 
 def test_a_fold_counts_no_closed_lead_it_holds_and_none_closed_after_the_cutoff(
-        small_export: CrmExport) -> None:
+        small_export: CrmExport, journeys: Journeys) -> None:
     """The learner's table in a fold: every lead closed before the cutoff but those of the
     held entities (a held lead's own outcome never scores it); the first stage's cell counts
     each of them once (+0.1 a side)."""
     t = pd.Timestamp("2025-03-01", tz="UTC")
     codes = pd.Index(small_export.leads["lead_id"].astype("str"))
-    history = odoo_history(small_export, t, OdooPlsConfig(), codes)
-    closed = closed_leads(small_export, t, OdooPlsConfig())
+    history = odoo_history(small_export, t, OdooPlsConfig(), codes, journeys=journeys)
+    closed = closed_leads(small_export, t, OdooPlsConfig(), journeys=journeys)
     assert len(history.groups) == len(closed) > 100 and (history.groups >= 0).all()
     held = history.groups[::3]
     scorer = history.scorer([], leave_out=held)
@@ -378,5 +393,6 @@ def test_a_fold_counts_no_closed_lead_it_holds_and_none_closed_after_the_cutoff(
     assert float(first["won"].sum() + first["lost"].sum()) == pytest.approx(
         len(kept) + 0.2 * len(first))
     assert history.scorer([]).leads == len(closed)
-    later = odoo_history(small_export, t + pd.Timedelta(days=90), OdooPlsConfig(), codes)
+    later = odoo_history(small_export, t + pd.Timedelta(days=90), OdooPlsConfig(), codes,
+                         journeys=journeys)
     assert len(later.closed) > len(closed)  # leads closed after t wait for a later cutoff

@@ -19,6 +19,7 @@ from propensity.models.fitting import _folds
 from propensity.registry import _gate_text
 from propensity.synthetic import LONG_LIVED_T, generate_export, long_lived_config, write_export
 from propensity.tables import truncate_export
+from propensity.targets import target_named
 from propensity.training import (
     MIN_POSITIVES,
     LabelledRows,
@@ -92,8 +93,8 @@ def test_a_learner_that_loses_its_holdout_falls_back_to_one_that_does_not() -> N
     y = (rng.random(n) < 1 / (1 + np.exp(-(0.6 * X[:, 0] + 2.5 * interaction - 1)))).astype(
         "int64")
     test = np.arange(n - n_test, n)
-    sets = TrainingSets(kind="table", target="lead-conversion", evaluation=_rows(X, y),
-                        test=test, shipping=_rows(X[:-n_test], y[:-n_test]),
+    sets = TrainingSets(kind="table", target=target_named("lead-conversion"),
+                        evaluation=_rows(X, y), test=test, shipping=_rows(X[:-n_test], y[:-n_test]),
                         holdout=pd.DataFrame({"row": test}))
     result = fit_sets(sets, quick_config())
     gate = result.report["gate"]

@@ -24,6 +24,7 @@ import pandas as pd
 import pytest
 
 from propensity.export_reader import load_export
+from propensity.funnel.journeys import build_journeys
 from propensity.lifecycle import Trained, train_and_register
 from propensity.models.bundle import ModelBundle
 from propensity.models.odoo_learner import OdooScorer, field_columns
@@ -131,7 +132,8 @@ def _reasons_are_odoos_criteria(bundle: ModelBundle, export: CrmExport, batch: p
     assert isinstance(bundle.linear, OdooScorer)
     where = field_columns(bundle.columns, bundle.linear.config)
     column_field = {bundle.columns[i].name: f for f, i in where.items()}
-    leads = open_leads(export, batch[["lead_id", "as_of"]], bundle.linear.config)
+    leads = open_leads(export, batch[["lead_id", "as_of"]], bundle.linear.config,
+                       journeys=build_journeys(export))
     _, terms = log_odds(bundle.linear.table, leads)
     kept = [v in bundle.categories[bundle.columns[where[f]].name]
             for f, v in zip(terms["field"], terms["value"], strict=True)]

@@ -23,7 +23,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 
 from propensity.contract import DEFAULT_STAGES
-from propensity.funnel.journeys import Journeys, build_journeys
+from propensity.funnel.journeys import Journeys
 from propensity.models.odoo_pls import (
     OdooPlsConfig,
     fit_as_of,
@@ -92,19 +92,19 @@ class PointsModel(ClassifierMixin, BaseEstimator):
 
 def odoo_naive_bayes(export: CrmExport, holdout: pd.DataFrame, cutoff: pd.Timestamp,
                      config: OdooPlsConfig, *, horizon_days: int, stale_days: int | None = None,
-                     journeys: Journeys | None = None) -> np.ndarray:
+                     journeys: Journeys) -> np.ndarray:
     """Odoo's probability (0..1) of each holdout row (key, as_of), from the frequency table
     of the leads closed before the cutoff: what the evaluation fit knew. An account gets the
     probability that any of its leads open at that time is won, taking them as independent
-    (0 when it has none): Odoo scores leads, and an account buys when one of them does."""
-    j = journeys if journeys is not None else build_journeys(export)
-    table = fit_as_of(export, cutoff, config, stale_days=stale_days, journeys=j)
+    (0 when it has none): Odoo scores leads, and an account buys when one of them does.
+    `journeys`: the export's, which the caller has built for its own rows already."""
+    table = fit_as_of(export, cutoff, config, stale_days=stale_days, journeys=journeys)
     if "lead_id" in holdout:
-        return probability(table, open_leads(export, holdout, config, journeys=j)) / 100
+        return probability(table, open_leads(export, holdout, config, journeys=journeys)) / 100
     times = sorted(holdout["as_of"].unique())
-    leads = lead_entities(export, times, horizon_days, journeys=j, labelled=False,
+    leads = lead_entities(export, times, horizon_days, journeys=journeys, labelled=False,
                           stale_days=stale_days)
-    leads["p"] = probability(table, open_leads(export, leads, config, journeys=j)) / 100
+    leads["p"] = probability(table, open_leads(export, leads, config, journeys=journeys)) / 100
     leads["account_id"] = export.leads["account_id"].to_numpy()[
         export.lead_positions(leads["lead_id"])]
     leads["log_none"] = np.log1p(-leads["p"])

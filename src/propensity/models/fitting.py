@@ -40,7 +40,7 @@ from propensity.models.selection import (
 from propensity.models.train_config import Progress, TrainConfig, note
 from propensity.models.training_sets import LabelledRows, TrainingSets
 from propensity.problems import PropensityError
-from propensity.targets import target_named
+from propensity.targets import Target
 
 LEAKY_AUC = 0.9
 MIN_POSITIVES = 50
@@ -148,7 +148,7 @@ def _bundle(sets: TrainingSets, rows: LabelledRows, choice: Choice, fitted: tupl
     seen = ~np.isnan(margins) & _recent(rows.times, y)
     calibrator = fit_calibrator(margins[seen], y[seen], CALIBRATION)
     return ModelBundle(
-        kind=sets.kind, target=sets.target, columns=rows.columns,
+        kind=sets.kind, target=sets.target.name, columns=rows.columns,
         learner=choice.learner,
         calibrator=calibrator, booster=booster, linear=linear, blend_weight=choice.blend_weight,
         horizon_days=sets.horizon_days, stale_days=sets.stale_days, spec=spec,
@@ -202,7 +202,7 @@ def _baselines(train: LabelledRows, test: LabelledRows, config: TrainConfig,
     return out
 
 
-def enough_outcomes(rows: LabelledRows, target: str) -> None:
+def enough_outcomes(rows: LabelledRows, target: Target) -> None:
     """Refuse, in one line, labelled history too thin to produce a model that beats the rules:
     the minimums (`MIN_POSITIVES`, `MIN_NEGATIVES`) and what was found."""
     ever = np.zeros(int(rows.groups.max(initial=-1)) + 1, dtype=bool)
@@ -210,7 +210,7 @@ def enough_outcomes(rows: LabelledRows, target: str) -> None:
     seen = np.zeros_like(ever)
     seen[rows.groups] = True
     positives, negatives = int(ever.sum()), int((seen & ~ever).sum())
-    yes, no = target_named(target).outcomes
+    yes, no = target.outcomes
     if positives < MIN_POSITIVES:
         raise PropensityError(f"{positives} {yes} in the labelled history; at least "
                               f"{MIN_POSITIVES} are needed")
@@ -295,7 +295,7 @@ def _evaluate(sets: TrainingSets, train: LabelledRows, test: LabelledRows, confi
     train_folds = _folds(train, sets.kind, config)
     note(progress, "baselines: points, naive Bayes, logistic regression")
     baselines = _baselines(train, test, config, sets.kind, sets.baselines,
-                           target_named(sets.target).baselines)
+                           sets.target.baselines)
     judged: list[dict[str, Any]] = []
     chosen: tuple[Candidate, Choice, Any, np.ndarray] | None = None
     for cand in _fallbacks(search.winner, search.tried):
@@ -415,7 +415,7 @@ def fit_sets(sets: TrainingSets, config: TrainConfig,
     _complete_report(report, sets, search, choice, evaluation, shipped, (train, test), fallback)
     report["seconds"] = round(time.perf_counter() - started, 1)
     holdout = _holdout_frame(sets, test, evaluation.predictions)
-    return FitResult(target=sets.target, bundle=shipped, evaluation_bundle=evaluation.bundle,
+    return FitResult(target=sets.target.name, bundle=shipped, evaluation_bundle=evaluation.bundle,
                      report=report, holdout=holdout, holdout_X=test.X,
                      params=config.model_dump(mode="json"))
 

@@ -177,7 +177,7 @@ class OdooHistory:
 
 def odoo_history(export: CrmExport, cutoff: pd.Timestamp, config: OdooPlsConfig,
                  codes: pd.Index, *, stale_days: int | None = None,
-                 journeys: Journeys | None = None) -> OdooHistory:
+                 journeys: Journeys) -> OdooHistory:
     """Odoo's history as of `cutoff`; `codes`: the lead ids whose position is an entity code."""
     closed = closed_leads(export, cutoff, config, stale_days=stale_days, journeys=journeys)
     ids = export.leads["lead_id"].astype("str").to_numpy()[closed.index.to_numpy()]

@@ -33,7 +33,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from propensity.coding import Column
-from propensity.funnel.journeys import Journeys, build_journeys
+from propensity.funnel.journeys import Journeys
 from propensity.problems import PropensityError
 from propensity.tables import CrmExport
 from propensity.timestamps import DAY_US, NEVER, to_micros
@@ -258,42 +258,41 @@ def _stale_at(j: Journeys, stale_days: int) -> np.ndarray:
 
 
 def closed_leads(export: CrmExport, t: pd.Timestamp, config: OdooPlsConfig, *,
-                 stale_days: int | None = None, journeys: Journeys | None = None
-                 ) -> pd.DataFrame:
+                 stale_days: int | None = None, journeys: Journeys) -> pd.DataFrame:
     """Odoo's history as of t: the leads won or lost strictly before t, each with the stage
     it closed in (won: the last; lost: the highest it had reached), indexed by position in
-    the export's leads."""
-    j = journeys if journeys is not None else build_journeys(export)
-    won_at, lost_at = j.reached[:, -1], j.ended
+    the export's leads (`journeys`: the export's, built once by the caller)."""
+    won_at, lost_at = journeys.reached[:, -1], journeys.ended
     if stale_days is not None:
-        lost_at = np.minimum(lost_at, _stale_at(j, stale_days))
+        lost_at = np.minimum(lost_at, _stale_at(journeys, stale_days))
     at = int(to_micros(pd.Series([t]))[0])
     rows = np.flatnonzero(np.minimum(won_at, lost_at) < at)
     won = won_at[rows] <= lost_at[rows]
     lost_by = np.minimum(lost_at[rows], NEVER - 1) + 1  # the stage entered at the loss counts
-    stage = np.where(won, len(j.stages) - 1, _stage_before(j, rows, lost_by))
-    out = lead_values(j.leads.iloc[rows], config, export.manifest.post_outcome_columns("leads"))
-    out[STAGE] = np.array(j.stages, dtype=object)[stage]
+    stage = np.where(won, len(journeys.stages) - 1, _stage_before(journeys, rows, lost_by))
+    out = lead_values(journeys.leads.iloc[rows], config,
+                      export.manifest.post_outcome_columns("leads"))
+    out[STAGE] = np.array(journeys.stages, dtype=object)[stage]
     out["won"] = won
     return out.set_axis(rows)  # each lead's position in the export's leads
 
 
 def open_leads(export: CrmExport, entities: pd.DataFrame, config: OdooPlsConfig, *,
-               journeys: Journeys | None = None) -> pd.DataFrame:
+               journeys: Journeys) -> pd.DataFrame:
     """Values of (lead_id, as_of) rows, each as of its own time: the stage it had reached."""
-    j = journeys if journeys is not None else build_journeys(export)
     rows = export.lead_positions(entities["lead_id"])
     if (rows < 0).any():
         missing = entities["lead_id"].to_numpy()[rows < 0][:5]
         raise PropensityError(f"lead ids not in the export: {', '.join(map(str, missing))}")
-    stage = _stage_before(j, rows, to_micros(entities["as_of"]))
-    out = lead_values(j.leads.iloc[rows], config, export.manifest.post_outcome_columns("leads"))
-    out[STAGE] = np.where(stage >= 0, np.array(j.stages, dtype=object)[stage], None)
+    stage = _stage_before(journeys, rows, to_micros(entities["as_of"]))
+    out = lead_values(journeys.leads.iloc[rows], config,
+                      export.manifest.post_outcome_columns("leads"))
+    out[STAGE] = np.where(stage >= 0, np.array(journeys.stages, dtype=object)[stage], None)
     return out
 
 
 def fit_as_of(export: CrmExport, t: pd.Timestamp, config: OdooPlsConfig | None = None, *,
-              stale_days: int | None = None, journeys: Journeys | None = None) -> PlsTable:
+              stale_days: int | None = None, journeys: Journeys) -> PlsTable:
     """The frequency table Odoo's nightly rebuild would have held at t."""
     cfg = config or OdooPlsConfig()
     return fit_table(closed_leads(export, t, cfg, stale_days=stale_days, journeys=journeys),

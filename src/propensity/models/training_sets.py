@@ -22,7 +22,7 @@ from propensity.problems import PropensityError
 from propensity.single_table import SingleTable
 from propensity.snapshots import snapshot_times
 from propensity.tables import CrmExport, truncate_export
-from propensity.targets import LEAD_CONVERSION, Target
+from propensity.targets import LEAD_CONVERSION, Target, target_named
 from propensity.timestamps import to_micros
 
 
@@ -59,7 +59,9 @@ class TrainingSets:
     """
 
     kind: Kind
-    target: str
+    target: Target
+    """What the rows are labelled for: the bundle is named after it, and its outcomes and
+    baselines are what the fit counts and judges against."""
     evaluation: LabelledRows
     test: np.ndarray
     """Rows of `evaluation` that are the holdout; the others are what the evaluation fit sees."""
@@ -107,7 +109,7 @@ def assemble_sets(entities: pd.DataFrame, X_eval: np.ndarray, X_ship: np.ndarray
     test = np.flatnonzero(eval_entities["as_of"].isin(test_times).to_numpy())
     holdout = eval_entities.iloc[test][[key, "as_of"]].reset_index(drop=True)
     return TrainingSets(
-        kind="export", target=target.name, evaluation=evaluation, test=test, shipping=shipping,
+        kind="export", target=target, evaluation=evaluation, test=test, shipping=shipping,
         holdout=holdout, evaluation_spec=evaluation_spec, shipping_spec=shipping_spec,
         horizon_days=config.snapshots.horizon_days, stale_days=config.snapshots.stale_days,
         split=split_info(times, train_times, test_times, config))
@@ -208,7 +210,8 @@ def build_table_sets(table: SingleTable, config: TrainConfig) -> TrainingSets:
     holdout = pd.DataFrame({"row": test})
     if table.id_column:
         holdout.insert(0, table.id_column, table.frame[table.id_column].to_numpy()[test])
-    return TrainingSets(kind="table", target=LEAD_CONVERSION, evaluation=evaluation,
+    return TrainingSets(kind="table", target=target_named(LEAD_CONVERSION),
+                        evaluation=evaluation,
                         test=test, shipping=shipping, holdout=holdout,
                         id_column=table.id_column,
                         baselines={"naive_bayes": odoo_table_naive_bayes(table, rest, test,

@@ -37,7 +37,7 @@ def open_entities(bundle: ModelBundle, export: CrmExport, as_of: pd.Timestamp) -
                            stale_days=bundle.stale_days)[[target.entity.key, "as_of"]]
 
 
-def check_tables(bundle: ModelBundle, present: Sequence[str], where: str) -> None:
+def check_export_tables(bundle: ModelBundle, present: Sequence[str], where: str) -> None:
     """Refuse an export that lacks a table the model was trained with. Without stage history
     no lead ever ends, without events none has engaged: every lead would still get a score,
     from inputs the model never saw, and nothing would say so."""
@@ -70,7 +70,7 @@ def unreadable_number(values: pd.Series, source: SourceFile, column: str, rows: 
 def check_export(bundle: ModelBundle, export: CrmExport) -> None:
     """The export holds what the model was trained on: its tables, and numbers in the
     attribute columns it reads as numbers (text there used to become missing, silently)."""
-    check_tables(bundle, export.table_names(), "the export")
+    check_export_tables(bundle, export.table_names(), "the export")
     spec = bundle.spec
     if spec is None:
         return
@@ -115,7 +115,7 @@ def score_export(bundle: ModelBundle, export: CrmExport, as_of: pd.Timestamp,
     return with_outlook(out, bundle, X) if outlook else out
 
 
-def check_table(bundle: ModelBundle, frame: pd.DataFrame, source: SourceFile) -> None:
+def check_table_columns(bundle: ModelBundle, frame: pd.DataFrame, source: SourceFile) -> None:
     """Refuse a table the model cannot read as it was trained: a column it uses is absent, or
     a column it read as numbers holds text. Either way every row would still get a score,
     from values made missing without a word."""

@@ -15,7 +15,7 @@ from propensity.export_reader import load_export, read_raw
 from propensity.features.spec import FeatureSpec, fit_feature_spec
 from propensity.models.bundle import ModelBundle
 from propensity.problems import PropensityError
-from propensity.scoring import check_table, score_export, score_table
+from propensity.scoring import check_table_columns, score_export, score_table
 from propensity.single_table import load_single_table
 from propensity.tables import CrmExport
 from propensity.training import train_table
@@ -46,7 +46,7 @@ def test_a_table_without_the_models_columns_is_refused(table_model: ModelBundle,
     frame, source = read_raw(path)
     with pytest.raises(PropensityError, match=r"other.csv: 2 of the model's 2 columns are "
                                               r"absent \(visits, source\)"):
-        check_table(table_model, frame, source)
+        check_table_columns(table_model, frame, source)
 
 
 def test_text_in_a_number_column_is_refused_with_its_row(table_model: ModelBundle,
@@ -58,10 +58,10 @@ def test_text_in_a_number_column_is_refused_with_its_row(table_model: ModelBundl
     frame, source = read_raw(path)
     with pytest.raises(PropensityError, match=r"new.csv row 5 column visits value 'abc': not "
                                               r"a number.*\(and 1 more rows\)"):
-        check_table(table_model, frame, source)
+        check_table_columns(table_model, frame, source)
     ok = _table(tmp_path / "ok.csv", n=10, seed=4)
     frame, source = read_raw(ok)
-    check_table(table_model, frame, source)  # the same table, clean: read and scored
+    check_table_columns(table_model, frame, source)  # the same table, clean: read and scored
     assert len(score_table(table_model, frame)) == 10
     # blanks and NaN spelt out are missing values, not text: as the encoders and Spark read
     # them, and whatever the file format
@@ -69,7 +69,7 @@ def test_text_in_a_number_column_is_refused_with_its_row(table_model: ModelBundl
     blanks.loc[[1, 2, 3], "visits"] = ["", "  ", "NaN"]
     blanks.to_parquet(tmp_path / "blanks.parquet")
     frame, source = read_raw(tmp_path / "blanks.parquet")
-    check_table(table_model, frame, source)
+    check_table_columns(table_model, frame, source)
     assert np.isnan(score_table(table_model, frame)["probability"]).sum() == 0
 
 

@@ -20,7 +20,7 @@ from propensity.coding import not_a_number
 from propensity.export_reader import fingerprint, read_raw
 from propensity.problems import PropensityError
 from propensity.registry import log_and_register, promote
-from propensity.scoring import check_table, score_table
+from propensity.scoring import check_table_columns, score_table
 from propensity.settings import Settings
 from propensity.single_table import load_single_table
 from propensity.training import train_table
@@ -87,11 +87,11 @@ def test_a_table_row_scores_the_same_over_http_and_from_a_file(
         assert r.status_code == 422, r.text
         assert r.json()["detail"][0]["loc"] == ["body", "leads", i, k], r.text
         with pytest.raises(PropensityError, match=r"column (visits|minutes) value .*not a"):
-            check_table(bundle, frame, source)
+            check_table_columns(bundle, frame, source)
         return
     assert r.status_code == 200, r.text
     via_http = np.array([s["probability"] for s in r.json()["scores"]])
-    check_table(bundle, frame, source)
+    check_table_columns(bundle, frame, source)
     from_file = score_table(bundle, frame)
     assert list(from_file["id"]) == [lead["lead_id"] for lead in leads]
     assert np.abs(via_http - from_file["probability"].to_numpy()).max() < 1e-9

@@ -316,7 +316,7 @@ def _score_table_file(table: Path, loading: Loading, alias: str,
     """Score a single table with the single-table model being loaded; the rows keep their
     obvious id column when the model was trained without one."""
     from propensity.export_reader import read_raw
-    from propensity.scoring import check_table, score_table
+    from propensity.scoring import check_table_columns, score_table
     from propensity.single_table import obvious_id_column
 
     frame, source = read_raw(table)
@@ -324,7 +324,7 @@ def _score_table_file(table: Path, loading: Loading, alias: str,
     if bundle.kind != "table":
         raise fail(f"{model}@{alias} was trained on an export: score an export folder")
     note(f"scoring {table} with {model} v{version}")
-    check_table(bundle, frame, source)
+    check_table_columns(bundle, frame, source)
     result = score_table(bundle, frame)
     ids = None if bundle.id_column else obvious_id_column(frame)
     if ids is not None:  # trained without one: the rows are still named by it

@@ -22,7 +22,7 @@ import pandas as pd
 
 from propensity.models.bundle import ModelBundle
 from propensity.problems import PropensityError
-from propensity.scoring import check_tables, score_export
+from propensity.scoring import check_export_tables, score_export
 from propensity.spark.export import SparkExport
 from propensity.spark.partition import Layout, each_partition, keyed_union, layout, part_export
 from propensity.tables import CrmExport
@@ -146,7 +146,7 @@ def checked_scores(spark: SparkSession, export: SparkExport, bundle: ModelBundle
     )
 
     missing_columns(export)
-    check_tables(bundle, list(export.tables), export.location)
+    check_export_tables(bundle, list(export.tables), export.location)
     key, score = _scorer(spark, bundle, as_of)
     lay = layout(export)
     _check_numbers(export, lay, bundle)

@@ -14,14 +14,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-import pandas as pd
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel
 
 from propensity.export_reader import load_export
 from propensity.forecast import ForecastResult, forecast
 from propensity.forecast.backtest import Period, backtest
-from propensity.timestamps import utc
+from propensity.forecast.report import AfterTheExport, forecast_time
 from serving.deps import ScoreKey, StateDep
 from serving.export_answers import cached_json, export_dir
 from serving.schemas import When
@@ -49,13 +48,11 @@ async def get_forecast(state: StateDep, key: ScoreKey, as_of: When | None = None
 
     def compute() -> bytes:
         export = load_export(Path(path), drop_bad_rows=True)
-        latest = export.latest_time()
-        t = latest.floor("D") + pd.Timedelta(days=1) if as_of is None else utc(as_of)
-        if t > latest + pd.Timedelta(days=1):
+        try:
+            t = forecast_time(as_of, export.latest_time())
+        except AfterTheExport as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
-                "loc": ["query", "as_of"], "type": "value_error",
-                "msg": f"{t:%Y-%m-%d} is after the export's latest timestamp "
-                       f"({latest:%Y-%m-%d %H:%M}); nothing is known then"}])
+                "loc": ["query", "as_of"], "type": "value_error", "msg": str(exc)}]) from None
         result, _ = forecast(export, t, weeks, by, seed=seed)
         return result.model_dump_json().encode()
 

@@ -39,20 +39,6 @@ def _check_options(fmt: str, by: str | None, weeks: int, backtest: bool,
         raise fail("--backtest picks its own quarter starts: it takes no --as-of, --by or --out")
 
 
-def _forecast_time(as_of: datetime | None, latest: pd.Timestamp) -> pd.Timestamp:
-    """`--as-of` as a UTC time (naive means UTC), by default the day after the export's
-    latest timestamp; later than that nothing is known, so it is refused."""
-    import pandas as pd
-
-    t = pd.Timestamp(as_of, tz="UTC") if as_of is not None and as_of.tzinfo is None \
-        else (pd.Timestamp(as_of) if as_of is not None
-              else latest.floor("D") + pd.Timedelta(days=1))
-    if t > latest + pd.Timedelta(days=1):
-        raise fail(f"--as-of {t:%Y-%m-%d}: after the export's latest timestamp "
-                   f"({latest:%Y-%m-%d %H:%M}); nothing is known then", code=1)
-    return t
-
-
 def _run_backtest(path: Path, weeks: int, seed: int) -> Backtest:
     """Load the export and re-run the forecast at each past quarter start."""
     from propensity.export_reader import load_export
@@ -68,12 +54,16 @@ def _run_forecast(path: Path, as_of: datetime | None, weeks: int, by: str | None
                   seed: int) -> tuple[ForecastResult, pd.DataFrame]:
     """Load the export and forecast from the leads open at `as_of`."""
     from propensity.export_reader import load_export
+    from propensity.forecast.report import AfterTheExport, forecast_time
     from propensity.forecast.report import forecast as run_forecast
 
     with stages() as note:
         note(f"loading {path}")
         export = load_export(path)
-        t = _forecast_time(as_of, export.latest_time())
+        try:
+            t = forecast_time(as_of, export.latest_time())
+        except AfterTheExport as exc:
+            raise fail(f"--as-of {exc}", code=1) from None
         return run_forecast(export, t, weeks, by, seed=seed, progress=note)
 
 

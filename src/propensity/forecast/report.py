@@ -4,6 +4,8 @@ created should add at the recent inflow rate."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel
@@ -14,12 +16,32 @@ from propensity.forecast.inflow import inflow_forecast
 from propensity.forecast.simulate import SIMS, interval, simulate
 from propensity.problems import PropensityError
 from propensity.tables import CrmExport
+from propensity.timestamps import utc
 
 
 class ForecastUsageError(PropensityError):
     """A forecast option out of range: the command line is wrong (exit 2)."""
 
     exit_code = 2
+
+
+class AfterTheExport(PropensityError):
+    """A forecast time past the export's last known day: nothing is known then. The CLI says
+    so about `--as-of`, the route as a 422 on `as_of`."""
+
+    def __init__(self, t: pd.Timestamp, latest: pd.Timestamp) -> None:
+        super().__init__(f"{t:%Y-%m-%d} is after the export's latest timestamp "
+                         f"({latest:%Y-%m-%d %H:%M}); nothing is known then")
+
+
+def forecast_time(as_of: datetime | None, latest: pd.Timestamp) -> pd.Timestamp:
+    """When a forecast is made: `as_of` in UTC (naive means UTC), by default the day after the
+    export's `latest` timestamp, its first whole day with nothing recorded. Later than that
+    day nothing is known, so it is refused (`AfterTheExport`)."""
+    t = latest.floor("D") + pd.Timedelta(days=1) if as_of is None else utc(as_of)
+    if t > latest + pd.Timedelta(days=1):
+        raise AfterTheExport(t, latest)
+    return t
 
 
 GROUPS: tuple[str, ...] = ("source", "campaign", "owner_id", "segment")

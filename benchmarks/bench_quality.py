@@ -37,6 +37,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 sys.path.insert(0, str(Path(__file__).parent))
 from propensity.export_reader import load_export
 from propensity.funnel.intervals import wilson
+from propensity.funnel.journeys import build_journeys
 from propensity.models.booster import GRID, lightgbm_params, train_booster
 from propensity.models.bundle import ModelBundle
 from propensity.models.calibration import Calibrator
@@ -93,7 +94,7 @@ def top_decile(y: np.ndarray, p: np.ndarray, truth: np.ndarray | None = None,
 def lead_figures(path: Path, full: CrmExport, cut: CrmExport, t: pd.Timestamp
                  ) -> dict[str, Any]:
     config = TrainConfig()
-    sets = build_export_sets(cut, config)
+    sets = build_export_sets(cut, config, journeys=build_journeys(cut))
     result = fit_sets(sets, config)
     out: dict[str, Any] = {"shipped": result.report["selection"]["chosen"],
                            "fallback": "fallback" in result.report["gate"]}
@@ -122,7 +123,7 @@ def compare_rows(full: CrmExport, scored: pd.DataFrame, t: pd.Timestamp,
 
 def account_figures(full: CrmExport, cut: CrmExport, t: pd.Timestamp) -> dict[str, Any]:
     config = TrainConfig(model="account-propensity")
-    sets = build_export_sets(cut, config)
+    sets = build_export_sets(cut, config, journeys=build_journeys(cut))
     result = fit_sets(sets, config)
     rows = compare_rows(full, score_export(result.bundle, cut, t), t, "account-propensity")
     lr = reference_models(result.bundle, sets.shipping)["lr"]

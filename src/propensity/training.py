@@ -64,7 +64,8 @@ def train_export(export: CrmExport, config: TrainConfig,
     """Train one target on an export: evaluate out of time, ship refitted on everything
     (with its outlook, when its target ships one)."""
     journeys = build_journeys(export)  # once, for the sets and the outlook alike
-    result = train_sets(build_export_sets(export, config, progress, journeys), config, progress)
+    result = train_sets(build_export_sets(export, config, progress, journeys=journeys), config,
+                        progress)
     if config.outlook and config.target.outlook:
         result.report["outlook"] = attach_outlook(result.bundle, export, config.seed, progress,
                                                   journeys)

@@ -47,8 +47,8 @@ def build_journeys(export: CrmExport) -> Journeys:
     entered[:, 0] = to_micros(leads["created_at"])
     sh = export.stage_history
     if sh is not None and len(sh):
-        pos = export.lead_positions(sh["lead_id"])
         t = to_micros(sh["entered_at"])
+        pos = export.lead_positions(sh["lead_id"])
         stage_text = sh["stage"].astype("str").to_numpy()
         rank = pd.Series(stage_text).map(stage_rank(stages)).to_numpy()
         ok = (pos >= 0) & ~np.isnan(rank)
@@ -58,12 +58,13 @@ def build_journeys(export: CrmExport) -> Journeys:
     opps = export.opportunities
     if opps is not None and len(opps):
         status = opps["status"].astype("str").to_numpy()
+        closed = to_micros(opps["closed_at"])
         pos = export.lead_positions(opps["lead_id"])
         won = (status == "won") & (pos >= 0)
-        np.minimum.at(entered[:, k - 1], pos[won], to_micros(opps["closed_at"])[won])
+        np.minimum.at(entered[:, k - 1], pos[won], closed[won])
         # a lost opportunity ends the lead's journey unless it later advanced
         lost = (status == "lost") & (pos >= 0)
-        np.minimum.at(ended, pos[lost], to_micros(opps["closed_at"])[lost])
+        np.minimum.at(ended, pos[lost], closed[lost])
     # passing a higher stage means passing every stage below it
     reached = np.minimum.accumulate(entered[:, ::-1], axis=1)[:, ::-1]
     return Journeys(stages=stages, reached=reached, entered=entered, ended=ended, leads=leads)

@@ -280,11 +280,12 @@ def closed_leads(export: CrmExport, t: pd.Timestamp, config: OdooPlsConfig, *,
 def open_leads(export: CrmExport, entities: pd.DataFrame, config: OdooPlsConfig, *,
                journeys: Journeys) -> pd.DataFrame:
     """Values of (lead_id, as_of) rows, each as of its own time: the stage it had reached."""
+    at = to_micros(entities["as_of"])
     rows = export.lead_positions(entities["lead_id"])
     if (rows < 0).any():
         missing = entities["lead_id"].to_numpy()[rows < 0][:5]
         raise PropensityError(f"lead ids not in the export: {', '.join(map(str, missing))}")
-    stage = _stage_before(journeys, rows, to_micros(entities["as_of"]))
+    stage = _stage_before(journeys, rows, at)
     out = lead_values(journeys.leads.iloc[rows], config,
                       export.manifest.post_outcome_columns("leads"))
     out[STAGE] = np.where(stage >= 0, np.array(journeys.stages, dtype=object)[stage], None)

@@ -13,7 +13,7 @@ from sklearn.model_selection import train_test_split
 
 from propensity.coding import Column, encode, fit_vocabulary
 from propensity.features import FeaturePlan, FeatureSpec, fit_feature_spec
-from propensity.funnel.journeys import Journeys, build_journeys
+from propensity.funnel.journeys import Journeys
 from propensity.models.baselines import odoo_naive_bayes, odoo_table_naive_bayes
 from propensity.models.bundle import Kind
 from propensity.models.odoo_learner import OdooHistory, odoo_history
@@ -144,14 +144,13 @@ def split_info(times: list[pd.Timestamp], train_times: list[pd.Timestamp],
 
 
 def build_export_sets(export: CrmExport, config: TrainConfig,
-                      progress: Progress | None = None,
-                      journeys: Journeys | None = None) -> TrainingSets:
-    """Snapshot rows, labels and features of both phases (`journeys`: the export's, when the
-    caller built them already)."""
+                      progress: Progress | None = None, *,
+                      journeys: Journeys) -> TrainingSets:
+    """Snapshot rows, labels and features of both phases (`journeys`: the export's, which the
+    caller builds once for the sets and whatever else it fits, the outlook)."""
     target = config.target
     horizon = config.snapshots.horizon_days
     note(progress, "snapshots and labels")
-    journeys = build_journeys(export) if journeys is None else journeys
     times = snapshot_times(export, config.snapshots)
     train_times, test_times = holdout_split(times, config)
     cutoff = test_times[0]

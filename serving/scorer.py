@@ -75,18 +75,20 @@ class Accepted:
         return self.read.n
 
 
-def admit(state: AppState, leads: Sequence[Any], explain: bool,
-          outlook: bool = False) -> Accepted:
+def admit(state: AppState, leads: Sequence[Any], explain: bool, outlook: bool = False, *,
+          model: Loaded | None = None, logged: bool = True) -> Accepted:
     """Every check of leads to score, and the work that can refuse them (reading them): an
     HTTPException for the server's refusals (413 over a limit, 503 when no score could be
-    kept or no champion is loaded), `LeadInputError` for a lead the contract refuses."""
+    kept or no champion is loaded), `LeadInputError` for a lead the contract refuses.
+    `model`: the champion that reads them (lead conversion's when None); `logged`: whether
+    the answer keeps score-log rows, so that a full spool refuses it (a target's keeps none)."""
     check_score_request(leads, state.settings)
-    if not state.log.accepting:
+    if logged and not state.log.accepting:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             "the database is unreachable and the score log's local spool is "
                             "full: no score is served that could not be kept",
                             headers={"Retry-After": "30"})
-    loaded = state.store.get(MAIN)
+    loaded = state.store.get(MAIN) if model is None else model
     if loaded is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             f"no {MAIN} champion is loaded: train and promote one")
@@ -96,10 +98,11 @@ def admit(state: AppState, leads: Sequence[Any], explain: bool,
     return Accepted(loaded, now, read)
 
 
-def accept(state: AppState, body: ScoreRequest) -> Accepted:
+def accept(state: AppState, body: ScoreRequest, *, model: Loaded | None = None,
+           logged: bool = True) -> Accepted:
     """`admit` for a score request: a lead the contract refuses is a 422 naming its field."""
     try:
-        return admit(state, body.leads, body.explain, body.outlook)
+        return admit(state, body.leads, body.explain, body.outlook, model=model, logged=logged)
     except LeadInputError as exc:
         raise invalid(["leads", *exc.loc], str(exc)) from None
 

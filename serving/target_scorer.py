@@ -11,25 +11,22 @@ there would be judged against conversions).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import HTTPException, status
 from starlette.concurrency import run_in_threadpool
 
-from propensity.features.online import LeadInputError
-from propensity.lead_scoring import read_records, score_read
+from propensity.lead_scoring import score_read
 from propensity.targets import LEAD, UnknownTarget, target_named, target_names
 from propensity.thresholds import ThresholdSet
 from serving.deps import AppState
-from serving.limits import check_score_request
 from serving.model_store import Loaded, ModelStore
 from serving.schemas import (
     ScoreRequest,
     TargetLeadScore,
     TargetScoreResponse,
 )
-from serving.scorer import invalid, model_ref, reasons_out
+from serving.scorer import accept, model_ref, reasons_out
 
 PREFIX = "/v1/targets"
 """Where the route lives (`serving.routes.targets`): the schema's path is named from it."""
@@ -80,16 +77,10 @@ def served(state: AppState, name: str) -> Loaded:
 async def score_target(state: AppState, name: str, body: ScoreRequest) -> TargetScoreResponse:
     """A score request answered by target `name`'s champion; a lead the contract refuses is a
     422 naming its field, as `POST /v1/score` names it."""
-    loaded = served(state, name)
-    check_score_request(body.leads, state.settings)
-    try:
-        read = read_records(loaded.bundle, body.leads, datetime.now(UTC),
-                            explain=body.explain, source=state.context)
-    except LeadInputError as exc:
-        raise invalid(["leads", *exc.loc], str(exc)) from None
-    scored = (await run_in_threadpool(score_read, [read], _UNGRADED))[0]
+    accepted = accept(state, body, model=served(state, name), logged=False)
+    scored = (await run_in_threadpool(score_read, [accepted.read], _UNGRADED))[0]
     return TargetScoreResponse(
-        model=model_ref(name, loaded),
+        model=model_ref(name, accepted.loaded),
         scores=[TargetLeadScore(
             lead_id=s.lead_id, probability=s.probability, score=s.score,
             reasons=reasons_out(s.reasons))

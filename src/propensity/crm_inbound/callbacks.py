@@ -28,7 +28,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from propensity.crm_inbound.store import crm_actions, insert_new
+from propensity.crm_inbound.store import stored_answer
 from propensity.database import metadata
 from propensity.push.writers import Retries, error_message
 
@@ -90,13 +90,9 @@ def block(engine: sa.Engine, callback_id: str, portal_id: str, object_id: str, r
     retry) gets its first answer and adds nothing."""
     answer = block_answer(hours)
     with engine.begin() as conn:
-        if conn.execute(insert_new(engine, crm_actions).returning(crm_actions.c.callback_id),
-                        [{"callback_id": callback_id, "portal_id": portal_id,
-                          "object_id": object_id, "output": json.dumps(answer),
-                          "received_at": now}]).first() is None:
-            text = conn.execute(sa.select(crm_actions.c.output).where(
-                crm_actions.c.callback_id == callback_id)).scalar_one()
-            return dict(json.loads(text))
+        stored = stored_answer(conn, callback_id, portal_id, object_id, answer, now)
+        if stored is not None:
+            return stored
         conn.execute(crm_pending.insert(), [{
             "callback_id": callback_id, "portal_id": portal_id, "request": request.decode(),
             "reason": reason[:500], "blocked_at": now, "expires_at": now + timedelta(hours=hours),

@@ -48,20 +48,29 @@ def insert_new(engine: sa.Engine, table: sa.Table) -> Any:
     return sqlite_insert(table).on_conflict_do_nothing()
 
 
+def stored_answer(conn: sa.Connection, callback_id: str, portal_id: str, object_id: str,
+                  output: dict[str, Any], received_at: datetime) -> dict[str, Any] | None:
+    """Store `output` as the callback's answer unless one is stored already: None when this
+    call stored it, else the one stored first (a retry's, or a concurrent delivery's), so
+    that every delivery of a callback answers alike. One statement for a new callback."""
+    row = {"callback_id": callback_id, "portal_id": portal_id, "object_id": object_id,
+           "output": json.dumps(output), "received_at": received_at}
+    if conn.execute(insert_new(conn.engine, crm_actions).returning(
+            crm_actions.c.callback_id), [row]).first() is not None:
+        return None
+    text = conn.execute(sa.select(crm_actions.c.output).where(
+        crm_actions.c.callback_id == callback_id)).scalar_one()
+    return dict(json.loads(text))
+
+
 def keep_answer(engine: sa.Engine, callback_id: str, portal_id: str, object_id: str,
                 output: dict[str, Any]) -> dict[str, Any]:
-    """Store `output` as the callback's answer unless one is stored already; the stored one
-    (the first) is returned, so concurrent deliveries answer alike. A new callback costs one
-    statement, committed on its own (autocommit: on PostgreSQL one round trip, no BEGIN)."""
-    row = {"callback_id": callback_id, "portal_id": portal_id, "object_id": object_id,
-           "output": json.dumps(output), "received_at": datetime.now(UTC)}
+    """`stored_answer` committed on its own (autocommit: on PostgreSQL one round trip, no
+    BEGIN): `output`, or the answer stored first."""
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        if conn.execute(insert_new(engine, crm_actions).returning(
-                crm_actions.c.callback_id), [row]).first() is not None:
-            return output
-        text = conn.execute(sa.select(crm_actions.c.output).where(
-            crm_actions.c.callback_id == callback_id)).scalar_one()
-    return dict(json.loads(text))
+        stored = stored_answer(conn, callback_id, portal_id, object_id, output,
+                               datetime.now(UTC))
+    return output if stored is None else stored
 
 
 def known(engine: sa.Engine, ids: Iterable[str]) -> set[str]:

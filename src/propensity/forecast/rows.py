@@ -17,7 +17,7 @@ import pandas as pd
 from propensity.features import FeatureConfig, FeaturePlan, fit_feature_spec
 from propensity.features.batch import lead_feature_matrix
 from propensity.features.spec import FeatureSpec
-from propensity.funnel.journeys import Journeys, build_journeys
+from propensity.funnel.journeys import Journeys
 from propensity.problems import PropensityError
 from propensity.snapshots import lead_entities
 from propensity.tables import CrmExport
@@ -70,16 +70,16 @@ def snapshot_rows(export: CrmExport, as_of: pd.Timestamp, *, every_days: int = 2
                   min_window_days: int = 30, max_rows: int = 60_000, seed: int = 0,
                   features: FeatureConfig | None = None,
                   spec: FeatureSpec | None = None,
-                  journeys: Journeys | None = None) -> SnapshotRows:
+                  journeys: Journeys) -> SnapshotRows:
     """Open leads at every `every_days` before `as_of` whose first `min_window_days` of outcome
     are known by `as_of`, at most `max_rows` of them (whole snapshot rows, seeded sample),
-    with features. `export` must already be cut at `as_of` (the caller cuts once)."""
+    with features. `export` must already be cut at `as_of` (the caller cuts once, and builds
+    its `journeys` once for every step that reads them)."""
     end_us = int(to_micros(pd.Series([as_of]))[0])
     if export.latest_time() >= as_of:
         raise ValueError("snapshot_rows needs the export cut at as_of (truncate_export)")
-    j = journeys if journeys is not None else build_journeys(export)
     times = snapshot_grid(export, as_of, every_days, min_window_days)
-    entities = lead_entities(export, times, min_window_days, journeys=j, labelled=False)
+    entities = lead_entities(export, times, min_window_days, journeys=journeys, labelled=False)
     if len(entities) > max_rows:
         keep = np.sort(np.random.default_rng(seed).choice(len(entities), max_rows,
                                                           replace=False))
@@ -89,18 +89,17 @@ def snapshot_rows(export: CrmExport, as_of: pd.Timestamp, *, every_days: int = 2
     X = lead_feature_matrix(export, plan, entities) if len(entities) else np.zeros(
         (0, len(plan.columns)))
     pos = export.lead_positions(entities["lead_id"])
-    converted = j.reached[:, -1][pos]
+    converted = journeys.reached[:, -1][pos]
     return SnapshotRows(entities=entities, X=X, plan=plan,
                         converted_at=np.where(converted == NEVER, NEVER, converted),
                         as_of_us=to_micros(entities["as_of"]), end_us=end_us)
 
 
 def open_leads(export: CrmExport, as_of: pd.Timestamp, plan: FeaturePlan,
-               journeys: Journeys | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+               journeys: Journeys) -> tuple[pd.DataFrame, np.ndarray]:
     """The leads open at `as_of` (created before it, neither converted nor ended) and their
     features as of `as_of`, read with the models' plan."""
-    j = journeys if journeys is not None else build_journeys(export)
-    entities = lead_entities(export, [as_of], 1, journeys=j, labelled=False)
+    entities = lead_entities(export, [as_of], 1, journeys=journeys, labelled=False)
     X = lead_feature_matrix(export, plan, entities) if len(entities) else np.zeros(
         (0, len(plan.columns)))
     return entities, X

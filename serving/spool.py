@@ -31,6 +31,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from pydantic_core import PydanticSerializationError, to_json
+
 JOURNAL, PENDING = "journal-", "pending-"
 """A live worker's segment of the last moments is a journal; one that waits for the database
 (an outage, a shutdown) is pending: the spool `/readyz` reports."""
@@ -48,8 +50,16 @@ def jsonable(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def encode(row: dict[str, Any]) -> bytes:
-    """One row as one whole, checksummed line."""
-    payload = json.dumps(jsonable(row)).encode()
+    """One row as one whole, checksummed line.
+
+    pydantic's serialiser writes a row in ~1.5 us where `json.dumps` took ~7 (one row per
+    request, on the event loop's thread); it writes datetimes in ISO 8601 (UTC as `Z`), which
+    `datetime.fromisoformat` reads back. What it refuses (a lone surrogate in a string) is
+    written by `json` as before."""
+    try:
+        payload = to_json(row)
+    except PydanticSerializationError:
+        payload = json.dumps(jsonable(row)).encode()
     return b"%08x %s\n" % (zlib.crc32(payload), payload)
 
 
@@ -114,6 +124,8 @@ class Segment:
     dsync: bool = False
     """Opened with O_DSYNC: a write returns once its bytes are on disk, as a write and an
     fdatasync would, in one system call (one release of the GIL, not two)."""
+    _end: int | None = field(default=None, repr=False)
+    """Where the file ends, once an append has written it (None: ask the file)."""
 
     @classmethod
     def create(cls, folder: Path, kind: str = JOURNAL) -> Segment:
@@ -147,19 +159,28 @@ class Segment:
         return os.fstat(self.file.fileno()).st_size
 
     def append(self, data: bytes) -> None:
-        """Write and fdatasync `data`, whole; on any failure the file is as it was."""
-        at = self.size
+        """Write and fdatasync `data`, whole; on any failure the file is as it was.
+
+        Where the file ends is kept, not asked (an `fstat` per commit released the GIL once
+        more on the event loop's thread: a thread waiting for it could take it for up to a
+        switch interval)."""
+        fd = self.file.fileno()
+        at = self.size if self._end is None else self._end
         try:
             view = memoryview(data)
             while view:  # a regular file takes it in one write unless the disk is full
-                done = os.write(self.file.fileno(), view)
+                done = os.write(fd, view)
                 view = view[done:]
             if not self.dsync:
-                os.fdatasync(self.file.fileno())
+                os.fdatasync(fd)
         except OSError:
+            self._end = None
             with contextlib.suppress(OSError):  # else a partial record stays: quarantined later
-                os.ftruncate(self.file.fileno(), at)
+                os.ftruncate(fd, at)
+                os.lseek(fd, at, os.SEEK_SET)  # the next append starts there, leaving no hole
+                self._end = at
             raise
+        self._end = at + len(data)
 
     def read(self) -> tuple[list[dict[str, Any]], list[Unreadable]]:
         os.lseek(self.file.fileno(), 0, os.SEEK_SET)
@@ -186,7 +207,7 @@ class Segment:
         sync_folder(self.path.parent)
         self.file.close()
         # the new file was opened without O_DSYNC: its appends sync themselves
-        self.file, self.rows, self.dsync = f, rows, False
+        self.file, self.rows, self.dsync, self._end = f, rows, False, new._end
 
     def waiting(self) -> None:
         """Name it pending (it waits for the database); appends to it go on."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from propensity.database import engine_for, migrate
 from serving.scorelog import QUARANTINE, WRITE_CHUNK, ScoreLog
-from serving.spool import encode
+from serving.spool import Segment, encode
 
 
 def _row(i: int) -> dict[str, Any]:
@@ -117,3 +117,23 @@ def test_unreadable_spool_bytes_are_quarantined_with_their_offset(tmp_path: Path
     assert not list(spool.glob("pending-*"))
     log.stop()
     assert not list(spool.glob("*.spool"))  # an empty journal leaves nothing behind
+
+
+def test_a_row_reads_back_from_the_spool_as_it_was_written(tmp_path: Path) -> None:
+    """The records are written by pydantic's serialiser (and by `json` for what it refuses):
+    times in any zone, non-ASCII, a NUL, a lone surrogate and a float's last digit come back
+    equal, and appends after a reread go on where the file ends."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    paris = datetime(2025, 6, 1, 9, 30, 0, 123456, tzinfo=timezone(timedelta(hours=2)))
+    rows = [_row(1), {**_row(2), "lead_id": "é\x00ü", "probability": 0.1 + 0.2,
+                      "as_of": paris}, {**_row(3), "lead_id": "\ud800", "as_of": None}]
+    segment = Segment.create(spool)
+    segment.append(encode(rows[0]))
+    assert segment.read() == ([rows[0]], [])
+    segment.append(b"".join(encode(r) for r in rows[1:]))
+    back, bad = segment.read()
+    assert bad == [] and back == rows
+    assert back[1]["as_of"].utcoffset() == timedelta(hours=2)
+    assert segment.size == sum(len(encode(r)) for r in rows)
+    segment.close()

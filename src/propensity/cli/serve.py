@@ -21,6 +21,15 @@ EDGE_PROTOCOL = "serving.limits:EdgeProtocol"
 worker, as the app is)."""
 KEEP_ALIVE_SECONDS = 5
 """An idle keep-alive connection is closed after this (uvicorn's timeout_keep_alive)."""
+BACKLOG = 64
+"""Connections the kernel queues on the listening socket (all workers share it) until a worker
+accepts them (uvicorn's `backlog`, 2048 by default). uvloop accepts every queued connection
+in one turn of its event loop (libuv accepts until the queue is empty), building uvicorn's
+protocol and a transport for each, and reads and answers them all in the next turns, while a
+request already read waits: with 2048, 1,000 stalled unauthenticated uploads took a keyed
+client's score p99 from 6.9 to 60 ms (`benchmarks/bench_hostile.py`). A short queue bounds
+that work per turn; a connection beyond it waits in its client's kernel, which retries the
+handshake (from 1 s later), not in the worker."""
 keys_app = typer.Typer(help="API keys of the scorer.", no_args_is_help=True)
 
 
@@ -31,6 +40,11 @@ def serve(
         min=1, envvar="WEB_CONCURRENCY",
         help="Worker processes (uvicorn's WEB_CONCURRENCY when not given)")] = 1,
     data: Annotated[Path | None, typer.Option(help="Export folder for /v1/funnel")] = None,
+    backlog: Annotated[int, typer.Option(
+        min=1, envvar="PROPENSITY_BACKLOG",
+        help="Connections the kernel queues on the listening socket; a worker accepts them "
+             "all in one turn of its loop, so a short queue keeps a burst of new "
+             "connections from delaying the requests it is answering")] = BACKLOG,
 ) -> None:
     """Run the FastAPI scorer with uvicorn (httptools, uvloop), with the scorer's limits on
     connections and headers (serving.limits.EdgeProtocol; PROPENSITY_MAX_CONNECTIONS,
@@ -43,7 +57,8 @@ def serve(
     console.print(f"scorer on http://{host}:{port} (docs at /docs)", highlight=False)
     uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers,
                 http=EDGE_PROTOCOL, loop="uvloop", access_log=False, log_level="warning",
-                timeout_keep_alive=KEEP_ALIVE_SECONDS, timeout_graceful_shutdown=30)
+                timeout_keep_alive=KEEP_ALIVE_SECONDS, timeout_graceful_shutdown=30,
+                backlog=backlog)
 
 
 def _engine() -> sa.Engine:

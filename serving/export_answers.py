@@ -76,15 +76,15 @@ class _Dropped(Exception):
 
 
 class Jobs:
-    """Answers being computed: one at a time, at most `WAITING` waiting, each kept once
-    finished until a request for it collects it (an error is answered once, then forgotten:
-    the next request computes again)."""
+    """Answers being computed: one at a time, at most `WAITING` waiting. An answer goes to
+    the cache as it is done; an error is kept until a request for it collects it (answered
+    once, then forgotten: the next request computes again)."""
 
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
         self._jobs: OrderedDict[Key, Future[bytes]] = OrderedDict()
         self._started: set[int] = set()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a done callback may run inside `submit`
 
     def submit(self, key: Key, compute: Callable[[], bytes],
                done: Callable[[bytes], None]) -> Future[bytes]:
@@ -98,11 +98,17 @@ class Jobs:
             holder: list[Future[bytes]] = []
             job = self._pool.submit(self._run, key, holder, compute)
             holder.append(job)
-            job.add_done_callback(lambda f: done(f.result()) if f.exception() is None
-                                  else None)
+            job.add_done_callback(lambda f: self._finished(key, f, done))
             self._jobs[key] = job
             self._bound()
             return job
+
+    def _finished(self, key: Key, job: Future[bytes], done: Callable[[bytes], None]) -> None:
+        """An answer goes to the cache, and the computation is forgotten (an error is kept
+        for the request that collects it)."""
+        if job.exception() is None:
+            done(job.result())
+            self.collect(key, job)
 
     def _run(self, key: Key, holder: list[Future[bytes]], compute: Callable[[], bytes]) -> bytes:
         with self._lock:

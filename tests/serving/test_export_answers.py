@@ -7,6 +7,10 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+from fastapi import HTTPException
+
+from propensity.problems import PropensityError
 from serving.config import ServingSettings
 from serving.export_answers import WAITING, cached_json
 
@@ -80,3 +84,25 @@ def test_computations_run_one_at_a_time_and_few_wait(tmp_path: Path) -> None:
     assert running[1] == 1  # one at a time
     # the first (running when the rest arrived) and the newest WAITING: the others dropped
     assert ran == [0, *range(5, WAITING + 5)], ran
+
+
+def test_an_error_found_after_the_202_is_the_next_answer(tmp_path: Path) -> None:
+    """A library error (a history too short for a backtest) is a 422 for the request that
+    asks again, not a 202 forever."""
+    settings = ServingSettings(answer_wait_seconds=0.05)
+    path = _export(tmp_path)
+    release = threading.Event()
+
+    def fails() -> bytes:
+        release.wait(10)
+        raise PropensityError("no quarter start has 90 days of history before it")
+
+    async def scenario() -> None:
+        assert (await cached_json(settings, path, ("err",), fails)).status_code == 202
+        release.set()
+        await asyncio.sleep(0.3)
+        with pytest.raises(HTTPException) as caught:
+            await cached_json(settings, path, ("err",), fails)
+        assert caught.value.status_code == 422 and "90 days" in str(caught.value.detail)
+
+    asyncio.run(scenario())

@@ -37,6 +37,7 @@ from serving.errors import (
     http_handler,
     validation_handler,
 )
+from serving.export_answers import document_computing
 from serving.fast_path import ScoreFastPath
 from serving.limits import BodyLimitMiddleware
 from serving.metrics import Metrics, MetricsMiddleware
@@ -193,6 +194,7 @@ def _openapi_for(app: FastAPI) -> Callable[[], dict[str, Any]]:
                 components.update(extra.pop("$defs", {}))
                 components[name] = extra
             document_errors(schema)
+            document_computing(schema)
             if loaded is not None and kind == "export":  # such a champion dates every lead
                 _require_champion_fields(components, loaded)
             name_targets(schema, served)

@@ -39,6 +39,10 @@ class ServingSettings(Settings, CrmInboundSettings):
     """`/v1/funnel?by=COLUMN` refuses a column with more distinct values (lead_id, ...)."""
     funnel_cache_bytes: int = 32 * 1024 * 1024
     """Funnel reports kept in memory, by their JSON size, least recently used out first."""
+    answer_wait_seconds: float = 5.0
+    """How long a funnel, forecast or backtest request waits for an answer not cached yet;
+    past it the answer is 202 with Retry-After, and the computation goes on (one at a time per
+    worker) so that asking again gets it. Under schemathesis's 10 s response limit."""
     key_cache_seconds: float = 1.0
     """How long a worker trusts a key it has checked: a revoked key stops within this."""
     spool_dir: Path | None = None

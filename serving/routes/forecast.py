@@ -22,7 +22,8 @@ from propensity.forecast import ForecastResult, forecast
 from propensity.forecast.backtest import Period, backtest
 from propensity.forecast.report import AfterTheExport, forecast_time
 from serving.deps import ScoreKey, StateDep
-from serving.export_answers import cached_json, export_dir
+from serving.export_answers import COMPUTED, cached_json, export_dir
+from serving.links import link, links
 from serving.schemas import When
 
 router = APIRouter(prefix="/v1", tags=["forecast"])
@@ -38,7 +39,10 @@ class BacktestAnswer(BaseModel):
     summary: Mapping[str, float | None]
 
 
-@router.get("/forecast", response_model=ForecastResult)
+@router.get("/forecast", response_model=ForecastResult, openapi_extra={**COMPUTED, **links(
+    "200", Backtest=link("/v1/forecast/backtest", "get", "the backtest of this forecast's "
+                         "horizon and seed", parameters={"query.weeks": "$response.body#/weeks",
+                                                         "query.seed": "$response.body#/seed"}))})
 async def get_forecast(state: StateDep, key: ScoreKey, as_of: When | None = None,
                        weeks: int = Query(13, ge=1, le=52),
                        by: Literal["source", "campaign", "owner_id", "segment"] | None = None,
@@ -56,10 +60,10 @@ async def get_forecast(state: StateDep, key: ScoreKey, as_of: When | None = None
         result, _ = forecast(export, t, weeks, by, seed=seed)
         return result.model_dump_json().encode()
 
-    return await cached_json(state, path, ("forecast", as_of, weeks, by, seed), compute)
+    return await cached_json(state.settings, path, ("forecast", as_of, weeks, by, seed), compute)
 
 
-@router.get("/forecast/backtest", response_model=BacktestAnswer)
+@router.get("/forecast/backtest", response_model=BacktestAnswer, openapi_extra=COMPUTED)
 async def get_backtest(state: StateDep, key: ScoreKey, weeks: int = Query(13, ge=1, le=52),
                        seed: int = Query(0, ge=0, le=2**31 - 1)) -> object:
     """The forecast at every past quarter start the history allows (models fitted on what was
@@ -71,4 +75,4 @@ async def get_backtest(state: StateDep, key: ScoreKey, weeks: int = Query(13, ge
         return BacktestAnswer(weeks=bt.weeks, periods=bt.periods, skipped=bt.skipped,
                               summary=bt.summary()).model_dump_json().encode()
 
-    return await cached_json(state, path, ("backtest", weeks, seed), compute)
+    return await cached_json(state.settings, path, ("backtest", weeks, seed), compute)

@@ -15,7 +15,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from propensity.export_reader import load_export
 from propensity.funnel import FunnelReport, funnel_report
 from serving.deps import ScoreKey, StateDep
-from serving.export_answers import cached_json, export_dir
+from serving.export_answers import COMPUTED, cached_json, export_dir
 from serving.schemas import DataProblems, When, data_problems
 
 router = APIRouter(prefix="/v1", tags=["funnel"])
@@ -25,7 +25,7 @@ class FunnelOut(FunnelReport):
     data_problems: DataProblems
 
 
-@router.get("/funnel", response_model=FunnelOut)
+@router.get("/funnel", response_model=FunnelOut, openapi_extra=COMPUTED)
 async def funnel(state: StateDep, key: ScoreKey,
                  by: str | None = Query(None, max_length=100),
                  start: When | None = None, end: When | None = None,
@@ -50,5 +50,5 @@ async def funnel(state: StateDep, key: ScoreKey,
         out = FunnelOut(**report.model_dump(), data_problems=data_problems(export.report))
         return out.model_dump_json().encode()
 
-    return await cached_json(state, path, ("funnel", by, start, end, mode, stale_days),
+    return await cached_json(settings, path, ("funnel", by, start, end, mode, stale_days),
                              compute)

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from propensity.targets import LEAD_CONVERSION
 from serving.deps import AdminKey, AnyKey, StateDep
+from serving.links import link, links
 from serving.routes.monitoring import update_gauges
 from serving.schemas import Health, KeyOut, ScoreLogHealth
 
@@ -99,7 +100,8 @@ async def metrics(state: StateDep) -> Response:
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
-@router.post("/v1/admin/reload", response_model=Health, tags=["admin"])
+@router.post("/v1/admin/reload", response_model=Health, tags=["admin"], openapi_extra=links(
+    "200", Ready=link("/readyz", "get", "whether what was reloaded serves")))
 async def reload(state: StateDep, key: AdminKey) -> Health:
     """Load any champion that moved in the registry now, instead of at the next poll."""
     versions = await run_in_threadpool(state.store.refresh)

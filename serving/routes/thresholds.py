@@ -13,6 +13,7 @@ from propensity.targets import LEAD_CONVERSION
 from propensity.threshold_store import StaleVersion, ThresholdStore
 from propensity.thresholds import Curve, Recommendation, ThresholdSet, recommend, threshold_curve
 from serving.deps import AdminKey, ScoreKey, StateDep, body_doc, json_body
+from serving.links import link, links
 from serving.schemas import DataProblems, data_problems
 
 router = APIRouter(prefix="/v1/thresholds", tags=["thresholds"])
@@ -87,7 +88,12 @@ class RecommendOut(Recommendation):
     current: ThresholdSet
 
 
-@router.get("", response_model=ThresholdsOut)
+PATH = "/v1/thresholds"
+CHANGE_IT = link(PATH, "put", "change the version just read (its number as If-Match)",
+                 parameters={"header.if-match": "$response.body#/version"})
+
+
+@router.get("", response_model=ThresholdsOut, openapi_extra=links("200", ChangeIt=CHANGE_IT))
 async def get_thresholds(state: StateDep, key: ScoreKey) -> ThresholdsOut:
     """The active MQL threshold and grade bands, with who set them, when and why."""
     details = await run_in_threadpool(state.thresholds.details, LEAD_CONVERSION)
@@ -122,7 +128,9 @@ RecommendBody = Annotated[RecommendIn, Depends(json_body(RecommendIn, "score"))]
 
 
 @router.put("", response_model=ThresholdsOut,
-            openapi_extra=body_doc(ThresholdsIn, key_dependency=True))
+            openapi_extra={**body_doc(ThresholdsIn, key_dependency=True), **links(
+                "200", ChangeAgain=CHANGE_IT,
+                ReadBack=link(PATH, "get", "the version just written is the active one"))})
 async def put_thresholds(body: ThresholdsBody, state: StateDep, key: AdminKey,
                          if_match: Annotated[str | None, Header(max_length=40)] = None,
                          ) -> ThresholdsOut:
@@ -163,7 +171,10 @@ async def put_thresholds(body: ThresholdsBody, state: StateDep, key: AdminKey,
     return ThresholdsOut(**details)
 
 
-@router.get("/history", response_model=list[ThresholdsOut])
+@router.get("/history", response_model=list[ThresholdsOut], openapi_extra=links(
+    "200", Restore=link(PATH, "put", "bring the newest version back (a new version)", body={
+        "restore_version": "$response.body#/0/version",
+        "base_version": "$response.body#/0/version", "reason": "restored from the history"})))
 async def history(state: StateDep, key: ScoreKey) -> list[ThresholdsOut]:
     """Every version, newest first."""
     rows = await run_in_threadpool(state.thresholds.history, LEAD_CONVERSION)
@@ -218,7 +229,10 @@ def _curve(state: StateDep) -> Curve:
     return curve
 
 
-@router.get("/curve", response_model=CurveOut)
+@router.get("/curve", response_model=CurveOut, openapi_extra=links(
+    "200", Recommend=link(f"{PATH}/recommend", "post", "the threshold for the capacity that "
+                          "threshold 50 flags", body={
+                              "capacity_per_week": "$response.body#/points/50/flagged_per_week"})))
 async def curve(state: StateDep, key: ScoreKey,
                 source: Literal["holdout", "score_log"] = "holdout") -> Curve:
     """For every threshold 0-100: MQLs a week, precision, recall, expected customers, lift.

@@ -6,11 +6,17 @@ const pct = (v) => (v === null || v === undefined ? "-" : (100 * v).toFixed(1) +
 const num = (v, d = 1) => (v === null || v === undefined ? "-" : Number(v).toFixed(d));
 
 async function api(path, options = {}, key = $("key").value) {
-  const response = await fetch(path, {
-    ...options,
-    headers: { "Authorization": "Bearer " + key, "Content-Type": "application/json",
-               ...(options.headers || {}) },
-  });
+  let response;
+  for (;;) {  // 202: the answer is being computed (a forecast fits models); ask again
+    response = await fetch(path, {
+      ...options,
+      headers: { "Authorization": "Bearer " + key, "Content-Type": "application/json",
+                 ...(options.headers || {}) },
+    });
+    if (response.status !== 202) break;
+    const wait = Number(response.headers.get("Retry-After")) || 5;
+    await new Promise((done) => setTimeout(done, wait * 1000));
+  }
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
     const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);

@@ -121,3 +121,16 @@ def server(tmp_path_factory: pytest.TempPathFactory, registry: Path,
 
 
 ServerFactory = Callable[..., Server]
+
+
+def answer(http: httpx.Client, path: str, params: dict[str, object] | None = None,
+           seconds: float = 300) -> httpx.Response:
+    """GET an answer computed from the export (funnel, forecast, backtest), asked again while
+    it is 202 (being computed: `serving.export_answers`), as a client would."""
+    deadline = time.monotonic() + seconds
+    while True:
+        r = http.get(path, params=params)  # type: ignore[arg-type]
+        if r.status_code != 202 or time.monotonic() > deadline:
+            return r
+        assert int(r.headers["Retry-After"]) >= 1, r.headers
+        time.sleep(0.5)

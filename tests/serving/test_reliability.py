@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from propensity.api_keys import create_key, digest
 from propensity.database import api_keys, engine_for, score_log
 from tests.conftest import SmallTrained
-from tests.serving.conftest import Server, start_server
+from tests.serving.conftest import Server, answer, start_server
 from tests.serving.test_score_api import LEAD
 
 PG_BASE = os.environ.get("PROPENSITY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -197,10 +197,10 @@ def test_7_accounts_contacts_and_events_are_capped(server: Server) -> None:
 
 def test_7_8_funnel_refuses_lead_id_groups_and_reports_dropped_rows(server: Server) -> None:
     with server.client(server.score_key) as http:
-        r = http.get("/v1/funnel", params={"by": "lead_id"})
+        r = answer(http, "/v1/funnel", {"by": "lead_id"})
         assert r.status_code == 422
         assert "PROPENSITY_MAX_FUNNEL_GROUPS" in r.json()["detail"][0]["msg"]
-        r = http.get("/v1/funnel", params={"by": "source"})
+        r = answer(http, "/v1/funnel", {"by": "source"})
         assert r.status_code == 200 and r.json()["data_problems"]["errors"] >= 0
         assert http.get("/v1/funnel", params={"start": "2.49e-139"}).status_code == 422
 

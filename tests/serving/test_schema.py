@@ -6,12 +6,14 @@ invalid one accepted fails the test. Bounded (examples per operation, a fixed se
 takes well under a minute; `tests/serving/schemathesis.toml` says which cross-field rules
 JSON Schema cannot state and therefore where a 422 is an expected answer. The long run
 (issue 27: >= 1,000 examples per operation) is the same test with
-`PROPENSITY_SCHEMATHESIS_EXAMPLES=1000`, outside CI's budget.
+`PROPENSITY_SCHEMATHESIS_EXAMPLES=1000`, outside CI's budget. The stateful phase chains
+requests along the schema's OpenAPI links (`serving.links`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +32,7 @@ def test_schemathesis_finds_nothing(server: Server, tmp_path: Path) -> None:
          "--checks", "all", "--max-examples", EXAMPLES, "--seed", "14",
          "--header", f"Authorization: Bearer {server.admin_key}",
          "--report", "junit", "--report-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=300 * max(1, int(EXAMPLES) // 25),
+        capture_output=True, text=True, timeout=600 * max(1, int(EXAMPLES) // 25),
         check=False, cwd=tmp_path)
     summary = out.stdout[-6000:]
     assert out.returncode == 0, summary + out.stderr[-2000:]
@@ -45,6 +47,11 @@ def test_schemathesis_finds_nothing(server: Server, tmp_path: Path) -> None:
     assert all(s == [{"HTTPBearer": []}] for s in secured.values()), secured
     assert all(not paths[p]["post"].get("security") for p in OWN_AUTH)
     assert operations >= 13 and f"Tested: {operations}" in summary, summary
+    # the stateful phase ran (the links of serving.links: a version read then changed, a lead
+    # scored then reported, a forecast then its backtest, a 202 asked again) and found nothing
+    assert "✅ Stateful" in summary, summary
+    links = re.search(r"API Links:\s+(\d+) covered / (\d+) selected", summary)
+    assert links is not None and int(links[1]) >= 1 and int(links[2]) >= 10, summary
     with server.client() as http:  # still standing, and no 5xx was counted
         assert http.get("/readyz").status_code == 200
         assert 'status="5' not in http.get("/metrics").text

@@ -12,7 +12,7 @@ import httpx
 import sqlalchemy as sa
 
 from propensity.api_keys import create_key
-from tests.serving.conftest import Server
+from tests.serving.conftest import Server, answer
 
 LEAD: dict[str, Any] = {
     "lead_id": "api-1", "created_at": "2025-05-01T10:00:00Z", "source": "referral",
@@ -150,7 +150,7 @@ def test_bad_input_is_a_4xx_with_the_field(server: Server) -> None:
 
 def test_funnel_endpoint_serves_the_library_report(server: Server) -> None:
     with server.client(server.score_key) as http:
-        r = http.get("/v1/funnel", params={"by": "source", "mode": "cohort"})
+        r = answer(http, "/v1/funnel", {"by": "source", "mode": "cohort"})
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["by"] == "source" and body["overall"]["leads"] == 4000
@@ -158,7 +158,7 @@ def test_funnel_endpoint_serves_the_library_report(server: Server) -> None:
         t0 = time.perf_counter()
         again = http.get("/v1/funnel", params={"by": "source"})
         assert again.json() == body and time.perf_counter() - t0 < 1.0  # cached
-        bad = http.get("/v1/funnel", params={"by": "colour"})
+        bad = answer(http, "/v1/funnel", {"by": "colour"})
         assert bad.status_code == 422 and "colour" in bad.text
 
 

@@ -102,6 +102,16 @@ class LeadOutlook:
     """(positive, negative) top features of the amount (impact in log amount), when asked."""
 
 
+def logged_outlook(outlook: LeadOutlook | None) -> dict[str, float | None]:
+    """The outlook's part of a score log row (`score_log`, migration 0010): what monitoring
+    sets beside the amounts won and the days taken; every key present, None without one (a
+    batch of rows is inserted as one statement)."""
+    if outlook is None:
+        return {"p_by_90": None, "expected_days": None, "expected_amount": None}
+    return {"p_by_90": outlook.horizons.get(90), "expected_days": outlook.expected_days,
+            "expected_amount": outlook.expected_amount}
+
+
 def _number(x: float) -> float | None:
     return None if np.isnan(x) else float(x)
 

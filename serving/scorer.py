@@ -25,6 +25,7 @@ from propensity.lead_scoring import (
     LeadScore,
     ReadLeads,
     ScoredLeads,
+    logged_outlook,
     read_records,
     score_read,
 )
@@ -151,7 +152,8 @@ def _log_rows(acc: Accepted, scores: list[LeadScore], thresholds: ThresholdSet,
     return [{"scored_at": acc.now, "lead_id": s.lead_id, "probability": s.probability,
              "score": s.score, "grade": s.grade, "mql": s.mql, "model_name": MAIN,
              "model_version": acc.loaded.version, "threshold_version": thresholds.version,
-             "input_hash": s.input_hash, "as_of": s.as_of} for s in scores]
+             "input_hash": s.input_hash, "as_of": s.as_of, **logged_outlook(s.outlook)}
+            for s in scores]
 
 
 def reasons_out(pair: tuple[list[Reason], list[Reason]] | None) -> Reasons | None:

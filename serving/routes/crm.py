@@ -37,7 +37,7 @@ from propensity.monitoring.outcomes import Outcome, record
 from propensity.problems import PropensityError
 from serving.batching import Batcher
 from serving.deps import AppState
-from serving.schemas import LeadIn, ScoreResponse
+from serving.schemas import LeadIn, LeadScore, ScoreResponse
 from serving.scorer import Accepted, admit, answers
 
 router = APIRouter(prefix="/v1/crm", tags=["crm"])
@@ -51,6 +51,8 @@ REFUSALS = (status.HTTP_413_CONTENT_TOO_LARGE,)
 """What `admit` raises over a limit: the CRM's data, not a fault (a lead the contract refuses
 is a `LeadInputError`)."""
 WHEN_BUSY = "propensity_when_busy"
+OUTLOOK = "propensity_outlook"
+"""An input field: "true" adds the lead's outlook to the output fields (`_outlook_output`)."""
 """The action's input field that opts in to BLOCK (a static value in the action's definition:
 BLOCK, or RETRY for the 429 HubSpot retries); not a property of the lead."""
 _in_flight = 0
@@ -119,7 +121,21 @@ def _output(response: ScoreResponse) -> dict[str, Any]:
     return {"hs_execution_state": "SUCCESS", "propensity_probability": lead.probability,
             "propensity_score": lead.score, "propensity_grade": lead.grade,
             "propensity_mql": lead.mql, "propensity_top_reason": top,
-            "propensity_model_version": response.model.version}
+            "propensity_model_version": response.model.version, **_outlook_output(lead)}
+
+
+def _outlook_output(lead: LeadScore) -> dict[str, Any]:
+    """The outlook's output fields, when the action asked for it (`propensity_outlook`) and
+    the model ships one: P(converted within 90 days), median days to convert, expected
+    amount and revenue (a field the model has no answer for is left out: HubSpot leaves the
+    workflow's value unset rather than take a null)."""
+    if lead.horizons is None:
+        return {}
+    values = {"propensity_p_by_90": lead.horizons.get("90"),
+              "propensity_expected_days": lead.expected_days,
+              "propensity_expected_amount": lead.expected_amount,
+              "propensity_expected_revenue": lead.expected_revenue}
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _failed(message: str) -> dict[str, Any]:
@@ -132,12 +148,13 @@ async def score_action(state: AppState, action: ActionIn, as_of: datetime | None
     FAIL_CONTINUE and why."""
     mapping = _mapping_or_500("hubspot", state.settings.crm_mapping_file)
     try:
-        inputs = {k: v for k, v in action.inputFields.items() if k != WHEN_BUSY}
+        inputs = {k: v for k, v in action.inputFields.items() if k not in (WHEN_BUSY, OUTLOOK)}
+        outlook = str(action.inputFields.get(OUTLOOK, "")).strip().lower() == "true"
         body = records.hubspot_lead(str(action.object.objectId), action.object.properties,
                                     inputs, mapping)
         if as_of is not None:
             body["as_of"] = as_of.isoformat()
-        accepted = admit(state, [LeadIn.model_validate(body)], explain=True)
+        accepted = admit(state, [LeadIn.model_validate(body)], explain=True, outlook=outlook)
     except LeadInputError as exc:
         return _failed(_refusal(exc))
     except records.RecordError as exc:

@@ -39,6 +39,11 @@ score_log = sa.Table(
     sa.Column("as_of", sa.DateTime(timezone=True), nullable=True),
     # the time the score describes (the request's as_of, else scored_at): outcomes are
     # joined and drift is bucketed by it, so a replayed history lands on its own days
+    sa.Column("p_by_90", sa.Float, nullable=True),
+    sa.Column("expected_days", sa.Float, nullable=True),
+    sa.Column("expected_amount", sa.Float, nullable=True),
+    # the outlook answered with the score (migration 0010), null when none was: monitoring
+    # sets them beside the amounts won and the days taken (`monitoring.outlook`)
 )
 
 outcomes = sa.Table(

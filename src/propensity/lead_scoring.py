@@ -102,21 +102,33 @@ class LeadOutlook:
     """(positive, negative) top features of the amount (impact in log amount), when asked."""
 
 
+def logged_outlook(outlook: LeadOutlook | None) -> dict[str, float | None]:
+    """The outlook's part of a score log row (`score_log`, migration 0010): what monitoring
+    sets beside the amounts won and the days taken; every key present, None without one (a
+    batch of rows is inserted as one statement)."""
+    if outlook is None:
+        return {"p_by_90": None, "expected_days": None, "expected_amount": None}
+    return {"p_by_90": outlook.horizons.get(90), "expected_days": outlook.expected_days,
+            "expected_amount": outlook.expected_amount}
+
+
 def _number(x: float) -> float | None:
     return None if np.isnan(x) else float(x)
 
 
-def outlooks(bundle: ModelBundle, X: np.ndarray, with_reasons: bool) -> list[LeadOutlook] | None:
+def outlooks(bundle: ModelBundle, X: np.ndarray, with_reasons: bool | np.ndarray
+             ) -> list[LeadOutlook] | None:
     """Each row's outlook from the model matrix the probability was scored from (None when
-    the model ships none)."""
+    the model ships none); the amount's reasons for the rows `with_reasons` marks."""
     if bundle.outlook is None or not len(X):
         return None
-    seen: Predicted = bundle.outlook.predict(X, explain=with_reasons)
+    asked = np.broadcast_to(np.asarray(with_reasons, dtype=bool), (len(X),))
+    seen: Predicted = bundle.outlook.predict(X, explain=asked)
     names, cats = bundle.feature_names, bundle.categories
     out = []
     for i in range(len(X)):
         reasons = None
-        if seen.contributions is not None:
+        if seen.contributions is not None and asked[i]:
             reasons = explain(names, X[i], seen.contributions[i, :-1], cats)
         out.append(LeadOutlook(
             horizons={h: float(seen.horizons[i, j]) for j, h in enumerate(HORIZONS)},
@@ -258,15 +270,12 @@ def _outlook_parts(bundle: ModelBundle, X: np.ndarray, group: Sequence[ReadLeads
     spans = list(itertools.pairwise(np.cumsum([0, *(r.n for r in group)]).tolist()))
     rows = slice(None) if len(wanted) == len(group) else np.concatenate(
         [np.arange(*spans[k]) for k in wanted])
-    every = outlooks(bundle, X[rows], any(group[k].explain for k in wanted)) or []
+    asked = np.concatenate([np.full(group[k].n, group[k].explain) for k in wanted])
+    every = outlooks(bundle, X[rows], asked) or []
     at = 0
     for k in wanted:
-        mine = every[at:at + group[k].n]
+        out[k] = every[at:at + group[k].n]
         at += group[k].n
-        if not group[k].explain:
-            for one in mine:
-                one.amount_reasons = None
-        out[k] = mine
     return out
 
 

@@ -286,6 +286,45 @@ def test_push_command_writes_the_champions_scores_once(champion: tuple[Path, Pat
     assert f"wrote 0, {n:,} unchanged" in again.stdout and set(standin.writes.values()) == {1}
 
 
+def test_push_writes_the_outlook_fields_named_and_only_them(
+        champion: tuple[Path, Path, str], crm_of: type, tmp_path: Path) -> None:
+    """The outlook's optional fields, named in a fields file, hold the batch scorer's
+    outlook (`score_export`) as text; a portal without them is never sent them by default
+    (the other push tests: the stand-ins refuse a batch naming a property they lack)."""
+    from propensity.export_reader import load_export
+    from propensity.registry import load_model
+    from propensity.scoring import score_export
+    from propensity.settings import Settings
+
+    export, models, as_of = champion
+    leads = pd.read_parquet(export / "leads.parquet")["lead_id"].astype(str).tolist()
+    standin, _ = crm_of.start("hubspot", leads)
+    named = {"p_by_90": "lead_p90", "expected_days": "lead_days",
+             "expected_amount": "lead_amount", "expected_revenue": "lead_revenue"}
+    standin.fields |= set(named.values())
+    fields = tmp_path / "fields.toml"
+    fields.write_text("[hubspot]\n" + "".join(f'{k} = "{v}"\n' for k, v in named.items()))
+    url = f"http://127.0.0.1:{standin.server.server_address[1]}"
+    done = cli(models, "push", "hubspot", export, "--as-of", as_of, "--base-url", url,
+               "--fields", fields, HUBSPOT_ACCESS_TOKEN=TOKEN)
+    assert done.returncode == 0, done.stderr
+    bundle, _ = load_model("lead-conversion", settings=Settings(models_dir=models))
+    assert bundle.outlook is not None
+    expected = score_export(bundle, load_export(export), pd.Timestamp(as_of, tz="UTC"))
+    written = {i: v for i, v in standin.values.items() if v}
+    assert len(written) == len(expected) > 0
+    amounts = 0
+    for row in expected.astype({"lead_id": str}).itertuples():
+        v = written[row.lead_id]
+        assert v["lead_p90"] == f"{row.p_by_90:.4f}"
+        for column in ("expected_days", "expected_amount", "expected_revenue"):
+            x = getattr(row, column)
+            assert v[named[column]] == ("" if pd.isna(x) else f"{x:.0f}"), column
+        amounts += v["lead_amount"] != ""
+        assert v["propensity_probability"] == f"{row.probability:.4f}"
+    assert amounts > 0  # the champion learned amounts: not every value blank
+
+
 def test_push_command_reports_refused_records_and_exits_1(
         champion: tuple[Path, Path, str], crm_of: type, tmp_path: Path,
         tls: tuple[Path, Path]) -> None:

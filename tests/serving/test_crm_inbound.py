@@ -107,6 +107,35 @@ def test_hubspot_signatures_and_the_answer(crm_server: Server) -> None:
                          ).status_code == 401
 
 
+def test_hubspot_action_gives_the_outlook_when_asked(crm_server: Server) -> None:
+    """`propensity_outlook: true` among the input fields adds the outlook's output fields,
+    /v1/score's own (to 1e-9, as the probability); without it the answer has none."""
+    url = crm_server.url + ACTION
+    outlook = ("propensity_p_by_90", "propensity_expected_days",
+               "propensity_expected_amount", "propensity_expected_revenue")
+    with httpx.Client(timeout=30) as http:
+        plain = action_body("cb-outlook-0")
+        r0 = http.post(url, content=plain, headers=signed_v2(url, plain))
+        body = action_body("cb-outlook-1", propensity_outlook="true")
+        r = http.post(url, content=body, headers=signed_v2(url, body))
+    assert r.status_code == r0.status_code == 200, r.text
+    assert not set(outlook) & set(r0.json()["outputFields"])
+    out = r.json()["outputFields"]
+    lead = {"lead_id": "L0000001", "created_at": "2024-01-01T09:05:39Z", "source": "direct",
+            "country": "BR", "job_function": "marketing", "email_domain": "business",
+            "account_id": "A000022", "owner_id": "rep_04", "persona": "end_user",
+            "product": "core", "campaign": "direct_1"}
+    direct = crm_server.client(crm_server.score_key).post(
+        "/v1/score", json={"leads": [lead], "outlook": True}).json()["scores"][0]
+    want = {"propensity_p_by_90": direct["horizons"]["90"],
+            "propensity_expected_days": direct["expected_days"],
+            "propensity_expected_amount": direct["expected_amount"],
+            "propensity_expected_revenue": direct["expected_revenue"]}
+    assert want["propensity_p_by_90"] is not None
+    assert {k: out.get(k) for k in outlook} == pytest.approx(
+        {k: v for k, v in want.items()}, abs=1e-9)
+
+
 def test_hubspot_replay_and_bad_lead(crm_server: Server) -> None:
     url = crm_server.url + ACTION
     with httpx.Client(timeout=30) as http:

@@ -247,6 +247,30 @@ def test_the_wire_answers_what_the_library_answers(
         assert [x["text"] for x in got["amount_reasons"]["positive"]] == [
             x.text for x in o.amount_reasons[0]]
     _same_outlook(_outlook(mine), batch)
+    # the score log keeps the outlook answered (monitoring's expected amount and days)
+    answered = sorted((g["lead_id"], g["horizons"]["90"], g["expected_days"],
+                       g["expected_amount"]) for g in wire)
+    assert _logged_outlooks(server, {g["lead_id"] for g in wire}, len(wire)) == answered
+
+
+def _logged_outlooks(server: Server, leads: set[str], n: int) -> list[tuple[Any, ...]]:
+    """The score log's outlook columns of the leads' rows that have one, once n are in."""
+    import time
+
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(server.db_url.replace("postgresql://", "postgresql+psycopg://"))
+    deadline, rows = time.monotonic() + 10, []
+    try:
+        while time.monotonic() < deadline and len(rows) < n:
+            with engine.connect() as conn:
+                rows = sorted(tuple(r) for r in conn.execute(sa.text(
+                    "SELECT lead_id, p_by_90, expected_days, expected_amount FROM score_log "
+                    "WHERE p_by_90 IS NOT NULL")) if r[0] in leads)
+            time.sleep(0.1)
+    finally:
+        engine.dispose()
+    return rows
 
 
 def test_context_from_the_data_source_gives_the_batch_score(

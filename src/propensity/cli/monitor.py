@@ -98,6 +98,24 @@ def _bands_table(perf: Performance) -> Table:
     return bands
 
 
+def _outlook_table(report: MonitoringReport) -> Table:
+    """The outlook's amount and timing against what happened, per score band."""
+    table = Table(title="outlook by score band: expected vs realised")
+    for c in ("band", "leads", "won", "exp. amount", "won amount", "converted", "exp. days",
+              "days taken", "matured", "P(90 d)", "conv. in 90 d"):
+        table.add_column(c, justify="right")
+
+    def num(x: float | None) -> str:
+        return "-" if x is None else f"{x:,.0f}"
+
+    for b in report.outlook:
+        table.add_row(b.band, f"{b.leads:,}", f"{b.won:,}", num(b.expected_amount),
+                      num(b.realised_amount), f"{b.converted:,}", num(b.expected_days),
+                      num(b.realised_days), f"{b.matured:,}", _pct(b.p_by_90),
+                      _pct(b.converted_90))
+    return table
+
+
 def _print_verdict(report: MonitoringReport) -> None:
     """The headline (the actions, or "nothing to do") and every reason under it."""
     v = report.verdict
@@ -121,6 +139,8 @@ def print_report(report: MonitoringReport) -> None:
     if perf is not None:
         console.print(_performance_table(perf))
         console.print(_bands_table(perf))
+    if report.outlook:
+        console.print(_outlook_table(report))
     for champ in report.champions[:5]:
         console.print(f"champion v{champ['version']} since {champ['since']}: {champ['reason']}"
                       + (" (serving)" if champ["champion"] else ""), highlight=False)

@@ -27,7 +27,8 @@ DryRunOpt = Annotated[bool, typer.Option(
     "--dry-run", help="Count what would be written; write nothing, not even the cursor")]
 FieldsOpt = Annotated[Path | None, typer.Option(
     help="TOML naming the fields: a [hubspot] or [salesforce] table of object, probability, "
-         "score, grade, reasons, model_version")]
+         "score, grade, reasons, model_version, and optionally the outlook's p_by_90, "
+         "expected_days, expected_amount, expected_revenue (written only when named)")]
 ModelOpt = Annotated[str, typer.Option(help="Registered model to score with")]
 AliasOpt = Annotated[str, typer.Option(help="Registry alias to score with")]
 RefusedOpt = Annotated[Path | None, typer.Option(

@@ -34,7 +34,7 @@ from propensity.models.calibration import Calibrator
 from propensity.models.linear import LinearScorer
 from propensity.models.odoo_learner import OdooScorer
 from propensity.models.outlook import OUTLOOK_DIR, Outlook
-from propensity.models.single_row import ROW_BY_ROW, SingleRow
+from propensity.models.single_row import SingleRow, raw_contributions, raw_margins
 from propensity.problems import PropensityError
 from propensity.tables import CrmExport
 from propensity.targets import target_named
@@ -146,14 +146,11 @@ class ModelBundle:
 
     def _booster_output(self, X: np.ndarray, threads: int | None, contrib: bool) -> np.ndarray:
         assert self.booster is not None
-        if 0 < len(X) <= ROW_BY_ROW and threads is None and self.single_row is not None:
-            one = self.single_row
-            return (np.vstack([one.contributions(r) for r in X]) if contrib
-                    else np.array([one.margin(r) for r in X]))
+        one = self.single_row if threads is None else None
         t = threads_for(len(X)) if threads is None else threads
         if contrib:
-            return np.asarray(self.booster.predict(X, pred_contrib=True, num_threads=t))
-        return np.asarray(self.booster.predict(X, raw_score=True, num_threads=t))
+            return raw_contributions(self.booster, X, one, t)
+        return raw_margins(self.booster, X, one, t)
 
     def _combined(self, X: np.ndarray, threads: int | None, contrib: bool) -> np.ndarray:
         w = self.blend_weight

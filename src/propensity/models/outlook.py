@@ -25,7 +25,7 @@ import numpy as np
 
 from propensity.coding import Column
 from propensity.models.calibration import Calibrator
-from propensity.models.single_row import ROW_BY_ROW, SingleRow
+from propensity.models.single_row import ROW_BY_ROW, SingleRow, raw_contributions, raw_margins
 
 EDGES: tuple[int, ...] = (0, 30, 60, 90, 120, 180, 270, 365, 540, 730)
 """Period boundaries in days after the as-of time: 30, 60, 90 and 180 are period ends, so
@@ -43,33 +43,28 @@ _META = "outlook.json"
 
 
 class _Margins:
-    """Raw scores of a booster's rows: LightGBM's single-row path for a request's few rows
-    (a `Booster.predict` call costs ~15 us before any tree), one call for more, on one
-    thread, as the boosters were trained (a booster read from its file would take every
-    core: on a busy machine, threads waiting for a core made one lead's outlook 10 ms and
-    the forecast slower). Both give LightGBM's own margins, so a
-    lead's outlook is the same bits either way."""
+    """The outlook's boosters predicted as the bundle's booster is (`single_row.raw_margins`):
+    LightGBM's single-row path for a request's few rows, one call for more, on one thread, as
+    the boosters were trained (a booster read from its file would take every core: on a busy
+    machine, threads waiting for a core made one lead's outlook 10 ms and the forecast
+    slower). This holds each booster's single-row handle, made when first needed."""
 
     def __init__(self) -> None:
         self._single: dict[int, SingleRow] = {}
 
+    def _one(self, booster: lgb.Booster) -> SingleRow:
+        one = self._single.get(id(booster))
+        if one is None:
+            one = self._single[id(booster)] = SingleRow(booster)
+        return one
+
     def margins(self, booster: lgb.Booster, X: np.ndarray, few: int = ROW_BY_ROW
                 ) -> np.ndarray:
         """Raw scores; row by row up to `few` rows."""
-        if 0 < len(X) <= few:
-            one = self._single.get(id(booster))
-            if one is None:
-                one = self._single[id(booster)] = SingleRow(booster)
-            return np.array([one.margin(r) for r in X])
-        return np.asarray(booster.predict(X, raw_score=True, num_threads=1))
+        return raw_margins(booster, X, self._one(booster), few=few)
 
     def contributions(self, booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
-        if 0 < len(X) <= ROW_BY_ROW:
-            one = self._single.get(id(booster))
-            if one is None:
-                one = self._single[id(booster)] = SingleRow(booster)
-            return np.vstack([one.contributions(r) for r in X])
-        return np.asarray(booster.predict(X, pred_contrib=True, num_threads=1))
+        return raw_contributions(booster, X, self._one(booster))
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _Margins:
         return _Margins()  # LightGBM's handles are not copied: made again when used
@@ -86,20 +81,26 @@ def with_period(X: np.ndarray, k: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.column_stack([X, edges[k], edges[k + 1] - edges[k]])
 
 
+def _clip(x: np.ndarray | float, low: float, high: float) -> np.ndarray:
+    """`np.clip`'s values (NaN stays NaN) by its two ufuncs: `np.clip` costs ~10 us a call of
+    wrappers, on a request's one row several times the arithmetic."""
+    return np.minimum(np.maximum(x, low), high)
+
+
 def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-7, 1 - 1e-7)
+    p = _clip(p, 1e-7, 1 - 1e-7)
     return np.asarray(np.log(p / (1 - p)))
 
 
 def interpolate(curve: np.ndarray, edges: np.ndarray, days: np.ndarray) -> np.ndarray:
     """Cumulative probabilities at `days` from their values at `edges`: a constant daily
     hazard inside a period (the log of survival is linear there); past the last edge, flat."""
-    d = np.clip(days, 0, edges[-1])
-    k = np.clip(np.searchsorted(edges, d, side="right") - 1, 0, len(edges) - 2)
+    d = _clip(days, 0, edges[-1])
+    k = _clip(np.searchsorted(edges, d, side="right") - 1, 0, len(edges) - 2)
     frac = (d - edges[k]) / (edges[k + 1] - edges[k])
-    log_s = np.log(np.clip(1 - curve, 1e-12, 1))
+    log_s = np.log(_clip(1 - curve, 1e-12, 1))
     out = 1 - np.exp(log_s[:, k] + frac * (log_s[:, k + 1] - log_s[:, k]))
-    return np.maximum.accumulate(np.clip(out, 0, 1), axis=1)
+    return np.maximum.accumulate(_clip(out, 0, 1), axis=1)
 
 
 def median_days(curve: np.ndarray, edges: tuple[int, ...]) -> np.ndarray:
@@ -108,15 +109,15 @@ def median_days(curve: np.ndarray, edges: tuple[int, ...]) -> np.ndarray:
     will. Solved inside the period where the curve crosses half (its log survival is linear
     there: `interpolate`), not read off a grid of every day (a tenth of the cost)."""
     e = np.asarray(edges, dtype="float64")
-    ls = np.log(np.clip(1 - curve, 1e-12, 1))
+    ls = np.log(_clip(1 - curve, 1e-12, 1))
     ever = 1 - np.exp(ls[:, -1])
     half = ever / 2
     reached = 1 - np.exp(ls)
-    j = np.clip(np.argmax(reached >= half[:, None], axis=1), 1, len(e) - 1)
+    j = _clip(np.argmax(reached >= half[:, None], axis=1), 1, len(e) - 1)
     rows = np.arange(len(curve))
     a, b = ls[rows, j - 1], ls[rows, j]
     with np.errstate(divide="ignore", invalid="ignore"):
-        frac = np.clip((np.log1p(-half) - a) / (b - a), 0, 1)
+        frac = _clip((np.log1p(-half) - a) / (b - a), 0, 1)
     days = np.ceil(e[j - 1] + frac * (e[j] - e[j - 1]) - 1e-9)
     return np.where(ever > 0, days, np.nan)
 
@@ -150,7 +151,7 @@ class HazardCurve:
             raw = np.column_stack([self._fast.margins(
                 self.booster_, with_period(X, np.full(n, k), edges)) for k in range(m)])
         h = 1 / (1 + np.exp(-raw))  # the binary objective's own transform, on every path
-        h = np.clip(h, 0, 1 - 1e-9)
+        h = _clip(h, 0, 1 - 1e-9)
         survive = np.concatenate([np.ones((n, 1)), np.cumprod(1 - h, axis=1)], axis=1)
         return np.asarray(1 - survive)
 
@@ -158,17 +159,24 @@ class HazardCurve:
         """(n, len(edges)) calibrated P(converted by each edge), non-decreasing along edges."""
         raw = self.raw_curve(X)
         out = raw.copy()
+        margin = logit(raw)  # every column at once: one call where there were eight
         for j, edge in enumerate(self.edges[1:], start=1):
             cal = self.calibrators_.get(edge)
             if cal is not None:
-                out[:, j] = cal(logit(raw[:, j]))
+                out[:, j] = cal(margin[:, j])
         out[:, 0] = 0.0
         return np.asarray(np.maximum.accumulate(out, axis=1))
 
     def by_days(self, curve: np.ndarray, days: np.ndarray | list[float]) -> np.ndarray:
-        """P(converted by each of `days`) from `curve` (see `interpolate`)."""
+        """P(converted by each of `days`) from `curve` (see `interpolate`). Days that are all
+        edges in increasing order (the score's horizons, the revenue window) are the curve's
+        own columns, read without the interpolation's arithmetic, which returns them there
+        (to 1e-15) at ten numpy calls' cost on a request's one row."""
+        wanted = [float(d) for d in days]
+        if set(wanted) <= set(self.edges) and wanted == sorted(wanted):
+            return curve[:, [self.edges.index(int(d)) for d in wanted]]
         return interpolate(curve, np.asarray(self.edges, dtype="float64"),
-                           np.asarray(days, dtype="float64"))
+                           np.asarray(wanted, dtype="float64"))
 
 
 @dataclass
@@ -232,8 +240,11 @@ class Outlook:
     info: dict[str, Any] = field(default_factory=dict)
     """What it was fitted on: rows, conversions, won leads, as of when."""
 
-    def predict(self, X: np.ndarray, explain: bool = False) -> Predicted:
-        """Every outlook figure of the matrix's rows (the probability's matrix)."""
+    def predict(self, X: np.ndarray, explain: bool | np.ndarray = False) -> Predicted:
+        """Every outlook figure of the matrix's rows (the probability's matrix); the amount's
+        reasons for the rows `explain` marks (a boolean mask, or every row or none): a
+        row's SHAP values cost ~10 times its three amounts, so rows that did not ask for
+        reasons are not explained."""
         curve = self.hazard.curve(X)
         # two reads: `by_days` keeps its days' values non-decreasing in the order given
         within = self.hazard.by_days(curve, [self.revenue_days])[:, 0]
@@ -242,7 +253,19 @@ class Outlook:
                          expected_days=median_days(curve, self.hazard.edges),
                          amount_low=low, amount_median=median, amount_high=high,
                          expected_amount=mean, expected_revenue=within * mean,
-                         contributions=self.amount.contributions(X) if explain else None)
+                         contributions=self._contributions(X, explain))
+
+    def _contributions(self, X: np.ndarray, explain: bool | np.ndarray) -> np.ndarray | None:
+        """(rows, features + 1), NaN in the rows not explained; None when none is."""
+        if isinstance(explain, bool) or explain.all() or not explain.any():
+            return self.amount.contributions(X) if np.all(explain) else None
+        mask = np.asarray(explain, dtype=bool)
+        some = self.amount.contributions(X[mask])
+        if some is None:
+            return None
+        out = np.full((len(X), some.shape[1]), np.nan)
+        out[mask] = some
+        return out
 
     def save(self, directory: Path) -> None:
         """Boosters in LightGBM's text format, the rest in JSON: nothing pickled."""

@@ -26,6 +26,24 @@ _RAW_SCORE, _CONTRIB = 1, 3
 _FLOAT64 = 1
 
 
+def raw_margins(booster: lgb.Booster, X: np.ndarray, one: SingleRow | None, threads: int = 1,
+            few: int = ROW_BY_ROW) -> np.ndarray:
+    """Raw scores of `X`'s rows: `one`'s single-row path up to `few` rows, else one
+    `Booster.predict` on `threads` threads. The one definition the bundle and the outlook's
+    boosters both predict by; either way the bits are LightGBM's own."""
+    if one is not None and 0 < len(X) <= few:
+        return np.array([one.margin(r) for r in X])
+    return np.asarray(booster.predict(X, raw_score=True, num_threads=threads))
+
+
+def raw_contributions(booster: lgb.Booster, X: np.ndarray, one: SingleRow | None,
+                  threads: int = 1) -> np.ndarray:
+    """(rows, features + 1) SHAP values, as `raw_margins` chooses its path."""
+    if one is not None and 0 < len(X) <= ROW_BY_ROW:
+        return np.vstack([one.contributions(r) for r in X])
+    return np.asarray(booster.predict(X, pred_contrib=True, num_threads=threads))
+
+
 class SingleRow:
     """Margin and contributions of one row at a time from a booster (thread-safe)."""
 

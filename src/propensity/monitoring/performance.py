@@ -109,10 +109,15 @@ def calibration_bands(labelled: pd.DataFrame) -> list[Band]:
     return out
 
 
-def _band(b: int, leads: int, predicted: float, realised: float) -> Band:
+def band_label(b: int) -> str:
+    """Score band b's name: "0-9", ..., "90-100" (the last holds 100)."""
     lo = b * BAND_WIDTH
     hi = 100 if lo + BAND_WIDTH >= 100 else lo + BAND_WIDTH - 1
-    return Band(band=f"{lo}-{hi}", leads=leads, predicted=predicted, realised=realised,
+    return f"{lo}-{hi}"
+
+
+def _band(b: int, leads: int, predicted: float, realised: float) -> Band:
+    return Band(band=band_label(b), leads=leads, predicted=predicted, realised=realised,
                 gap_points=abs(predicted - realised) * 100)
 
 

@@ -30,6 +30,7 @@ from propensity.monitoring.drift import (
     window_drift,
 )
 from propensity.monitoring.outcomes import conversion_stages
+from propensity.monitoring.outlook import OutlookBand, outlook_bands
 from propensity.monitoring.performance import Performance, performance_of_cells
 from propensity.monitoring.reference import Reference
 from propensity.timestamps import as_utc, utc
@@ -127,6 +128,9 @@ class MonitoringReport(BaseModel):
     verdict: Verdict
     champions: list[dict[str, Any]] = Field(default_factory=list)
     """The champion's history, newest first: version, when, why."""
+    outlook: list[OutlookBand] = Field(default_factory=list)
+    """Per score band, the outlook's expected amount and timing against what happened, for
+    the scores served with one (`monitoring.outlook`); empty when none was."""
 
 
 class _Finding(BaseModel):
@@ -272,4 +276,5 @@ def build_report(engine: sa.Engine, *, model: str, version: str | None,
     return MonitoringReport(model=model, version=version, start=start, end=end, limits=limits,
                             window=window, days=days, weeks=weeks, performance=perf,
                             verdict=verdict(window, perf, reference, limits),
-                            champions=champions or [])
+                            champions=champions or [],
+                            outlook=outlook_bands(engine, model, start, end, now_ts, stages))

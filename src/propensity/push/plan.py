@@ -1,5 +1,7 @@
 """What a push writes: each open lead's probability, score, grade, top reasons and model
-version, as the text values of the CRM fields named for them.
+version, as the text values of the CRM fields named for them; and, when the fields file names
+CRM fields for them, the lead's outlook (P(converted within 90 days), expected days to
+convert, expected amount, expected revenue), which existing portals have no property for.
 
 Values are text rounded as a person reads them (a probability to 4 places), so a score that
 moves by 1e-9 between two runs is not a change, and nothing is written for it.
@@ -10,6 +12,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -18,7 +21,7 @@ from propensity.models.bundle import ModelBundle
 from propensity.models.reasons import explain
 from propensity.problems import PropensityError
 from propensity.push.records import Crm, Outgoing
-from propensity.scoring import check_export, open_entities
+from propensity.scoring import check_export, open_entities, with_outlook
 from propensity.tables import CrmExport
 from propensity.targets import LEAD, target_named
 from propensity.thresholds import ThresholdSet, to_score
@@ -38,6 +41,22 @@ class PushFields(BaseModel):
     grade: str
     reasons: str
     model_version: str
+    p_by_90: str | None = None
+    """Optional, the outlook's (written only when named: a CRM refuses a whole batch that
+    names a field it does not have): P(converted within 90 days) to 4 places..."""
+    expected_days: str | None = None
+    """...the median days to convert among leads like it that will, a whole number..."""
+    expected_amount: str | None = None
+    """...the expected won amount and..."""
+    expected_revenue: str | None = None
+    """...P(converted within 90 days) x expected amount, both to the whole currency unit."""
+
+    def outlook(self) -> dict[str, str]:
+        """The outlook's column (`scoring.with_outlook`) -> CRM field, for those named."""
+        named = {"p_by_90": self.p_by_90, "expected_days": self.expected_days,
+                 "expected_amount": self.expected_amount,
+                 "expected_revenue": self.expected_revenue}
+        return {k: v for k, v in named.items() if v is not None}
 
 
 DEFAULT_FIELDS: dict[Crm, PushFields] = {
@@ -78,6 +97,7 @@ def outgoing_scores(bundle: ModelBundle, model: str, version: str, export: CrmEx
     entities = open_entities(bundle, export, as_of).reset_index(drop=True)
     scored = score_matrix(bundle, bundle.features_for_export(export, entities), explain=True)
     assert scored.contributions is not None
+    outlook = outlook_values(bundle, model, scored.X, fields)
     names, categories = bundle.feature_names, bundle.categories
     out = []
     for i, lead_id in enumerate(entities["lead_id"].astype(str)):
@@ -87,5 +107,28 @@ def outgoing_scores(bundle: ModelBundle, model: str, version: str, export: CrmEx
             fields.probability: f"{scored.probability[i]:.4f}", fields.score: str(s),
             fields.grade: thresholds.grade(s),
             fields.reasons: "; ".join(r.text for r in positive)[:REASONS_LENGTH],
-            fields.model_version: f"{model} v{version}"}))
+            fields.model_version: f"{model} v{version}",
+            **{field: values[i] for field, values in outlook.items()}}))
     return sorted(out, key=lambda o: o.record_id)
+
+
+OUTLOOK_FORMATS = {"p_by_90": "{:.4f}", "expected_days": "{:.0f}", "expected_amount": "{:.0f}",
+                   "expected_revenue": "{:.0f}"}
+"""Text as a person reads it (and as `outgoing_scores` compares it between runs)."""
+
+
+def outlook_values(bundle: ModelBundle, model: str, X: np.ndarray, fields: PushFields
+                   ) -> dict[str, list[str]]:
+    """CRM field -> each row's text, for the outlook fields named; blank where a score's
+    field is null (no won amount in the model's history; no lead like it converts), which
+    clears the CRM's value rather than leave a stale one."""
+    wanted = fields.outlook()
+    if not wanted:
+        return {}
+    if bundle.outlook is None:
+        raise PropensityError(f"{model} ships no outlook (time to convert, amount): leave "
+                              f"{', '.join(sorted(wanted))} out of the fields file")
+    table = with_outlook(pd.DataFrame(index=range(len(X))), bundle, X)
+    return {field: ["" if np.isnan(x) else OUTLOOK_FORMATS[column].format(x)
+                    for x in table[column].to_numpy(dtype="float64")]
+            for column, field in wanted.items()}

@@ -48,6 +48,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from propensity.database import score_log, served_histograms, upsert_adding
+from propensity.lead_scoring import logged_outlook
 from propensity.monitoring.counters import ServedCounters
 from serving.spool import PENDING, WAITING, Segment, Unreadable, encode, jsonable, segments
 
@@ -76,6 +77,11 @@ def reason_of(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None)
     text = str(orig if orig is not None else exc).strip().splitlines()
     return f"{type(orig or exc).__name__}: {text[0] if text else ''}"[:500]
+
+
+ADDED_COLUMNS: dict[str, Any] = logged_outlook(None)
+"""Columns of a log row added after rows could already be spooled (migration 0010), null in
+a row that lacks them."""
 
 
 class _Outage(Exception):
@@ -302,6 +308,9 @@ class ScoreLog:
             if bad:  # moved out first: a later pass must not find them again
                 self._set_aside(segment, bad)
                 segment.replace(rows)
+            # rows spooled by an earlier version lack the columns added since (the outlook's):
+            # null there, so that one insert statement takes old and new rows together
+            rows = [{**ADDED_COLUMNS, **r} for r in rows]
         done = 0
         try:
             for at in range(0, len(rows), REPLAY_CHUNK):

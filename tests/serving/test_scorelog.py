@@ -137,3 +137,24 @@ def test_a_row_reads_back_from_the_spool_as_it_was_written(tmp_path: Path) -> No
     assert back[1]["as_of"].utcoffset() == timedelta(hours=2)
     assert segment.size == sum(len(encode(r)) for r in rows)
     segment.close()
+
+
+def test_rows_spooled_before_the_outlook_columns_go_in_beside_new_ones(tmp_path: Path) -> None:
+    """An upgrade with rows still in the spool: a row written before migration 0010 (no
+    outlook keys) and one written after share a segment; one insert takes both, nothing is
+    quarantined and the old row's outlook columns are null."""
+    url = f"sqlite:///{tmp_path / 'scores.db'}"
+    migrate(url)
+    engine = engine_for(url)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    new = {**_row(2), "p_by_90": 0.25, "expected_days": 40.0, "expected_amount": 1200.0}
+    (spool / "pending-1-dead.jsonl").write_bytes(encode(_row(1)) + encode(new))
+    log = ScoreLog(engine, spool_dir=spool)
+    log.flush(counters=False)
+    assert log.outage is None and log.quarantined == 0
+    with engine.connect() as conn:
+        got = conn.execute(sa.text("SELECT lead_id, p_by_90, expected_amount FROM score_log "
+                                   "ORDER BY lead_id")).all()
+    assert [tuple(r) for r in got] == [("L0001", None, None), ("L0002", 0.25, 1200.0)]
+    log.stop()

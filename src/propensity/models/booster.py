@@ -1,14 +1,10 @@
-"""LightGBM on the model matrix: native categoricals, leaf sizes counted in rows.
+"""LightGBM on the model matrix: native categoricals, regularisation counted in leads.
 
-A lead that stays open appears in many snapshots; rows are weighted so each lead counts once
-(a long-lived lead's twenty rows weigh what a young lead's two do), and `min_data_in_leaf` is
-a plain count of rows. It used to be a count of leads times the average rows per lead, but the
-rows that decide a score are few per lead: on the long-lived profile (8,000 leads, seed 3) the
-`opportunity` stage held 204 rows of 78 leads, where 8.6 rows a lead made the regularised
-setting's minimum 1,295 rows, so no leaf could hold that stage apart and its leads were
-predicted 0.38 against the generator's 0.58 at T (docs/training.md). The small grid below is
-the zero-configuration search: a default, a simpler and a richer tree, and a strongly
-regularised one for noisy exports; validation picks.
+A lead that stays open appears in many snapshots; rows are weighted so each lead counts once,
+and `min_data_in_leaf` is set from a number of *leads* times the average rows per lead, so a
+leaf cannot be one long-lived lead seen twenty times. The small grid below is the zero-
+configuration search: a default, a simpler and a richer tree, and a strongly regularised one
+for noisy exports; validation picks.
 """
 
 from __future__ import annotations
@@ -38,25 +34,24 @@ THREADED_ROWS = 100_000
 """Below this many rows LightGBM trains on one thread: the gain from more is small, and on a
 busy machine OpenMP threads waiting for a core make training many times slower."""
 GRID: tuple[dict[str, Any], ...] = (
-    {"num_leaves": 15, "min_data_in_leaf": 40, "cat_smooth": 50},
-    {"num_leaves": 7, "min_data_in_leaf": 100, "cat_smooth": 100},
-    {"num_leaves": 31, "min_data_in_leaf": 20, "cat_smooth": 20},
-    {"num_leaves": 15, "min_data_in_leaf": 150, "cat_smooth": 200, "lambda_l2": 10.0,
+    {"num_leaves": 15, "min_leads_in_leaf": 40, "cat_smooth": 50},
+    {"num_leaves": 7, "min_leads_in_leaf": 100, "cat_smooth": 100},
+    {"num_leaves": 31, "min_leads_in_leaf": 20, "cat_smooth": 20},
+    {"num_leaves": 15, "min_leads_in_leaf": 150, "cat_smooth": 200, "lambda_l2": 10.0,
      "cat_l2": 30.0, "max_cat_to_onehot": 4},
 )
 MAX_ROUNDS = 1500
 PATIENCE = 40
 
 
-def lightgbm_params(setting: dict[str, Any], entities: int,
+def lightgbm_params(setting: dict[str, Any], rows_per_lead: float, entities: int,
                     overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """LightGBM parameters from a grid setting: its rows per leaf, never more than a 25th of
-    the entities there are (or a small export grows stumps), and twice that per categorical
-    group. Rows, not leads times the average rows per lead: the lead weights already count a
-    lead once, and the late stages, where the buyers are, have few rows per lead."""
-    rows = min(int(setting.get("min_data_in_leaf", 40)), max(5, entities // 25))
-    params = {**BASE_PARAMS, **setting, "min_data_in_leaf": max(5, rows),
-              "min_data_per_group": max(10, 2 * rows)}
+    """LightGBM parameters from a grid setting: leads-per-leaf becomes rows-per-leaf, and
+    never more than a 25th of the leads there are (or a small export grows stumps)."""
+    params = {**BASE_PARAMS, **{k: v for k, v in setting.items() if k != "min_leads_in_leaf"}}
+    leads = min(int(setting.get("min_leads_in_leaf", 40)), max(5, entities // 25))
+    params["min_data_in_leaf"] = max(5, round(leads * rows_per_lead))
+    params["min_data_per_group"] = max(10, round(2 * leads * rows_per_lead))
     return {**params, **(overrides or {})}
 
 

@@ -156,11 +156,12 @@ def evaluate_lightgbm(p: Problem, folds: Sequence[Fold], setting: dict[str, Any]
     """Each fold stops early on its held rows; one tree count for all (the best mean held log
     loss: `train_booster`).
     `note` hears of each fold's fit: on all labelled history one takes seconds."""
-    params = lightgbm_params(setting, p.entities, p.overrides)
+    params = lightgbm_params(setting, p.rows_per_lead, p.entities, p.overrides)
     boosters, curves = [], []
     for k, (fit, held) in enumerate(folds, 1):
-        note(f"  lightgbm ({params['num_leaves']} leaves, {params['min_data_in_leaf']} rows per "
-             f"leaf), fold {k} of {len(folds)}")
+        note(f"  lightgbm ({params['num_leaves']} leaves, "
+             f"{round(params['min_data_in_leaf'] / p.rows_per_lead)} leads per leaf), "
+             f"fold {k} of {len(folds)}")
         X, y, w = p.subset(fit)
         booster, curve = train_booster(X, y, w, p.columns, params, MAX_ROUNDS,
                                        valid=(p.X[held], p.y[held]))
@@ -171,8 +172,8 @@ def evaluate_lightgbm(p: Problem, folds: Sequence[Fold], setting: dict[str, Any]
     rounds = int(np.argmax(padded.mean(axis=0))) + 1
     margins = [np.asarray(b.predict(p.X[held], raw_score=True, num_iteration=rounds))
                for b, (_, held) in zip(boosters, folds, strict=True)]
-    name = (f"lightgbm ({params['num_leaves']} leaves, {params['min_data_in_leaf']} rows per leaf, "
-            f"{rounds} trees)")
+    leads = round(params["min_data_in_leaf"] / p.rows_per_lead)
+    name = f"lightgbm ({params['num_leaves']} leaves, {leads} leads per leaf, {rounds} trees)"
     return Candidate(name, "lightgbm", dict(setting), rounds, 1.0, _fold_auc(p.y, folds, margins),
                      _oof(len(p.y), folds, margins))
 
@@ -322,7 +323,7 @@ def fit_choice(choice: Choice, p: Problem, rows: np.ndarray | None = None
     X, y, w = p.subset(idx)
     booster = linear = None
     if choice.learner in ("lightgbm", "blend"):
-        params = lightgbm_params(choice.setting or {}, p.entities, p.overrides)
+        params = lightgbm_params(choice.setting or {}, p.rows_per_lead, p.entities, p.overrides)
         booster, _ = train_booster(X, y, w, p.columns, params, choice.iterations or 100)
     if choice.learner in ("logistic_regression", "blend"):
         linear = LinearScorer(p.columns, C=choice.C).fit(X, y, w)

@@ -56,6 +56,11 @@ MIN_SLOPE_EVENTS = 300
 curve's level is calibrated there (one shift of the log-odds), not its slope: a slope read
 from 15 conversions flattened the long-lived profile's curve at its first backtest quarter
 (2,188 open leads forecast 70 customers; 40 bought)."""
+MIN_LEVEL_EVENTS = 30
+"""Fewer conversions than this among the calibration rows of a period end, and the curve is
+not calibrated there: a shift read from 7 conversions halved the long-lived profile's first
+backtest quarter (41 bought; 33 forecast before the shift, 18 after), where the stage x
+period table the trees start from already holds the history's level."""
 MIN_CONVERSIONS = 20
 """Fewest conversions in the observed periods for a hazard model to mean anything."""
 
@@ -88,21 +93,25 @@ def person_periods(rows: SnapshotRows, edges: tuple[int, ...]) -> tuple[np.ndarr
 def stage_period_table(stage: np.ndarray, k: np.ndarray, y: np.ndarray, n_stages: int,
                        n_periods: int, prior_rows: float = PRIOR_ROWS) -> np.ndarray:
     """(n_stages + 1, n_periods) log-odds of the hazard of each (stage at the snapshot,
-    period) among person-period rows, the last row every stage's; each cell is shrunk toward
-    its period's hazard by `prior_rows` rows of it (and a period toward the whole history's),
-    so a stage seen a few times reads close to the average rather than 0 or 1. `stage` is
-    the row of the table (`n_stages` when unknown)."""
+    period) among person-period rows, the last row (a stage unknown) each period's over all
+    stages. Each cell is shrunk toward its stage's hazard over all periods by `prior_rows`
+    rows of it (and a stage toward the whole history's), so a cell seen a few times reads
+    close to its stage rather than 0 or 1: the few late-stage leads of a short history are
+    seen in its first periods mostly, and their later periods' hazards are those of their
+    stage (a stage's hazard changes little with the period), not those of the early-stage
+    leads that fill the other rows of a period."""
     y = np.asarray(y, dtype="float64")
     overall = (y.sum() + 0.5) / (y.size + 1.0)
-    rows_k = np.bincount(k, minlength=n_periods).astype("float64")
-    events_k = np.bincount(k, weights=y, minlength=n_periods)
-    period = (events_k + prior_rows * overall) / (rows_k + prior_rows)
-    cell = stage * n_periods + k
-    size = (n_stages + 1) * n_periods
-    rows = np.bincount(cell, minlength=size).astype("float64").reshape(-1, n_periods)
-    events = np.bincount(cell, weights=y, minlength=size).reshape(-1, n_periods)
-    table = (events + prior_rows * period) / (rows + prior_rows)
-    table[-1] = period
+
+    def shrunk(groups: np.ndarray, size: int, toward: np.ndarray | float) -> np.ndarray:
+        rows = np.bincount(groups, minlength=size).astype("float64")
+        events = np.bincount(groups, weights=y, minlength=size)
+        return np.asarray((events + prior_rows * toward) / (rows + prior_rows))
+
+    by_stage = shrunk(stage, n_stages + 1, overall)
+    table = shrunk(stage * n_periods + k, (n_stages + 1) * n_periods,
+                   np.repeat(by_stage, n_periods)).reshape(-1, n_periods)
+    table[-1] = shrunk(k, n_periods, overall)
     return np.asarray(logit(table))
 
 
@@ -192,6 +201,8 @@ class HazardModel(HazardCurve):
             if recent.sum() < MIN_CALIBRATION_ROWS:
                 continue
             y = rows.converted_within(edge)[mask][recent]
+            if y.sum() < MIN_LEVEL_EVENTS:
+                continue  # the fit's own level (its table's) is nearer than a few coin flips
             margin = logit(raw[recent, j])
             self.calibrators_[edge] = (fit_calibrator(margin, y) if y.sum() >= MIN_SLOPE_EVENTS
                                        else level_calibrator(margin, y))

@@ -11,6 +11,7 @@ from propensity.models.calibration import MIN_BIN_POSITIVES, Calibrator, fit_cal
 from propensity.models.evaluation import (
     deciles,
     equal_mass_ece,
+    equal_mass_ece_floor,
     expected_calibration_error,
     rank_auc,
 )
@@ -81,3 +82,23 @@ def test_no_isotonic_block_rests_on_a_handful_of_buyers() -> None:
     calibrated = cal(np.log(fresh / (1 - fresh)))
     assert np.all(np.diff(calibrated[np.argsort(fresh)]) > 0)
     assert equal_mass_ece(fresh_y, calibrated) < 0.008  # squeezed probabilities give > 0.008
+
+
+def test_the_ece_floor_is_what_a_calibrated_model_shows_against_a_sharper_truth() -> None:
+    """A model that sees half of what decides a lead (the truth knows the other half) is
+    calibrated, yet its ECE against the truth is not 0: about the floor, at any bin size;
+    a model 20% too high stands well above it."""
+    rng = np.random.default_rng(0)
+    eces, floors = [], []
+    for _ in range(40):
+        seen, hidden = rng.normal(-1, 1, 900), rng.normal(0, 1, 900)
+        p_true = 1 / (1 + np.exp(-(seen + hidden)))
+        # E[p_true | seen], by averaging over the hidden part the model does not see
+        draws = rng.normal(0, 1, (1, 400))
+        p = (1 / (1 + np.exp(-(seen[:, None] + draws)))).mean(axis=1)
+        eces.append(equal_mass_ece(p_true, p))
+        floors.append(equal_mass_ece_floor(p_true, p))
+    assert np.mean(eces) == pytest.approx(np.mean(floors), rel=0.15)
+    assert np.mean(floors) > 0.01  # the truth is sharper: 900 leads cannot judge below it
+    high = np.clip(1.2 * p, 0, 1)
+    assert equal_mass_ece(p_true, high) > 2 * equal_mass_ece_floor(p_true, high)

@@ -3,6 +3,7 @@ intervals that hold what they say, and the same numbers for the same data and se
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,19 @@ from scipy.stats import spearmanr
 from propensity.export_reader import load_export
 from propensity.forecast import fit_forecaster, forecast_from, lead_outlook
 from propensity.forecast.backtest import actuals, quarter_starts
-from propensity.forecast.hazard import HORIZONS, interpolate, median_days
+from propensity.forecast.forecaster import calibration_mask
+from propensity.forecast.hazard import (
+    HORIZONS,
+    HazardModel,
+    interpolate,
+    median_days,
+    person_periods,
+)
+from propensity.forecast.rows import snapshot_rows
 from propensity.forecast.simulate import interval, simulate
+from propensity.models.outlook import STAGE_COLUMN, AmountQuantiles, Outlook
 from propensity.synthetic import read_truth, truth_probability, write_synthetic
-from propensity.tables import CrmExport
+from propensity.tables import CrmExport, truncate_export
 
 T = pd.Timestamp("2025-07-01", tz="UTC")
 
@@ -176,3 +186,45 @@ def test_the_backtest_counts_what_happened_after_each_quarter(
     conv = truth.loc[frame["lead_id"], "converted_at"]
     expected = int(((conv > T) & (conv <= T + pd.Timedelta(weeks=13))).sum())
     assert count == expected and revenue > 0
+
+
+def test_a_stage_hazard_follows_the_table_when_the_trees_have_nothing_to_add(
+        world: tuple[Path, CrmExport], tmp_path: Path) -> None:
+    """Only the stage (and the period) left in the matrix: the stage x period table already
+    says all they can, so a late-stage lead's hazard is its stage's past rate, not the
+    average the regularised trees would pull a few leads toward; and the table survives the
+    outlook's files (an outlook saved before it had none: nothing is added)."""
+    cut = truncate_export(world[1], T)
+    rows = snapshot_rows(cut, T, seed=3)
+    stage_col = [c.name for c in rows.plan.columns].index(STAGE_COLUMN)
+    only_stage = np.zeros_like(rows.X)
+    only_stage[:, stage_col] = rows.X[:, stage_col]
+    rows.X = only_stage
+    fit = calibration_mask(rows.entities["lead_id"], 3)
+    model = HazardModel(seed=3).fit(rows, fit)
+    assert model.base_ is not None
+    idx, k, y = person_periods(rows, model.edges)
+    keep = fit[idx]
+    stage = rows.X[idx, stage_col].astype("int64")
+    overall = y[keep & (k == 0)].mean()
+    late = int(np.argmax(np.bincount(stage[keep & (y == 1)], minlength=4)[:4]
+                         / np.maximum(np.bincount(stage[keep], minlength=4)[:4], 1)))
+    sel = keep & (k == 0) & (stage == late)
+    rate = y[sel].mean()
+    assert sel.sum() >= 30 and rate > 1.5 * overall, (late, sel.sum(), rate, overall)
+    lead = rows.X[np.flatnonzero(rows.X[:, stage_col] == late)[:1]]
+    hazard = model.raw_curve(lead)[0, 1]  # P(converted in the first period)
+    table = 1 / (1 + np.exp(-model.base_[late, 0]))
+    assert abs(hazard - table) < 0.1 * table, (hazard, table)
+    assert abs(hazard - rate) < abs(hazard - overall), (hazard, rate, overall)
+    outlook = Outlook(model, AmountQuantiles())
+    outlook.save(tmp_path / "new")
+    again = Outlook.load(tmp_path / "new")
+    assert again is not None
+    np.testing.assert_array_equal(again.hazard.curve(rows.X[:50]), model.curve(rows.X[:50]))
+    meta = json.loads((tmp_path / "new" / "outlook.json").read_text())
+    del meta["base_margin"]
+    (tmp_path / "new" / "outlook.json").write_text(json.dumps(meta))
+    old = Outlook.load(tmp_path / "new")
+    assert old is not None and old.hazard.base_ is None
+    assert not np.allclose(old.hazard.raw_curve(lead), model.raw_curve(lead))

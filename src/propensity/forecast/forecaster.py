@@ -86,12 +86,16 @@ def fit_forecaster(export: CrmExport, as_of: pd.Timestamp, *, seed: int = 0,
 def fit_models(cut: CrmExport, rows: SnapshotRows, fit: np.ndarray, seed: int,
                note: Progress) -> tuple[HazardModel, AmountModel, np.ndarray]:
     """The hazard and amount models on snapshot rows of an export cut at their as-of time
-    (the forecast's and the shipped bundle's outlook alike), and each row's won amount."""
+    (the forecast's and the shipped bundle's outlook alike), and each row's won amount.
+    Without a won amount in the history there is no amount to learn: the amounts are then
+    missing (null in a score), not made up."""
     note(f"hazard model on {len(rows.entities):,} snapshot rows")
     hazard = HazardModel(seed=seed).fit(rows, fit)
-    note("amount model on won opportunities")
-    amount = won_amounts(cut, rows.entities["lead_id"])
     # a lead's amount is known only once it was won before the data's end: as it is here
+    amount = won_amounts(cut, rows.entities["lead_id"])
+    if not (~np.isnan(amount) & (amount > 0)).any():
+        return hazard, AmountModel(fallback_=float("nan")), amount
+    note("amount model on won opportunities")
     return hazard, AmountModel(seed=seed).fit(rows, amount, fit, rows.plan.columns), amount
 
 
@@ -109,21 +113,16 @@ def fit_outlook(export: CrmExport, spec: FeatureSpec, *, seed: int = 0,
     rows = snapshot_rows(export, as_of, max_rows=max_rows, seed=seed, spec=spec,
                          journeys=journeys)
     fit = calibration_mask(rows.entities["lead_id"], seed)
-    note(f"hazard model on {len(rows.entities):,} snapshot rows")
-    hazard = HazardModel(seed=seed).fit(rows, fit)
-    amount = won_amounts(export, rows.entities["lead_id"])
+    hazard, amount_model, amount = fit_models(export, rows, fit, seed, note)
+    hazard.held_curve_ = None  # the bundle ships the model, not its fit's leftovers
     won = ~np.isnan(amount) & (amount > 0)
-    # without a won amount in the history there is no amount to learn: the amounts are
-    # then missing (null in a score), not made up
-    amount_model = AmountModel(fallback_=float("nan"))
-    if won.any():
-        note("amount model on won opportunities")
-        amount_model = AmountModel(seed=seed).fit(rows, amount, fit, rows.plan.columns)
     return Outlook(hazard, amount_model, REVENUE_DAYS, info={
         "as_of": str(as_of), "rows": len(rows.entities),
         "leads": int(rows.entities["lead_id"].nunique()),
         "won_leads": int(rows.entities["lead_id"][won].nunique()),
-        "edges": list(hazard.edges), "amount_model": bool(amount_model.boosters_),
+        "edges": list(hazard.edges), "trees": hazard.booster_.num_trees() if
+        hazard.booster_ is not None else 0,
+        "amount_model": bool(amount_model.boosters_),
         "interval_widen": round(amount_model.widen_, 6)})
 
 

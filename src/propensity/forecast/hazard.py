@@ -15,7 +15,7 @@ the model did not learn from (isotonic on the logit), and kept monotone in d.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightgbm as lgb
@@ -28,6 +28,7 @@ from propensity.models.calibration import Calibrator, fit_calibrator
 from propensity.models.outlook import (
     EDGES,
     HORIZONS,
+    STAGE_COLUMN,
     HazardCurve,
     interpolate,
     logit,
@@ -45,12 +46,21 @@ HAZARD_PARAMS: dict[str, Any] = {
     "deterministic": True, "force_row_wise": True, "num_threads": 1,
 }
 ROUNDS = 300
+PATIENCE = 30
+"""Trees past the best held-out log loss before the boosting stops."""
+PRIOR_ROWS = 20.0
+"""Rows of its period's hazard each cell of the stage x period table is shrunk with."""
 MIN_CALIBRATION_ROWS = 300
 MIN_SLOPE_EVENTS = 300
 """Fewer conversions than this among the calibration rows of a period end, and only the
 curve's level is calibrated there (one shift of the log-odds), not its slope: a slope read
 from 15 conversions flattened the long-lived profile's curve at its first backtest quarter
 (2,188 open leads forecast 70 customers; 40 bought)."""
+MIN_LEVEL_EVENTS = 30
+"""Fewer conversions than this among the calibration rows of a period end, and the curve is
+not calibrated there: a shift read from 7 conversions halved the long-lived profile's first
+backtest quarter (41 bought; 33 forecast before the shift, 18 after), where the stage x
+period table the trees start from already holds the history's level."""
 MIN_CONVERSIONS = 20
 """Fewest conversions in the observed periods for a hazard model to mean anything."""
 
@@ -80,12 +90,41 @@ def person_periods(rows: SnapshotRows, edges: tuple[int, ...]) -> tuple[np.ndarr
     return np.concatenate(idx_parts), np.concatenate(k_parts), np.concatenate(y_parts)
 
 
+def stage_period_table(stage: np.ndarray, k: np.ndarray, y: np.ndarray, n_stages: int,
+                       n_periods: int, prior_rows: float = PRIOR_ROWS) -> np.ndarray:
+    """(n_stages + 1, n_periods) log-odds of the hazard of each (stage at the snapshot,
+    period) among person-period rows, the last row (a stage unknown) each period's over all
+    stages. Each cell is shrunk toward its stage's hazard over all periods by `prior_rows`
+    rows of it (and a stage toward the whole history's), so a cell seen a few times reads
+    close to its stage rather than 0 or 1: the few late-stage leads of a short history are
+    seen in its first periods mostly, and their later periods' hazards are those of their
+    stage (a stage's hazard changes little with the period), not those of the early-stage
+    leads that fill the other rows of a period."""
+    y = np.asarray(y, dtype="float64")
+    overall = (y.sum() + 0.5) / (y.size + 1.0)
+
+    def shrunk(groups: np.ndarray, size: int, toward: np.ndarray | float) -> np.ndarray:
+        rows = np.bincount(groups, minlength=size).astype("float64")
+        events = np.bincount(groups, weights=y, minlength=size)
+        return np.asarray((events + prior_rows * toward) / (rows + prior_rows))
+
+    by_stage = shrunk(stage, n_stages + 1, overall)
+    table = shrunk(stage * n_periods + k, (n_stages + 1) * n_periods,
+                   np.repeat(by_stage, n_periods)).reshape(-1, n_periods)
+    table[-1] = shrunk(k, n_periods, overall)
+    return np.asarray(logit(table))
+
+
 @dataclass
 class HazardModel(HazardCurve):
     """`HazardCurve` (what scoring reads) with its fit."""
 
     seed: int = 0
     rounds: int = ROUNDS
+    """The most trees; fewer when the held-out leads' log loss stops falling."""
+    held_curve_: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """The calibrated curve of the rows held out of the fit (what `_calibrate` scored), for
+    `uncertainty.level_sd` to read rather than score them again; not saved."""
 
     def fit(self, rows: SnapshotRows, fit_mask: np.ndarray) -> HazardModel:
         """Learn hazards from the rows in `fit_mask`; calibrate on the others."""
@@ -97,25 +136,56 @@ class HazardModel(HazardCurve):
         edges = np.asarray(self.edges, dtype="float64")
         idx, k, y = person_periods(rows, self.edges)
         keep = fit_mask[idx]
-        idx, k, y = idx[keep], k[keep], y[keep]
-        if y.sum() < MIN_CONVERSIONS:
-            raise TooLittleHistory(f"{int(y.sum())} conversions in the history before the forecast "
-                                   f"time: at least {MIN_CONVERSIONS} are needed to learn when "
-                                   "leads convert")
+        if y[keep].sum() < MIN_CONVERSIONS:
+            raise TooLittleHistory(f"{int(y[keep].sum())} conversions in the history before the "
+                                   f"forecast time: at least {MIN_CONVERSIONS} are needed to "
+                                   "learn when leads convert")
         self.columns_ = [*rows.plan.columns, Column("period_start_days"),
                          Column("period_days")]
-        data = lgb.Dataset(with_period(rows.X[idx], k, edges), label=y,
-                           categorical_feature=categorical_indices(self.columns_),
-                           free_raw_data=True)
-        params = {**HAZARD_PARAMS, "seed": self.seed}
-        self.booster_ = lgb.train(params, data, num_boost_round=self.rounds)
+        stage_column = next((c for c in rows.plan.columns if c.name == STAGE_COLUMN), None)
+        n_stages = len(stage_column.categories or ()) if stage_column else 0
+        self.base_ = np.zeros((n_stages + 1, len(self.edges) - 1))  # stage_rows reads its size
+        stage = self.stage_rows(rows.X)
+        self.base_ = stage_period_table(stage[idx[keep]], k[keep], y[keep], n_stages,
+                                        len(self.edges) - 1)
+        self.booster_ = self._boost(rows.X, (idx, k, y), keep, stage, edges)
         self._calibrate(rows, ~fit_mask)
         return self
+
+    def _boost(self, X: np.ndarray, periods: tuple[np.ndarray, ...], keep: np.ndarray,
+               stage: np.ndarray, edges: np.ndarray) -> lgb.Booster:
+        """Trees on the person-period rows in `keep`, starting from the stage x period table
+        (LightGBM's init_score: the trees learn how a lead departs from its stage's past
+        hazard, and where they find nothing the table stands); as many trees as lower the
+        log loss of the held-out leads' rows (at most `rounds`)."""
+        assert self.base_ is not None
+        base = self.base_
+        idx, k, y = periods
+        cats = categorical_indices(self.columns_)
+
+        def dataset(sel: np.ndarray, reference: lgb.Dataset | None = None) -> lgb.Dataset:
+            return lgb.Dataset(with_period(X[idx[sel]], k[sel], edges), label=y[sel],
+                               init_score=base[stage[idx[sel]], k[sel]],
+                               categorical_feature=cats, reference=reference,
+                               free_raw_data=True)
+
+        params = {**HAZARD_PARAMS, "seed": self.seed}
+        train = dataset(keep)
+        if y[~keep].sum() < MIN_CONVERSIONS:
+            return lgb.train(params, train, num_boost_round=self.rounds)
+        booster = lgb.train({**params, "metric": "binary_logloss"}, train,
+                            num_boost_round=self.rounds,
+                            valid_sets=[dataset(~keep, train)], valid_names=["held"],
+                            callbacks=[lgb.early_stopping(PATIENCE, verbose=False)])
+        # only the best trees are kept (the single-row path reads every tree a booster has)
+        best = max(int(booster.best_iteration), 1)
+        return lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
 
     def _calibrate(self, rows: SnapshotRows, mask: np.ndarray) -> None:
         """Per period end: the latest third of the snapshot times that observed it, rows of
         leads held out of the fit (read when leads are as old as they are at the forecast)."""
         self.calibrators_ = {}
+        self.held_curve_ = None
         if not mask.any():
             return
         raw = self.raw_curve(rows.X[mask])
@@ -131,9 +201,12 @@ class HazardModel(HazardCurve):
             if recent.sum() < MIN_CALIBRATION_ROWS:
                 continue
             y = rows.converted_within(edge)[mask][recent]
+            if y.sum() < MIN_LEVEL_EVENTS:
+                continue  # the fit's own level (its table's) is nearer than a few coin flips
             margin = logit(raw[recent, j])
             self.calibrators_[edge] = (fit_calibrator(margin, y) if y.sum() >= MIN_SLOPE_EVENTS
                                        else level_calibrator(margin, y))
+        self.held_curve_ = self.calibrated(raw)
 
 
 def level_calibrator(margin: np.ndarray, y: np.ndarray) -> Calibrator:

@@ -33,11 +33,16 @@ from propensity.forecast.rows import SnapshotRows
 def level_sd(hazard: HazardModel, rows: SnapshotRows, held_out: np.ndarray,
              days: float) -> float:
     """Sd of the log-odds shift common to every lead's P(converted within `days`), read on
-    the `held_out` snapshot rows whose window had closed."""
+    the `held_out` snapshot rows whose window had closed: their curves as the fit's
+    calibration scored them (`HazardModel.held_curve_`, the same rows when `held_out` is the
+    fit's hold-out), the booster not run again."""
     seen = held_out & rows.observed(days)
     if not seen.any():
         return 0.0
-    p = hazard.by_days(hazard.curve(rows.X[seen]), [days])[:, 0]
+    held = hazard.held_curve_
+    if held is None or len(held) != int(held_out.sum()):
+        held = hazard.curve(rows.X[held_out])
+    p = hazard.by_days(held[seen[held_out]], [days])[:, 0]
     return shared_error_sd(p, rows.converted_within(days)[seen], rows.as_of_us[seen])
 
 

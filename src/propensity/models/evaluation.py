@@ -57,6 +57,22 @@ def equal_mass_ece(y: np.ndarray, p: np.ndarray, bins: int = 15) -> float:
     return float(total / len(y)) if len(y) else float("nan")
 
 
+def equal_mass_ece_floor(p_true: np.ndarray, p: np.ndarray, bins: int = 15) -> float:
+    """The `equal_mass_ece` against known true probabilities `p_true` that a model calibrated
+    on its own features would still show, from the bins' sampling alone: within a bin the
+    truth scatters around the model's p (the model cannot see what only the truth knows, here
+    a lead's hidden intent), so a bin of n leads misses by about sd(p_true - p) / sqrt(n),
+    and a mean absolute miss is sqrt(2 / pi) of that. An ECE near this floor is the judging's
+    noise, which only more leads judged can lower; above it, the model is off."""
+    order = np.argsort(p, kind="stable")
+    total = 0.0
+    for group in np.array_split(order, bins):
+        if group.size > 1:
+            total += np.sqrt(2 / np.pi) * np.sqrt(group.size) * float(
+                np.std(p_true[group] - p[group], ddof=1))
+    return float(total / len(p)) if len(p) else float("nan")
+
+
 def deciles(y: np.ndarray, p: np.ndarray) -> pd.DataFrame:
     """Leads sorted by score into ten equal groups: predicted and realised rate, lift and
     cumulative gain per decile."""

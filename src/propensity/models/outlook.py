@@ -40,6 +40,8 @@ OUTLOOK_DIR = "outlook"
 STACKED_ROWS = 200_000
 """Up to this many (lead, period) rows the hazard booster predicts them in one call."""
 _META = "outlook.json"
+STAGE_COLUMN = "current_stage"
+"""The feature the hazard's base margin is read by (`HazardCurve.base_`)."""
 
 
 class _Margins:
@@ -132,7 +134,31 @@ class HazardCurve:
     max_days_: int = 0
     """The longest window any training row had observed: 'ever' means within it."""
     columns_: list[Column] = field(default_factory=list)
+    base_: np.ndarray | None = field(default=None, repr=False)
+    """(stages, periods) log-odds of the past hazard of leads by their stage at the snapshot
+    and the period: the margin the trees start from and add to (`base_margin`). None in an
+    outlook saved before it existed (its trees were learned from zero): nothing is added."""
     _fast: _Margins = field(default_factory=_Margins, init=False, repr=False, compare=False)
+
+    def base_margins(self, X: np.ndarray) -> np.ndarray:
+        """(n, periods): the table's log-odds for each row of `X` in each period; its row is
+        the lead's `current_stage` (the matrix's own column, so every path reads the same
+        number); a stage the table has no row for (or none known) reads the table's last
+        row, the periods' overall hazards."""
+        if self.base_ is None:
+            return np.zeros((len(X), len(self.edges) - 1))
+        return np.asarray(self.base_[self.stage_rows(X)])
+
+    def stage_rows(self, X: np.ndarray) -> np.ndarray:
+        """Each row's row of `base_`: its stage index, or the last row (all stages)."""
+        assert self.base_ is not None
+        overall = self.base_.shape[0] - 1
+        names = [c.name for c in self.columns_]
+        if STAGE_COLUMN not in names:
+            return np.full(len(X), overall)
+        stage = X[:, names.index(STAGE_COLUMN)]
+        ok = np.isfinite(stage) & (stage >= 0) & (stage < overall)
+        return np.where(ok, np.nan_to_num(stage), overall).astype("int64")
 
     def raw_curve(self, X: np.ndarray) -> np.ndarray:
         """(n, len(edges)) uncalibrated P(converted by each edge), column 0 being 0. Every
@@ -150,6 +176,7 @@ class HazardCurve:
         else:  # a forecast's million leads: one period at a time (memory)
             raw = np.column_stack([self._fast.margins(
                 self.booster_, with_period(X, np.full(n, k), edges)) for k in range(m)])
+        raw = raw + self.base_margins(X)
         h = 1 / (1 + np.exp(-raw))  # the binary objective's own transform, on every path
         h = _clip(h, 0, 1 - 1e-9)
         survive = np.concatenate([np.ones((n, 1)), np.cumprod(1 - h, axis=1)], axis=1)
@@ -157,7 +184,10 @@ class HazardCurve:
 
     def curve(self, X: np.ndarray) -> np.ndarray:
         """(n, len(edges)) calibrated P(converted by each edge), non-decreasing along edges."""
-        raw = self.raw_curve(X)
+        return self.calibrated(self.raw_curve(X))
+
+    def calibrated(self, raw: np.ndarray) -> np.ndarray:
+        """`curve` from `raw_curve`'s values."""
         out = raw.copy()
         margin = logit(raw)  # every column at once: one call where there were eight
         for j, edge in enumerate(self.edges[1:], start=1):
@@ -276,6 +306,8 @@ class Outlook:
             booster.save_model(str(directory / f"amount-{q}.txt"))
         meta = {"edges": list(self.hazard.edges), "max_days": self.hazard.max_days_,
                 "calibrators": {str(k): c.to_dict() for k, c in self.hazard.calibrators_.items()},
+                "base_margin": None if self.hazard.base_ is None
+                else self.hazard.base_.tolist(),
                 "columns": [{"name": c.name, "categories": None if c.categories is None
                              else list(c.categories)} for c in self.hazard.columns_],
                 "quantiles": list(self.amount.boosters_), "widen": self.amount.widen_,
@@ -295,6 +327,8 @@ class Outlook:
             booster_=lgb.Booster(model_file=str(hazard_file)) if hazard_file.exists() else None,
             calibrators_={int(k): Calibrator.from_dict(v)
                           for k, v in meta["calibrators"].items()},
+            base_=None if meta.get("base_margin") is None
+            else np.asarray(meta["base_margin"], dtype="float64"),
             columns_=[Column(c["name"], None if c["categories"] is None
                              else tuple(c["categories"])) for c in meta["columns"]])
         amount = AmountQuantiles(

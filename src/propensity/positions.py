@@ -18,21 +18,32 @@ class IdIndex:
         self.index = pd.Index(uniq.to_numpy())
         self.rows = uniq.index.to_numpy()
         self._arrow_ids: pa.Array | None = None
+        self._categories: tuple[pd.Index, np.ndarray] | None = None
+
+    def _category_rows(self, categories: pd.Index) -> np.ndarray:
+        """Each category's row (-1 when absent), and -1 last for a missing value's code -1;
+        remembered for the last categories seen: the slices of one dictionary column (events
+        cut at T, the rows of wanted leads) share them, so a million ids are looked up once
+        rather than at every join."""
+        if self._categories is None or self._categories[0] is not categories:
+            found = self.index.get_indexer(categories)
+            rows = np.where(found >= 0, self.rows[np.maximum(found, 0)], -1)
+            self._categories = (categories, np.append(rows, -1).astype("int64"))
+        return self._categories[1]
 
     def positions(self, keys: pd.Series) -> np.ndarray:
         """Row position of each key, -1 when absent.
 
         Categorical keys (how Parquet dictionary columns arrive) are looked up once per
-        category, which turns 20 million string lookups into one per distinct lead.
+        category, which turns 20 million string lookups into one per distinct lead, and
+        then one gather of the codes.
         """
         if self.index.empty:
             return np.full(len(keys), -1, dtype="int64")
         found: np.ndarray | None
         if isinstance(keys.dtype, pd.CategoricalDtype):
-            per_category = self.index.get_indexer(keys.cat.categories)
-            codes = keys.cat.codes.to_numpy()
-            found = np.where(codes >= 0, per_category[np.maximum(codes, 0)], -1)
-        elif (found := self._arrow_lookup(keys)) is None:
+            return self._category_rows(keys.cat.categories)[keys.cat.codes.to_numpy()]
+        if (found := self._arrow_lookup(keys)) is None:
             found = self.index.get_indexer(keys.to_numpy())
         return np.where(found >= 0, self.rows[np.maximum(found, 0)], -1)
 

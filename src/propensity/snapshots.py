@@ -88,6 +88,7 @@ def lead_entities(export: CrmExport, times: list[pd.Timestamp], horizon_days: in
     rng = np.random.default_rng(config.seed if config else 0)
     stale = stale_days if stale_days is not None else (config.stale_days if config else None)
     parts = []
+    ids = j.leads["lead_id"].to_numpy()  # once, not per time: a million ids as objects
     for ts in times:
         t = int(to_micros(pd.Series([ts]))[0])
         rows = np.flatnonzero((created < t) & (won > t) & (j.ended > t))
@@ -99,7 +100,7 @@ def lead_entities(export: CrmExport, times: list[pd.Timestamp], horizon_days: in
         if cap is not None and rows.size > cap:
             keep = np.sort(rng.choice(rows.size, cap, replace=False))
             rows, stage = rows[keep], stage[keep]
-        part = pd.DataFrame({"lead_id": j.leads["lead_id"].to_numpy()[rows],
+        part = pd.DataFrame({"lead_id": ids[rows],
                              "as_of": ts, "stage_index": stage})
         if labelled:
             for name, label in labels.items():

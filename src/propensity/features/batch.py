@@ -84,6 +84,8 @@ class _Scope:
     acc_codes: np.ndarray
     n_accounts: int
     wanted: np.ndarray
+    contacts: SortedEvents
+    """The leads of each account (by creation): an account's contacts are one block."""
 
 
 def _lead_positions(export: CrmExport, entities: pd.DataFrame) -> np.ndarray:
@@ -130,14 +132,29 @@ def _gather_events(x: FeatureInputs, export: CrmExport, spec: FeatureSpec,
     x.event_value = events["value"].iloc[src_all].to_numpy(dtype="float64",
                                                            na_value=np.nan)
     if spec.has_accounts:
-        acc_codes = scope.acc_codes
-        ev_acc = np.where(lead_of >= 0, acc_codes[np.maximum(lead_of, 0)], -1)
-        by_account = SortedEvents.build(ev_acc, times, scope.n_accounts)
-        rows, ev, age_us = before(by_account, acc_codes[pos], as_of)
-        who = lead_of[by_account.order[ev]]
+        rows, who, age_us = _account_events(sorted_, scope)
         persona = persona_codes(leads.get("persona"), len(leads))
         x.account_event_row, x.account_event_age = rows, age_us / DAY_US
         x.account_event_contact, x.account_event_persona = who, persona[who]
+
+
+def _account_events(by_lead: SortedEvents, scope: _Scope) -> tuple[np.ndarray, ...]:
+    """(entity row, contact, age) of every event of every lead of the row's account before
+    the row's time: the row is paired with each lead of its account and each pair read from
+    the events sorted by lead (the features count and take minima, so the order of a row's
+    events does not matter; sorting all the events by account again cost seconds)."""
+    members = scope.contacts
+    account = scope.acc_codes[scope.pos]
+    if not scope.n_accounts:  # no lead has an account
+        return empty(), empty(), empty()
+    first = members.start[np.maximum(account, 0)]
+    size = np.where(account >= 0, members.start[np.maximum(account, 0) + 1] - first, 0)
+    pair_row = np.repeat(np.arange(account.size), size)
+    offsets = np.cumsum(size) - size
+    within = np.arange(pair_row.size) - np.repeat(offsets, size)
+    contact = members.order[np.repeat(first, size) + within]
+    pair, _, age_us = before(by_lead, contact, scope.as_of[pair_row])
+    return pair_row[pair], contact[pair], age_us
 
 
 def _gather_stages(x: FeatureInputs, export: CrmExport, spec: FeatureSpec,
@@ -208,13 +225,13 @@ def gather(export: CrmExport, spec: FeatureSpec, entities: pd.DataFrame) -> Feat
     )
     scope = _Scope(leads, pos, as_of, acc_codes, len(acc_uniques),
                    _wanted_leads(len(leads), pos, acc_codes, len(acc_uniques),
-                                 spec.has_accounts))
+                                 spec.has_accounts),
+                   SortedEvents.build(acc_codes, created_all, len(acc_uniques)))
     _gather_events(x, export, spec, scope)
     _gather_stages(x, export, spec, scope)
     _gather_opportunities(x, export, scope)
     if spec.has_accounts:
-        contacts = SortedEvents.build(acc_codes, created_all, len(acc_uniques))
-        x.contact_row, _, _ = before(contacts, acc_codes[pos], as_of)
+        x.contact_row, _, _ = before(scope.contacts, acc_codes[pos], as_of)
     return x
 
 

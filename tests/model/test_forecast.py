@@ -24,6 +24,7 @@ from propensity.forecast.hazard import (
 )
 from propensity.forecast.rows import snapshot_rows
 from propensity.forecast.simulate import interval, simulate
+from propensity.funnel.journeys import build_journeys
 from propensity.models.outlook import STAGE_COLUMN, AmountQuantiles, Outlook
 from propensity.synthetic import read_truth, truth_probability, write_synthetic
 from propensity.tables import CrmExport, truncate_export
@@ -195,7 +196,7 @@ def test_a_stage_hazard_follows_the_table_when_the_trees_have_nothing_to_add(
     average the regularised trees would pull a few leads toward; and the table survives the
     outlook's files (an outlook saved before it had none: nothing is added)."""
     cut = truncate_export(world[1], T)
-    rows = snapshot_rows(cut, T, seed=3)
+    rows = snapshot_rows(cut, T, seed=3, journeys=build_journeys(cut))
     stage_col = [c.name for c in rows.plan.columns].index(STAGE_COLUMN)
     only_stage = np.zeros_like(rows.X)
     only_stage[:, stage_col] = rows.X[:, stage_col]

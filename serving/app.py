@@ -7,7 +7,6 @@ import contextlib
 import gc
 import hashlib
 import logging
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -102,7 +101,6 @@ def _lifespan(settings: ServingSettings,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        sys.setswitchinterval(settings.gil_switch_seconds)
         await run_in_threadpool(migrate, settings.db_url)
         engine = engine_for(settings.db_url)
         names = await run_in_threadpool(import_targets, settings.target_modules)

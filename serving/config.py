@@ -55,11 +55,6 @@ class ServingSettings(Settings, CrmInboundSettings):
     requests answered together): a `kill -9` of a worker or of the server loses nothing.
     False answers first and writes the rows within `log_flush_seconds` (faster; a crash loses
     what was not written yet). PROPENSITY_LOG_DURABLE."""
-    gil_switch_seconds: float = 0.005
-    """How long another thread may hold the GIL before the event loop gets it back (Python's
-    `sys.setswitchinterval`; its default 0.005). The durable log's write releases the GIL,
-    and the score log's writer thread, inserting a batch, may take it then: the loop waits
-    up to this long before it answers (PROPENSITY_GIL_SWITCH_SECONDS)."""
     log_backlog_degraded: int = 10_000
     """Rows acknowledged and not yet in the database past which /readyz says degraded."""
     log_max_memory_rows: int = 100_000

@@ -37,7 +37,7 @@ from serving.errors import (
     http_handler,
     validation_handler,
 )
-from serving.export_answers import document_computing
+from serving.export_answers import document_computing, stop_answers
 from serving.fast_path import ScoreFastPath
 from serving.limits import BodyLimitMiddleware
 from serving.metrics import Metrics, MetricsMiddleware
@@ -132,6 +132,7 @@ def _lifespan(settings: ServingSettings,
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            stop_answers()
             await run_in_threadpool(scorelog.stop)
             engine.dispose()
 

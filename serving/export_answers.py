@@ -51,9 +51,10 @@ class ByteCache:
                 self._items.move_to_end(key)
             return value
 
-    def put(self, key: tuple[object, ...], value: bytes, limit: int) -> None:
+    def put(self, key: tuple[object, ...], value: bytes, limit: int) -> bool:
+        """Keep `value` (False: larger than `limit`, not kept)."""
         if len(value) > limit:
-            return
+            return False
         with self._lock:
             old = self._items.pop(key, None)
             self.size -= 0 if old is None else len(old)
@@ -62,6 +63,7 @@ class ByteCache:
             while self.size > limit:
                 _, dropped = self._items.popitem(last=False)
                 self.size -= len(dropped)
+        return True
 
 
 Key = tuple[object, ...]
@@ -87,7 +89,7 @@ class Jobs:
         self._lock = threading.RLock()  # a done callback may run inside `submit`
 
     def submit(self, key: Key, compute: Callable[[], bytes],
-               done: Callable[[bytes], None]) -> Future[bytes]:
+               done: Callable[[bytes], bool]) -> Future[bytes]:
         """The computation of `key`: the one under way or waiting, else a new one."""
         with self._lock:
             job = self._jobs.get(key)
@@ -103,12 +105,21 @@ class Jobs:
             self._bound()
             return job
 
-    def _finished(self, key: Key, job: Future[bytes], done: Callable[[bytes], None]) -> None:
-        """An answer goes to the cache, and the computation is forgotten (an error is kept
-        for the request that collects it)."""
-        if job.exception() is None:
-            done(job.result())
+    def _finished(self, key: Key, job: Future[bytes], done: Callable[[bytes], bool]) -> None:
+        """An answer goes to the cache, and the computation is forgotten; an error, or an
+        answer the cache did not keep (larger than it), is kept for the request that collects
+        it (else that answer would be computed again at each ask, and a 202 never end)."""
+        if job.exception() is None and done(job.result()):
             self.collect(key, job)
+
+    def shutdown(self) -> None:
+        """At the server's shut-down: the waiting computations are dropped, the running one
+        is not waited for (a restart must not wait for a backtest)."""
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+            self._jobs.clear()
 
     def _run(self, key: Key, holder: list[Future[bytes]], compute: Callable[[], bytes]) -> bytes:
         with self._lock:
@@ -151,6 +162,11 @@ def computing(seconds: float) -> JSONResponse:
                         headers={"Retry-After": str(wait)})
 
 
+def stop_answers() -> None:
+    """Stop computing export answers (the lifespan's shut-down)."""
+    _jobs.shutdown()
+
+
 def signature(path: Path) -> tuple[tuple[str, int, int], ...]:
     """Name, size and mtime of every table file: changes when the data does."""
     return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
@@ -184,7 +200,11 @@ async def cached_json(settings: ServingSettings, path: Path, params: tuple[objec
     waited.add_done_callback(lambda f: f.cancelled() or f.exception())
     try:
         body = await asyncio.wait_for(asyncio.shield(waited), wait)
-    except (TimeoutError, _Dropped):
+    except TimeoutError:
+        if job.done():  # the computation's own TimeoutError, not the wait's: a server fault
+            raise
+        return computing(wait)
+    except _Dropped:
         return computing(wait)
     except PropensityError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,

@@ -51,10 +51,10 @@ REFUSALS = (status.HTTP_413_CONTENT_TOO_LARGE,)
 """What `admit` raises over a limit: the CRM's data, not a fault (a lead the contract refuses
 is a `LeadInputError`)."""
 WHEN_BUSY = "propensity_when_busy"
-OUTLOOK = "propensity_outlook"
-"""An input field: "true" adds the lead's outlook to the output fields (`_outlook_output`)."""
 """The action's input field that opts in to BLOCK (a static value in the action's definition:
 BLOCK, or RETRY for the 429 HubSpot retries); not a property of the lead."""
+OUTLOOK = "propensity_outlook"
+"""An input field: "true" adds the lead's outlook to the output fields (`_outlook_output`)."""
 _in_flight = 0
 
 

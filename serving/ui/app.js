@@ -7,7 +7,8 @@ const num = (v, d = 1) => (v === null || v === undefined ? "-" : Number(v).toFix
 
 async function api(path, options = {}, key = $("key").value) {
   let response;
-  for (;;) {  // 202: the answer is being computed (a forecast fits models); ask again
+  for (let ask = 0; ; ask++) {  // 202: the answer is being computed (a forecast fits models)
+    if (ask === 120) throw new Error("still being computed after 120 asks: try again later");
     response = await fetch(path, {
       ...options,
       headers: { "Authorization": "Bearer " + key, "Content-Type": "application/json",

@@ -25,11 +25,13 @@ class IdIndex:
         remembered for the last categories seen: the slices of one dictionary column (events
         cut at T, the rows of wanted leads) share them, so a million ids are looked up once
         rather than at every join."""
-        if self._categories is None or self._categories[0] is not categories:
+        cached = self._categories  # read once: another thread may replace it meanwhile
+        if cached is None or cached[0] is not categories:
             found = self.index.get_indexer(categories)
             rows = np.where(found >= 0, self.rows[np.maximum(found, 0)], -1)
-            self._categories = (categories, np.append(rows, -1).astype("int64"))
-        return self._categories[1]
+            cached = (categories, np.append(rows, -1).astype("int64"))
+            self._categories = cached
+        return cached[1]
 
     def positions(self, keys: pd.Series) -> np.ndarray:
         """Row position of each key, -1 when absent.

@@ -215,6 +215,11 @@ def test_fields_from_toml(tmp_path: Path) -> None:
     path.write_text('[hubspot]\nscor = "x"\n')
     with pytest.raises(Exception, match=r"fields.toml: \[hubspot\] scor: Extra inputs"):
         load_fields("hubspot", path)
+    # an outlook value named to the probability's field would overwrite it: refused
+    path.write_text('[hubspot]\np_by_90 = "propensity_probability"\n')
+    with pytest.raises(Exception, match="p_by_90 and probability both name the CRM field "
+                                        "'propensity_probability'"):
+        load_fields("hubspot", path)
 
 
 # --- the command, end to end: a registered champion scores an export, the CLI pushes it -------

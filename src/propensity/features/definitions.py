@@ -20,6 +20,9 @@ from propensity.features.spec import FeatureSpec
 from propensity.timestamps import DAY_US, NEVER
 
 PERSONA_GROUPS = ("end_user", "champion", "executive")
+STAGE_COLUMN = "current_stage"
+"""The matrix column holding a lead's funnel stage as of t (Odoo's stage; the hazard's
+stage x period table is read by it)."""
 _PERSONA_CODES = {p: i for i, p in enumerate(PERSONA_GROUPS)}
 
 
@@ -115,7 +118,7 @@ class Stage(Family):
     """
 
     def __init__(self, spec: FeatureSpec) -> None:
-        self.columns = [Column("current_stage", tuple(spec.stages)), Column("days_in_stage"),
+        self.columns = [Column(STAGE_COLUMN, tuple(spec.stages)), Column("days_in_stage"),
                         Column("stage_changes")]
 
     def compute(self, x: FeatureInputs, out: np.ndarray) -> None:

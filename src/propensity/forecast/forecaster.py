@@ -69,6 +69,10 @@ def fit_forecaster(export: CrmExport, as_of: pd.Timestamp, *, seed: int = 0,
                          journeys=journeys)
     fit = calibration_mask(rows.entities["lead_id"], seed)
     hazard, amount_model, amount = fit_models(cut, rows, fit, seed, note)
+    if not amount_model.boosters_ and np.isnan(amount_model.fallback_):
+        # the bundle's outlook ships null amounts then; a forecast of revenue has nothing
+        raise TooLittleHistory("no won opportunity with an amount before the forecast time: "
+                               "revenue cannot be forecast")
     level = level_sd(hazard, rows, ~fit, RULE_DAYS)
     won_rows = ~np.isnan(amount)
     segments = lead_segments(cut, rows.entities["lead_id"])

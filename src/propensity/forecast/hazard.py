@@ -8,9 +8,16 @@ with no event: the curve is then the cumulative incidence of conversion (P(conve
 not a survival that ignores the leads that drop out. A period whose end is after the data's
 end is left out (right censoring: the period's outcome is not known yet).
 
+The trees start from a stage x period table of past hazards (LightGBM's init_score; the
+table ships with the trees and is added in every path), so they learn how a lead departs from
+its stage's history instead of pulling the few late-stage leads toward the average; as many
+trees as lower the held-out leads' log loss; past `MAX_PERIOD_ROWS` person-period rows, a
+seeded sample of the rows without a conversion, weighted (every conversion kept).
+
 P(converted by d) = 1 - prod over periods (1 - hazard), interpolated inside a period at a
 constant daily rate, then calibrated at each period end on the latest snapshot rows of leads
-the model did not learn from (isotonic on the logit), and kept monotone in d.
+the model did not learn from (a level shift below `MIN_SLOPE_EVENTS` conversions, a map on the
+logit above, none below `MIN_LEVEL_EVENTS`), and kept monotone in d.
 """
 
 from __future__ import annotations
@@ -23,12 +30,12 @@ import numpy as np
 from scipy.optimize import brentq
 
 from propensity.coding import Column
+from propensity.features.definitions import STAGE_COLUMN
 from propensity.forecast.rows import SnapshotRows, TooLittleHistory
 from propensity.models.calibration import Calibrator, fit_calibrator
 from propensity.models.outlook import (
     EDGES,
     HORIZONS,
-    STAGE_COLUMN,
     HazardCurve,
     interpolate,
     logit,
@@ -49,7 +56,8 @@ ROUNDS = 300
 PATIENCE = 30
 """Trees past the best held-out log loss before the boosting stops."""
 PRIOR_ROWS = 20.0
-"""Rows of its period's hazard each cell of the stage x period table is shrunk with."""
+"""Rows of its stage's hazard (over all periods) each cell of the stage x period table is
+shrunk with."""
 MIN_CALIBRATION_ROWS = 300
 MIN_SLOPE_EVENTS = 300
 """Fewer conversions than this among the calibration rows of a period end, and only the
@@ -130,6 +138,8 @@ def bounded_periods(y: np.ndarray, limit: int, seed: int) -> tuple[np.ndarray, n
         return np.arange(y.size), None
     events, quiet = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
     room = min(quiet.size, max(limit - events.size, limit // 4))
+    if room == 0 or room == quiet.size:  # nothing to leave out
+        return np.arange(y.size), None
     chosen = quiet[np.random.default_rng(seed).choice(quiet.size, room, replace=False)]
     sample = np.sort(np.concatenate([events, chosen]))
     return sample, np.where(y[sample] == 1, 1.0, quiet.size / room)
@@ -147,7 +157,9 @@ class HazardModel(HazardCurve):
     `uncertainty.level_sd` to read rather than score them again; not saved."""
 
     def fit(self, rows: SnapshotRows, fit_mask: np.ndarray) -> HazardModel:
-        """Learn hazards from the rows in `fit_mask`; calibrate on the others."""
+        """Learn hazards from the rows in `fit_mask`; the others (leads held out) choose the
+        tree count (early stopping) and then calibrate the curve, and `level_sd` reads their
+        curve too: three uses of one held set, so the intervals' spread is a little optimistic."""
         observed_span = (rows.end_us - rows.as_of_us.min()) / 86_400e6 if len(
             rows.as_of_us) else 0
         usable = [e for e in self.edges if e <= observed_span]
@@ -191,7 +203,7 @@ class HazardModel(HazardCurve):
                                free_raw_data=True)
 
         params = {**HAZARD_PARAMS, "seed": self.seed}
-        fitted = np.flatnonzero(keep)  # at most MAX_PERIOD_ROWS of them, weighted
+        fitted = np.flatnonzero(keep)  # past MAX_PERIOD_ROWS, a weighted sample of them
         sample, weight = bounded_periods(y[fitted], MAX_PERIOD_ROWS, self.seed)
         train = dataset(fitted[sample], weight=weight)
         if y[~keep].sum() < MIN_CONVERSIONS:

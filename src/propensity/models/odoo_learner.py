@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from propensity.coding import Column
+from propensity.features.definitions import STAGE_COLUMN
 from propensity.funnel.journeys import Journeys
 from propensity.models.odoo_pls import (
     STAGE,
@@ -43,9 +44,6 @@ from propensity.models.odoo_pls import (
     table_to_dict,
 )
 from propensity.tables import CrmExport
-
-STAGE_COLUMN = "current_stage"
-"""The model matrix's column that plays Odoo's stage."""
 
 
 def field_columns(columns: list[Column], config: OdooPlsConfig) -> dict[str, int]:

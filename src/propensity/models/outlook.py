@@ -24,6 +24,7 @@ import lightgbm as lgb
 import numpy as np
 
 from propensity.coding import Column
+from propensity.features.definitions import STAGE_COLUMN
 from propensity.models.calibration import Calibrator
 from propensity.models.single_row import ROW_BY_ROW, SingleRow, raw_contributions, raw_margins
 
@@ -39,9 +40,12 @@ QUANTILES = (0.1, 0.5, 0.9)
 OUTLOOK_DIR = "outlook"
 STACKED_ROWS = 200_000
 """Up to this many (lead, period) rows the hazard booster predicts them in one call."""
-_META = "outlook.json"
-STAGE_COLUMN = "current_stage"
-"""The feature the hazard's base margin is read by (`HazardCurve.base_`)."""
+_META = "outlook-v2.json"
+"""The outlook's JSON since its hazard trees start from the stage x period table: a name the
+loaders before it do not read, so that a rolled-back scorer serves no outlook rather than
+these trees without their base margin (wrong hazards, silently)."""
+_LEGACY_META = "outlook.json"
+"""Saved before the table: trees trained from a zero margin, read as such."""
 
 
 class _Margins:
@@ -318,9 +322,12 @@ class Outlook:
     @classmethod
     def load(cls, directory: Path) -> Outlook | None:
         """The outlook saved in `directory`, None when there is none (a bundle without)."""
-        if not (directory / _META).exists():
+        found = [directory / n for n in (_META, _LEGACY_META) if (directory / n).exists()]
+        if not found:
             return None
-        meta = json.loads((directory / _META).read_text())
+        meta = json.loads(found[0].read_text())
+        if found[0].name == _LEGACY_META:
+            meta["base_margin"] = None
         hazard_file = directory / "hazard.txt"
         hazard = HazardCurve(
             edges=tuple(meta["edges"]), max_days_=meta["max_days"],

@@ -5,8 +5,10 @@ the amount won (among leads that won), the days to convert expected against the 
 The unit is a served score that carried an outlook (`score_log`'s outlook columns, migration
 0010): one per (lead, as_of), the last served when a CRM asked twice, as realised performance
 counts them. A lead's won amount is the sum of its `won` outcomes after the score's as_of; its
-days to convert run from the as_of to its first conversion after it (the last funnel stage
-or a won opportunity: the rule training labels with). Amounts and days are compared on the
+days to convert run from the as_of to its first conversion (the last funnel stage or a won
+opportunity: the rule training labels with; a lead whose first conversion came before the
+score's as_of counts as not converting after it, as a lead scored after it converted should
+not have been open). Amounts and days are compared on the
 leads where the outcome is known, whatever their age; the 90-day rate only on scores whose 90
 days have passed (`now`), so that a young window does not read as a slow one.
 """

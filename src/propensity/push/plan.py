@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from propensity.lead_scoring import score_matrix
 from propensity.models.bundle import ModelBundle
@@ -50,6 +50,17 @@ class PushFields(BaseModel):
     """...the expected won amount and..."""
     expected_revenue: str | None = None
     """...P(converted within 90 days) x expected amount, both to the whole currency unit."""
+
+    @model_validator(mode="after")
+    def _one_value_a_field(self) -> PushFields:
+        """Two values named to one CRM field: the later would overwrite the earlier, silently."""
+        named = [(k, v) for k, v in self.model_dump().items() if k != "object" and v is not None]
+        seen: dict[str, str] = {}
+        for key, field in named:
+            if field in seen:
+                raise ValueError(f"{key} and {seen[field]} both name the CRM field {field!r}")
+            seen[field] = key
+        return self
 
     def outlook(self) -> dict[str, str]:
         """The outlook's column (`scoring.with_outlook`) -> CRM field, for those named."""

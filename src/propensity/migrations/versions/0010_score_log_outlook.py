@@ -2,6 +2,11 @@
 expected amount), so that monitoring can set them beside what happened. Nullable: rows logged
 before, and scores asked without the outlook, have none.
 
+Rows spooled by an earlier version go in with these columns null (`serving.scorelog.
+ADDED_COLUMNS`). The reverse does not hold: before a downgrade to a version without this
+migration, let the scorer drain its spool (`/readyz` ready, nothing pending), or the older
+scorer quarantines the spooled rows that carry these keys (kept, not written).
+
 Revision ID: 0010
 Revises: 0009
 """

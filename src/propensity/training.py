@@ -67,8 +67,8 @@ def train_export(export: CrmExport, config: TrainConfig,
     result = train_sets(build_export_sets(export, config, progress, journeys=journeys), config,
                         progress)
     if config.outlook and config.target.outlook:
-        result.report["outlook"] = attach_outlook(result.bundle, export, config.seed, progress,
-                                                  journeys)
+        result.report["outlook"] = attach_outlook(result.bundle, export, journeys, config.seed,
+                                                  progress)
     return result
 
 

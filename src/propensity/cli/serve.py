@@ -21,15 +21,14 @@ EDGE_PROTOCOL = "serving.limits:EdgeProtocol"
 worker, as the app is)."""
 KEEP_ALIVE_SECONDS = 5
 """An idle keep-alive connection is closed after this (uvicorn's timeout_keep_alive)."""
-BACKLOG = 64
+BACKLOG = 2048
 """Connections the kernel queues on the listening socket (all workers share it) until a worker
-accepts them (uvicorn's `backlog`, 2048 by default). uvloop accepts every queued connection
-in one turn of its event loop (libuv accepts until the queue is empty), building uvicorn's
-protocol and a transport for each, and reads and answers them all in the next turns, while a
-request already read waits: with 2048, 1,000 stalled unauthenticated uploads took a keyed
-client's score p99 from 6.9 to 60 ms (`benchmarks/bench_hostile.py`). A short queue bounds
-that work per turn; a connection beyond it waits in its client's kernel, which retries the
-handshake (from 1 s later), not in the worker."""
+accepts them (uvicorn's default). A short queue was tried against 1,000 stalled
+unauthenticated uploads: uvloop accepts every queued connection in one loop turn, so 64 was to
+bound that work; on a quiet machine it did not (a keyed client's score p99 during the attack
+90.6 ms with 2048, 122.3 ms with 64, the last upload closed after 0.23 s vs 1.08 s) and it
+makes a legitimate new connection wait out handshake retries under a flood: 2048 it stays,
+a setting to try on other machines."""
 keys_app = typer.Typer(help="API keys of the scorer.", no_args_is_help=True)
 
 
@@ -42,9 +41,8 @@ def serve(
     data: Annotated[Path | None, typer.Option(help="Export folder for /v1/funnel")] = None,
     backlog: Annotated[int, typer.Option(
         min=1, envvar="PROPENSITY_BACKLOG",
-        help="Connections the kernel queues on the listening socket; a worker accepts them "
-             "all in one turn of its loop, so a short queue keeps a burst of new "
-             "connections from delaying the requests it is answering")] = BACKLOG,
+        help="Connections the kernel queues on the listening socket until a worker accepts "
+             "them (uvicorn's default 2048)")] = BACKLOG,
 ) -> None:
     """Run the FastAPI scorer with uvicorn (httptools, uvloop), with the scorer's limits on
     connections and headers (serving.limits.EdgeProtocol; PROPENSITY_MAX_CONNECTIONS,

@@ -105,14 +105,13 @@ def fit_models(cut: CrmExport, rows: SnapshotRows, fit: np.ndarray, seed: int,
 
 def fit_outlook(export: CrmExport, spec: FeatureSpec, *, seed: int = 0,
                 max_rows: int = 60_000, progress: Progress | None = None,
-                journeys: Journeys | None = None) -> Outlook:
+                journeys: Journeys) -> Outlook:
     """The outlook a lead-conversion bundle ships: the forecast's hazard and amount models,
     fitted at training time on the whole export (as of the day after its latest timestamp,
     as the forecast's default) with the bundle's own feature spec, so that they read the
     matrix the probability is scored from and a request builds its features once."""
     note = progress or (lambda _text: None)
     as_of = export.latest_time().floor("D") + pd.Timedelta(days=1)
-    journeys = build_journeys(export) if journeys is None else journeys
     note("outlook (time to convert and amount): point-in-time snapshot rows")
     rows = snapshot_rows(export, as_of, max_rows=max_rows, seed=seed, spec=spec,
                          journeys=journeys)
@@ -130,9 +129,8 @@ def fit_outlook(export: CrmExport, spec: FeatureSpec, *, seed: int = 0,
         "interval_widen": round(amount_model.widen_, 6)})
 
 
-def attach_outlook(bundle: ModelBundle, export: CrmExport, seed: int,
-                   progress: Progress | None = None,
-                   journeys: Journeys | None = None) -> dict[str, Any]:
+def attach_outlook(bundle: ModelBundle, export: CrmExport, journeys: Journeys, seed: int,
+                   progress: Progress | None = None) -> dict[str, Any]:
     """Fit the outlook a trained bundle ships (its own feature spec) and attach it; what the
     training report says of it. An export too short or with too few conversions to learn
     when leads convert ships without one (a score's outlook fields are then null), and the

@@ -13,7 +13,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
+from propensity.database import engine_for, migrate
 from propensity.export_reader import load_export
 from propensity.lifecycle import train_and_register
 from propensity.models.bundle import ModelBundle
@@ -110,3 +112,20 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
                 os.environ.pop("PROPENSITY_MONITOR_DAYS", None)
             else:
                 os.environ["PROPENSITY_MONITOR_DAYS"] = before
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[sa.Engine]:
+    """A migrated score database, SQLite and PostgreSQL (one test each)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/scores.db"
+        migrate(url)
+        engine = engine_for(url)
+        yield engine
+        engine.dispose()
+        return
+    with fresh_postgres() as url:
+        migrate(url)
+        engine = engine_for(url)
+        yield engine
+        engine.dispose()

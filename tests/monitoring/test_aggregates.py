@@ -5,7 +5,6 @@ SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -14,13 +13,12 @@ import pytest
 import sqlalchemy as sa
 from sklearn.metrics import roc_auc_score
 
-from propensity.database import engine_for, migrate, score_log
+from propensity.database import engine_for, score_log
 from propensity.monitoring import aggregates
 from propensity.monitoring.aggregates import converted_cells, fold, served_cells
 from propensity.monitoring.outcomes import Outcome, conversion_stages, conversions, record
 from propensity.monitoring.performance import performance, performance_of_cells, served_scores
 from propensity.thresholds import to_score
-from tests.conftest import fresh_postgres
 
 MODEL = "lead-conversion"
 NOW = datetime(2025, 12, 1, 15, 30, tzinfo=UTC)
@@ -41,21 +39,6 @@ def _rows(rng: np.random.Generator, n: int, first_id: int) -> list[dict[str, obj
             "threshold_version": 0, "input_hash": "-", "as_of": as_of})
     return out
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[sa.Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/scores.db"
-        migrate(url)
-        engine = engine_for(url)
-        yield engine
-        engine.dispose()
-        return
-    with fresh_postgres() as url:
-        migrate(url)
-        engine = engine_for(url)
-        yield engine
-        engine.dispose()
 
 
 def _report(engine: sa.Engine, start: datetime, end: datetime) -> tuple[object, object]:

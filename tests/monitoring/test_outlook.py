@@ -4,7 +4,6 @@ checked against a plain per-lead computation, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -12,33 +11,17 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from propensity.database import engine_for, migrate, score_log
+from propensity.database import score_log
 from propensity.monitoring.outcomes import Outcome, record
 from propensity.monitoring.outlook import outlook_bands
 from propensity.monitoring.report import build_report
 from propensity.thresholds import to_score
-from tests.conftest import fresh_postgres
 
 MODEL = "lead-conversion"
 START = datetime(2025, 7, 1, tzinfo=UTC)
 END = datetime(2025, 9, 1, tzinfo=UTC)
 NOW = pd.Timestamp("2025-10-15", tz="UTC")
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[sa.Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/scores.db"
-        migrate(url)
-        engine = engine_for(url)
-        yield engine
-        engine.dispose()
-        return
-    with fresh_postgres() as url:
-        migrate(url)
-        engine = engine_for(url)
-        yield engine
-        engine.dispose()
 
 
 def _world(engine: sa.Engine, n: int = 300) -> pd.DataFrame:

@@ -90,7 +90,9 @@ class RecommendOut(Recommendation):
 
 PATH = "/v1/thresholds"
 CHANGE_IT = link(PATH, "put", "change the version just read (its number as If-Match)",
-                 parameters={"header.if-match": "$response.body#/version"})
+                 # embedded in a string (an ETag's quotes): a header's value is text, and a
+                 # bare `$response.body#/version` is the number (schemathesis cannot send it)
+                 parameters={"header.if-match": '"{$response.body#/version}"'})
 
 
 @router.get("", response_model=ThresholdsOut, openapi_extra=links("200", ChangeIt=CHANGE_IT))

@@ -27,7 +27,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from propensity.export_reader import load_export
-from propensity.forecast.backtest import backtest
+from propensity.forecast.backtest import Period, backtest
 from propensity.forecast.forecaster import REVENUE_DAYS, fit_forecaster, lead_outlook
 from propensity.forecast.hazard import HORIZONS
 from propensity.funnel.journeys import build_journeys
@@ -77,6 +77,10 @@ def judge(directory: Path, full: CrmExport, t: pd.Timestamp, seed: int) -> dict[
         if t + pd.Timedelta(days=h) <= end:
             y = ((conv > t) & (conv <= t + pd.Timedelta(days=h))).to_numpy(dtype="float64")
             out[f"ece{h}_realised"] = equal_mass_ece(y, p)
+            # the truth's own check: the generator's exact probabilities read against what
+            # happened, binned as the model is: what a perfect model reads at this size
+            out[f"own{h}"] = equal_mass_ece(y, p_true)
+        out[f"bias{h}"] = float(p.mean() - p_true.mean())
     won = won_after(full, t, None)
     amounts = won.groupby(won["lead_id"].astype("str"))["amount"].sum()
     rows = outlook.set_index("lead_id").reindex(amounts.index).dropna(subset=["amount_low"])
@@ -115,6 +119,16 @@ def truth_forecasts(directory: Path, full: CrmExport, starts: list[str],
             known["intent"].to_numpy(), open_at["stage_index"].to_numpy(), 7 * weeks, means,
             known["pace"].to_numpy()).sum()))
     return out
+
+
+def off_truth(periods: list[Period], perfect: list[float]) -> dict[str, float]:
+    """Mean absolute relative error of the model's and the stage rule's count against the
+    generator's exact expected count: the forecasts' own error, without the quarters' luck
+    that the MAPE against the actual count carries."""
+    def off(values: list[float]) -> float:
+        return float(np.mean([abs(v - x) / x for v, x in zip(values, perfect, strict=True)]))
+    return {"off_model": off([p.forecast for p in periods]),
+            "off_stage_rates": off([p.stage_rates for p in periods])}
 
 
 def main() -> None:
@@ -173,26 +187,31 @@ def main() -> None:
                     print(f"    skipped {line}")
                 s = bt.summary()
                 s.update(profile=NAMES[profile], seed=seed, mape_truth=float(np.mean(
-                    [p.ape(x) for p, x in zip(bt.periods, perfect, strict=True)])))
+                    [p.ape(x) for p, x in zip(bt.periods, perfect, strict=True)])),
+                    **off_truth(bt.periods, perfect))
                 tested.append(s)
     print("\n| profile | seed | open at T | ECE 30 (floor) | ECE 60 | ECE 90 | ECE 180 "
-          "| ECE 90 realised "
+          "| ECE 90 realised | truth's own ECE 30/60/90/180 realised "
           "| amount 80% cover (won) | Spearman accounts model / reference (accounts) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for j in judged:  # each ECE with its judging floor (`equal_mass_ece_floor`)
         eces = " | ".join(f"{j[f'ece{h}']:.4f} ({j[f'floor{h}']:.4f})" for h in HORIZONS)
         print(f"| {j['profile']} | {j['seed']} | {j['open']:,} | {eces} | "
-              f"{j.get('ece90_realised', float('nan')):.4f} | {j['amount_cover80']:.3f} "
+              f"{j.get('ece90_realised', float('nan')):.4f} | "
+              + " / ".join(f"{j.get(f'own{h}', float('nan')):.4f}" for h in HORIZONS)
+              + f" | {j['amount_cover80']:.3f} "
               f"({j['won_judged']}) | {j['spearman_model']:.3f} / "
               f"{j['spearman_reference']:.3f} ({j['accounts']:,}) |")
     if tested:
         print("\n| profile | seed | quarters | MAPE truth | MAPE model | MAPE stage rates "
-              "| MAPE pipeline | 80% coverage | 95% coverage | revenue 80% coverage |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+              "| MAPE pipeline | off truth model / stage rates "
+              "| 80% coverage | 95% coverage | revenue 80% coverage |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for s in tested:
             print(f"| {s['profile']} | {s['seed']} | {s['periods']} | {s['mape_truth']:.1%} | "
                   f"{s['mape_model']:.1%} | "
                   f"{s['mape_stage_rates']:.1%} | {s['mape_pipeline']:.1%} | "
+                  f"{s['off_model']:.1%} / {s['off_stage_rates']:.1%} | "
                   f"{s['coverage80']:.0%} | {s['coverage95']:.0%} | "
                   f"{s['revenue_coverage80']:.0%} |")
     print(f"\n{time.perf_counter() - start:.0f} s in all", flush=True)

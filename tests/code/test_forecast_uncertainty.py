@@ -1,5 +1,5 @@
 """The models' own error in the forecast's intervals: the estimate of the error shared by
-every lead, the simulation that adds it, and the level-only calibration of a thin history."""
+every lead, the simulation that adds it, and the shift that anchors a stage's level."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from scipy.special import expit, logit
 
-from propensity.forecast.hazard import level_calibrator
+from propensity.forecast.hazard import LEVEL_SHIFT_BOUND, level_shift
 from propensity.forecast.simulate import interval, simulate
 from propensity.forecast.uncertainty import shared_error_sd
+from propensity.models.outlook import cumulative
 
 
 def rows_with_shared_error(sd: float, seed: int, times: int = 80,
@@ -61,12 +62,22 @@ def test_the_simulated_count_follows_the_exact_mixture_of_shifted_curves() -> No
         assert high - low > narrow[1] - narrow[0] + 4  # the models' error widens the range
 
 
-def test_a_thin_history_calibrates_only_the_level() -> None:
-    rng = np.random.default_rng(3)
-    margin = rng.normal(-3, 1.5, 2000)
-    y = (rng.random(margin.size) < expit(margin + 0.7)).astype("float64")
-    cal = level_calibrator(margin, y)
-    p = cal(margin)
-    assert p.mean() == pytest.approx(y.mean(), abs=1e-9)
-    assert (np.diff(p[np.argsort(margin)]) > 0).all()  # the ranking is kept
-    assert cal.a == 1.0 and 0.4 < cal.b < 1.0  # one shift, near the true 0.7
+def test_the_level_shift_moves_a_stages_mean_part_of_the_way_to_its_rate() -> None:
+    """One shift of a period's hazard log-odds, common to the stage's leads: their mean
+    P(converted by the period's end) lands the asked share of the way to the past rate, the
+    earlier periods are untouched and the leads keep their order in the period."""
+    rng = np.random.default_rng(4)
+    margins = rng.normal(-3, 1, (500, 4))
+    before = cumulative(margins)
+    for k, rate, share in ((0, 0.12, 1.0), (2, 0.30, 0.5), (3, 0.15, 0.25)):
+        d = level_shift(margins, k, rate, share)
+        moved = margins.copy()
+        moved[:, k] += d
+        after = cumulative(moved)
+        now = before[:, k + 1].mean()
+        assert after[:, k + 1].mean() == pytest.approx(now + share * (rate - now), abs=1e-9)
+        np.testing.assert_array_equal(after[:, :k + 1], before[:, :k + 1])
+        hazard = (after[:, k + 1] - after[:, k]) / (1 - after[:, k])
+        np.testing.assert_array_equal(np.argsort(hazard), np.argsort(margins[:, k]))
+    # a rate below what the earlier periods already hold cannot be reached: the shift stops
+    assert level_shift(margins, 3, 0.0, 1.0) == -LEVEL_SHIFT_BOUND

@@ -3,6 +3,7 @@ intervals that hold what they say, and the same numbers for the same data and se
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -17,13 +18,15 @@ from propensity.forecast import fit_forecaster, forecast_from, lead_outlook
 from propensity.forecast.backtest import actuals, quarter_starts
 from propensity.forecast.forecaster import calibration_mask
 from propensity.forecast.hazard import (
+    ANCHOR_WEIGHT,
     HORIZONS,
+    PRIOR_ROWS,
     HazardModel,
     interpolate,
     median_days,
     person_periods,
 )
-from propensity.forecast.rows import snapshot_rows
+from propensity.forecast.rows import open_leads, snapshot_rows
 from propensity.forecast.simulate import interval, simulate
 from propensity.funnel.journeys import build_journeys
 from propensity.models.outlook import AmountQuantiles, Outlook
@@ -233,3 +236,35 @@ def test_a_stage_hazard_follows_the_table_when_the_trees_have_nothing_to_add(
     old = Outlook.load(tmp_path / "new")
     assert old is not None and old.hazard.base_ is None
     assert not np.allclose(old.hazard.raw_curve(lead), model.raw_curve(lead))
+
+
+def test_anchoring_leans_each_stages_level_on_its_history(
+        world: tuple[Path, CrmExport]) -> None:
+    """The leads open at T in a stage: their mean P(converted by 30 days) moves the weight x
+    n / (n + PRIOR_ROWS) share of the way from the trees' to the share of the stage's n past
+    rows that converted within 30 days (weight 1 and the shipped half), and the forecast's
+    fit anchors on the leads it forecasts."""
+    cut = truncate_export(world[1], T)
+    journeys = build_journeys(cut)
+    rows = snapshot_rows(cut, T, seed=3, journeys=journeys)
+    fit = calibration_mask(rows.entities["lead_id"], 3)
+    _, scored = open_leads(cut, T, rows.plan, journeys)
+    free = HazardModel(seed=3).fit(rows, fit)
+    half = HazardModel(seed=3).fit(rows, fit, scored)
+    full = copy.deepcopy(free)
+    full.anchor(rows, scored, weight=1.0)
+    stage, past = free.stage_rows(scored), free.stage_rows(rows.X)
+    checked = 0
+    for s in np.unique(stage[stage < free.base_.shape[0] - 1]):
+        seen = rows.observed(30) & (past == s)
+        rate = rows.converted_within(30)[seen].mean()
+        share = seen.sum() / (seen.sum() + PRIOR_ROWS)
+        before = free.raw_curve(scored[stage == s])[:, 1].mean()
+        for model, weight in ((full, 1.0), (half, ANCHOR_WEIGHT)):
+            after = model.raw_curve(scored[stage == s])[:, 1].mean()
+            assert after == pytest.approx(before + weight * share * (rate - before),
+                                          abs=1e-9), (s, weight)
+        checked += abs(rate - before) > 0.01
+    assert checked >= 2  # stages whose level the anchoring did move
+    model = fit_forecaster(world[1], T, seed=3)
+    np.testing.assert_allclose(model.hazard.base_, half.base_, rtol=1e-12)

@@ -46,6 +46,11 @@ class Forecaster:
     level_sd: float = 0.0
     """Sd of the log-odds error shared by every lead's curve over `RULE_DAYS`
     (`uncertainty.level_sd`): the models' own error, which the intervals add."""
+    open_entities: pd.DataFrame | None = None
+    """The leads open at `as_of` (lead_id, as_of, stage_index) and their matrix: the hazard
+    model's levels are anchored on them (`HazardModel.anchor`), and the forecast reads them
+    (built once)."""
+    open_X: np.ndarray | None = None
 
 
 def calibration_mask(lead_ids: pd.Series, seed: int, share: float = 0.25) -> np.ndarray:
@@ -68,7 +73,9 @@ def fit_forecaster(export: CrmExport, as_of: pd.Timestamp, *, seed: int = 0,
     rows = snapshot_rows(cut, as_of, max_rows=max_rows, seed=seed, features=features,
                          journeys=journeys)
     fit = calibration_mask(rows.entities["lead_id"], seed)
-    hazard, amount_model, amount = fit_models(cut, rows, fit, seed, note)
+    note(f"features of the leads open at {as_of:%Y-%m-%d}")
+    entities, X = open_leads(cut, as_of, rows.plan, journeys)
+    hazard, amount_model, amount = fit_models(cut, rows, fit, seed, note, scored=X)
     if not amount_model.boosters_ and np.isnan(amount_model.fallback_):
         # the bundle's outlook ships null amounts then; a forecast of revenue has nothing
         raise TooLittleHistory("no won opportunity with an amount before the forecast time: "
@@ -84,17 +91,19 @@ def fit_forecaster(export: CrmExport, as_of: pd.Timestamp, *, seed: int = 0,
         amount=amount_model, medians=medians,
         rates=stage_rates(rows, RULE_DAYS, len(cut.stages)),
         mean_won_amount=float(np.nanmean(amount[won_rows & latest])) if (
-            won_rows & latest).any() else 0.0, level_sd=level)
+            won_rows & latest).any() else 0.0, level_sd=level, open_entities=entities,
+        open_X=X)
 
 
 def fit_models(cut: CrmExport, rows: SnapshotRows, fit: np.ndarray, seed: int,
-               note: Progress) -> tuple[HazardModel, AmountModel, np.ndarray]:
+               note: Progress, scored: np.ndarray) -> tuple[HazardModel, AmountModel, np.ndarray]:
     """The hazard and amount models on snapshot rows of an export cut at their as-of time
-    (the forecast's and the shipped bundle's outlook alike), and each row's won amount.
+    (the forecast's and the shipped bundle's outlook alike), and each row's won amount;
+    `scored`, the matrix of the leads open at that time, anchors the hazard's levels.
     Without a won amount in the history there is no amount to learn: the amounts are then
     missing (null in a score), not made up."""
     note(f"hazard model on {len(rows.entities):,} snapshot rows")
-    hazard = HazardModel(seed=seed).fit(rows, fit)
+    hazard = HazardModel(seed=seed).fit(rows, fit, scored)
     # a lead's amount is known only once it was won before the data's end: as it is here
     amount = won_amounts(cut, rows.entities["lead_id"])
     if not (~np.isnan(amount) & (amount > 0)).any():
@@ -116,7 +125,8 @@ def fit_outlook(export: CrmExport, spec: FeatureSpec, *, seed: int = 0,
     rows = snapshot_rows(export, as_of, max_rows=max_rows, seed=seed, spec=spec,
                          journeys=journeys)
     fit = calibration_mask(rows.entities["lead_id"], seed)
-    hazard, amount_model, amount = fit_models(export, rows, fit, seed, note)
+    _, scored = open_leads(export, as_of, rows.plan, journeys)
+    hazard, amount_model, amount = fit_models(export, rows, fit, seed, note, scored)
     hazard.held_curve_ = None  # the bundle ships the model, not its fit's leftovers
     won = ~np.isnan(amount) & (amount > 0)
     return Outlook(hazard, amount_model, REVENUE_DAYS, info={
@@ -151,7 +161,10 @@ def lead_outlook(model: Forecaster, weeks: int = 13) -> tuple[pd.DataFrame, np.n
     observed window), median days to convert among converters, the amount (10%, median, 90%,
     mean), expected revenue within `REVENUE_DAYS`, the rule-based segment amount; and the
     (leads, weeks + 1) cumulative P(converted by the end of each week)."""
-    entities, X = open_leads(model.export, model.as_of, model.plan, model.journeys)
+    if model.open_entities is None or model.open_X is None:
+        entities, X = open_leads(model.export, model.as_of, model.plan, model.journeys)
+    else:
+        entities, X = model.open_entities, model.open_X
     seen = Outlook(model.hazard, model.amount, REVENUE_DAYS).predict(X)
     out = entities[["lead_id", "stage_index"]].copy()
     for j, h in enumerate(HORIZONS):

@@ -128,6 +128,16 @@ def median_days(curve: np.ndarray, edges: tuple[int, ...]) -> np.ndarray:
     return np.where(ever > 0, days, np.nan)
 
 
+def cumulative(margins: np.ndarray) -> np.ndarray:
+    """(n, periods + 1) P(converted by each edge) from each period's hazard log-odds: one
+    minus the product of the periods' chances of not converting, column 0 being 0."""
+    h = 1 / (1 + np.exp(-margins))  # the binary objective's own transform, on every path
+    h = _clip(h, 0, 1 - 1e-9)
+    n = margins.shape[0]
+    survive = np.concatenate([np.ones((n, 1)), np.cumprod(1 - h, axis=1)], axis=1)
+    return np.asarray(1 - survive)
+
+
 @dataclass
 class HazardCurve:
     """P(converted by d days) for leads open at a time, from their features as of it."""
@@ -164,10 +174,11 @@ class HazardCurve:
         ok = np.isfinite(stage) & (stage >= 0) & (stage < overall)
         return np.where(ok, np.nan_to_num(stage), overall).astype("int64")
 
-    def raw_curve(self, X: np.ndarray) -> np.ndarray:
-        """(n, len(edges)) uncalibrated P(converted by each edge), column 0 being 0. Every
-        period of every row in one call of the booster (a call costs ~15 us whatever its
-        size; a row's prediction does not depend on the others)."""
+    def tree_margins(self, X: np.ndarray) -> np.ndarray:
+        """(n, periods) the trees' log-odds of each row's hazard in each period, without the
+        table's (`base_margins`). Every period of every row in one call of the booster (a
+        call costs ~15 us whatever its size; a row's prediction does not depend on the
+        others)."""
         if self.booster_ is None:
             raise RuntimeError("the hazard model is not fitted")
         edges = np.asarray(self.edges, dtype="float64")
@@ -176,15 +187,14 @@ class HazardCurve:
             k = np.repeat(np.arange(m), n)
             raw = self._fast.margins(self.booster_, with_period(np.tile(X, (m, 1)), k, edges),
                                      few=ROW_BY_ROW * m)
-            raw = raw.reshape(m, n).T
-        else:  # a forecast's million leads: one period at a time (memory)
-            raw = np.column_stack([self._fast.margins(
-                self.booster_, with_period(X, np.full(n, k), edges)) for k in range(m)])
-        raw = raw + self.base_margins(X)
-        h = 1 / (1 + np.exp(-raw))  # the binary objective's own transform, on every path
-        h = _clip(h, 0, 1 - 1e-9)
-        survive = np.concatenate([np.ones((n, 1)), np.cumprod(1 - h, axis=1)], axis=1)
-        return np.asarray(1 - survive)
+            return np.asarray(raw.reshape(m, n).T)
+        # a forecast's million leads: one period at a time (memory)
+        return np.column_stack([self._fast.margins(
+            self.booster_, with_period(X, np.full(n, k), edges)) for k in range(m)])
+
+    def raw_curve(self, X: np.ndarray) -> np.ndarray:
+        """(n, len(edges)) uncalibrated P(converted by each edge), column 0 being 0."""
+        return cumulative(self.tree_margins(X) + self.base_margins(X))
 
     def curve(self, X: np.ndarray) -> np.ndarray:
         """(n, len(edges)) calibrated P(converted by each edge), non-decreasing along edges."""

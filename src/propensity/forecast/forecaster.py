@@ -127,7 +127,7 @@ def fit_outlook(export: CrmExport, spec: FeatureSpec, *, seed: int = 0,
     fit = calibration_mask(rows.entities["lead_id"], seed)
     _, scored = open_leads(export, as_of, rows.plan, journeys)
     hazard, amount_model, amount = fit_models(export, rows, fit, seed, note, scored)
-    hazard.held_curve_ = None  # the bundle ships the model, not its fit's leftovers
+    hazard.held_curve_ = hazard.scored_trees_ = None  # the bundle ships the model alone
     won = ~np.isnan(amount) & (amount > 0)
     return Outlook(hazard, amount_model, REVENUE_DAYS, info={
         "as_of": str(as_of), "rows": len(rows.entities),
@@ -161,11 +161,12 @@ def lead_outlook(model: Forecaster, weeks: int = 13) -> tuple[pd.DataFrame, np.n
     observed window), median days to convert among converters, the amount (10%, median, 90%,
     mean), expected revenue within `REVENUE_DAYS`, the rule-based segment amount; and the
     (leads, weeks + 1) cumulative P(converted by the end of each week)."""
+    trees = None
     if model.open_entities is None or model.open_X is None:
         entities, X = open_leads(model.export, model.as_of, model.plan, model.journeys)
-    else:
-        entities, X = model.open_entities, model.open_X
-    seen = Outlook(model.hazard, model.amount, REVENUE_DAYS).predict(X)
+    else:  # the matrix and the trees' margins the anchoring read
+        entities, X, trees = model.open_entities, model.open_X, model.hazard.scored_trees_
+    seen = Outlook(model.hazard, model.amount, REVENUE_DAYS).predict(X, trees=trees)
     out = entities[["lead_id", "stage_index"]].copy()
     for j, h in enumerate(HORIZONS):
         out[f"p_by_{h}"] = seen.horizons[:, j]

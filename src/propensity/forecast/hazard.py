@@ -162,6 +162,9 @@ class HazardModel(HazardCurve):
     seed: int = 0
     rounds: int = ROUNDS
     """The most trees; fewer when the held-out leads' log loss stops falling."""
+    scored_trees_: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """The trees' margins of the matrix `anchor` read (`tree_margins`), for the forecast to
+    read rather than run the booster on the open leads again; not saved."""
     held_curve_: np.ndarray | None = field(default=None, repr=False, compare=False)
     """The calibrated curve of the rows held out of the fit (what `_calibrate` scored), for
     `uncertainty.level_sd` to read rather than score them again; not saved."""
@@ -212,7 +215,7 @@ class HazardModel(HazardCurve):
         without past rows are left alone."""
         if self.base_ is None or not len(scored):
             return
-        trees = self.tree_margins(scored)
+        trees = self.scored_trees_ = self.tree_margins(scored)
         stage = self.stage_rows(scored)
         past = self.stage_rows(rows.X)
         for s in np.unique(stage[stage < self.base_.shape[0] - 1]):

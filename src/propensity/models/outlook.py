@@ -192,13 +192,15 @@ class HazardCurve:
         return np.column_stack([self._fast.margins(
             self.booster_, with_period(X, np.full(n, k), edges)) for k in range(m)])
 
-    def raw_curve(self, X: np.ndarray) -> np.ndarray:
-        """(n, len(edges)) uncalibrated P(converted by each edge), column 0 being 0."""
-        return cumulative(self.tree_margins(X) + self.base_margins(X))
+    def raw_curve(self, X: np.ndarray, trees: np.ndarray | None = None) -> np.ndarray:
+        """(n, len(edges)) uncalibrated P(converted by each edge), column 0 being 0; `trees`:
+        `tree_margins(X)` when already computed (the booster is the cost)."""
+        return cumulative((self.tree_margins(X) if trees is None else trees)
+                          + self.base_margins(X))
 
-    def curve(self, X: np.ndarray) -> np.ndarray:
+    def curve(self, X: np.ndarray, trees: np.ndarray | None = None) -> np.ndarray:
         """(n, len(edges)) calibrated P(converted by each edge), non-decreasing along edges."""
-        return self.calibrated(self.raw_curve(X))
+        return self.calibrated(self.raw_curve(X, trees))
 
     def calibrated(self, raw: np.ndarray) -> np.ndarray:
         """`curve` from `raw_curve`'s values."""
@@ -284,12 +286,13 @@ class Outlook:
     info: dict[str, Any] = field(default_factory=dict)
     """What it was fitted on: rows, conversions, won leads, as of when."""
 
-    def predict(self, X: np.ndarray, explain: bool | np.ndarray = False) -> Predicted:
+    def predict(self, X: np.ndarray, explain: bool | np.ndarray = False,
+                trees: np.ndarray | None = None) -> Predicted:
         """Every outlook figure of the matrix's rows (the probability's matrix); the amount's
         reasons for the rows `explain` marks (a boolean mask, or every row or none): a
         row's SHAP values cost ~10 times its three amounts, so rows that did not ask for
         reasons are not explained."""
-        curve = self.hazard.curve(X)
+        curve = self.hazard.curve(X, trees)
         # two reads: `by_days` keeps its days' values non-decreasing in the order given
         within = self.hazard.by_days(curve, [self.revenue_days])[:, 0]
         low, median, high, mean = self.amount.quantiles(X)

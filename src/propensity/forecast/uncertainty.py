@@ -9,9 +9,10 @@ held the actual count in 43-67% of quarters.
 Two parts, both on the log-odds of P(converted within the forecast window), both read from
 the history before T only (never from the quarters the backtest judges):
 
-- **the level's standard error**: the curve's level is calibrated on the held-out leads; with
-  I = sum of p(1 - p) over those rows (the Fisher information of a shift of the log-odds),
-  the shift is known to within 1 / sqrt(I);
+- **the level's standard error**: a level read from the held-out leads, with I = sum of
+  p(1 - p) over those rows (the Fisher information of a shift of the log-odds), is known to
+  within 1 / sqrt(I); the curve's level is anchored on more rows than those (every past row
+  of each stage, `HazardModel.anchor`), so this errs on the wide side;
 - **the drift between times**: at every past snapshot time whose window had closed by T, the
   held-out leads' expected count E (sum of p), its coin-flip variance V (sum of p(1 - p)) and
   their actual count A. Whatever of (A - E)^2 is not coin flips, (A - E)^2 - V, is the level

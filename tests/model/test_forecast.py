@@ -243,7 +243,7 @@ def test_anchoring_leans_each_stages_level_on_its_history(
     """The leads open at T in a stage: their mean P(converted by 30 days) moves the weight x
     n / (n + PRIOR_ROWS) share of the way from the trees' to the share of the stage's n past
     rows that converted within 30 days (weight 1 and the shipped half), and the forecast's
-    fit anchors on the leads it forecasts."""
+    fit anchors on the leads it forecasts, reading their trees once."""
     cut = truncate_export(world[1], T)
     journeys = build_journeys(cut)
     rows = snapshot_rows(cut, T, seed=3, journeys=journeys)
@@ -268,3 +268,9 @@ def test_anchoring_leans_each_stages_level_on_its_history(
     assert checked >= 2  # stages whose level the anchoring did move
     model = fit_forecaster(world[1], T, seed=3)
     np.testing.assert_allclose(model.hazard.base_, half.base_, rtol=1e-12)
+    # the forecast reads the trees' margins the anchoring computed: the same numbers
+    assert model.open_X is not None and model.hazard.scored_trees_ is not None
+    frame, _ = lead_outlook(model)
+    again = Outlook(model.hazard, model.amount).predict(model.open_X)
+    np.testing.assert_array_equal(frame[[f"p_by_{h}" for h in HORIZONS]].to_numpy(),
+                                  again.horizons)

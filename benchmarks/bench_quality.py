@@ -50,6 +50,7 @@ from propensity.models.selection import lead_weights
 from propensity.scoring import score_export
 from propensity.synthetic import (
     LONG_LIVED_T,
+    account_truth,
     compare_with_truth,
     generate_export,
     long_lived_config,
@@ -94,8 +95,8 @@ def top_decile(y: np.ndarray, p: np.ndarray, truth: np.ndarray | None = None,
     return out
 
 
-def lead_figures(path: Path, full: CrmExport, cut: CrmExport, t: pd.Timestamp
-                 ) -> dict[str, Any]:
+def lead_figures(path: Path, full: CrmExport, cut: CrmExport, t: pd.Timestamp,
+                 keep: Path | None = None) -> dict[str, Any]:
     config = TrainConfig()
     sets = build_export_sets(cut, config, journeys=build_journeys(cut))
     result = fit_sets(sets, config)
@@ -108,6 +109,8 @@ def lead_figures(path: Path, full: CrmExport, cut: CrmExport, t: pd.Timestamp
         out[f"{name}_auc"] = compare_with_truth(path, full, score_export(bundle, cut, t), t,
                                                 90).model_auc
     rows = truth_rows(path, full, scored, t, 90)
+    if keep is not None:
+        rows.to_parquet(keep.with_name(keep.name + "-leads.parquet"))
     y, p = rows["converted"].to_numpy(), rows["probability"].to_numpy()
     out["ece_mass"] = equal_mass_ece(y, p)
     out.update(top_decile(y, p, rows["truth"].to_numpy()))
@@ -126,15 +129,29 @@ def compare_rows(full: CrmExport, scored: pd.DataFrame, t: pd.Timestamp,
     return rows.rename(columns={label: "label"})
 
 
-def account_figures(full: CrmExport, cut: CrmExport, t: pd.Timestamp) -> dict[str, Any]:
+def account_figures(path: Path, full: CrmExport, cut: CrmExport, t: pd.Timestamp,
+                    keep: Path | None = None) -> dict[str, Any]:
+    """The account model at T against what happened, and against the generator's probability
+    that each account buys (`account_truth`): `acc_top_truth` is that probability's mean over
+    the model's top decile, `acc_own_rel` the truth's own top decile against its realised
+    rate (what the draw allows at this size)."""
     config = TrainConfig(model="account-propensity")
     sets = build_export_sets(cut, config, journeys=build_journeys(cut))
     result = fit_sets(sets, config)
     rows = compare_rows(full, score_export(result.bundle, cut, t), t, "account-propensity")
+    rows = rows.merge(account_truth(path, full, t, 90), on="account_id")
     lr = reference_models(result.bundle, sets.shipping)["lr"]
     lr_rows = compare_rows(full, score_export(lr, cut, t), t, "account-propensity")
+    if keep is not None:
+        rows.merge(lr_rows[["account_id", "probability"]].rename(
+            columns={"probability": "lr"}), on="account_id").to_parquet(
+            keep.with_name(keep.name + "-accounts.parquet"))
     y, p = rows["label"].to_numpy(), rows["probability"].to_numpy()
-    return {"acc_auc": float(roc_auc_score(y, p)), **top_decile(y, p, prefix="acc_top"),
+    truth = rows["truth"].to_numpy()
+    own = top_decile(y, truth, prefix="acc_own")
+    return {"acc_auc": float(roc_auc_score(y, p)), "acc_truth_auc": float(roc_auc_score(y, truth)),
+            **top_decile(y, p, truth, prefix="acc_top"),
+            "acc_own_rel": own["acc_own_pred"] / own["acc_own_real"] - 1,
             "acc_logloss": float(log_loss(y, np.clip(p, 1e-6, 1 - 1e-6))),
             "acc_lr_logloss": float(log_loss(lr_rows["label"], np.clip(
                 lr_rows["probability"], 1e-6, 1 - 1e-6))),
@@ -146,7 +163,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--leads", type=int, default=8_000)
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="a folder to keep each seed's scored rows in (parquet)")
     args = parser.parse_args()
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
     t = pd.Timestamp(LONG_LIVED_T, tz="UTC")
     rows = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
@@ -157,8 +178,9 @@ def main() -> None:
             write_export(tables, truth, path)
             full = load_export(path)
             cut = truncate_export(full, t)
-            row = {"seed": seed, **lead_figures(path, full, cut, t),
-                   **account_figures(full, cut, t)}
+            keep = None if args.keep is None else args.keep / f"seed{seed}-{args.leads}"
+            row = {"seed": seed, **lead_figures(path, full, cut, t, keep),
+                   **account_figures(path, full, cut, t, keep)}
         row["seconds"] = round(time.perf_counter() - started)
         rows.append(row)
         print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
@@ -170,6 +192,7 @@ def main() -> None:
     frame["top_rel"] = frame["top_pred"] / frame["top_real"] - 1
     frame["top_truth_rel"] = frame["top_pred"] / frame["top_truth"] - 1
     frame["acc_top_rel"] = frame["acc_top_pred"] / frame["acc_top_real"] - 1
+    frame["acc_top_truth_rel"] = frame["acc_top_pred"] / frame["acc_top_truth"] - 1
     frame["top_real_95"] = [f"{lo:.3f}-{hi:.3f} ({k}/{n})" for lo, hi, k, n in zip(
         frame["top_lo"], frame["top_hi"], frame["top_pos"], frame["top_n"], strict=True)]
     frame["acc_top_real_95"] = [f"{lo:.3f}-{hi:.3f} ({k}/{n})" for lo, hi, k, n in zip(
@@ -178,7 +201,8 @@ def main() -> None:
     cols = ["seed", "auc", "lr_auc", "lgbm100_auc", "truth_auc", "gap_to_better",
             "gap_to_truth", "ece_mass", "top_pred", "top_real", "top_real_95", "top_truth",
             "top_rel", "top_truth_rel", "own_rel", "acc_top_pred", "acc_top_real",
-            "acc_top_real_95", "acc_top_rel", "acc_logloss", "acc_lr_logloss", "fallback"]
+            "acc_top_real_95", "acc_top_truth", "acc_top_rel", "acc_top_truth_rel",
+            "acc_own_rel", "acc_auc", "acc_truth_auc", "acc_logloss", "acc_lr_logloss", "fallback"]
     print(f"\nlong-lived profile, {args.leads:,} leads, cut at {t.date()}, judged on the 90 days "
           "after")
     print(frame[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))

@@ -562,6 +562,38 @@ def truth_rows(directory: Path, full: CrmExport, scored: pd.DataFrame, as_of: pd
     return rows
 
 
+def account_truth(directory: Path, full: CrmExport, as_of: pd.Timestamp,
+                  horizon_days: int) -> pd.DataFrame:
+    """Per account open at T (account_id, truth): the generator's probability that it buys in
+    (T, T + horizon]. Its leads' chains are independent given their intents, so it is one
+    minus the product of each lead's chance not to convert in the window: a lead open at T
+    from its stage at T, a lead created inside the window from creation for the days left;
+    a lead already dropped cannot. What a model that sees only the export cannot beat on
+    accounts (the leads still to come are known to it only as a base rate)."""
+    from propensity.snapshots import account_entities, lead_entities
+
+    intent, means = read_truth(directory)
+    leads = full.leads.assign(account_id=full.leads["account_id"].astype("str").where(
+        full.leads["account_id"].notna())).set_index("lead_id")
+    open_ = lead_entities(full, [as_of], horizon_days, labelled=False)
+    window_end = as_of + pd.Timedelta(days=horizon_days)
+    created = leads["created_at"]
+    new = leads.index[(created > as_of) & (created <= window_end)]
+    days = ((window_end - created.loc[new]).dt.total_seconds() / 86_400).to_numpy()
+    ids = np.concatenate([open_["lead_id"].to_numpy(dtype=object), new.to_numpy(dtype=object)])
+    known = intent.loc[ids]
+    p = truth_probability(known["intent"].to_numpy(),
+                          np.concatenate([open_["stage_index"].to_numpy(),
+                                          np.zeros(new.size, dtype="int64")]),
+                          np.concatenate([np.full(len(open_), float(horizon_days)), days]),
+                          means, known["pace"].to_numpy())
+    stay = pd.Series(np.log1p(-np.minimum(p, 1 - 1e-12)), index=leads.loc[ids, "account_id"])
+    no_buy = np.exp(stay[stay.index.notna()].groupby(level=0).sum())
+    accounts = account_entities(full, [as_of], horizon_days, labelled=False)["account_id"]
+    return pd.DataFrame({"account_id": accounts.to_numpy(),
+                         "truth": 1 - no_buy.reindex(accounts).fillna(1.0).to_numpy()})
+
+
 def compare_with_truth(directory: Path, full: CrmExport, scored: pd.DataFrame,
                        as_of: pd.Timestamp, horizon_days: int) -> TruthComparison:
     """Judge `scored` (lead_id, probability as of T, from the export cut at T) with what the
@@ -699,12 +731,14 @@ def _exp_to_customer(a: np.ndarray) -> np.ndarray:
     return f[:, :, 4]
 
 
-def truth_probability(intent: np.ndarray, stage: np.ndarray, horizon_days: float | None,
+def truth_probability(intent: np.ndarray, stage: np.ndarray,
+                      horizon_days: float | np.ndarray | None,
                       stage_mean_days: tuple[float, ...] = SyntheticConfig.stage_mean_days,
                       pace: np.ndarray | None = None) -> np.ndarray:
-    """Exact P(convert within horizon | intent, current stage, pace); None = ever. The chain is
-    memoryless, so the time a lead has already spent in its stage does not matter; a lead's
-    pace stretches its clock, so its horizon counts as horizon / pace on the config's."""
+    """Exact P(convert within horizon | intent, current stage, pace); None = ever; an array
+    gives each lead its own horizon. The chain is memoryless, so the time a lead has already
+    spent in its stage does not matter; a lead's pace stretches its clock, so its horizon
+    counts as horizon / pace on the config's."""
     intent = np.asarray(intent, dtype="float64")
     stage = np.asarray(stage, dtype="int64")
     out = np.zeros(intent.size)
@@ -725,8 +759,9 @@ def truth_probability(intent: np.ndarray, stage: np.ndarray, horizon_days: float
         out[stage >= 4] = 1.0
         return out
     q = _generator_matrix(intent, stage_mean_days)
-    clock = np.full(intent.size, float(horizon_days)) if pace is None else (
-        horizon_days / np.asarray(pace, dtype="float64"))
+    clock = np.broadcast_to(np.asarray(horizon_days, dtype="float64"), intent.shape)
+    if pace is not None:
+        clock = clock / np.asarray(pace, dtype="float64")
     a = q * clock[:, None, None]
     rows = np.clip(stage, 0, 5)
     if len(set(stage_mean_days)) == len(stage_mean_days):

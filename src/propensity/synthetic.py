@@ -549,10 +549,11 @@ def truth_rows(directory: Path, full: CrmExport, scored: pd.DataFrame, as_of: pd
     """`scored` (lead_id, probability as of T) with what the full export says happened next
     (`converted`) and the probability the generator used (`truth`): per lead, so a slice of
     the scores (the top decile) can be judged by its expected rate as well as its realised one."""
+    from propensity.funnel.journeys import build_journeys
     from propensity.snapshots import lead_entities
 
-    outcome = lead_entities(full, [as_of], horizon_days)[["lead_id", "stage_index",
-                                                          "converted"]]
+    outcome = lead_entities(full, [as_of], horizon_days, journeys=build_journeys(full))[[
+        "lead_id", "stage_index", "converted"]]
     rows = scored.merge(outcome, on="lead_id")
     intent, means = read_truth(directory)
     known = intent.loc[rows["lead_id"]]

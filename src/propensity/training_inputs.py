@@ -27,7 +27,7 @@ from propensity.problems import PropensityError
 from propensity.snapshot_rows import SnapshotRows, outlook_rows
 from propensity.snapshots import SnapshotConfig, lead_entities, snapshot_times
 from propensity.tables import CrmExport, truncate_export
-from propensity.targets import Target
+from propensity.targets import LEAD, Target
 
 
 @dataclass
@@ -132,7 +132,7 @@ def read_training_inputs(export: CrmExport, target: Target, snapshots: SnapshotC
     inputs = TrainingInputs(target, times, train_times, test_times, end, entities, in_eval,
                             specs, X_eval, X_ship)
     if wanted.odoo is not None and (wanted.odoo_learner or wanted.naive_bayes):
-        inputs.odoo = read_odoo(export, inputs, wanted, snapshots, journeys)
+        inputs.odoo = read_odoo(export, inputs, wanted.odoo, wanted, snapshots, journeys)
     if wanted.outlook_seed is not None:
         say("outlook (time to convert and amount): point-in-time snapshot rows")
         inputs.outlook = outlook_rows(export, specs[1], end, seed=wanted.outlook_seed,
@@ -140,13 +140,11 @@ def read_training_inputs(export: CrmExport, target: Target, snapshots: SnapshotC
     return inputs
 
 
-def read_odoo(export: CrmExport, inputs: TrainingInputs, wanted: InputsWanted,
-              snapshots: SnapshotConfig, journeys: Journeys) -> OdooInputs:
+def read_odoo(export: CrmExport, inputs: TrainingInputs, config: OdooPlsConfig,
+              wanted: InputsWanted, snapshots: SnapshotConfig, journeys: Journeys) -> OdooInputs:
     """Odoo's history at the holdout cutoff (and the export's end, for its learner) and the
     leads its baseline scores, each as of its own time."""
-    config, stale = wanted.odoo or OdooPlsConfig(), snapshots.stale_days
-    key = inputs.target.entity.key
-    end = inputs.end
+    stale, end = snapshots.stale_days, inputs.end
     out = OdooInputs(
         stages=tuple(export.stages),
         lead_ids=export.leads["lead_id"].astype("str").to_numpy(),
@@ -157,9 +155,9 @@ def read_odoo(export: CrmExport, inputs: TrainingInputs, wanted: InputsWanted,
     if not wanted.naive_bayes:
         return out
     holdout = inputs.entities[inputs.entities["as_of"].isin(inputs.test_times)]
-    if key == "lead_id":
-        out.scored = open_lead_fields(export, holdout[["lead_id", "as_of"]], config,
-                                journeys=journeys)
+    if inputs.target.entity is LEAD:
+        out.scored = open_lead_fields(export, holdout[[LEAD.key, "as_of"]], config,
+                                      journeys=journeys)
         return out
     leads = lead_entities(export, sorted(holdout["as_of"].unique()), snapshots.horizon_days,
                           journeys=journeys, labelled=False, stale_days=stale)

@@ -20,7 +20,8 @@ from propensity.features import FeaturePlan, fit_feature_spec
 from propensity.features.batch import lead_feature_matrix
 from propensity.funnel.journeys import build_journeys
 from propensity.models.odoo_learner import OdooScorer
-from propensity.models.odoo_pls import OdooPlsConfig, fit_as_of, log_odds, matrix_leads
+from propensity.models.odoo_pls import fit_as_of, log_odds, matrix_leads
+from propensity.odoo_history import OdooPlsConfig
 from propensity.snapshots import lead_entities
 from propensity.synthetic import SyntheticConfig, generate_export, write_export
 
@@ -46,9 +47,11 @@ def main() -> None:
         export = load_export(Path(tmp))
     t = export.latest_time().normalize() - pd.Timedelta(days=120)
     plan = FeaturePlan(fit_feature_spec(export))
-    X = lead_feature_matrix(export, plan, lead_entities(export, [t], 90, labelled=False))
+    journeys = build_journeys(export)
+    X = lead_feature_matrix(export, plan, lead_entities(export, [t], 90, labelled=False,
+                                                         journeys=journeys))
     config = OdooPlsConfig()
-    table = fit_as_of(export, t, config, journeys=build_journeys(export))
+    table = fit_as_of(export, t, config, journeys=journeys)
     start = time.perf_counter()
     scorer = OdooScorer(plan.columns, table, config)
     built = (time.perf_counter() - start) * 1e3

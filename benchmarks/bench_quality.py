@@ -40,7 +40,6 @@ from sklearn.metrics import log_loss, roc_auc_score
 sys.path.insert(0, str(Path(__file__).parent))
 from propensity.export_reader import load_export
 from propensity.funnel.intervals import wilson
-from propensity.funnel.journeys import build_journeys
 from propensity.models.booster import GRID, lightgbm_params, train_booster
 from propensity.models.bundle import ModelBundle
 from propensity.models.calibration import Calibrator
@@ -59,7 +58,7 @@ from propensity.synthetic import (
 )
 from propensity.tables import CrmExport, truncate_export
 from propensity.targets import target_named
-from propensity.training import LabelledRows, TrainConfig, build_export_sets, fit_sets
+from propensity.training import LabelledRows, TrainConfig, export_sets, fit_sets
 
 SIGMOID = Calibrator("platt", a=1.0, b=0.0)
 """A learner's own probability (1 / (1 + exp(-margin))), uncalibrated."""
@@ -98,7 +97,7 @@ def top_decile(y: np.ndarray, p: np.ndarray, truth: np.ndarray | None = None,
 def lead_figures(path: Path, full: CrmExport, cut: CrmExport, t: pd.Timestamp,
                  keep: Path | None = None) -> dict[str, Any]:
     config = TrainConfig()
-    sets = build_export_sets(cut, config, journeys=build_journeys(cut))
+    sets = export_sets(cut, config)
     result = fit_sets(sets, config)
     out: dict[str, Any] = {"shipped": result.report["selection"]["chosen"],
                            "fallback": "fallback" in result.report["gate"]}
@@ -136,7 +135,7 @@ def account_figures(path: Path, full: CrmExport, cut: CrmExport, t: pd.Timestamp
     the model's top decile, `acc_own_rel` the truth's own top decile against its realised
     rate (what the draw allows at this size)."""
     config = TrainConfig(model="account-propensity")
-    sets = build_export_sets(cut, config, journeys=build_journeys(cut))
+    sets = export_sets(cut, config)
     result = fit_sets(sets, config)
     rows = compare_rows(full, score_export(result.bundle, cut, t), t, "account-propensity")
     rows = rows.merge(account_truth(path, full, t, 90), on="account_id")

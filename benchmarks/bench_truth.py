@@ -29,6 +29,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
 from propensity.export_reader import load_export
+from propensity.funnel.journeys import build_journeys
 from propensity.models.fitting import _recent
 from propensity.snapshots import SnapshotConfig, account_entities, lead_entities, snapshot_times
 from propensity.synthetic import (
@@ -55,9 +56,10 @@ def one_seed(profile: str, leads: int, seed: int, t: pd.Timestamp, horizon: int,
         path = Path(tmp) / profile
         write_export(*generate_export(PROFILES[profile](n_leads=leads, seed=seed)), path)
         full = load_export(path)
-        ids = lead_entities(full, [t], horizon, labelled=False)[["lead_id"]]
+        journeys = build_journeys(full)
+        ids = lead_entities(full, [t], horizon, labelled=False, journeys=journeys)[["lead_id"]]
         rows = truth_rows(path, full, ids.assign(probability=0.0), t, horizon)
-        accounts = account_entities(full, [t], horizon).merge(
+        accounts = account_entities(full, [t], horizon, journeys=journeys).merge(
             account_truth(path, full, t, horizon), on="account_id")
         recent = calibration_window(path, full, t, horizon) if window else None
     return rows.assign(seed=seed), accounts.assign(seed=seed), recent
@@ -70,7 +72,7 @@ def calibration_window(path: Path, full: CrmExport, t: pd.Timestamp,
     at each row's snapshot time."""
     cut = truncate_export(full, t)
     times = snapshot_times(cut, SnapshotConfig(horizon_days=horizon))
-    rows = lead_entities(cut, times, horizon)
+    rows = lead_entities(cut, times, horizon, journeys=build_journeys(cut))
     keep = _recent(to_micros(rows["as_of"]), rows["converted"].to_numpy())
     rows = rows[keep]
     intent, means = read_truth(path)

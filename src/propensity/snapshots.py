@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from propensity.funnel.journeys import Journeys, build_journeys
+from propensity.funnel.journeys import Journeys
 from propensity.problems import PropensityError
 from propensity.tables import CrmExport
 from propensity.timestamps import DAY_US, NEVER, to_micros
@@ -75,13 +75,13 @@ LEAD_LABELS: dict[str, LeadLabel] = {"converted": converted, "advanced": advance
 
 
 def lead_entities(export: CrmExport, times: list[pd.Timestamp], horizon_days: int,
-                  *, journeys: Journeys | None = None, labelled: bool = True,
+                  *, journeys: Journeys, labelled: bool = True,
                   config: SnapshotConfig | None = None,
                   stale_days: int | None = None,
                   labels: Mapping[str, LeadLabel] = LEAD_LABELS) -> pd.DataFrame:
     """Open leads at each time, with one column per label of `labels` (default: conversion
-    and advancement)."""
-    j = journeys if journeys is not None else build_journeys(export)
+    and advancement); `journeys`: the export's, built once by the caller."""
+    j = journeys
     created = j.reached[:, 0]
     won = j.reached[:, -1]
     h = horizon_days * DAY_US
@@ -128,10 +128,10 @@ def account_buy_times(export: CrmExport, journeys: Journeys) -> pd.Series:
 
 
 def account_entities(export: CrmExport, times: list[pd.Timestamp], horizon_days: int,
-                     *, journeys: Journeys | None = None,
-                     labelled: bool = True) -> pd.DataFrame:
-    """Accounts with a lead before t that had not bought by t, labelled by a buy in the horizon."""
-    j = journeys if journeys is not None else build_journeys(export)
+                     *, journeys: Journeys, labelled: bool = True) -> pd.DataFrame:
+    """Accounts with a lead before t that had not bought by t, labelled by a buy in the
+    horizon; `journeys`: the export's, built once by the caller."""
+    j = journeys
     if "account_id" not in j.leads or j.leads["account_id"].isna().all():
         raise PropensityError("an account model needs leads with an account_id")
     acc = j.leads["account_id"].astype("str").where(j.leads["account_id"].notna())

@@ -549,10 +549,11 @@ def truth_rows(directory: Path, full: CrmExport, scored: pd.DataFrame, as_of: pd
     """`scored` (lead_id, probability as of T) with what the full export says happened next
     (`converted`) and the probability the generator used (`truth`): per lead, so a slice of
     the scores (the top decile) can be judged by its expected rate as well as its realised one."""
+    from propensity.funnel.journeys import build_journeys
     from propensity.snapshots import lead_entities
 
-    outcome = lead_entities(full, [as_of], horizon_days)[["lead_id", "stage_index",
-                                                          "converted"]]
+    outcome = lead_entities(full, [as_of], horizon_days, journeys=build_journeys(full))[[
+        "lead_id", "stage_index", "converted"]]
     rows = scored.merge(outcome, on="lead_id")
     intent, means = read_truth(directory)
     known = intent.loc[rows["lead_id"]]
@@ -570,12 +571,14 @@ def account_truth(directory: Path, full: CrmExport, as_of: pd.Timestamp,
     from its stage at T, a lead created inside the window from creation for the days left;
     a lead already dropped cannot. What a model that sees only the export cannot beat on
     accounts (the leads still to come are known to it only as a base rate)."""
+    from propensity.funnel.journeys import build_journeys
     from propensity.snapshots import account_entities, lead_entities
 
     intent, means = read_truth(directory)
+    journeys = build_journeys(full)
     leads = full.leads.assign(account_id=full.leads["account_id"].astype("str").where(
         full.leads["account_id"].notna())).set_index("lead_id")
-    open_ = lead_entities(full, [as_of], horizon_days, labelled=False)
+    open_ = lead_entities(full, [as_of], horizon_days, labelled=False, journeys=journeys)
     window_end = as_of + pd.Timedelta(days=horizon_days)
     created = leads["created_at"]
     new = leads.index[(created > as_of) & (created <= window_end)]
@@ -589,7 +592,8 @@ def account_truth(directory: Path, full: CrmExport, as_of: pd.Timestamp,
                           means, known["pace"].to_numpy())
     stay = pd.Series(np.log1p(-np.minimum(p, 1 - 1e-12)), index=leads.loc[ids, "account_id"])
     no_buy = np.exp(stay[stay.index.notna()].groupby(level=0).sum())
-    accounts = account_entities(full, [as_of], horizon_days, labelled=False)["account_id"]
+    accounts = account_entities(full, [as_of], horizon_days, labelled=False,
+                                journeys=journeys)["account_id"]
     return pd.DataFrame({"account_id": accounts.to_numpy(),
                          "truth": 1 - no_buy.reindex(accounts).fillna(1.0).to_numpy()})
 

@@ -81,6 +81,17 @@ class CrmExport:
             raise PropensityError("the export has no timestamps")
         return pd.Timestamp(max(valid))
 
+    def won_amounts(self, lead_ids: pd.Series) -> np.ndarray:
+        """Each lead's won amount (the sum of its won opportunities' amounts), NaN when it won
+        none: an outcome, known only as far as the export reaches."""
+        opps = self.opportunities
+        out = np.full(len(lead_ids), np.nan)
+        if opps is None or not len(opps):
+            return out
+        won = opps[(opps["status"].astype("str") == "won") & opps["amount"].notna()]
+        per_lead = won.groupby(won["lead_id"].astype("str"))["amount"].sum()
+        return per_lead.reindex(lead_ids.astype("str").to_numpy()).to_numpy(dtype="float64")
+
     def attribute_columns(self, name: str) -> list[str]:
         """Extra columns of `leads` / `accounts` usable as features (post-outcome excluded)."""
         frame = self.table(name)

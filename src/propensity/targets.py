@@ -141,13 +141,17 @@ class Target:
                  snapshots: SnapshotConfig | None = None,
                  stale_days: int | None = None) -> pd.DataFrame:
         """The entities open at each time (with `snapshots`: training's sample and stale
-        rule; `stale_days`: a scoring model's), labelled unless `labelled` is False."""
+        rule; `stale_days`: a scoring model's), labelled unless `labelled` is False;
+        `journeys`: the export's when the caller has built them, else built here."""
+        from propensity.funnel.journeys import build_journeys
+
+        journeys = journeys if journeys is not None else build_journeys(export)
         return self.frame(self, export, times, horizon_days, journeys=journeys,
                           labelled=labelled, snapshots=snapshots, stale_days=stale_days)
 
 
 def lead_frame(target: Target, export: CrmExport, times: list[pd.Timestamp], horizon_days: int,
-               *, journeys: Journeys | None, labelled: bool, snapshots: SnapshotConfig | None,
+               *, journeys: Journeys, labelled: bool, snapshots: SnapshotConfig | None,
                stale_days: int | None) -> pd.DataFrame:
     """Open leads, labelled by the target's `lead_label`."""
     from propensity.snapshots import LEAD_LABELS, lead_entities
@@ -159,7 +163,7 @@ def lead_frame(target: Target, export: CrmExport, times: list[pd.Timestamp], hor
 
 
 def account_frame(target: Target, export: CrmExport, times: list[pd.Timestamp],
-                  horizon_days: int, *, journeys: Journeys | None, labelled: bool,
+                  horizon_days: int, *, journeys: Journeys, labelled: bool,
                   snapshots: SnapshotConfig | None, stale_days: int | None) -> pd.DataFrame:
     """Accounts that had not bought by t (no stale rule and no sample: an account is open
     until it buys)."""

@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from propensity.forecast.forecaster import attach_outlook
-from propensity.funnel.journeys import build_journeys
 from propensity.models.fitting import MIN_POSITIVES, FitResult, fit_sets, leaky_columns
 from propensity.models.train_config import Progress, TrainConfig, note
 from propensity.models.training_sets import (
@@ -36,10 +35,12 @@ from propensity.models.training_sets import (
 from propensity.monitoring.reference import Reference, reference_of, served_like
 from propensity.single_table import SingleTable
 from propensity.tables import CrmExport
+from propensity.targets import LEAD_CONVERSION
+from propensity.training_inputs import InputsWanted, TrainingInputs, read_training_inputs
 
 __all__ = ["MIN_POSITIVES", "LabelledRows", "Progress", "TrainConfig", "TrainResult",
-           "TrainingSets", "build_export_sets", "fit_sets", "train_export", "train_sets",
-           "train_table"]
+           "TrainingSets", "export_sets", "fit_sets", "read_inputs", "train_export",
+           "train_sets", "train_table"]
 
 
 @dataclass
@@ -59,15 +60,35 @@ def train_sets(sets: TrainingSets, config: TrainConfig,
         fitted.bundle, ship.X[served_like(ship.times, held)]))
 
 
+def read_inputs(export: CrmExport, config: TrainConfig, progress: Progress | None = None, *,
+                outlook: bool = False) -> TrainingInputs:
+    """What this run reads of the export (`training_inputs`), once: Odoo's side when a
+    baseline or a learner of it needs it, the outlook's rows when asked and the target ships
+    one."""
+    target = config.target
+    wanted = InputsWanted(
+        odoo=config.odoo, naive_bayes="naive_bayes" in target.baselines,
+        odoo_learner=target.name == LEAD_CONVERSION and "odoo_pls" in config.learners,
+        outlook_seed=config.seed if outlook and config.outlook and target.outlook else None)
+    return read_training_inputs(export, target, config.snapshots, config.features,
+                                config.holdout_share, wanted, progress)
+
+
+def export_sets(export: CrmExport, config: TrainConfig,
+                progress: Progress | None = None) -> TrainingSets:
+    """The labelled rows of both phases of an export, as `train_export` fits them."""
+    return build_export_sets(read_inputs(export, config, progress), config)
+
+
 def train_export(export: CrmExport, config: TrainConfig,
                  progress: Progress | None = None) -> TrainResult:
-    """Train one target on an export: evaluate out of time, ship refitted on everything
-    (with its outlook, when its target ships one)."""
-    journeys = build_journeys(export)  # once, for the sets and the outlook alike
-    result = train_sets(build_export_sets(export, config, progress, journeys=journeys), config,
-                        progress)
-    if config.outlook and config.target.outlook:
-        result.report["outlook"] = attach_outlook(result.bundle, export, journeys, config.seed,
+    """Train one target on an export: read it once (`training_inputs`), evaluate out of time,
+    ship refitted on everything (with its outlook, when its target ships one). Nothing past
+    the reading sees the export."""
+    inputs = read_inputs(export, config, progress, outlook=True)
+    result = train_sets(build_export_sets(inputs, config), config, progress)
+    if inputs.outlook is not None:
+        result.report["outlook"] = attach_outlook(result.bundle, inputs.outlook, config.seed,
                                                   progress)
     return result
 

@@ -145,6 +145,7 @@ def test_the_truth_at_t_is_what_the_chain_then_does(tmp_path: Path, profile: str
     sizes; a stage's rate applied one step too often or a label window off by weeks is
     more)."""
     from propensity.export_reader import load_export
+    from propensity.funnel.journeys import build_journeys
     from propensity.snapshots import account_entities, lead_entities
     from propensity.synthetic import PROFILES, account_truth, read_truth
 
@@ -154,14 +155,15 @@ def test_the_truth_at_t_is_what_the_chain_then_does(tmp_path: Path, profile: str
         path = tmp_path / str(seed)
         write_export(*generate_export(PROFILES[profile](n_leads=25_000, seed=seed)), path)
         full = load_export(path)
-        rows = lead_entities(full, [t], 90)
+        journeys = build_journeys(full)
+        rows = lead_entities(full, [t], 90, journeys=journeys)
         intent, means = read_truth(path)
         known = intent.loc[rows["lead_id"]]
         rows["p"] = truth_probability(known["intent"].to_numpy(), rows["stage_index"].to_numpy(),
                                       90, means, known["pace"].to_numpy())
         leads.append(rows)
-        accounts.append(account_entities(full, [t], 90).merge(account_truth(path, full, t, 90),
-                                                               on="account_id"))
+        accounts.append(account_entities(full, [t], 90, journeys=journeys).merge(
+            account_truth(path, full, t, 90), on="account_id"))
     frame, acc = pd.concat(leads), pd.concat(accounts)
     assert frame["converted"].sum() > 250 and acc["bought"].sum() > 150  # the test has power
     assert abs(_z(frame["p"].to_numpy(), frame["converted"].to_numpy())) < 3

@@ -19,6 +19,7 @@ from propensity.adapters.hubspot import import_hubspot
 from propensity.adapters.salesforce import import_salesforce
 from propensity.contract import TABLES
 from propensity.export_reader import load_export
+from propensity.funnel.journeys import build_journeys
 from propensity.problems import PropensityError
 from propensity.scoring import score_export
 from propensity.snapshots import SnapshotConfig, lead_entities, snapshot_times
@@ -130,7 +131,7 @@ def test_an_allowed_snapshot_fakes_auc(company: dict[str, Path], tmp_path: Path)
     export = load_export(out)
     assert "number_of_pageviews" in export.attribute_columns("leads")
     times = snapshot_times(export, SnapshotConfig(every_days=14, horizon_days=90))
-    rows = lead_entities(export, times, 90)
+    rows = lead_entities(export, times, 90, journeys=build_journeys(export))
     y = rows["converted"].astype(int).to_numpy()
     at_export = rows["lead_id"].map(export.leads.set_index("lead_id")["number_of_pageviews"])
     assert export.events is not None

@@ -13,6 +13,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from propensity.export_reader import load_export
+from propensity.features import FeatureConfig, fit_feature_spec
 from propensity.features.definitions import STAGE_COLUMN
 from propensity.forecast import fit_forecaster, forecast_from, lead_outlook
 from propensity.forecast.backtest import actuals, quarter_starts
@@ -26,10 +27,10 @@ from propensity.forecast.hazard import (
     median_days,
     person_periods,
 )
-from propensity.forecast.rows import open_leads, snapshot_rows
 from propensity.forecast.simulate import interval, simulate
 from propensity.funnel.journeys import build_journeys
 from propensity.models.outlook import AmountQuantiles, Outlook
+from propensity.snapshot_rows import snapshot_rows
 from propensity.synthetic import read_truth, truth_probability, write_synthetic
 from propensity.tables import CrmExport, truncate_export
 
@@ -200,7 +201,8 @@ def test_a_stage_hazard_follows_the_table_when_the_trees_have_nothing_to_add(
     average the regularised trees would pull a few leads toward; and the table survives the
     outlook's files (an outlook saved before it had none: nothing is added)."""
     cut = truncate_export(world[1], T)
-    rows = snapshot_rows(cut, T, seed=3, journeys=build_journeys(cut))
+    rows = snapshot_rows(cut, T, fit_feature_spec(cut, FeatureConfig()), seed=3,
+                         journeys=build_journeys(cut))
     stage_col = [c.name for c in rows.plan.columns].index(STAGE_COLUMN)
     only_stage = np.zeros_like(rows.X)
     only_stage[:, stage_col] = rows.X[:, stage_col]
@@ -246,9 +248,10 @@ def test_anchoring_leans_each_stages_level_on_its_history(
     fit anchors on the leads it forecasts, reading their trees once."""
     cut = truncate_export(world[1], T)
     journeys = build_journeys(cut)
-    rows = snapshot_rows(cut, T, seed=3, journeys=journeys)
+    rows = snapshot_rows(cut, T, fit_feature_spec(cut, FeatureConfig()), seed=3,
+                         journeys=journeys)
     fit = calibration_mask(rows.entities["lead_id"], 3)
-    _, scored = open_leads(cut, T, rows.plan, journeys)
+    scored = rows.open_X
     free = HazardModel(seed=3).fit(rows, fit)
     half = HazardModel(seed=3).fit(rows, fit, scored)
     full = copy.deepcopy(free)

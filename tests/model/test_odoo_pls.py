@@ -22,20 +22,17 @@ from propensity.funnel.journeys import Journeys, build_journeys
 from propensity.models.baselines import odoo_naive_bayes
 from propensity.models.odoo_learner import OdooScorer, field_columns, odoo_history
 from propensity.models.odoo_pls import (
-    OdooPlsConfig,
     PlsTable,
-    closed_leads,
     fit_as_of,
     fit_table,
-    lead_values,
     log_odds,
     matrix_leads,
-    open_leads,
     probability,
     reasons,
     table_from_dict,
     table_to_dict,
 )
+from propensity.odoo_history import OdooPlsConfig, closed_leads, lead_values, open_lead_fields
 from propensity.problems import PropensityError
 from propensity.snapshots import lead_entities
 from propensity.tables import CrmExport, truncate_export
@@ -261,7 +258,7 @@ def test_the_contract_export_by_hand(make_export: Callable[..., Path]) -> None:
     assert _cell(table, "stage_id", "mql", None) == pytest.approx((1.1, 1.1))
     assert _cell(table, "stage_id", "sql", None) == pytest.approx((1.1, 0.1))
     assert _cell(table, "country_id", "FR", None) == pytest.approx((0.1, 1.1))
-    l3 = open_leads(export, pd.DataFrame({"lead_id": ["L3"], "as_of": [pd.Timestamp(
+    l3 = open_lead_fields(export, pd.DataFrame({"lead_id": ["L3"], "as_of": [pd.Timestamp(
         "2024-02-02", tz="UTC")]}), config, journeys=journeys)
     # first stage (1.1 : 1.1), source `unknown` and no country: no cell, skipped -> 50%
     assert l3["source_id"].tolist() == ["unknown"]
@@ -271,18 +268,18 @@ def test_the_contract_export_by_hand(make_export: Callable[..., Path]) -> None:
 def test_changing_the_future_does_not_move_a_score_as_of_t(small_export: CrmExport,
                                                            journeys: Journeys) -> None:
     t = pd.Timestamp("2025-01-01", tz="UTC")
-    entities = lead_entities(small_export, [t], 90, labelled=False)
+    entities = lead_entities(small_export, [t], 90, labelled=False, journeys=journeys)
     config = OdooPlsConfig()
     full = probability(fit_as_of(small_export, t, config, journeys=journeys),
-                       open_leads(small_export, entities, config, journeys=journeys))
+                       open_lead_fields(small_export, entities, config, journeys=journeys))
     cut = truncate_export(small_export, t)
     cut_journeys = build_journeys(cut)
     past = probability(fit_as_of(cut, t, config, journeys=cut_journeys),
-                       open_leads(cut, entities, config, journeys=cut_journeys))
+                       open_lead_fields(cut, entities, config, journeys=cut_journeys))
     assert len(entities) > 100 and np.array_equal(full, past)
     later = probability(fit_as_of(small_export, t + pd.Timedelta(days=120), config,
                                   journeys=journeys),
-                        open_leads(small_export, entities, config, journeys=journeys))
+                        open_lead_fields(small_export, entities, config, journeys=journeys))
     assert not np.array_equal(full, later)  # the table as of a later time does differ
 
 
@@ -291,7 +288,7 @@ def test_a_lead_missing_from_the_export_is_refused(small_export: CrmExport,
     entities = pd.DataFrame({"lead_id": ["nobody"], "as_of": [pd.Timestamp("2025-01-01",
                                                                            tz="UTC")]})
     with pytest.raises(PropensityError, match="lead ids not in the export: nobody"):
-        open_leads(small_export, entities, OdooPlsConfig(), journeys=journeys)
+        open_lead_fields(small_export, entities, OdooPlsConfig(), journeys=journeys)
 
 
 def test_teams_from_the_owner_or_a_column() -> None:
@@ -307,9 +304,12 @@ def test_teams_from_the_owner_or_a_column() -> None:
 
 def test_the_baseline_ranks_the_holdout(small_export: CrmExport, journeys: Journeys) -> None:
     times = [pd.Timestamp("2025-03-01", tz="UTC") + pd.Timedelta(days=14 * k) for k in range(4)]
-    entities = lead_entities(small_export, times, 90)
-    p = odoo_naive_bayes(small_export, entities[["lead_id", "as_of"]], times[0],
-                         OdooPlsConfig(), horizon_days=90, journeys=journeys)
+    entities = lead_entities(small_export, times, 90, journeys=journeys)
+    holdout = entities[["lead_id", "as_of"]]
+    p = odoo_naive_bayes(closed_leads(small_export, times[0], OdooPlsConfig(), journeys=journeys),
+                         small_export.stages,
+                         open_lead_fields(small_export, holdout, OdooPlsConfig(),
+                                          journeys=journeys), holdout)
     assert ((p >= 0) & (p <= 1)).all()
     assert roc_auc_score(entities["converted"], p) > 0.65
 
@@ -321,8 +321,8 @@ def test_a_table_survives_json_and_its_log_odds_are_odoos_probability(
     t = pd.Timestamp("2025-01-01", tz="UTC")
     table = fit_as_of(small_export, t, journeys=journeys)
     again = table_from_dict(json.loads(json.dumps(table_to_dict(table))))
-    leads = open_leads(small_export, lead_entities(small_export, [t], 90, labelled=False),
-                       OdooPlsConfig(), journeys=journeys)
+    entities = lead_entities(small_export, [t], 90, labelled=False, journeys=journeys)
+    leads = open_lead_fields(small_export, entities, OdooPlsConfig(), journeys=journeys)
     p = probability(table, leads)
     assert np.array_equal(probability(again, leads), p)
     bias, terms = log_odds(table, leads)
@@ -335,14 +335,14 @@ def test_a_table_survives_json_and_its_log_odds_are_odoos_probability(
 def test_the_model_matrix_gives_the_same_scores_as_the_export(small_export: CrmExport,
                                                               journeys: Journeys) -> None:
     t = pd.Timestamp("2025-01-01", tz="UTC")
-    entities = lead_entities(small_export, [t], 90, labelled=False)
+    entities = lead_entities(small_export, [t], 90, labelled=False, journeys=journeys)
     plan = FeaturePlan(fit_feature_spec(truncate_export(small_export, t)))
     X = lead_feature_matrix(small_export, plan, entities)
     table, config = fit_as_of(small_export, t, journeys=journeys), OdooPlsConfig()
     leads = matrix_leads(X, plan.columns, config)
     assert {"stage_id", "country_id", "source_id", "email_state"} <= set(leads.columns)
     from_matrix = probability(table, leads)
-    assert np.array_equal(from_matrix, probability(table, open_leads(
+    assert np.array_equal(from_matrix, probability(table, open_lead_fields(
         small_export, entities, config, journeys=journeys)))
 
 
@@ -354,7 +354,7 @@ def test_the_shipped_scorer_is_log_odds_on_the_matrix_team_by_team(
     t = pd.Timestamp("2025-01-01", tz="UTC")
     owners = sorted(small_export.leads["owner_id"].dropna().astype("str").unique())
     config = OdooPlsConfig(owner_teams={o: f"team{i % 3}" for i, o in enumerate(owners[:-4])})
-    entities = lead_entities(small_export, [t], 90, labelled=False)
+    entities = lead_entities(small_export, [t], 90, labelled=False, journeys=journeys)
     plan = FeaturePlan(fit_feature_spec(truncate_export(small_export, t)))
     X = lead_feature_matrix(small_export, plan, entities)
     table = fit_as_of(small_export, t, config, journeys=journeys)
@@ -380,8 +380,9 @@ def test_a_fold_counts_no_closed_lead_it_holds_and_none_closed_after_the_cutoff(
     each of them once (+0.1 a side)."""
     t = pd.Timestamp("2025-03-01", tz="UTC")
     codes = pd.Index(small_export.leads["lead_id"].astype("str"))
-    history = odoo_history(small_export, t, OdooPlsConfig(), codes, journeys=journeys)
     closed = closed_leads(small_export, t, OdooPlsConfig(), journeys=journeys)
+    ids = small_export.leads["lead_id"].astype("str").to_numpy()
+    history = odoo_history(closed, ids, codes, small_export.stages, OdooPlsConfig(), t)
     assert len(history.groups) == len(closed) > 100 and (history.groups >= 0).all()
     held = history.groups[::3]
     scorer = history.scorer([], leave_out=held)
@@ -393,6 +394,7 @@ def test_a_fold_counts_no_closed_lead_it_holds_and_none_closed_after_the_cutoff(
     assert float(first["won"].sum() + first["lost"].sum()) == pytest.approx(
         len(kept) + 0.2 * len(first))
     assert history.scorer([]).leads == len(closed)
-    later = odoo_history(small_export, t + pd.Timedelta(days=90), OdooPlsConfig(), codes,
-                         journeys=journeys)
+    later_t = t + pd.Timedelta(days=90)
+    later = odoo_history(closed_leads(small_export, later_t, OdooPlsConfig(), journeys=journeys),
+                         ids, codes, small_export.stages, OdooPlsConfig(), later_t)
     assert len(later.closed) > len(closed)  # leads closed after t wait for a later cutoff

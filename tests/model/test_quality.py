@@ -25,7 +25,6 @@ from sklearn.model_selection import train_test_split
 from propensity.adapters.olist import import_olist
 from propensity.adapters.x_education import POST_OUTCOME, import_x_education
 from propensity.export_reader import load_export
-from propensity.funnel.journeys import build_journeys
 from propensity.scoring import score_export
 from propensity.single_table import load_single_table, single_table_options
 from propensity.synthetic import (
@@ -36,7 +35,7 @@ from propensity.synthetic import (
 )
 from propensity.tables import CrmExport, truncate_export
 from propensity.timestamps import to_micros
-from propensity.training import TrainConfig, build_export_sets, train_export, train_table
+from propensity.training import TrainConfig, export_sets, train_export, train_table
 from tests.conftest import ROOT, SmallTrained, quick_config, shared_file
 
 BASELINES = ("points", "naive_bayes", "logistic_regression")
@@ -179,7 +178,7 @@ def test_the_evaluation_learns_only_labels_known_at_the_cutoff(small_export: Crm
     """Every row the evaluation fit learns from has its label window closed before the first
     holdout snapshot: remove the gap and this fails."""
     config = quick_config()
-    sets = build_export_sets(small_export, config, journeys=build_journeys(small_export))
+    sets = export_sets(small_export, config)
     times = sets.evaluation.times
     is_test = np.zeros(len(times), dtype=bool)
     is_test[sets.test] = True
@@ -195,7 +194,7 @@ def test_the_evaluation_vocabulary_is_fitted_before_the_cutoff(small_export: Crm
     """Categories and event types that first appear after the cutoff exist in the shipped
     model's vocabulary, not in the evaluated one's: fit it on the whole export and this fails."""
     config = quick_config()
-    sets = build_export_sets(small_export, config, journeys=build_journeys(small_export))
+    sets = export_sets(small_export, config)
     cutoff = pd.Timestamp(sets.split["cutoff"])
     leads = small_export.leads.copy()
     late = leads["created_at"] >= cutoff
@@ -207,7 +206,7 @@ def test_the_evaluation_vocabulary_is_fitted_before_the_cutoff(small_export: Crm
     events.loc[after, "event_type"] = "late_event_type"
     export = CrmExport(leads=leads, events=events, stage_history=small_export.stage_history,
                        opportunities=small_export.opportunities, accounts=small_export.accounts)
-    sets = build_export_sets(export, config, journeys=build_journeys(export))
+    sets = export_sets(export, config)
     assert sets.evaluation_spec is not None and sets.shipping_spec is not None
     assert "late_source" not in sets.evaluation_spec.lead_categorical["source"]
     assert "late_event_type" not in sets.evaluation_spec.event_types

@@ -15,7 +15,6 @@ import pytest
 
 from propensity.coding import Column
 from propensity.export_reader import load_export
-from propensity.funnel.journeys import build_journeys
 from propensity.models.fitting import _folds
 from propensity.registry import _gate_text
 from propensity.synthetic import LONG_LIVED_T, generate_export, long_lived_config, write_export
@@ -25,7 +24,7 @@ from propensity.training import (
     MIN_POSITIVES,
     LabelledRows,
     TrainingSets,
-    build_export_sets,
+    export_sets,
     fit_sets,
     train_export,
 )
@@ -43,7 +42,7 @@ def test_folds_learn_at_the_rate_they_predict_on_long_lived_leads(
     write_export(tables, truth, tmp_path)
     cut = truncate_export(load_export(tmp_path), pd.Timestamp(LONG_LIVED_T, tz="UTC"))
     config = quick_config(model=target, snapshots={"every_days": 14, "horizon_days": 90})
-    rows = build_export_sets(cut, config, journeys=build_journeys(cut)).shipping
+    rows = export_sets(cut, config).shipping
     folds = _folds(rows, "export", config)
     assert len(folds) == config.folds
     for fit, held in folds:

@@ -23,7 +23,7 @@ def reaches_sql(j: Journeys, rows: np.ndarray, stage: np.ndarray, t: int, h: int
 
 
 def below_sql(target: Target, export: CrmExport, times: list[pd.Timestamp],
-              horizon_days: int, *, journeys: Journeys | None, labelled: bool,
+              horizon_days: int, *, journeys: Journeys, labelled: bool,
               snapshots: SnapshotConfig | None, stale_days: int | None) -> pd.DataFrame:
     """Open leads that have not reached SQL yet: the only ones the question is about."""
     frame = lead_entities(export, times, horizon_days, journeys=journeys, labelled=labelled,

@@ -28,7 +28,8 @@ from propensity.funnel.journeys import build_journeys
 from propensity.lifecycle import Trained, train_and_register
 from propensity.models.bundle import ModelBundle
 from propensity.models.odoo_learner import OdooScorer, field_columns
-from propensity.models.odoo_pls import DEFAULT_COLUMNS, OdooPlsConfig, log_odds, open_leads
+from propensity.models.odoo_pls import log_odds
+from propensity.odoo_history import DEFAULT_COLUMNS, OdooPlsConfig, open_lead_fields
 from propensity.registry import configure, list_versions, load_model
 from propensity.rows import lead_rows
 from propensity.scoring import score_export
@@ -132,7 +133,7 @@ def _reasons_are_odoos_criteria(bundle: ModelBundle, export: CrmExport, batch: p
     assert isinstance(bundle.linear, OdooScorer)
     where = field_columns(bundle.columns, bundle.linear.config)
     column_field = {bundle.columns[i].name: f for f, i in where.items()}
-    leads = open_leads(export, batch[["lead_id", "as_of"]], bundle.linear.config,
+    leads = open_lead_fields(export, batch[["lead_id", "as_of"]], bundle.linear.config,
                        journeys=build_journeys(export))
     _, terms = log_odds(bundle.linear.table, leads)
     kept = [v in bundle.categories[bundle.columns[where[f]].name]

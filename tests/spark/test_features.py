@@ -16,6 +16,7 @@ from propensity.features.account import account_columns, build_account_features
 from propensity.features.batch import lead_feature_matrix
 from propensity.features.definitions import FeaturePlan
 from propensity.features.spec import fit_feature_spec
+from propensity.funnel.journeys import build_journeys
 from propensity.snapshots import SnapshotConfig, account_entities, lead_entities, snapshot_times
 from propensity.spark.export import read_spark_export
 from propensity.spark.features import spark_features
@@ -23,9 +24,10 @@ from propensity.spark.features import spark_features
 
 def _entities(export: Any, account: bool) -> pd.DataFrame:
     times = snapshot_times(export, SnapshotConfig(every_days=30))[::2]
+    journeys = build_journeys(export)
     if account:
-        return account_entities(export, times, 90)[["account_id", "as_of"]]
-    return lead_entities(export, times, 90)[["lead_id", "as_of"]]
+        return account_entities(export, times, 90, journeys=journeys)[["account_id", "as_of"]]
+    return lead_entities(export, times, 90, journeys=journeys)[["lead_id", "as_of"]]
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])

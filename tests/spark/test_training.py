@@ -9,10 +9,9 @@ import numpy as np
 import pandas as pd
 
 from propensity.export_reader import load_export
-from propensity.funnel.journeys import build_journeys
 from propensity.spark.export import read_spark_export
 from propensity.spark.training import sample_rows, spark_training_sets
-from propensity.training import LabelledRows, TrainConfig, build_export_sets
+from propensity.training import LabelledRows, TrainConfig, export_sets
 
 
 def _same(a: LabelledRows, b: LabelledRows) -> None:
@@ -30,7 +29,7 @@ def test_training_sets_equal_pandas(spark: Any, spark_export_dir: Path, tmp_path
     config = TrainConfig.model_validate({"model": "lead-conversion", "search": False,
                                          "snapshots": {"every_days": 30, "horizon_days": 60}})
     export = load_export(spark_export_dir)
-    expected = build_export_sets(export, config, journeys=build_journeys(export))
+    expected = export_sets(export, config)
     got = spark_training_sets(spark, read_spark_export(spark, str(spark_export_dir)), config,
                               str(tmp_path / "features"))
     _same(got.evaluation, expected.evaluation)

@@ -196,6 +196,7 @@ def _gather_opportunities(x: FeatureInputs, export: CrmExport, scope: _Scope) ->
 
 def gather(export: CrmExport, spec: FeatureSpec, entities: pd.DataFrame) -> FeatureInputs:
     """Feature inputs of every entity row (`lead_id`, `as_of`), in the frame's order."""
+    lead_columns, account_columns = lead_attribute_columns(spec), account_attribute_columns(spec)
     leads = export.leads.reset_index(drop=True)
     pos = _lead_positions(export, entities)
     as_of = to_micros(entities["as_of"])
@@ -211,9 +212,8 @@ def gather(export: CrmExport, spec: FeatureSpec, entities: pd.DataFrame) -> Feat
         accounts, account_rows = None, np.full(n, -1)
     x = FeatureInputs(
         n=n, as_of=as_of, created=created_all[pos],
-        lead_attributes=_attributes(leads, lead_attribute_columns(spec), pos),
-        account_attributes=_attributes(accounts, account_attribute_columns(spec),
-                                       account_rows),
+        lead_attributes=_attributes(leads, lead_columns, pos),
+        account_attributes=_attributes(accounts, account_columns, account_rows),
         has_account=acc_codes[pos] >= 0,
         event_row=empty(), event_age=empty("float64"), event_type=empty(),
         event_channel=empty(), event_value=empty("float64"),

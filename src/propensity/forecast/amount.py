@@ -25,8 +25,8 @@ import pandas as pd
 
 from propensity.coding import Column
 from propensity.forecast.hazard import categorical_indices
-from propensity.forecast.rows import SnapshotRows
 from propensity.models.outlook import QUANTILES, AmountQuantiles
+from propensity.snapshot_rows import SnapshotRows
 from propensity.tables import CrmExport
 
 AMOUNT_PARAMS: dict[str, Any] = {
@@ -45,17 +45,6 @@ falls at 200 trees (0.05 learning rate; 0.15 or 0.3 with fewer trees lost 3-10%)
 count stays."""
 SIZE_BANDS = (0, 10, 50, 200, 1000, 5000)
 MIN_SEGMENT_WINS = 5
-
-
-def won_amounts(export: CrmExport, leads: pd.Series) -> np.ndarray:
-    """Each lead's won amount (the sum of its won opportunities), NaN when it won none."""
-    opps = export.opportunities
-    out = np.full(len(leads), np.nan)
-    if opps is None or not len(opps):
-        return out
-    won = opps[(opps["status"].astype("str") == "won") & opps["amount"].notna()]
-    per_lead = won.groupby(won["lead_id"].astype("str"))["amount"].sum()
-    return per_lead.reindex(leads.astype("str").to_numpy()).to_numpy(dtype="float64")
 
 
 @dataclass

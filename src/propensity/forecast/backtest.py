@@ -12,10 +12,10 @@ from pydantic import BaseModel
 
 from propensity.forecast.forecaster import Progress, fit_forecaster
 from propensity.forecast.report import forecast_from
-from propensity.forecast.rows import TooLittleHistory
 from propensity.forecast.rules import stage_rate_forecast, weighted_pipeline
 from propensity.funnel.journeys import build_journeys
 from propensity.problems import PropensityError
+from propensity.snapshot_rows import TooLittleHistory
 from propensity.tables import CrmExport
 from propensity.timestamps import to_micros
 

@@ -13,16 +13,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from propensity.features import FeatureConfig, FeaturePlan
-from propensity.features.spec import FeatureSpec
-from propensity.forecast.amount import AmountModel, SegmentMedians, lead_segments, won_amounts
+from propensity.features import FeatureConfig, FeaturePlan, fit_feature_spec
+from propensity.forecast.amount import AmountModel, SegmentMedians, lead_segments
 from propensity.forecast.hazard import HORIZONS, HazardModel
-from propensity.forecast.rows import SnapshotRows, TooLittleHistory, open_leads, snapshot_rows
 from propensity.forecast.rules import stage_rates
 from propensity.forecast.uncertainty import level_sd
 from propensity.funnel.journeys import Journeys, build_journeys
 from propensity.models.bundle import ModelBundle
 from propensity.models.outlook import REVENUE_DAYS, Outlook
+from propensity.snapshot_rows import SnapshotRows, TooLittleHistory, open_leads, snapshot_rows
 from propensity.tables import CrmExport, truncate_export
 
 Progress = Callable[[str], None]
@@ -70,12 +69,10 @@ def fit_forecaster(export: CrmExport, as_of: pd.Timestamp, *, seed: int = 0,
     cut = truncate_export(export, as_of)
     journeys = build_journeys(cut)
     note(f"point-in-time snapshot rows before {as_of:%Y-%m-%d}")
-    rows = snapshot_rows(cut, as_of, max_rows=max_rows, seed=seed, features=features,
-                         journeys=journeys)
+    spec = fit_feature_spec(cut, features or FeatureConfig())
+    rows = snapshot_rows(cut, as_of, spec, max_rows=max_rows, seed=seed, journeys=journeys)
     fit = calibration_mask(rows.entities["lead_id"], seed)
-    note(f"features of the leads open at {as_of:%Y-%m-%d}")
-    entities, X = open_leads(cut, as_of, rows.plan, journeys)
-    hazard, amount_model, amount = fit_models(cut, rows, fit, seed, note, scored=X)
+    hazard, amount_model, amount = fit_models(rows, fit, seed, note)
     if not amount_model.boosters_ and np.isnan(amount_model.fallback_):
         # the bundle's outlook ships null amounts then; a forecast of revenue has nothing
         raise TooLittleHistory("no won opportunity with an amount before the forecast time: "
@@ -91,46 +88,39 @@ def fit_forecaster(export: CrmExport, as_of: pd.Timestamp, *, seed: int = 0,
         amount=amount_model, medians=medians,
         rates=stage_rates(rows, RULE_DAYS, len(cut.stages)),
         mean_won_amount=float(np.nanmean(amount[won_rows & latest])) if (
-            won_rows & latest).any() else 0.0, level_sd=level, open_entities=entities,
-        open_X=X)
+            won_rows & latest).any() else 0.0, level_sd=level, open_entities=rows.open_entities,
+        open_X=rows.open_X)
 
 
-def fit_models(cut: CrmExport, rows: SnapshotRows, fit: np.ndarray, seed: int,
-               note: Progress, scored: np.ndarray) -> tuple[HazardModel, AmountModel, np.ndarray]:
+def fit_models(rows: SnapshotRows, fit: np.ndarray, seed: int,
+               note: Progress) -> tuple[HazardModel, AmountModel, np.ndarray]:
     """The hazard and amount models on snapshot rows of an export cut at their as-of time
     (the forecast's and the shipped bundle's outlook alike), and each row's won amount;
-    `scored`, the matrix of the leads open at that time, anchors the hazard's levels.
+    the leads open at that time (`rows.open_X`) anchor the hazard's levels.
     Without a won amount in the history there is no amount to learn: the amounts are then
     missing (null in a score), not made up."""
     note(f"hazard model on {len(rows.entities):,} snapshot rows")
-    hazard = HazardModel(seed=seed).fit(rows, fit, scored)
-    # a lead's amount is known only once it was won before the data's end: as it is here
-    amount = won_amounts(cut, rows.entities["lead_id"])
+    hazard = HazardModel(seed=seed).fit(rows, fit, rows.open_X)
+    amount = rows.amount
     if not (~np.isnan(amount) & (amount > 0)).any():
         return hazard, AmountModel(fallback_=float("nan")), amount
     note("amount model on won opportunities")
     return hazard, AmountModel(seed=seed).fit(rows, amount, fit, rows.plan.columns), amount
 
 
-def fit_outlook(export: CrmExport, spec: FeatureSpec, *, seed: int = 0,
-                max_rows: int = 60_000, progress: Progress | None = None,
-                journeys: Journeys) -> Outlook:
+def fit_outlook(rows: SnapshotRows, *, seed: int = 0,
+                progress: Progress | None = None) -> Outlook:
     """The outlook a lead-conversion bundle ships: the forecast's hazard and amount models,
-    fitted at training time on the whole export (as of the day after its latest timestamp,
-    as the forecast's default) with the bundle's own feature spec, so that they read the
-    matrix the probability is scored from and a request builds its features once."""
+    fitted at training time on `snapshot_rows.outlook_rows` (the whole export as of the day
+    after its latest timestamp, read with the bundle's own feature spec), so that they read
+    the matrix the probability is scored from and a request builds its features once."""
     note = progress or (lambda _text: None)
-    as_of = export.latest_time().floor("D") + pd.Timedelta(days=1)
-    note("outlook (time to convert and amount): point-in-time snapshot rows")
-    rows = snapshot_rows(export, as_of, max_rows=max_rows, seed=seed, spec=spec,
-                         journeys=journeys)
     fit = calibration_mask(rows.entities["lead_id"], seed)
-    _, scored = open_leads(export, as_of, rows.plan, journeys)
-    hazard, amount_model, amount = fit_models(export, rows, fit, seed, note, scored)
+    hazard, amount_model, amount = fit_models(rows, fit, seed, note)
     hazard.held_curve_ = hazard.scored_trees_ = None  # the bundle ships the model alone
     won = ~np.isnan(amount) & (amount > 0)
     return Outlook(hazard, amount_model, REVENUE_DAYS, info={
-        "as_of": str(as_of), "rows": len(rows.entities),
+        "as_of": str(rows.as_of), "rows": len(rows.entities),
         "leads": int(rows.entities["lead_id"].nunique()),
         "won_leads": int(rows.entities["lead_id"][won].nunique()),
         "edges": list(hazard.edges), "trees": hazard.booster_.num_trees() if
@@ -139,17 +129,20 @@ def fit_outlook(export: CrmExport, spec: FeatureSpec, *, seed: int = 0,
         "interval_widen": round(amount_model.widen_, 6)})
 
 
-def attach_outlook(bundle: ModelBundle, export: CrmExport, journeys: Journeys, seed: int,
+def attach_outlook(bundle: ModelBundle, rows: SnapshotRows | str, seed: int,
                    progress: Progress | None = None) -> dict[str, Any]:
-    """Fit the outlook a trained bundle ships (its own feature spec) and attach it; what the
-    training report says of it. An export too short or with too few conversions to learn
-    when leads convert ships without one (a score's outlook fields are then null), and the
-    report says why: the probability model is no less good for it."""
+    """Fit the outlook a trained bundle ships from its rows (`outlook_rows`, read with the
+    bundle's own feature spec) and attach it; what the training report says of it. An export
+    too short (`rows` is then the reason) or with too few conversions to learn when leads
+    convert ships without one (a score's outlook fields are then null), and the report says
+    why: the probability model is no less good for it."""
     if bundle.spec is None:
         return {"shipped": False, "why": "a single table has no history to learn time from"}
+    if isinstance(rows, str):
+        bundle.outlook = None
+        return {"shipped": False, "why": rows}
     try:
-        bundle.outlook = fit_outlook(export, bundle.spec, seed=seed, progress=progress,
-                                     journeys=journeys)
+        bundle.outlook = fit_outlook(rows, seed=seed, progress=progress)
     except TooLittleHistory as exc:
         bundle.outlook = None
         return {"shipped": False, "why": str(exc)}

@@ -36,7 +36,6 @@ from scipy.optimize import brentq
 
 from propensity.coding import Column
 from propensity.features.definitions import STAGE_COLUMN
-from propensity.forecast.rows import SnapshotRows, TooLittleHistory
 from propensity.models.calibration import fit_calibrator
 from propensity.models.outlook import (
     EDGES,
@@ -48,6 +47,7 @@ from propensity.models.outlook import (
     median_days,
     with_period,
 )
+from propensity.snapshot_rows import SnapshotRows, TooLittleHistory
 
 __all__ = ["EDGES", "HORIZONS", "HazardModel", "interpolate", "median_days"]
 

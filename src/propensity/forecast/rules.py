@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from propensity.forecast.rows import SnapshotRows
+from propensity.snapshot_rows import SnapshotRows
 from propensity.tables import CrmExport
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from propensity.forecast.hazard import HazardModel
-from propensity.forecast.rows import SnapshotRows
+from propensity.snapshot_rows import SnapshotRows
 
 
 def level_sd(hazard: HazardModel, rows: SnapshotRows, held_out: np.ndarray,

@@ -23,18 +23,9 @@ from sklearn.metrics import roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 
 from propensity.contract import DEFAULT_STAGES
-from propensity.funnel.journeys import Journeys
-from propensity.models.odoo_pls import (
-    OdooPlsConfig,
-    fit_as_of,
-    fit_table,
-    lead_values,
-    open_leads,
-    probability,
-)
+from propensity.models.odoo_pls import fit_table, probability
+from propensity.odoo_history import OdooPlsConfig, lead_values
 from propensity.single_table import SingleTable
-from propensity.snapshots import lead_entities
-from propensity.tables import CrmExport
 
 DEFAULT_EVENT_POINTS: dict[str, float] = {
     "email_open": 1, "email_click": 3, "page_view": 1, "pricing_page_view": 10,
@@ -90,24 +81,18 @@ class PointsModel(ClassifierMixin, BaseEstimator):
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
 
 
-def odoo_naive_bayes(export: CrmExport, holdout: pd.DataFrame, cutoff: pd.Timestamp,
-                     config: OdooPlsConfig, *, horizon_days: int, stale_days: int | None = None,
-                     journeys: Journeys) -> np.ndarray:
+def odoo_naive_bayes(closed: pd.DataFrame, stages: tuple[str, ...], scored: pd.DataFrame,
+                     holdout: pd.DataFrame, lead_rows: pd.DataFrame | None = None) -> np.ndarray:
     """Odoo's probability (0..1) of each holdout row (key, as_of), from the frequency table
-    of the leads closed before the cutoff: what the evaluation fit knew. An account gets the
-    probability that any of its leads open at that time is won, taking them as independent
-    (0 when it has none): Odoo scores leads, and an account buys when one of them does.
-    `journeys`: the export's, which the caller has built for its own rows already."""
-    table = fit_as_of(export, cutoff, config, stale_days=stale_days, journeys=journeys)
-    if "lead_id" in holdout:
-        return probability(table, open_leads(export, holdout, config, journeys=journeys)) / 100
-    times = sorted(holdout["as_of"].unique())
-    leads = lead_entities(export, times, horizon_days, journeys=journeys, labelled=False,
-                          stale_days=stale_days)
-    leads["p"] = probability(table, open_leads(export, leads, config, journeys=journeys)) / 100
-    leads["account_id"] = export.leads["account_id"].to_numpy()[
-        export.lead_positions(leads["lead_id"])]
-    leads["log_none"] = np.log1p(-leads["p"])
+    of the leads closed before the cutoff (`closed`: what the evaluation fit knew); `scored`:
+    Odoo's fields of the leads it scores (`training_inputs.read_odoo`). An account gets the
+    probability that any of its leads open at that time (`lead_rows`: lead_id, as_of,
+    account_id of each scored lead) is won, taking them as independent (0 when it has none):
+    Odoo scores leads, and an account buys when one of them does."""
+    p = probability(fit_table(closed, stages), scored) / 100
+    if lead_rows is None:
+        return p
+    leads = lead_rows.assign(log_none=np.log1p(-p))
     none = leads.dropna(subset=["account_id"]).groupby(["account_id", "as_of"])["log_none"].sum()
     keys = pd.MultiIndex.from_frame(holdout[["account_id", "as_of"]])
     return 1 - np.exp(none.reindex(keys).fillna(0.0).to_numpy(dtype="float64"))

@@ -180,12 +180,12 @@ def _span(rows: LabelledRows) -> dict[str, Any]:
     return out
 
 
-def _baselines(train: LabelledRows, test: LabelledRows, config: TrainConfig,
-               kind: Kind, raw: dict[str, np.ndarray],
+def _baselines(train: LabelledRows, X_train: pd.DataFrame, test: LabelledRows,
+               config: TrainConfig, kind: Kind, raw: dict[str, np.ndarray],
                allowed: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Points, naive Bayes and logistic regression (those of them `allowed`: the target's),
-    fitted on the evaluation fit's rows."""
-    X_train, X_test = as_frame(train.X, train.columns), as_frame(test.X, test.columns)
+    fitted on the evaluation fit's rows (`X_train`: them as a frame, `as_frame`)."""
+    X_test = as_frame(test.X, test.columns)
     out: dict[str, np.ndarray] = {}
     points_cfg = config.points.model_dump()
     if kind == "table" and all(v is None for v in points_cfg.values()):
@@ -284,6 +284,9 @@ class _Evaluation:
     bundle: ModelBundle
     predictions: dict[str, np.ndarray]
     judged: list[dict[str, Any]]
+    train_frame: pd.DataFrame
+    """The evaluation fit's rows as a frame: what the baselines learnt from and the leak
+    check reads (built once for both)."""
 
 
 def _evaluate(sets: TrainingSets, train: LabelledRows, test: LabelledRows, config: TrainConfig,
@@ -294,7 +297,8 @@ def _evaluate(sets: TrainingSets, train: LabelledRows, test: LabelledRows, confi
     train_problem = _problem(train, config)
     train_folds = _folds(train, sets.kind, config)
     note(progress, "baselines: points, naive Bayes, logistic regression")
-    baselines = _baselines(train, test, config, sets.kind, sets.baselines,
+    train_frame = as_frame(train.X, train.columns)
+    baselines = _baselines(train, train_frame, test, config, sets.kind, sets.baselines,
                            sets.target.baselines)
     judged: list[dict[str, Any]] = []
     chosen: tuple[Candidate, Choice, Any, np.ndarray] | None = None
@@ -317,7 +321,7 @@ def _evaluate(sets: TrainingSets, train: LabelledRows, test: LabelledRows, confi
     assert chosen is not None
     ship_cand, eval_choice, eval_bundle, p_model = chosen
     return _Evaluation(ship_cand, eval_choice, eval_bundle, {"model": p_model, **baselines},
-                       judged)
+                       judged, train_frame)
 
 
 def _holdout_report(train: LabelledRows, test: LabelledRows,
@@ -328,7 +332,7 @@ def _holdout_report(train: LabelledRows, test: LabelledRows,
     importance = pd.DataFrame({"feature": [c.name for c in test.columns],
                                "mean_abs_shap": np.abs(contrib).mean(axis=0)}).sort_values(
         "mean_abs_shap", ascending=False)
-    warnings = leaky_columns(as_frame(train.X, train.columns), train.y)
+    warnings = leaky_columns(evaluation.train_frame, train.y)
     return evaluation_report(test.y, evaluation.predictions, importance, warnings)
 
 

@@ -31,19 +31,14 @@ import pandas as pd
 
 from propensity.coding import Column
 from propensity.features.definitions import STAGE_COLUMN
-from propensity.funnel.journeys import Journeys
 from propensity.models.odoo_pls import (
-    STAGE,
-    OdooPlsConfig,
     PlsTable,
-    closed_leads,
     fit_table,
-    lead_values,
     log_odds,
     table_from_dict,
     table_to_dict,
 )
-from propensity.tables import CrmExport
+from propensity.odoo_history import STAGE, OdooPlsConfig, lead_values
 
 
 def field_columns(columns: list[Column], config: OdooPlsConfig) -> dict[str, int]:
@@ -173,11 +168,12 @@ class OdooHistory:
                           int(keep.sum()))
 
 
-def odoo_history(export: CrmExport, cutoff: pd.Timestamp, config: OdooPlsConfig,
-                 codes: pd.Index, *, stale_days: int | None = None,
-                 journeys: Journeys) -> OdooHistory:
-    """Odoo's history as of `cutoff`; `codes`: the lead ids whose position is an entity code."""
-    closed = closed_leads(export, cutoff, config, stale_days=stale_days, journeys=journeys)
-    ids = export.leads["lead_id"].astype("str").to_numpy()[closed.index.to_numpy()]
-    return OdooHistory(closed.reset_index(drop=True), codes.get_indexer(ids),
-                       tuple(export.stages), config, cutoff)
+def odoo_history(closed: pd.DataFrame, lead_ids: np.ndarray, codes: pd.Index,
+                 stages: tuple[str, ...], config: OdooPlsConfig,
+                 cutoff: pd.Timestamp) -> OdooHistory:
+    """Odoo's history as of `cutoff` from `closed` (`odoo_history.closed_leads`, indexed by
+    lead position); `lead_ids`: the export's lead ids as text by position; `codes`: the lead
+    ids whose position is an entity code."""
+    ids = lead_ids[closed.index.to_numpy()]
+    return OdooHistory(closed.reset_index(drop=True), codes.get_indexer(ids), stages, config,
+                       cutoff)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from propensity.features import FeatureConfig
 from propensity.models.bundle import LEARNERS, Learner
-from propensity.models.odoo_pls import OdooPlsConfig
+from propensity.odoo_history import OdooPlsConfig
 from propensity.problems import PropensityError
 from propensity.snapshots import SnapshotConfig
 from propensity.targets import LEAD_CONVERSION, Target, UnknownTarget, target_named

@@ -1,5 +1,6 @@
-"""The labelled rows training fits on, built from an export (snapshot rows, labels and the
-matrices of both phases) or from a single table; the Spark engine builds the same
+"""The labelled rows training fits on, built from what training read of an export
+(`training_inputs`: snapshot rows, labels, the matrices of both phases, Odoo's history) or
+from a single table; the Spark engine builds the same
 `TrainingSets` (`propensity.spark`) through `assemble_sets`."""
 
 from __future__ import annotations
@@ -12,18 +13,15 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from propensity.coding import Column, encode, fit_vocabulary
-from propensity.features import FeaturePlan, FeatureSpec, fit_feature_spec
-from propensity.funnel.journeys import Journeys
+from propensity.features import FeaturePlan, FeatureSpec
 from propensity.models.baselines import odoo_naive_bayes, odoo_table_naive_bayes
 from propensity.models.bundle import Kind
 from propensity.models.odoo_learner import OdooHistory, odoo_history
-from propensity.models.train_config import Progress, TrainConfig, note
-from propensity.problems import PropensityError
+from propensity.models.train_config import TrainConfig
 from propensity.single_table import SingleTable
-from propensity.snapshots import snapshot_times
-from propensity.tables import CrmExport, truncate_export
 from propensity.targets import LEAD_CONVERSION, Target, target_named
 from propensity.timestamps import to_micros
+from propensity.training_inputs import TrainingInputs
 
 
 @dataclass
@@ -91,13 +89,15 @@ def _labelled(X: np.ndarray, columns: list[Column], entities: pd.DataFrame, targ
 
 def assemble_sets(entities: pd.DataFrame, X_eval: np.ndarray, X_ship: np.ndarray,
                   specs: tuple[FeatureSpec, FeatureSpec], times: list[pd.Timestamp],
+                  split: tuple[list[pd.Timestamp], list[pd.Timestamp]],
                   config: TrainConfig) -> TrainingSets:
     """TrainingSets from labelled entity rows (in snapshot order) and their two matrices:
     `X_eval` of the rows at evaluation times (vocabulary as of the cutoff), `X_ship` of all
-    (the whole export's). Both engines end here."""
+    (the whole export's); `split`: the snapshot times' (`training_inputs.holdout_split`), which
+    the caller decided before building the matrices. Both engines end here."""
     target = config.target
     key = target.entity.key
-    train_times, test_times = holdout_split(times, config)
+    train_times, test_times = split
     evaluation_spec, shipping_spec = specs
     codes = pd.Index(entities[key].astype("str").unique())
     in_eval = entities["as_of"].isin([*train_times, *test_times]).to_numpy()
@@ -115,22 +115,6 @@ def assemble_sets(entities: pd.DataFrame, X_eval: np.ndarray, X_ship: np.ndarray
         split=split_info(times, train_times, test_times, config))
 
 
-def holdout_split(times: list[pd.Timestamp], config: TrainConfig
-                  ) -> tuple[list[pd.Timestamp], list[pd.Timestamp]]:
-    """(times the evaluation fit learns from, holdout times): the latest times are the
-    holdout; a training time's label window must close by the holdout's first time."""
-    horizon = config.snapshots.horizon_days
-    if len(times) < 4:
-        raise PropensityError(f"only {len(times)} snapshot time(s): need 4 or more "
-                              "(more history, or a smaller --horizon-days / snapshot spacing)")
-    n_test = max(1, round(config.holdout_share * len(times)))
-    test_times = times[-n_test:]
-    train_times = [t for t in times if t + pd.Timedelta(days=horizon) <= test_times[0]]
-    if len(train_times) < 2:
-        raise PropensityError("too little history before the holdout for this horizon")
-    return train_times, test_times
-
-
 def split_info(times: list[pd.Timestamp], train_times: list[pd.Timestamp],
                test_times: list[pd.Timestamp], config: TrainConfig) -> dict[str, Any]:
     """What the report says about the split."""
@@ -143,39 +127,24 @@ def split_info(times: list[pd.Timestamp], train_times: list[pd.Timestamp],
             "stale_days": config.snapshots.stale_days}
 
 
-def build_export_sets(export: CrmExport, config: TrainConfig,
-                      progress: Progress | None = None, *,
-                      journeys: Journeys) -> TrainingSets:
-    """Snapshot rows, labels and features of both phases (`journeys`: the export's, which the
-    caller builds once for the sets and whatever else it fits, the outlook)."""
-    target = config.target
-    horizon = config.snapshots.horizon_days
-    note(progress, "snapshots and labels")
-    times = snapshot_times(export, config.snapshots)
-    train_times, test_times = holdout_split(times, config)
-    cutoff = test_times[0]
-    entities = target.entities(export, times, horizon, journeys=journeys,
-                               snapshots=config.snapshots).reset_index(drop=True)
-    in_eval = entities["as_of"].isin([*train_times, *test_times]).to_numpy()
-    evaluation_spec = fit_feature_spec(truncate_export(export, cutoff), config.features)
-    shipping_spec = fit_feature_spec(export, config.features)
-    eval_entities = entities[in_eval].reset_index(drop=True)
-    note(progress, f"features for {len(eval_entities):,} evaluation rows (vocabulary as of "
-                    f"{cutoff:%Y-%m-%d})")
-    X_eval = target.entity.matrix(export, FeaturePlan(evaluation_spec), eval_entities)
-    note(progress, f"features for {len(entities):,} labelled rows (whole export's vocabulary)")
-    X_ship = target.entity.matrix(export, FeaturePlan(shipping_spec), entities)
-    sets = assemble_sets(entities, X_eval, X_ship, (evaluation_spec, shipping_spec), times,
-                         config)
-    if "naive_bayes" in target.baselines:
-        sets.baselines["naive_bayes"] = odoo_naive_bayes(
-            export, sets.holdout, cutoff, config.odoo, horizon_days=horizon,
-            stale_days=config.snapshots.stale_days, journeys=journeys)
-    if target.name == LEAD_CONVERSION and "odoo_pls" in config.learners:
-        codes = pd.Index(entities[target.entity.key].astype("str").unique())  # as assembled
-        for rows, at in ((sets.evaluation, cutoff), (sets.shipping, export.latest_time())):
-            rows.odoo = odoo_history(export, at, config.odoo, codes,
-                                     stale_days=config.snapshots.stale_days, journeys=journeys)
+def build_export_sets(inputs: TrainingInputs, config: TrainConfig) -> TrainingSets:
+    """The labelled rows of both phases from what training read of an export (`inputs`:
+    `training_inputs.read_training_inputs`), with Odoo's baseline and history when read."""
+    sets = assemble_sets(inputs.entities, inputs.X_eval, inputs.X_ship, inputs.specs,
+                         inputs.times, (inputs.train_times, inputs.test_times), config)
+    odoo = inputs.odoo
+    if odoo is None:
+        return sets
+    if odoo.scored is not None:
+        sets.baselines["naive_bayes"] = odoo_naive_bayes(odoo.at_cutoff, odoo.stages,
+                                                         odoo.scored, sets.holdout,
+                                                         odoo.lead_rows)
+    if odoo.at_end is not None:
+        codes = pd.Index(inputs.entities[inputs.target.entity.key].astype("str").unique())
+        sets.evaluation.odoo = odoo_history(odoo.at_cutoff, odoo.lead_ids, codes, odoo.stages,
+                                            config.odoo, inputs.cutoff)
+        sets.shipping.odoo = odoo_history(odoo.at_end, odoo.lead_ids, codes, odoo.stages,
+                                          config.odoo, odoo.end)
     return sets
 
 

@@ -5,7 +5,7 @@ Odoo's table needs each closed lead's stage history, which the driver never hold
 partition (whole leads with their stages, events and opportunities) gives its leads closed
 before the cutoff (team, fields, the stage each closed in, won) and its holdout rows' fields
 and stage as of their own time, by the pandas engine's functions (`odoo_pls.closed_leads`,
-`open_leads`). The driver counts the one table from every closed lead (`fit_table`: sums of
+`open_lead_fields`). The driver counts the one table from every closed lead (`fit_table`: sums of
 whole counts, so the partitioning cannot change a cell) and scores the holdout with it,
 exactly as `baselines.odoo_naive_bayes` does on one machine. Lead models only; an account's
 baseline sums over its leads across partitions and is not computed here.
@@ -19,20 +19,13 @@ import numpy as np
 import pandas as pd
 
 from propensity.funnel.journeys import build_journeys
-from propensity.models.odoo_pls import (
-    STAGE,
-    TAG,
-    closed_leads,
-    fit_table,
-    lead_values,
-    open_leads,
-    probability,
-)
+from propensity.models.odoo_pls import fit_table, probability
 from propensity.models.train_config import TrainConfig
-from propensity.models.training_sets import holdout_split
+from propensity.odoo_history import STAGE, TAG, closed_leads, lead_values, open_lead_fields
 from propensity.spark.export import SparkExport
 from propensity.spark.partition import each_partition, keyed_union, layout, part_export
 from propensity.spark.session import to_pandas
+from propensity.training_inputs import holdout_split
 
 if TYPE_CHECKING:
     from pyspark.sql.types import StructType
@@ -89,7 +82,7 @@ def spark_odoo_baseline(export: SparkExport, config: TrainConfig, times: list[pd
     the leads closed before the holdout cutoff."""
     target, cfg = config.target, config.odoo
     horizon, stale = config.snapshots.horizon_days, config.snapshots.stale_days
-    _, test_times = holdout_split(times, config)
+    _, test_times = holdout_split(times, config.snapshots.horizon_days, config.holdout_share)
     cutoff = test_times[0]
     exclude = export.manifest.post_outcome_columns("leads")
     fields = [c for c in lead_values(local_leads.iloc[:0], cfg, exclude).columns if c != "team"]
@@ -106,7 +99,7 @@ def spark_odoo_baseline(export: SparkExport, config: TrainConfig, times: list[pd
         held = target.entities(part, test_times, horizon, journeys=j,
                                snapshots=config.snapshots)[["lead_id", "as_of"]]
         held = held.assign(lead_id=held["lead_id"].astype("str")).reset_index(drop=True)
-        opened = open_leads(part, held, cfg, journeys=j)
+        opened = open_lead_fields(part, held, cfg, journeys=j)
         out = pd.concat([
             _rows(closed, fields, True, ids[closed.index.to_numpy()], None),
             _rows(opened, fields, False, held["lead_id"].to_numpy(), held["as_of"])],

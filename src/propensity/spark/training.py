@@ -25,7 +25,7 @@ from propensity.features.definitions import FeaturePlan
 from propensity.features.spec import FeatureSpec, fit_feature_spec
 from propensity.funnel.journeys import build_journeys
 from propensity.models.train_config import Progress, TrainConfig
-from propensity.models.training_sets import TrainingSets, assemble_sets, holdout_split
+from propensity.models.training_sets import TrainingSets, assemble_sets
 from propensity.problems import PropensityError
 from propensity.snapshots import snapshot_times
 from propensity.spark.export import ROW, SparkExport
@@ -35,6 +35,7 @@ from propensity.spark.partition import each_partition, keyed_union, layout, part
 from propensity.spark.session import to_pandas
 from propensity.tables import truncate_export
 from propensity.targets import LEAD
+from propensity.training_inputs import holdout_split
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -122,7 +123,7 @@ def spark_feature_table(spark: SparkSession, export: SparkExport, config: TrainC
     _say(progress, "snapshot times and vocabularies")
     local = driver_export(export)
     times = snapshot_times(local, config.snapshots)
-    train_times, test_times = holdout_split(times, config)
+    train_times, test_times = holdout_split(times, horizon, config.holdout_share)
     eval_times = {*train_times, *test_times}
     specs = _specs(spark, export, test_times[0], config)
     plans = (FeaturePlan(specs[0]), FeaturePlan(specs[1]))
@@ -189,7 +190,9 @@ def spark_training_sets(spark: SparkSession, export: SparkExport, config: TrainC
     in_eval = table["in_eval"].to_numpy(dtype=bool)
     entities = table[[key, "as_of", label]]
     sets = assemble_sets(entities, table.loc[in_eval, e_cols].to_numpy(dtype="float64"),
-                         table[s_cols].to_numpy(dtype="float64"), specs, times, config)
+                         table[s_cols].to_numpy(dtype="float64"), specs, times,
+                         holdout_split(times, config.snapshots.horizon_days,
+                                       config.holdout_share), config)
     if "naive_bayes" in target.baselines and target.entity is LEAD:
         _say(progress, "naive-Bayes baseline (Odoo's table of the leads closed before the cutoff)")
         sets.baselines["naive_bayes"] = spark_odoo_baseline(

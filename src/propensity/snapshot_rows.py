@@ -1,5 +1,9 @@
-"""Point-in-time rows for the forecast models: the leads open at past snapshot times, their
-features as of each time, and when (if ever) each converted after it.
+"""Point-in-time rows for the forecast models (the forecast's and a shipped bundle's
+outlook): the leads open at past snapshot times, their features as of each time, and what
+came after it: when (if ever) each converted, and the amount it was won for.
+
+They are read from the export here, below the models that learn from them
+(`forecast.hazard`, `forecast.amount`), so those models take rows, not an export.
 
 Everything is read from the export as it was at `as_of` (`truncate_export`): a model fitted
 here for a forecast at T never sees a row dated at or after T. A snapshot row at t is a lead
@@ -14,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from propensity.features import FeatureConfig, FeaturePlan, fit_feature_spec
+from propensity.features import FeaturePlan
 from propensity.features.batch import lead_feature_matrix
 from propensity.features.spec import FeatureSpec
 from propensity.funnel.journeys import Journeys
@@ -41,6 +45,19 @@ class SnapshotRows:
     as_of_us: np.ndarray
     end_us: int
     """The time the data stops: an outcome after it is not known."""
+    amount: np.ndarray
+    """Each row's lead's won amount (`CrmExport.won_amounts`), NaN when it won none: known
+    once it was won before the data's end, as the export is cut there."""
+    open_entities: pd.DataFrame
+    """The leads open at `as_of` (lead_id, as_of, stage_index; `open_leads`): the hazard
+    model's levels are anchored on them (`HazardModel.anchor`), and a forecast scores them."""
+    open_X: np.ndarray
+    """Their features as of `as_of`, read with `plan`."""
+
+    @property
+    def as_of(self) -> pd.Timestamp:
+        """The time the rows were read as of (the export's cut)."""
+        return pd.Timestamp(self.end_us, unit="us", tz="UTC")
 
     def observed(self, days: float) -> np.ndarray:
         """Rows whose window (as_of, as_of + days] closed by the end of the data."""
@@ -66,15 +83,14 @@ def snapshot_grid(export: CrmExport, end: pd.Timestamp, every_days: int,
     return [last - pd.Timedelta(days=every_days * k) for k in range(steps, -1, -1)]
 
 
-def snapshot_rows(export: CrmExport, as_of: pd.Timestamp, *, every_days: int = 28,
-                  min_window_days: int = 30, max_rows: int = 60_000, seed: int = 0,
-                  features: FeatureConfig | None = None,
-                  spec: FeatureSpec | None = None,
-                  journeys: Journeys) -> SnapshotRows:
+def snapshot_rows(export: CrmExport, as_of: pd.Timestamp, spec: FeatureSpec, *,
+                  every_days: int = 28, min_window_days: int = 30, max_rows: int = 60_000,
+                  seed: int = 0, journeys: Journeys) -> SnapshotRows:
     """Open leads at every `every_days` before `as_of` whose first `min_window_days` of outcome
     are known by `as_of`, at most `max_rows` of them (whole snapshot rows, seeded sample),
-    with features. `export` must already be cut at `as_of` (the caller cuts once, and builds
-    its `journeys` once for every step that reads them)."""
+    with features read with `spec` (fitted by the caller: the forecast's on the cut export, a
+    bundle's outlook the bundle's own). `export` must already be cut at `as_of` (the caller
+    cuts once, and builds its `journeys` once for every step that reads them)."""
     end_us = int(to_micros(pd.Series([as_of]))[0])
     if export.latest_time() >= as_of:
         raise ValueError("snapshot_rows needs the export cut at as_of (truncate_export)")
@@ -84,15 +100,33 @@ def snapshot_rows(export: CrmExport, as_of: pd.Timestamp, *, every_days: int = 2
         keep = np.sort(np.random.default_rng(seed).choice(len(entities), max_rows,
                                                           replace=False))
         entities = entities.iloc[keep].reset_index(drop=True)
-    spec = spec if spec is not None else fit_feature_spec(export, features or FeatureConfig())
     plan = FeaturePlan(spec)
     X = lead_feature_matrix(export, plan, entities) if len(entities) else np.zeros(
         (0, len(plan.columns)))
     pos = export.lead_positions(entities["lead_id"])
     converted = journeys.reached[:, -1][pos]
+    open_entities, open_X = open_leads(export, as_of, plan, journeys)
     return SnapshotRows(entities=entities, X=X, plan=plan,
                         converted_at=np.where(converted == NEVER, NEVER, converted),
-                        as_of_us=to_micros(entities["as_of"]), end_us=end_us)
+                        as_of_us=to_micros(entities["as_of"]), end_us=end_us,
+                        amount=export.won_amounts(entities["lead_id"]),
+                        open_entities=open_entities, open_X=open_X)
+
+
+def outlook_rows(export: CrmExport, spec: FeatureSpec, latest: pd.Timestamp, *, seed: int,
+                 journeys: Journeys, max_rows: int = 60_000) -> SnapshotRows | str:
+    """The rows a shipped bundle's outlook learns from: the whole export as of the day after
+    its latest timestamp (`latest`: `CrmExport.latest_time`; the forecast's default), with the
+    bundle's own feature spec (so the outlook reads the matrix the probability is scored
+    from). Too short a history gives the reason instead: the bundle then ships without an
+    outlook."""
+    as_of = latest.floor("D") + pd.Timedelta(days=1)
+    try:
+        return snapshot_rows(export, as_of, spec, max_rows=max_rows, seed=seed,
+                             journeys=journeys)
+    except TooLittleHistory as exc:
+        return str(exc)
+
 
 
 def open_leads(export: CrmExport, as_of: pd.Timestamp, plan: FeaturePlan,

@@ -5,7 +5,8 @@ that declares 16 MB without a key, send part of the body (0.25 MB) and stall. Me
 authenticated client scores one lead at a time over its own keep-alive connection. Printed:
 the worker's RSS growth (peak during the attack minus before it), how many of the stalled
 connections the server closed and how long the last one took, and the authenticated
-client's score latency (p50, p99) before and during the attack. Targets: RSS growth < 50 MB,
+client's score latency (p50, p99) before and during the attack, and the CPU time the worker
+spent while the attack lasted (per upload). Targets: RSS growth < 50 MB,
 every connection closed within 15 s, p99 < 20 ms.
 
 `--src DIR` runs the server from another checkout (e.g. a worktree of an older commit), to
@@ -132,13 +133,17 @@ def run(src: Path, models: Path, db: str, key: str, lead: dict, n: int, send_mb:
         async def attack() -> list[float | None]:
             return list(await asyncio.gather(*(_stalled(port, body, stall) for _ in range(n))))
 
+        cpu = worker.cpu_times()
         closed = asyncio.run(attack())
+        cpu_after = worker.cpu_times()
         stop.set()
         scorer.join()
         sampler_stop.set()
         sampler.join()
         done = [c for c in closed if c is not None]
         grown = (peak[0] - before) / 2**20
+        user, system = (cpu_after.user - cpu.user) * 1000, (cpu_after.system - cpu.system) * 1000
+        spent = user + system
         p99 = _p(attacked, 99)
         met = {"RSS growth < 50 MB": grown < 50,
                f"all {n} closed within 15 s": len(done) == n and max(done, default=99) <= 15,
@@ -149,7 +154,10 @@ def run(src: Path, models: Path, db: str, key: str, lead: dict, n: int, send_mb:
                 f"{max(done, default=float('nan')):.2f} s; score p50/p99 "
                 f"{_p(quiet, 50):.1f}/{_p(quiet, 99):.1f} ms quiet ({len(quiet)}), "
                 f"{_p(attacked, 50):.1f}/{p99:.1f} ms during ({len(attacked)}, "
-                f"{len(refused)} refused 503); load average {os.getloadavg()[0]:.1f}")
+                f"{len(refused)} refused 503); worker CPU during the attack {spent:.0f} ms "
+                f"(user {user:.0f}, system {system:.0f}; {spent * 1000 / n:.0f} us an upload, "
+                "the keyed client's requests included); "
+                f"load average {os.getloadavg()[0]:.1f}")
     finally:
         proc.terminate()
         proc.wait(timeout=60)

@@ -65,6 +65,7 @@ class Metrics:
                                         registry=self.registry)
         # a series' child looked up once (labels() costs a lock and a few microseconds)
         self._series: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._edge: dict[int, Any] = {}
 
     def count(self, path: str, status: int, seconds: float) -> None:
         """One request answered: its count and latency, under its route template."""
@@ -74,6 +75,12 @@ class Metrics:
                                           self.latency.labels(path))
         series[0].inc()
         series[1].observe(seconds)
+
+    def answered_at_edge(self, status: int) -> None:
+        """One request the protocol answered itself (`edge_answers`)."""
+        if (child := self._edge.get(status)) is None:
+            child = self._edge[status] = self.edge_answers.labels(str(status))
+        child.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

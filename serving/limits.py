@@ -9,7 +9,7 @@ In the order a request meets them:
   An upload certainly refused on its headers (no key, or a key refused within the key ring's
   ttl) is answered 401 here, before uvicorn builds a request: no task, no middleware, none of
   its body parsed (1,000 keyless stalled uploads through the app kept the event loop up to
-  42 ms of CPU between two ticks of a 1 ms timer, answered here 10-22 ms: bench_hostile.py).
+  62 ms of CPU between two ticks of a 1 ms timer, answered here 13 ms: bench_hostile.py).
 - `BodyLimitMiddleware`: under /v1 the key is checked from the headers before a byte of the
   body is read (401 and the connection closed: a stranger's upload costs nothing). A body that
   is not `application/json` gets a 415; the body is then read up to `max_body_bytes` (413

@@ -5,8 +5,12 @@ that declares 16 MB without a key, send part of the body (0.25 MB) and stall. Me
 authenticated client scores one lead at a time over its own keep-alive connection. Printed:
 the worker's RSS growth (peak during the attack minus before it), how many of the stalled
 connections the server closed and how long the last one took, and the authenticated
-client's score latency (p50, p99) before and during the attack. Targets: RSS growth < 50 MB,
-every connection closed within 15 s, p99 < 20 ms.
+client's score latency (p50, p99) before and during the attack, the CPU time the worker
+spent while the attack lasted (per upload), and the longest stretch of CPU time the event
+loop's thread spent between two ticks of a 1 ms timer (a probe the script puts in the
+server's `sitecustomize`): on a loaded machine wall-clock latencies stretch with the load,
+while this is the work a keyed request read in the same turn waits behind. Targets: RSS
+growth < 50 MB, every connection closed within 15 s, p99 < 20 ms.
 
 `--src DIR` runs the server from another checkout (e.g. a worktree of an older commit), to
 compare before and after in one run:
@@ -18,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -40,6 +46,38 @@ from propensity.synthetic import SyntheticConfig, generate_export, write_export
 from propensity.training import TrainConfig
 
 DECLARED = 16_000_000
+PROBE = '''"""bench_hostile's probe, the server's sitecustomize: from SIGUSR1 to SIGUSR2, the CPU
+time the event loop's thread spends between two ticks of a 1 ms timer, as JSON to
+$BENCH_PROBE_OUT. A machine's load stretches wall-clock latencies; this is the work a request
+read in the same turn waits behind, however loaded the machine is."""
+import asyncio, json, os, signal, time
+
+_gaps, _on = [], [False]
+
+
+def _tick(last):
+    if _on[0]:
+        now = time.thread_time()
+        _gaps.append(now - last)
+        asyncio.get_running_loop().call_later(0.001, _tick, now)
+
+
+def _start(*_):
+    _gaps.clear()
+    _on[0] = True
+    asyncio.get_running_loop().call_soon(_tick, time.thread_time())
+
+
+def _stop(*_):
+    _on[0] = False
+    with open(os.environ["BENCH_PROBE_OUT"], "w") as out:
+        json.dump(_gaps, out)
+
+
+if os.environ.get("BENCH_PROBE_OUT"):
+    signal.signal(signal.SIGUSR1, _start)
+    signal.signal(signal.SIGUSR2, _stop)
+'''
 
 
 async def _stalled(port: int, send: bytes, stall: float) -> float | None:
@@ -85,6 +123,18 @@ def _score_loop(url: str, key: str, lead: dict, stop: threading.Event, out: list
             time.sleep(0.005)
 
 
+def _stalls(out: Path) -> str:
+    """The probe's figures: the longest CPU stretches of the event loop between two ticks."""
+    deadline = time.monotonic() + 10
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    gaps = sorted(g * 1000 for g in json.loads(out.read_text())) if out.exists() else []
+    if not gaps:
+        return "event loop probe: no figures"
+    return (f"event loop CPU between two 1 ms ticks: max {gaps[-1]:.1f} ms, "
+            f"{sum(g > 5 for g in gaps)} stretches over 5 ms")
+
+
 def _p(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else float("nan")
 
@@ -92,8 +142,12 @@ def _p(values: list[float], q: float) -> float:
 def run(src: Path, models: Path, db: str, key: str, lead: dict, n: int, send_mb: float,
         stall: float, work: Path) -> str:
     port = free_port()
+    probe = work / "probe"
+    probe.mkdir(exist_ok=True)
+    (probe / "sitecustomize.py").write_text(PROBE)
     env = {**os.environ, "PROPENSITY_MODELS_DIR": str(models), "PROPENSITY_DATABASE_URL": db,
-           "PYTHONPATH": f"{src / 'src'}:{src}"}
+           "PYTHONPATH": f"{probe}:{src / 'src'}:{src}",
+           "BENCH_PROBE_OUT": str(probe / f"gaps-{port}.json")}
     proc = subprocess.Popen([sys.executable, "-c", "from propensity.cli import main; main()",
                              "serve", "--port", str(port)], env=env, cwd=work,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -132,13 +186,20 @@ def run(src: Path, models: Path, db: str, key: str, lead: dict, n: int, send_mb:
         async def attack() -> list[float | None]:
             return list(await asyncio.gather(*(_stalled(port, body, stall) for _ in range(n))))
 
+        cpu = worker.cpu_times()
+        proc.send_signal(signal.SIGUSR1)
         closed = asyncio.run(attack())
+        proc.send_signal(signal.SIGUSR2)
+        cpu_after = worker.cpu_times()
         stop.set()
         scorer.join()
         sampler_stop.set()
         sampler.join()
         done = [c for c in closed if c is not None]
+        stalls = _stalls(Path(env["BENCH_PROBE_OUT"]))
         grown = (peak[0] - before) / 2**20
+        user, system = (cpu_after.user - cpu.user) * 1000, (cpu_after.system - cpu.system) * 1000
+        spent = user + system
         p99 = _p(attacked, 99)
         met = {"RSS growth < 50 MB": grown < 50,
                f"all {n} closed within 15 s": len(done) == n and max(done, default=99) <= 15,
@@ -149,7 +210,10 @@ def run(src: Path, models: Path, db: str, key: str, lead: dict, n: int, send_mb:
                 f"{max(done, default=float('nan')):.2f} s; score p50/p99 "
                 f"{_p(quiet, 50):.1f}/{_p(quiet, 99):.1f} ms quiet ({len(quiet)}), "
                 f"{_p(attacked, 50):.1f}/{p99:.1f} ms during ({len(attacked)}, "
-                f"{len(refused)} refused 503); load average {os.getloadavg()[0]:.1f}")
+                f"{len(refused)} refused 503); worker CPU during the attack {spent:.0f} ms "
+                f"(user {user:.0f}, system {system:.0f}; {spent * 1000 / n:.0f} us an upload, "
+                f"the keyed client's requests included); {stalls}; "
+                f"load average {os.getloadavg()[0]:.1f}")
     finally:
         proc.terminate()
         proc.wait(timeout=60)

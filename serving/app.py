@@ -29,7 +29,7 @@ from propensity.targets import LEAD_CONVERSION, import_targets
 from propensity.threshold_store import ThresholdStore
 from serving.completions import complete_blocked
 from serving.config import ServingSettings, get_serving_settings
-from serving.deps import BODY_MODELS, AppState
+from serving.deps import BODY_MODELS, LIFESPAN_KEY, AppState
 from serving.errors import (
     DATABASE_OUTAGES,
     database_handler,
@@ -94,13 +94,13 @@ async def _follow_registry(store: ModelStore, seconds: float) -> None:
             log.exception("registry poll failed")
 
 
-def _lifespan(settings: ServingSettings,
-              metrics: Metrics) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+def _lifespan(settings: ServingSettings, metrics: Metrics,
+              ) -> Callable[[FastAPI], AbstractAsyncContextManager[dict[str, AppState]]]:
     """Start-up (schema, models, score log, thresholds, context) and shut-down (stop polling,
     flush the score log, close the pool) of the app's state."""
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
         await run_in_threadpool(migrate, settings.db_url)
         engine = engine_for(settings.db_url)
         names = await run_in_threadpool(import_targets, settings.target_modules)
@@ -116,7 +116,8 @@ def _lifespan(settings: ServingSettings,
         app.state.propensity = AppState(settings=settings, store=store,
                                         keys=KeyRing(engine, ttl=settings.key_cache_seconds),
                                         log=scorelog, metrics=metrics, thresholds=thresholds,
-                                        context=await run_in_threadpool(_context, settings))
+                                        context=await run_in_threadpool(_context, settings),
+                                        own_auth=crm.OWN_AUTH)
         poller = asyncio.create_task(_follow_registry(store, settings.reload_seconds))
         completer = asyncio.create_task(complete_blocked(app.state.propensity,
                                                          settings.crm_complete_seconds))
@@ -126,7 +127,8 @@ def _lifespan(settings: ServingSettings,
         gc.collect()
         gc.freeze()
         try:
-            yield
+            # the lifespan state reaches uvicorn's protocol too (serving.limits.EdgeProtocol)
+            yield {LIFESPAN_KEY: app.state.propensity}
         finally:
             for task in (poller, completer):
                 task.cancel()
@@ -157,8 +159,7 @@ def _add_middleware(app: FastAPI, settings: ServingSettings, metrics: Metrics) -
     app.add_middleware(ScoreFastPath, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
                        timeout=settings.body_timeout_seconds,
-                       other_media={crm.SALESFORCE_PATH: crm.XML_MEDIA},
-                       own_auth=crm.OWN_AUTH)
+                       other_media={crm.SALESFORCE_PATH: crm.XML_MEDIA})
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
 

@@ -50,6 +50,14 @@ class AppState:
     """The data source's account context (`serve --data`), when one is configured."""
     crm_batcher: Batcher | None = None
     """The batcher of HubSpot actions (`serving.routes.crm`), made at the first one."""
+    own_auth: frozenset[str] = frozenset()
+    """Paths under /v1 whose route checks the caller itself, from the body (a CRM's signature
+    over it, an org allow-list inside it): no API key is asked of them."""
+
+
+LIFESPAN_KEY = "propensity"
+"""The AppState's name in the lifespan state (ASGI's `state`, which uvicorn hands to its
+protocol as `app_state`): how `serving.limits.EdgeProtocol` reaches the keys and metrics."""
 
 
 async def get_state(request: Request) -> AppState:
@@ -70,12 +78,32 @@ def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
+UNKNOWN_KEY = "unknown, revoked or expired API key"
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail,
+                         headers={"WWW-Authenticate": "Bearer"})
+
+
+def certain_refusal(keys: KeyRing, token: str | None) -> HTTPException | None:
+    """The 401 a token earns without asking the database (no token, or one this worker found
+    unknown, revoked or expired within the key ring's ttl), or None when only the database can
+    tell. `key_of` starts with it, and `serving.limits.EdgeProtocol` answers it before uvicorn
+    builds a request: one definition of what is refused on the headers alone."""
+    if token is None:
+        return _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    if keys.refused(token):
+        return _unauthorized(UNKNOWN_KEY)
+    return None
+
+
 async def key_of(keys: KeyRing, token: str | None) -> KeyInfo:
     """The caller's key, checked: 401 without a valid one, 503 when it cannot be checked."""
-    if token is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing API key: send "
-                            "'Authorization: Bearer <key>'",
-                            headers={"WWW-Authenticate": "Bearer"})
+    refused = certain_refusal(keys, token)
+    if refused is not None:
+        raise refused
+    assert token is not None  # a missing one is refused above
     try:  # a key checked within the ttl costs no query (and no thread hop)
         info = keys.cached(token) or await run_in_threadpool(keys.lookup, token)
     except KeyUnavailable:
@@ -83,8 +111,7 @@ async def key_of(keys: KeyRing, token: str | None) -> KeyInfo:
                             "the database is unreachable; try again shortly",
                             headers={"Retry-After": "5"}) from None
     if info is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown, revoked or expired API key",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise _unauthorized(UNKNOWN_KEY)
     return info
 
 

@@ -6,6 +6,10 @@ In the order a request meets them:
   soon as its headers end, without parsing them; headers must end within
   `header_timeout_seconds` (408, closed) and stay under `max_header_bytes` (431, closed).
   Without it, 3,000 connections that sent half a request were all still open after 30 s.
+  An upload certainly refused on its headers (no key, or a key refused within the key ring's
+  ttl) is answered 401 here, before uvicorn builds a request: no task, no middleware, none of
+  its body parsed (1,000 keyless stalled uploads through the app kept the event loop up to
+  62 ms of CPU between two ticks of a 1 ms timer, answered here 13 ms: bench_hostile.py).
 - `BodyLimitMiddleware`: under /v1 the key is checked from the headers before a byte of the
   body is read (401 and the connection closed: a stranger's upload costs nothing). A body that
   is not `application/json` gets a 415; the body is then read up to `max_body_bytes` (413
@@ -19,16 +23,22 @@ numbers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import cached_property
+from http import HTTPStatus
 from typing import Any
 
+import httptools
 from fastapi import HTTPException, status
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from serving.config import ServingSettings, get_serving_settings
-from serving.deps import AppState, bearer_token, key_of
+from serving.deps import LIFESPAN_KEY, AppState, bearer_token, certain_refusal, key_of
+from serving.metrics import UNMATCHED
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 CLIENT_GONE = 499
@@ -46,11 +56,31 @@ def _reply(status_code: int, detail: str, headers: Mapping[str, str] | None = No
     return start, {"type": "http.response.body", "body": body}
 
 
-def _raw(status_line: str, detail: str, headers: Mapping[str, str] | None = None) -> bytes:
-    """A whole HTTP/1.1 answer as bytes, for the protocol (no ASGI app involved)."""
-    start, body = _reply(int(status_line.split()[0]), detail, headers)
-    lines = [f"HTTP/1.1 {status_line}".encode(), *(k + b": " + v for k, v in start["headers"])]
-    return b"\r\n".join(lines) + b"\r\n\r\n" + body["body"]
+def _raw(status_code: int, detail: str, headers: Mapping[str, str] | None = None,
+         defaults: Iterable[tuple[bytes, bytes]] = ()) -> bytes:
+    """A whole HTTP/1.1 answer as bytes, for the protocol (no ASGI app involved): the bytes
+    uvicorn sends for the same ASGI answer (`_reply`), `defaults` being its default headers
+    (date, server)."""
+    line, rest = _encoded(status_code, detail, tuple((headers or {}).items()))
+    return line + b"".join(k + b": " + v + b"\r\n" for k, v in defaults) + rest
+
+
+@functools.lru_cache(maxsize=32)
+def _encoded(status_code: int, detail: str, headers: tuple[tuple[str, str], ...],
+             ) -> tuple[bytes, bytes]:
+    """An answer's status line, and its own headers and body (a few distinct answers, encoded
+    once each)."""
+    start, body = _reply(status_code, detail, dict(headers))
+    own = b"".join(k + b": " + v + b"\r\n" for k, v in start["headers"])
+    line = f"HTTP/1.1 {status_code} {HTTPStatus(status_code).phrase}\r\n"
+    return line.encode(), own + b"\r\n" + body["body"]
+
+
+def key_first(state: AppState, method: str, path: str) -> bool:
+    """True for a request whose key is checked from its headers before a byte of its body is
+    read: a body method under /v1 (`path` as the router matches it), unless its route checks
+    the caller itself. The middleware and the protocol both ask this."""
+    return method in BODY_METHODS and path.startswith("/v1/") and path not in state.own_auth
 
 
 def replaying(first: dict[str, Any], receive: Any) -> Callable[[], Awaitable[dict[str, Any]]]:
@@ -73,16 +103,12 @@ class BodyLimitMiddleware:
     `max_bytes` (read, never parsed), 408 when it has not all arrived within `timeout`."""
 
     def __init__(self, app: Any, max_bytes: int, timeout: float,
-                 other_media: dict[str, frozenset[bytes]] | None = None,
-                 own_auth: frozenset[str] = frozenset()) -> None:
+                 other_media: dict[str, frozenset[bytes]] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.timeout = timeout
         self.other_media = other_media or {}
         """Paths that take another media type (a SOAP endpoint takes text/xml)."""
-        self.own_auth = own_auth
-        """Paths whose route checks the caller itself, from the body (a CRM's signature over
-        it, an org allow-list inside it): no API key is asked; the size and time limits hold."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         state = self._guarded(scope)
@@ -90,7 +116,7 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         try:  # the scope is the route's to check; a key that is not one never sends a byte
-            if _route_path(scope) not in self.own_auth:
+            if key_first(state, scope["method"], _route_path(scope)):
                 await key_of(state.keys, bearer_token(scope["headers"]))
         except HTTPException as exc:
             await self._send(send, exc.status_code, str(exc.detail), exc.headers)
@@ -194,7 +220,8 @@ def _route_path(scope: Any) -> str:
 
 class EdgeProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits it lacks for connections and headers (it
-    has a keep-alive timeout between requests, and nothing before or during the first one).
+    has a keep-alive timeout between requests, and nothing before or during the first one),
+    and the 401 to an upload that is certainly refused, answered on its headers.
 
     Its settings are the worker's `ServingSettings` (read from the environment, as the app
     reads them): uvicorn builds the protocol itself, with its own arguments."""
@@ -218,26 +245,40 @@ class EdgeProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._header_timer is not None and b"\r\n\r\n" not in data:
+        end = -1 if self._header_timer is None else data.find(b"\r\n\r\n")
+        if self._header_timer is not None and end < 0:
             # headers still on their way (llhttp would buffer them without end)
             self._header_bytes += len(data)
             if self._header_bytes > self._settings.max_header_bytes:
-                self._close_with("431 Request Header Fields Too Large",
+                self._close_with(status.HTTP_431_REQUEST_HEADER_FIELDS_TOO_LARGE,
                                  f"the request's headers are over "
                                  f"{self._settings.max_header_bytes} bytes "
                                  "(PROPENSITY_MAX_HEADER_BYTES)")
                 return
         if not self._refused:
-            super().data_received(data)
+            self._parse(data, end)
             return
         # over the cap: the request is not parsed, only waited for, to be answered
         ended = b"\r\n\r\n" in self._tail + data[:3] or b"\r\n\r\n" in data
         self._tail = (self._tail + data[-3:])[-3:]
         if ended:
-            self._close_with("503 Service Unavailable",
+            self._close_with(status.HTTP_503_SERVICE_UNAVAILABLE,
                              f"this worker has {self._settings.max_connections} connections "
                              "open (PROPENSITY_MAX_CONNECTIONS): try again shortly",
                              {"Retry-After": "1"})
+
+    def _parse(self, data: bytes, end: int) -> None:
+        """Feed the parser: when headers end at `end` inside `data`, what comes up to their end
+        first, so that an upload refused on them (`_refused_early`) has nothing of its body
+        parsed or copied (a read brings up to 256 KB). Fed in two parts, llhttp parses the same
+        as in one; what follows an upgrade uvicorn made is dropped, as uvicorn drops it."""
+        if end < 0 or end + 4 >= len(data):
+            super().data_received(data)
+            return
+        super().data_received(data[:end + 4])  # the headers: a small copy
+        if not self.transport.is_closing() and self.transport.get_protocol() is self:
+            # the rest without a copy: uvicorn hands it to httptools, which reads any buffer
+            super().data_received(memoryview(data)[end + 4:])  # type: ignore[arg-type]
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -246,11 +287,43 @@ class EdgeProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm()
         self._header_bytes = 0
+        if self.transport.is_closing() or self._refused_early():
+            return  # answered: nothing more is read, and no request is built
         super().on_headers_complete()
         # nothing more is read until the app asks for the body (uvicorn's `receive` resumes
         # reading): an upload refused on its headers (401, 413) never fills a buffer
         if not self.transport.is_closing():
             self.flow.pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        if self.cycle is not None:  # None: refused on its headers, by `_refused_early`
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.cycle is not None:
+            super().on_message_complete()
+
+    def _refused_early(self) -> bool:
+        """Answer an upload the app would certainly refuse on its headers (no key, or one
+        refused within the key ring's ttl: `key_first`, `certain_refusal`) here, before uvicorn
+        builds a request and runs the app: the app's 401, byte for byte, counted in /metrics
+        as the app counts it, then closed. An attack of keyless uploads then costs a parse of
+        headers each; through the app it cost a task, the middleware stack and an ASGI answer,
+        while a keyed request read in the same turn waited behind them."""
+        state: AppState | None = self.app_state.get(LIFESPAN_KEY)
+        if state is None or (self.cycle is not None and not self.cycle.response_complete):
+            return False  # not started, or an answer in progress on this connection goes first
+        start = time.perf_counter()
+        path = _path_of(self.url)
+        if path is None or not key_first(state, self.parser.get_method().decode(), path):
+            return False
+        refusal = certain_refusal(state.keys, bearer_token(self.headers))
+        if refusal is None:
+            return False
+        self._close_with(refusal.status_code, str(refusal.detail), refusal.headers)
+        # counted as the app counts its own 401 to an upload (answered before routing)
+        state.metrics.count(UNMATCHED, refusal.status_code, time.perf_counter() - start)
+        return True
 
     def _arm(self) -> None:
         if self._header_timer is None:
@@ -267,16 +340,32 @@ class EdgeProtocol(HttpToolsProtocol):
         if self._refused:
             self.transport.close()
             return
-        self._close_with("408 Request Timeout",
+        self._close_with(status.HTTP_408_REQUEST_TIMEOUT,
                          f"the request's headers did not arrive within "
                          f"{self._settings.header_timeout_seconds:g} s "
                          "(PROPENSITY_HEADER_TIMEOUT_SECONDS)")
 
-    def _close_with(self, status_line: str, detail: str,
+    def _close_with(self, status_code: int, detail: str,
                     headers: Mapping[str, str] | None = None) -> None:
+        """Answer and close: the protocol's own answers, counted by status in /metrics."""
         if not self.transport.is_closing():
-            self.transport.write(_raw(status_line, detail, headers))
+            self.transport.write(_raw(status_code, detail, headers,
+                                      self.server_state.default_headers))
             self.transport.close()
+            state: AppState | None = self.app_state.get(LIFESPAN_KEY)
+            if state is not None:
+                state.metrics.answered_at_edge(status_code)
+
+
+def _path_of(url: bytes) -> str | None:
+    """The path of a request target as uvicorn puts it in the scope (so as the router matches
+    it), or None when uvicorn would refuse it."""
+    try:
+        raw = httptools.parse_url(url).path
+        path = None if raw is None else raw.decode("ascii")
+    except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
+        return None
+    return urllib.parse.unquote(path) if path is not None and "%" in path else path
 
 
 def too_many(where: str, count: int, noun: str, cap: int, setting: str,

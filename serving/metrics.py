@@ -34,6 +34,12 @@ class Metrics:
                                      "arrived together): 1 on an idle server",
                                      buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32),
                                      registry=self.registry)
+        self.edge_answers = Counter(
+            "propensity_edge_answers_total", "Requests `propensity serve`'s protocol answered "
+            "itself, before a request is built (serving.limits.EdgeProtocol): 401 an upload "
+            "without a valid key (in propensity_requests_total too, as the app counts its "
+            "own), 408 headers late, 431 headers too large, 503 over the connection cap",
+            ["status"], registry=self.registry)
         self.model_version = Gauge("propensity_model_info", "Model version being served",
                                    ["model", "version"], registry=self.registry)
         self.log_pending = Gauge("propensity_score_log_pending", "Score log rows not yet "
@@ -57,9 +63,31 @@ class Metrics:
         self.realised_precision = Gauge("propensity_realised_precision", "Share of matured "
                                         "MQLs that converted within the horizon",
                                         registry=self.registry)
+        # a series' child looked up once (labels() costs a lock and a few microseconds)
+        self._series: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._edge: dict[int, Any] = {}
+
+    def count(self, path: str, status: int, seconds: float) -> None:
+        """One request answered: its count and latency, under its route template."""
+        key = (path, status)
+        if (series := self._series.get(key)) is None:
+            series = self._series[key] = (self.requests.labels(path, str(status)),
+                                          self.latency.labels(path))
+        series[0].inc()
+        series[1].observe(seconds)
+
+    def answered_at_edge(self, status: int) -> None:
+        """One request the protocol answered itself (`edge_answers`)."""
+        if (child := self._edge.get(status)) is None:
+            child = self._edge[status] = self.edge_answers.labels(str(status))
+        child.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+UNMATCHED = "unmatched"
+"""The label of every request no route matched (or answered before routing)."""
 
 
 class MetricsMiddleware:
@@ -68,8 +96,6 @@ class MetricsMiddleware:
     def __init__(self, app: Any, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
-        # a series' child looked up once (labels() costs a lock and a few microseconds)
-        self._series: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -87,10 +113,5 @@ class MetricsMiddleware:
             await self.app(scope, receive, capture)
         finally:
             route = scope.get("route")
-            path = getattr(route, "path_format", None) or "unmatched"
-            key = (path, status["code"])
-            if (series := self._series.get(key)) is None:
-                series = self._series[key] = (self.metrics.requests.labels(path, str(key[1])),
-                                              self.metrics.latency.labels(path))
-            series[0].inc()
-            series[1].observe(time.perf_counter() - start)
+            self.metrics.count(getattr(route, "path_format", None) or UNMATCHED,
+                               status["code"], time.perf_counter() - start)

@@ -135,6 +135,14 @@ class KeyRing:
             return None
         return self._valid(hit[1])
 
+    def refused(self, key: str) -> bool:
+        """True when the key was checked within the ttl and found unknown, revoked or expired:
+        refused without touching the database (a key never checked, or checked longer ago,
+        is False: only `lookup` can tell)."""
+        hit = self._cache.get(digest(key))
+        return (hit is not None and time.monotonic() - hit[0] < self.ttl
+                and self._valid(hit[1]) is None)
+
     def lookup(self, key: str) -> KeyInfo | None:
         """The key's holder, or None for an unknown, revoked or expired key."""
         h = digest(key)

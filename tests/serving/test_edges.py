@@ -11,6 +11,7 @@ naming the field, on SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -24,13 +25,14 @@ from tests.serving.conftest import Server, start_server
 from tests.serving.test_score_api import LEAD
 
 LIMITS = {"PROPENSITY_BODY_TIMEOUT_SECONDS": "1", "PROPENSITY_HEADER_TIMEOUT_SECONDS": "1",
-          "PROPENSITY_MAX_CONNECTIONS": "6"}
+          "PROPENSITY_MAX_CONNECTIONS": "6", "PROPENSITY_KEY_CACHE_SECONDS": "30"}
 
 
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory: pytest.TempPathFactory, registry: Path,
          small_dir: Path) -> Iterator[Server]:
-    """A server with tight limits (1 s for headers and for a body, 6 connections)."""
+    """A server with tight limits (1 s for headers and for a body, 6 connections); a key's
+    check is trusted for 30 s (a loaded machine must not outlast it between two requests)."""
     work = tmp_path_factory.mktemp("edge")
     srv = start_server(registry, f"sqlite:///{work / 'scores.db'}", work, data=small_dir,
                        env=LIMITS)
@@ -66,11 +68,16 @@ def _upload_head(path: str, length: int, key: str | None, method: str = "POST") 
             f"Content-Length: {length}\r\n{auth}\r\n").encode()
 
 
-def _metric(server: Server, status: str) -> float:
+def _metric(server: Server, status: str, series: str = "propensity_requests_total{") -> float:
+    """The sum of `series` over the labels whose status starts with `status`."""
     with server.client() as http:
         text = http.get("/metrics").text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("propensity_requests_total{") and f'status="{status}' in line)
+               if line.startswith(series) and f'status="{status}' in line)
+
+
+UNMATCHED = 'propensity_requests_total{path="unmatched",'
+EDGE = "propensity_edge_answers_total{"
 
 
 # item 3: nobody without a key can tie the scorer up
@@ -87,6 +94,63 @@ def test_an_upload_without_a_key_is_refused_before_its_body(
     assert data.startswith(b"HTTP/1.1 401"), data[:300]
     assert b"www-authenticate: Bearer" in data.lower().replace(b"bearer", b"Bearer")
     assert took < 0.8
+
+
+def test_a_keyless_upload_is_answered_on_its_headers_by_the_protocol(edge: Server) -> None:
+    """`EdgeProtocol` answers it before uvicorn builds a request (no task, no middleware):
+    the 401 comes back and the connection is closed with no byte of the 15 MB body sent, and
+    /metrics counts it as the app counts its own 401 to an upload, and as the protocol's."""
+    before = _metric(edge, "401", UNMATCHED), _metric(edge, "401", EDGE)
+    with _connect(edge) as sock:
+        sock.sendall(_upload_head("/v1/score", 15_000_000, None))  # the headers, no body
+        data, took = _answer(sock, within=0.8)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401 Unauthorized\r\n"), data[:300]
+    assert {b"www-authenticate: Bearer", b"connection: close", b"server: uvicorn",
+            b"content-type: application/json"} <= set(head.split(b"\r\n")[1:]), head
+    assert json.loads(body) == {"detail": "missing API key: send 'Authorization: Bearer <key>'"}
+    assert took < 0.8
+    assert (_metric(edge, "401", UNMATCHED), _metric(edge, "401", EDGE)) == (
+        before[0] + 1, before[1] + 1)
+
+
+def test_a_key_refused_within_the_ttl_is_refused_on_its_headers_as_the_app_refused_it(
+        edge: Server) -> None:
+    """Only what is certainly refused is answered early: a key never seen goes to the app
+    (the database decides); the same key again, refused within the key ring's ttl, is
+    answered by the protocol, with the app's bytes (but the date)."""
+    key = f"prop_never-issued-{time.monotonic_ns()}"
+    answers = []
+    for _ in range(2):
+        before = _metric(edge, "401", EDGE)
+        with _connect(edge) as sock:
+            sock.sendall(_upload_head("/v1/outcomes", 100, key) + b'{"outcomes": [')
+            answers.append(_answer(sock, within=4)[0])
+        answers.append(_metric(edge, "401", EDGE) - before)
+    by_app, app_counted, by_protocol, protocol_counted = answers
+    assert (app_counted, protocol_counted) == (0, 1)
+    undated = [b"\r\n".join(line for line in a.split(b"\r\n")
+                             if not line.lower().startswith(b"date: "))
+               for a in (by_app, by_protocol)]
+    assert undated[0].startswith(b"HTTP/1.1 401"), by_app[:300]
+    assert b"unknown, revoked or expired API key" in undated[0]
+    assert undated[0] == undated[1]
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("GET", "/v1/thresholds"), ("POST", "/v1/crm/hubspot/action"), ("POST", "/healthz")])
+def test_the_protocol_leaves_to_the_app_what_it_does_not_refuse_on_headers(
+        edge: Server, method: str, path: str) -> None:
+    """A read without a key (the route's 401, labelled with its route), a CRM callback that
+    authenticates from its body, a path outside /v1: the app answers them, as before."""
+    before = _metric(edge, "", EDGE)
+    with _connect(edge) as sock:
+        sock.sendall(_upload_head(path, 2, None, method) + b"{}")
+        data = sock.recv(65536)
+    assert data.startswith(b"HTTP/1.1 "), data[:300]
+    if method == "GET":
+        assert data.startswith(b"HTTP/1.1 401"), data[:300]
+    assert _metric(edge, "", EDGE) == before
 
 
 def test_a_body_must_arrive_in_time(edge: Server) -> None:

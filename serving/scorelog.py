@@ -100,43 +100,36 @@ class _Outage(Exception):
 
 
 class _Group:
-    """Rows that wait on one event loop for the same sync, and the requests they answer."""
+    """Rows that wait on one event loop for the same sync, and the requests they answer:
+    driven by the loop's callbacks (no task: a lone commit's overhead is the turns)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         self.loop = loop
+        self.deadline = deadline
         self.rows: list[dict[str, Any]] = []
         self.requests = 0
-        self.done: asyncio.Future[None] = loop.create_future()
-        self.task: asyncio.Task[None] | None = None
-        self._grew: asyncio.Future[None] | None = None
+        self.waiters: list[asyncio.Future[None]] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.looking = True
+        """A look is scheduled (its first turns, or a nudge's: one at a time)."""
 
-    def join(self, rows: list[dict[str, Any]], requests: int) -> None:
+    def join(self, rows: list[dict[str, Any]], requests: int) -> asyncio.Future[None]:
         self.rows.extend(rows)
         self.requests += requests
-        self.nudge()
-
-    def nudge(self) -> None:
-        """A request joined, or left without joining: the group looks again."""
-        if self._grew is not None and not self._grew.done():
-            self._grew.set_result(None)
-
-    async def grown(self, deadline: float) -> None:
-        """Until a request joins or leaves, or the deadline."""
-        self._grew = self.loop.create_future()
-        timer = self.loop.call_at(deadline, self.nudge)
-        try:
-            await self._grew
-        finally:
-            timer.cancel()
-            self._grew = None
+        waiter = self.loop.create_future()
+        self.waiters.append(waiter)
+        return waiter
 
     def settle(self, exc: BaseException | None) -> None:
-        if self.done.done():
-            return
-        if exc is None:
-            self.done.set_result(None)
-        else:
-            self.done.set_exception(exc)
+        if self.timer is not None:
+            self.timer.cancel()
+        for waiter in self.waiters:
+            if waiter.done():  # its request was cancelled: the rows are written anyway
+                continue
+            if exc is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(exc)
 
 
 class ScoreLog:
@@ -230,7 +223,7 @@ class ScoreLog:
         finally:
             self._in_flight -= 1
             if self._group is not None:
-                self._group.nudge()
+                self._nudge(self._group)
 
     async def commit(self, rows: list[dict[str, Any]], requests: int = 1) -> None:
         """Return once the rows are durable (on local disk, or in memory when not durable);
@@ -255,34 +248,45 @@ class ScoreLog:
         if self.commit_delay <= 0:  # no group commit: this batch syncs alone, at once
             self._sync(rows, requests)
             return
-        group = self._group
-        if group is None:
-            group = self._group = _Group(asyncio.get_running_loop())
-            task = group.loop.create_task(self._commit_group(group))
-            group.task = task  # the loop keeps weak references to tasks only
-        group.join(rows, requests)
-        await asyncio.shield(group.done)
+        group, loop = self._group, asyncio.get_running_loop()
+        if group is None or group.loop is not loop:  # (a loop that ended left its group)
+            group = self._group = _Group(loop, loop.time() + self.commit_delay)
+            loop.call_soon(self._turn, group, ARRIVAL_TURNS)
+        waiter = group.join(rows, requests)
+        self._nudge(group)
+        await waiter
 
-    async def _commit_group(self, group: _Group) -> None:
-        """Wait (bounded) for the requests in flight to join the group, then sync it."""
-        try:
-            deadline = group.loop.time() + self.commit_delay
-            for _ in range(ARRIVAL_TURNS):  # what the loop has received starts, and counts
-                await asyncio.sleep(0)
-            while self._in_flight > group.requests and group.loop.time() < deadline:
-                await group.grown(deadline)
-        except BaseException:  # cancelled (the loop shuts down): nothing is acknowledged
-            group.settle(OSError("the score log's commit was cancelled"))
-            raise
-        finally:
-            if self._group is group:
-                self._group = None
+    def _turn(self, group: _Group, left: int) -> None:
+        """A turn of the loop: after `left` more, the group is written unless requests in
+        flight beside it are still coming (until they join or leave, or the deadline)."""
+        if left > 0:
+            group.loop.call_soon(self._turn, group, left - 1)
+            return
+        group.looking = False
+        if self._in_flight > group.requests and group.loop.time() < group.deadline:
+            if group.timer is None:
+                group.timer = group.loop.call_at(group.deadline, self._expire, group)
+            return
+        if self._group is group:
+            self._group = None
         try:
             self._sync(group.rows, group.requests)
         except Exception as exc:
             group.settle(exc)
             return
         group.settle(None)
+
+    def _expire(self, group: _Group) -> None:
+        """The deadline: written at the next look, whatever the loop's clock says (a timer
+        may fire a clock resolution early)."""
+        group.deadline = float("-inf")
+        self._nudge(group)
+
+    def _nudge(self, group: _Group) -> None:
+        """A request joined or left, or the deadline: the group looks again (once)."""
+        if not group.looking and self._group is group:
+            group.looking = True
+            group.loop.call_soon(self._turn, group, 0)
 
     def _sync(self, rows: list[dict[str, Any]], requests: int) -> None:
         """One append and its sync for these rows, counted; raises when the disk refuses."""

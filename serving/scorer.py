@@ -119,10 +119,11 @@ async def answers(state: AppState, accepted: Sequence[Accepted]) -> list[bytes]:
                         None if next_model is None else next_model.bundle)
     rows = [row for acc, s in zip(accepted, scored, strict=True)
             for row in _log_rows(acc, s.scores, thresholds)]
-    # the log rows first, on local disk before anything is answered (one append and fdatasync
-    # for the requests answered together); a disk that refuses them refuses the requests
+    # the log rows first, on local disk before anything is answered (a group commit: one
+    # append and fdatasync for the requests in flight together); a disk that refuses them
+    # refuses the requests
     try:
-        await state.log.commit(rows)
+        await state.log.commit(rows, len(accepted))
     except OSError:
         raise unkept() from None
     for grade, n in Counter(row["grade"] for row in rows).items():

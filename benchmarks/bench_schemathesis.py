@@ -49,7 +49,8 @@ def serve(tmp: Path) -> Server:
     export, settings = load_export(data), Settings(models_dir=tmp / "models")
     for name in (LEAD_CONVERSION, STAGE_ADVANCEMENT, ACCOUNT_PROPENSITY):
         register(export, data, settings, model=name, gate="always")
-    return start_server(tmp / "models", f"sqlite:///{tmp / 'scores.db'}", tmp, data=data)
+    return start_server(tmp / "models", f"sqlite:///{tmp / 'scores.db'}", tmp, data=data,
+                        ready_seconds=600)  # a loaded machine starts it slowly
 
 
 def schemathesis(server: Server, out: Path, args: list[str]) -> subprocess.Popen[bytes]:
@@ -80,7 +81,8 @@ def events(out: Path) -> tuple[dict[tuple[str, str], list[int]], list[str]]:
         if kind != "ScenarioFinished":
             continue
         recorder = event.get("recorder") or {}
-        counts = seen[(event["phase"], recorder.get("label") or "stateful")]
+        stateful = event["phase"] == "stateful"  # its scenarios span operations
+        counts = seen[(event["phase"], "stateful" if stateful else recorder.get("label", "?"))]
         counts[0] += 1
         counts[1] += len(recorder.get("cases") or {})
         counts[2] += sum(c["status"] == "failure" for cs in (recorder.get("checks") or {})
@@ -88,7 +90,7 @@ def events(out: Path) -> tuple[dict[tuple[str, str], list[int]], list[str]]:
     return seen, errors
 
 
-def report(unit: list[Path], stateful: Path, codes: list[int | None], seconds: float) -> int:
+def report(unit: list[Path], stateful: Path, codes: list[int], seconds: float) -> int:
     """Print the figures; the number of failures (failed checks, errors, non-zero exits)."""
     rows: dict[str, dict[str, int]] = collections.defaultdict(dict)
     failures, errors = 0, []

@@ -18,6 +18,7 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+from pydantic.config import JsonDict
 from typing_extensions import TypedDict
 
 from propensity import lead_rules as rules
@@ -199,7 +200,7 @@ class OpportunityIn(BaseModel):
         return self
 
 
-NO_NUL = {"pattern": r"^[^\x00]*$"}
+NO_NUL: JsonDict = {"pattern": r"^[^\x00]*$"}
 """The schema's word for `json_problem`'s NUL rule, on a string field."""
 
 

@@ -56,6 +56,7 @@ from serving.routes import (
     thresholds,
     ui,
 )
+from serving.schemas import WHEN_SCHEMA
 from serving.scorelog import ScoreLog
 from serving.target_scorer import name_targets, served_targets
 
@@ -169,8 +170,7 @@ def _require_champion_fields(components: dict[str, Any], loaded: Loaded) -> None
     """An export champion dates every lead and knows its stages: the schema says so."""
     lead = components["LeadIn"]
     lead["required"] = sorted({*lead.get("required", []), "created_at"})
-    lead["properties"]["created_at"] = {"type": "string", "format": "date-time",
-                                        "title": "Created At"}
+    lead["properties"]["created_at"] = {**WHEN_SCHEMA, "title": "Created At"}
     stages = [*loaded.bundle.plan.spec.stages, *TERMINAL_STAGES]
     for name in ("LeadIn", "AccountContactLeadIn"):
         components[name]["properties"]["stage"] = {
@@ -201,6 +201,10 @@ def _openapi_for(app: FastAPI) -> Callable[[], dict[str, Any]]:
             document_computing(schema)
             if loaded is not None and kind == "export":  # such a champion dates every lead
                 _require_champion_fields(components, loaded)
+            stage = components["OutcomeIn"]["properties"]["stage"]
+            components["OutcomeIn"]["properties"]["stage"] = {
+                "enum": list(outcomes.allowed_stages(loaded)),
+                **{k: stage[k] for k in ("title", "description")}}
             name_targets(schema, served)
             schema["x-champion-kind"], schema["x-served-targets"] = kind, served
             app.openapi_schema = schema

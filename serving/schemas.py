@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import (
@@ -15,14 +15,16 @@ from pydantic import (
     Strict,
     StrictBool,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
+from pydantic.config import JsonDict
 from typing_extensions import TypedDict
 
 from propensity import lead_rules as rules
 from propensity.context import ContextFrom
 from propensity.monitoring.outcomes import Outcome
-from propensity.timestamps import EARLIEST, LATEST, as_utc, micros
+from propensity.timestamps import EARLIEST, LATEST, micros
 
 Persona = Literal["end_user", "champion", "executive", "unknown"]
 
@@ -43,18 +45,51 @@ def _iso_only(value: Any) -> Any:
 
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 """A finite JSON number: not NaN or Infinity (1e309 is Infinity), not true, not "3"."""
+def _when_pattern() -> str:
+    """`When`'s range as a JSON Schema `pattern` on RFC 3339 text, so that the schema states
+    it and a generated time the server refuses is not schema-valid: the year as written is
+    1900-2199, and a time on 1900-01-01 has no offset east of UTC (it would be 1899 in UTC),
+    nor one on 2199-12-31 west of it (2200). An offset is under 24 hours, so every other day
+    stays in range in UTC. The day within its month is left to `format`."""
+    day = r"(0[1-9]|[12]\d|3[01])"
+    other_days = "|".join((  # every day of 1900-2199 but the first and the last
+        r"1900-01-(0[2-9]|[12]\d|3[01])", rf"1900-(0[2-9]|1[0-2])-{day}",
+        rf"(19(0[1-9]|[1-9]\d)|20\d\d|21([0-8]\d|9[0-8]))-(0[1-9]|1[0-2])-{day}",
+        rf"2199-(0[1-9]|1[01])-{day}", r"2199-12-(0[1-9]|[12]\d|30)"))
+    time = r"[Tt]([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d+)?"
+    hours = r"([01]\d|2[0-3]):[0-5]\d"
+    return (rf"^({other_days}){time}([Zz]|[+-]{hours})$"
+            rf"|^1900-01-01{time}([Zz]|-{hours}|\+00:00)$"
+            rf"|^2199-12-31{time}([Zz]|\+{hours}|-00:00)$")
+
+
+WHEN_PATTERN = _when_pattern()
+WHEN_SCHEMA = {"type": "string", "format": "date-time", "pattern": WHEN_PATTERN}
+"""What the OpenAPI schema says of a `When`."""
+_FIRST, _LAST = EARLIEST.replace(tzinfo=None), LATEST.replace(tzinfo=None)
+
+
 def _in_range(value: datetime) -> datetime:
-    """`When`'s range, compared in UTC (pydantic's own `ge` cannot compare a naive time with
-    an aware bound once a Python validator runs)."""
-    if not EARLIEST <= (value if value.tzinfo else as_utc(value)) < LATEST:
-        raise ValueError(f"a time from {EARLIEST:%Y-%m-%d} and before {LATEST:%Y-%m-%d} (UTC)")
+    """`When`'s range (`WHEN_PATTERN`, in any form pydantic reads; naive is UTC): from 1900
+    and before 2200 as written, and on the first and last day no offset that would move the
+    time out of that range in UTC. Exactly what the pattern states, so the schema and the
+    server agree on every time."""
+    local, offset = value.replace(tzinfo=None), value.utcoffset()
+    seconds = 0 if offset is None else offset.total_seconds()
+    if not _FIRST <= local < _LAST or (local.date() == _FIRST.date() and seconds > 0) or (
+            local.date() == (_LAST - timedelta(days=1)).date() and seconds < 0):
+        raise ValueError(f"a time from {EARLIEST:%Y-%m-%d} and before {LATEST:%Y-%m-%d}, as "
+                         "written and in UTC (on the first day no offset east of UTC, on the "
+                         "last none west)")
     return value
 
 
 _IN_RANGE = Field(ge=EARLIEST, lt=LATEST)  # compared in UTC, in Rust
-When = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_in_range)]
+When = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_in_range),
+                 WithJsonSchema(WHEN_SCHEMA)]
 """A time in a request: ISO 8601 text (a date alone is its midnight, no zone is UTC), from
-1900 and before 2200 in UTC (`propensity.timestamps.EARLIEST`, `LATEST`)."""
+1900 and before 2200 as written and in UTC (`_in_range`; `propensity.timestamps.EARLIEST`,
+`LATEST`), which its schema's `pattern` states."""
 EventTime = Annotated[datetime, Strict(), _IN_RANGE]
 """An event's time: RFC 3339 text only, checked in Rust (a batch carries 50,000 of them; a
 Python validator per event would cost 40 ms), in the same range as `When`."""
@@ -165,9 +200,17 @@ class OpportunityIn(BaseModel):
         return self
 
 
-class OutcomeIn(Outcome):
-    """An outcome as a CRM sends it: `at` is ISO 8601 text in range, `amount` finite."""
+NO_NUL: JsonDict = {"pattern": r"^[^\x00]*$"}
+"""The schema's word for `json_problem`'s NUL rule, on a string field."""
 
+
+class OutcomeIn(Outcome):
+    """An outcome as a CRM sends it: `at` is ISO 8601 text in range, `amount` finite; its
+    schema states every rule the route applies (the stage's enum is the champion's:
+    `serving.app`), so generated valid outcomes are stored, not refused."""
+
+    lead_id: str = Field(min_length=1, max_length=200, json_schema_extra=NO_NUL)
+    opportunity_id: str | None = Field(default=None, max_length=200, json_schema_extra=NO_NUL)
     at: When = Field(description="when it happened (naive means UTC)")
     amount: Number | None = Field(default=None, ge=0)
 

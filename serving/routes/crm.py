@@ -36,7 +36,7 @@ from propensity.features.online import LeadInputError
 from propensity.monitoring.outcomes import Outcome, record
 from propensity.problems import PropensityError
 from serving.batching import Batcher
-from serving.deps import AppState
+from serving.deps import BODY_MODELS, AppState
 from serving.schemas import LeadIn, LeadScore, ScoreResponse
 from serving.scorer import Accepted, admit, answers
 
@@ -56,6 +56,7 @@ BLOCK, or RETRY for the 429 HubSpot retries); not a property of the lead."""
 OUTLOOK = "propensity_outlook"
 """An input field: "true" adds the lead's outlook to the output fields (`_outlook_output`)."""
 _in_flight = 0
+ERROR_BODY = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 
 def _batcher(state: AppState) -> Batcher:
@@ -84,6 +85,9 @@ class ActionIn(BaseModel):
     origin: Origin
     object: ActionObject
     inputFields: dict[str, Any] = Field(default_factory=dict)
+
+
+BODY_MODELS[ActionIn.__name__] = ActionIn  # the route reads its body itself (the signature)
 
 
 @functools.cache
@@ -229,7 +233,12 @@ async def _answer_action(state: AppState, action: ActionIn, body: bytes) -> dict
         str(action.origin.portalId), str(action.object.objectId), output)
 
 
-@router.post(HUBSPOT_PATH.removeprefix("/v1/crm"))
+@router.post(HUBSPOT_PATH.removeprefix("/v1/crm"), responses={
+    400: {"description": "the body is not a workflow action request", **ERROR_BODY},
+    429: {"description": "PROPENSITY_CRM_MAX_IN_FLIGHT actions in flight on this worker "
+                         "(Retry-After)", **ERROR_BODY}},
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{ActionIn.__name__}"}}}}})
 async def hubspot_action(request: Request) -> Response:
     """A HubSpot custom workflow action: the contact scored, as outputFields (or BLOCK, to be
     completed later, when the action opted in and the scorer cannot score it now)."""

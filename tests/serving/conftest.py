@@ -78,7 +78,8 @@ class Server:
 
 
 def start_server(models_dir: Path, db_url: str, workdir: Path, data: Path | None = None,
-                 reload_seconds: float = 30, env: dict[str, str] | None = None) -> Server:
+                 reload_seconds: float = 30, env: dict[str, str] | None = None,
+                 ready_seconds: float = 90) -> Server:
     migrate(db_url)
     engine = engine_for(db_url)
     score_key = create_key(engine, "crm", ["score"])
@@ -96,7 +97,7 @@ def start_server(models_dir: Path, db_url: str, workdir: Path, data: Path | None
          "127.0.0.1", "--port", str(port)], env=env, cwd=workdir, stdout=log,
         stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + ready_seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError((workdir / f"server-{port}.log").read_text()[-3000:])

@@ -5,9 +5,11 @@ Generated requests (valid and invalid) go to a real uvicorn serving the three ch
 invalid one accepted fails the test. Bounded (examples per operation, a fixed seed) so that it
 takes well under a minute; `tests/serving/schemathesis.toml` says which cross-field rules
 JSON Schema cannot state and therefore where a 422 is an expected answer. The long run
-(issue 27: >= 1,000 examples per operation) is the same test with
-`PROPENSITY_SCHEMATHESIS_EXAMPLES=1000`, outside CI's budget. The stateful phase chains
-requests along the schema's OpenAPI links (`serving.links`).
+(issue 27: >= 1,000 examples per operation) is `benchmarks/bench_schemathesis.py` (the same
+server, config and seed; operations in groups run at once, then the stateful phase), outside
+CI's budget; this test with `PROPENSITY_SCHEMATHESIS_EXAMPLES=1000` runs it in one process,
+which takes hours. The stateful phase chains requests along the schema's OpenAPI links
+(`serving.links`).
 """
 
 from __future__ import annotations

@@ -270,7 +270,9 @@ class EdgeProtocol(HttpToolsProtocol):
     def _parse(self, data: bytes, end: int) -> None:
         """Feed the parser: when headers end at `end` inside `data`, what comes up to their end
         first, so that an upload refused on them (`_refused_early`) has nothing of its body
-        parsed or copied (a read brings up to 256 KB). Fed in two parts, llhttp parses the same
+        parsed or copied (a read brings up to 256 KB). Only a connection's first request is
+        split so (a later one on a kept-alive connection is fed whole: still refused early,
+        its read's body copied by httptools first). Fed in two parts, llhttp parses the same
         as in one; what follows an upgrade uvicorn made is dropped, as uvicorn drops it."""
         if end < 0 or end + 4 >= len(data):
             super().data_received(data)

@@ -115,7 +115,7 @@ def closed_leads(export: CrmExport, t: pd.Timestamp, config: OdooPlsConfig, *,
 
 
 def open_lead_fields(export: CrmExport, entities: pd.DataFrame, config: OdooPlsConfig, *,
-               journeys: Journeys) -> pd.DataFrame:
+                     journeys: Journeys) -> pd.DataFrame:
     """Values of (lead_id, as_of) rows, each as of its own time: the stage it had reached."""
     at = to_micros(entities["as_of"])
     rows = export.lead_positions(entities["lead_id"])

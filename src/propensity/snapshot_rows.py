@@ -56,7 +56,8 @@ class SnapshotRows:
 
     @property
     def as_of(self) -> pd.Timestamp:
-        """The time the rows were read as of (the export's cut)."""
+        """The time the rows were read as of (the export's cut, `end_us`), not a row's own
+        snapshot time (`as_of_us`)."""
         return pd.Timestamp(self.end_us, unit="us", tz="UTC")
 
     def observed(self, days: float) -> np.ndarray:
@@ -126,7 +127,6 @@ def outlook_rows(export: CrmExport, spec: FeatureSpec, latest: pd.Timestamp, *, 
                              journeys=journeys)
     except TooLittleHistory as exc:
         return str(exc)
-
 
 
 def open_leads(export: CrmExport, as_of: pd.Timestamp, plan: FeaturePlan,

@@ -153,7 +153,7 @@ class OdooHistory:
     held entities out."""
 
     closed: pd.DataFrame
-    """`odoo_pls.closed_leads` (team, fields, stage_id, won), row order."""
+    """`odoo_history.closed_leads` (team, fields, stage_id, won), row order."""
     groups: np.ndarray
     stages: tuple[str, ...]
     config: OdooPlsConfig

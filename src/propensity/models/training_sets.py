@@ -76,7 +76,6 @@ class TrainingSets:
     """Holdout predictions of baselines that read the raw data, not the matrix (Odoo's)."""
 
 
-
 # --- building the labelled rows of an export --------------------------------------------------
 
 def _labelled(X: np.ndarray, columns: list[Column], entities: pd.DataFrame, target: Target,

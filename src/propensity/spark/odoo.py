@@ -4,7 +4,7 @@ same figure the pandas engine reports.
 Odoo's table needs each closed lead's stage history, which the driver never holds: each
 partition (whole leads with their stages, events and opportunities) gives its leads closed
 before the cutoff (team, fields, the stage each closed in, won) and its holdout rows' fields
-and stage as of their own time, by the pandas engine's functions (`odoo_pls.closed_leads`,
+and stage as of their own time, by the pandas engine's functions (`odoo_history.closed_leads`,
 `open_lead_fields`). The driver counts the one table from every closed lead (`fit_table`: sums of
 whole counts, so the partitioning cannot change a cell) and scores the holdout with it,
 exactly as `baselines.odoo_naive_bayes` does on one machine. Lead models only; an account's

@@ -234,12 +234,12 @@ class ScoreLog:
         loop's thread, once the requests in flight on this worker beside it have joined it
         too (they were received and are being scored), or after `commit_delay` at most. An
         append costs ~0.1 ms of CPU however few rows it holds: at 8 connections over 2
-        workers a batch of the fast path held 1-2 requests, and a sync a batch cost a
-        quarter of the throughput. A commit thread cost more than it saved: each batch
-        woke it and was woken back (two thread hops, and the commit thread's wait for the
-        GIL while the loop computed scores, up to a switch interval). The price of the
-        loop's own write: a disk that stalls stalls this worker's loop, as it would every
-        request it answers anyway."""
+        workers a batch of the fast path held 1-2 requests, and a sync a batch cost 12-24% of
+        the throughput on a quiet machine (docs/scorer.md). A commit thread cost more than it
+        saved: each batch woke it and was woken back (two thread hops, and the commit
+        thread's wait for the GIL while the loop computed scores, up to a switch interval).
+        The price of the loop's own write: a disk that stalls stalls this worker's loop, as
+        it would every request it answers anyway."""
         if not self.durable:
             self.append(rows)
             return

@@ -21,7 +21,7 @@ from propensity.forecast.uncertainty import level_sd
 from propensity.funnel.journeys import Journeys, build_journeys
 from propensity.models.bundle import ModelBundle
 from propensity.models.outlook import REVENUE_DAYS, Outlook
-from propensity.snapshot_rows import SnapshotRows, TooLittleHistory, open_leads, snapshot_rows
+from propensity.snapshot_rows import SnapshotRows, TooLittleHistory, snapshot_rows
 from propensity.tables import CrmExport, truncate_export
 
 Progress = Callable[[str], None]
@@ -42,14 +42,14 @@ class Forecaster:
     rates: np.ndarray
     """Per stage: historical share of open leads converting within `RULE_DAYS`."""
     mean_won_amount: float
+    open_entities: pd.DataFrame
+    """The leads open at `as_of` (lead_id, as_of, stage_index; `SnapshotRows.open_entities`)
+    and their matrix: the hazard model's levels are anchored on them (`HazardModel.anchor`),
+    and the forecast scores them with the trees' margins the anchoring read."""
+    open_X: np.ndarray
     level_sd: float = 0.0
     """Sd of the log-odds error shared by every lead's curve over `RULE_DAYS`
     (`uncertainty.level_sd`): the models' own error, which the intervals add."""
-    open_entities: pd.DataFrame | None = None
-    """The leads open at `as_of` (lead_id, as_of, stage_index) and their matrix: the hazard
-    model's levels are anchored on them (`HazardModel.anchor`), and the forecast reads them
-    (built once)."""
-    open_X: np.ndarray | None = None
 
 
 def calibration_mask(lead_ids: pd.Series, seed: int, share: float = 0.25) -> np.ndarray:
@@ -154,12 +154,9 @@ def lead_outlook(model: Forecaster, weeks: int = 13) -> tuple[pd.DataFrame, np.n
     observed window), median days to convert among converters, the amount (10%, median, 90%,
     mean), expected revenue within `REVENUE_DAYS`, the rule-based segment amount; and the
     (leads, weeks + 1) cumulative P(converted by the end of each week)."""
-    trees = None
-    if model.open_entities is None or model.open_X is None:
-        entities, X = open_leads(model.export, model.as_of, model.plan, model.journeys)
-    else:  # the matrix and the trees' margins the anchoring read
-        entities, X, trees = model.open_entities, model.open_X, model.hazard.scored_trees_
-    seen = Outlook(model.hazard, model.amount, REVENUE_DAYS).predict(X, trees=trees)
+    entities, X = model.open_entities, model.open_X
+    seen = Outlook(model.hazard, model.amount, REVENUE_DAYS).predict(
+        X, trees=model.hazard.scored_trees_)  # the trees' margins the anchoring read
     out = entities[["lead_id", "stage_index"]].copy()
     for j, h in enumerate(HORIZONS):
         out[f"p_by_{h}"] = seen.horizons[:, j]

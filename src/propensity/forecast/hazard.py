@@ -218,14 +218,15 @@ class HazardModel(HazardCurve):
         trees = self.scored_trees_ = self.tree_margins(scored)
         stage = self.stage_rows(scored)
         past = self.stage_rows(rows.X)
+        ends = [(rows.observed(e), rows.converted_within(e)) for e in self.edges[1:]]
         for s in np.unique(stage[stage < self.base_.shape[0] - 1]):
             margins = trees[stage == s]
-            for k, edge in enumerate(self.edges[1:]):
-                seen = rows.observed(edge) & (past == s)
+            for k, (observed, converted) in enumerate(ends):
+                seen = observed & (past == s)
                 n = int(seen.sum())
                 if n == 0:
                     continue
-                rate = float(rows.converted_within(edge)[seen].mean())
+                rate = float(converted[seen].mean())
                 share = weight * n / (n + PRIOR_ROWS)
                 self.base_[s, k] += level_shift(margins + self.base_[s], k, rate, share)
 

@@ -17,9 +17,7 @@ seeded sample of the rows without a conversion, weighted (every conversion kept)
 Each stage's level is then anchored at the leads the model is fitted for (those open at the
 as-of time): their mean P(converted by each period end) moves part of the way toward the share
 of the stage's past snapshot rows that converted within it (`HazardModel.anchor`), the stage
-rule's low-variance estimate, read from every lead of the history; how far is read from the
-history too, where the held-out leads' past counts say which of the two was nearer
-(`HazardModel.chosen_weight`).
+rule's low-variance estimate, read from every lead of the history.
 
 P(converted by d) = 1 - prod over periods (1 - hazard), interpolated inside a period at a
 constant daily rate, calibrated at each period end on the latest snapshot rows of leads the
@@ -77,11 +75,10 @@ on realistic seeds 2 and 3: the level is the anchoring's (`ANCHOR_WEIGHT`), read
 lead of the history."""
 ANCHOR_WEIGHT = 0.5
 """How far each stage's mean P(converted by a period end) at the leads scored moves toward
-the stage's past rate (`HazardModel.anchor`), times n / (n + `PRIOR_ROWS`) for its n past rows,
-when the history cannot say (`HazardModel.chosen_weight`: no held-out leads, or none whose
-outcome is known). The stage rule is a strong, low-variance estimate of a quarter's count and
-the trees' mix a noisier one; half way was the constant measured in docs/forecast.md before
-the weight was read from each history (1 makes the forecast's count the rule's)."""
+the stage's past rate (`HazardModel.anchor`), times n / (n + `PRIOR_ROWS`) for its n past rows.
+The stage rule is a strong, low-variance estimate of a quarter's count (within 3-5% of the
+generator's exact expected count on average) and the trees' mix a noisier one; half way is
+the shrinkage measured in docs/forecast.md (1 makes the forecast's count the rule's)."""
 MIN_CONVERSIONS = 20
 """Fewest conversions in the observed periods for a hazard model to mean anything."""
 MAX_PERIOD_ROWS = 100_000

@@ -165,9 +165,6 @@ class HazardModel(HazardCurve):
     scored_trees_: np.ndarray | None = field(default=None, repr=False, compare=False)
     """The trees' margins of the matrix `anchor` read (`tree_margins`), for the forecast to
     read rather than run the booster on the open leads again; not saved."""
-    anchor_weight_: float = field(default=ANCHOR_WEIGHT, compare=False)
-    """The weight the fit's anchoring used (`chosen_weight`); not saved (the shift it made
-    is in `base_`)."""
     held_curve_: np.ndarray | None = field(default=None, repr=False, compare=False)
     """The calibrated curve of the rows held out of the fit (what `_calibrate` scored), for
     `uncertainty.level_sd` to read rather than score them again; not saved."""
@@ -200,51 +197,10 @@ class HazardModel(HazardCurve):
         self.base_ = stage_period_table(stage[idx[keep]], k[keep], y[keep], n_stages,
                                         len(self.edges) - 1)
         self.booster_ = self._boost(rows.X, (idx, k, y), keep, stage, edges)
-        held = ~fit_mask
-        held_trees = self.tree_margins(rows.X[held]) if held.any() else None
         if scored is not None:
-            self.anchor_weight_ = self.chosen_weight(rows, held, held_trees)
-            self.anchor(rows, scored, self.anchor_weight_)
-        self._calibrate(rows, held, held_trees)
+            self.anchor(rows, scored)
+        self._calibrate(rows, ~fit_mask)
         return self
-
-    def chosen_weight(self, rows: SnapshotRows, held: np.ndarray,
-                      trees: np.ndarray | None) -> float:
-        """The anchoring's weight read from the history, out of the fit: at every past
-        snapshot time and period end e whose outcome is known, each stage's rows of the
-        leads held out of the fit are a small "open at T" whose actual count A the trees
-        (count M, before any anchoring) and the stage's past rate (the anchoring's target,
-        count R; the shift's share n / (n + PRIOR_ROWS) included: G = share x (R - M))
-        forecast. The weight w that makes M + w G nearest A in squared error over every
-        (time, stage, e) cell is sum((A - M) G) / sum(G^2), kept in [0, 1]; the leads'
-        coin flips in A add noise to it, not bias (they are independent of G). Where the
-        trees' level errs (long-lived seed 1's short history) the history says so and w
-        reads 1; where the trees know the mix it reads less. `ANCHOR_WEIGHT` when nothing
-        is held out or observed."""
-        if trees is None or self.base_ is None:
-            return ANCHOR_WEIGHT
-        overall = self.base_.shape[0] - 1
-        past = self.stage_rows(rows.X)
-        stage = past[held]
-        curve = cumulative(trees + self.base_[stage])
-        times = rows.as_of_us[held]
-        num = den = 0.0
-        for k, e in enumerate(self.edges[1:], start=1):
-            observed, converted = rows.observed(e), rows.converted_within(e)
-            n = np.bincount(past[observed], minlength=overall + 1).astype("float64")
-            rate = np.bincount(past[observed], weights=converted[observed],
-                               minlength=overall + 1) / np.maximum(n, 1)
-            share = n / (n + PRIOR_ROWS)
-            sel = observed[held] & (stage < overall) & (n[stage] > 0)
-            if not sel.any():
-                continue
-            _, cell = np.unique(times[sel] * (overall + 1) + stage[sel], return_inverse=True)
-            s, p = stage[sel], curve[sel, k]
-            gap = np.bincount(cell, weights=share[s] * (rate[s] - p))
-            miss = np.bincount(cell, weights=converted[held][sel] - p)
-            num += float((miss * gap).sum())
-            den += float((gap ** 2).sum())
-        return float(np.clip(num / den, 0.0, 1.0)) if den > 0 else ANCHOR_WEIGHT
 
     def anchor(self, rows: SnapshotRows, scored: np.ndarray,
                weight: float = ANCHOR_WEIGHT) -> None:
@@ -306,16 +262,14 @@ class HazardModel(HazardCurve):
         best = max(int(booster.best_iteration), 1)
         return lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
 
-    def _calibrate(self, rows: SnapshotRows, mask: np.ndarray,
-                   trees: np.ndarray | None = None) -> None:
+    def _calibrate(self, rows: SnapshotRows, mask: np.ndarray) -> None:
         """Per period end: the latest third of the snapshot times that observed it, rows of
-        leads held out of the fit (read when leads are as old as they are at the forecast);
-        `trees`: their `tree_margins`, when already computed."""
+        leads held out of the fit (read when leads are as old as they are at the forecast)."""
         self.calibrators_ = {}
         self.held_curve_ = None
         if not mask.any():
             return
-        raw = self.raw_curve(rows.X[mask], trees)
+        raw = self.raw_curve(rows.X[mask])
         as_of = rows.as_of_us[mask]
         for j, edge in enumerate(self.edges[1:], start=1):
             seen = rows.observed(edge)[mask]

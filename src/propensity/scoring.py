@@ -108,17 +108,17 @@ def with_outlook(out: pd.DataFrame, bundle: ModelBundle, X: np.ndarray) -> pd.Da
 
 
 def score_export(bundle: ModelBundle, export: CrmExport, as_of: pd.Timestamp,
-                 threads: int = 0, outlook: bool = True) -> pd.DataFrame:
+                 threads: int = 0) -> pd.DataFrame:
     """Every entity open at T with its probability, and its outlook when the model ships one
     (batch executor; all threads by default, one in a Spark task, where the cores are Spark's
-    to share out); `outlook=False` leaves the outlook out (a caller that keeps only the
-    probability)."""
+    to share out). Every batch path writes what this returns, the pandas and Spark engines
+    alike: there is no option to leave the outlook out."""
     check_export(bundle, export)
     entities = open_entities(bundle, export, as_of).reset_index(drop=True)
     out = entities.copy()
     X = bundle.features_for_export(export, entities)
     out["probability"] = bundle.predict(X, threads=threads)
-    return with_outlook(out, bundle, X) if outlook else out
+    return with_outlook(out, bundle, X)
 
 
 def check_table_columns(bundle: ModelBundle, frame: pd.DataFrame, source: SourceFile) -> None:

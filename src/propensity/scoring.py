@@ -85,34 +85,40 @@ def check_export(bundle: ModelBundle, export: CrmExport) -> None:
                 raise error
 
 
+OUTLOOK_COLUMNS: tuple[str, ...] = (*(f"p_by_{h}" for h in HORIZONS), "expected_days",
+                                    "expected_amount", "amount_low", "amount_high",
+                                    "expected_revenue")
+"""The outlook's columns in batch scores, in order (floats; `with_outlook`): named once for
+every engine that writes them (the Spark job declares its output schema from these)."""
+
+
 def with_outlook(out: pd.DataFrame, bundle: ModelBundle, X: np.ndarray) -> pd.DataFrame:
     """`out` (one row per row of X) with the lead's outlook when the model ships one:
     p_by_30 .. p_by_180 (`horizons` in a score), expected_days, expected_amount, amount_low,
-    amount_high, expected_revenue; blank where a score's field is null."""
+    amount_high, expected_revenue; blank where a score's field is null. A model without an
+    outlook adds no column."""
     if bundle.outlook is None:
         return out
     seen = bundle.outlook.predict(X)
-    for j, h in enumerate(HORIZONS):
-        out[f"p_by_{h}"] = seen.horizons[:, j]
-    out["expected_days"] = seen.expected_days
-    out["expected_amount"] = seen.expected_amount
-    out["amount_low"], out["amount_high"] = seen.amount_low, seen.amount_high
-    out["expected_revenue"] = seen.expected_revenue
+    values = (*seen.horizons.T, seen.expected_days, seen.expected_amount, seen.amount_low,
+              seen.amount_high, seen.expected_revenue)
+    for name, value in zip(OUTLOOK_COLUMNS, values, strict=True):
+        out[name] = value
     return out
 
 
 def score_export(bundle: ModelBundle, export: CrmExport, as_of: pd.Timestamp,
-                 threads: int = 0, outlook: bool = True) -> pd.DataFrame:
+                 threads: int = 0) -> pd.DataFrame:
     """Every entity open at T with its probability, and its outlook when the model ships one
     (batch executor; all threads by default, one in a Spark task, where the cores are Spark's
-    to share out); `outlook=False` leaves the outlook out (a caller that keeps only the
-    probability)."""
+    to share out). Every batch path writes what this returns, the pandas and Spark engines
+    alike: there is no option to leave the outlook out."""
     check_export(bundle, export)
     entities = open_entities(bundle, export, as_of).reset_index(drop=True)
     out = entities.copy()
     X = bundle.features_for_export(export, entities)
     out["probability"] = bundle.predict(X, threads=threads)
-    return with_outlook(out, bundle, X) if outlook else out
+    return with_outlook(out, bundle, X)
 
 
 def check_table_columns(bundle: ModelBundle, frame: pd.DataFrame, source: SourceFile) -> None:

@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 
 from propensity.cli import app
 from propensity.export_reader import read_export
+from propensity.models.bundle import ModelBundle
+from propensity.scoring import OUTLOOK_COLUMNS
 from propensity.settings import get_settings
 from propensity.spark.export import read_spark_export
 from propensity.spark.validation import spark_validate
@@ -66,6 +68,10 @@ def test_score_spark_equals_score(spark: Any, spark_export_dir: Path, models: Pa
     ) <= 1e-9
     assert expected["probability"].std() > 0.01  # real scores, not a constant
     assert (got["model_version"].astype(str) == expected["model_version"].astype(str)).all()
+    # the outlook too, in the same columns (blank in the CSV and null in Parquet alike)
+    assert list(got.columns) == list(expected.columns)
+    assert set(OUTLOOK_COLUMNS) <= set(got.columns)
+    _same_numbers(got, expected, OUTLOOK_COLUMNS)
     assert "warning" not in spark_out
     # an --as-of the export does not reach is warned about as by the pandas engine
     for when, says in (("1999-01-01", "no lead was open at 1999-01-01"),
@@ -73,6 +79,15 @@ def test_score_spark_equals_score(spark: Any, spark_export_dir: Path, models: Pa
         args = ["score", spark_export_dir, "--as-of", when, "--out", tmp_path / f"{when}.csv"]
         assert says in cli(*args)
         assert says in cli(*args, "--engine", "spark")
+
+
+def _same_numbers(got: pd.DataFrame, expected: pd.DataFrame, columns: tuple[str, ...]
+                  ) -> None:
+    """Each column null in the same rows and within 1e-9 elsewhere."""
+    for col in columns:
+        a, b = got[col].to_numpy(dtype="float64"), expected[col].to_numpy(dtype="float64")
+        assert np.array_equal(np.isnan(a), np.isnan(b)), col
+        assert np.abs(a - b)[~np.isnan(a)].max(initial=0.0) <= 1e-9, col
 
 
 def _broken(folder: Path, out: Path) -> Path:
@@ -181,19 +196,63 @@ def new_york(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     time.tzset()
 
 
+@pytest.fixture(scope="module")
+def csv_bundle(spark_csv_dir: Path) -> ModelBundle:
+    """A lead-conversion model trained (pandas engine) on the CSV export, with its outlook."""
+    from propensity.export_reader import load_export
+    from propensity.training import TrainConfig, train_export
+
+    config = TrainConfig.from_file(Path(__file__).parent / "quick.toml")
+    config.snapshots.horizon_days = 60
+    return train_export(load_export(spark_csv_dir), config).bundle
+
+
+def test_spark_scores_carry_the_library_outlook(spark: Any, spark_csv_dir: Path,
+                                                csv_bundle: ModelBundle) -> None:
+    """Spark's scores give each lead the outlook the library's batch scoring gives it (the
+    same `score_export` in each partition), and a model without an outlook still scores,
+    without the columns, as on the pandas engine."""
+    from dataclasses import replace
+
+    from propensity.export_reader import load_export
+    from propensity.scoring import score_export
+    from propensity.spark.scoring import spark_score
+    from propensity.spark.session import to_pandas
+
+    t = pd.Timestamp(AS_OF, tz="UTC")
+    export = read_spark_export(spark, str(spark_csv_dir))
+    assert csv_bundle.outlook is not None
+    expected = score_export(csv_bundle, load_export(spark_csv_dir), t).sort_values(
+        "lead_id").reset_index(drop=True)
+    got = to_pandas(spark_score(spark, export, csv_bundle, t)).sort_values(
+        "lead_id").reset_index(drop=True)
+    assert list(got.columns) == list(expected.columns) == [
+        "lead_id", "as_of", "probability", *OUTLOOK_COLUMNS]
+    assert len(got) >= 30 and got["lead_id"].tolist() == expected["lead_id"].tolist()
+    _same_numbers(got, expected, ("probability", *OUTLOOK_COLUMNS))
+    for col in ("p_by_30", "p_by_180", "expected_amount", "expected_revenue"):
+        assert expected[col].std() > 0, col  # real outlooks, not a constant
+    assert (got["p_by_180"] >= got["p_by_30"]).all()
+    # no outlook shipped: no outlook column on either engine, the same probabilities
+    bare = replace(csv_bundle, outlook=None)
+    plain = score_export(bare, load_export(spark_csv_dir), t)
+    alone = to_pandas(spark_score(spark, export, bare, t)).sort_values("lead_id").reset_index(
+        drop=True)
+    assert list(alone.columns) == list(plain.columns) == ["lead_id", "as_of", "probability"]
+    _same_numbers(alone, got, ("probability",))
+
+
 def test_one_pass_score_equals_two_passes_and_refuses_a_broken_export(
-        spark: Any, spark_csv_dir: Path, tmp_path: Path, new_york: None) -> None:
+        spark: Any, spark_csv_dir: Path, csv_bundle: ModelBundle, tmp_path: Path,
+        new_york: None) -> None:
     """`score --engine spark` validates and scores in one pass: the same scores as checking
     first and scoring after, and a broken export raises the same report as `checked_export`."""
     from propensity.export_reader import load_export
     from propensity.problems import ContractError, PropensityError
     from propensity.spark.scoring import checked_scores, spark_score
     from propensity.spark.session import to_pandas
-    from propensity.training import TrainConfig, train_export
 
-    config = TrainConfig.from_file(Path(__file__).parent / "quick.toml")
-    config.snapshots.horizon_days = 60
-    bundle = train_export(load_export(spark_csv_dir), config).bundle
+    bundle = csv_bundle
     t = pd.Timestamp(AS_OF, tz="UTC")
     clean = read_spark_export(spark, str(spark_csv_dir))
     one = checked_scores(spark, clean, bundle, t)
@@ -206,7 +265,8 @@ def test_one_pass_score_equals_two_passes_and_refuses_a_broken_export(
     two = to_pandas(spark_score(spark, clean, bundle, t)).sort_values("lead_id").reset_index(
         drop=True)
     assert len(got) >= 30 and got["lead_id"].tolist() == two["lead_id"].tolist()
-    assert np.array_equal(got["probability"].to_numpy(), two["probability"].to_numpy())
+    assert set(OUTLOOK_COLUMNS) <= set(got.columns)  # the outlook passes the checked pass
+    pd.testing.assert_frame_equal(got, two)
     broken = read_spark_export(spark, str(_broken(spark_csv_dir, tmp_path / "broken")))
     with pytest.raises(ContractError) as raised:
         checked_scores(spark, broken, bundle, t)

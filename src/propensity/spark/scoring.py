@@ -6,6 +6,10 @@ scoring path, on its own rows with one LightGBM thread (Spark owns the cores). W
 entity is open at T depends only on its own journey, so the partitions' results together are
 `propensity score`'s.
 
+A model that ships an outlook gives its columns too (`scoring.OUTLOOK_COLUMNS`, computed by
+`score_export` in the partition as `propensity score` computes them); a model without one
+gives none, as on the pandas engine.
+
 `checked_scores` is what `propensity score --engine spark` runs: each partition is validated
 and scored in the same call (one shuffle, one Python start-up), and the scores are kept only
 when no partition found a broken rule; a failing export is then validated again to name its
@@ -22,7 +26,7 @@ import pandas as pd
 
 from propensity.models.bundle import ModelBundle
 from propensity.problems import PropensityError
-from propensity.scoring import check_export_tables, score_export
+from propensity.scoring import OUTLOOK_COLUMNS, check_export_tables, score_export
 from propensity.spark.export import SparkExport
 from propensity.spark.partition import Layout, each_partition, keyed_union, layout, part_export
 from propensity.tables import CrmExport
@@ -44,7 +48,8 @@ class CheckedScores:
     """`checked_scores`' result: the scores, and what the pass learnt of the export."""
 
     frame: DataFrame
-    """(key, as_of, probability), read from the cached pass: `unpersist()` when done."""
+    """(key, as_of, probability, and the outlook's columns when the model ships one), read
+    from the cached pass: `unpersist()` when done."""
     scored: int
     """Entities open at T (rows of `frame`)."""
     latest: pd.Timestamp | None
@@ -57,24 +62,32 @@ class CheckedScores:
         self.cached.unpersist()
 
 
+def _numbers(bundle: ModelBundle) -> tuple[str, ...]:
+    """The float columns a partition's scores carry: the probability, and the outlook's when
+    the model ships one (`score_export` adds them then, and only then)."""
+    return ("probability", *(OUTLOOK_COLUMNS if bundle.outlook is not None else ()))
+
+
 def _scorer(spark: SparkSession, bundle: ModelBundle, as_of: pd.Timestamp
             ) -> tuple[str, Callable[[CrmExport], pd.DataFrame]]:
-    """The key column, and a partition's export -> (key, as_of, probability) rows."""
+    """The key column, and a partition's export -> (key, as_of, probability, outlook...)
+    rows: `score_export`'s own, in the types Spark's schema declares."""
     key = target_named(bundle.target).entity.key
     ts = utc(as_of)
+    numbers = _numbers(bundle)
     shared = spark.sparkContext.broadcast(bundle)
 
     def score(part: CrmExport) -> pd.DataFrame:
-        scored = score_export(shared.value, part, ts, threads=1, outlook=False)
+        scored = score_export(shared.value, part, ts, threads=1)
         return pd.DataFrame({key: scored[key].astype("str").to_numpy(),
                              "as_of": scored["as_of"].dt.tz_convert("UTC").dt.tz_localize(None)
                              .to_numpy(),
-                             "probability": scored["probability"].to_numpy(dtype="float64")})
+                             **{c: scored[c].to_numpy(dtype="float64") for c in numbers}})
 
     return key, score
 
 
-def _schema(key: str, checked: bool) -> StructType:
+def _schema(key: str, numbers: tuple[str, ...], checked: bool) -> StructType:
     from pyspark.sql.types import (
         DoubleType,
         LongType,
@@ -85,7 +98,7 @@ def _schema(key: str, checked: bool) -> StructType:
     )
 
     fields = [StructField(key, StringType()), StructField("as_of", TimestampType()),
-              StructField("probability", DoubleType())]
+              *(StructField(c, DoubleType()) for c in numbers)]
     return StructType(fields + ([StructField(ERRORS, LongType()),
                                   StructField(LATEST, TimestampType())] if checked else []))
 
@@ -113,7 +126,8 @@ def _check_numbers(export: SparkExport, lay: Layout, bundle: ModelBundle) -> Non
 
 def spark_score(spark: SparkSession, export: SparkExport, bundle: ModelBundle,
                 as_of: pd.Timestamp, *, buckets: int | None = None) -> DataFrame:
-    """A Spark frame (key, as_of, probability): write it, or collect a small one."""
+    """A Spark frame (key, as_of, probability, and the outlook's columns when the model ships
+    one): write it, or collect a small one."""
     key, score = _scorer(spark, bundle, as_of)
     lay = layout(export)
 
@@ -121,7 +135,7 @@ def spark_score(spark: SparkSession, export: SparkExport, bundle: ModelBundle,
         return score(part_export(pdf, lay))
 
     return each_partition(keyed_union(export, lay, buckets), run,
-                          _schema(key, checked=False))
+                          _schema(key, _numbers(bundle), checked=False))
 
 
 def _latest(part: CrmExport) -> pd.Timestamp | None:
@@ -148,6 +162,7 @@ def checked_scores(spark: SparkSession, export: SparkExport, bundle: ModelBundle
     missing_columns(export)
     check_export_tables(bundle, list(export.tables), export.location)
     key, score = _scorer(spark, bundle, as_of)
+    numbers = _numbers(bundle)
     lay = layout(export)
     _check_numbers(export, lay, bundle)
 
@@ -156,7 +171,7 @@ def checked_scores(spark: SparkSession, export: SparkExport, bundle: ModelBundle
         errors = int((problems["severity"] == "error").sum())
         summary = pd.DataFrame({key: pd.Series([None], dtype=object),
                                 "as_of": pd.Series([pd.NaT], dtype="datetime64[us]"),
-                                "probability": [float("nan")], ERRORS: [errors],
+                                **{c: [float("nan")] for c in numbers}, ERRORS: [errors],
                                 LATEST: pd.Series([_latest(part)], dtype="datetime64[us]")})
         if errors:  # the export will be refused: scoring broken rows is wasted (or fails)
             return summary
@@ -166,7 +181,7 @@ def checked_scores(spark: SparkSession, export: SparkExport, bundle: ModelBundle
         return pd.concat([rows, summary], ignore_index=True)
 
     both = each_partition(keyed_union(export, lay, buckets), run,
-                          _schema(key, checked=True)).cache()
+                          _schema(key, numbers, checked=True)).cache()
     # the latest time as microseconds: a collected timestamp is turned into the driver's
     # local time, whatever the session's time zone
     facts = both.agg(F.sum(ERRORS), F.count(key), F.unix_micros(F.max(LATEST))).first()

@@ -40,17 +40,33 @@ class SnapshotConfig(BaseModel):
     every lead would stay open, and 'open' would mostly mean 'forgotten'."""
 
 
-def snapshot_times(export: CrmExport, config: SnapshotConfig) -> list[pd.Timestamp]:
-    """Every `every_days` from the first lead until the last complete label window."""
-    end = export.latest_time()
+def snapshot_times(first_lead: pd.Timestamp, end: pd.Timestamp,
+                   config: SnapshotConfig) -> list[pd.Timestamp]:
+    """Every `every_days` from the first lead (`first_lead`: its creation) until the last
+    complete label window before `end` (the export's latest time, `CrmExport.latest_time`)."""
     first = (pd.Timestamp(config.first, tz="UTC") if config.first
-             else export.leads["created_at"].min() + pd.Timedelta(days=config.every_days))
+             else first_lead + pd.Timedelta(days=config.every_days))
     last = end - pd.Timedelta(days=config.horizon_days)
     if first > last:
         raise PropensityError(
-            f"the data spans {export.leads['created_at'].min():%Y-%m-%d}..{end:%Y-%m-%d}: too "
+            f"the data spans {first_lead:%Y-%m-%d}..{end:%Y-%m-%d}: too "
             f"short for a {config.horizon_days}-day horizon (lower --horizon-days)")
     return list(pd.date_range(first.floor("D"), last, freq=f"{config.every_days}D"))
+
+
+def holdout_split(times: list[pd.Timestamp], horizon_days: int, holdout_share: float
+                  ) -> tuple[list[pd.Timestamp], list[pd.Timestamp]]:
+    """(times the evaluation fit learns from, holdout times): the latest times are the
+    holdout; a training time's label window must close by the holdout's first time."""
+    if len(times) < 4:
+        raise PropensityError(f"only {len(times)} snapshot time(s): need 4 or more "
+                              "(more history, or a smaller --horizon-days / snapshot spacing)")
+    n_test = max(1, round(holdout_share * len(times)))
+    test_times = times[-n_test:]
+    train_times = [t for t in times if t + pd.Timedelta(days=horizon_days) <= test_times[0]]
+    if len(train_times) < 2:
+        raise PropensityError("too little history before the holdout for this horizon")
+    return train_times, test_times
 
 
 def current_stage(journeys: Journeys, rows: np.ndarray, t: int) -> np.ndarray:

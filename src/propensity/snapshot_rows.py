@@ -23,7 +23,7 @@ from propensity.features.batch import lead_feature_matrix
 from propensity.features.spec import FeatureSpec
 from propensity.funnel.journeys import Journeys
 from propensity.problems import PropensityError
-from propensity.snapshots import lead_entities
+from propensity.snapshots import lead_entities, open_lead_rows
 from propensity.tables import NO_TIMESTAMPS, CrmExport, ExportIndex
 from propensity.timestamps import DAY_US, NEVER, to_micros
 
@@ -46,7 +46,7 @@ class SnapshotRows:
     end_us: int
     """The time the data stops: an outcome after it is not known."""
     amount: np.ndarray
-    """Each row's lead's won amount (`CrmExport.won_amounts`), NaN when it won none: known
+    """Each row's lead's won amount (`ExportIndex.won_amount`), NaN when it won none: known
     once it was won before the data's end, as the export is cut there."""
     open_entities: pd.DataFrame
     """The leads open at `as_of` (lead_id, as_of, stage_index): the hazard
@@ -100,22 +100,20 @@ def snapshot_rows(ix: ExportIndex, as_of: pd.Timestamp, spec: FeatureSpec, *,
         raise ValueError("snapshot_rows needs the export cut at as_of (truncate_export)")
     end_us = int(to_micros(pd.Series([as_of]))[0])
     times = snapshot_grid(ix.export, as_of, every_days, min_window_days)
-    entities = lead_entities(ix.export, times, min_window_days, journeys=journeys,
-                             labelled=False)
+    entities, pos, as_of_us = open_lead_rows(journeys, times, min_window_days, labelled=False)
     if len(entities) > max_rows:
         keep = np.sort(np.random.default_rng(seed).choice(len(entities), max_rows,
                                                           replace=False))
         entities = entities.iloc[keep].reset_index(drop=True)
+        pos, as_of_us = pos[keep], as_of_us[keep]
     open_entities = lead_entities(ix.export, [as_of], 1, journeys=journeys, labelled=False)
-    amount = ix.export.won_amounts(entities["lead_id"])
-    pos, as_of_us = ix.entity_rows(entities)
     plan, n = FeaturePlan(spec), len(entities)
     both = pd.concat([entities, open_entities], ignore_index=True)
     X = lead_feature_matrix(ix, plan, both) if len(both) else np.zeros((0, len(plan.columns)))
     converted = journeys.reached[:, -1][pos]
     return SnapshotRows(entities=entities, X=X[:n], plan=plan,
                         converted_at=np.where(converted == NEVER, NEVER, converted),
-                        as_of_us=as_of_us, end_us=end_us, amount=amount,
+                        as_of_us=as_of_us, end_us=end_us, amount=ix.won_amount[pos],
                         open_entities=open_entities, open_X=X[n:])
 
 

@@ -97,13 +97,25 @@ def lead_entities(export: CrmExport, times: list[pd.Timestamp], horizon_days: in
                   labels: Mapping[str, LeadLabel] = LEAD_LABELS) -> pd.DataFrame:
     """Open leads at each time, with one column per label of `labels` (default: conversion
     and advancement); `journeys`: the export's, built once by the caller."""
+    return open_lead_rows(journeys, times, horizon_days, labelled=labelled, config=config,
+                          stale_days=stale_days, labels=labels)[0]
+
+
+def open_lead_rows(journeys: Journeys, times: list[pd.Timestamp], horizon_days: int, *,
+                   labelled: bool = True, config: SnapshotConfig | None = None,
+                   stale_days: int | None = None,
+                   labels: Mapping[str, LeadLabel] = LEAD_LABELS
+                   ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """`lead_entities`, with each row's lead position in the journeys and its time in
+    microseconds beside the frame: a caller that reads the rows' outcomes takes them from
+    here rather than looking the ids it was just given up again."""
     j = journeys
     created = j.reached[:, 0]
     won = j.reached[:, -1]
     h = horizon_days * DAY_US
     rng = np.random.default_rng(config.seed if config else 0)
     stale = stale_days if stale_days is not None else (config.stale_days if config else None)
-    parts = []
+    parts, positions, stamps = [], [], []
     ids = j.leads["lead_id"].to_numpy()  # once, not per time: a million ids as objects
     for ts in times:
         t = int(to_micros(pd.Series([ts]))[0])
@@ -122,11 +134,14 @@ def lead_entities(export: CrmExport, times: list[pd.Timestamp], horizon_days: in
             for name, label in labels.items():
                 part[name] = label(j, rows, stage, t, h).astype("int8")
         parts.append(part)
+        positions.append(rows)
+        stamps.append(np.full(rows.size, t, dtype="int64"))
     if not parts:
-        return pd.DataFrame(columns=["lead_id", "as_of", "stage_index"])
+        return (pd.DataFrame(columns=["lead_id", "as_of", "stage_index"]),
+                np.zeros(0, dtype="int64"), np.zeros(0, dtype="int64"))
     out = pd.concat(parts, ignore_index=True)
     out["as_of"] = out["as_of"].astype("datetime64[us, UTC]")
-    return out
+    return out, np.concatenate(positions), np.concatenate(stamps)
 
 
 def account_buy_times(export: CrmExport, journeys: Journeys) -> pd.Series:

@@ -149,10 +149,11 @@ _EMPTY = np.zeros(0, dtype="int64")
 class ExportIndex:
     """An export read once into positions and microseconds, at the bottom: every row's lead
     (its position in `leads`, -1 when the export lacks it) and every time column as int64
-    microseconds (`timestamps.to_micros`); an absent or empty table's arrays are empty.
-    Training builds it first and hands it up, so journeys, snapshot times, Odoo's history, the
-    outlook's rows and each feature matrix read values instead of going back down into the
-    tables between their own steps (each matrix looked every table's lead ids up again)."""
+    microseconds (`timestamps.to_micros`), an absent or empty table's arrays empty; and each
+    lead's won amount, the export's outcome the outlook reads. Training builds it first and
+    hands it up, so journeys, snapshot times, Odoo's history, the outlook's rows and each
+    feature matrix read values instead of going back down into the tables between their own
+    steps (each matrix looked every table's lead ids up again)."""
 
     export: CrmExport
     leads: pd.DataFrame
@@ -168,10 +169,9 @@ class ExportIndex:
     opportunity_closed: np.ndarray
     end: pd.Timestamp | None
     """The export's latest timestamp (`CrmExport.latest_time`); None when it has none."""
-
-    def lead_positions(self, keys: pd.Series) -> np.ndarray:
-        """Row position in `leads` of each lead id, -1 when absent."""
-        return self.lead_ids.positions(keys)
+    won_amount: np.ndarray
+    """Each lead's won amount (`CrmExport.won_amounts`), NaN when it won none: an outcome,
+    known only as far as the export reaches."""
 
     def entity_rows(self, entities: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(each entity row's lead position, -1 when absent; its `as_of` in microseconds)."""
@@ -195,7 +195,7 @@ def index_export(export: CrmExport | ExportIndex) -> ExportIndex:
         (export.leads, *tables, export.opportunities),
         ("created_at", "occurred_at", "entered_at", "created_at", "closed_at"), strict=True)]
     keys = [_column(frame, "lead_id") for frame in tables]
-    end = export.latest()
+    end, won_amount = export.latest(), export.won_amounts(export.leads["lead_id"])
     created, event_time, stage_time, opp_created, opp_closed = map(to_micros, times)
     lead_ids = export.lead_index()
     event_lead, stage_lead, opp_lead = (lead_ids.positions(k) for k in keys)
@@ -203,4 +203,4 @@ def index_export(export: CrmExport | ExportIndex) -> ExportIndex:
         export=export, leads=export.leads.reset_index(drop=True), lead_ids=lead_ids,
         created=created, event_lead=event_lead, event_time=event_time, stage_lead=stage_lead,
         stage_time=stage_time, opportunity_lead=opp_lead, opportunity_created=opp_created,
-        opportunity_closed=opp_closed, end=end)
+        opportunity_closed=opp_closed, end=end, won_amount=won_amount)

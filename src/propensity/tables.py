@@ -95,17 +95,6 @@ class CrmExport:
         valid = [t for t in latest if not pd.isna(t)]
         return pd.Timestamp(max(valid)) if valid else None
 
-    def won_amounts(self, lead_ids: pd.Series) -> np.ndarray:
-        """Each lead's won amount (the sum of its won opportunities' amounts), NaN when it won
-        none: an outcome, known only as far as the export reaches."""
-        opps = self.opportunities
-        out = np.full(len(lead_ids), np.nan)
-        if opps is None or not len(opps):
-            return out
-        won = opps[(opps["status"].astype("str") == "won") & opps["amount"].notna()]
-        per_lead = won.groupby(won["lead_id"].astype("str"))["amount"].sum()
-        return per_lead.reindex(lead_ids.astype("str").to_numpy()).to_numpy(dtype="float64")
-
     def attribute_columns(self, name: str) -> list[str]:
         """Extra columns of `leads` / `accounts` usable as features (post-outcome excluded)."""
         frame = self.table(name)
@@ -145,7 +134,7 @@ def truncate_export(export: CrmExport, at: pd.Timestamp) -> CrmExport:
 _EMPTY = np.zeros(0, dtype="int64")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ExportIndex:
     """An export read once into positions and microseconds, at the bottom: every row's lead
     (its position in `leads`, -1 when the export lacks it) and every time column as int64
@@ -170,8 +159,8 @@ class ExportIndex:
     end: pd.Timestamp | None
     """The export's latest timestamp (`CrmExport.latest_time`); None when it has none."""
     won_amount: np.ndarray
-    """Each lead's won amount (`CrmExport.won_amounts`), NaN when it won none: an outcome,
-    known only as far as the export reaches."""
+    """Each lead's won amount (the sum of its won opportunities' amounts), NaN when it won
+    none: an outcome, known only as far as the export reaches."""
 
     def entity_rows(self, entities: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(each entity row's lead position, -1 when absent; its `as_of` in microseconds)."""
@@ -182,6 +171,15 @@ class ExportIndex:
 def _column(frame: pd.DataFrame | None, name: str) -> pd.Series:
     """A table's column; an absent table's is empty."""
     return pd.Series([], dtype="object") if frame is None else frame[name]
+
+
+def _won(opportunities: pd.DataFrame | None) -> tuple[np.ndarray, pd.Series]:
+    """(which opportunities were won with an amount, their amounts): what a lead's won amount
+    sums, once its opportunities' leads are known."""
+    if opportunities is None:
+        return np.zeros(0, dtype=bool), pd.Series([], dtype="float64")
+    won = (opportunities["status"].astype("str") == "won") & opportunities["amount"].notna()
+    return won.to_numpy(), opportunities["amount"].reset_index(drop=True)
 
 
 def index_export(export: CrmExport | ExportIndex) -> ExportIndex:
@@ -195,10 +193,14 @@ def index_export(export: CrmExport | ExportIndex) -> ExportIndex:
         (export.leads, *tables, export.opportunities),
         ("created_at", "occurred_at", "entered_at", "created_at", "closed_at"), strict=True)]
     keys = [_column(frame, "lead_id") for frame in tables]
-    end, won_amount = export.latest(), export.won_amounts(export.leads["lead_id"])
+    end, (won, amount) = export.latest(), _won(export.opportunities)
     created, event_time, stage_time, opp_created, opp_closed = map(to_micros, times)
     lead_ids = export.lead_index()
     event_lead, stage_lead, opp_lead = (lead_ids.positions(k) for k in keys)
+    won = won & (opp_lead >= 0)  # each lead's won amount: the sum of its won opportunities' amounts
+    per_lead = amount[won].groupby(opp_lead[won]).sum()
+    won_amount = np.full(len(export.leads), np.nan)
+    won_amount[per_lead.index.to_numpy()] = per_lead.to_numpy(dtype="float64")
     return ExportIndex(
         export=export, leads=export.leads.reset_index(drop=True), lead_ids=lead_ids,
         created=created, event_lead=event_lead, event_time=event_time, stage_lead=stage_lead,

@@ -40,6 +40,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 sys.path.insert(0, str(Path(__file__).parent))
 from propensity.export_reader import load_export
 from propensity.funnel.intervals import wilson
+from propensity.funnel.journeys import build_journeys
 from propensity.models.booster import GRID, lightgbm_params, train_booster
 from propensity.models.bundle import ModelBundle
 from propensity.models.calibration import Calibrator
@@ -123,7 +124,7 @@ def compare_rows(full: CrmExport, scored: pd.DataFrame, t: pd.Timestamp,
     """Scores at T beside what happened in the 90 days after T (target `name`'s label)."""
     target = target_named(name)
     key, label = target.entity.key, target.label
-    truth = target.entities(full, [t], 90)
+    truth = target.entities(full, [t], 90, journeys=build_journeys(full))
     rows = scored[[key, "probability"]].merge(truth[[key, label]], on=key)
     return rows.rename(columns={label: "label"})
 

@@ -71,7 +71,8 @@ def calibration_window(path: Path, full: CrmExport, t: pd.Timestamp,
     (the latest third of its snapshot times, as `fitting._recent` picks them), with the truth
     at each row's snapshot time."""
     cut = truncate_export(full, t)
-    times = snapshot_times(cut, SnapshotConfig(horizon_days=horizon))
+    times = snapshot_times(cut.leads["created_at"].min(), cut.latest_time(),
+                           SnapshotConfig(horizon_days=horizon))
     rows = lead_entities(cut, times, horizon, journeys=build_journeys(cut))
     keep = _recent(to_micros(rows["as_of"]), rows["converted"].to_numpy())
     rows = rows[keep]

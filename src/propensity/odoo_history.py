@@ -9,13 +9,16 @@ reads these once, at the bottom, beside the rest of what it takes from the expor
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from propensity.funnel.journeys import Journeys
 from propensity.problems import PropensityError
-from propensity.tables import CrmExport
+from propensity.snapshots import lead_entities
+from propensity.tables import CrmExport, ExportIndex, index_export
 from propensity.timestamps import DAY_US, NEVER, to_micros
 
 STAGE, TAG = "stage_id", "tag_id"
@@ -114,16 +117,86 @@ def closed_leads(export: CrmExport, t: pd.Timestamp, config: OdooPlsConfig, *,
     return out.set_axis(rows)  # each lead's position in the export's leads
 
 
-def open_lead_fields(export: CrmExport, entities: pd.DataFrame, config: OdooPlsConfig, *,
-                     journeys: Journeys) -> pd.DataFrame:
-    """Values of (lead_id, as_of) rows, each as of its own time: the stage it had reached."""
-    at = to_micros(entities["as_of"])
-    rows = export.lead_positions(entities["lead_id"])
+def open_lead_fields(export: CrmExport | ExportIndex, entities: pd.DataFrame,
+                     config: OdooPlsConfig, *, journeys: Journeys) -> pd.DataFrame:
+    """Values of (lead_id, as_of) rows, each as of its own time: the stage it had reached
+    (`export`: its index, when the caller holds one)."""
+    ix = index_export(export)
+    rows, at = ix.entity_rows(entities)
+    return fields_at(ix, journeys, config, entities["lead_id"], rows, at)
+
+
+def fields_at(ix: ExportIndex, journeys: Journeys, config: OdooPlsConfig, lead_ids: pd.Series,
+              rows: np.ndarray, at: np.ndarray) -> pd.DataFrame:
+    """`open_lead_fields` of leads already looked up: `rows` their positions (-1: a lead id
+    the export lacks, an error), `at` each one's time in microseconds."""
     if (rows < 0).any():
-        missing = entities["lead_id"].to_numpy()[rows < 0][:5]
+        missing = lead_ids.to_numpy()[rows < 0][:5]
         raise PropensityError(f"lead ids not in the export: {', '.join(map(str, missing))}")
     stage = _stage_before(journeys, rows, at)
     out = lead_values(journeys.leads.iloc[rows], config,
-                      export.manifest.post_outcome_columns("leads"))
+                      ix.export.manifest.post_outcome_columns("leads"))
     out[STAGE] = np.where(stage >= 0, np.array(journeys.stages, dtype=object)[stage], None)
+    return out
+
+
+# --- what training reads of Odoo's side --------------------------------------------------------
+
+@dataclass
+class OdooInputs:
+    """Odoo's side of an export, read for a lead model's Odoo learner and baseline."""
+
+    stages: tuple[str, ...]
+    lead_ids: np.ndarray
+    """The export's lead ids as text, by position (a closed lead's index is its position)."""
+    at_cutoff: pd.DataFrame
+    """`closed_leads` strictly before the holdout cutoff: what the evaluation fit and the
+    naive-Bayes baseline count."""
+    at_end: pd.DataFrame | None
+    """`closed_leads` strictly before the export's latest time (the shipped fit's); None when
+    Odoo's learner is not a candidate."""
+    end: pd.Timestamp
+    scored: pd.DataFrame | None
+    """The naive-Bayes baseline's leads, each's fields and stage as of its own time: the
+    holdout rows of a lead model; every lead open at a holdout time of an account model, with
+    `lead_rows` saying which (lead_id, as_of, account_id). None: no such baseline."""
+    lead_rows: pd.DataFrame | None = None
+
+
+@dataclass(frozen=True)
+class OdooWanted:
+    """Which of Odoo's side a training run reads, and the snapshot rules it reads it with."""
+
+    config: OdooPlsConfig
+    learner: bool
+    """Odoo's learner is a candidate: its history at the export's end is read too."""
+    naive_bayes: bool
+    """The naive-Bayes baseline judges the model: the holdout leads it scores are read."""
+    stale_days: int | None
+    horizon_days: int
+    lead_model: bool
+    """The model's rows are leads: the baseline scores its holdout rows themselves."""
+
+
+def read_odoo(ix: ExportIndex, journeys: Journeys, wanted: OdooWanted,
+              times: tuple[pd.Timestamp, pd.Timestamp], holdout: pd.DataFrame) -> OdooInputs:
+    """Odoo's history at the holdout cutoff and at the export's end (`times`; the latter for
+    its learner) and the leads its baseline scores, each as of its own time: the `holdout`
+    entity rows themselves when they are leads, else every lead open at a holdout time. The
+    scored leads are looked up in the index first; the rest reads the journeys."""
+    config, stale, (cutoff, end) = wanted.config, wanted.stale_days, times
+    leads = holdout[["lead_id", "as_of"]] if wanted.lead_model else lead_entities(
+        ix.export, sorted(holdout["as_of"].unique()), wanted.horizon_days, journeys=journeys,
+        labelled=False, stale_days=stale)
+    rows, at = ix.entity_rows(leads)
+    out = OdooInputs(
+        stages=tuple(ix.export.stages), lead_ids=ix.leads["lead_id"].astype("str").to_numpy(),
+        at_cutoff=closed_leads(ix.export, cutoff, config, stale_days=stale, journeys=journeys),
+        at_end=closed_leads(ix.export, end, config, stale_days=stale, journeys=journeys)
+        if wanted.learner else None, end=end, scored=None)
+    if not wanted.naive_bayes:
+        return out
+    out.scored = fields_at(ix, journeys, config, leads["lead_id"], rows, at)
+    if not wanted.lead_model:
+        out.lead_rows = leads.assign(account_id=ix.leads["account_id"].to_numpy()[rows])
     return out

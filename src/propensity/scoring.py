@@ -18,6 +18,7 @@ import pandas as pd
 
 from propensity.account_input import rows_to_export
 from propensity.coding import not_numbers, numbers
+from propensity.funnel.journeys import build_journeys
 from propensity.lead_scoring import Scored, read_records, score_matrix, score_read
 from propensity.models.bundle import ModelBundle
 from propensity.models.outlook import HORIZONS
@@ -33,8 +34,9 @@ def open_entities(bundle: ModelBundle, export: CrmExport, as_of: pd.Timestamp) -
     ts = utc(as_of)
     horizon = bundle.horizon_days or 90
     target = target_named(bundle.target)
-    return target.entities(export, [ts], horizon, labelled=False,
-                           stale_days=bundle.stale_days)[[target.entity.key, "as_of"]]
+    entities = target.entities(export, [ts], horizon, journeys=build_journeys(export),
+                               labelled=False, stale_days=bundle.stale_days)
+    return entities[[target.entity.key, "as_of"]]
 
 
 def check_export_tables(bundle: ModelBundle, present: Sequence[str], where: str) -> None:

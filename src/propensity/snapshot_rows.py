@@ -23,8 +23,8 @@ from propensity.features.batch import lead_feature_matrix
 from propensity.features.spec import FeatureSpec
 from propensity.funnel.journeys import Journeys
 from propensity.problems import PropensityError
-from propensity.snapshots import lead_entities
-from propensity.tables import CrmExport
+from propensity.snapshots import lead_entities, open_lead_rows
+from propensity.tables import NO_TIMESTAMPS, CrmExport, ExportIndex
 from propensity.timestamps import DAY_US, NEVER, to_micros
 
 
@@ -46,10 +46,10 @@ class SnapshotRows:
     end_us: int
     """The time the data stops: an outcome after it is not known."""
     amount: np.ndarray
-    """Each row's lead's won amount (`CrmExport.won_amounts`), NaN when it won none: known
+    """Each row's lead's won amount (`ExportIndex.won_amount`), NaN when it won none: known
     once it was won before the data's end, as the export is cut there."""
     open_entities: pd.DataFrame
-    """The leads open at `as_of` (lead_id, as_of, stage_index; `open_leads`): the hazard
+    """The leads open at `as_of` (lead_id, as_of, stage_index): the hazard
     model's levels are anchored on them (`HazardModel.anchor`), and a forecast scores them."""
     open_X: np.ndarray
     """Their features as of `as_of`, read with `plan`."""
@@ -84,38 +84,41 @@ def snapshot_grid(export: CrmExport, end: pd.Timestamp, every_days: int,
     return [last - pd.Timedelta(days=every_days * k) for k in range(steps, -1, -1)]
 
 
-def snapshot_rows(export: CrmExport, as_of: pd.Timestamp, spec: FeatureSpec, *,
+def snapshot_rows(ix: ExportIndex, as_of: pd.Timestamp, spec: FeatureSpec, *,
                   every_days: int = 28, min_window_days: int = 30, max_rows: int = 60_000,
                   seed: int = 0, journeys: Journeys) -> SnapshotRows:
     """Open leads at every `every_days` before `as_of` whose first `min_window_days` of outcome
     are known by `as_of`, at most `max_rows` of them (whole snapshot rows, seeded sample),
     with features read with `spec` (fitted by the caller: the forecast's on the cut export, a
-    bundle's outlook the bundle's own). `export` must already be cut at `as_of` (the caller
-    cuts once, and builds its `journeys` once for every step that reads them)."""
-    end_us = int(to_micros(pd.Series([as_of]))[0])
-    if export.latest_time() >= as_of:
+    bundle's own). The export (`ix`: its index, `tables.index_export`) must already be cut
+    at `as_of`: the caller cuts once, and indexes it and builds its `journeys` once for every
+    step that reads them. The leads open at `as_of` itself are read beside them, and both
+    frames' features in one matrix."""
+    if ix.end is None:
+        raise PropensityError(NO_TIMESTAMPS)
+    if ix.end >= as_of:
         raise ValueError("snapshot_rows needs the export cut at as_of (truncate_export)")
-    times = snapshot_grid(export, as_of, every_days, min_window_days)
-    entities = lead_entities(export, times, min_window_days, journeys=journeys, labelled=False)
+    end_us = int(to_micros(pd.Series([as_of]))[0])
+    times = snapshot_grid(ix.export, as_of, every_days, min_window_days)
+    entities, pos, as_of_us = open_lead_rows(journeys, times, min_window_days, labelled=False)
     if len(entities) > max_rows:
         keep = np.sort(np.random.default_rng(seed).choice(len(entities), max_rows,
                                                           replace=False))
         entities = entities.iloc[keep].reset_index(drop=True)
-    plan = FeaturePlan(spec)
-    X = lead_feature_matrix(export, plan, entities) if len(entities) else np.zeros(
-        (0, len(plan.columns)))
-    pos = export.lead_positions(entities["lead_id"])
+        pos, as_of_us = pos[keep], as_of_us[keep]
+    open_entities = lead_entities(ix.export, [as_of], 1, journeys=journeys, labelled=False)
+    plan, n = FeaturePlan(spec), len(entities)
+    both = pd.concat([entities, open_entities], ignore_index=True)
+    X = lead_feature_matrix(ix, plan, both) if len(both) else np.zeros((0, len(plan.columns)))
     converted = journeys.reached[:, -1][pos]
-    open_entities, open_X = open_leads(export, as_of, plan, journeys)
-    return SnapshotRows(entities=entities, X=X, plan=plan,
+    return SnapshotRows(entities=entities, X=X[:n], plan=plan,
                         converted_at=np.where(converted == NEVER, NEVER, converted),
-                        as_of_us=to_micros(entities["as_of"]), end_us=end_us,
-                        amount=export.won_amounts(entities["lead_id"]),
-                        open_entities=open_entities, open_X=open_X)
+                        as_of_us=as_of_us, end_us=end_us, amount=ix.won_amount[pos],
+                        open_entities=open_entities, open_X=X[n:])
 
 
-def outlook_rows(export: CrmExport, spec: FeatureSpec, latest: pd.Timestamp, *, seed: int,
-                 journeys: Journeys, max_rows: int = 60_000) -> SnapshotRows | str:
+def outlook_rows(ix: ExportIndex, spec: FeatureSpec, latest: pd.Timestamp, *,
+                 seed: int, journeys: Journeys, max_rows: int = 60_000) -> SnapshotRows | str:
     """The rows a shipped bundle's outlook learns from: the whole export as of the day after
     its latest timestamp (`latest`: `CrmExport.latest_time`; the forecast's default), with the
     bundle's own feature spec (so the outlook reads the matrix the probability is scored
@@ -123,17 +126,7 @@ def outlook_rows(export: CrmExport, spec: FeatureSpec, latest: pd.Timestamp, *, 
     outlook."""
     as_of = latest.floor("D") + pd.Timedelta(days=1)
     try:
-        return snapshot_rows(export, as_of, spec, max_rows=max_rows, seed=seed,
+        return snapshot_rows(ix, as_of, spec, max_rows=max_rows, seed=seed,
                              journeys=journeys)
     except TooLittleHistory as exc:
         return str(exc)
-
-
-def open_leads(export: CrmExport, as_of: pd.Timestamp, plan: FeaturePlan,
-               journeys: Journeys) -> tuple[pd.DataFrame, np.ndarray]:
-    """The leads open at `as_of` (created before it, neither converted nor ended) and their
-    features as of `as_of`, read with the models' plan."""
-    entities = lead_entities(export, [as_of], 1, journeys=journeys, labelled=False)
-    X = lead_feature_matrix(export, plan, entities) if len(entities) else np.zeros(
-        (0, len(plan.columns)))
-    return entities, X

@@ -40,17 +40,33 @@ class SnapshotConfig(BaseModel):
     every lead would stay open, and 'open' would mostly mean 'forgotten'."""
 
 
-def snapshot_times(export: CrmExport, config: SnapshotConfig) -> list[pd.Timestamp]:
-    """Every `every_days` from the first lead until the last complete label window."""
-    end = export.latest_time()
+def snapshot_times(first_lead: pd.Timestamp, end: pd.Timestamp,
+                   config: SnapshotConfig) -> list[pd.Timestamp]:
+    """Every `every_days` from the first lead (`first_lead`: its creation) until the last
+    complete label window before `end` (the export's latest time, `CrmExport.latest_time`)."""
     first = (pd.Timestamp(config.first, tz="UTC") if config.first
-             else export.leads["created_at"].min() + pd.Timedelta(days=config.every_days))
+             else first_lead + pd.Timedelta(days=config.every_days))
     last = end - pd.Timedelta(days=config.horizon_days)
     if first > last:
         raise PropensityError(
-            f"the data spans {export.leads['created_at'].min():%Y-%m-%d}..{end:%Y-%m-%d}: too "
+            f"the data spans {first_lead:%Y-%m-%d}..{end:%Y-%m-%d}: too "
             f"short for a {config.horizon_days}-day horizon (lower --horizon-days)")
     return list(pd.date_range(first.floor("D"), last, freq=f"{config.every_days}D"))
+
+
+def holdout_split(times: list[pd.Timestamp], horizon_days: int, holdout_share: float
+                  ) -> tuple[list[pd.Timestamp], list[pd.Timestamp]]:
+    """(times the evaluation fit learns from, holdout times): the latest times are the
+    holdout; a training time's label window must close by the holdout's first time."""
+    if len(times) < 4:
+        raise PropensityError(f"only {len(times)} snapshot time(s): need 4 or more "
+                              "(more history, or a smaller --horizon-days / snapshot spacing)")
+    n_test = max(1, round(holdout_share * len(times)))
+    test_times = times[-n_test:]
+    train_times = [t for t in times if t + pd.Timedelta(days=horizon_days) <= test_times[0]]
+    if len(train_times) < 2:
+        raise PropensityError("too little history before the holdout for this horizon")
+    return train_times, test_times
 
 
 def current_stage(journeys: Journeys, rows: np.ndarray, t: int) -> np.ndarray:
@@ -81,13 +97,25 @@ def lead_entities(export: CrmExport, times: list[pd.Timestamp], horizon_days: in
                   labels: Mapping[str, LeadLabel] = LEAD_LABELS) -> pd.DataFrame:
     """Open leads at each time, with one column per label of `labels` (default: conversion
     and advancement); `journeys`: the export's, built once by the caller."""
+    return open_lead_rows(journeys, times, horizon_days, labelled=labelled, config=config,
+                          stale_days=stale_days, labels=labels)[0]
+
+
+def open_lead_rows(journeys: Journeys, times: list[pd.Timestamp], horizon_days: int, *,
+                   labelled: bool = True, config: SnapshotConfig | None = None,
+                   stale_days: int | None = None,
+                   labels: Mapping[str, LeadLabel] = LEAD_LABELS
+                   ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """`lead_entities`, with each row's lead position in the journeys and its time in
+    microseconds beside the frame: a caller that reads the rows' outcomes takes them from
+    here rather than looking the ids it was just given up again."""
     j = journeys
     created = j.reached[:, 0]
     won = j.reached[:, -1]
     h = horizon_days * DAY_US
     rng = np.random.default_rng(config.seed if config else 0)
     stale = stale_days if stale_days is not None else (config.stale_days if config else None)
-    parts = []
+    parts, positions, stamps = [], [], []
     ids = j.leads["lead_id"].to_numpy()  # once, not per time: a million ids as objects
     for ts in times:
         t = int(to_micros(pd.Series([ts]))[0])
@@ -106,11 +134,14 @@ def lead_entities(export: CrmExport, times: list[pd.Timestamp], horizon_days: in
             for name, label in labels.items():
                 part[name] = label(j, rows, stage, t, h).astype("int8")
         parts.append(part)
+        positions.append(rows)
+        stamps.append(np.full(rows.size, t, dtype="int64"))
     if not parts:
-        return pd.DataFrame(columns=["lead_id", "as_of", "stage_index"])
+        return (pd.DataFrame(columns=["lead_id", "as_of", "stage_index"]),
+                np.zeros(0, dtype="int64"), np.zeros(0, dtype="int64"))
     out = pd.concat(parts, ignore_index=True)
     out["as_of"] = out["as_of"].astype("datetime64[us, UTC]")
-    return out
+    return out, np.concatenate(positions), np.concatenate(stamps)
 
 
 def account_buy_times(export: CrmExport, journeys: Journeys) -> pd.Series:

@@ -1,7 +1,9 @@
-"""The validated tables of one CRM export, in memory: what every later step reads.
+"""The validated tables of one CRM export, in memory, and their index: what every later step reads.
 
 `export_reader.py` reads files into this shape and `validation.py` checks it; both depend on this
-module and not on each other.
+module and not on each other. `index_export` turns an export once into what the steps above
+join on (each row's lead position, each time as microseconds), so journeys, snapshots and the
+batch features take those values instead of asking the tables again between their own steps.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import pandas as pd
 from propensity.contract import TABLES, Manifest
 from propensity.positions import IdIndex
 from propensity.problems import ProblemReport, PropensityError
+from propensity.timestamps import to_micros
+
+NO_TIMESTAMPS = "the export has no timestamps"
 
 
 @dataclass(frozen=True)
@@ -51,12 +56,16 @@ class CrmExport:
         nothing happened, where an absent one says nothing is known)."""
         return [name for name in TABLES if getattr(self, name) is not None]
 
-    def lead_positions(self, keys: pd.Series) -> np.ndarray:
-        """Row position in `leads` of each lead id, -1 when absent; the index of the leads'
-        ids is built once per leads table (rebuilt if the table is replaced)."""
+    def lead_index(self) -> IdIndex:
+        """The index of the leads' ids, built once per leads table (rebuilt if the table is
+        replaced)."""
         if self._lead_ids is None or self._lead_ids[0] is not self.leads:
             self._lead_ids = (self.leads, IdIndex(self.leads["lead_id"]))
-        return self._lead_ids[1].positions(keys)
+        return self._lead_ids[1]
+
+    def lead_positions(self, keys: pd.Series) -> np.ndarray:
+        """Row position in `leads` of each lead id, -1 when absent."""
+        return self.lead_index().positions(keys)
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -70,6 +79,13 @@ class CrmExport:
 
     def latest_time(self) -> pd.Timestamp:
         """The latest timestamp anywhere in the export: its 'now' for a historical export."""
+        latest = self.latest()
+        if latest is None:
+            raise PropensityError(NO_TIMESTAMPS)
+        return latest
+
+    def latest(self) -> pd.Timestamp | None:
+        """`latest_time`, None when the export has no timestamps."""
         latest = [self.leads["created_at"].max()]
         for name, col in (("events", "occurred_at"), ("stage_history", "entered_at"),
                           ("opportunities", "created_at"), ("opportunities", "closed_at")):
@@ -77,20 +93,7 @@ class CrmExport:
             if frame is not None and len(frame):
                 latest.append(frame[col].max())
         valid = [t for t in latest if not pd.isna(t)]
-        if not valid:
-            raise PropensityError("the export has no timestamps")
-        return pd.Timestamp(max(valid))
-
-    def won_amounts(self, lead_ids: pd.Series) -> np.ndarray:
-        """Each lead's won amount (the sum of its won opportunities' amounts), NaN when it won
-        none: an outcome, known only as far as the export reaches."""
-        opps = self.opportunities
-        out = np.full(len(lead_ids), np.nan)
-        if opps is None or not len(opps):
-            return out
-        won = opps[(opps["status"].astype("str") == "won") & opps["amount"].notna()]
-        per_lead = won.groupby(won["lead_id"].astype("str"))["amount"].sum()
-        return per_lead.reindex(lead_ids.astype("str").to_numpy()).to_numpy(dtype="float64")
+        return pd.Timestamp(max(valid)) if valid else None
 
     def attribute_columns(self, name: str) -> list[str]:
         """Extra columns of `leads` / `accounts` usable as features (post-outcome excluded)."""
@@ -126,3 +129,80 @@ def truncate_export(export: CrmExport, at: pd.Timestamp) -> CrmExport:
         accounts=export.accounts, manifest=export.manifest, report=export.report,
         files=export.files,
     )
+
+
+_EMPTY = np.zeros(0, dtype="int64")
+
+
+@dataclass(frozen=True, eq=False)
+class ExportIndex:
+    """An export read once into positions and microseconds, at the bottom: every row's lead
+    (its position in `leads`, -1 when the export lacks it) and every time column as int64
+    microseconds (`timestamps.to_micros`), an absent or empty table's arrays empty; and each
+    lead's won amount, the export's outcome the outlook reads. Training builds it first and
+    hands it up, so journeys, snapshot times, Odoo's history, the outlook's rows and each
+    feature matrix read values instead of going back down into the tables between their own
+    steps (each matrix looked every table's lead ids up again)."""
+
+    export: CrmExport
+    leads: pd.DataFrame
+    """The export's leads, indexed by position (0..n-1): what a lead position picks."""
+    lead_ids: IdIndex
+    created: np.ndarray
+    event_lead: np.ndarray
+    event_time: np.ndarray
+    stage_lead: np.ndarray
+    stage_time: np.ndarray
+    opportunity_lead: np.ndarray
+    opportunity_created: np.ndarray
+    opportunity_closed: np.ndarray
+    end: pd.Timestamp | None
+    """The export's latest timestamp (`CrmExport.latest_time`); None when it has none."""
+    won_amount: np.ndarray
+    """Each lead's won amount (the sum of its won opportunities' amounts), NaN when it won
+    none: an outcome, known only as far as the export reaches."""
+
+    def entity_rows(self, entities: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(each entity row's lead position, -1 when absent; its `as_of` in microseconds)."""
+        as_of = to_micros(entities["as_of"])
+        return self.lead_ids.positions(entities["lead_id"]), as_of
+
+
+def _column(frame: pd.DataFrame | None, name: str) -> pd.Series:
+    """A table's column; an absent table's is empty."""
+    return pd.Series([], dtype="object") if frame is None else frame[name]
+
+
+def _won(opportunities: pd.DataFrame | None) -> tuple[np.ndarray, pd.Series]:
+    """(which opportunities were won with an amount, their amounts): what a lead's won amount
+    sums, once its opportunities' leads are known."""
+    if opportunities is None:
+        return np.zeros(0, dtype=bool), pd.Series([], dtype="float64")
+    won = (opportunities["status"].astype("str") == "won") & opportunities["amount"].notna()
+    return won.to_numpy(), opportunities["amount"].reset_index(drop=True)
+
+
+def index_export(export: CrmExport | ExportIndex) -> ExportIndex:
+    """The export's `ExportIndex` (its times, then every table's rows' leads; the ids' index
+    is the export's own, built once per leads table), or `export` itself when it is one
+    already: a caller that reads several things of one export indexes it once."""
+    if isinstance(export, ExportIndex):
+        return export
+    tables = (export.events, export.stage_history, export.opportunities)
+    times = [_column(frame, col) for frame, col in zip(
+        (export.leads, *tables, export.opportunities),
+        ("created_at", "occurred_at", "entered_at", "created_at", "closed_at"), strict=True)]
+    keys = [_column(frame, "lead_id") for frame in tables]
+    end, (won, amount) = export.latest(), _won(export.opportunities)
+    created, event_time, stage_time, opp_created, opp_closed = map(to_micros, times)
+    lead_ids = export.lead_index()
+    event_lead, stage_lead, opp_lead = (lead_ids.positions(k) for k in keys)
+    won = won & (opp_lead >= 0)  # each lead's won amount: the sum of its won opportunities' amounts
+    per_lead = amount[won].groupby(opp_lead[won]).sum()
+    won_amount = np.full(len(export.leads), np.nan)
+    won_amount[per_lead.index.to_numpy()] = per_lead.to_numpy(dtype="float64")
+    return ExportIndex(
+        export=export, leads=export.leads.reset_index(drop=True), lead_ids=lead_ids,
+        created=created, event_lead=event_lead, event_time=event_time, stage_lead=stage_lead,
+        stage_time=stage_time, opportunity_lead=opp_lead, opportunity_created=opp_created,
+        opportunity_closed=opp_closed, end=end, won_amount=won_amount)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # the CLI reads the names at start-up: the feature code loads
     from propensity.features.definitions import FeaturePlan
     from propensity.funnel.journeys import Journeys
     from propensity.snapshots import LeadLabel, SnapshotConfig
-    from propensity.tables import CrmExport
+    from propensity.tables import CrmExport, ExportIndex
 
 LEAD_CONVERSION = "lead-conversion"
 """The main model: the scorer's probability, the thresholds, monitoring and the CRM push."""
@@ -52,8 +52,9 @@ class Entity:
     """The id column of an entity frame (with `as_of`)."""
     columns: Callable[[FeaturePlan], list[Column]]
     """The model matrix's columns under a feature plan."""
-    matrix: Callable[[CrmExport, FeaturePlan, pd.DataFrame], np.ndarray]
-    """(export, plan, entity rows) -> the model matrix, point in time at each row's as_of."""
+    matrix: Callable[[CrmExport | ExportIndex, FeaturePlan, pd.DataFrame], np.ndarray]
+    """(export or its index, plan, entity rows) -> the model matrix, point in time at each
+    row's as_of."""
     example: Callable[[CrmExport, pd.DataFrame], pd.DataFrame]
     """(export, holdout entity rows) -> a few pyfunc input rows (the registered example)."""
 
@@ -62,7 +63,8 @@ def _lead_columns(plan: FeaturePlan) -> list[Column]:
     return list(plan.columns)
 
 
-def _lead_matrix(export: CrmExport, plan: FeaturePlan, entities: pd.DataFrame) -> np.ndarray:
+def _lead_matrix(export: CrmExport | ExportIndex, plan: FeaturePlan,
+                 entities: pd.DataFrame) -> np.ndarray:
     from propensity.features.batch import lead_feature_matrix
 
     return lead_feature_matrix(export, plan, entities)
@@ -80,7 +82,8 @@ def _account_columns(plan: FeaturePlan) -> list[Column]:
     return account_columns(plan)
 
 
-def _account_matrix(export: CrmExport, plan: FeaturePlan, entities: pd.DataFrame) -> np.ndarray:
+def _account_matrix(export: CrmExport | ExportIndex, plan: FeaturePlan,
+                    entities: pd.DataFrame) -> np.ndarray:
     """An account's row: its leads' features summed up (`features/account.py`)."""
     from propensity.coding import as_matrix
     from propensity.features.account import build_account_features
@@ -137,15 +140,12 @@ class Target:
     only, since a lead's `horizons` and `expected_revenue` go with its probability."""
 
     def entities(self, export: CrmExport, times: list[pd.Timestamp], horizon_days: int, *,
-                 journeys: Journeys | None = None, labelled: bool = True,
+                 journeys: Journeys, labelled: bool = True,
                  snapshots: SnapshotConfig | None = None,
                  stale_days: int | None = None) -> pd.DataFrame:
         """The entities open at each time (with `snapshots`: training's sample and stale
         rule; `stale_days`: a scoring model's), labelled unless `labelled` is False;
-        `journeys`: the export's when the caller has built them, else built here."""
-        from propensity.funnel.journeys import build_journeys
-
-        journeys = journeys if journeys is not None else build_journeys(export)
+        `journeys`: the export's, built once by the caller (`funnel.journeys`)."""
         return self.frame(self, export, times, horizon_days, journeys=journeys,
                           labelled=labelled, snapshots=snapshots, stale_days=stale_days)
 

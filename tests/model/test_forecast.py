@@ -32,7 +32,7 @@ from propensity.funnel.journeys import build_journeys
 from propensity.models.outlook import AmountQuantiles, Outlook
 from propensity.snapshot_rows import snapshot_rows
 from propensity.synthetic import read_truth, truth_probability, write_synthetic
-from propensity.tables import CrmExport, truncate_export
+from propensity.tables import CrmExport, index_export, truncate_export
 
 T = pd.Timestamp("2025-07-01", tz="UTC")
 
@@ -201,7 +201,7 @@ def test_a_stage_hazard_follows_the_table_when_the_trees_have_nothing_to_add(
     average the regularised trees would pull a few leads toward; and the table survives the
     outlook's files (an outlook saved before it had none: nothing is added)."""
     cut = truncate_export(world[1], T)
-    rows = snapshot_rows(cut, T, fit_feature_spec(cut, FeatureConfig()), seed=3,
+    rows = snapshot_rows(index_export(cut), T, fit_feature_spec(cut, FeatureConfig()), seed=3,
                          journeys=build_journeys(cut))
     stage_col = [c.name for c in rows.plan.columns].index(STAGE_COLUMN)
     only_stage = np.zeros_like(rows.X)
@@ -248,7 +248,7 @@ def test_anchoring_leans_each_stages_level_on_its_history(
     fit anchors on the leads it forecasts, reading their trees once."""
     cut = truncate_export(world[1], T)
     journeys = build_journeys(cut)
-    rows = snapshot_rows(cut, T, fit_feature_spec(cut, FeatureConfig()), seed=3,
+    rows = snapshot_rows(index_export(cut), T, fit_feature_spec(cut, FeatureConfig()), seed=3,
                          journeys=journeys)
     fit = calibration_mask(rows.entities["lead_id"], 3)
     scored = rows.open_X

@@ -68,7 +68,8 @@ def test_a_new_target_is_one_definition(toy_target: Target, small_export: CrmExp
     assert bundle.target == name and version == trained.registered.version
     as_of = holdout["as_of"].max()
     scored = score_export(bundle, small_export, as_of)
-    open_below = toy_target.entities(small_export, [as_of], 30, labelled=False)
+    open_below = toy_target.entities(small_export, [as_of], 30, labelled=False,
+                                     journeys=j)
     assert set(scored["lead_id"]) == set(open_below["lead_id"]) and len(scored) > 0
     assert scored["probability"].between(0, 1).all()
     assert scored["probability"].nunique() > 1  # a model, not a constant

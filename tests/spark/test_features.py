@@ -23,7 +23,8 @@ from propensity.spark.features import spark_features
 
 
 def _entities(export: Any, account: bool) -> pd.DataFrame:
-    times = snapshot_times(export, SnapshotConfig(every_days=30))[::2]
+    times = snapshot_times(export.leads["created_at"].min(), export.latest_time(),
+                           SnapshotConfig(every_days=30))[::2]
     journeys = build_journeys(export)
     if account:
         return account_entities(export, times, 90, journeys=journeys)[["account_id", "as_of"]]

@@ -19,7 +19,7 @@ from propensity.contract import TERMINAL_STAGES
 from propensity.features.asof import SortedEvents, before
 from propensity.features.batch import lead_feature_matrix
 from propensity.features.definitions import FeaturePlan
-from propensity.tables import CrmExport
+from propensity.tables import CrmExport, ExportIndex, index_export
 from propensity.timestamps import NEVER, to_micros
 
 
@@ -62,18 +62,20 @@ def _ended_at(export: CrmExport, leads: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def build_account_features(export: CrmExport, plan: FeaturePlan,
+def build_account_features(export: CrmExport | ExportIndex, plan: FeaturePlan,
                            entities: pd.DataFrame) -> pd.DataFrame:
-    """One row per entity row (`account_id`, `as_of`), in `account_columns` order."""
-    leads = export.leads.reset_index(drop=True)
+    """One row per entity row (`account_id`, `as_of`), in `account_columns` order (`export`:
+    its index, when the caller holds one)."""
+    ix = index_export(export)
+    leads = ix.leads
     accounts = leads["account_id"].astype("str").where(leads["account_id"].notna())
     codes, uniques = pd.factorize(accounts)
     ent_acc = pd.Index(uniques).get_indexer(entities["account_id"].astype("str").to_numpy())
     as_of = to_micros(entities["as_of"])
-    contacts = SortedEvents.build(codes, to_micros(leads["created_at"]), len(uniques))
+    contacts = SortedEvents.build(codes, ix.created, len(uniques))
     rows, ev, _ = before(contacts, ent_acc, as_of)
     lead_rows = contacts.order[ev]
-    per_lead = lead_feature_matrix(export, plan, pd.DataFrame({
+    per_lead = lead_feature_matrix(ix, plan, pd.DataFrame({
         "lead_id": leads["lead_id"].to_numpy()[lead_rows],
         "as_of": entities["as_of"].to_numpy()[rows],
     }))
@@ -81,7 +83,7 @@ def build_account_features(export: CrmExport, plan: FeaturePlan,
     frame = pd.DataFrame(per_lead, columns=plan.names)
     numeric = [c.name for c in plan.columns if c.categories is None or c.name == "current_stage"]
     frame = frame[numeric].rename(columns={"current_stage": "max_stage_index"})
-    still_open = _ended_at(export, leads)[lead_rows] >= as_of[rows]  # ended at t: not before
+    still_open = _ended_at(ix.export, leads)[lead_rows] >= as_of[rows]  # ended at t: not before
     frame["_row"] = rows
     grouped = frame.groupby("_row")
     agg = {c: _rule(c) for c in frame.columns if c != "_row"}

@@ -25,8 +25,8 @@ from propensity.features.definitions import (
 from propensity.features.inputs import FeatureInputs, empty
 from propensity.features.spec import FeatureSpec
 from propensity.positions import positions
-from propensity.tables import CrmExport
-from propensity.timestamps import DAY_US, to_micros
+from propensity.tables import CrmExport, ExportIndex, index_export
+from propensity.timestamps import DAY_US
 
 
 def _vocabulary_codes(values: pd.Series, vocabulary: list[str], rows: np.ndarray) -> np.ndarray:
@@ -44,16 +44,17 @@ def _vocabulary_codes(values: pd.Series, vocabulary: list[str], rows: np.ndarray
     return np.where(picked.isna().to_numpy(), -1, idx)
 
 
-def _micros_at(values: pd.Series, rows: np.ndarray | None) -> np.ndarray:
-    return to_micros(values if rows is None else values.iloc[rows])
+def _at(values: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+    """`values` (an index's column) at `rows`, all of them when None."""
+    return values if rows is None else values[rows]
 
 
-def _wanted_rows(export: CrmExport, frame: pd.DataFrame,
+def _wanted_rows(lead_all: np.ndarray,
                  wanted: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-    """A table's rows that belong to a wanted lead (None when that is almost every row, so a
-    full build skips the copy), and their leads' positions. Scoring the few leads open at T
-    then touches only their rows."""
-    lead_all = export.lead_positions(frame["lead_id"])
+    """A table's rows (`lead_all`: each one's lead position, from the export's index) that
+    belong to a wanted lead (None when that is almost every row, so a full build skips the
+    copy), and their leads' positions. Scoring the few leads open at T then touches only their
+    rows."""
     ok = lead_all >= 0
     ok[ok] = wanted[lead_all[ok]]
     if ok.mean() > 0.8:
@@ -88,15 +89,6 @@ class _Scope:
     """The leads of each account (by creation): an account's contacts are one block."""
 
 
-def _lead_positions(export: CrmExport, entities: pd.DataFrame) -> np.ndarray:
-    """Each entity row's lead in the export; a lead the export lacks is a KeyError."""
-    pos = export.lead_positions(entities["lead_id"])
-    if (pos < 0).any():
-        missing = entities["lead_id"][pos < 0].iloc[0]
-        raise KeyError(f"lead {missing!r} is not in the export")
-    return pos
-
-
 def _wanted_leads(n_leads: int, pos: np.ndarray, acc_codes: np.ndarray, n_accounts: int,
                   has_accounts: bool) -> np.ndarray:
     """Only the rows of the entities' leads and of their accounts' leads can reach a
@@ -112,17 +104,16 @@ def _wanted_leads(n_leads: int, pos: np.ndarray, acc_codes: np.ndarray, n_accoun
     return wanted
 
 
-def _gather_events(x: FeatureInputs, export: CrmExport, spec: FeatureSpec,
+def _gather_events(x: FeatureInputs, ix: ExportIndex, spec: FeatureSpec,
                    scope: _Scope) -> None:
     """Events before each row's time: the lead's own, and (with accounts) those of every
     lead of its account with who and which persona."""
-    events = export.events
+    events = ix.export.events
     if events is None or not len(events):
         return
     leads, pos, as_of = scope.leads, scope.pos, scope.as_of
-    keep, lead_of = _wanted_rows(export, events, scope.wanted)
-    times = _micros_at(events["occurred_at"], keep)
-    sorted_ = SortedEvents.build(lead_of, times, len(leads))
+    keep, lead_of = _wanted_rows(ix.event_lead, scope.wanted)
+    sorted_ = SortedEvents.build(lead_of, _at(ix.event_time, keep), len(leads))
     rows, ev, age_us = before(sorted_, pos, as_of)
     src = sorted_.order[ev]
     src_all = src if keep is None else keep[src]
@@ -157,64 +148,66 @@ def _account_events(by_lead: SortedEvents, scope: _Scope) -> tuple[np.ndarray, .
     return pair_row[pair], contact[pair], age_us
 
 
-def _gather_stages(x: FeatureInputs, export: CrmExport, spec: FeatureSpec,
+def _gather_stages(x: FeatureInputs, ix: ExportIndex, spec: FeatureSpec,
                    scope: _Scope) -> None:
     """The latest funnel stage entered before each row's time (terminal rows never set it)."""
-    sh = export.stage_history
+    sh = ix.export.stage_history
     if sh is None or not len(sh):
         return
-    keep, lead_of = _wanted_rows(export, sh, scope.wanted)
+    keep, lead_of = _wanted_rows(ix.stage_lead, scope.wanted)
     stages = sh["stage"] if keep is None else sh["stage"].iloc[keep]
     rank = stages.astype("str").map(stage_rank(spec.stages)).to_numpy(
         dtype="float64", na_value=np.nan)
     funnel = (lead_of >= 0) & ~np.isnan(rank)  # terminal rows never set the stage
     sorted_ = SortedEvents.build(np.where(funnel, lead_of, -1),
-                                 _micros_at(sh["entered_at"], keep), len(scope.leads))
+                                 _at(ix.stage_time, keep), len(scope.leads))
     rows, ev, _ = before(sorted_, scope.pos, scope.as_of)
     x.stage_row, x.stage_time = rows, sorted_.time[ev]
     x.stage_rank = rank[sorted_.order[ev]].astype("int64")
 
 
-def _gather_opportunities(x: FeatureInputs, export: CrmExport, scope: _Scope) -> None:
+def _gather_opportunities(x: FeatureInputs, ix: ExportIndex, scope: _Scope) -> None:
     """Opportunities created before each row's time, with when they closed, whether lost
     and their amount."""
-    opps = export.opportunities
+    opps = ix.export.opportunities
     if opps is None or not len(opps):
         return
-    keep, lead_of = _wanted_rows(export, opps, scope.wanted)
-    sorted_ = SortedEvents.build(lead_of, _micros_at(opps["created_at"], keep),
+    keep, lead_of = _wanted_rows(ix.opportunity_lead, scope.wanted)
+    sorted_ = SortedEvents.build(lead_of, _at(ix.opportunity_created, keep),
                                  len(scope.leads))
     rows, ev, _ = before(sorted_, scope.pos, scope.as_of)
     src = sorted_.order[ev]
     src_all = src if keep is None else keep[src]
     x.opportunity_row = rows
-    x.opportunity_closed = to_micros(opps["closed_at"].iloc[src_all])
+    x.opportunity_closed = ix.opportunity_closed[src_all]
     x.opportunity_lost = (opps["status"].iloc[src_all].astype("str") == "lost").to_numpy()
     x.opportunity_amount = opps["amount"].iloc[src_all].to_numpy(dtype="float64",
                                                                  na_value=np.nan)
 
 
-def gather(export: CrmExport, spec: FeatureSpec, entities: pd.DataFrame) -> FeatureInputs:
-    """Feature inputs of every entity row (`lead_id`, `as_of`), in the frame's order."""
+def gather(export: CrmExport | ExportIndex, spec: FeatureSpec,
+           entities: pd.DataFrame) -> FeatureInputs:
+    """Feature inputs of every entity row (`lead_id`, `as_of`), in the frame's order: the
+    entity rows are looked up in the export's index first (`tables.index_export`: the
+    caller's, when it holds one), every table's join then reads that index, and the
+    attributes are coded last. A lead the export lacks is a KeyError."""
     lead_columns, account_columns = lead_attribute_columns(spec), account_attribute_columns(spec)
-    leads = export.leads.reset_index(drop=True)
-    pos = _lead_positions(export, entities)
-    as_of = to_micros(entities["as_of"])
-    n = len(entities)
-    created_all = to_micros(leads["created_at"])
+    ix = index_export(export)
+    pos, as_of = ix.entity_rows(entities)
+    if (pos < 0).any():
+        raise KeyError(f"lead {entities['lead_id'][pos < 0].iloc[0]!r} is not in the export")
+    leads, n = ix.leads, len(entities)
     account_ids = (leads["account_id"].astype("str").where(leads["account_id"].notna())
                    if "account_id" in leads else pd.Series(pd.NA, index=leads.index))
     acc_codes, acc_uniques = pd.factorize(account_ids)
-    if export.accounts is not None:
-        accounts = export.accounts.reset_index(drop=True)
+    if ix.export.accounts is not None:
+        accounts = ix.export.accounts.reset_index(drop=True)
         account_rows = positions(account_ids, accounts["account_id"])[pos]
     else:
         accounts, account_rows = None, np.full(n, -1)
     x = FeatureInputs(
-        n=n, as_of=as_of, created=created_all[pos],
-        lead_attributes=_attributes(leads, lead_columns, pos),
-        account_attributes=_attributes(accounts, account_columns, account_rows),
-        has_account=acc_codes[pos] >= 0,
+        n=n, as_of=as_of, created=ix.created[pos], lead_attributes=np.empty((n, 0)),
+        account_attributes=np.empty((n, 0)), has_account=acc_codes[pos] >= 0,
         event_row=empty(), event_age=empty("float64"), event_type=empty(),
         event_channel=empty(), event_value=empty("float64"),
         stage_row=empty(), stage_rank=empty(), stage_time=empty(),
@@ -226,22 +219,24 @@ def gather(export: CrmExport, spec: FeatureSpec, entities: pd.DataFrame) -> Feat
     scope = _Scope(leads, pos, as_of, acc_codes, len(acc_uniques),
                    _wanted_leads(len(leads), pos, acc_codes, len(acc_uniques),
                                  spec.has_accounts),
-                   SortedEvents.build(acc_codes, created_all, len(acc_uniques)))
-    _gather_events(x, export, spec, scope)
-    _gather_stages(x, export, spec, scope)
-    _gather_opportunities(x, export, scope)
+                   SortedEvents.build(acc_codes, ix.created, len(acc_uniques)))
+    _gather_events(x, ix, spec, scope)
+    _gather_stages(x, ix, spec, scope)
+    _gather_opportunities(x, ix, scope)
     if spec.has_accounts:
         x.contact_row, _, _ = before(scope.contacts, acc_codes[pos], as_of)
+    x.lead_attributes = _attributes(leads, lead_columns, pos)
+    x.account_attributes = _attributes(accounts, account_columns, account_rows)
     return x
 
 
-def lead_feature_matrix(export: CrmExport, plan: FeaturePlan,
+def lead_feature_matrix(export: CrmExport | ExportIndex, plan: FeaturePlan,
                         entities: pd.DataFrame) -> np.ndarray:
     """(rows, features) float64 in the plan's column order."""
     return plan.matrix(gather(export, plan.spec, entities))
 
 
-def build_lead_features(export: CrmExport, spec: FeatureSpec, entities: pd.DataFrame,
+def build_lead_features(export: CrmExport | ExportIndex, spec: FeatureSpec, entities: pd.DataFrame,
                         plan: FeaturePlan | None = None) -> pd.DataFrame:
     """One feature row per entity row (`lead_id`, `as_of`), categoricals as pandas categoricals."""
     from propensity.coding import as_frame

@@ -22,7 +22,7 @@ from propensity.funnel.journeys import Journeys, build_journeys
 from propensity.models.bundle import ModelBundle
 from propensity.models.outlook import REVENUE_DAYS, Outlook
 from propensity.snapshot_rows import SnapshotRows, TooLittleHistory, snapshot_rows
-from propensity.tables import CrmExport, truncate_export
+from propensity.tables import CrmExport, index_export, truncate_export
 
 Progress = Callable[[str], None]
 RULE_DAYS = 91
@@ -67,10 +67,11 @@ def fit_forecaster(export: CrmExport, as_of: pd.Timestamp, *, seed: int = 0,
     """Every forecast model fitted on the export as it was at `as_of`."""
     note = progress or (lambda _text: None)
     cut = truncate_export(export, as_of)
-    journeys = build_journeys(cut)
+    ix = index_export(cut)
+    journeys = build_journeys(ix)
     note(f"point-in-time snapshot rows before {as_of:%Y-%m-%d}")
     spec = fit_feature_spec(cut, features or FeatureConfig())
-    rows = snapshot_rows(cut, as_of, spec, max_rows=max_rows, seed=seed, journeys=journeys)
+    rows = snapshot_rows(ix, as_of, spec, max_rows=max_rows, seed=seed, journeys=journeys)
     fit = calibration_mask(rows.entities["lead_id"], seed)
     hazard, amount_model, amount = fit_models(rows, fit, seed, note)
     if not amount_model.boosters_ and np.isnan(amount_model.fallback_):

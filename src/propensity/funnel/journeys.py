@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from propensity.contract import TERMINAL_STAGES, stage_rank
-from propensity.tables import CrmExport
-from propensity.timestamps import NEVER, from_micros, to_micros
+from propensity.tables import CrmExport, ExportIndex, index_export
+from propensity.timestamps import NEVER, from_micros
 
 
 @dataclass
@@ -38,28 +38,28 @@ class Journeys:
         return self.reached_at(self.stages[-1])
 
 
-def build_journeys(export: CrmExport) -> Journeys:
-    leads = export.leads.reset_index(drop=True)
-    stages = export.stages
-    n, k = len(leads), len(stages)
+def build_journeys(export: CrmExport | ExportIndex) -> Journeys:
+    """Every lead's journey, from the export's index (`tables.index_export`; built here when
+    the caller passes the export): positions and times are read there once, not here."""
+    ix = index_export(export)
+    stages = ix.export.stages
+    n, k = len(ix.leads), len(stages)
     entered = np.full((n, k), NEVER, dtype="int64")
     ended = np.full(n, NEVER, dtype="int64")
-    entered[:, 0] = to_micros(leads["created_at"])
-    sh = export.stage_history
+    entered[:, 0] = ix.created
+    sh = ix.export.stage_history
     if sh is not None and len(sh):
-        t = to_micros(sh["entered_at"])
-        pos = export.lead_positions(sh["lead_id"])
+        t, pos = ix.stage_time, ix.stage_lead
         stage_text = sh["stage"].astype("str").to_numpy()
         rank = pd.Series(stage_text).map(stage_rank(stages)).to_numpy()
         ok = (pos >= 0) & ~np.isnan(rank)
         np.minimum.at(entered, (pos[ok], rank[ok].astype("int64")), t[ok])
         term = (pos >= 0) & np.isin(stage_text, TERMINAL_STAGES)
         np.minimum.at(ended, pos[term], t[term])
-    opps = export.opportunities
+    opps = ix.export.opportunities
     if opps is not None and len(opps):
         status = opps["status"].astype("str").to_numpy()
-        closed = to_micros(opps["closed_at"])
-        pos = export.lead_positions(opps["lead_id"])
+        closed, pos = ix.opportunity_closed, ix.opportunity_lead
         won = (status == "won") & (pos >= 0)
         np.minimum.at(entered[:, k - 1], pos[won], closed[won])
         # a lost opportunity ends the lead's journey unless it later advanced
@@ -67,4 +67,4 @@ def build_journeys(export: CrmExport) -> Journeys:
         np.minimum.at(ended, pos[lost], closed[lost])
     # passing a higher stage means passing every stage below it
     reached = np.minimum.accumulate(entered[:, ::-1], axis=1)[:, ::-1]
-    return Journeys(stages=stages, reached=reached, entered=entered, ended=ended, leads=leads)
+    return Journeys(stages=stages, reached=reached, entered=entered, ended=ended, leads=ix.leads)

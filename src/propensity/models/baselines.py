@@ -85,7 +85,7 @@ def odoo_naive_bayes(closed: pd.DataFrame, stages: tuple[str, ...], scored: pd.D
                      holdout: pd.DataFrame, lead_rows: pd.DataFrame | None = None) -> np.ndarray:
     """Odoo's probability (0..1) of each holdout row (key, as_of), from the frequency table
     of the leads closed before the cutoff (`closed`: what the evaluation fit knew); `scored`:
-    Odoo's fields of the leads it scores (`training_inputs.read_odoo`). An account gets the
+    Odoo's fields of the leads it scores (`odoo_history.read_odoo`). An account gets the
     probability that any of its leads open at that time (`lead_rows`: lead_id, as_of,
     account_id of each scored lead) is won, taking them as independent (0 when it has none):
     Odoo scores leads, and an account buys when one of them does."""

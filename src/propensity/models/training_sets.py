@@ -92,7 +92,7 @@ def assemble_sets(entities: pd.DataFrame, X_eval: np.ndarray, X_ship: np.ndarray
                   config: TrainConfig) -> TrainingSets:
     """TrainingSets from labelled entity rows (in snapshot order) and their two matrices:
     `X_eval` of the rows at evaluation times (vocabulary as of the cutoff), `X_ship` of all
-    (the whole export's); `split`: the snapshot times' (`training_inputs.holdout_split`), which
+    (the whole export's); `split`: the snapshot times' (`snapshots.holdout_split`), which
     the caller decided before building the matrices. Both engines end here."""
     target = config.target
     key = target.entity.key

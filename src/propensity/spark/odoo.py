@@ -22,10 +22,10 @@ from propensity.funnel.journeys import build_journeys
 from propensity.models.odoo_pls import fit_table, probability
 from propensity.models.train_config import TrainConfig
 from propensity.odoo_history import STAGE, TAG, closed_leads, lead_values, open_lead_fields
+from propensity.snapshots import holdout_split
 from propensity.spark.export import SparkExport
 from propensity.spark.partition import each_partition, keyed_union, layout, part_export
 from propensity.spark.session import to_pandas
-from propensity.training_inputs import holdout_split
 
 if TYPE_CHECKING:
     from pyspark.sql.types import StructType

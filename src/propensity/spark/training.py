@@ -27,7 +27,7 @@ from propensity.funnel.journeys import build_journeys
 from propensity.models.train_config import Progress, TrainConfig
 from propensity.models.training_sets import TrainingSets, assemble_sets
 from propensity.problems import PropensityError
-from propensity.snapshots import snapshot_times
+from propensity.snapshots import holdout_split, snapshot_times
 from propensity.spark.export import ROW, SparkExport
 from propensity.spark.funnel import driver_export
 from propensity.spark.odoo import spark_odoo_baseline
@@ -35,7 +35,6 @@ from propensity.spark.partition import each_partition, keyed_union, layout, part
 from propensity.spark.session import to_pandas
 from propensity.tables import truncate_export
 from propensity.targets import LEAD
-from propensity.training_inputs import holdout_split
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -122,7 +121,8 @@ def spark_feature_table(spark: SparkSession, export: SparkExport, config: TrainC
     horizon = config.snapshots.horizon_days
     _say(progress, "snapshot times and vocabularies")
     local = driver_export(export)
-    times = snapshot_times(local, config.snapshots)
+    times = snapshot_times(local.leads["created_at"].min(), local.latest_time(),
+                           config.snapshots)
     train_times, test_times = holdout_split(times, horizon, config.holdout_share)
     eval_times = {*train_times, *test_times}
     specs = _specs(spark, export, test_times[0], config)

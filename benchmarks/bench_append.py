@@ -1,12 +1,9 @@
-"""What one durable score-log append costs on this disk, and what the group commit adds.
+"""What one durable score-log append costs on this disk.
 
-1. A 600-byte `O_DSYNC` append to a growing file (as the spool's segments are written)
-   against overwriting blocks written beforehand (zeros, fsynced at creation: the size does
-   not change, no metadata to sync): blocks of appends, the two alternating, medians of the
-   process's CPU and wall an append.
-2. A lone durable commit (no request beside it) through `ScoreLog.commit`, the sync per
-   batch (`commit_delay=0`) against the group commit (its turns of the event loop), the
-   spool on tmpfs so that the sync's own cost stays out: the group commit's overhead.
+A 600-byte `O_DSYNC` append to a growing file (as the spool's segments are written)
+against overwriting blocks written beforehand (zeros, fsynced at creation: the size does
+not change, no metadata to sync): blocks of appends, the two alternating, medians of the
+process's CPU and wall an append.
 
     PYTHONPATH=src:. .venv/bin/python benchmarks/bench_append.py --folder /path/on/the/disk
 """
@@ -14,18 +11,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import resource
 import statistics
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
-
-from propensity.database import engine_for, migrate
-from serving.scorelog import ScoreLog
-from serving.spool import Segment
 
 
 def _cpu() -> float:
@@ -59,34 +50,6 @@ def appends(folder: Path, blocks: int, n: int, size: int) -> None:
               f"({blocks} blocks of {n}, load {os.getloadavg()[0]:.1f})")
 
 
-def lone_commits(blocks: int, n: int) -> None:
-    tmp = Path(tempfile.mkdtemp(dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
-    url = f"sqlite:///{tmp / 'scores.db'}"
-    migrate(url)
-    now = datetime.now(UTC)
-    row = {"scored_at": now, "lead_id": "X", "probability": 0.5, "score": 50, "grade": "B",
-           "mql": False, "model_name": "lead-conversion", "model_version": "1",
-           "threshold_version": 0, "input_hash": "-", "as_of": now}
-    res: dict[float, list[float]] = {0.0: [], 0.002: []}
-    for b in range(blocks):
-        for delay in ((0.0, 0.002) if b % 2 == 0 else (0.002, 0.0)):
-            log = ScoreLog(engine_for(url), spool_dir=tmp / "spool", commit_delay=delay)
-            log._segment = Segment.create(tmp / "spool")
-
-            async def main(log: ScoreLog = log) -> None:
-                for _ in range(n):
-                    with log.in_flight():
-                        await log.commit([row])
-
-            c0 = _cpu()
-            asyncio.run(main())
-            res[delay].append(1e6 * (_cpu() - c0) / n)
-            log._segment.remove()
-    for delay, cpu in res.items():
-        print(f"a lone commit, commit_delay {delay}: median CPU {statistics.median(cpu):.1f} us "
-              f"(sync on tmpfs; {blocks} blocks of {n}, load {os.getloadavg()[0]:.1f})")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--folder", type=Path, default=Path("."),
@@ -96,7 +59,6 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.folder) as tmp:
         appends(Path(tmp), args.blocks, args.appends, 600)
-    lone_commits(6, 2000)
 
 
 if __name__ == "__main__":

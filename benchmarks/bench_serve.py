@@ -164,6 +164,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 def _line(label: str, r: dict) -> str:
     cpu = f"   CPU {r['cpu_ms']:.2f} ms a request" if "cpu_ms" in r else ""
+    cpu += f"   {r['per_sync']:.2f} requests a sync" if "per_sync" in r else ""
     return (f"{label:<44} {r['rps']:>9,.0f} req/s   p50 {r['p50_ms']:6.1f} ms   "
             f"p99 {r['p99_ms']:6.1f} ms   non-2xx {r['errors']}{cpu}   "
             f"load {os.getloadavg()[0]:.1f}")
@@ -181,11 +182,35 @@ def _cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
     return total
 
 
+def _syncs(url: str, workers: int) -> tuple[float, float] | None:
+    """(syncs of the durable score log, requests they made durable), summed over the workers,
+    or None when not every worker answered. Each worker keeps its own /metrics: it is read
+    over fresh connections until as many distinct answers as workers have come (the check
+    request before a run went to one worker, so their counts differ)."""
+    seen: set[tuple[float, float]] = set()
+    for _ in range(60):
+        text = httpx.get(url, timeout=10).text
+        found = [float(m.group(1)) if m else 0.0 for m in (
+            re.search(rf"^propensity_score_log_sync_requests_{k} (\S+)$", text, re.M)
+            for k in ("count", "sum"))]
+        seen.add((found[0], found[1]))
+        if len(seen) == workers:
+            return sum(c for c, _ in seen), sum(r for _, r in seen)
+    return None
+
+
 def _wrk_cpu(proc: subprocess.Popen[bytes], url: str, body: dict | None,
-             headers: dict[str, str], seconds: int, conns: int) -> dict:
-    before = _cpu_seconds(proc)
+             headers: dict[str, str], seconds: int, conns: int, workers: int = 0) -> dict:
+    """wrk's figures, the server's CPU a request and, given `workers`, the durable log's
+    requests a sync: figures the load moves far less than the throughput."""
+    metrics = url.replace("/v1/score", "/metrics")
+    before = _syncs(metrics, workers) if workers else None
+    cpu = _cpu_seconds(proc)
     r = wrk(url, body, headers, seconds, conns)
-    r["cpu_ms"] = (_cpu_seconds(proc) - before) * 1e3 / max(r["rps"] * seconds, 1.0)
+    r["cpu_ms"] = (_cpu_seconds(proc) - cpu) * 1e3 / max(r["rps"] * seconds, 1.0)
+    after = _syncs(metrics, workers) if before is not None else None
+    if before is not None and after is not None and after[0] > before[0]:
+        r["per_sync"] = (after[1] - before[1]) / (after[0] - before[0])
     return r
 
 
@@ -211,9 +236,11 @@ def durable_cost(runs: dict[tuple[str, bool, str], list[dict]]) -> list[str]:
             continue
         d, f = (statistics.mean(r["rps"] for r in rs) for rs in (durable_runs, fast_runs))
         dc, fc = (statistics.mean(r["cpu_ms"] for r in rs) for rs in (durable_runs, fast_runs))
+        per_sync = [r["per_sync"] for r in durable_runs if "per_sync" in r]
+        syncs = f", {statistics.mean(per_sync):.2f} requests a sync" if per_sync else ""
         out.append(f"durable log's cost, {where}, {body}: {1 - d / f:+.1%} of throughput "
-                   f"({d:,.0f} vs {f:,.0f} req/s), CPU a request {dc:.2f} vs {fc:.2f} ms "
-                   f"({len(durable_runs)} + {len(fast_runs)} runs)")
+                   f"({d:,.0f} vs {f:,.0f} req/s), CPU a request {dc:.2f} vs {fc:.2f} ms"
+                   f"{syncs} ({len(durable_runs)} + {len(fast_runs)} runs)")
     return out
 
 
@@ -281,7 +308,8 @@ def main() -> None:
                     check.raise_for_status()
                     assert check.json()["scores"][0]["reasons"]["positive"], check.text
                     for explain, body in _bodies(url, lead, auth):
-                        r = _wrk_cpu(ours, url, body, auth, args.seconds, args.connections)
+                        r = _wrk_cpu(ours, url, body, auth, args.seconds, args.connections,
+                                     workers if durable else 0)
                         name = (("reasons" if explain else "explain=false")
                                 + ("" if "outlook" not in body else ", outlook=true"))
                         lines.append(_line(f"ours, {workers} w, {mode}, {name}", r))

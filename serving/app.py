@@ -111,7 +111,6 @@ def _lifespan(settings: ServingSettings, metrics: Metrics,
                             max_spool_bytes=settings.spool_max_bytes,
                             durable=settings.log_durable,
                             max_memory_rows=settings.log_max_memory_rows,
-                            commit_delay=settings.log_commit_delay_seconds,
                             synced=metrics.log_synced)
         scorelog.start()  # its first pass writes what an earlier run left spooled
         thresholds = ThresholdStore(engine)

@@ -51,15 +51,11 @@ class ServingSettings(Settings, CrmInboundSettings):
     spool_max_bytes: int = 256 * 1024 * 1024
     """Past this the spool refuses new scores (503) rather than fill the disk."""
     log_durable: bool = True
-    """A score is answered only once its log row is on local disk (a group commit: one
-    fdatasync for the requests in flight together): a `kill -9` of a worker or of the server
+    """A score is answered only once its log row is on local disk (one fdatasync for the
+    requests scored together): a `kill -9` of a worker or of the server
     loses nothing.
     False answers first and writes the rows within `log_flush_seconds` (faster; a crash loses
     what was not written yet). PROPENSITY_LOG_DURABLE."""
-    log_commit_delay_seconds: float = 0.002
-    """Durable: how long a group commit waits at most for the score requests in flight on
-    its worker (received, being scored) to join its sync; 0 syncs each batch at once.
-    PROPENSITY_LOG_COMMIT_DELAY_SECONDS."""
     log_backlog_degraded: int = 10_000
     """Rows acknowledged and not yet in the database past which /readyz says degraded."""
     log_max_memory_rows: int = 100_000

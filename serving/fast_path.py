@@ -82,10 +82,9 @@ class ScoreFastPath:
         if info is None:
             return None
         try:
-            with state.log.in_flight():  # a group commit waits for it
-                allowed(info, ("score",))
-                accepted = accept(state, parse_json(ScoreRequest, body))
-                return await self._batcher.answer(state, accepted)
+            allowed(info, ("score",))
+            accepted = accept(state, parse_json(ScoreRequest, body))
+            return await self._batcher.answer(state, accepted)
         except HANDED_ON:
             return None  # the app answers it, as it would have (an outage: 503)
 

@@ -41,9 +41,9 @@ class Metrics:
             "own), 408 headers late, 431 headers too large, 503 over the connection cap",
             ["status"], registry=self.registry)
         self.log_synced = Histogram("propensity_score_log_sync_requests", "Requests one "
-                                    "fdatasync of the durable score log made durable (a group "
-                                    "commit); its count is the syncs", buckets=(1, 2, 3, 4, 6, 8,
-                                                                               12, 16, 32),
+                                    "fdatasync of the durable score log made durable (those "
+                                    "scored together); its count is the syncs",
+                                    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32),
                                     registry=self.registry)
         self.model_version = Gauge("propensity_model_info", "Model version being served",
                                    ["model", "version"], registry=self.registry)

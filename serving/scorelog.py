@@ -2,10 +2,10 @@
 the database in batches off the request path.
 
 Acknowledged means durable (`durable=True`, the default): `commit` returns once the rows are
-appended to this worker's spool segment and fdatasynced (`serving.spool`), in one `write`
-for the requests in flight together (a group commit: the batches being scored beside it
-join the sync, waiting `commit_delay` at most), made on the event loop's thread: a thread
-of its own cost more in hops than the ~0.1 ms write (see `commit`). A
+appended to this worker's spool segment and fdatasynced (`serving.spool`), in one `write` to a
+file opened O_DSYNC for the requests the fast path scored together (its batch: those that
+arrived together share the sync), made on the event loop's thread: a thread of its own cost
+more in hops than the ~0.1 ms write (see `commit`). A
 `kill -9` of a worker or of the whole server then loses nothing: a segment whose writer is
 gone is replayed by another worker, or by the next start. With `durable=False` the rows wait
 in memory until the next flush (faster; a crash loses up to `flush_seconds` of them).
@@ -36,14 +36,12 @@ The served histograms (drift's counters) are added to their stored counts every
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -66,12 +64,6 @@ between chunks the writer lets go, so a flush delays a request by one chunk at m
 COUNTER_SECONDS = 5.0
 """How often the writer adds the served histograms to their stored counts."""
 UNREADABLE = "unreadable spool bytes"
-ARRIVAL_TURNS = 3
-"""Turns of the event loop a group commit takes before it counts the requests in flight: in
-the first the loop reads the sockets (uvicorn creates a task for each request read), in the
-next those tasks start and come `in_flight`; a group that counted at once wrote before the
-requests that had arrived meanwhile could join it."""
-
 
 def is_outage(exc: BaseException) -> bool:
     """The database is unreachable or busy (try again later), not refusing these rows."""
@@ -99,45 +91,11 @@ class _Outage(Exception):
         self.unwritten = unwritten
 
 
-class _Group:
-    """Rows that wait on one event loop for the same sync, and the requests they answer:
-    driven by the loop's callbacks (no task: a lone commit's overhead is the turns)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
-        self.loop = loop
-        self.deadline = deadline
-        self.rows: list[dict[str, Any]] = []
-        self.requests = 0
-        self.waiters: list[asyncio.Future[None]] = []
-        self.timer: asyncio.TimerHandle | None = None
-        self.looking = True
-        """A look is scheduled (its first turns, or a nudge's: one at a time)."""
-
-    def join(self, rows: list[dict[str, Any]], requests: int) -> asyncio.Future[None]:
-        self.rows.extend(rows)
-        self.requests += requests
-        waiter = self.loop.create_future()
-        self.waiters.append(waiter)
-        return waiter
-
-    def settle(self, exc: BaseException | None) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        for waiter in self.waiters:
-            if waiter.done():  # its request was cancelled: the rows are written anyway
-                continue
-            if exc is None:
-                waiter.set_result(None)
-            else:
-                waiter.set_exception(exc)
-
-
 class ScoreLog:
     def __init__(self, engine: sa.Engine, flush_seconds: float = 0.2,
                  spool_dir: Path | None = None, max_spool_bytes: int = 256 * 1024 * 1024,
                  counters: ServedCounters | None = None, durable: bool = True,
-                 max_memory_rows: int = 100_000, commit_delay: float = 0.002,
-                 synced: Histogram | None = None) -> None:
+                 max_memory_rows: int = 100_000, synced: Histogram | None = None) -> None:
         self.engine = engine
         self.counters = counters or ServedCounters()
         self.flush_seconds = flush_seconds
@@ -168,13 +126,6 @@ class ScoreLog:
         self.newest_at: datetime | None = None
         """The latest time a row this worker committed describes (as_of, else scored_at):
         a monitoring window ending after it cannot be moved by what waits for the database."""
-        self.commit_delay = commit_delay
-        """Durable: how long a group commit waits at most for the requests in flight beside it
-        (0: each batch syncs alone, at once)."""
-        self._in_flight = 0
-        """Score requests this worker's event loop has received and not answered yet."""
-        self._group: _Group | None = None
-        """Durable: the rows waiting for the next sync, and their requests."""
         self._synced = synced
         """Requests each sync made durable (its count is the syncs)."""
         if spool_dir is not None:
@@ -213,80 +164,27 @@ class ScoreLog:
             self.backlog += len(rows)
         self._saw(rows)
 
-    @contextlib.contextmanager
-    def in_flight(self) -> Iterator[None]:
-        """Around a score request from its arrival to its answer: a group commit waits for
-        the requests in flight beside its own (they are about to commit)."""
-        self._in_flight += 1
-        try:
-            yield
-        finally:
-            self._in_flight -= 1
-            if self._group is not None:
-                self._nudge(self._group)
-
     async def commit(self, rows: list[dict[str, Any]], requests: int = 1) -> None:
         """Return once the rows are durable (on local disk, or in memory when not durable);
         OSError when the disk refuses them: the caller must not acknowledge them.
 
-        Durable, a group commit: the rows join the group of rows waiting for the next sync,
-        and the group is written by one `write` to a file opened O_DSYNC, made on the event
-        loop's thread, once the requests in flight on this worker beside it have joined it
-        too (they were received and are being scored), or after `commit_delay` at most. An
-        append costs ~0.1 ms of CPU however few rows it holds: at 8 connections over 2
-        workers a batch of the fast path held 1-2 requests, and a sync a batch cost 12-24% of
-        the throughput on a quiet machine (docs/scorer.md). A commit thread cost more than it
-        saved: each batch woke it and was woken back (two thread hops, and the commit
-        thread's wait for the GIL while the loop computed scores, up to a switch interval).
-        The price of the loop's own write: a disk that stalls stalls this worker's loop, as
-        it would every request it answers anyway."""
+        Durable: one `write` of the batch's rows to the journal opened O_DSYNC, on the event
+        loop's thread. An append costs ~0.1 ms of CPU however few rows it holds; the fast
+        path's batch (the requests that arrived together) is what shares it. A group commit
+        that also waited for the requests in flight beside a batch (up to 2 ms) was measured
+        and removed: it merged 7-15% of the syncs and moved neither the throughput nor the
+        CPU a request (docs/scorer.md). A commit thread cost more than it saved: each batch
+        woke it and was woken back (two thread hops, and the commit thread's wait for the GIL
+        while the loop computed scores, up to a switch interval). The price of the loop's own
+        write: a disk that stalls stalls this worker's loop, as it would every request it
+        answers anyway. A coroutine, so that callers need not change should the wait leave
+        the loop."""
         if not self.durable:
             self.append(rows)
             return
         if self._closing:
             raise OSError("the score log is shut down")
-        if self.commit_delay <= 0:  # no group commit: this batch syncs alone, at once
-            self._sync(rows, requests)
-            return
-        group, loop = self._group, asyncio.get_running_loop()
-        if group is None or group.loop is not loop:  # (a loop that ended left its group)
-            group = self._group = _Group(loop, loop.time() + self.commit_delay)
-            loop.call_soon(self._turn, group, ARRIVAL_TURNS)
-        waiter = group.join(rows, requests)
-        self._nudge(group)
-        await waiter
-
-    def _turn(self, group: _Group, left: int) -> None:
-        """A turn of the loop: after `left` more, the group is written unless requests in
-        flight beside it are still coming (until they join or leave, or the deadline)."""
-        if left > 0:
-            group.loop.call_soon(self._turn, group, left - 1)
-            return
-        group.looking = False
-        if self._in_flight > group.requests and group.loop.time() < group.deadline:
-            if group.timer is None:
-                group.timer = group.loop.call_at(group.deadline, self._expire, group)
-            return
-        if self._group is group:
-            self._group = None
-        try:
-            self._sync(group.rows, group.requests)
-        except Exception as exc:
-            group.settle(exc)
-            return
-        group.settle(None)
-
-    def _expire(self, group: _Group) -> None:
-        """The deadline: written at the next look, whatever the loop's clock says (a timer
-        may fire a clock resolution early)."""
-        group.deadline = float("-inf")
-        self._nudge(group)
-
-    def _nudge(self, group: _Group) -> None:
-        """A request joined or left, or the deadline: the group looks again (once)."""
-        if not group.looking and self._group is group:
-            group.looking = True
-            group.loop.call_soon(self._turn, group, 0)
+        self._sync(rows, requests)
 
     def _sync(self, rows: list[dict[str, Any]], requests: int) -> None:
         """One append and its sync for these rows, counted; raises when the disk refuses."""

@@ -119,9 +119,9 @@ async def answers(state: AppState, accepted: Sequence[Accepted]) -> list[bytes]:
                         None if next_model is None else next_model.bundle)
     rows = [row for acc, s in zip(accepted, scored, strict=True)
             for row in _log_rows(acc, s.scores, thresholds)]
-    # the log rows first, on local disk before anything is answered (a group commit: one
-    # append and fdatasync for the requests in flight together); a disk that refuses them
-    # refuses the requests
+    # the log rows first, on local disk before anything is answered (one append and its
+    # fdatasync for the requests scored together); a disk that refuses them refuses the
+    # requests
     try:
         await state.log.commit(rows, len(accepted))
     except OSError:

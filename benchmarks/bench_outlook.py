@@ -2,7 +2,7 @@
 
 `bench_serve.py` gives the outlook's cost as the throughput lost over HTTP, which moves with
 whatever else loads the machine; this times the parts of one `score_read` by themselves, in
-microseconds per call (the median of many repetitions, one thread): reading the leads
+CPU microseconds per call (the best of 5 blocks' means, one thread): reading the leads
 (`read_records`), their matrix, the probability (with and without its reasons), and the
 outlook (with and without the amount's reasons), for a batch of 1 and of the sizes the
 batcher sends together. The model is trained as `bench_serve.py` trains it (20,000 generated
@@ -14,7 +14,6 @@ leads, seed 9), or read from `--bundle DIR` (saved there when it does not exist 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -52,16 +51,19 @@ def leads(n: int) -> list[dict[str, Any]]:
     return out
 
 
-def micros(work: Callable[[], object], repeat: int) -> float:
-    """Median microseconds of one call of `work` over `repeat` calls (after a warm-up)."""
+def micros(work: Callable[[], object], repeat: int, blocks: int = 5) -> float:
+    """CPU microseconds of one call of `work`: the least of `blocks` blocks' mean over
+    `repeat` calls each (after a warm-up). CPU time, not wall time: on a machine other
+    sessions load, a wall clock counts the time this process waited for a core."""
     for _ in range(max(3, repeat // 20)):
         work()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
+    best = float("inf")
+    for _ in range(blocks):
+        start = time.process_time()
+        for _ in range(repeat):
+            work()
+        best = min(best, (time.process_time() - start) / repeat)
+    return best * 1e6
 
 
 def table(bundle: ModelBundle, n: int, repeat: int) -> list[str]:
@@ -94,7 +96,7 @@ def main() -> None:
     parser.add_argument("--bundle", type=Path, default=None,
                         help="a directory to keep the trained model in between runs")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--repeat", type=int, default=400)
+    parser.add_argument("--repeat", type=int, default=200)
     args = parser.parse_args()
     bundle = bundle_at(args.bundle or Path(tempfile.mkdtemp()))
     assert bundle.outlook is not None, "the model ships no outlook"

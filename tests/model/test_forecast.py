@@ -70,7 +70,7 @@ def test_a_lead_alone_gets_the_outlook_it_gets_in_a_batch(forecaster: Forecaster
     asked = np.arange(len(X)) % 3 == 0
     together = model.predict(X, explain=asked)
     assert len(X) >= 200 and together.horizons.std() > 0 and together.amount_median.std() > 0
-    for size in (1, 5):  # alone, and a batch of requests still on the single-row path
+    for size in (1, 5, 16):  # alone, and batches of requests on the single-row path
         parts = [model.predict(X[i:i + size], explain=asked[i:i + size])
                  for i in range(0, len(X), size)]
         for name in PREDICTED:

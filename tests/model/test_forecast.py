@@ -17,7 +17,7 @@ from propensity.features import FeatureConfig, fit_feature_spec
 from propensity.features.definitions import STAGE_COLUMN
 from propensity.forecast import fit_forecaster, forecast_from, lead_outlook
 from propensity.forecast.backtest import actuals, quarter_starts
-from propensity.forecast.forecaster import calibration_mask
+from propensity.forecast.forecaster import Forecaster, calibration_mask
 from propensity.forecast.hazard import (
     ANCHOR_WEIGHT,
     HORIZONS,
@@ -45,8 +45,41 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, CrmExport]:
 
 
 @pytest.fixture(scope="module")
-def outlook(world: tuple[Path, CrmExport]) -> tuple[pd.DataFrame, np.ndarray]:
-    return lead_outlook(fit_forecaster(world[1], T, seed=3))
+def forecaster(world: tuple[Path, CrmExport]) -> Forecaster:
+    return fit_forecaster(world[1], T, seed=3)
+
+
+@pytest.fixture(scope="module")
+def outlook(forecaster: Forecaster) -> tuple[pd.DataFrame, np.ndarray]:
+    return lead_outlook(forecaster)
+
+
+PREDICTED = ("curve", "horizons", "expected_days", "amount_low", "amount_median", "amount_high",
+             "expected_amount", "expected_revenue", "contributions")
+
+
+def test_a_lead_alone_gets_the_outlook_it_gets_in_a_batch(forecaster: Forecaster) -> None:
+    """A request's few leads take LightGBM's single-row path, one lead's eight period rows
+    in one loop, and the post-processing on one row; a batch takes one call of each booster.
+    Every figure of the open leads and of past snapshots' leads (>= 200), the amount's
+    reasons included for the leads that ask, is the same either way to 1e-12."""
+    model = Outlook(forecaster.hazard, forecaster.amount)
+    past = snapshot_rows(forecaster.export, T, forecaster.plan.spec, seed=3,
+                         journeys=forecaster.journeys)  # the rows the models learned from
+    X = np.vstack([forecaster.open_X, past.X[::max(1, len(past.X) // 300)]])
+    asked = np.arange(len(X)) % 3 == 0
+    together = model.predict(X, explain=asked)
+    assert len(X) >= 200 and together.horizons.std() > 0 and together.amount_median.std() > 0
+    for size in (1, 5, 16):  # alone, and batches of requests on the single-row path
+        parts = [model.predict(X[i:i + size], explain=asked[i:i + size])
+                 for i in range(0, len(X), size)]
+        for name in PREDICTED:
+            got = np.concatenate([np.full((len(p.curve), X.shape[1] + 1), np.nan)
+                                  if getattr(p, name) is None else getattr(p, name)
+                                  for p in parts])
+            expected = getattr(together, name)
+            assert np.array_equal(np.isnan(got), np.isnan(expected)), (size, name)
+            assert np.nanmax(np.abs(got - expected)) < 1e-12, (size, name)
 
 
 def with_another_future(export: CrmExport, at: pd.Timestamp) -> CrmExport:

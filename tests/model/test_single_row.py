@@ -23,6 +23,11 @@ def test_single_row_equals_booster_predict() -> None:
     raw = booster.predict(rows, raw_score=True)
     contrib = booster.predict(rows, pred_contrib=True)
     assert np.abs(np.array([fast.margin(r) for r in rows]) - raw).max() < 1e-12
+    assert np.array_equal(fast.margins(rows), [fast.margin(r) for r in rows])  # one loop
+    strided = X[:600:2]  # a view of every other row: copied to C order first
+    assert np.abs(fast.margins(strided) - booster.predict(strided, raw_score=True)).max() < 1e-12
+    with pytest.raises(ValueError, match="the model reads 30"):
+        fast.margins(rows[:, :29])
     assert np.abs(np.vstack([fast.contributions(r) for r in rows]) - contrib).max() < 1e-12
     assert contrib.std() > 0  # the rows differ, so a constant could not pass
 

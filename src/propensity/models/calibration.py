@@ -51,6 +51,12 @@ def _logistic(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
+def platt(a: np.ndarray | float, b: np.ndarray | float, margin: np.ndarray) -> np.ndarray:
+    """The Platt map, element by element: one calibrator's (`a`, `b` numbers), or several
+    columns' at once (`a`, `b` one per column: `calibrate_columns`), the same bits either way."""
+    return np.asarray(1.0 / (1.0 + np.exp(-(a * margin + b))))
+
+
 @dataclass
 class Calibrator:
     kind: str
@@ -69,7 +75,7 @@ class Calibrator:
     def __call__(self, margin: np.ndarray) -> np.ndarray:
         m = np.asarray(margin, dtype="float64")
         if self.kind == "platt":
-            return 1.0 / (1.0 + np.exp(-(self.a * m + self.b)))
+            return platt(self.a, self.b, m)
         x, y = self._x, self._y
         p = np.interp(m, x, y)
         if m.size and not (x[0] <= m.min() and m.max() <= x[-1]):  # NaN: masks run too
@@ -85,6 +91,21 @@ class Calibrator:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibrator:
         return cls(**data)
+
+
+def calibrate_columns(calibrators: dict[int, Calibrator], margin: np.ndarray,
+                      out: np.ndarray) -> None:
+    """`out[:, j] = calibrators[j](margin[:, j])` for every column j that has one: the Platt
+    ones in one call of `platt` (a hazard's eight periods cost eight calls' numpy wrappers
+    where the arithmetic is a few nanoseconds), the others one by one."""
+    flat = sorted(j for j, c in calibrators.items() if c.kind == "platt")
+    if flat:
+        a = np.array([calibrators[j].a for j in flat])
+        b = np.array([calibrators[j].b for j in flat])
+        out[:, flat] = platt(a, b, margin[:, flat])
+    for j, cal in calibrators.items():
+        if cal.kind != "platt":
+            out[:, j] = cal(margin[:, j])
 
 
 def fit_calibrator(margin: np.ndarray, y: np.ndarray, method: str = "auto") -> Calibrator:

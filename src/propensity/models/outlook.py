@@ -25,7 +25,7 @@ import numpy as np
 
 from propensity.coding import Column
 from propensity.features.definitions import STAGE_COLUMN
-from propensity.models.calibration import Calibrator
+from propensity.models.calibration import Calibrator, calibrate_columns
 from propensity.models.single_row import ROW_BY_ROW, SingleRow, raw_contributions, raw_margins
 
 EDGES: tuple[int, ...] = (0, 30, 60, 90, 120, 180, 270, 365, 540, 730)
@@ -85,6 +85,18 @@ class _Margins:
 def with_period(X: np.ndarray, k: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """The hazard model's rows: the lead's features, the period's start and its width."""
     return np.column_stack([X, edges[k], edges[k + 1] - edges[k]])
+
+
+def stacked(X: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """`with_period`'s rows of every period for every row of `X`, period after period (row
+    k * n + i is row i in period k): written into one array, not tiled and stacked (three
+    copies of a request's row cost more than the trees' walk of it)."""
+    n, f, m = X.shape[0], X.shape[1], len(edges) - 1
+    out = np.empty((m, n, f + 2))
+    out[:, :, :f] = X
+    out[:, :, f] = edges[:-1, None]
+    out[:, :, f + 1] = (edges[1:] - edges[:-1])[:, None]
+    return out.reshape(m * n, f + 2)
 
 
 def _clip(x: np.ndarray | float, low: float, high: float) -> np.ndarray:
@@ -153,6 +165,8 @@ class HazardCurve:
     and the period: the margin the trees start from and add to (`base_margin`). None in an
     outlook saved before it existed (its trees were learned from zero): nothing is added."""
     _fast: _Margins = field(default_factory=_Margins, init=False, repr=False, compare=False)
+    _stage: tuple[list[Column], int | None] | None = field(default=None, init=False,
+                                                           repr=False, compare=False)
 
     def base_margins(self, X: np.ndarray) -> np.ndarray:
         """(n, periods): the table's log-odds for each row of `X` in each period; its row is
@@ -167,12 +181,21 @@ class HazardCurve:
         """Each row's row of `base_`: its stage index, or the last row (all stages)."""
         assert self.base_ is not None
         overall = self.base_.shape[0] - 1
-        names = [c.name for c in self.columns_]
-        if STAGE_COLUMN not in names:
+        at = self.stage_column()
+        if at is None:
             return np.full(len(X), overall)
-        stage = X[:, names.index(STAGE_COLUMN)]
+        stage = X[:, at]
         ok = np.isfinite(stage) & (stage >= 0) & (stage < overall)
-        return np.where(ok, np.nan_to_num(stage), overall).astype("int64")
+        return np.where(ok, stage, overall).astype("int64")  # NaN is not ok: not read
+
+    def stage_column(self) -> int | None:
+        """Where the matrix holds `current_stage` (None: not one of `columns_`), looked up
+        once for each list of columns (a request's lookup by name cost ~5 us of 150 names)."""
+        if self._stage is None or self._stage[0] is not self.columns_:
+            names = [c.name for c in self.columns_]
+            self._stage = (self.columns_,
+                           names.index(STAGE_COLUMN) if STAGE_COLUMN in names else None)
+        return self._stage[1]
 
     def tree_margins(self, X: np.ndarray) -> np.ndarray:
         """(n, periods) the trees' log-odds of each row's hazard in each period, without the
@@ -184,9 +207,7 @@ class HazardCurve:
         edges = np.asarray(self.edges, dtype="float64")
         n, m = X.shape[0], len(self.edges) - 1
         if n * m <= STACKED_ROWS:
-            k = np.repeat(np.arange(m), n)
-            raw = self._fast.margins(self.booster_, with_period(np.tile(X, (m, 1)), k, edges),
-                                     few=ROW_BY_ROW * m)
+            raw = self._fast.margins(self.booster_, stacked(X, edges), few=ROW_BY_ROW * m)
             return np.asarray(raw.reshape(m, n).T)
         # a forecast's million leads: one period at a time (memory)
         return np.column_stack([self._fast.margins(
@@ -205,11 +226,9 @@ class HazardCurve:
     def calibrated(self, raw: np.ndarray) -> np.ndarray:
         """`curve` from `raw_curve`'s values."""
         out = raw.copy()
-        margin = logit(raw)  # every column at once: one call where there were eight
-        for j, edge in enumerate(self.edges[1:], start=1):
-            cal = self.calibrators_.get(edge)
-            if cal is not None:
-                out[:, j] = cal(margin[:, j])
+        column = {edge: j for j, edge in enumerate(self.edges[1:], start=1)}
+        calibrate_columns({column[e]: c for e, c in self.calibrators_.items() if e in column},
+                          logit(raw), out)  # logit of every column: one call, not eight
         out[:, 0] = 0.0
         return np.asarray(np.maximum.accumulate(out, axis=1))
 

@@ -16,14 +16,25 @@ import lightgbm as lgb
 import numpy as np
 from lightgbm.basic import _LIB, _safe_call
 
-ROW_BY_ROW = 6
-"""Up to this many rows, LightGBM's single-row path (`SingleRow`) row after row is faster than
-one `Booster.predict`, which re-reads its parameters and builds a predictor on every call
-(margins of a 62-tree model: 2 rows 6.5 against 16 us, 8 rows 24 against 20; inside the
-scorer, beside its other work, a 2-row predict cost 55 us). The scorer's batches of requests
-that arrive together are this small; both give the same bits (tests/model/test_single_row.py)."""
+ROW_BY_ROW = 16
+"""Up to this many rows, LightGBM's single-row path row after row (`SingleRow.margins`) is
+faster than one `Booster.predict`, which re-reads its parameters and builds a predictor on
+every call. With the rows in one loop (`margins`), one thread, CPU per call (load 16,
+benchmarks/bench_outlook.py's model): a 200-tree amount model 8 rows 32 against 61 us, 16
+rows 59 against 69, 32 rows 126 against 135; the 52-tree lead model 16 rows 32 against 39,
+32 rows 63 against 57. The scorer's batches of requests that arrive together are this small;
+both give the same bits (tests/model/test_single_row.py)."""
+CONTRIBUTIONS_ROW_BY_ROW = 6
+"""`ROW_BY_ROW` for SHAP values: a row's own call (`SingleRow.contributions`) against one
+`Booster.predict`, whose fixed cost is a smaller share of TreeSHAP's."""
 _RAW_SCORE, _CONTRIB = 1, 3
 _FLOAT64 = 1
+_PREDICT_ROW = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                ctypes.c_void_p)(
+    ("LGBM_BoosterPredictForMatSingleRowFast", _LIB))
+"""`LGBM_BoosterPredictForMatSingleRowFast` with its four pointers declared, so that `margins`
+passes addresses as plain ints (a row's own pointer object costs more than its 50 trees); a
+prototype of its own, as LightGBM's module calls the function through `_LIB` undeclared."""
 
 
 def raw_margins(booster: lgb.Booster, X: np.ndarray, one: SingleRow | None, threads: int = 1,
@@ -32,14 +43,14 @@ def raw_margins(booster: lgb.Booster, X: np.ndarray, one: SingleRow | None, thre
     `Booster.predict` on `threads` threads. The one definition the bundle and the outlook's
     boosters both predict by; either way the bits are LightGBM's own."""
     if one is not None and 0 < len(X) <= few:
-        return np.array([one.margin(r) for r in X])
+        return one.margins(X)
     return np.asarray(booster.predict(X, raw_score=True, num_threads=threads))
 
 
 def raw_contributions(booster: lgb.Booster, X: np.ndarray, one: SingleRow | None,
                   threads: int = 1) -> np.ndarray:
     """(rows, features + 1) SHAP values, as `raw_margins` chooses its path."""
-    if one is not None and 0 < len(X) <= ROW_BY_ROW:
+    if one is not None and 0 < len(X) <= CONTRIBUTIONS_ROW_BY_ROW:
         return np.vstack([one.contributions(r) for r in X])
     return np.asarray(booster.predict(X, pred_contrib=True, num_threads=threads))
 
@@ -80,6 +91,21 @@ class SingleRow:
 
     def margin(self, row: np.ndarray) -> float:
         return float(self._run(self._raw, row, self._out_raw, self._out_raw_p)[0])
+
+    def margins(self, X: np.ndarray) -> np.ndarray:
+        """(rows,) the margin of each row of `X`, row after row under one lock: `margin`'s
+        numbers, without its per-call conversions (a hazard's 8 period rows: ~3 us each)."""
+        data = np.ascontiguousarray(X, dtype=np.float64)
+        if data.ndim != 2 or data.shape[1] != self.n_features:  # LightGBM would read past it
+            raise ValueError(f"rows of {data.shape[1:]} values; the model reads "
+                             f"{self.n_features}")
+        out = np.empty(len(data))
+        row, step, at = data.ctypes.data, data.strides[0], out.ctypes.data
+        length = ctypes.addressof(self._len)
+        with self._lock:
+            for i in range(len(data)):
+                _safe_call(_PREDICT_ROW(self._raw, row + i * step, length, at + 8 * i))
+        return out
 
     def contributions(self, row: np.ndarray) -> np.ndarray:
         """(features + 1,): SHAP values in log-odds, the bias last."""

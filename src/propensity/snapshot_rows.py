@@ -19,11 +19,11 @@ import numpy as np
 import pandas as pd
 
 from propensity.features import FeaturePlan
-from propensity.features.batch import lead_feature_matrix
+from propensity.features.batch import lead_matrix_at
 from propensity.features.spec import FeatureSpec
 from propensity.funnel.journeys import Journeys
 from propensity.problems import PropensityError
-from propensity.snapshots import lead_entities, open_lead_rows
+from propensity.snapshots import open_lead_rows
 from propensity.tables import NO_TIMESTAMPS, CrmExport, ExportIndex
 from propensity.timestamps import DAY_US, NEVER, to_micros
 
@@ -106,10 +106,11 @@ def snapshot_rows(ix: ExportIndex, as_of: pd.Timestamp, spec: FeatureSpec, *,
                                                           replace=False))
         entities = entities.iloc[keep].reset_index(drop=True)
         pos, as_of_us = pos[keep], as_of_us[keep]
-    open_entities = lead_entities(ix.export, [as_of], 1, journeys=journeys, labelled=False)
+    open_entities, open_pos, open_us = open_lead_rows(journeys, [as_of], 1, labelled=False)
     plan, n = FeaturePlan(spec), len(entities)
-    both = pd.concat([entities, open_entities], ignore_index=True)
-    X = lead_feature_matrix(ix, plan, both) if len(both) else np.zeros((0, len(plan.columns)))
+    X = (lead_matrix_at(ix, plan, np.concatenate([pos, open_pos]),
+                        np.concatenate([as_of_us, open_us]))
+         if n + len(open_entities) else np.zeros((0, len(plan.columns))))
     converted = journeys.reached[:, -1][pos]
     return SnapshotRows(entities=entities, X=X[:n], plan=plan,
                         converted_at=np.where(converted == NEVER, NEVER, converted),

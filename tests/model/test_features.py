@@ -150,3 +150,23 @@ def test_event_types_counted_on_codes_match_counting_the_text(small_export: CrmE
         text = column.astype("str").value_counts()
         coded = _value_counts(column)
         assert coded.to_dict() == text.to_dict() and len(coded) > 1, name
+
+
+def test_rows_given_by_lead_position_read_the_same_features_as_rows_given_by_id(
+        small_export: CrmExport, plan: FeaturePlan) -> None:
+    """The outlook's rows hand the batch executor their leads' positions and times (as the
+    journeys found them) instead of their ids: both ways must read the same matrix."""
+    from propensity.features.batch import lead_matrix_at
+    from propensity.funnel.journeys import build_journeys
+    from propensity.snapshots import open_lead_rows
+    from propensity.tables import index_export
+
+    ix = index_export(small_export)
+    times = list(pd.date_range("2024-03-01", periods=3, freq="30D", tz="UTC"))
+    frame, pos, at = open_lead_rows(build_journeys(ix), times, 30, labelled=False)
+    assert len(frame) > 0 and len(set(frame["as_of"])) > 1
+    by_id = lead_feature_matrix(ix, plan, frame)
+    by_position = lead_matrix_at(ix, plan, pos, at)
+    assert np.array_equal(by_id, by_position, equal_nan=True)
+    # a position is a lead, not a row number: other leads give another matrix
+    assert not np.array_equal(by_id, lead_matrix_at(ix, plan, pos[::-1], at), equal_nan=True)

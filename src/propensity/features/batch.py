@@ -189,14 +189,23 @@ def gather(export: CrmExport | ExportIndex, spec: FeatureSpec,
            entities: pd.DataFrame) -> FeatureInputs:
     """Feature inputs of every entity row (`lead_id`, `as_of`), in the frame's order: the
     entity rows are looked up in the export's index first (`tables.index_export`: the
-    caller's, when it holds one), every table's join then reads that index, and the
-    attributes are coded last. A lead the export lacks is a KeyError."""
-    lead_columns, account_columns = lead_attribute_columns(spec), account_attribute_columns(spec)
+    caller's, when it holds one), then read as `gather_at` reads rows already looked up. A
+    lead the export lacks is a KeyError."""
     ix = index_export(export)
     pos, as_of = ix.entity_rows(entities)
     if (pos < 0).any():
         raise KeyError(f"lead {entities['lead_id'][pos < 0].iloc[0]!r} is not in the export")
-    leads, n = ix.leads, len(entities)
+    return gather_at(ix, spec, pos, as_of)
+
+
+def gather_at(ix: ExportIndex, spec: FeatureSpec, pos: np.ndarray,
+              as_of: np.ndarray) -> FeatureInputs:
+    """Feature inputs of entity rows given as their leads' positions in the index and their
+    times in microseconds (a caller that built the rows from the journeys has both: it does
+    not look its own leads up again); every table's join reads the index, and the
+    attributes are coded last."""
+    lead_columns, account_columns = lead_attribute_columns(spec), account_attribute_columns(spec)
+    leads, n = ix.leads, len(pos)
     account_ids = (leads["account_id"].astype("str").where(leads["account_id"].notna())
                    if "account_id" in leads else pd.Series(pd.NA, index=leads.index))
     acc_codes, acc_uniques = pd.factorize(account_ids)
@@ -234,6 +243,12 @@ def lead_feature_matrix(export: CrmExport | ExportIndex, plan: FeaturePlan,
                         entities: pd.DataFrame) -> np.ndarray:
     """(rows, features) float64 in the plan's column order."""
     return plan.matrix(gather(export, plan.spec, entities))
+
+
+def lead_matrix_at(ix: ExportIndex, plan: FeaturePlan, pos: np.ndarray,
+                   as_of: np.ndarray) -> np.ndarray:
+    """`lead_feature_matrix` of rows given by lead position and time (`gather_at`)."""
+    return plan.matrix(gather_at(ix, plan.spec, pos, as_of))
 
 
 def build_lead_features(export: CrmExport | ExportIndex, spec: FeatureSpec, entities: pd.DataFrame,

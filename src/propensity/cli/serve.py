@@ -21,14 +21,17 @@ EDGE_PROTOCOL = "serving.limits:EdgeProtocol"
 worker, as the app is)."""
 KEEP_ALIVE_SECONDS = 5
 """An idle keep-alive connection is closed after this (uvicorn's timeout_keep_alive)."""
-BACKLOG = 2048
+BACKLOG = 32
 """Connections the kernel queues on the listening socket (all workers share it) until a worker
-accepts them (uvicorn's default). A short queue was tried against 1,000 stalled
-unauthenticated uploads: uvloop accepts every queued connection in one loop turn, so 64 was to
-bound that work; on a quiet machine it did not (a keyed client's score p99 during the attack
-90.6 ms with 2048, 122.3 ms with 64, the last upload closed after 0.23 s vs 1.08 s) and it
-makes a legitimate new connection wait out handshake retries under a flood: 2048 it stays,
-a setting to try on other machines."""
+accepts them. uvloop accepts every queued connection in one loop turn, so the queue's length
+bounds the work a keyed request already read can wait behind when a flood arrives. Against
+1,000 stalled unauthenticated uploads (three rounds, `benchmarks/bench_hostile.py`, quiet
+machine, the keyed client in its own process) a concurrent keyed client's score p99 was
+33-48 ms with uvicorn's 2048, 21-24 ms with 48-128, 9.5-17.4 ms with 32 (four runs); every
+upload still closed, the last after 1.1-2.1 s. The price: past 32 handshakes waiting at once,
+a new connection waits out its kernel's handshake retry (1 s, then 3 s), flood or not; clients
+that open many connections at once (rather than keeping a pool alive) raise it with
+`PROPENSITY_BACKLOG`."""
 keys_app = typer.Typer(help="API keys of the scorer.", no_args_is_help=True)
 
 
@@ -42,7 +45,8 @@ def serve(
     backlog: Annotated[int, typer.Option(
         min=1, envvar="PROPENSITY_BACKLOG",
         help="Connections the kernel queues on the listening socket until a worker accepts "
-             "them (uvicorn's default 2048)")] = BACKLOG,
+             "them (32: bounds the work a flood of new connections puts before a keyed "
+             "request; raise it for clients that open many connections at once)")] = BACKLOG,
 ) -> None:
     """Run the FastAPI scorer with uvicorn (httptools, uvloop), with the scorer's limits on
     connections and headers (serving.limits.EdgeProtocol; PROPENSITY_MAX_CONNECTIONS,

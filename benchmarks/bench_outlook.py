@@ -8,7 +8,7 @@ outlook (with and without the amount's reasons), for a batch of 1 and of the siz
 batcher sends together. The model is trained as `bench_serve.py` trains it (20,000 generated
 leads, seed 9), or read from `--bundle DIR` (saved there when it does not exist yet).
 
-    PYTHONPATH=$PWD/src:$PWD .venv/bin/python benchmarks/bench_outlook.py --bundle /tmp/b
+    PYTHONPATH=$PWD/src:$PWD .venv/bin/python benchmarks/bench_outlook.py --bundle DIR
 """
 
 from __future__ import annotations

@@ -131,9 +131,6 @@ def truncate_export(export: CrmExport, at: pd.Timestamp) -> CrmExport:
     )
 
 
-_EMPTY = np.zeros(0, dtype="int64")
-
-
 @dataclass(frozen=True, eq=False)
 class ExportIndex:
     """An export read once into positions and microseconds, at the bottom: every row's lead

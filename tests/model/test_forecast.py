@@ -64,7 +64,7 @@ def test_a_lead_alone_gets_the_outlook_it_gets_in_a_batch(forecaster: Forecaster
     Every figure of the open leads and of past snapshots' leads (>= 200), the amount's
     reasons included for the leads that ask, is the same either way to 1e-12."""
     model = Outlook(forecaster.hazard, forecaster.amount)
-    past = snapshot_rows(forecaster.export, T, forecaster.plan.spec, seed=3,
+    past = snapshot_rows(index_export(forecaster.export), T, forecaster.plan.spec, seed=3,
                          journeys=forecaster.journeys)  # the rows the models learned from
     X = np.vstack([forecaster.open_X, past.X[::max(1, len(past.X) // 300)]])
     asked = np.arange(len(X)) % 3 == 0

@@ -90,7 +90,8 @@ def worlds(draw: st.DrawFn, tag: str = "W") -> dict[str, list[dict[str, Any]]]:
 
 def to_export(tables: dict[str, list[dict[str, Any]]]) -> CrmExport:
     """A world as validated tables, typed as `load_export` types a written export."""
-    from propensity.export_reader import fill_unknown, to_utc
+    from propensity.export_reader import fill_unknown
+    from propensity.timestamps import to_utc
 
     frames = {k: pd.DataFrame(v) for k, v in tables.items()}
     leads = frames["leads"]

@@ -10,9 +10,9 @@ import pandas as pd
 
 from propensity.coding import category_text
 from propensity.contract import TIMESTAMP_DTYPE
-from propensity.export_reader import to_utc
 from propensity.lead_input import ROW_EXTRAS, nested_json
 from propensity.tables import CrmExport
+from propensity.timestamps import to_utc
 
 
 def _leads_of(frame: pd.DataFrame) -> pd.DataFrame:

@@ -28,6 +28,7 @@ from propensity.contract import (
 )
 from propensity.problems import ContractError, ProblemReport, PropensityError
 from propensity.tables import CrmExport, SourceFile
+from propensity.timestamps import to_utc
 from propensity.validation import drop_rejected_rows, validate_export
 
 SUFFIXES = (".parquet", ".csv")
@@ -195,16 +196,6 @@ def _empty_is_missing(raw: pd.Series) -> pd.Series:
         return raw.cat.remove_categories([""]) if "" in raw.cat.categories else raw
     text = raw if raw.dtype == "str" else raw.astype("str").where(raw.notna())
     return text.mask(text == "")
-
-
-def to_utc(values: pd.Series) -> pd.Series:
-    """Timestamps to UTC at microsecond resolution; naive means UTC (the contract)."""
-    if isinstance(values.dtype, pd.DatetimeTZDtype):
-        return values.dt.tz_convert("UTC").astype(TIMESTAMP_DTYPE)
-    if pd.api.types.is_datetime64_dtype(values):
-        return values.dt.tz_localize("UTC").astype(TIMESTAMP_DTYPE)
-    parsed = pd.to_datetime(values, format="ISO8601", utc=True, errors="coerce")
-    return parsed.astype(TIMESTAMP_DTYPE)
 
 
 def _is_integral(values: pd.Series) -> bool:

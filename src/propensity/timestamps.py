@@ -2,7 +2,9 @@
 
 Features, journeys, snapshots and the scorer all compare times, and they must agree to the
 microsecond (a request's event at exactly `as_of` is excluded on every path). So the unit, the
-"never" sentinel and both conversions (a pandas column, one Python datetime) live here once.
+"never" sentinel and the conversions (a pandas column, one Python datetime) live here once, and
+so does the contract's rule that a naive time is UTC (`to_utc` for a column, `utc` for one time,
+`as_utc` for a datetime).
 """
 
 from __future__ import annotations
@@ -54,6 +56,16 @@ def utc(t: pd.Timestamp | datetime | str) -> pd.Timestamp:
     """Any one time (text too) as a UTC timestamp; naive means UTC (the contract)."""
     ts = pd.Timestamp(t)
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def to_utc(values: pd.Series) -> pd.Series:
+    """Timestamps to UTC at microsecond resolution; naive means UTC (the contract)."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC").astype(TIMESTAMP_DTYPE)
+    if pd.api.types.is_datetime64_dtype(values):
+        return values.dt.tz_localize("UTC").astype(TIMESTAMP_DTYPE)
+    parsed = pd.to_datetime(values, format="ISO8601", utc=True, errors="coerce")
+    return parsed.astype(TIMESTAMP_DTYPE)
 
 
 def parse_utc(value: Any) -> datetime:

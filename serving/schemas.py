@@ -27,6 +27,7 @@ from propensity.monitoring.outcomes import Outcome
 from propensity.timestamps import EARLIEST, LATEST, micros
 
 Persona = Literal["end_user", "champion", "executive", "unknown"]
+"""`contract.PERSONAS` spelt out for the OpenAPI schema (a test holds them equal)."""
 
 
 def _iso_only(value: Any) -> Any:

@@ -24,7 +24,9 @@ DEFAULT_STAGES: tuple[str, ...] = ("lead", "mql", "sql", "opportunity", "custome
 TERMINAL_STAGES: tuple[str, ...] = ("disqualified", "lost")
 """Stages that end a lead's journey without a purchase; they have no rank in the funnel."""
 
-PERSONAS: tuple[str, ...] = ("end_user", "champion", "executive", "unknown")
+BUYER_PERSONAS: tuple[str, ...] = ("end_user", "champion", "executive")
+"""The buying committee's roles a contact can hold; features count each one apart."""
+PERSONAS: tuple[str, ...] = (*BUYER_PERSONAS, "unknown")
 OPPORTUNITY_STATUSES: tuple[str, ...] = ("open", "won", "lost")
 CLOCK_SKEW = pd.Timedelta(days=1)
 UNKNOWN_WHEN_MISSING: tuple[str, ...] = ("source", "persona")

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import itertools
 import re
+import typing
 from datetime import datetime
 
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
+from propensity.contract import PERSONAS
 from propensity.timestamps import EARLIEST, LATEST
 from serving.app import create_app
 from serving.routes.outcomes import allowed_stages
-from serving.schemas import WHEN_PATTERN, When
+from serving.schemas import WHEN_PATTERN, Persona, When
 
 DAYS = ["0001-01-01", "1899-12-31", "1900-01-01", "1900-01-02", "2025-06-01", "2199-12-30",
         "2199-12-31", "2200-01-01", "9999-12-31"]
@@ -76,3 +78,13 @@ def test_the_schema_states_what_outcomes_and_hubspot_take() -> None:
     assert {"callbackId", "origin", "object"} <= set(
         schema["components"]["schemas"]["ActionIn"]["required"])
     assert {"400", "401", "429"} <= set(action["responses"]) and not action.get("security")
+
+
+def test_the_wire_persona_is_the_contracts() -> None:
+    """The schema spells the personas out (an OpenAPI enum); they are the contract's, in order,
+    and the persona a request may send is exactly one of them."""
+    assert typing.get_args(Persona) == PERSONAS
+    adapter = TypeAdapter(Persona)
+    assert [adapter.validate_python(p) for p in PERSONAS] == list(PERSONAS)
+    with pytest.raises(ValidationError):
+        adapter.validate_python("buyer")

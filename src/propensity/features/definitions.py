@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 
 from propensity.coding import Column
+from propensity.contract import BUYER_PERSONAS
 from propensity.features.inputs import FeatureInputs
 from propensity.features.spec import FeatureSpec
 from propensity.timestamps import DAY_US, NEVER
 
-PERSONA_GROUPS = ("end_user", "champion", "executive")
+PERSONA_GROUPS = BUYER_PERSONAS
 STAGE_COLUMN = "current_stage"
 """The matrix column holding a lead's funnel stage as of t (Odoo's stage; the hazard's
 stage x period table is read by it)."""

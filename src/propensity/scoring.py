@@ -18,24 +18,27 @@ import pandas as pd
 
 from propensity.account_input import rows_to_export
 from propensity.coding import not_numbers, numbers
-from propensity.funnel.journeys import build_journeys
+from propensity.funnel.journeys import Journeys, build_journeys
 from propensity.lead_scoring import Scored, read_records, score_matrix, score_read
 from propensity.models.bundle import ModelBundle
 from propensity.models.outlook import HORIZONS
 from propensity.problems import PropensityError
-from propensity.tables import CrmExport, SourceFile
+from propensity.tables import CrmExport, SourceFile, index_export
 from propensity.targets import ACCOUNT, target_named
 from propensity.thresholds import ThresholdSet
 from propensity.timestamps import utc
 
 
-def open_entities(bundle: ModelBundle, export: CrmExport, as_of: pd.Timestamp) -> pd.DataFrame:
-    """The leads (or accounts) a model scores at T: those its training would have counted open."""
+def open_entities(bundle: ModelBundle, export: CrmExport, as_of: pd.Timestamp,
+                  journeys: Journeys | None = None) -> pd.DataFrame:
+    """The leads (or accounts) a model scores at T: those its training would have counted open
+    (`journeys`: the export's, when the caller built them already)."""
     ts = utc(as_of)
     horizon = bundle.horizon_days or 90
     target = target_named(bundle.target)
-    entities = target.entities(export, [ts], horizon, journeys=build_journeys(export),
-                               labelled=False, stale_days=bundle.stale_days)
+    entities = target.entities(export, [ts], horizon,
+                               journeys=journeys if journeys is not None else build_journeys(
+                                   export), labelled=False, stale_days=bundle.stale_days)
     return entities[[target.entity.key, "as_of"]]
 
 
@@ -116,9 +119,10 @@ def score_export(bundle: ModelBundle, export: CrmExport, as_of: pd.Timestamp,
     to share out). Every batch path writes what this returns, the pandas and Spark engines
     alike: there is no option to leave the outlook out."""
     check_export(bundle, export)
-    entities = open_entities(bundle, export, as_of).reset_index(drop=True)
+    ix = index_export(export)  # once, for the open entities and their features
+    entities = open_entities(bundle, export, as_of, build_journeys(ix)).reset_index(drop=True)
     out = entities.copy()
-    X = bundle.features_for_export(export, entities)
+    X = bundle.features_for_export(ix, entities)
     out["probability"] = bundle.predict(X, threads=threads)
     return with_outlook(out, bundle, X)
 

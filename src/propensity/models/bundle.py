@@ -36,7 +36,7 @@ from propensity.models.odoo_learner import OdooScorer
 from propensity.models.outlook import OUTLOOK_DIR, Outlook
 from propensity.models.single_row import SingleRow, raw_contributions, raw_margins
 from propensity.problems import PropensityError
-from propensity.tables import CrmExport
+from propensity.tables import CrmExport, ExportIndex
 from propensity.targets import target_named
 
 BOOSTER_FILE = "booster.txt"
@@ -110,7 +110,8 @@ class ModelBundle:
         """The one-lead executor of this model's feature plan."""
         return OnlineFeatures(self.plan)
 
-    def features_for_export(self, export: CrmExport, entities: pd.DataFrame) -> np.ndarray:
+    def features_for_export(self, export: CrmExport | ExportIndex, entities: pd.DataFrame
+                            ) -> np.ndarray:
         """The model matrix of entity rows (its target entity's key, `as_of`)."""
         return target_named(self.target).entity.matrix(export, self.plan, entities)
 
